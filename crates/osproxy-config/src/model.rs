@@ -1,0 +1,202 @@
+//! The configuration model, decoded strictly: unknown keys are errors.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use crate::Duration;
+
+/// The whole configuration of one osproxy instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listen addresses.
+    #[serde(default)]
+    pub listen: Listen,
+    /// Upstream OpenSearch clusters, by id.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    /// Upstream client behaviour.
+    #[serde(default)]
+    pub upstream: Upstream,
+    /// Verbatim forwarding to one cluster, for all or some indices.
+    pub passthrough: Option<Passthrough>,
+    /// Process lifecycle.
+    #[serde(default)]
+    pub server: Server,
+    /// Logging.
+    #[serde(default)]
+    pub log: Log,
+    /// Ingress TLS: reserved; rejected by validation until it is built.
+    pub tls: Option<toml::Value>,
+}
+
+impl Config {
+    /// The cluster with this id.
+    pub fn cluster(&self, id: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.id == id)
+    }
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// The OpenSearch-compatible data API.
+    #[serde(default = "default_data_addr")]
+    pub data: SocketAddr,
+    /// Admin API, metrics and health.
+    #[serde(default = "default_admin_addr")]
+    pub admin: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            data: default_data_addr(),
+            admin: default_admin_addr(),
+        }
+    }
+}
+
+fn default_data_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9200))
+}
+
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9600))
+}
+
+/// `[[clusters]]`: one upstream OpenSearch cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// The id placements and passthrough refer to.
+    pub id: String,
+    /// Base URL, `http://host:port`.
+    pub url: String,
+    /// Basic-auth user osproxy presents upstream (optional).
+    pub username: Option<String>,
+    /// Environment variable holding the basic-auth password.
+    pub password_env: Option<String>,
+    /// File holding the basic-auth password (trailing newline trimmed).
+    pub password_file: Option<String>,
+}
+
+/// `[upstream]`: how osproxy talks to clusters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Deadline for the upstream's response head; past it the client gets 504.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Duration,
+    /// Deadline for opening a TCP connection; past it the client gets 502.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Idle pooled connections are closed after this; keep it below the
+    /// cluster's own keep-alive timeout.
+    #[serde(default = "default_pool_idle_timeout")]
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per cluster.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle_per_cluster: usize,
+    /// Speak HTTP/2 (prior knowledge) to clusters instead of HTTP/1.1.
+    #[serde(default)]
+    pub http2: bool,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            request_timeout: default_request_timeout(),
+            connect_timeout: default_connect_timeout(),
+            pool_idle_timeout: default_pool_idle_timeout(),
+            pool_max_idle_per_cluster: default_pool_max_idle(),
+            http2: false,
+        }
+    }
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(50)
+}
+fn default_pool_max_idle() -> usize {
+    256
+}
+
+/// `[passthrough]`: forward requests verbatim to one cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Passthrough {
+    /// The cluster id requests go to.
+    pub cluster: String,
+    /// When set, only requests whose every index starts with one of these
+    /// prefixes pass through; when absent, every request does.
+    pub indices: Option<Vec<String>>,
+}
+
+/// `[server]`: process lifecycle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: Duration,
+    /// A stable instance id; a random one is chosen when absent.
+    pub instance_id: Option<String>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            drain_timeout: default_drain_timeout(),
+            instance_id: None,
+        }
+    }
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// A `tracing` filter: `info`, `osproxy=debug,info`, ...
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: default_log_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}

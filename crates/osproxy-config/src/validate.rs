@@ -1,0 +1,255 @@
+//! Semantic checks after decoding: references, URLs, secrets, ranges.
+
+use crate::{Config, ConfigError, ConfigErrors};
+
+pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
+    let mut errs = Vec::new();
+    if config.tls.is_some() {
+        errs.push(ConfigError::new(
+            "tls",
+            "ingress TLS is not supported by this version yet; terminate TLS in front of osproxy and remove [tls]",
+        ));
+    }
+    if config.listen.data == config.listen.admin && config.listen.data.port() != 0 {
+        errs.push(ConfigError::new(
+            "listen.admin",
+            "must differ from listen.data",
+        ));
+    }
+    if config.clusters.is_empty() {
+        errs.push(ConfigError::new(
+            "clusters",
+            "at least one [[clusters]] entry with id and url is required",
+        ));
+    }
+    for (i, c) in config.clusters.iter().enumerate() {
+        let key = |k: &str| format!("clusters[{i}].{k}");
+        if !is_valid_id(&c.id) {
+            errs.push(ConfigError::new(
+                key("id"),
+                format!(
+                    "{:?} is not a valid cluster id: use 1 to 64 of [A-Za-z0-9_.-]",
+                    c.id
+                ),
+            ));
+        }
+        if config.clusters[..i].iter().any(|o| o.id == c.id) {
+            errs.push(ConfigError::new(
+                key("id"),
+                format!("duplicate cluster id {:?}", c.id),
+            ));
+        }
+        if let Err(m) = check_url(&c.url) {
+            errs.push(ConfigError::new(key("url"), m));
+        }
+        match (&c.username, &c.password_env, &c.password_file) {
+            (_, Some(_), Some(_)) => errs.push(ConfigError::new(
+                key("password_env"),
+                "set password_env or password_file, not both",
+            )),
+            (None, Some(_), _) | (None, _, Some(_)) => errs.push(ConfigError::new(
+                key("username"),
+                "a password is configured without a username",
+            )),
+            (Some(_), None, None) => errs.push(ConfigError::new(
+                key("username"),
+                "a username needs password_env or password_file",
+            )),
+            _ => {}
+        }
+        if let Some(var) = &c.password_env {
+            if std::env::var_os(var).is_none() {
+                errs.push(ConfigError::new(
+                    key("password_env"),
+                    format!("environment variable {var} is not set"),
+                ));
+            }
+        }
+        if let Some(file) = &c.password_file {
+            if let Err(e) = std::fs::metadata(file) {
+                errs.push(ConfigError::new(
+                    key("password_file"),
+                    format!("cannot read {file}: {e}"),
+                ));
+            }
+        }
+    }
+    if let Some(p) = &config.passthrough {
+        if config.cluster(&p.cluster).is_none() {
+            let known: Vec<&str> = config.clusters.iter().map(|c| c.id.as_str()).collect();
+            errs.push(ConfigError::new(
+                "passthrough.cluster",
+                format!(
+                    "unknown cluster {:?}; configured clusters: {known:?}",
+                    p.cluster
+                ),
+            ));
+        }
+        for (i, prefix) in p.indices.iter().flatten().enumerate() {
+            if prefix.is_empty()
+                || prefix.starts_with(['_', '-', '+', '.'])
+                || prefix.contains([',', '*', '/', ' ', '<', '>'])
+            {
+                errs.push(ConfigError::new(
+                    format!("passthrough.indices[{i}]"),
+                    format!("{prefix:?} is not a usable index prefix: it must be non-empty, not start with _ - + or ., and contain none of , * / < > or spaces"),
+                ));
+            }
+        }
+    }
+    for (key, d) in [
+        ("upstream.request_timeout", config.upstream.request_timeout),
+        ("upstream.connect_timeout", config.upstream.connect_timeout),
+        (
+            "upstream.pool_idle_timeout",
+            config.upstream.pool_idle_timeout,
+        ),
+    ] {
+        if d.as_std().is_zero() {
+            errs.push(ConfigError::new(key, "must be greater than zero"));
+        }
+    }
+    if let Some(id) = &config.server.instance_id {
+        if !is_valid_id(id) {
+            errs.push(ConfigError::new(
+                "server.instance_id",
+                "use 1 to 64 of [A-Za-z0-9_.-]",
+            ));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(
+                "https upstreams are not supported by this version yet; use http://".to_string(),
+            )
+        }
+        _ => return Err(format!("{url:?} must start with http://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
+        return Err(format!(
+            "{url:?} must not have a path or query: give only scheme, host and port"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::from_str;
+
+    const BASE: &str = "[[clusters]]\nid = \"main\"\nurl = \"http://127.0.0.1:9201\"\n";
+
+    fn keys(text: &str, sets: &[&str]) -> Vec<String> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        match from_str(text, std::iter::empty(), &sets) {
+            Ok(_) => vec![],
+            Err(e) => e.0.into_iter().map(|e| e.key).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_is_valid() {
+        assert!(keys(BASE, &[]).is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        assert_eq!(
+            keys(&format!("{BASE}[upstream]\nrequest_timout = \"5s\"\n"), &[]),
+            ["upstream.request_timout"]
+        );
+        assert_eq!(keys(&format!("bogus = 1\n{BASE}"), &[]), ["bogus"]);
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        assert_eq!(
+            keys(&format!("{BASE}[upstream]\nhttp2 = \"yes\"\n"), &[]),
+            ["upstream.http2"]
+        );
+        assert_eq!(
+            keys(
+                &format!("{BASE}[upstream]\nrequest_timeout = \"5 parsecs\"\n"),
+                &[]
+            ),
+            ["upstream.request_timeout"]
+        );
+        assert_eq!(
+            keys(&format!("[listen]\ndata = \"nope\"\n{BASE}"), &[]),
+            ["listen.data"]
+        );
+    }
+
+    #[test]
+    fn missing_cluster_is_named() {
+        assert_eq!(
+            keys(&format!("{BASE}[passthrough]\ncluster = \"other\"\n"), &[]),
+            ["passthrough.cluster"]
+        );
+        assert_eq!(
+            keys("[passthrough]\ncluster = \"main\"\n", &[]),
+            ["clusters", "passthrough.cluster"]
+        );
+        assert_eq!(
+            keys("[[clusters]]\nid = \"main\"\n", &[]),
+            ["clusters[0].url"]
+        );
+    }
+
+    #[test]
+    fn bad_url_is_named() {
+        for url in ["not a url", "ftp://x:1", "http://x:1/path", "https://x:1"] {
+            let text = format!("[[clusters]]\nid = \"main\"\nurl = \"{url}\"\n");
+            assert_eq!(keys(&text, &[]), ["clusters[0].url"], "{url}");
+        }
+    }
+
+    #[test]
+    fn set_errors_are_validated_too() {
+        assert_eq!(
+            keys(BASE, &["upstream.request_timeout=0s"]),
+            ["upstream.request_timeout"]
+        );
+        assert_eq!(
+            keys(
+                BASE,
+                &["passthrough.cluster=main", "passthrough.indices=[\"_x\"]"]
+            ),
+            ["passthrough.indices[0]"]
+        );
+    }
+
+    #[test]
+    fn tls_is_refused_until_built() {
+        assert_eq!(keys(&format!("[tls]\ncert = \"a\"\n{BASE}"), &[]), ["tls"]);
+    }
+
+    #[test]
+    fn duplicate_cluster() {
+        let text = format!("{BASE}{BASE}");
+        assert_eq!(keys(&text, &[]), ["clusters[1].id"]);
+    }
+}

@@ -1,0 +1,162 @@
+//! The typed error taxonomy. Every error osproxy itself answers with has a
+//! stable [`ErrorCode`], an HTTP status, a retryable flag and a remediation
+//! hint, and renders as an OpenSearch-shaped body so official clients raise
+//! their usual exceptions.
+
+use bytes::Bytes;
+use serde_json::json;
+
+/// Stable error codes. The string form is part of the public contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The endpoint is not served by this instance's configuration.
+    UnsupportedEndpoint,
+    /// The request itself is malformed (bad path, bad header).
+    BadRequest,
+    /// The upstream cluster could not be reached or broke the connection.
+    UpstreamUnavailable,
+    /// The upstream did not answer within the configured deadline.
+    UpstreamTimeout,
+    /// The instance is shutting down.
+    ShuttingDown,
+    /// A bug or an unexpected condition inside osproxy.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable string code, also used as the OpenSearch error `type`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnsupportedEndpoint => "unsupported_endpoint",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UpstreamUnavailable => "upstream_unavailable",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal_error",
+        }
+    }
+
+    /// The HTTP status this code is answered with.
+    pub const fn status(self) -> u16 {
+        match self {
+            ErrorCode::UnsupportedEndpoint | ErrorCode::BadRequest => 400,
+            ErrorCode::UpstreamUnavailable => 502,
+            ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::ShuttingDown => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// What an operator or a caller can do about it.
+    pub const fn remediation(self) -> &'static str {
+        match self {
+            ErrorCode::UnsupportedEndpoint => {
+                "this endpoint is not served here; an operator can pass it through by adding its index prefix to [passthrough] indices"
+            }
+            ErrorCode::BadRequest => "fix the request as the reason says and send it again",
+            ErrorCode::UpstreamUnavailable => {
+                "check that the cluster is up and reachable from osproxy; idempotent requests can be retried"
+            }
+            ErrorCode::UpstreamTimeout => {
+                "the cluster is slow or stuck; retry later, or raise [upstream] request_timeout if the request is expected to take this long"
+            }
+            ErrorCode::ShuttingDown => "this instance is draining; retry on another instance",
+            ErrorCode::Internal => "report this with the request id",
+        }
+    }
+}
+
+/// An error osproxy answers with itself (as opposed to an upstream error,
+/// which is relayed as it is).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{code:?}: {reason}")]
+pub struct ProxyError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What happened, for humans; never contains tenant values or secrets.
+    pub reason: String,
+    /// Whether the same request may safely be sent again.
+    pub retryable: bool,
+}
+
+impl ProxyError {
+    /// A new error with the code's default retryability (false).
+    pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
+        ProxyError {
+            code,
+            reason: reason.into(),
+            retryable: false,
+        }
+    }
+
+    /// Sets whether the caller may retry.
+    pub fn retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    /// Renders the OpenSearch-shaped body:
+    ///
+    /// ```
+    /// use osproxy_core::{ErrorCode, ProxyError};
+    /// let body = ProxyError::new(ErrorCode::BadRequest, "bad path").to_body("req-1");
+    /// let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    /// assert_eq!(v["status"], 400);
+    /// assert_eq!(v["error"]["type"], "bad_request");
+    /// assert_eq!(v["error"]["osproxy"]["request_id"], "req-1");
+    /// ```
+    pub fn to_body(&self, request_id: &str) -> Bytes {
+        let code = self.code.as_str();
+        let value = json!({
+            "error": {
+                "root_cause": [{"type": code, "reason": self.reason}],
+                "type": code,
+                "reason": self.reason,
+                "osproxy": {
+                    "code": code,
+                    "retryable": self.retryable,
+                    "remediation": self.code.remediation(),
+                    "request_id": request_id,
+                }
+            },
+            "status": self.status(),
+        });
+        Bytes::from(value.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_opensearch_shaped() {
+        let err = ProxyError::new(
+            ErrorCode::UpstreamTimeout,
+            "cluster main did not answer in 5s",
+        )
+        .retryable(true);
+        let body = err.to_body("abc");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["status"], 504);
+        assert_eq!(v["error"]["type"], "upstream_timeout");
+        assert_eq!(v["error"]["root_cause"][0]["type"], "upstream_timeout");
+        assert_eq!(v["error"]["osproxy"]["retryable"], true);
+        assert_eq!(v["error"]["osproxy"]["code"], "upstream_timeout");
+        assert!(v["error"]["osproxy"]["remediation"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+    }
+
+    #[test]
+    fn reason_with_quotes_stays_valid_json() {
+        let err = ProxyError::new(ErrorCode::BadRequest, "index \"a\\b\" is odd");
+        let v: serde_json::Value = serde_json::from_slice(&err.to_body("x")).unwrap_or_default();
+        assert_eq!(v["error"]["reason"], "index \"a\\b\" is odd");
+    }
+}

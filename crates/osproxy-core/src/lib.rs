@@ -1,0 +1,12 @@
+//! The vocabulary shared by every osproxy crate: endpoint kinds, the typed
+//! error taxonomy with stable codes, and request ids.
+//!
+//! This crate does no I/O and has no async code; it must stay cheap to depend on.
+
+pub mod endpoint;
+pub mod error;
+pub mod request_id;
+
+pub use endpoint::EndpointKind;
+pub use error::{ErrorCode, ProxyError};
+pub use request_id::RequestIdMinter;

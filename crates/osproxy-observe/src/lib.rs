@@ -1,0 +1,12 @@
+//! Observability for osproxy: metrics today; directives, shape-only traces
+//! and explain join later.
+//!
+//! Nothing here may record a tenant's values or a secret: labels are endpoint
+//! kinds, status classes and configured cluster ids only.
+
+pub mod metrics;
+
+pub use metrics::{ClusterMetrics, InFlight, Metrics};
+pub mod readiness;
+
+pub use readiness::Readiness;

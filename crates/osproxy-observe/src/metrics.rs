@@ -1,0 +1,237 @@
+//! Prometheus metrics with a bounded label set. Every handle the request path
+//! touches is created at start-up, so recording is a few atomic adds — no
+//! lock, no allocation, no label hashing.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use osproxy_core::EndpointKind;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Status classes used as a label.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    kind: String,
+    status_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterErrorLabels {
+    cluster: String,
+    error: String,
+}
+
+/// The metrics of one upstream cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterMetrics {
+    /// Time from dispatch to the upstream's response head.
+    pub latency: Histogram,
+    /// TCP connections opened to the cluster.
+    pub connections_opened: Counter<u64, AtomicU64>,
+    /// Requests sent on a connection that had already served one.
+    pub connections_reused: Counter<u64, AtomicU64>,
+    /// Connection could not be opened.
+    pub errors_connect: Counter<u64, AtomicU64>,
+    /// No response head within the deadline.
+    pub errors_timeout: Counter<u64, AtomicU64>,
+    /// The connection broke during the exchange.
+    pub errors_io: Counter<u64, AtomicU64>,
+}
+
+/// One request counted in the in-flight gauge until dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// All metrics of one instance.
+pub struct Metrics {
+    registry: Registry,
+    requests: Vec<[Counter<u64, AtomicU64>; 5]>,
+    in_flight: Gauge,
+    clusters: Vec<ClusterMetrics>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric, with per-cluster handles in the order of
+    /// `cluster_ids`.
+    pub fn new<'a>(cluster_ids: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut registry = Registry::with_prefix("osproxy");
+
+        let requests_family = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by endpoint kind and status class",
+            requests_family.clone(),
+        );
+        let requests = EndpointKind::ALL
+            .iter()
+            .map(|kind| {
+                STATUS_CLASSES.map(|class| {
+                    requests_family
+                        .get_or_create(&RequestLabels {
+                            kind: kind.as_str().to_string(),
+                            status_class: class.to_string(),
+                        })
+                        .clone()
+                })
+            })
+            .collect();
+
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests being served now",
+            in_flight.clone(),
+        );
+
+        let latency = Family::<ClusterLabels, Histogram>::new_with_constructor(|| {
+            // 0.5 ms .. ~65 s
+            Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+        });
+        registry.register(
+            "upstream_response_seconds",
+            "Time from dispatch to the upstream response head, per cluster",
+            latency.clone(),
+        );
+        let opened = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "upstream_connections_opened",
+            "TCP connections opened to a cluster",
+            opened.clone(),
+        );
+        let reused = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "upstream_connections_reused",
+            "Upstream requests sent on an already used keep-alive connection",
+            reused.clone(),
+        );
+        let errors = Family::<ClusterErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream exchanges that failed, by cause",
+            errors.clone(),
+        );
+
+        let clusters = cluster_ids
+            .into_iter()
+            .map(|id| {
+                let l = ClusterLabels {
+                    cluster: id.to_string(),
+                };
+                let err = |e: &str| {
+                    errors
+                        .get_or_create(&ClusterErrorLabels {
+                            cluster: id.to_string(),
+                            error: e.to_string(),
+                        })
+                        .clone()
+                };
+                ClusterMetrics {
+                    latency: latency.get_or_create(&l).clone(),
+                    connections_opened: opened.get_or_create(&l).clone(),
+                    connections_reused: reused.get_or_create(&l).clone(),
+                    errors_connect: err("connect"),
+                    errors_timeout: err("timeout"),
+                    errors_io: err("io"),
+                }
+            })
+            .collect();
+
+        Metrics {
+            registry,
+            requests,
+            in_flight,
+            clusters,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn request_done(&self, kind: EndpointKind, status: u16) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        let k = EndpointKind::ALL
+            .iter()
+            .position(|x| *x == kind)
+            .unwrap_or(EndpointKind::ALL.len() - 1);
+        if let Some(row) = self.requests.get(k) {
+            row[class].inc();
+        }
+    }
+
+    /// Counts a request as in flight until the returned slot is dropped.
+    pub fn enter(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// The handles of the cluster registered at `index`.
+    pub fn cluster(&self, index: usize) -> Option<&ClusterMetrics> {
+        self.clusters.get(index)
+    }
+
+    /// Records an upstream latency.
+    pub fn observe_latency(cluster: &ClusterMetrics, d: Duration) {
+        cluster.latency.observe(d.as_secs_f64());
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_encodes() {
+        let m = Metrics::new(["main"]);
+        m.request_done(EndpointKind::Search, 200);
+        m.request_done(EndpointKind::Search, 503);
+        if let Some(c) = m.cluster(0) {
+            c.connections_opened.inc();
+            Metrics::observe_latency(c, Duration::from_millis(3));
+        }
+        let text = m.encode();
+        assert!(
+            text.contains(r#"osproxy_requests_total{kind="search",status_class="2xx"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"osproxy_requests_total{kind="search",status_class="5xx"} 1"#));
+        assert!(text.contains(r#"osproxy_upstream_connections_opened_total{cluster="main"} 1"#));
+        assert!(text.contains(r#"osproxy_upstream_response_seconds_count{cluster="main"} 1"#));
+        assert!(text.contains("osproxy_in_flight_requests 0"));
+    }
+}

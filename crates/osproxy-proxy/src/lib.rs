@@ -1,0 +1,16 @@
+//! The osproxy data path.
+//!
+//! A request's life is a fixed list of stages in [`pipeline::Proxy::handle`]:
+//! identify (request id), classify, route, dispatch, respond. Each stage lives
+//! in its own module. Nothing on this path panics, blocks or buffers a body
+//! whole: bodies stream in both directions.
+
+pub mod body;
+pub mod headers;
+pub mod ingress;
+pub mod pipeline;
+pub mod probe;
+pub mod route;
+pub mod upstream;
+
+pub use pipeline::Proxy;

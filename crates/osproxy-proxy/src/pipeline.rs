@@ -1,0 +1,173 @@
+//! The request pipeline: one short function naming every stage.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, EXPECT, HOST};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use osproxy_config::Config;
+use osproxy_core::request_id::is_well_formed;
+use osproxy_core::{EndpointKind, ErrorCode, ProxyError, RequestIdMinter};
+use osproxy_observe::{InFlight, Metrics};
+use osproxy_rewrite::classify;
+use tracing::warn;
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::headers::strip_hop_by_hop;
+use crate::route::Router;
+use crate::upstream::{UpstreamError, Upstreams};
+
+/// The header carrying the request id both ways.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Everything a request needs, built once at start-up and shared.
+#[derive(Debug)]
+pub struct Proxy {
+    router: Router,
+    upstreams: Arc<Upstreams>,
+    metrics: Arc<Metrics>,
+    minter: RequestIdMinter,
+    request_timeout: Duration,
+}
+
+impl Proxy {
+    /// Wires the data path from a validated config.
+    pub fn new(
+        config: &Config,
+        upstreams: Arc<Upstreams>,
+        metrics: Arc<Metrics>,
+        instance_nonce: u64,
+    ) -> Self {
+        Proxy {
+            router: Router::new(config),
+            upstreams,
+            metrics,
+            minter: RequestIdMinter::new(instance_nonce),
+            request_timeout: config.upstream.request_timeout.as_std(),
+        }
+    }
+
+    /// Serves one request: identify → classify → route → dispatch → respond.
+    /// Never fails: every error becomes an OpenSearch-shaped response.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let in_flight = self.metrics.enter();
+        let request_id = self.identify(&req);
+        let (kind, outcome) = self.serve(req, &request_id, in_flight).await;
+        let mut resp = outcome.unwrap_or_else(|e| error_response(&e, &request_id));
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        self.metrics.request_done(kind, resp.status().as_u16());
+        Ok(resp)
+    }
+
+    /// The client's well-formed `x-request-id`, or a freshly minted one.
+    fn identify(&self, req: &Request<Incoming>) -> HeaderValue {
+        match req.headers().get(&X_REQUEST_ID) {
+            Some(v) if is_well_formed(v.as_bytes()) => v.clone(),
+            _ => HeaderValue::try_from(self.minter.mint())
+                .unwrap_or(HeaderValue::from_static("unidentified")),
+        }
+    }
+
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        request_id: &HeaderValue,
+        in_flight: InFlight,
+    ) -> (EndpointKind, Result<Response<ResponseBody>, ProxyError>) {
+        let path = req.uri().path();
+        let classified = match classify(path) {
+            Ok(c) => c,
+            Err(e) => {
+                return (
+                    EndpointKind::Other,
+                    Err(ProxyError::new(ErrorCode::BadRequest, e.to_string())),
+                )
+            }
+        };
+        let kind = classified.kind;
+        let cluster = match self.router.route(req.method(), path, &classified) {
+            Ok(c) => c,
+            Err(e) => return (kind, Err(e)),
+        };
+        (
+            kind,
+            self.dispatch(cluster, req, request_id, in_flight).await,
+        )
+    }
+
+    async fn dispatch(
+        &self,
+        cluster: usize,
+        req: Request<Incoming>,
+        request_id: &HeaderValue,
+        in_flight: InFlight,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let upstream = self.upstreams.get(cluster).ok_or_else(|| {
+            ProxyError::new(
+                ErrorCode::Internal,
+                format!("no upstream at position {cluster}"),
+            )
+        })?;
+        let idempotent = is_idempotent(req.method());
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(HOST);
+        // hyper has already answered `100-continue` to the client when the
+        // body is first read; the upstream client does not wait for one.
+        parts.headers.remove(EXPECT);
+        parts
+            .headers
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
+        let upstream_req = Request::from_parts(parts, RequestBody::Client(body));
+
+        match upstream.send(upstream_req, self.request_timeout).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Ok(Response::from_parts(
+                    parts,
+                    ResponseBody::upstream(body, in_flight),
+                ))
+            }
+            Err(e) => {
+                warn!(cluster = %upstream.id, request_id = ?request_id, error = %e, "upstream exchange failed");
+                let (code, retryable) = match &e {
+                    UpstreamError::Connect(_) => (ErrorCode::UpstreamUnavailable, true),
+                    UpstreamError::Timeout(_) => (ErrorCode::UpstreamTimeout, idempotent),
+                    UpstreamError::Io(_) => (ErrorCode::UpstreamUnavailable, idempotent),
+                };
+                Err(
+                    ProxyError::new(code, format!("cluster {}: {e}", upstream.id))
+                        .retryable(retryable),
+                )
+            }
+        }
+    }
+}
+
+/// Methods whose repetition cannot change the outcome, so a timed-out or
+/// broken exchange may be retried by the client.
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    )
+}
+
+/// An OpenSearch-shaped error response.
+pub fn error_response(e: &ProxyError, request_id: &HeaderValue) -> Response<ResponseBody> {
+    let id = request_id.to_str().unwrap_or("");
+    let mut resp = Response::new(ResponseBody::full(e.to_body(id)));
+    *resp.status_mut() =
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    resp
+}

@@ -1,0 +1,355 @@
+//! Upstream clusters: one pooled keep-alive client per cluster, with
+//! `TCP_NODELAY`, a connect deadline, a response-head deadline, basic auth,
+//! and connection-reuse accounting.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use osproxy_config::{Cluster, Upstream as UpstreamConfig};
+use osproxy_observe::{ClusterMetrics, Metrics};
+use tokio::net::TcpStream;
+
+use crate::body::RequestBody;
+
+/// Why an upstream exchange failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// No connection could be opened: nothing was sent.
+    Connect(String),
+    /// No response head within the deadline.
+    Timeout(Duration),
+    /// The connection broke during the exchange: the request may have been
+    /// (partly) processed.
+    Io(String),
+}
+
+/// Every configured cluster, by position in the config.
+#[derive(Debug)]
+pub struct Upstreams {
+    clusters: Vec<UpstreamCluster>,
+}
+
+/// One cluster's client.
+#[derive(Debug)]
+pub struct UpstreamCluster {
+    /// The configured id.
+    pub id: String,
+    scheme: Scheme,
+    authority: Authority,
+    authorization: Option<HeaderValue>,
+    version: Version,
+    client: Client<CountingConnector, RequestBody>,
+    metrics: ClusterMetrics,
+}
+
+impl Upstreams {
+    /// Builds a client per cluster. Fails only on what validation should
+    /// have caught (an unparsable URL, an unreadable password).
+    pub fn new(
+        clusters: &[Cluster],
+        config: &UpstreamConfig,
+        metrics: &Metrics,
+    ) -> Result<Self, String> {
+        let built = clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let m = metrics
+                    .cluster(i)
+                    .cloned()
+                    .ok_or_else(|| format!("no metrics for cluster {}", c.id))?;
+                UpstreamCluster::new(c, config, m)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Upstreams { clusters: built })
+    }
+
+    /// The cluster at `index`.
+    pub fn get(&self, index: usize) -> Option<&UpstreamCluster> {
+        self.clusters.get(index)
+    }
+
+    /// How many clusters there are.
+    pub fn len(&self) -> usize {
+        self.clusters.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.clusters.is_empty()
+    }
+}
+
+impl UpstreamCluster {
+    fn new(c: &Cluster, config: &UpstreamConfig, metrics: ClusterMetrics) -> Result<Self, String> {
+        let uri: Uri = c
+            .url
+            .parse()
+            .map_err(|e| format!("cluster {}: bad url: {e}", c.id))?;
+        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("cluster {}: url has no host", c.id))?;
+        let authorization = basic_auth(c)?;
+
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout.as_std()));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = CountingConnector {
+            inner: http,
+            metrics: metrics.clone(),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout.as_std())
+            .pool_max_idle_per_host(config.pool_max_idle_per_cluster)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(config.http2)
+            .build(connector);
+        let version = if config.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        Ok(UpstreamCluster {
+            id: c.id.clone(),
+            scheme,
+            authority,
+            authorization,
+            version,
+            client,
+            metrics,
+        })
+    }
+
+    /// Sends a request whose URI holds only path and query. The cluster's
+    /// scheme, authority, protocol version and credentials are applied here.
+    pub async fn send(
+        &self,
+        mut req: Request<RequestBody>,
+        deadline: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        *req.uri_mut() = Uri::from_parts(parts)
+            .map_err(|e| UpstreamError::Io(format!("cannot build upstream uri: {e}")))?;
+        *req.version_mut() = self.version;
+        if let Some(auth) = &self.authorization {
+            req.headers_mut()
+                .insert(http::header::AUTHORIZATION, auth.clone());
+        }
+
+        let started = Instant::now();
+        let result = tokio::time::timeout(deadline, self.client.request(req)).await;
+        match result {
+            Err(_) => {
+                self.metrics.errors_timeout.inc();
+                Err(UpstreamError::Timeout(deadline))
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                self.metrics.errors_connect.inc();
+                Err(UpstreamError::Connect(error_chain(&e)))
+            }
+            Ok(Err(e)) => {
+                self.metrics.errors_io.inc();
+                Err(UpstreamError::Io(error_chain(&e)))
+            }
+            Ok(Ok(resp)) => {
+                Metrics::observe_latency(&self.metrics, started.elapsed());
+                if let Some(uses) = resp.extensions().get::<ConnectionUses>() {
+                    if uses.0.fetch_add(1, Ordering::Relaxed) > 0 {
+                        self.metrics.connections_reused.inc();
+                    }
+                }
+                Ok(resp)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Connect(e) => write!(f, "cannot connect: {e}"),
+            UpstreamError::Timeout(d) => write!(f, "no response within {} ms", d.as_millis()),
+            UpstreamError::Io(e) => write!(f, "connection failed: {e}"),
+        }
+    }
+}
+
+/// `error: cause: cause`, so a 502's reason says what really happened
+/// (hyper's top-level message alone is "client error (Connect)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn basic_auth(c: &Cluster) -> Result<Option<HeaderValue>, String> {
+    let Some(user) = &c.username else {
+        return Ok(None);
+    };
+    let password = match (&c.password_env, &c.password_file) {
+        (Some(var), _) => std::env::var(var)
+            .map_err(|_| format!("cluster {}: environment variable {var} is not set", c.id))?,
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| format!("cluster {}: cannot read {file}: {e}", c.id))?,
+        (None, None) => return Err(format!("cluster {}: username without a password", c.id)),
+    };
+    let token = base64_encode(format!("{user}:{password}").as_bytes());
+    let mut value = HeaderValue::try_from(format!("Basic {token}"))
+        .map_err(|e| format!("cluster {}: {e}", c.id))?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
+fn base64_encode(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// How many requests a pooled connection has carried; shared between the
+/// connection and every response it delivers.
+#[derive(Clone, Debug)]
+struct ConnectionUses(Arc<AtomicU64>);
+
+/// An [`HttpConnector`] that counts opened connections and tags each with
+/// a use counter so reuse can be measured per response.
+#[derive(Clone, Debug)]
+pub struct CountingConnector {
+    inner: HttpConnector,
+    metrics: ClusterMetrics,
+}
+
+impl tower_service::Service<Uri> for CountingConnector {
+    type Response = TrackedConnection;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<TrackedConnection, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::<Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = tower_service::Service::<Uri>::call(&mut self.inner, uri);
+        let opened = self.metrics.connections_opened.clone();
+        Box::pin(async move {
+            let io = connecting.await?;
+            opened.inc();
+            Ok(TrackedConnection {
+                io,
+                uses: ConnectionUses(Arc::new(AtomicU64::new(0))),
+            })
+        })
+    }
+}
+
+/// A TCP connection with its use counter.
+#[derive(Debug)]
+pub struct TrackedConnection {
+    io: TokioIo<TcpStream>,
+    uses: ConnectionUses,
+}
+
+impl Connection for TrackedConnection {
+    fn connected(&self) -> Connected {
+        self.io.connected().extra(self.uses.clone())
+    }
+}
+
+impl hyper::rt::Read for TrackedConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TrackedConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(i.as_bytes()), o);
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The osproxy binary: parses the command line, loads the config and wires
+//! the crates together. No request logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use osproxy_admin::Admin;
+use osproxy_config::{Config, LogFormat};
+use osproxy_observe::{Metrics, Readiness};
+use osproxy_proxy::ingress::{serve as serve_listener, Drained};
+use osproxy_proxy::upstream::Upstreams;
+use osproxy_proxy::Proxy;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Exit code for an invalid configuration.
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "osproxy",
+    version,
+    about = "A tenant-aware routing proxy for OpenSearch"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a proxy instance.
+    Serve(ConfigArgs),
+    /// Validate a config and exit: 0 when valid, 2 when not.
+    Check(ConfigArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ConfigArgs {
+    /// The TOML config file [default: $OSPROXY_CONFIG, then ./osproxy.toml]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override one key, like `--set upstream.request_timeout=5s`; wins over
+    /// the file and over OSPROXY_<SECTION>__<KEY> environment variables.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, ExitCode> {
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(osproxy_config::default_path);
+        osproxy_config::load(&path, std::env::vars(), &self.sets).map_err(|errs| {
+            eprintln!("{}: {errs}", path.display());
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => match args.load() {
+            Ok(_) => {
+                println!("config ok");
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve(args) => {
+            let config = match args.load() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(&config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("osproxy: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("osproxy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Random bits for request ids and the instance id, from the OS-seeded
+/// hasher keys std already draws (no extra dependency).
+fn instance_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish()
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let nonce = instance_nonce();
+    let instance_id = config
+        .server
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| format!("{nonce:016x}"));
+    let cluster_ids: Vec<&str> = config.clusters.iter().map(|c| c.id.as_str()).collect();
+    let metrics = Arc::new(Metrics::new(cluster_ids.iter().copied()));
+    let readiness = Arc::new(Readiness::new(cluster_ids.iter().copied()));
+    let upstreams = Arc::new(Upstreams::new(
+        &config.clusters,
+        &config.upstream,
+        &metrics,
+    )?);
+    let proxy = Arc::new(Proxy::new(
+        &config,
+        upstreams.clone(),
+        metrics.clone(),
+        nonce,
+    ));
+
+    let data = TcpListener::bind(config.listen.data)
+        .await
+        .map_err(|e| format!("cannot listen on listen.data = {}: {e}", config.listen.data))?;
+    let admin = TcpListener::bind(config.listen.admin).await.map_err(|e| {
+        format!(
+            "cannot listen on listen.admin = {}: {e}",
+            config.listen.admin
+        )
+    })?;
+    let data_addr = data.local_addr().map_err(|e| e.to_string())?;
+    let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+
+    osproxy_proxy::probe::spawn_probes(upstreams, readiness.clone());
+
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_routes = Admin::new(metrics, readiness.clone());
+    let admin_task = tokio::spawn(serve_listener(
+        admin,
+        move |req| admin_routes.clone().handle(req),
+        async {
+            let _ = admin_stopped.await;
+        },
+        std::time::Duration::from_secs(1),
+    ));
+
+    info!(%instance_id, version = env!("CARGO_PKG_VERSION"), data = %data_addr, admin = %admin_addr, "osproxy listening");
+    // One parseable line on stdout for scripts and the test harness.
+    println!("osproxy listening data={data_addr} admin={admin_addr}");
+
+    let drain = config.server.drain_timeout.as_std();
+    let shutdown = {
+        let readiness = readiness.clone();
+        async move {
+            let signal = shutdown_signal().await;
+            info!(
+                signal,
+                "shutting down: refusing new connections, draining in-flight requests"
+            );
+            readiness.start_draining();
+        }
+    };
+    let drained = serve_listener(data, move |req| proxy.clone().handle(req), shutdown, drain).await;
+    match drained {
+        Drained::Complete => info!("drained"),
+        Drained::TimedOut => warn!(
+            deadline_ms = drain.as_millis() as u64,
+            "drain deadline passed; cutting remaining requests"
+        ),
+    }
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            // Without signal handlers the process still stops on signals,
+            // just without a drain; wait forever here.
+            warn!("cannot install signal handlers; SIGTERM will not drain");
+            std::future::pending::<&'static str>().await
+        }
+    }
+}

@@ -1,0 +1,203 @@
+package dev.osproxy.opensearchnode;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Collection;
+import java.util.Collections;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+
+import org.opensearch.action.admin.cluster.health.ClusterHealthResponse;
+import org.opensearch.common.settings.Settings;
+import org.opensearch.common.unit.TimeValue;
+import org.opensearch.env.Environment;
+import org.opensearch.node.InternalSettingsPreparer;
+import org.opensearch.node.Node;
+import org.opensearch.plugins.Plugin;
+
+/**
+ * Runs one real single-node OpenSearch cluster in this JVM, with the standard modules loaded
+ * from the classpath (no distribution, no plugin directories, no security manager).
+ *
+ * <p>Usage: {@code --http-port PORT --data DIR [--transport-port PORT] [--cluster-name NAME]}.
+ * Prints {@code opensearch-node ready http=127.0.0.1:PORT} on stdout once the node answers
+ * requests; all logging goes to stderr. SIGTERM/SIGINT close the node and exit 0.
+ */
+public final class OpenSearchNode extends Node {
+
+    private static final String PROG = "opensearch-node";
+
+    static final List<Class<? extends Plugin>> MODULES = List.of(
+            org.opensearch.transport.Netty4Plugin.class,
+            org.opensearch.index.reindex.ReindexPlugin.class,
+            org.opensearch.painless.PainlessPlugin.class,
+            org.opensearch.analysis.common.CommonAnalysisPlugin.class,
+            org.opensearch.index.mapper.MapperExtrasPlugin.class,
+            org.opensearch.join.ParentJoinPlugin.class,
+            org.opensearch.percolator.PercolatorPlugin.class,
+            org.opensearch.script.mustache.MustachePlugin.class);
+
+    private final AtomicBoolean closed = new AtomicBoolean();
+
+    private OpenSearchNode(Environment env, Collection<Class<? extends Plugin>> plugins) {
+        super(env, plugins, true);
+    }
+
+    /** Closes the node once and waits for its thread pools; safe to call from several threads. */
+    void closeAndWait() {
+        if (!closed.compareAndSet(false, true)) {
+            return;
+        }
+        try {
+            close();
+            if (!awaitClose(30, TimeUnit.SECONDS)) {
+                System.err.println(PROG + ": node did not close within 30s");
+            }
+        } catch (Exception e) {
+            System.err.println(PROG + ": error while closing node: " + e);
+        }
+    }
+
+    public static void main(String[] argv) {
+        Args args;
+        try {
+            args = Args.parse(argv);
+        } catch (IllegalArgumentException e) {
+            System.err.println(PROG + ": " + e.getMessage());
+            System.err.println(Args.USAGE);
+            System.exit(2);
+            return;
+        }
+
+        OpenSearchNode node = null;
+        try {
+            node = create(args);
+            OpenSearchNode n = node;
+            // Fallback for anything that ends the JVM without going through our signal handler.
+            Runtime.getRuntime().addShutdownHook(new Thread(n::closeAndWait, PROG + "-shutdown"));
+            node.start();
+            // One node: new indices get 0 replicas (unless they ask otherwise) and go green. This
+            // setting is only read from cluster metadata, so it must be set through the API; unlike
+            // a catch-all template it doesn't show up in _template / _index_template listings.
+            node.client().admin().cluster().prepareUpdateSettings()
+                    .setPersistentSettings(Settings.builder().put("cluster.default_number_of_replicas", 0))
+                    .get(TimeValue.timeValueSeconds(30));
+            ClusterHealthResponse health = node.client().admin().cluster().prepareHealth()
+                    .setWaitForYellowStatus()
+                    .setTimeout(TimeValue.timeValueSeconds(60))
+                    .get();
+            if (health.isTimedOut()) {
+                throw new IllegalStateException("cluster did not reach yellow within 60s (status "
+                        + health.getStatus() + ")");
+            }
+        } catch (Throwable t) {
+            System.err.println(PROG + ": failed to start: " + describe(t));
+            if (node != null) {
+                node.closeAndWait();
+            }
+            System.exit(1);
+            return;
+        }
+
+        CountDownLatch stop = new CountDownLatch(1);
+        Signals.onTermination(stop::countDown);
+        System.out.println(PROG + " ready http=127.0.0.1:" + args.httpPort);
+        System.out.flush();
+
+        try {
+            stop.await();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        node.closeAndWait();
+        System.exit(0);
+    }
+
+    private static OpenSearchNode create(Args args) throws Exception {
+        Path home = args.data.toAbsolutePath();
+        Files.createDirectories(home.resolve("data"));
+        Files.createDirectories(home.resolve("logs"));
+        String nodeName = "osproxy-node-" + args.httpPort;
+        Settings settings = Settings.builder()
+                .put("path.home", home.toString())
+                .put("path.data", home.resolve("data").toString())
+                .put("path.logs", home.resolve("logs").toString())
+                .put("cluster.name", args.clusterName)
+                .put("node.name", nodeName)
+                .put("discovery.type", "single-node")
+                .put("network.host", "127.0.0.1")
+                .put("http.port", Integer.toString(args.httpPort))
+                .put("transport.port", args.transportPort)
+                .put("node.portsfile", true)
+                .put("cluster.routing.allocation.disk.threshold_enabled", false)
+                // A small heap with a non-G1 collector trips the real-memory breaker spuriously.
+                .put("indices.breaker.total.use_real_memory", false)
+                .put("node.processors", Math.min(2, Runtime.getRuntime().availableProcessors()))
+                .build();
+        Environment env = InternalSettingsPreparer.prepareEnvironment(
+                settings, Collections.emptyMap(), null, () -> nodeName);
+        return new OpenSearchNode(env, MODULES);
+    }
+
+    private static String describe(Throwable t) {
+        StringBuilder sb = new StringBuilder(String.valueOf(t));
+        for (Throwable c = t.getCause(); c != null && c != c.getCause(); c = c.getCause()) {
+            sb.append("; caused by: ").append(c);
+        }
+        return sb.toString();
+    }
+
+    /** Command-line arguments. */
+    static final class Args {
+        static final String USAGE = "usage: " + PROG
+                + " --http-port PORT --data DIR [--transport-port PORT] [--cluster-name NAME]";
+
+        int httpPort = -1;
+        String transportPort = "0"; // 0 = an ephemeral port chosen by the OS at bind time
+        Path data;
+        String clusterName = "osproxy-test";
+
+        static Args parse(String[] argv) {
+            Args a = new Args();
+            for (int i = 0; i < argv.length; i++) {
+                String flag = argv[i];
+                if (flag.equals("-h") || flag.equals("--help")) {
+                    System.out.println(USAGE);
+                    System.exit(0);
+                }
+                if (i + 1 >= argv.length) {
+                    throw new IllegalArgumentException("missing value for " + flag);
+                }
+                String v = argv[++i];
+                switch (flag) {
+                    case "--http-port": a.httpPort = port(flag, v, false); break;
+                    case "--transport-port": a.transportPort = Integer.toString(port(flag, v, true)); break;
+                    case "--data": a.data = Path.of(v); break;
+                    case "--cluster-name":
+                        if (v.isEmpty()) throw new IllegalArgumentException("empty --cluster-name");
+                        a.clusterName = v;
+                        break;
+                    default: throw new IllegalArgumentException("unknown argument " + flag);
+                }
+            }
+            if (a.httpPort < 0) throw new IllegalArgumentException("--http-port is required");
+            if (a.data == null) throw new IllegalArgumentException("--data is required");
+            return a;
+        }
+
+        private static int port(String flag, String v, boolean zeroOk) {
+            int p;
+            try {
+                p = Integer.parseInt(v);
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException(flag + " must be a number, got '" + v + "'");
+            }
+            if (p > 65535 || p < (zeroOk ? 0 : 1)) {
+                throw new IllegalArgumentException(flag + " out of range: " + p);
+            }
+            return p;
+        }
+    }
+}

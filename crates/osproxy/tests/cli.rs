@@ -1,0 +1,137 @@
+//! The command line: `check`, `--help`, `--version`, and exit code 2 with
+//! the key named for every kind of broken config.
+
+use std::process::{Command, Output};
+
+fn osproxy(args: &[&str], config: Option<&str>) -> Output {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("osproxy.toml");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_osproxy"));
+    cmd.args(args);
+    if let Some(text) = config {
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        cmd.arg("--config").arg(&path);
+    }
+    cmd.env_remove("OSPROXY_CONFIG")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+const VALID: &str = "[[clusters]]\nid = \"main\"\nurl = \"http://127.0.0.1:9201\"\n[passthrough]\ncluster = \"main\"\n";
+
+#[test]
+fn valid_config_checks_ok() {
+    let out = osproxy(&["check"], Some(VALID));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn broken_configs_exit_2_naming_the_key() {
+    let cases = [
+        ("unknown key", format!("{VALID}[upstream]\nrequest_timout = \"5s\"\n"), "upstream.request_timout"),
+        ("unknown section", format!("{VALID}[bogus]\nx = 1\n"), "bogus"),
+        ("wrong type", format!("{VALID}[upstream]\nhttp2 = \"yes\"\n"), "upstream.http2"),
+        ("bad duration", format!("{VALID}[server]\ndrain_timeout = 30\n"), "server.drain_timeout"),
+        ("missing cluster", "[[clusters]]\nid = \"main\"\nurl = \"http://127.0.0.1:9201\"\n[passthrough]\ncluster = \"other\"\n".to_string(), "passthrough.cluster"),
+        ("no clusters at all", "[passthrough]\ncluster = \"main\"\n".to_string(), "clusters"),
+        ("missing url", "[[clusters]]\nid = \"main\"\n".to_string(), "clusters[0].url"),
+        ("bad url", "[[clusters]]\nid = \"main\"\nurl = \"127.0.0.1 9201\"\n".to_string(), "clusters[0].url"),
+        ("url with a path", "[[clusters]]\nid = \"main\"\nurl = \"http://h:1/x\"\n".to_string(), "clusters[0].url"),
+        ("bad listen address", format!("[listen]\ndata = \"localhost\"\n{VALID}"), "listen.data"),
+        ("unset password env", "[[clusters]]\nid = \"main\"\nurl = \"http://h:1\"\nusername = \"u\"\npassword_env = \"OSPROXY_TEST_SURELY_UNSET\"\n".to_string(), "clusters[0].password_env"),
+        ("not toml", "[[clusters]\n".to_string(), "not valid TOML"),
+    ];
+    for (what, text, key) in cases {
+        let out = osproxy(&["check"], Some(&text));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{what}: message does not name {key:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn serve_refuses_a_broken_config_before_listening() {
+    let out = osproxy(
+        &["serve"],
+        Some(&format!("{VALID}[upstream]\nrequest_timeout = \"soon\"\n")),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.request_timeout"));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing may listen before the config is valid"
+    );
+}
+
+#[test]
+fn set_flags_and_env_override_the_file() {
+    let out = osproxy(
+        &["check", "--set", "upstream.request_timeout=nope"],
+        Some(VALID),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.request_timeout"));
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, VALID).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_osproxy"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("OSPROXY_PASSTHROUGH__CLUSTER", "elsewhere")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("passthrough.cluster"));
+    // The flag wins over the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_osproxy"))
+        .args(["check", "--set", "passthrough.cluster=main", "--config"])
+        .arg(&path)
+        .env("OSPROXY_PASSTHROUGH__CLUSTER", "elsewhere")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn config_defaults_to_the_environment_variable() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, VALID).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_osproxy"))
+        .arg("check")
+        .env("OSPROXY_CONFIG", &path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let out = osproxy(&["--version"], None);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = osproxy(&["--help"], None);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("serve") && help.contains("check"), "{help}");
+}

@@ -1,0 +1,60 @@
+//! Helpers shared by the live tests.
+
+use std::time::Duration;
+
+use osproxy_testkit::{shared_opensearch, Http, OpenSearchNode, ProxyInstance};
+
+/// The shared node, or a failing test that says why it did not come up.
+pub fn node() -> &'static OpenSearchNode {
+    match shared_opensearch() {
+        Ok(n) => n,
+        Err(e) => panic!("the OpenSearch node did not come up: {e}"),
+    }
+}
+
+/// A passthrough proxy in front of `upstream_url` with extra TOML appended.
+pub fn proxy_to(upstream_url: &str, extra: &str) -> ProxyInstance {
+    let config = format!(
+        "[[clusters]]\nid = \"main\"\nurl = \"{upstream_url}\"\n\n[passthrough]\ncluster = \"main\"\n{extra}\n"
+    );
+    ProxyInstance::start(std::path::Path::new(env!("CARGO_BIN_EXE_osproxy")), &config)
+        .unwrap_or_else(|e| panic!("osproxy did not start: {e}"))
+}
+
+/// A ready passthrough proxy in front of the shared node.
+pub fn ready_proxy(extra: &str) -> ProxyInstance {
+    let p = proxy_to(&node().url(), extra);
+    p.wait_ready(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    p
+}
+
+/// Reads one metric sample's value from the admin listener.
+pub async fn metric(proxy: &ProxyInstance, sample: &str) -> Option<f64> {
+    let resp = Http::new()
+        .send(
+            http::Method::GET,
+            &format!("{}/metrics", proxy.admin_url()),
+            None,
+        )
+        .await
+        .ok()?;
+    resp.text().lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Waits (bounded) until a metric sample has `value`.
+pub async fn wait_metric(proxy: &ProxyInstance, sample: &str, value: f64, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        last = metric(proxy, sample).await;
+        if last == Some(value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{sample} did not reach {value} within {timeout:?}; last seen {last:?}");
+}

@@ -1,0 +1,10 @@
+//! Live tests of osproxy against a real OpenSearch node (one per test
+//! binary, shared) and the real binary. Fault-injection tests use small
+//! hand-written TCP peers where a real server cannot produce the fault;
+//! each says so.
+
+mod common;
+mod faults;
+mod lifecycle;
+mod passthrough;
+mod streaming;

@@ -1,0 +1,449 @@
+//! Passthrough is transparent: every response through the proxy equals the
+//! same request sent straight to OpenSearch (status, content type, body
+//! modulo `took` and opaque cursor ids).
+
+use http::Method;
+use osproxy_testkit::{Http, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::common::{metric, node, ready_proxy};
+
+/// One side of the comparison: a base URL and the index name it uses. Both
+/// names have the same length so `_cat` column widths match.
+struct Side {
+    base: String,
+    index: &'static str,
+}
+
+struct Pair {
+    http: Http,
+    proxy: Side,
+    direct: Side,
+}
+
+impl Pair {
+    /// Sends the request to both sides (`{i}` in path and body is the side's
+    /// index; `{cursor}` the side's cursor) and asserts equal responses.
+    async fn same(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> (HttpResponse, HttpResponse) {
+        self.same_with_cursor(method, path, body, ("", "")).await
+    }
+
+    async fn same_with_cursor(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        cursors: (&str, &str),
+    ) -> (HttpResponse, HttpResponse) {
+        let fill = |s: &str, side: &Side, cursor: &str| {
+            s.replace("{i}", side.index).replace("{cursor}", cursor)
+        };
+        let p_path = fill(path, &self.proxy, cursors.0);
+        let d_path = fill(path, &self.direct, cursors.1);
+        let p_body = body.map(|b| fill(b, &self.proxy, cursors.0));
+        let d_body = body.map(|b| fill(b, &self.direct, cursors.1));
+        let via = self
+            .http
+            .send(
+                method.clone(),
+                &format!("{}{p_path}", self.proxy.base),
+                p_body.as_deref(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("via proxy: {e}"));
+        let direct = self
+            .http
+            .send(
+                method.clone(),
+                &format!("{}{d_path}", self.direct.base),
+                d_body.as_deref(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("direct: {e}"));
+        let what = format!("{method} {path}");
+        assert_eq!(
+            via.status,
+            direct.status,
+            "{what}: status; proxy said {}",
+            via.text()
+        );
+        assert_eq!(
+            via.header("content-type"),
+            direct.header("content-type"),
+            "{what}: content type"
+        );
+        assert!(
+            via.header("x-request-id").is_some(),
+            "{what}: x-request-id missing"
+        );
+        let normalise = |r: &HttpResponse, index: &str| normalise(&r.text(), index);
+        assert_eq!(
+            normalise(&via, self.proxy.index),
+            normalise(&direct, self.direct.index),
+            "{what}: body"
+        );
+        (via, direct)
+    }
+}
+
+/// Removes `took`, blanks opaque ids and index uuids, and names the index `INDEX`.
+fn normalise(body: &str, index: &str) -> String {
+    let replaced = body.replace(index, "INDEX");
+    match serde_json::from_str::<Value>(&replaced) {
+        Ok(mut v) => {
+            scrub(&mut v);
+            v.to_string()
+        }
+        Err(_) => replaced,
+    }
+}
+
+fn scrub(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.remove("took");
+            for key in ["_scroll_id", "pit_id", "index_uuid", "creation_time"] {
+                if map.get(key).is_some_and(Value::is_string) {
+                    map.insert(key.to_string(), json!("<opaque>"));
+                }
+            }
+            map.values_mut().for_each(scrub);
+        }
+        Value::Array(items) => items.iter_mut().for_each(scrub),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_is_transparent_for_the_everyday_api() {
+    let proxy = ready_proxy("");
+    let pair = Pair {
+        http: Http::new(),
+        proxy: Side {
+            base: proxy.url(),
+            index: "pt-via",
+        },
+        direct: Side {
+            base: node().url(),
+            index: "pt-dir",
+        },
+    };
+    let ndjson = |lines: &[Value]| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+
+    pair.same(Method::PUT, "/{i}", Some(r#"{"settings":{"number_of_shards":1,"number_of_replicas":0},"mappings":{"properties":{"n":{"type":"integer"},"title":{"type":"text"}}}}"#)).await;
+    pair.same(Method::PUT, "/{i}", Some("{}")).await; // 400 resource_already_exists, relayed as is
+    pair.same(
+        Method::PUT,
+        "/{i}/_doc/1?refresh=true",
+        Some(r#"{"title":"hello world","n":1}"#),
+    )
+    .await;
+    pair.same(
+        Method::PUT,
+        "/{i}/_create/2",
+        Some(r#"{"title":"second","n":2}"#),
+    )
+    .await;
+    pair.same(
+        Method::PUT,
+        "/{i}/_create/2",
+        Some(r#"{"title":"again","n":2}"#),
+    )
+    .await; // 409
+    pair.same(Method::GET, "/{i}/_doc/1", None).await;
+    pair.same(Method::HEAD, "/{i}/_doc/1", None).await;
+    pair.same(Method::GET, "/{i}/_source/1", None).await;
+    pair.same(Method::GET, "/{i}/_doc/missing", None).await; // 404
+    pair.same(Method::POST, "/{i}/_update/1", Some(r#"{"doc":{"n":10}}"#))
+        .await;
+    let bulk = ndjson(&[
+        json!({"index": {"_id": "3"}}),
+        json!({"title": "third", "n": 3}),
+        json!({"create": {"_id": "4"}}),
+        json!({"title": "fourth", "n": 4}),
+        json!({"update": {"_id": "2"}}),
+        json!({"doc": {"n": 20}}),
+        json!({"delete": {"_id": "missing"}}),
+    ]);
+    pair.same(Method::POST, "/{i}/_bulk?refresh=true", Some(&bulk))
+        .await;
+    pair.same(Method::POST, "/{i}/_refresh", None).await;
+    pair.same(
+        Method::POST,
+        "/{i}/_search",
+        Some(r#"{"query":{"match_all":{}},"sort":[{"n":"asc"}]}"#),
+    )
+    .await;
+    pair.same(Method::GET, "/{i}/_search?q=title:hello", None)
+        .await;
+    pair.same(
+        Method::POST,
+        "/{i}/_count",
+        Some(r#"{"query":{"range":{"n":{"gte":3}}}}"#),
+    )
+    .await;
+    pair.same(
+        Method::POST,
+        "/{i}/_mget",
+        Some(r#"{"ids":["1","2","nope"]}"#),
+    )
+    .await;
+    let msearch = ndjson(&[
+        json!({"index": "{i}"}),
+        json!({"query": {"term": {"n": 3}}}),
+        json!({"index": "{i}"}),
+        json!({"size": 0, "aggs": {"total": {"sum": {"field": "n"}}}}),
+    ]);
+    pair.same(Method::POST, "/_msearch", Some(&msearch)).await;
+
+    // Scroll: each side continues its own cursor.
+    let (p, d) = pair
+        .same(
+            Method::POST,
+            "/{i}/_search?scroll=1m",
+            Some(r#"{"size":2,"sort":[{"n":"asc"}]}"#),
+        )
+        .await;
+    let ids = (
+        p.json()["_scroll_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        d.json()["_scroll_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
+    assert!(!ids.0.is_empty() && !ids.1.is_empty(), "scroll ids missing");
+    pair.same_with_cursor(
+        Method::POST,
+        "/_search/scroll",
+        Some(r#"{"scroll":"1m","scroll_id":"{cursor}"}"#),
+        (&ids.0, &ids.1),
+    )
+    .await;
+    pair.same_with_cursor(
+        Method::DELETE,
+        "/_search/scroll",
+        Some(r#"{"scroll_id":"{cursor}"}"#),
+        (&ids.0, &ids.1),
+    )
+    .await;
+
+    // Point in time.
+    let (p, d) = pair
+        .same(
+            Method::POST,
+            "/{i}/_search/point_in_time?keep_alive=1m",
+            None,
+        )
+        .await;
+    let pits = (
+        p.json()["pit_id"].as_str().unwrap_or_default().to_string(),
+        d.json()["pit_id"].as_str().unwrap_or_default().to_string(),
+    );
+    assert!(
+        !pits.0.is_empty() && !pits.1.is_empty(),
+        "pit ids missing: {}",
+        p.text()
+    );
+    pair.same_with_cursor(
+        Method::POST,
+        "/_search",
+        Some(r#"{"size":10,"pit":{"id":"{cursor}","keep_alive":"1m"},"sort":[{"n":"asc"}]}"#),
+        (&pits.0, &pits.1),
+    )
+    .await;
+    pair.same_with_cursor(
+        Method::DELETE,
+        "/_search/point_in_time",
+        Some(r#"{"pit_id":["{cursor}"]}"#),
+        (&pits.0, &pits.1),
+    )
+    .await;
+
+    pair.same(
+        Method::GET,
+        "/_cat/indices/{i}?h=index,health,status,pri,rep,docs.count",
+        None,
+    )
+    .await;
+    pair.same(
+        Method::GET,
+        "/_cat/indices/{i}?format=json&h=index,health,docs.count",
+        None,
+    )
+    .await;
+    pair.same(Method::DELETE, "/{i}/_doc/1", None).await;
+    pair.same(Method::DELETE, "/{i}/_doc/1", None).await; // 404 not_found
+    pair.same(Method::GET, "/{i}/_unknown_endpoint", None).await; // upstream's 4xx
+    pair.same(Method::DELETE, "/{i}", None).await;
+    pair.same(Method::GET, "/{i}/_search", None).await; // 404 index_not_found
+
+    // Keep-alive connections were reused, not reopened per request.
+    let reused = metric(
+        &proxy,
+        r#"osproxy_upstream_connections_reused_total{cluster="main"}"#,
+    )
+    .await
+    .unwrap_or(0.0);
+    let opened = metric(
+        &proxy,
+        r#"osproxy_upstream_connections_opened_total{cluster="main"}"#,
+    )
+    .await
+    .unwrap_or(0.0);
+    assert!(
+        opened >= 1.0 && reused > opened,
+        "opened {opened}, reused {reused}"
+    );
+    let searches = metric(
+        &proxy,
+        r#"osproxy_requests_total{kind="search",status_class="2xx"}"#,
+    )
+    .await;
+    assert!(
+        searches.is_some_and(|n| n >= 3.0),
+        "search requests counted: {searches:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_cleartext_ingress_reaches_an_http1_upstream() {
+    let proxy = ready_proxy("");
+    let h2 = Http::h2c();
+    let via = h2
+        .send(
+            Method::GET,
+            &format!("{}/_cluster/health", proxy.url()),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(via.status, 200, "{}", via.text());
+    assert_eq!(
+        via.json()["cluster_name"],
+        Http::new()
+            .send(
+                Method::GET,
+                &format!("{}/_cluster/health", node().url()),
+                None
+            )
+            .await
+            .map(|r| r.json()["cluster_name"].clone())
+            .unwrap_or_default()
+    );
+    let put = h2
+        .send(
+            Method::PUT,
+            &format!("{}/pt-h2/_doc/1?refresh=true", proxy.url()),
+            Some(r#"{"a":1}"#),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(put.status, 201, "{}", put.text());
+    let got = Http::new()
+        .send(Method::GET, &format!("{}/pt-h2/_doc/1", node().url()), None)
+        .await
+        .map(|r| r.json())
+        .unwrap_or_default();
+    assert_eq!(got["_source"], json!({"a": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_ids_are_echoed_or_minted() {
+    let proxy = ready_proxy("");
+    let http = Http::new();
+    let url = format!("{}/", proxy.url());
+    let echoed = http
+        .send_with(Method::GET, &url, None, &[("x-request-id", "client-id-42")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(echoed.header("x-request-id"), Some("client-id-42"));
+    let replaced = http
+        .send_with(
+            Method::GET,
+            &url,
+            None,
+            &[("x-request-id", "bad id with spaces")],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let minted = replaced
+        .header("x-request-id")
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        minted.len() == 32 && minted.bytes().all(|b| b.is_ascii_hexdigit()),
+        "minted {minted:?}"
+    );
+    let other = http
+        .send(Method::GET, &url, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(other.header("x-request-id"), Some(minted.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefix_passthrough_confines_to_listed_indices() {
+    let proxy = ready_proxy("indices = [\"legacy-\"]");
+    let http = Http::new();
+    let put = http
+        .send(
+            Method::PUT,
+            &format!("{}/legacy-a/_doc/1?refresh=true", proxy.url()),
+            Some(r#"{"x":1}"#),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(put.status, 201, "{}", put.text());
+    let search = http
+        .send(
+            Method::GET,
+            &format!("{}/legacy-*/_search", proxy.url()),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(search.status, 200);
+    assert_eq!(search.json()["hits"]["total"]["value"], 1);
+
+    for path in [
+        "/orders/_search",
+        "/legacy-a,orders/_search",
+        "/legacy-a%2Corders/_search",
+        "/_search",
+        "/_all/_search",
+        "/legacy-a/_bulk",
+        "/_cat/indices",
+    ] {
+        let r = http
+            .send(Method::POST, &format!("{}{path}", proxy.url()), Some("{}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        let err = r.json();
+        assert_eq!(err["error"]["type"], "unsupported_endpoint", "{path}");
+        assert_eq!(err["status"], 400);
+        assert_eq!(err["error"]["osproxy"]["retryable"], false);
+        assert!(err["error"]["osproxy"]["remediation"]
+            .as_str()
+            .is_some_and(|s| s.contains("passthrough")));
+        assert_eq!(
+            err["error"]["osproxy"]["request_id"].as_str(),
+            r.header("x-request-id")
+        );
+    }
+    // Nothing reached the cluster for the refused requests.
+    let orders = http
+        .send(Method::GET, &format!("{}/orders", node().url()), None)
+        .await
+        .map(|r| r.status)
+        .unwrap_or_default();
+    assert_eq!(orders, 404);
+}

@@ -8,6 +8,7 @@ import java.util.List;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
 
 import org.opensearch.action.admin.cluster.health.ClusterHealthResponse;
 import org.opensearch.common.settings.Settings;
@@ -23,7 +24,9 @@ import org.opensearch.plugins.Plugin;
  *
  * <p>Usage: {@code --http-port PORT --data DIR [--transport-port PORT] [--cluster-name NAME]}.
  * Prints {@code opensearch-node ready http=127.0.0.1:PORT} on stdout once the node answers
- * requests; all logging goes to stderr. SIGTERM/SIGINT close the node and exit 0.
+ * requests; all logging goes to stderr. SIGTERM/SIGINT close the node and exit 0; startup
+ * failures print {@code opensearch-node: failed to start: ...} on stderr and exit 1; bad
+ * arguments exit 2.
  */
 public final class OpenSearchNode extends Node {
 
@@ -37,7 +40,8 @@ public final class OpenSearchNode extends Node {
             org.opensearch.index.mapper.MapperExtrasPlugin.class,
             org.opensearch.join.ParentJoinPlugin.class,
             org.opensearch.percolator.PercolatorPlugin.class,
-            org.opensearch.script.mustache.MustachePlugin.class);
+            org.opensearch.script.mustache.MustachePlugin.class,
+            SingleNodeDefaultsPlugin.class); // new indices default to 0 replicas
 
     private final AtomicBoolean closed = new AtomicBoolean();
 
@@ -71,19 +75,21 @@ public final class OpenSearchNode extends Node {
             return;
         }
 
-        OpenSearchNode node = null;
+        // SIGTERM/SIGINT -> System.exit(0) -> the shutdown hook closes the node. Handling the
+        // signals ourselves (instead of the JVM default) makes a requested stop exit 0, not 143.
+        AtomicReference<OpenSearchNode> running = new AtomicReference<>();
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            OpenSearchNode n = running.get();
+            if (n != null) {
+                n.closeAndWait();
+            }
+        }, PROG + "-shutdown"));
+        Signals.onTermination(() -> System.exit(0));
+
         try {
-            node = create(args);
-            OpenSearchNode n = node;
-            // Fallback for anything that ends the JVM without going through our signal handler.
-            Runtime.getRuntime().addShutdownHook(new Thread(n::closeAndWait, PROG + "-shutdown"));
+            OpenSearchNode node = create(args);
+            running.set(node);
             node.start();
-            // One node: new indices get 0 replicas (unless they ask otherwise) and go green. This
-            // setting is only read from cluster metadata, so it must be set through the API; unlike
-            // a catch-all template it doesn't show up in _template / _index_template listings.
-            node.client().admin().cluster().prepareUpdateSettings()
-                    .setPersistentSettings(Settings.builder().put("cluster.default_number_of_replicas", 0))
-                    .get(TimeValue.timeValueSeconds(30));
             ClusterHealthResponse health = node.client().admin().cluster().prepareHealth()
                     .setWaitForYellowStatus()
                     .setTimeout(TimeValue.timeValueSeconds(60))
@@ -94,25 +100,19 @@ public final class OpenSearchNode extends Node {
             }
         } catch (Throwable t) {
             System.err.println(PROG + ": failed to start: " + describe(t));
-            if (node != null) {
-                node.closeAndWait();
-            }
-            System.exit(1);
+            System.exit(1); // the shutdown hook closes whatever was started
             return;
         }
 
-        CountDownLatch stop = new CountDownLatch(1);
-        Signals.onTermination(stop::countDown);
         System.out.println(PROG + " ready http=127.0.0.1:" + args.httpPort);
         System.out.flush();
-
-        try {
-            stop.await();
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+        while (true) { // the node's threads do the work; we only wait for a signal
+            try {
+                new CountDownLatch(1).await();
+            } catch (InterruptedException ignored) {
+                // keep waiting
+            }
         }
-        node.closeAndWait();
-        System.exit(0);
     }
 
     private static OpenSearchNode create(Args args) throws Exception {
@@ -135,6 +135,10 @@ public final class OpenSearchNode extends Node {
                 // A small heap with a non-G1 collector trips the real-memory breaker spuriously.
                 .put("indices.breaker.total.use_real_memory", false)
                 .put("node.processors", Math.min(2, Runtime.getRuntime().availableProcessors()))
+                // Room for the 100 MiB bodies the streaming tests send through osproxy.
+                .put("http.max_content_length", "256mb")
+                .put("indexing_pressure.memory.limit", "60%")
+                .put(args.extra)
                 .build();
         Environment env = InternalSettingsPreparer.prepareEnvironment(
                 settings, Collections.emptyMap(), null, () -> nodeName);
@@ -152,12 +156,14 @@ public final class OpenSearchNode extends Node {
     /** Command-line arguments. */
     static final class Args {
         static final String USAGE = "usage: " + PROG
-                + " --http-port PORT --data DIR [--transport-port PORT] [--cluster-name NAME]";
+                + " --http-port PORT --data DIR [--transport-port PORT] [--cluster-name NAME] [-E key=value]...";
 
         int httpPort = -1;
         String transportPort = "0"; // 0 = an ephemeral port chosen by the OS at bind time
         Path data;
         String clusterName = "osproxy-test";
+        /** Extra node settings, as with OpenSearch's own {@code -E key=value}. */
+        Settings extra = Settings.EMPTY;
 
         static Args parse(String[] argv) {
             Args a = new Args();
@@ -172,6 +178,12 @@ public final class OpenSearchNode extends Node {
                 }
                 String v = argv[++i];
                 switch (flag) {
+                    case "-E": {
+                        int eq = v.indexOf('=');
+                        if (eq <= 0) throw new IllegalArgumentException("-E expects key=value, got '" + v + "'");
+                        a.extra = Settings.builder().put(a.extra).put(v.substring(0, eq), v.substring(eq + 1)).build();
+                        break;
+                    }
                     case "--http-port": a.httpPort = port(flag, v, false); break;
                     case "--transport-port": a.transportPort = Integer.toString(port(flag, v, true)); break;
                     case "--data": a.data = Path.of(v); break;

@@ -3,8 +3,9 @@ package dev.osproxy.opensearchnode;
 import sun.misc.Signal;
 
 /**
- * Handles SIGTERM/SIGINT ourselves (instead of the JVM's default "run shutdown hooks, exit 143")
- * so that a requested stop closes the node cleanly and the process exits 0.
+ * Handles SIGTERM/SIGINT ourselves (instead of the JVM default "run shutdown hooks, exit 143")
+ * so that a requested stop closes the node cleanly and the process exits 0. A signal that the
+ * parent left ignored (e.g. SIGINT for a background job of a non-interactive shell) stays ignored.
  */
 final class Signals {
     private Signals() {}

@@ -116,7 +116,11 @@ impl Http {
         headers: &[(&str, &str)],
     ) -> Result<HttpResponse, String> {
         let mut req = Request::builder().method(method.clone()).uri(url);
-        if body.is_some() {
+        if body.is_some()
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             req = req.header("content-type", "application/json");
         }
         for (k, v) in headers {

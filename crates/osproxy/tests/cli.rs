@@ -1,6 +1,9 @@
 //! The command line: `check`, `--help`, `--version`, and exit code 2 with
 //! the key named for every kind of broken config.
 
+// Test code: failing loudly is the point.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Output};
 
 fn osproxy(args: &[&str], config: Option<&str>) -> Output {

@@ -3,6 +3,9 @@
 //! hand-written TCP peers where a real server cannot produce the fault;
 //! each says so.
 
+// Test code: failing loudly is the point.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod faults;
 mod lifecycle;

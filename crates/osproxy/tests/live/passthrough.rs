@@ -91,9 +91,17 @@ impl Pair {
     }
 }
 
-/// Removes `took`, blanks opaque ids and index uuids, and names the index `INDEX`.
+/// Removes `took`, blanks opaque ids and index uuids (also inside error
+/// reasons), and names the index `INDEX`.
 fn normalise(body: &str, index: &str) -> String {
-    let replaced = body.replace(index, "INDEX");
+    let mut replaced = body.replace(index, "INDEX");
+    if let Ok(v) = serde_json::from_str::<Value>(&replaced) {
+        let mut uuids = Vec::new();
+        collect_uuids(&v, &mut uuids);
+        for u in uuids {
+            replaced = replaced.replace(&u, "<uuid>");
+        }
+    }
     match serde_json::from_str::<Value>(&replaced) {
         Ok(mut v) => {
             scrub(&mut v);
@@ -103,11 +111,25 @@ fn normalise(body: &str, index: &str) -> String {
     }
 }
 
+fn collect_uuids(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(u)) = map.get("index_uuid") {
+                out.push(u.clone());
+            }
+            map.values().for_each(|v| collect_uuids(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_uuids(v, out)),
+        _ => {}
+    }
+}
+
 fn scrub(v: &mut Value) {
     match v {
         Value::Object(map) => {
             map.remove("took");
-            for key in ["_scroll_id", "pit_id", "index_uuid", "creation_time"] {
+            map.remove("creation_time");
+            for key in ["_scroll_id", "pit_id", "index_uuid"] {
                 if map.get(key).is_some_and(Value::is_string) {
                     map.insert(key.to_string(), json!("<opaque>"));
                 }

@@ -150,6 +150,9 @@ pub struct Server {
     pub drain_timeout: Duration,
     /// A stable instance id; a random one is chosen when absent.
     pub instance_id: Option<String>,
+    /// Data-path worker threads, each with its own event loop, listening
+    /// socket (`SO_REUSEPORT`) and upstream pools; default: one per core.
+    pub workers: Option<usize>,
 }
 
 impl Default for Server {
@@ -157,6 +160,7 @@ impl Default for Server {
         Server {
             drain_timeout: default_drain_timeout(),
             instance_id: None,
+            workers: None,
         }
     }
 }

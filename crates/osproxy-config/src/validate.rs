@@ -109,6 +109,12 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             errs.push(ConfigError::new(key, "must be greater than zero"));
         }
     }
+    if config.server.workers.is_some_and(|w| w == 0 || w > 1024) {
+        errs.push(ConfigError::new(
+            "server.workers",
+            "must be between 1 and 1024",
+        ));
+    }
     if let Some(id) = &config.server.instance_id {
         if !is_valid_id(id) {
             errs.push(ConfigError::new(

@@ -7,6 +7,8 @@
 pub mod metrics;
 
 pub use metrics::{ClusterMetrics, InFlight, Metrics};
+/// The counter type used in metric handles.
+pub use prometheus_client::metrics::counter::Counter;
 pub mod readiness;
 
 pub use readiness::Readiness;

@@ -83,3 +83,29 @@ where
         () = tokio::time::sleep(drain) => Drained::TimedOut,
     }
 }
+
+/// Binds `count` listening sockets to one address with `SO_REUSEPORT`, so
+/// that each worker thread accepts on its own socket and the kernel spreads
+/// connections between them. Port 0 is resolved by the first bind and
+/// reused by the rest. The sockets are non-blocking, ready for
+/// `tokio::net::TcpListener::from_std` inside each worker's runtime.
+pub fn bind_reuseport(
+    addr: std::net::SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mut addr = addr;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use osproxy_config::{Cluster, Upstream as UpstreamConfig};
-use osproxy_observe::{ClusterMetrics, Metrics};
+use osproxy_observe::{ClusterMetrics, Counter, Metrics};
 use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
@@ -110,7 +110,7 @@ impl UpstreamCluster {
         http.set_keepalive(Some(Duration::from_secs(60)));
         let connector = CountingConnector {
             inner: http,
-            metrics: metrics.clone(),
+            opened: metrics.connections_opened.clone(),
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout.as_std())
@@ -251,11 +251,12 @@ fn base64_encode(input: &[u8]) -> String {
 struct ConnectionUses(Arc<AtomicU64>);
 
 /// An [`HttpConnector`] that counts opened connections and tags each with
-/// a use counter so reuse can be measured per response.
+/// a use counter so reuse can be measured per response. The pooled client
+/// clones its connector on every request, so it stays two `Arc`s small.
 #[derive(Clone, Debug)]
 pub struct CountingConnector {
     inner: HttpConnector,
-    metrics: ClusterMetrics,
+    opened: Counter<u64, AtomicU64>,
 }
 
 impl tower_service::Service<Uri> for CountingConnector {
@@ -269,7 +270,7 @@ impl tower_service::Service<Uri> for CountingConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connecting = tower_service::Service::<Uri>::call(&mut self.inner, uri);
-        let opened = self.metrics.connections_opened.clone();
+        let opened = self.opened.clone();
         Box::pin(async move {
             let io = connecting.await?;
             opened.inc();

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use osproxy_admin::Admin;
 use osproxy_config::{Config, LogFormat};
 use osproxy_observe::{Metrics, Readiness};
-use osproxy_proxy::ingress::{serve as serve_listener, Drained};
+use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
 use osproxy_proxy::upstream::Upstreams;
 use osproxy_proxy::Proxy;
 use tokio::net::TcpListener;
@@ -80,17 +80,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(&config);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("osproxy: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(config)) {
+            match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("osproxy: {e}");
@@ -127,80 +117,127 @@ fn instance_nonce() -> u64 {
     h.finish()
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+/// Runs an instance: `workers` data-path threads, each a single-threaded
+/// event loop with its own listening socket and upstream pools (a request
+/// never hops threads, so no cross-thread wake-ups on the hot path), plus a
+/// control thread for the admin listener, readiness probes and signals.
+fn serve(config: Config) -> Result<(), String> {
     let nonce = instance_nonce();
     let instance_id = config
         .server
         .instance_id
         .clone()
         .unwrap_or_else(|| format!("{nonce:016x}"));
+    let workers = config.server.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let cluster_ids: Vec<&str> = config.clusters.iter().map(|c| c.id.as_str()).collect();
     let metrics = Arc::new(Metrics::new(cluster_ids.iter().copied()));
     let readiness = Arc::new(Readiness::new(cluster_ids.iter().copied()));
-    let upstreams = Arc::new(Upstreams::new(
-        &config.clusters,
-        &config.upstream,
-        &metrics,
-    )?);
-    let proxy = Arc::new(Proxy::new(
-        &config,
-        upstreams.clone(),
-        metrics.clone(),
-        nonce,
-    ));
 
-    let data = TcpListener::bind(config.listen.data)
-        .await
+    let data = bind_reuseport(config.listen.data, workers)
         .map_err(|e| format!("cannot listen on listen.data = {}: {e}", config.listen.data))?;
-    let admin = TcpListener::bind(config.listen.admin).await.map_err(|e| {
-        format!(
-            "cannot listen on listen.admin = {}: {e}",
-            config.listen.admin
-        )
-    })?;
-    let data_addr = data.local_addr().map_err(|e| e.to_string())?;
+    let admin = std::net::TcpListener::bind(config.listen.admin)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| {
+            format!(
+                "cannot listen on listen.admin = {}: {e}",
+                config.listen.admin
+            )
+        })?;
+    let data_addr = data
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .ok_or("no data listener")?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
 
-    osproxy_proxy::probe::spawn_probes(upstreams, readiness.clone());
-
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_routes = Admin::new(metrics, readiness.clone());
-    let admin_task = tokio::spawn(serve_listener(
-        admin,
-        move |req| admin_routes.clone().handle(req),
-        async {
-            let _ = admin_stopped.await;
-        },
-        std::time::Duration::from_secs(1),
-    ));
-
-    info!(%instance_id, version = env!("CARGO_PKG_VERSION"), data = %data_addr, admin = %admin_addr, "osproxy listening");
-    // One parseable line on stdout for scripts and the test harness.
-    println!("osproxy listening data={data_addr} admin={admin_addr}");
-
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let drain = config.server.drain_timeout.as_std();
-    let shutdown = {
-        let readiness = readiness.clone();
-        async move {
-            let signal = shutdown_signal().await;
-            info!(
-                signal,
-                "shutting down: refusing new connections, draining in-flight requests"
-            );
-            readiness.start_draining();
-        }
-    };
-    let drained = serve_listener(data, move |req| proxy.clone().handle(req), shutdown, drain).await;
-    match drained {
-        Drained::Complete => info!("drained"),
-        Drained::TimedOut => warn!(
-            deadline_ms = drain.as_millis() as u64,
-            "drain deadline passed; cutting remaining requests"
-        ),
+    let mut threads = Vec::with_capacity(workers);
+    for (i, listener) in data.into_iter().enumerate() {
+        let config = config.clone();
+        let metrics = metrics.clone();
+        let mut shutdown = shutdown_rx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("osproxy-worker-{i}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+                    let upstreams = Arc::new(Upstreams::new(
+                        &config.clusters,
+                        &config.upstream,
+                        &metrics,
+                    )?);
+                    let proxy = Arc::new(Proxy::new(
+                        &config,
+                        upstreams,
+                        metrics,
+                        nonce.wrapping_add(i as u64),
+                    ));
+                    let stop = async move {
+                        let _ = shutdown.wait_for(|stop| *stop).await;
+                    };
+                    Ok::<Drained, String>(
+                        serve_listener(listener, move |req| proxy.clone().handle(req), stop, drain)
+                            .await,
+                    )
+                })
+            });
+        threads.push(spawned.map_err(|e| format!("cannot start worker thread {i}: {e}"))?);
     }
-    let _ = stop_admin.send(());
-    let _ = admin_task.await;
-    Ok(())
+
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the control runtime: {e}"))?;
+    control.block_on(async move {
+        let probe_upstreams = Arc::new(Upstreams::new(&config.clusters, &config.upstream, &metrics)?);
+        osproxy_proxy::probe::spawn_probes(probe_upstreams, readiness.clone());
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_routes = Admin::new(metrics, readiness.clone());
+        let admin = TcpListener::from_std(admin).map_err(|e| e.to_string())?;
+        let admin_task = tokio::spawn(serve_listener(
+            admin,
+            move |req| admin_routes.clone().handle(req),
+            async {
+                let _ = admin_stopped.await;
+            },
+            std::time::Duration::from_secs(1),
+        ));
+
+        info!(%instance_id, workers, version = env!("CARGO_PKG_VERSION"), data = %data_addr, admin = %admin_addr, "osproxy listening");
+        // One parseable line on stdout for scripts and the test harness.
+        println!("osproxy listening data={data_addr} admin={admin_addr}");
+
+        let signal = shutdown_signal().await;
+        info!(signal, "shutting down: refusing new connections, draining in-flight requests");
+        readiness.start_draining();
+        let _ = shutdown_tx.send(true);
+        let outcomes = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join()).collect::<Vec<_>>())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut failure = None;
+        for outcome in outcomes {
+            match outcome {
+                Ok(Ok(Drained::Complete)) => {}
+                Ok(Ok(Drained::TimedOut)) => {
+                    warn!(deadline_ms = drain.as_millis() as u64, "drain deadline passed; cut the remaining requests");
+                }
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => failure = Some("a worker thread panicked".to_string()),
+            }
+        }
+        info!("drained");
+        let _ = stop_admin.send(());
+        let _ = admin_task.await;
+        failure.map_or(Ok(()), Err)
+    })
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -6,6 +6,7 @@
 use http::Method;
 use osproxy_config::Config;
 use osproxy_core::{EndpointKind, ErrorCode, ProxyError};
+use osproxy_rewrite::classify::is_canonical;
 use osproxy_rewrite::Classified;
 
 /// The routing table built from the config.
@@ -49,6 +50,13 @@ impl Router {
         // The banner is harmless and some clients read it on connect.
         if c.kind == EndpointKind::Root && (method == Method::GET || method == Method::HEAD) {
             return Ok(p.cluster);
+        }
+        if !is_canonical(path) {
+            return Err(unsupported(
+                method,
+                path,
+                "the path has empty, `.` or `..` segments, which osproxy does not confine by prefix; send the plain path",
+            ));
         }
         if c.index.is_none() {
             return Err(unsupported(method, path, &format!("it names no index, and only indices starting with {prefixes:?} are passed through")));
@@ -141,6 +149,12 @@ mod tests {
         assert_eq!(route(&r, Method::POST, "/legacy-a/_mget"), refused);
         assert_eq!(route(&r, Method::POST, "/legacy-a/_msearch"), refused);
         assert_eq!(route(&r, Method::GET, "/_cat/indices/legacy-a"), refused);
+        assert_eq!(
+            route(&r, Method::GET, "/legacy-a/../orders/_search"),
+            refused
+        );
+        assert_eq!(route(&r, Method::GET, "//legacy-a/_search"), refused);
+        assert_eq!(route(&r, Method::GET, "/legacy-a/%2e%2e/orders"), refused);
     }
 
     #[test]

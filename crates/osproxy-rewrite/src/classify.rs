@@ -96,6 +96,33 @@ pub fn classify(path: &str) -> Result<Classified<'_>, ClassifyError> {
     })
 }
 
+/// Whether a path is in the plain form OpenSearch routes by: no empty
+/// segments (`//`), and no `.` or `..` segments, encoded or not. Paths that
+/// are not could be read differently by another hop than by osproxy, so a
+/// route that confines requests by path refuses them.
+///
+/// ```
+/// use osproxy_rewrite::classify::is_canonical;
+/// assert!(is_canonical("/legacy-a/_doc/1"));
+/// assert!(is_canonical("/"));
+/// assert!(!is_canonical("/legacy-a/../orders/_search"));
+/// assert!(!is_canonical("/legacy-a/%2E%2e/orders"));
+/// assert!(!is_canonical("//orders/_search"));
+/// ```
+pub fn is_canonical(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return path.is_empty();
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.split('/').all(|seg| {
+        let decoded = percent_decode_str(seg).decode_utf8_lossy();
+        !seg.is_empty() && decoded != "." && decoded != ".."
+    })
+}
+
 /// Classifies `_endpoint[/next]`, returning the kind and whether the body may
 /// name indices.
 fn classify_endpoint(endpoint: &str, next: Option<&str>) -> (EndpointKind, bool) {
@@ -216,6 +243,15 @@ mod tests {
             index: None,
             body_names_indices: false,
         }
+    }
+
+    #[test]
+    fn canonical_paths() {
+        assert!(is_canonical("/idx/_search/"));
+        assert!(is_canonical(""));
+        assert!(!is_canonical("/idx//_search"));
+        assert!(!is_canonical("/./idx/_search"));
+        assert!(!is_canonical("/idx/%2e"));
     }
 
     proptest::proptest! {

@@ -57,10 +57,16 @@ impl ConfigArgs {
             .config
             .clone()
             .unwrap_or_else(osproxy_config::default_path);
-        osproxy_config::load(&path, std::env::vars(), &self.sets).map_err(|errs| {
+        let config = osproxy_config::load(&path, std::env::vars(), &self.sets).map_err(|errs| {
             eprintln!("{}: {errs}", path.display());
             ExitCode::from(EXIT_INVALID_CONFIG)
-        })
+        })?;
+        // The filter syntax belongs to the logging library, so it is checked here.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+            eprintln!("{}: invalid config: log.level: {e}", path.display());
+            return Err(ExitCode::from(EXIT_INVALID_CONFIG));
+        }
+        Ok(config)
     }
 }
 
@@ -153,6 +159,13 @@ fn serve(config: Config) -> Result<(), String> {
         .ok_or("no data listener")?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
 
+    // Built before any worker starts so that an unusable cluster entry
+    // (an unreadable password file) fails start-up instead of a worker.
+    let probe_upstreams = Arc::new(Upstreams::new(
+        &config.clusters,
+        &config.upstream,
+        &metrics,
+    )?);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let drain = config.server.drain_timeout.as_std();
     let mut threads = Vec::with_capacity(workers);
@@ -197,7 +210,6 @@ fn serve(config: Config) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the control runtime: {e}"))?;
     control.block_on(async move {
-        let probe_upstreams = Arc::new(Upstreams::new(&config.clusters, &config.upstream, &metrics)?);
         osproxy_proxy::probe::spawn_probes(probe_upstreams, readiness.clone());
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_routes = Admin::new(metrics, readiness.clone());

@@ -48,6 +48,9 @@ fn broken_configs_exit_2_naming_the_key() {
         ("bad listen address", format!("[listen]\ndata = \"localhost\"\n{VALID}"), "listen.data"),
         ("unset password env", "[[clusters]]\nid = \"main\"\nurl = \"http://h:1\"\nusername = \"u\"\npassword_env = \"OSPROXY_TEST_SURELY_UNSET\"\n".to_string(), "clusters[0].password_env"),
         ("not toml", "[[clusters]\n".to_string(), "not valid TOML"),
+        ("bad log filter", format!("{VALID}[log]\nlevel = \"info,[[\"\n"), "log.level"),
+        ("bad log format", format!("{VALID}[log]\nformat = \"xml\"\n"), "log.format"),
+        ("zero workers", format!("{VALID}[server]\nworkers = 0\n"), "server.workers"),
     ];
     for (what, text, key) in cases {
         let out = osproxy(&["check"], Some(&text));

@@ -8,6 +8,7 @@
 mod duration;
 mod layer;
 mod model;
+mod tenancy;
 mod validate;
 
 pub use duration::Duration;

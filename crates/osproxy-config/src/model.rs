@@ -29,6 +29,101 @@ pub struct Config {
     pub log: Log,
     /// Ingress TLS: reserved; rejected by validation until it is built.
     pub tls: Option<toml::Value>,
+    /// Who may call, and for which partitions.
+    #[serde(default)]
+    pub principals: Vec<PrincipalConfig>,
+    /// The catalogue of logical indices (seeds the control plane).
+    #[serde(default)]
+    pub indices: Vec<IndexConfig>,
+    /// Explicit placement entries (seed the control plane).
+    #[serde(default)]
+    pub placements: Vec<PlacementConfig>,
+}
+
+/// `[[principals]]`: an authenticated caller and its grants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// The principal's name, in logs and explanations.
+    pub name: String,
+    /// Environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// File holding the bearer token (trailing newline ignored).
+    pub token_file: Option<String>,
+    /// Partitions this principal may act for.
+    #[serde(default)]
+    pub partitions: Vec<String>,
+    /// A trusted gateway that may act for any partition it names.
+    #[serde(default)]
+    pub any_partition: bool,
+    /// May call the admin API and operator endpoints.
+    #[serde(default)]
+    pub operator: bool,
+}
+
+/// Where a logical index finds a request's partition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum PartitionSource {
+    /// `{ from = "principal" }`: the principal's single grant, or the one it
+    /// names in `x-osproxy-partition`.
+    From(PartitionFrom),
+    /// `{ header = "x-tenant" }`: a header (set by a trusted gateway).
+    Header(String),
+    /// `{ body = "tenant_id" }`: a top-level field of each document.
+    Body(String),
+}
+
+/// The only value of `partition.from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionFrom {
+    /// The principal's grant.
+    Principal,
+}
+
+/// `[[indices]]`: one logical index of the catalogue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// The logical name clients use.
+    pub name: String,
+    /// Where the partition comes from.
+    #[serde(default = "default_partition_source")]
+    pub partition: PartitionSource,
+    /// The physical `_id` template for shared placements.
+    #[serde(default = "default_id_template")]
+    pub id: String,
+    /// The injected isolation field for shared placements.
+    #[serde(default = "default_field")]
+    pub field: String,
+    /// The placement of partitions without an explicit entry.
+    pub default: osproxy_core::Placement,
+    /// Whether scripts are allowed in shared placements.
+    #[serde(default)]
+    pub allow_scripts: bool,
+}
+
+fn default_partition_source() -> PartitionSource {
+    PartitionSource::From(PartitionFrom::Principal)
+}
+fn default_id_template() -> String {
+    "{partition}:{id}".to_string()
+}
+fn default_field() -> String {
+    "_tenant".to_string()
+}
+
+/// `[[placements]]`: an explicit placement of one partition of one index.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementConfig {
+    /// The logical index.
+    pub index: String,
+    /// The partition.
+    pub partition: String,
+    /// Where its data lives.
+    pub placement: osproxy_core::Placement,
 }
 
 impl Config {

@@ -123,6 +123,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             ));
         }
     }
+    crate::tenancy::validate(config, &mut errs);
     if errs.is_empty() {
         Ok(())
     } else {

@@ -13,6 +13,14 @@ pub enum ErrorCode {
     UnsupportedEndpoint,
     /// The request itself is malformed (bad path, bad header).
     BadRequest,
+    /// No credentials, or credentials osproxy does not know.
+    Unauthenticated,
+    /// The principal may not act for the partition.
+    PartitionForbidden,
+    /// The partition could not be determined (several grants, none named).
+    PartitionRequired,
+    /// The partition id is not `[A-Za-z0-9_.-]{1,128}`.
+    InvalidPartition,
     /// The upstream cluster could not be reached or broke the connection.
     UpstreamUnavailable,
     /// The upstream did not answer within the configured deadline.
@@ -29,6 +37,10 @@ impl ErrorCode {
         match self {
             ErrorCode::UnsupportedEndpoint => "unsupported_endpoint",
             ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::PartitionForbidden => "partition_forbidden",
+            ErrorCode::PartitionRequired => "partition_required",
+            ErrorCode::InvalidPartition => "invalid_partition",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
@@ -39,7 +51,12 @@ impl ErrorCode {
     /// The HTTP status this code is answered with.
     pub const fn status(self) -> u16 {
         match self {
-            ErrorCode::UnsupportedEndpoint | ErrorCode::BadRequest => 400,
+            ErrorCode::UnsupportedEndpoint
+            | ErrorCode::BadRequest
+            | ErrorCode::PartitionRequired
+            | ErrorCode::InvalidPartition => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::PartitionForbidden => 403,
             ErrorCode::UpstreamUnavailable => 502,
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::ShuttingDown => 503,
@@ -54,6 +71,10 @@ impl ErrorCode {
                 "this endpoint is not served here; an operator can pass it through by adding its index prefix to [passthrough] indices"
             }
             ErrorCode::BadRequest => "fix the request as the reason says and send it again",
+            ErrorCode::Unauthenticated => "send `Authorization: Bearer <token>` with a token configured for a principal",
+            ErrorCode::PartitionForbidden => "grant the partition to the principal or send a token that has it",
+            ErrorCode::PartitionRequired => "this principal may act for several partitions: name one in the x-osproxy-partition header",
+            ErrorCode::InvalidPartition => "a partition id is 1 to 128 characters of [A-Za-z0-9_.-]",
             ErrorCode::UpstreamUnavailable => {
                 "check that the cluster is up and reachable from osproxy; idempotent requests can be retried"
             }

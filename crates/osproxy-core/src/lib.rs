@@ -5,8 +5,12 @@
 
 pub mod endpoint;
 pub mod error;
+pub mod partition;
+pub mod placement;
 pub mod request_id;
 
 pub use endpoint::EndpointKind;
 pub use error::{ErrorCode, ProxyError};
+pub use partition::PartitionId;
+pub use placement::Placement;
 pub use request_id::RequestIdMinter;

@@ -5,6 +5,7 @@
 //! in its own module. Nothing on this path panics, blocks or buffers a body
 //! whole: bodies stream in both directions.
 
+pub mod auth;
 pub mod body;
 pub mod headers;
 pub mod ingress;

@@ -4,7 +4,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, EXPECT, HOST};
+use http::header::{
+    HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, EXPECT, HOST, WWW_AUTHENTICATE,
+};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use osproxy_config::Config;
@@ -14,6 +16,7 @@ use osproxy_observe::{InFlight, Metrics};
 use osproxy_rewrite::classify;
 use tracing::warn;
 
+use crate::auth::Authenticator;
 use crate::body::{RequestBody, ResponseBody};
 use crate::headers::strip_hop_by_hop;
 use crate::route::Router;
@@ -25,6 +28,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Everything a request needs, built once at start-up and shared.
 #[derive(Debug)]
 pub struct Proxy {
+    auth: Arc<Authenticator>,
     router: Router,
     upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
@@ -36,11 +40,13 @@ impl Proxy {
     /// Wires the data path from a validated config.
     pub fn new(
         config: &Config,
+        auth: Arc<Authenticator>,
         upstreams: Arc<Upstreams>,
         metrics: Arc<Metrics>,
         instance_nonce: u64,
     ) -> Self {
         Proxy {
+            auth,
             router: Router::new(config),
             upstreams,
             metrics,
@@ -49,7 +55,8 @@ impl Proxy {
         }
     }
 
-    /// Serves one request: identify → classify → route → dispatch → respond.
+    /// Serves one request: identify → authenticate → classify → route →
+    /// dispatch → respond.
     /// Never fails: every error becomes an OpenSearch-shaped response.
     pub async fn handle(
         self: Arc<Self>,
@@ -79,6 +86,11 @@ impl Proxy {
         request_id: &HeaderValue,
         in_flight: InFlight,
     ) -> (EndpointKind, Result<Response<ResponseBody>, ProxyError>) {
+        if self.auth.required() {
+            if let Err(e) = self.auth.authenticate(req.headers()) {
+                return (EndpointKind::Other, Err(e));
+            }
+        }
         let path = req.uri().path();
         let classified = match classify(path) {
             Ok(c) => c,
@@ -120,6 +132,10 @@ impl Proxy {
         // hyper has already answered `100-continue` to the client when the
         // body is first read; the upstream client does not wait for one.
         parts.headers.remove(EXPECT);
+        if self.auth.required() {
+            // The caller's osproxy credentials are not the cluster's.
+            parts.headers.remove(AUTHORIZATION);
+        }
         parts
             .headers
             .insert(X_REQUEST_ID.clone(), request_id.clone());
@@ -169,5 +185,11 @@ pub fn error_response(e: &ProxyError, request_id: &HeaderValue) -> Response<Resp
         CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=UTF-8"),
     );
+    if e.code == ErrorCode::Unauthenticated {
+        resp.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"osproxy\""),
+        );
+    }
     resp
 }

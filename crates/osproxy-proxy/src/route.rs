@@ -13,6 +13,8 @@ use osproxy_rewrite::Classified;
 #[derive(Debug, Clone)]
 pub struct Router {
     passthrough: Option<Passthrough>,
+    /// Logical indices of the catalogue (tenancy routing).
+    catalogue: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -31,7 +33,11 @@ impl Router {
                 prefixes: p.indices.clone(),
             })
         });
-        Router { passthrough }
+        let catalogue = config.indices.iter().map(|i| i.name.clone()).collect();
+        Router {
+            passthrough,
+            catalogue,
+        }
     }
 
     /// The cluster position that serves this request.
@@ -41,6 +47,16 @@ impl Router {
         path: &str,
         c: &Classified<'_>,
     ) -> Result<usize, ProxyError> {
+        if let Some(name) = c
+            .index_names()
+            .find(|n| self.catalogue.iter().any(|l| l == n))
+        {
+            return Err(unsupported(
+                method,
+                path,
+                &format!("{name:?} is a logical index of the catalogue, and tenancy routing is not available in this version yet"),
+            ));
+        }
         let Some(p) = &self.passthrough else {
             return Err(unsupported(method, path, "no [passthrough] is configured and tenancy routing is not available in this version"));
         };
@@ -159,7 +175,10 @@ mod tests {
 
     #[test]
     fn no_passthrough_refuses_everything() {
-        let r = Router { passthrough: None };
+        let r = Router {
+            passthrough: None,
+            catalogue: vec![],
+        };
         assert_eq!(
             route(&r, Method::GET, "/"),
             Err(ErrorCode::UnsupportedEndpoint)

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use osproxy_admin::Admin;
 use osproxy_config::{Config, LogFormat};
 use osproxy_observe::{Metrics, Readiness};
+use osproxy_proxy::auth::Authenticator;
 use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
 use osproxy_proxy::upstream::Upstreams;
 use osproxy_proxy::Proxy;
@@ -166,12 +167,14 @@ fn serve(config: Config) -> Result<(), String> {
         &config.upstream,
         &metrics,
     )?);
+    let auth = Arc::new(Authenticator::from_config(&config)?);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let drain = config.server.drain_timeout.as_std();
     let mut threads = Vec::with_capacity(workers);
     for (i, listener) in data.into_iter().enumerate() {
         let config = config.clone();
         let metrics = metrics.clone();
+        let auth = auth.clone();
         let mut shutdown = shutdown_rx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("osproxy-worker-{i}"))
@@ -189,6 +192,7 @@ fn serve(config: Config) -> Result<(), String> {
                     )?);
                     let proxy = Arc::new(Proxy::new(
                         &config,
+                        auth,
                         upstreams,
                         metrics,
                         nonce.wrapping_add(i as u64),

@@ -6,6 +6,7 @@
 // Test code: failing loudly is the point.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod clients;
 mod common;
 mod faults;

@@ -1,0 +1,427 @@
+//! Checks of the tenancy sections: principals, the catalogue and placements.
+//! Anything that could let one partition's requests reach another's data is
+//! a configuration error, named by key.
+
+use std::collections::HashMap;
+
+use osproxy_core::partition::is_valid_partition;
+use osproxy_core::Placement;
+
+use crate::{Config, ConfigError, PartitionSource};
+
+/// OpenSearch metadata field names an injected field may not take.
+const METADATA_FIELDS: [&str; 17] = [
+    "_id",
+    "_index",
+    "_routing",
+    "_source",
+    "_type",
+    "_version",
+    "_seq_no",
+    "_primary_term",
+    "_field_names",
+    "_ignored",
+    "_meta",
+    "_doc_count",
+    "_size",
+    "_uid",
+    "_parent",
+    "_all",
+    "_data_stream_timestamp",
+];
+
+pub(crate) fn validate(config: &Config, errs: &mut Vec<ConfigError>) {
+    principals(config, errs);
+    if !config.indices.is_empty() && config.principals.is_empty() {
+        errs.push(ConfigError::new(
+            "principals",
+            "a catalogue ([[indices]]) needs at least one [[principals]] entry: every tenancy request is authenticated",
+        ));
+    }
+    let mut owners: HashMap<(String, String), String> = HashMap::new();
+    for (i, idx) in config.indices.iter().enumerate() {
+        let key = |k: &str| format!("indices[{i}].{k}");
+        if !is_valid_index_name(&idx.name) {
+            errs.push(ConfigError::new(key("name"), format!("{:?} is not a valid index name: lower-case, not starting with _ - + or ., no , * / \\ ? \" < > | # : or spaces", idx.name)));
+        }
+        if config.indices[..i].iter().any(|o| o.name == idx.name) {
+            errs.push(ConfigError::new(
+                key("name"),
+                format!("duplicate logical index {:?}", idx.name),
+            ));
+        }
+        if let Err(m) = check_template(&idx.id) {
+            errs.push(ConfigError::new(key("id"), m));
+        }
+        if let Err(m) = check_field(&idx.field) {
+            errs.push(ConfigError::new(key("field"), m));
+        }
+        match &idx.partition {
+            PartitionSource::Header(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
+                errs.push(ConfigError::new(
+                    key("partition.header"),
+                    format!("{h:?} is not a header name"),
+                ));
+            }
+            PartitionSource::Body(_) => {
+                errs.push(ConfigError::new(
+                    key("partition"),
+                    "partition = { body = ... } is not supported by this version yet; use { from = \"principal\" } or { header = ... }",
+                ));
+            }
+            _ => {}
+        }
+        placement(
+            config,
+            &idx.name,
+            &idx.default,
+            &key("default"),
+            &format!("{} (default)", idx.name),
+            &mut owners,
+            errs,
+        );
+    }
+    for (i, p) in config.placements.iter().enumerate() {
+        let key = |k: &str| format!("placements[{i}].{k}");
+        if !config.indices.iter().any(|idx| idx.name == p.index) {
+            errs.push(ConfigError::new(
+                key("index"),
+                format!(
+                    "{:?} is not in the catalogue: add an [[indices]] entry first",
+                    p.index
+                ),
+            ));
+        }
+        if !is_valid_partition(&p.partition) {
+            errs.push(ConfigError::new(
+                key("partition"),
+                format!(
+                    "{:?} is not a partition id: 1 to 128 of [A-Za-z0-9_.-]",
+                    p.partition
+                ),
+            ));
+        }
+        if config.placements[..i]
+            .iter()
+            .any(|o| o.index == p.index && o.partition == p.partition)
+        {
+            errs.push(ConfigError::new(
+                key("partition"),
+                format!("a second entry for {}/{}", p.index, p.partition),
+            ));
+        }
+        placement(
+            config,
+            &p.index,
+            &p.placement,
+            &key("placement"),
+            &format!("{}/{}", p.index, p.partition),
+            &mut owners,
+            errs,
+        );
+    }
+    passthrough_overlap(config, &owners, errs);
+}
+
+fn principals(config: &Config, errs: &mut Vec<ConfigError>) {
+    for (i, p) in config.principals.iter().enumerate() {
+        let key = |k: &str| format!("principals[{i}].{k}");
+        if p.name.is_empty() || config.principals[..i].iter().any(|o| o.name == p.name) {
+            errs.push(ConfigError::new(
+                key("name"),
+                format!("{:?} is empty or not unique", p.name),
+            ));
+        }
+        match (&p.token_env, &p.token_file) {
+            (None, None) => errs.push(ConfigError::new(
+                key("token_env"),
+                "set token_env or token_file (tokens are never written inline)",
+            )),
+            (Some(_), Some(_)) => errs.push(ConfigError::new(
+                key("token_env"),
+                "set token_env or token_file, not both",
+            )),
+            (Some(var), None) => match std::env::var(var) {
+                Ok(v) if v.trim().len() >= 16 => {}
+                Ok(_) => errs.push(ConfigError::new(
+                    key("token_env"),
+                    format!("the token in {var} is shorter than 16 characters"),
+                )),
+                Err(_) => errs.push(ConfigError::new(
+                    key("token_env"),
+                    format!("environment variable {var} is not set"),
+                )),
+            },
+            (None, Some(file)) => match std::fs::read_to_string(file) {
+                Ok(v) if v.trim().len() >= 16 => {}
+                Ok(_) => errs.push(ConfigError::new(
+                    key("token_file"),
+                    format!("the token in {file} is shorter than 16 characters"),
+                )),
+                Err(e) => errs.push(ConfigError::new(
+                    key("token_file"),
+                    format!("cannot read {file}: {e}"),
+                )),
+            },
+        }
+        if p.any_partition && !p.partitions.is_empty() {
+            errs.push(ConfigError::new(
+                key("partitions"),
+                "any_partition = true already grants every partition; remove partitions",
+            ));
+        }
+        for (j, part) in p.partitions.iter().enumerate() {
+            if !is_valid_partition(part) {
+                errs.push(ConfigError::new(
+                    format!("principals[{i}].partitions[{j}]"),
+                    format!("{part:?} is not a partition id: 1 to 128 of [A-Za-z0-9_.-]"),
+                ));
+            }
+        }
+    }
+}
+
+/// Checks one placement, and that no physical index is claimed twice in a
+/// way that would mix partitions or logical indices.
+fn placement(
+    config: &Config,
+    logical: &str,
+    p: &Placement,
+    key: &str,
+    owner: &str,
+    owners: &mut HashMap<(String, String), String>,
+    errs: &mut Vec<ConfigError>,
+) {
+    if config.cluster(p.cluster()).is_none() {
+        let known: Vec<&str> = config.clusters.iter().map(|c| c.id.as_str()).collect();
+        errs.push(ConfigError::new(
+            format!("{key}.cluster"),
+            format!(
+                "unknown cluster {:?}; configured clusters: {known:?}",
+                p.cluster()
+            ),
+        ));
+    }
+    let physical = p.physical_index(logical);
+    if !is_valid_index_name(physical) {
+        errs.push(ConfigError::new(
+            format!("{key}.index"),
+            format!("{physical:?} is not a valid index name"),
+        ));
+    }
+    // A shared index may serve many partitions of one logical index; any
+    // other index belongs to exactly one (logical index, partition).
+    let claim = if p.is_shared() {
+        format!("shared:{logical}")
+    } else {
+        format!("own:{owner}")
+    };
+    let slot = (p.cluster().to_string(), physical.to_string());
+    match owners.get(&slot) {
+        Some(existing) if *existing != claim => errs.push(ConfigError::new(
+            format!("{key}.index"),
+            format!("index {physical:?} on cluster {:?} is already used by another placement; each physical index serves one logical index, and a dedicated one serves one partition", p.cluster()),
+        )),
+        _ => {
+            owners.insert(slot, claim);
+        }
+    }
+}
+
+/// Passthrough must never reach a tenancy index.
+fn passthrough_overlap(
+    config: &Config,
+    owners: &HashMap<(String, String), String>,
+    errs: &mut Vec<ConfigError>,
+) {
+    let Some(pt) = &config.passthrough else {
+        return;
+    };
+    if config.indices.is_empty() {
+        return;
+    }
+    let Some(prefixes) = &pt.indices else {
+        errs.push(ConfigError::new(
+            "passthrough.indices",
+            "with a catalogue configured, passthrough must list index prefixes: forwarding everything would expose tenant indices",
+        ));
+        return;
+    };
+    let names = owners
+        .keys()
+        .filter(|(c, _)| *c == pt.cluster)
+        .map(|(_, i)| i.as_str())
+        .chain(config.indices.iter().map(|i| i.name.as_str()));
+    for name in names {
+        if let Some(prefix) = prefixes.iter().find(|p| name.starts_with(p.as_str())) {
+            errs.push(ConfigError::new(
+                "passthrough.indices",
+                format!("prefix {prefix:?} would pass through tenancy index {name:?}"),
+            ));
+        }
+    }
+}
+
+fn check_template(t: &str) -> Result<(), String> {
+    let p = t.matches("{partition}").count();
+    let i = t.matches("{id}").count();
+    if p != 1 {
+        return Err(format!("{t:?} must contain {{partition}} exactly once, so ids of different partitions never collide"));
+    }
+    if i != 1 {
+        return Err(format!("{t:?} must contain {{id}} exactly once"));
+    }
+    Ok(())
+}
+
+fn check_field(f: &str) -> Result<(), String> {
+    if METADATA_FIELDS.contains(&f) {
+        return Err(format!("{f:?} collides with an OpenSearch metadata field"));
+    }
+    if f.is_empty() || f.contains(['.', '*', ' ', '"', '\\']) {
+        return Err(format!(
+            "{f:?} is not a usable field name: non-empty, no dots, stars, quotes or spaces"
+        ));
+    }
+    Ok(())
+}
+
+fn is_valid_index_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with(['_', '-', '+', '.'])
+        && !s
+            .bytes()
+            .any(|b| b.is_ascii_uppercase() || b" ,*/\\?\"<>|#:".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::from_str;
+
+    const CLUSTERS: &str = "[[clusters]]\nid = \"main\"\nurl = \"http://127.0.0.1:9201\"\n[[clusters]]\nid = \"acme-dedicated\"\nurl = \"http://127.0.0.1:9202\"\n";
+    const ORDERS: &str = "[[indices]]\nname = \"orders\"\npartition = { from = \"principal\" }\nid = \"{partition}:{id}\"\nfield = \"_tenant\"\ndefault = { kind = \"shared\", cluster = \"main\", index = \"orders-shared\" }\n";
+
+    // PATH is set in every test environment and longer than 16 characters:
+    // a stand-in token source that keeps these tests hermetic.
+    const SVC: &str =
+        "[[principals]]\nname = \"svc\"\ntoken_env = \"PATH\"\npartitions = [\"acme\"]\n";
+
+    fn keys(extra: &str) -> Vec<String> {
+        let text = format!("{CLUSTERS}{ORDERS}{SVC}{extra}");
+        match from_str(&text, std::iter::empty(), &[]) {
+            Ok(_) => vec![],
+            Err(e) => e.0.into_iter().map(|e| e.key).collect(),
+        }
+    }
+
+    #[test]
+    fn the_documented_catalogue_is_valid() {
+        let extra = "[[placements]]\nindex = \"orders\"\npartition = \"acme\"\nplacement = { kind = \"index\", cluster = \"main\", index = \"orders-acme\" }\n\
+                     [[placements]]\nindex = \"orders\"\npartition = \"globex\"\nplacement = { kind = \"cluster\", cluster = \"acme-dedicated\" }\n";
+        assert_eq!(keys(extra), Vec::<String>::new());
+    }
+
+    #[test]
+    fn template_without_partition_is_refused() {
+        let text = format!(
+            "{CLUSTERS}{SVC}{}",
+            ORDERS.replace("{partition}:{id}", "{id}")
+        );
+        let errs = from_str(&text, std::iter::empty(), &[])
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        assert_eq!(
+            errs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["indices[0].id"]
+        );
+    }
+
+    #[test]
+    fn metadata_field_collision_is_refused() {
+        for field in ["_id", "_routing", "_source", "a.b"] {
+            let text = format!(
+                "{CLUSTERS}{SVC}{}",
+                ORDERS.replace("\"_tenant\"", &format!("{field:?}"))
+            );
+            let errs = from_str(&text, std::iter::empty(), &[])
+                .err()
+                .map(|e| e.0)
+                .unwrap_or_default();
+            assert_eq!(
+                errs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+                ["indices[0].field"],
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_clusters_and_duplicates_are_refused() {
+        assert_eq!(keys("[[placements]]\nindex = \"orders\"\npartition = \"acme\"\nplacement = { kind = \"cluster\", cluster = \"nope\" }\n"), ["placements[0].placement.cluster"]);
+        assert_eq!(keys(ORDERS), ["indices[1].name"]);
+        assert_eq!(keys("[[placements]]\nindex = \"invoices\"\npartition = \"acme\"\nplacement = { kind = \"cluster\", cluster = \"main\" }\n"), ["placements[0].index"]);
+        let twice = "[[placements]]\nindex = \"orders\"\npartition = \"acme\"\nplacement = { kind = \"index\", cluster = \"main\", index = \"orders-acme\" }\n";
+        assert_eq!(
+            keys(&format!("{twice}{twice}")),
+            ["placements[1].partition"]
+        );
+    }
+
+    #[test]
+    fn a_physical_index_is_never_shared_between_owners() {
+        let steal = "[[placements]]\nindex = \"orders\"\npartition = \"acme\"\nplacement = { kind = \"index\", cluster = \"main\", index = \"orders-shared\" }\n";
+        assert_eq!(keys(steal), ["placements[0].placement.index"]);
+        let two = "[[placements]]\nindex = \"orders\"\npartition = \"a\"\nplacement = { kind = \"index\", cluster = \"main\", index = \"orders-x\" }\n\
+                   [[placements]]\nindex = \"orders\"\npartition = \"b\"\nplacement = { kind = \"index\", cluster = \"main\", index = \"orders-x\" }\n";
+        assert_eq!(keys(two), ["placements[1].placement.index"]);
+    }
+
+    #[test]
+    fn passthrough_cannot_reach_tenancy_indices() {
+        assert_eq!(
+            keys("[passthrough]\ncluster = \"main\"\n"),
+            ["passthrough.indices"]
+        );
+        assert_eq!(
+            keys("[passthrough]\ncluster = \"main\"\nindices = [\"orders\"]\n"),
+            ["passthrough.indices", "passthrough.indices"]
+        );
+        assert_eq!(
+            keys("[passthrough]\ncluster = \"main\"\nindices = [\"legacy-\"]\n"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn principals_need_a_token_source_and_valid_grants() {
+        assert_eq!(
+            keys("[[principals]]\nname = \"a\"\npartitions = [\"acme\"]\n"),
+            ["principals[1].token_env"]
+        );
+        assert_eq!(
+            keys("[[principals]]\nname = \"a\"\ntoken_env = \"OSPROXY_TEST_UNSET_TOKEN\"\n"),
+            ["principals[1].token_env"]
+        );
+        assert_eq!(keys("[[principals]]\nname = \"a\"\ntoken_file = \"/nonexistent/token\"\npartitions = [\"bad id\"]\n"), ["principals[1].token_file", "principals[1].partitions[0]"]);
+        assert_eq!(keys("[[principals]]\nname = \"a\"\ntoken_file = \"/nonexistent/t\"\nany_partition = true\npartitions = [\"a\"]\n"), ["principals[1].token_file", "principals[1].partitions"]);
+        assert_eq!(
+            keys("[[principals]]\nname = \"svc\"\ntoken_env = \"PATH\"\n"),
+            ["principals[1].name"]
+        );
+    }
+
+    #[test]
+    fn a_catalogue_needs_principals() {
+        let text = format!("{CLUSTERS}{ORDERS}");
+        let errs = from_str(&text, std::iter::empty(), &[])
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        assert_eq!(
+            errs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["principals"]
+        );
+    }
+}

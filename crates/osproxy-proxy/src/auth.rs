@@ -1,0 +1,255 @@
+//! Authentication: a bearer token becomes a principal with grants, and the
+//! grant check for a partition. Tokens are compared as SHA-256 digests in
+//! constant time, scanning every principal, so neither the content nor the
+//! length of a configured token leaks through timing.
+
+use std::sync::Arc;
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+use osproxy_config::Config;
+use osproxy_core::partition::is_valid_partition;
+use osproxy_core::{ErrorCode, PartitionId, ProxyError};
+use sha2::{Digest, Sha256};
+
+/// The header a principal with several grants names its partition in.
+pub const PARTITION_HEADER: &str = "x-osproxy-partition";
+
+/// An authenticated caller.
+#[derive(Debug)]
+pub struct Principal {
+    /// Its configured name.
+    pub name: String,
+    /// The partitions it may act for.
+    pub grants: Grants,
+    /// Whether it may use operator endpoints.
+    pub operator: bool,
+}
+
+/// What a principal may act for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grants {
+    /// A trusted gateway: any partition it names.
+    Any,
+    /// These partitions.
+    Only(Vec<PartitionId>),
+}
+
+impl Principal {
+    /// The partition this request acts for: the single grant, or the one
+    /// named in `x-osproxy-partition` (checked against the grants).
+    pub fn partition(&self, headers: &HeaderMap) -> Result<PartitionId, ProxyError> {
+        let named = match headers.get(PARTITION_HEADER) {
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .filter(|s| is_valid_partition(s))
+                    .ok_or_else(|| {
+                        ProxyError::new(
+                            ErrorCode::InvalidPartition,
+                            format!("{PARTITION_HEADER} is not a valid partition id"),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        self.authorize(named)
+    }
+
+    /// Checks that this principal may act for `named` (or picks its single
+    /// grant when nothing is named).
+    pub fn authorize(&self, named: Option<&str>) -> Result<PartitionId, ProxyError> {
+        match (&self.grants, named) {
+            (Grants::Only(list), None) if list.len() == 1 => Ok(list[0].clone()),
+            (_, None) => Err(ProxyError::new(
+                ErrorCode::PartitionRequired,
+                format!("principal {} may act for several partitions and named none in {PARTITION_HEADER}", self.name),
+            )),
+            (Grants::Any, Some(p)) => PartitionId::new(p)
+                .map_err(|e| ProxyError::new(ErrorCode::InvalidPartition, e.to_string())),
+            (Grants::Only(list), Some(p)) => list.iter().find(|g| g.as_str() == p).cloned().ok_or_else(|| {
+                ProxyError::new(ErrorCode::PartitionForbidden, format!("principal {} may not act for this partition", self.name))
+            }),
+        }
+    }
+}
+
+/// The principals of one instance, keyed by token digest.
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    entries: Vec<([u8; 32], Arc<Principal>)>,
+}
+
+impl Authenticator {
+    /// Reads every principal's token from its environment variable or file.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let mut entries: Vec<([u8; 32], Arc<Principal>)> = Vec::new();
+        for p in &config.principals {
+            let token = match (&p.token_env, &p.token_file) {
+                (Some(var), _) => std::env::var(var)
+                    .map_err(|_| format!("principal {}: {var} is not set", p.name))?,
+                (None, Some(file)) => std::fs::read_to_string(file)
+                    .map_err(|e| format!("principal {}: cannot read {file}: {e}", p.name))?,
+                (None, None) => return Err(format!("principal {}: no token source", p.name)),
+            };
+            let digest = digest(token.trim().as_bytes());
+            if entries.iter().any(|(d, _)| *d == digest) {
+                return Err(format!(
+                    "principal {}: its token is also another principal's; tokens must be distinct",
+                    p.name
+                ));
+            }
+            let grants = if p.any_partition {
+                Grants::Any
+            } else {
+                Grants::Only(
+                    p.partitions
+                        .iter()
+                        .map(|s| {
+                            PartitionId::new(s).map_err(|e| format!("principal {}: {e}", p.name))
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            };
+            entries.push((
+                digest,
+                Arc::new(Principal {
+                    name: p.name.clone(),
+                    grants,
+                    operator: p.operator,
+                }),
+            ));
+        }
+        Ok(Authenticator { entries })
+    }
+
+    /// Whether any principal is configured (and so credentials are required).
+    pub fn required(&self) -> bool {
+        !self.entries.is_empty()
+    }
+
+    /// The principal behind `Authorization: Bearer <token>`.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, ProxyError> {
+        let token = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ProxyError::new(ErrorCode::Unauthenticated, "missing bearer token"))?;
+        let presented = digest(token.as_bytes());
+        let mut found: Option<&Arc<Principal>> = None;
+        for (d, principal) in &self.entries {
+            if constant_time_eq(d, &presented) {
+                found = Some(principal);
+            }
+        }
+        found
+            .cloned()
+            .ok_or_else(|| ProxyError::new(ErrorCode::Unauthenticated, "unknown bearer token"))
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+    }
+    // Keep the compiler from turning the fold into an early exit.
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(grants: Grants) -> Principal {
+        Principal {
+            name: "svc".into(),
+            grants,
+            operator: false,
+        }
+    }
+
+    fn only(ids: &[&str]) -> Grants {
+        Grants::Only(ids.iter().map(|s| PartitionId::new(s).unwrap()).collect())
+    }
+
+    #[test]
+    fn single_grant_acts_for_it() {
+        let p = principal(only(&["acme"]));
+        assert_eq!(p.authorize(None).unwrap().as_str(), "acme");
+        assert_eq!(p.authorize(Some("acme")).unwrap().as_str(), "acme");
+        assert_eq!(
+            p.authorize(Some("globex")).unwrap_err().code,
+            ErrorCode::PartitionForbidden
+        );
+    }
+
+    #[test]
+    fn several_grants_must_name_one() {
+        let p = principal(only(&["acme", "globex"]));
+        assert_eq!(
+            p.authorize(None).unwrap_err().code,
+            ErrorCode::PartitionRequired
+        );
+        assert_eq!(p.authorize(Some("globex")).unwrap().as_str(), "globex");
+        assert_eq!(
+            p.authorize(Some("initech")).unwrap_err().code,
+            ErrorCode::PartitionForbidden
+        );
+    }
+
+    #[test]
+    fn gateway_names_any_valid_partition() {
+        let p = principal(Grants::Any);
+        assert_eq!(p.authorize(Some("anyone")).unwrap().as_str(), "anyone");
+        assert_eq!(
+            p.authorize(None).unwrap_err().code,
+            ErrorCode::PartitionRequired
+        );
+        let mut h = HeaderMap::new();
+        h.insert(PARTITION_HEADER, "bad id".parse().unwrap());
+        assert_eq!(
+            p.partition(&h).unwrap_err().code,
+            ErrorCode::InvalidPartition
+        );
+    }
+
+    #[test]
+    fn tokens_authenticate_by_digest() {
+        let auth = Authenticator {
+            entries: vec![(
+                digest(b"s3cret-token-aaaaaaaa"),
+                Arc::new(principal(only(&["a"]))),
+            )],
+        };
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            auth.authenticate(&h).unwrap_err().code,
+            ErrorCode::Unauthenticated
+        );
+        h.insert(AUTHORIZATION, "Bearer wrong".parse().unwrap());
+        assert_eq!(
+            auth.authenticate(&h).unwrap_err().code,
+            ErrorCode::Unauthenticated
+        );
+        h.insert(AUTHORIZATION, "Basic czNjcmV0".parse().unwrap());
+        assert_eq!(
+            auth.authenticate(&h).unwrap_err().code,
+            ErrorCode::Unauthenticated
+        );
+        h.insert(
+            AUTHORIZATION,
+            "Bearer s3cret-token-aaaaaaaa".parse().unwrap(),
+        );
+        assert_eq!(auth.authenticate(&h).unwrap().name, "svc");
+    }
+}

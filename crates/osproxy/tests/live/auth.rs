@@ -12,14 +12,14 @@ async fn bearer_tokens_gate_every_request() {
     let token_file = dir.path().join("svc.token");
     std::fs::write(&token_file, "svc-token-0123456789abcdef\n").unwrap();
     let extra = format!(
-        "indices = [\"legacy-\"]\n\n\
+        "indices = [\"authz-legacy-\"]\n\n\
          [[principals]]\nname = \"svc\"\ntoken_file = \"{}\"\npartitions = [\"acme\"]\n\n\
          [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"orders-shared\" }}\n",
         token_file.display()
     );
     let proxy = ready_proxy(&extra);
     let http = Http::new();
-    let url = format!("{}/legacy-auth/_doc/1?refresh=true", proxy.url());
+    let url = format!("{}/authz-legacy-1/_doc/1?refresh=true", proxy.url());
 
     let none = http
         .send(Method::PUT, &url, Some(r#"{"a":1}"#))

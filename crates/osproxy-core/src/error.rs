@@ -21,6 +21,8 @@ pub enum ErrorCode {
     PartitionRequired,
     /// The partition id is not `[A-Za-z0-9_.-]{1,128}`.
     InvalidPartition,
+    /// A construct that could read outside the partition was refused.
+    ConstructRefused,
     /// The upstream cluster could not be reached or broke the connection.
     UpstreamUnavailable,
     /// The upstream did not answer within the configured deadline.
@@ -41,6 +43,7 @@ impl ErrorCode {
             ErrorCode::PartitionForbidden => "partition_forbidden",
             ErrorCode::PartitionRequired => "partition_required",
             ErrorCode::InvalidPartition => "invalid_partition",
+            ErrorCode::ConstructRefused => "construct_refused",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
@@ -54,7 +57,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedEndpoint
             | ErrorCode::BadRequest
             | ErrorCode::PartitionRequired
-            | ErrorCode::InvalidPartition => 400,
+            | ErrorCode::InvalidPartition
+            | ErrorCode::ConstructRefused => 400,
             ErrorCode::Unauthenticated => 401,
             ErrorCode::PartitionForbidden => 403,
             ErrorCode::UpstreamUnavailable => 502,
@@ -75,6 +79,9 @@ impl ErrorCode {
             ErrorCode::PartitionForbidden => "grant the partition to the principal or send a token that has it",
             ErrorCode::PartitionRequired => "this principal may act for several partitions: name one in the x-osproxy-partition header",
             ErrorCode::InvalidPartition => "a partition id is 1 to 128 characters of [A-Za-z0-9_.-]",
+            ErrorCode::ConstructRefused => {
+                "the construct named in the reason could reach other tenants' documents in a shared placement; rewrite the request without it"
+            }
             ErrorCode::UpstreamUnavailable => {
                 "check that the cluster is up and reachable from osproxy; idempotent requests can be retried"
             }

@@ -14,6 +14,8 @@ use osproxy_observe::InFlight;
 pub enum RequestBody {
     /// The client's body, relayed frame by frame.
     Client(Incoming),
+    /// A body osproxy rewrote (a document with its partition injected).
+    Full(Option<Bytes>),
     /// No body.
     Empty,
 }
@@ -28,6 +30,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Empty => Poll::Ready(None),
         }
     }
@@ -35,6 +38,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::Full(b) => b.is_none(),
             RequestBody::Empty => true,
         }
     }
@@ -42,7 +46,8 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Client(b) => b.size_hint(),
-            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            RequestBody::Full(None) | RequestBody::Empty => SizeHint::with_exact(0),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod ingress;
 pub mod pipeline;
 pub mod probe;
 pub mod route;
+pub mod tenancy;
 pub mod upstream;
 
 pub use pipeline::Proxy;

@@ -20,7 +20,9 @@ use crate::auth::Authenticator;
 use crate::body::{RequestBody, ResponseBody};
 use crate::headers::strip_hop_by_hop;
 use crate::route::Router;
+use crate::tenancy::Tenancy;
 use crate::upstream::{UpstreamError, Upstreams};
+use osproxy_control::Snapshot;
 
 /// The header carrying the request id both ways.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -29,6 +31,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug)]
 pub struct Proxy {
     auth: Arc<Authenticator>,
+    tenancy: Tenancy,
     router: Router,
     upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
@@ -41,12 +44,20 @@ impl Proxy {
     pub fn new(
         config: &Config,
         auth: Arc<Authenticator>,
+        snapshot: Arc<Snapshot>,
         upstreams: Arc<Upstreams>,
         metrics: Arc<Metrics>,
         instance_nonce: u64,
     ) -> Self {
+        let timeout = config.upstream.request_timeout.as_std();
         Proxy {
             auth,
+            tenancy: Tenancy::new(
+                snapshot,
+                upstreams.clone(),
+                timeout,
+                instance_nonce.rotate_left(17),
+            ),
             router: Router::new(config),
             upstreams,
             metrics,
@@ -86,11 +97,14 @@ impl Proxy {
         request_id: &HeaderValue,
         in_flight: InFlight,
     ) -> (EndpointKind, Result<Response<ResponseBody>, ProxyError>) {
-        if self.auth.required() {
-            if let Err(e) = self.auth.authenticate(req.headers()) {
-                return (EndpointKind::Other, Err(e));
+        let principal = if self.auth.required() {
+            match self.auth.authenticate(req.headers()) {
+                Ok(p) => Some(p),
+                Err(e) => return (EndpointKind::Other, Err(e)),
             }
-        }
+        } else {
+            None
+        };
         let path = req.uri().path();
         let classified = match classify(path) {
             Ok(c) => c,
@@ -102,6 +116,15 @@ impl Proxy {
             }
         };
         let kind = classified.kind;
+        if self.tenancy.claims(classified.index_names()) {
+            let index = classified.index.as_deref().unwrap_or_default().to_string();
+            let outcome = self
+                .tenancy
+                .serve(req, principal.as_deref(), kind, &index)
+                .await;
+            drop(in_flight);
+            return (kind, outcome);
+        }
         let cluster = match self.router.route(req.method(), path, &classified) {
             Ok(c) => c,
             Err(e) => return (kind, Err(e)),

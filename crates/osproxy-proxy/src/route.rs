@@ -13,8 +13,6 @@ use osproxy_rewrite::Classified;
 #[derive(Debug, Clone)]
 pub struct Router {
     passthrough: Option<Passthrough>,
-    /// Logical indices of the catalogue (tenancy routing).
-    catalogue: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,11 +31,7 @@ impl Router {
                 prefixes: p.indices.clone(),
             })
         });
-        let catalogue = config.indices.iter().map(|i| i.name.clone()).collect();
-        Router {
-            passthrough,
-            catalogue,
-        }
+        Router { passthrough }
     }
 
     /// The cluster position that serves this request.
@@ -47,16 +41,6 @@ impl Router {
         path: &str,
         c: &Classified<'_>,
     ) -> Result<usize, ProxyError> {
-        if let Some(name) = c
-            .index_names()
-            .find(|n| self.catalogue.iter().any(|l| l == n))
-        {
-            return Err(unsupported(
-                method,
-                path,
-                &format!("{name:?} is a logical index of the catalogue, and tenancy routing is not available in this version yet"),
-            ));
-        }
         let Some(p) = &self.passthrough else {
             return Err(unsupported(method, path, "no [passthrough] is configured and tenancy routing is not available in this version"));
         };
@@ -175,10 +159,7 @@ mod tests {
 
     #[test]
     fn no_passthrough_refuses_everything() {
-        let r = Router {
-            passthrough: None,
-            catalogue: vec![],
-        };
+        let r = Router { passthrough: None };
         assert_eq!(
             route(&r, Method::GET, "/"),
             Err(ErrorCode::UnsupportedEndpoint)

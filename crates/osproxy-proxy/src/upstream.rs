@@ -80,6 +80,11 @@ impl Upstreams {
         self.clusters.get(index)
     }
 
+    /// The cluster with this configured id.
+    pub fn by_id(&self, id: &str) -> Option<&UpstreamCluster> {
+        self.clusters.iter().find(|c| c.id == id)
+    }
+
     /// How many clusters there are.
     pub fn len(&self) -> usize {
         self.clusters.len()

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use osproxy_admin::Admin;
 use osproxy_config::{Config, LogFormat};
+use osproxy_control::Snapshot;
 use osproxy_observe::{Metrics, Readiness};
 use osproxy_proxy::auth::Authenticator;
 use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
@@ -168,6 +169,7 @@ fn serve(config: Config) -> Result<(), String> {
         &metrics,
     )?);
     let auth = Arc::new(Authenticator::from_config(&config)?);
+    let snapshot = Arc::new(Snapshot::from_config(&config)?);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let drain = config.server.drain_timeout.as_std();
     let mut threads = Vec::with_capacity(workers);
@@ -175,6 +177,7 @@ fn serve(config: Config) -> Result<(), String> {
         let config = config.clone();
         let metrics = metrics.clone();
         let auth = auth.clone();
+        let snapshot = snapshot.clone();
         let mut shutdown = shutdown_rx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("osproxy-worker-{i}"))
@@ -193,6 +196,7 @@ fn serve(config: Config) -> Result<(), String> {
                     let proxy = Arc::new(Proxy::new(
                         &config,
                         auth,
+                        snapshot,
                         upstreams,
                         metrics,
                         nonce.wrapping_add(i as u64),

@@ -13,3 +13,4 @@ mod faults;
 mod lifecycle;
 mod passthrough;
 mod streaming;
+mod tenancy;

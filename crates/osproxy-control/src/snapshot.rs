@@ -1,0 +1,184 @@
+//! An immutable snapshot of the catalogue and placement table.
+
+use std::collections::HashMap;
+
+use osproxy_config::{Config, PartitionSource};
+use osproxy_core::{PartitionId, Placement};
+use osproxy_rewrite::IdTemplate;
+
+/// Where a logical index finds a request's partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionRule {
+    /// The principal's grant (or the one it names in `x-osproxy-partition`).
+    Principal,
+    /// A header set by a trusted gateway.
+    Header(String),
+}
+
+/// One logical index of the catalogue.
+#[derive(Debug, Clone)]
+pub struct LogicalIndex {
+    /// The name clients use.
+    pub name: String,
+    /// Where the partition comes from.
+    pub partition: PartitionRule,
+    /// Physical `_id` template for shared placements.
+    pub id_template: IdTemplate,
+    /// The injected isolation field for shared placements.
+    pub field: String,
+    /// Placement of partitions without an explicit entry.
+    pub default: Placement,
+    /// Whether scripts are allowed in shared placements.
+    pub allow_scripts: bool,
+}
+
+/// A placement entry with the epoch it was last changed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Where the data lives.
+    pub placement: Placement,
+    /// The control-plane revision of its last change.
+    pub epoch: u64,
+}
+
+/// A routing decision: the logical index, its partition's placement, and
+/// the epoch it was made at.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved<'a> {
+    /// The logical index.
+    pub index: &'a LogicalIndex,
+    /// The placement.
+    pub placement: &'a Placement,
+    /// The epoch of the placement entry (0 for the default placement).
+    pub epoch: u64,
+}
+
+/// The catalogue and placement table at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    indices: HashMap<String, LogicalIndex>,
+    placements: HashMap<(String, String), Entry>,
+    revision: u64,
+}
+
+impl Snapshot {
+    /// The snapshot a memory-backed instance starts from: the config's
+    /// `[[indices]]` and `[[placements]]` at revision 1.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let revision = 1;
+        let mut indices = HashMap::new();
+        for idx in &config.indices {
+            let id_template =
+                IdTemplate::parse(&idx.id).map_err(|e| format!("indices {}: id: {e}", idx.name))?;
+            let partition = match &idx.partition {
+                PartitionSource::From(_) => PartitionRule::Principal,
+                PartitionSource::Header(h) => PartitionRule::Header(h.to_ascii_lowercase()),
+                PartitionSource::Body(_) => {
+                    return Err(format!(
+                        "indices {}: partition from body is not supported",
+                        idx.name
+                    ))
+                }
+            };
+            indices.insert(
+                idx.name.clone(),
+                LogicalIndex {
+                    name: idx.name.clone(),
+                    partition,
+                    id_template,
+                    field: idx.field.clone(),
+                    default: idx.default.clone(),
+                    allow_scripts: idx.allow_scripts,
+                },
+            );
+        }
+        let placements = config
+            .placements
+            .iter()
+            .map(|p| {
+                (
+                    (p.index.clone(), p.partition.clone()),
+                    Entry {
+                        placement: p.placement.clone(),
+                        epoch: revision,
+                    },
+                )
+            })
+            .collect();
+        Ok(Snapshot {
+            indices,
+            placements,
+            revision,
+        })
+    }
+
+    /// The logical index called `name`.
+    pub fn index(&self, name: &str) -> Option<&LogicalIndex> {
+        self.indices.get(name)
+    }
+
+    /// Whether `name` is a logical index.
+    pub fn is_logical(&self, name: &str) -> bool {
+        self.indices.contains_key(name)
+    }
+
+    /// Where `partition`'s data of `index` lives.
+    pub fn resolve(&self, index: &str, partition: &PartitionId) -> Option<Resolved<'_>> {
+        let logical = self.indices.get(index)?;
+        // Lookups by borrowed pair would need a custom key type; the
+        // allocation is two short strings per request.
+        match self
+            .placements
+            .get(&(index.to_string(), partition.as_str().to_string()))
+        {
+            Some(e) => Some(Resolved {
+                index: logical,
+                placement: &e.placement,
+                epoch: e.epoch,
+            }),
+            None => Some(Resolved {
+                index: logical,
+                placement: &logical.default,
+                epoch: 0,
+            }),
+        }
+    }
+
+    /// The revision this snapshot reflects.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_entries_win_over_the_default() {
+        std::env::set_var("OSPROXY_CONTROL_TEST_TOKEN", "t0123456789abcdef");
+        let cfg = osproxy_config::from_str(
+            "[[clusters]]\nid = \"main\"\nurl = \"http://127.0.0.1:1\"\n\
+             [[principals]]\nname = \"s\"\ntoken_env = \"OSPROXY_CONTROL_TEST_TOKEN\"\npartitions = [\"acme\"]\n\
+             [[indices]]\nname = \"orders\"\ndefault = { kind = \"shared\", cluster = \"main\", index = \"orders-shared\" }\n\
+             [[placements]]\nindex = \"orders\"\npartition = \"acme\"\nplacement = { kind = \"index\", cluster = \"main\", index = \"orders-acme\" }\n",
+            std::iter::empty(),
+            &[],
+        )
+        .unwrap();
+        let snap = Snapshot::from_config(&cfg).unwrap();
+        let acme = snap
+            .resolve("orders", &PartitionId::new("acme").unwrap())
+            .unwrap();
+        assert_eq!(acme.placement.physical_index("orders"), "orders-acme");
+        assert_eq!(acme.epoch, 1);
+        let other = snap
+            .resolve("orders", &PartitionId::new("globex").unwrap())
+            .unwrap();
+        assert!(other.placement.is_shared());
+        assert_eq!(other.epoch, 0);
+        assert!(snap
+            .resolve("nope", &PartitionId::new("acme").unwrap())
+            .is_none());
+    }
+}

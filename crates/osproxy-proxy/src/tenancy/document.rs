@@ -1,0 +1,184 @@
+//! Single-document endpoints of a logical index: index, create, get,
+//! exists, `_source`, delete, `_update`.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use osproxy_core::{ErrorCode, ProxyError};
+use osproxy_rewrite::members::{edit_members, Edit};
+use osproxy_rewrite::source::{inject_field, strip_field};
+use percent_encoding::percent_decode_str;
+
+use super::params::{rewrite_query, Op};
+use super::{json_response, read_limited, reverse, Target, Tenancy};
+use crate::body::ResponseBody;
+
+/// `/{index}/{endpoint}[/{id}]`, decoded.
+struct DocPath {
+    endpoint: String,
+    id: Option<String>,
+}
+
+fn doc_path(path: &str) -> Result<DocPath, ProxyError> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let decode = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| ProxyError::new(ErrorCode::BadRequest, "the document id is not UTF-8"))
+    };
+    match segs.as_slice() {
+        [_, endpoint] => Ok(DocPath {
+            endpoint: decode(endpoint)?,
+            id: None,
+        }),
+        [_, endpoint, id] => Ok(DocPath {
+            endpoint: decode(endpoint)?,
+            id: Some(decode(id)?),
+        }),
+        _ => Err(ProxyError::new(
+            ErrorCode::UnsupportedEndpoint,
+            "unknown document endpoint for a logical index",
+        )),
+    }
+}
+
+pub(crate) async fn serve(
+    tenancy: &Tenancy,
+    t: &Target<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let DocPath { endpoint, id } = doc_path(req.uri().path())?;
+    let method = req.method().clone();
+    let op = match (endpoint.as_str(), &method, id.is_some()) {
+        ("_doc", &Method::POST, false) | ("_doc" | "_create", &Method::PUT | &Method::POST, true) => Op::Write,
+        ("_doc" | "_source", &Method::GET | &Method::HEAD, true) => Op::Get,
+        ("_doc", &Method::DELETE, true) => Op::Delete,
+        ("_update", &Method::POST, true) => Op::Update,
+        _ => {
+            return Err(ProxyError::new(
+                ErrorCode::UnsupportedEndpoint,
+                format!("{method} on `{endpoint}` is not a document operation osproxy serves for logical indices"),
+            ))
+        }
+    };
+    if let Some(id) = &id {
+        if id.is_empty() || id.len() > 512 {
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                "a document id is 1 to 512 bytes",
+            ));
+        }
+    }
+    let shared = t.shared();
+    // An id is needed to scope a shared document; mint one like OpenSearch would.
+    let logical_id = match (&id, shared) {
+        (Some(id), _) => Some(id.clone()),
+        (None, true) => Some(tenancy.mint_id()),
+        (None, false) => None,
+    };
+    let physical_id = logical_id.as_ref().map(|id| {
+        if shared {
+            t.logical.id_template.physical(t.partition.as_str(), id)
+        } else {
+            id.clone()
+        }
+    });
+    let query = rewrite_query(req.uri().query(), op, shared, t.partition.as_str())?;
+    // Auto-id POST becomes PUT with the minted id (create-only, like an auto id).
+    let (method, endpoint) = match (id.is_none(), physical_id.is_some()) {
+        (true, true) => (Method::PUT, "_create".to_string()),
+        _ => (method, endpoint),
+    };
+    let path = t.path(&endpoint, physical_id.as_deref(), &query);
+
+    let headers = req.headers().clone();
+    let body = match op {
+        Op::Write | Op::Update => {
+            let raw = read_limited(req.into_body()).await?;
+            Some(if shared {
+                confine_body(&raw, op, t)?
+            } else {
+                raw
+            })
+        }
+        _ => None,
+    };
+    let (parts, resp_body) = tenancy
+        .exchange(t, method.clone(), &path, &headers, body)
+        .await?;
+    let ids = physical_id.as_deref().zip(logical_id.as_deref());
+    let out = if method == Method::HEAD {
+        Vec::new()
+    } else if parts.status.is_client_error() || parts.status.is_server_error() {
+        if parts.status == StatusCode::NOT_FOUND
+            && endpoint != "_source"
+            && !reverse::is_error(&resp_body)
+        {
+            // `found: false` / `result: not_found` answers are documents.
+            reverse::document(&resp_body, t)
+        } else {
+            reverse::error(&resp_body, t, ids)
+        }
+    } else if endpoint == "_source" {
+        if shared {
+            strip_field(&resp_body, &t.logical.field)
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|_| resp_body.to_vec())
+        } else {
+            resp_body.to_vec()
+        }
+    } else {
+        reverse::document(&resp_body, t)
+    };
+    let mut resp = json_response(parts, out);
+    if method == Method::HEAD {
+        // Keep the upstream's answer shape: status only.
+        *resp.body_mut() = ResponseBody::empty();
+    }
+    Ok(resp)
+}
+
+/// The injected field on a document (index/create) or on the `doc` and
+/// `upsert` of an update; scripts refused unless the catalogue allows them.
+fn confine_body(raw: &Bytes, op: Op, t: &Target<'_>) -> Result<Bytes, ProxyError> {
+    let field = &t.logical.field;
+    let partition = t.partition.as_str();
+    let bad = |e: osproxy_rewrite::source::SourceError| {
+        ProxyError::new(ErrorCode::BadRequest, e.to_string())
+    };
+    match op {
+        Op::Update => {
+            let mut failure = None;
+            let mut saw_script = false;
+            let edited = edit_members(raw, |key, value| match key {
+                "doc" | "upsert" => match inject_field(value, field, partition) {
+                    Ok(v) => Edit::Replace(v),
+                    Err(e) => {
+                        failure = Some(bad(e));
+                        Edit::Keep
+                    }
+                },
+                "script" | "scripted_upsert" => {
+                    saw_script = true;
+                    Edit::Keep
+                }
+                _ => Edit::Keep,
+            })
+            .map_err(bad)?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if saw_script && !t.logical.allow_scripts {
+                return Err(ProxyError::new(
+                    ErrorCode::BadRequest,
+                    "scripted updates are refused in a shared placement: a script could change or read the partition field; update with a partial `doc` instead",
+                ));
+            }
+            Ok(Bytes::from(edited.into_owned()))
+        }
+        _ => inject_field(raw, field, partition)
+            .map(Bytes::from)
+            .map_err(bad),
+    }
+}

@@ -1,0 +1,274 @@
+//! Tenancy routing: a request for a logical index is confined to one
+//! partition and sent to that partition's placement.
+//!
+//! Stages (each a function here): resolve the partition and its placement →
+//! check the endpoint is served → rewrite (path, parameters, body) →
+//! dispatch → reverse the response. Endpoints not yet served for logical
+//! indices are refused with `unsupported_endpoint`, never forwarded blind.
+
+mod document;
+mod params;
+mod reverse;
+mod search;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use osproxy_control::{LogicalIndex, PartitionRule, Snapshot};
+use osproxy_core::{EndpointKind, ErrorCode, PartitionId, Placement, ProxyError};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::auth::Principal;
+use crate::body::{RequestBody, ResponseBody};
+use crate::upstream::{UpstreamCluster, UpstreamError, Upstreams};
+
+/// Largest request or response body osproxy reads whole in tenancy mode
+/// (documents and search bodies); OpenSearch's own default limit.
+pub(crate) const MAX_BUFFERED: usize = 100 * 1024 * 1024;
+
+/// Characters kept as they are in a path segment; everything else is
+/// percent-encoded, so a document id can never add a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Where one request goes: the logical index, the partition, the placement
+/// and the cluster that serves it.
+pub(crate) struct Target<'a> {
+    pub logical: &'a LogicalIndex,
+    pub partition: PartitionId,
+    pub placement: &'a Placement,
+    pub physical_index: &'a str,
+    pub cluster: &'a UpstreamCluster,
+}
+
+impl Target<'_> {
+    pub(crate) fn shared(&self) -> bool {
+        self.placement.is_shared()
+    }
+
+    /// `/{physical index}/{endpoint}[/{encoded id}]?{query}`
+    pub(crate) fn path(&self, endpoint: &str, id: Option<&str>, query: &str) -> String {
+        let mut p = format!(
+            "/{}/{endpoint}",
+            utf8_percent_encode(self.physical_index, SEGMENT)
+        );
+        if let Some(id) = id {
+            p.push('/');
+            p.extend(utf8_percent_encode(id, SEGMENT));
+        }
+        if !query.is_empty() {
+            p.push('?');
+            p.push_str(query);
+        }
+        p
+    }
+}
+
+/// The tenancy side of the data path.
+#[derive(Debug)]
+pub struct Tenancy {
+    snapshot: Arc<Snapshot>,
+    upstreams: Arc<Upstreams>,
+    request_timeout: std::time::Duration,
+    ids: osproxy_core::RequestIdMinter,
+}
+
+impl Tenancy {
+    /// Over a snapshot and this worker's upstreams.
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        upstreams: Arc<Upstreams>,
+        request_timeout: std::time::Duration,
+        nonce: u64,
+    ) -> Self {
+        Tenancy {
+            snapshot,
+            upstreams,
+            request_timeout,
+            ids: osproxy_core::RequestIdMinter::new(nonce),
+        }
+    }
+
+    /// A fleet-unique document id for auto-id writes in shared placements.
+    pub(crate) fn mint_id(&self) -> String {
+        self.ids.mint()
+    }
+
+    /// Whether any index the path names is a logical index.
+    pub fn claims<'a>(&self, mut names: impl Iterator<Item = &'a str>) -> bool {
+        names.any(|n| self.snapshot.is_logical(n))
+    }
+
+    /// Serves one request for a logical index.
+    pub async fn serve(
+        &self,
+        req: Request<Incoming>,
+        principal: Option<&Principal>,
+        kind: EndpointKind,
+        index: &str,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let target = self.resolve(index, principal, req.headers())?;
+        match kind {
+            EndpointKind::Document | EndpointKind::Update => {
+                document::serve(self, &target, req).await
+            }
+            EndpointKind::Search | EndpointKind::Count => {
+                search::serve(self, &target, req, kind).await
+            }
+            other => Err(ProxyError::new(
+                ErrorCode::UnsupportedEndpoint,
+                format!(
+                    "the `{other}` endpoint is not served for logical index {:?} in this version",
+                    target.logical.name
+                ),
+            )),
+        }
+    }
+
+    /// Finds the partition (and checks the principal may act for it) and its
+    /// placement.
+    fn resolve<'s>(
+        &'s self,
+        index: &str,
+        principal: Option<&Principal>,
+        headers: &HeaderMap,
+    ) -> Result<Target<'s>, ProxyError> {
+        if index.contains(',') {
+            return Err(ProxyError::new(
+                ErrorCode::UnsupportedEndpoint,
+                "a request may name one logical index, alone; send one request per logical index",
+            ));
+        }
+        let logical = self.snapshot.index(index).ok_or_else(|| {
+            ProxyError::new(
+                ErrorCode::Internal,
+                "logical index vanished from the snapshot",
+            )
+        })?;
+        let principal = principal
+            .ok_or_else(|| ProxyError::new(ErrorCode::Unauthenticated, "missing bearer token"))?;
+        let partition = match &logical.partition {
+            PartitionRule::Principal => principal.partition(headers)?,
+            PartitionRule::Header(h) => {
+                let v = headers.get(h.as_str()).ok_or_else(|| {
+                    ProxyError::new(ErrorCode::PartitionRequired, format!("logical index {:?} takes its partition from the `{h}` header, which is missing", logical.name))
+                })?;
+                let v = v.to_str().map_err(|_| {
+                    ProxyError::new(
+                        ErrorCode::InvalidPartition,
+                        format!("the `{h}` header is not a partition id"),
+                    )
+                })?;
+                principal.authorize(Some(v))?
+            }
+        };
+        let resolved = self.snapshot.resolve(index, &partition).ok_or_else(|| {
+            ProxyError::new(
+                ErrorCode::Internal,
+                "logical index vanished from the snapshot",
+            )
+        })?;
+        let cluster = self
+            .upstreams
+            .by_id(resolved.placement.cluster())
+            .ok_or_else(|| {
+                ProxyError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "placement names unknown cluster {:?}",
+                        resolved.placement.cluster()
+                    ),
+                )
+            })?;
+        Ok(Target {
+            logical: resolved.index,
+            partition,
+            placement: resolved.placement,
+            physical_index: resolved.placement.physical_index(&resolved.index.name),
+            cluster,
+        })
+    }
+
+    /// Sends a rewritten request and reads the response whole (bounded).
+    pub(crate) async fn exchange(
+        &self,
+        target: &Target<'_>,
+        method: http::Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<(http::response::Parts, Bytes), ProxyError> {
+        let mut req = Request::builder().method(method).uri(path_and_query);
+        for name in ["content-type", "accept", "x-opaque-id", "x-request-id"] {
+            if let Some(v) = headers.get(name) {
+                req = req.header(name, v);
+            }
+        }
+        let body = match body {
+            Some(b) => {
+                if !headers.contains_key("content-type") {
+                    req = req.header("content-type", "application/json");
+                }
+                RequestBody::Full(Some(b))
+            }
+            None => RequestBody::Empty,
+        };
+        let req = req.body(body).map_err(|e| {
+            ProxyError::new(
+                ErrorCode::Internal,
+                format!("cannot build the upstream request: {e}"),
+            )
+        })?;
+        let resp = target
+            .cluster
+            .send(req, self.request_timeout)
+            .await
+            .map_err(|e| {
+                let code = match e {
+                    UpstreamError::Timeout(_) => ErrorCode::UpstreamTimeout,
+                    _ => ErrorCode::UpstreamUnavailable,
+                };
+                ProxyError::new(code, format!("cluster {}: {e}", target.cluster.id))
+                    .retryable(matches!(e, UpstreamError::Connect(_)))
+            })?;
+        let (parts, body) = resp.into_parts();
+        let bytes = read_limited(body).await?;
+        Ok((parts, bytes))
+    }
+}
+
+/// Reads a body whole, up to [`MAX_BUFFERED`] bytes.
+pub(crate) async fn read_limited<B>(body: B) -> Result<Bytes, ProxyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Limited::new(body, MAX_BUFFERED)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| {
+            ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("body could not be read (limit {MAX_BUFFERED} bytes): {e}"),
+            )
+        })
+}
+
+/// A JSON response with the upstream's status.
+pub(crate) fn json_response(parts: http::response::Parts, body: Vec<u8>) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
+    *resp.status_mut() = parts.status;
+    for name in ["content-type", "warning", "x-opaque-id"] {
+        if let Some(v) = parts.headers.get(name) {
+            resp.headers_mut().insert(name, v.clone());
+        }
+    }
+    resp
+}

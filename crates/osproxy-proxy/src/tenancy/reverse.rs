@@ -1,0 +1,110 @@
+//! Reverse: responses from a placement are made to look like the logical
+//! index answered — logical `_index` and `_id`, the injected field removed
+//! from sources, fields and highlights, `_routing` not leaked. Every byte
+//! that is not rewritten is copied verbatim.
+
+use osproxy_rewrite::members::{edit_members, map_elements, Edit};
+use osproxy_rewrite::source::strip_field;
+
+use super::Target;
+
+fn json_string(s: &str) -> Vec<u8> {
+    serde_json::Value::from(s).to_string().into_bytes()
+}
+
+fn as_str(raw: &[u8]) -> Option<String> {
+    serde_json::from_slice::<String>(raw).ok()
+}
+
+/// Applies member edits; a body that does not scan as an object is kept.
+fn edit(raw: &[u8], f: impl FnMut(&str, &[u8]) -> Edit) -> Vec<u8> {
+    edit_members(raw, f)
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|_| raw.to_vec())
+}
+
+/// `raw` with the injected field removed (kept as is if it does not scan).
+fn stripped(raw: &[u8], field: &str) -> Edit {
+    match strip_field(raw, field) {
+        Ok(s) => Edit::Replace(s.into_owned()),
+        Err(_) => Edit::Keep,
+    }
+}
+
+/// One document as OpenSearch returns it (get, write results, a hit).
+pub(crate) fn document(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+    let shared = t.shared();
+    let field = t.logical.field.as_str();
+    edit(raw, |key, value| match key {
+        "_index" => Edit::Replace(json_string(&t.logical.name)),
+        "_id" if shared => {
+            let physical = as_str(value);
+            match physical
+                .as_deref()
+                .and_then(|p| t.logical.id_template.logical(t.partition.as_str(), p))
+            {
+                Some(logical) => Edit::Replace(json_string(logical)),
+                None => Edit::Keep,
+            }
+        }
+        "_routing" if shared => Edit::Drop,
+        "_source" | "fields" | "highlight" if shared => stripped(value, field),
+        "get" => Edit::Replace(document(value, t)),
+        "inner_hits" => Edit::Replace(edit(value, |_, named| {
+            Edit::Replace(search_response(named, t))
+        })),
+        _ => Edit::Keep,
+    })
+}
+
+/// A search (or inner-hits) response: every hit under `hits.hits` reversed.
+pub(crate) fn search_response(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+    edit(raw, |key, value| match key {
+        "hits" => Edit::Replace(edit(value, |k, v| match k {
+            "hits" => Edit::Replace(
+                map_elements(v, |hit| Ok(document(hit, t))).unwrap_or_else(|_| v.to_vec()),
+            ),
+            _ => Edit::Keep,
+        })),
+        _ => Edit::Keep,
+    })
+}
+
+/// An error body: physical names replaced by logical ones.
+pub(crate) fn error(raw: &[u8], t: &Target<'_>, physical_id: Option<(&str, &str)>) -> Vec<u8> {
+    let mut out = replace_all(raw, t.physical_index.as_bytes(), t.logical.name.as_bytes());
+    if let Some((physical, logical)) = physical_id {
+        if physical != logical {
+            out = replace_all(&out, physical.as_bytes(), logical.as_bytes());
+        }
+    }
+    out
+}
+
+fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    if from.is_empty() || from == to {
+        return hay.to_vec();
+    }
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Whether a body is an OpenSearch error (`{"error": ...}`).
+pub(crate) fn is_error(raw: &[u8]) -> bool {
+    let mut found = false;
+    let _ = edit_members(raw, |key, _| {
+        found |= key == "error";
+        Edit::Keep
+    });
+    found
+}

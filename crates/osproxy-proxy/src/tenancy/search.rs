@@ -1,0 +1,76 @@
+//! `_search` and `_count` on a logical index. In a shared placement the
+//! body is confined (the client query under a partition filter it cannot
+//! escape; constructs that read outside the query refused) and routed to the
+//! partition's shard; hits are reversed on the way back.
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use osproxy_core::{EndpointKind, ErrorCode, ProxyError};
+use osproxy_rewrite::search::{confine_search, SearchPolicy};
+
+use super::params::{rewrite_query, Op};
+use super::{json_response, read_limited, reverse, Target, Tenancy};
+use crate::body::ResponseBody;
+
+pub(crate) async fn serve(
+    tenancy: &Tenancy,
+    t: &Target<'_>,
+    req: Request<Incoming>,
+    kind: EndpointKind,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (op, endpoint) = if kind == EndpointKind::Count {
+        (Op::Count, "_count")
+    } else {
+        (Op::Search, "_search")
+    };
+    let method = req.method().clone();
+    if method != Method::GET && method != Method::POST {
+        return Err(ProxyError::new(
+            ErrorCode::UnsupportedEndpoint,
+            format!("{method} on {endpoint} is not served"),
+        ));
+    }
+    let segments = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .count();
+    if segments != 2 {
+        return Err(ProxyError::new(
+            ErrorCode::UnsupportedEndpoint,
+            format!("only `/{{index}}/{endpoint}` is served for logical indices (no templates or sub-endpoints yet)"),
+        ));
+    }
+    let shared = t.shared();
+    let query = rewrite_query(req.uri().query(), op, shared, t.partition.as_str())?;
+    let headers = req.headers().clone();
+    let raw = read_limited(req.into_body()).await?;
+    let body = if shared {
+        let policy = SearchPolicy {
+            field: &t.logical.field,
+            partition: t.partition.as_str(),
+            allow_scripts: t.logical.allow_scripts,
+        };
+        confine_search(&raw, &policy)
+            .map(bytes::Bytes::from)
+            .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?
+    } else {
+        raw
+    };
+    let body = if body.is_empty() { None } else { Some(body) };
+    let path = t.path(endpoint, None, &query);
+    let (parts, resp) = tenancy
+        .exchange(t, Method::POST, &path, &headers, body)
+        .await?;
+    let out = if parts.status.is_success() {
+        if op == Op::Search {
+            reverse::search_response(&resp, t)
+        } else {
+            resp.to_vec()
+        }
+    } else {
+        reverse::error(&resp, t, None)
+    };
+    Ok(json_response(parts, out))
+}

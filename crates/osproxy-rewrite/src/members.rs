@@ -1,0 +1,346 @@
+//! Edits of the top-level members of a JSON object, and of the elements of
+//! a JSON array, by byte ranges: what is kept is copied verbatim, so numbers,
+//! key order and formatting of untouched values never change.
+
+use std::borrow::Cow;
+
+use crate::source::SourceError;
+
+/// What to do with one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Copy it as it is.
+    Keep,
+    /// Remove it (and its separating comma).
+    Drop,
+    /// Keep the key, replace the value with these bytes (valid JSON).
+    Replace(Vec<u8>),
+}
+
+struct Span {
+    /// Where whitespace before the key starts (after `{` or `,`).
+    lead: usize,
+    key_start: usize,
+    value_start: usize,
+    value_end: usize,
+}
+
+/// Calls `f(key, raw value)` for each top-level member of the object `doc`
+/// (keys unescaped) and applies the edits. A dropped member goes with the
+/// whitespace before its key and its comma; all other bytes are kept.
+///
+/// ```
+/// use osproxy_rewrite::members::{edit_members, Edit};
+/// let out = edit_members(br#"{"_index":"orders-shared", "n": 1.50}"#, |k, _| match k {
+///     "_index" => Edit::Replace(br#""orders""#.to_vec()),
+///     _ => Edit::Keep,
+/// }).unwrap();
+/// assert_eq!(&*out, br#"{"_index":"orders", "n": 1.50}"#);
+/// ```
+pub fn edit_members<F>(doc: &[u8], mut f: F) -> Result<Cow<'_, [u8]>, SourceError>
+where
+    F: FnMut(&str, &[u8]) -> Edit,
+{
+    let mut s = Scan { b: doc, pos: 0 };
+    s.ws();
+    if s.peek() != Some(b'{') {
+        return Err(SourceError::NotAnObject);
+    }
+    s.pos += 1;
+    let open_end = s.pos;
+    let mut spans = Vec::new();
+    s.ws();
+    if s.peek() == Some(b'}') {
+        s.pos += 1;
+    } else {
+        let mut lead = open_end;
+        loop {
+            s.ws();
+            let key_start = s.pos;
+            s.string()?;
+            let key_end = s.pos;
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            let value_start = s.pos;
+            s.value()?;
+            let value_end = s.pos;
+            spans.push((
+                Span {
+                    lead,
+                    key_start,
+                    value_start,
+                    value_end,
+                },
+                key_end,
+            ));
+            s.ws();
+            match s.bump() {
+                Some(b',') => lead = s.pos,
+                Some(b'}') => break,
+                _ => return Err(s.error("expected `,` or `}`")),
+            }
+        }
+    }
+    let close = s.pos - 1;
+    s.ws();
+    if s.pos != doc.len() {
+        return Err(s.error("unexpected bytes after the object"));
+    }
+    let mut edits = Vec::with_capacity(spans.len());
+    for (span, key_end) in &spans {
+        let raw_key = &doc[span.key_start..*key_end];
+        let key = unescape_key(raw_key)?;
+        edits.push(f(&key, &doc[span.value_start..span.value_end]));
+    }
+    if edits.iter().all(|e| *e == Edit::Keep) {
+        return Ok(Cow::Borrowed(doc));
+    }
+    let mut out = Vec::with_capacity(doc.len());
+    out.extend_from_slice(&doc[..open_end]);
+    let mut first = true;
+    for ((span, _), edit) in spans.iter().zip(edits) {
+        let value = match edit {
+            Edit::Drop => continue,
+            Edit::Keep => &doc[span.value_start..span.value_end],
+            Edit::Replace(ref v) => v.as_slice(),
+        };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(&doc[span.lead..span.value_start]);
+        out.extend_from_slice(value);
+    }
+    // Whitespace before `}` after the last kept member, then the rest.
+    let tail_ws_start = spans.last().map_or(open_end, |(s, _)| s.value_end);
+    out.extend_from_slice(&doc[tail_ws_start..close]);
+    out.extend_from_slice(&doc[close..]);
+    Ok(Cow::Owned(out))
+}
+
+/// Applies `f` to each element of the JSON array `arr`, keeping separators
+/// and whitespace.
+pub fn map_elements<F>(arr: &[u8], mut f: F) -> Result<Vec<u8>, SourceError>
+where
+    F: FnMut(&[u8]) -> Result<Vec<u8>, SourceError>,
+{
+    let mut s = Scan { b: arr, pos: 0 };
+    s.ws();
+    if s.peek() != Some(b'[') {
+        return Err(s.error("expected an array"));
+    }
+    s.pos += 1;
+    let mut out = Vec::with_capacity(arr.len());
+    out.extend_from_slice(&arr[..s.pos]);
+    let mut copied = s.pos;
+    s.ws();
+    if s.peek() == Some(b']') {
+        return Ok(arr.to_vec());
+    }
+    loop {
+        s.ws();
+        let start = s.pos;
+        s.value()?;
+        let end = s.pos;
+        out.extend_from_slice(&arr[copied..start]);
+        out.extend_from_slice(&f(&arr[start..end])?);
+        copied = end;
+        s.ws();
+        match s.bump() {
+            Some(b',') => {}
+            Some(b']') => break,
+            _ => return Err(s.error("expected `,` or `]`")),
+        }
+    }
+    out.extend_from_slice(&arr[copied..]);
+    Ok(out)
+}
+
+fn unescape_key(raw: &[u8]) -> Result<Cow<'_, str>, SourceError> {
+    let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
+    if !inner.contains(&b'\\') {
+        return std::str::from_utf8(inner)
+            .map(Cow::Borrowed)
+            .map_err(|e| SourceError::NotJson {
+                message: e.to_string(),
+            });
+    }
+    serde_json::from_slice::<String>(raw)
+        .map(Cow::Owned)
+        .map_err(|e| SourceError::NotJson {
+            message: e.to_string(),
+        })
+}
+
+struct Scan<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Scan<'_> {
+    fn error(&self, what: &str) -> SourceError {
+        SourceError::NotJson {
+            message: format!("{what} at byte {}", self.pos),
+        }
+    }
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+    fn bump(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.pos += 1;
+        Some(c)
+    }
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+    fn eat(&mut self, want: u8) -> Result<(), SourceError> {
+        if self.bump() == Some(want) {
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected `{}`", want as char)))
+        }
+    }
+    fn string(&mut self) -> Result<(), SourceError> {
+        self.eat(b'"')?;
+        loop {
+            match self.bump() {
+                Some(b'"') => return Ok(()),
+                Some(b'\\') => {
+                    self.bump()
+                        .ok_or_else(|| self.error("unterminated escape"))?;
+                }
+                Some(_) => {}
+                None => return Err(self.error("unterminated string")),
+            }
+        }
+    }
+    /// Skips one value; nested containers are matched by bracket depth.
+    fn value(&mut self) -> Result<(), SourceError> {
+        match self.peek() {
+            Some(b'"') => self.string(),
+            Some(b'{' | b'[') => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek() {
+                        Some(b'"') => self.string()?,
+                        Some(b'{' | b'[') => {
+                            depth += 1;
+                            self.pos += 1;
+                        }
+                        Some(b'}' | b']') => {
+                            self.pos += 1;
+                            depth -= 1;
+                            if depth == 0 {
+                                return Ok(());
+                            }
+                        }
+                        Some(_) => self.pos += 1,
+                        None => return Err(self.error("unterminated container")),
+                    }
+                }
+            }
+            Some(_) => {
+                let start = self.pos;
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.pos += 1;
+                }
+                if self.pos == start {
+                    Err(self.error("expected a value"))
+                } else {
+                    Ok(())
+                }
+            }
+            None => Err(self.error("expected a value")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_first_middle_last_only() {
+        let drop_b = |doc: &[u8]| {
+            edit_members(doc, |k, _| if k == "b" { Edit::Drop } else { Edit::Keep })
+                .unwrap()
+                .into_owned()
+        };
+        assert_eq!(drop_b(br#"{"b":1,"a":2}"#), br#"{"a":2}"#);
+        assert_eq!(
+            drop_b(br#"{"a":1, "b":[1,{"x":"}"}], "c":3}"#),
+            br#"{"a":1, "c":3}"#
+        );
+        assert_eq!(drop_b(br#"{"a":1,"b":2}"#), br#"{"a":1}"#);
+        assert_eq!(drop_b(br#"{ "b" : 2 }"#), br#"{ }"#);
+        assert_eq!(drop_b(br#"{}"#), br#"{}"#);
+    }
+
+    #[test]
+    fn replace_keeps_everything_else() {
+        let out = edit_members(br#"{"a" : "x\"y", "n": 12345678901234567890}"#, |k, _| {
+            if k == "a" {
+                Edit::Replace(b"\"z\"".to_vec())
+            } else {
+                Edit::Keep
+            }
+        })
+        .unwrap()
+        .into_owned();
+        assert_eq!(out, br#"{"a" : "z", "n": 12345678901234567890}"#);
+    }
+
+    #[test]
+    fn escaped_keys_are_compared_unescaped() {
+        let out = edit_members(br#"{"\u005fid":"1"}"#, |k, _| {
+            if k == "_id" {
+                Edit::Drop
+            } else {
+                Edit::Keep
+            }
+        })
+        .unwrap()
+        .into_owned();
+        assert_eq!(out, b"{}");
+    }
+
+    #[test]
+    fn elements_are_mapped_in_place() {
+        let out = map_elements(br#"[ {"a":1}, {"a":2} ]"#, |e| Ok([e, b"!"].concat())).unwrap();
+        assert_eq!(out, br#"[ {"a":1}!, {"a":2}! ]"#);
+        assert_eq!(map_elements(b"[]", |e| Ok(e.to_vec())).unwrap(), b"[]");
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        for bad in [
+            &b"{"[..],
+            b"{\"a\"",
+            b"{\"a\":",
+            b"{\"a\":1",
+            b"[1,",
+            b"{\"a\":}",
+            b"{1:2}",
+        ] {
+            assert!(
+                edit_members(bad, |_, _| Edit::Drop).is_err()
+                    || map_elements(bad, |e| Ok(e.to_vec())).is_err()
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = edit_members(&bytes, |_, _| Edit::Drop);
+            let _ = map_elements(&bytes, |e| Ok(e.to_vec()));
+        }
+    }
+}

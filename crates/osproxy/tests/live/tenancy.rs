@@ -1,0 +1,535 @@
+//! Tenancy through the real binary against real OpenSearch nodes: each
+//! placement kind, checked by reading the physical indices directly, and
+//! tenants that cannot reach each other.
+
+use http::Method;
+use osproxy_testkit::{Http, HttpResponse, OpenSearchNode, ProxyInstance};
+use serde_json::{json, Value};
+
+use crate::common::node;
+
+const TOKENS: [(&str, &str); 4] = [
+    ("acme-svc", "acme-token-0123456789"),
+    ("globex-svc", "globex-token-0123456789"),
+    ("multi-svc", "multi-token-0123456789"),
+    ("gateway", "gateway-token-0123456789"),
+];
+
+struct Fleet {
+    proxy: ProxyInstance,
+    http: Http,
+    _dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// `tag` keeps each test's physical indices apart on the shared node.
+    fn start(dedicated_url: &str, tag: &str) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let mut principals = String::new();
+        for (name, token) in TOKENS {
+            let file = dir.path().join(name);
+            std::fs::write(&file, token).unwrap();
+            let grants = match name {
+                "acme-svc" => "partitions = [\"acme\"]",
+                "globex-svc" => "partitions = [\"globex\"]",
+                "multi-svc" => "partitions = [\"acme\", \"initech\"]",
+                _ => "any_partition = true",
+            };
+            principals.push_str(&format!(
+                "[[principals]]\nname = \"{name}\"\ntoken_file = \"{}\"\n{grants}\n\n",
+                file.display()
+            ));
+        }
+        let config = format!(
+            "[[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n[[clusters]]\nid = \"dedicated\"\nurl = \"{dedicated_url}\"\n\n{principals}\
+             [[indices]]\nname = \"orders\"\nid = \"{{partition}}:{{id}}\"\nfield = \"_tenant\"\n\
+             default = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-shared\" }}\n\n\
+             [[placements]]\nindex = \"orders\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"t-{tag}-initech\" }}\n\n\
+             [[placements]]\nindex = \"orders\"\npartition = \"umbrella\"\nplacement = {{ kind = \"cluster\", cluster = \"dedicated\" }}\n",
+            node().url()
+        );
+        let proxy =
+            ProxyInstance::start(std::path::Path::new(env!("CARGO_BIN_EXE_osproxy")), &config)
+                .unwrap();
+        proxy
+            .wait_ready(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+        Fleet {
+            proxy,
+            http: Http::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        &self,
+        who: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        extra: &[(&str, &str)],
+    ) -> HttpResponse {
+        let token = TOKENS
+            .iter()
+            .find(|(n, _)| *n == who)
+            .map(|(_, t)| format!("Bearer {t}"))
+            .unwrap();
+        let mut headers = vec![("authorization", token.as_str())];
+        headers.extend_from_slice(extra);
+        self.http
+            .send_with(
+                method,
+                &format!("{}{path}", self.proxy.url()),
+                body.map(|b| b.to_string().into()),
+                &headers,
+            )
+            .await
+            .unwrap()
+    }
+}
+
+async fn direct(base: &str, method: Method, path: &str) -> HttpResponse {
+    Http::new()
+        .send(method, &format!("{base}{path}"), None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_placement_confines_documents_and_searches() {
+    let f = Fleet::start(&node().url(), "docs");
+    let put = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/orders/_doc/1?refresh=true",
+            Some(json!({"title": "anvil", "n": 1})),
+            &[],
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(put.json()["_index"], "orders");
+    assert_eq!(put.json()["_id"], "1");
+    let put = f
+        .call(
+            "globex-svc",
+            Method::PUT,
+            "/orders/_doc/1?refresh=true",
+            Some(json!({"title": "globe", "n": 2})),
+            &[],
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.text());
+
+    // Physically: one shared index, partition-scoped ids, the injected field, routing.
+    let raw = direct(
+        &node().url(),
+        Method::GET,
+        "/t-docs-shared/_doc/acme:1?routing=acme",
+    )
+    .await
+    .json();
+    assert_eq!(
+        raw["_source"],
+        json!({"_tenant": "acme", "title": "anvil", "n": 1})
+    );
+    assert_eq!(raw["_routing"], "acme");
+    let raw = direct(
+        &node().url(),
+        Method::GET,
+        "/t-docs-shared/_doc/globex:1?routing=globex",
+    )
+    .await
+    .json();
+    assert_eq!(raw["_source"]["_tenant"], "globex");
+
+    // Each tenant reads its own document, in logical form.
+    let got = f
+        .call("acme-svc", Method::GET, "/orders/_doc/1", None, &[])
+        .await
+        .json();
+    assert_eq!(got["_index"], "orders");
+    assert_eq!(got["_id"], "1");
+    assert_eq!(got["_source"], json!({"title": "anvil", "n": 1}));
+    assert!(got.get("_routing").is_none(), "routing leaked: {got}");
+    let src = f
+        .call("globex-svc", Method::GET, "/orders/_source/1", None, &[])
+        .await
+        .json();
+    assert_eq!(src, json!({"title": "globe", "n": 2}));
+    let head = f
+        .call("acme-svc", Method::HEAD, "/orders/_doc/1", None, &[])
+        .await;
+    assert_eq!(head.status, 200);
+
+    // Search and count see one tenant only, whatever the query says.
+    for who in ["acme-svc", "globex-svc"] {
+        let r = f
+            .call(
+                who,
+                Method::POST,
+                "/orders/_search",
+                Some(json!({"query": {"match_all": {}}})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let hits = r.json()["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(hits.len(), 1, "{who}: {}", r.text());
+        assert_eq!(hits[0]["_id"], "1");
+        assert_eq!(hits[0]["_index"], "orders");
+        assert!(hits[0]["_source"].get("_tenant").is_none());
+        let escape = json!({"query": {"bool": {"should": [{"term": {"_tenant": "acme"}}, {"term": {"_tenant": "globex"}}]}}});
+        let c = f
+            .call(who, Method::POST, "/orders/_count", Some(escape), &[])
+            .await;
+        assert_eq!(c.json()["count"], 1, "{who}: {}", c.text());
+    }
+
+    // Update (partial doc), create-only semantics, auto ids, delete.
+    let up = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_update/1?refresh=true",
+            Some(json!({"doc": {"n": 10}})),
+            &[],
+        )
+        .await;
+    assert_eq!(up.status, 200, "{}", up.text());
+    assert_eq!(up.json()["_id"], "1");
+    let raw = direct(
+        &node().url(),
+        Method::GET,
+        "/t-docs-shared/_doc/acme:1?routing=acme",
+    )
+    .await
+    .json();
+    assert_eq!(
+        raw["_source"],
+        json!({"_tenant": "acme", "title": "anvil", "n": 10})
+    );
+    let again = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/orders/_create/1",
+            Some(json!({"title": "dup"})),
+            &[],
+        )
+        .await;
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert!(
+        !again.text().contains("acme:1") && !again.text().contains("t-docs-shared"),
+        "physical names leaked: {}",
+        again.text()
+    );
+    let auto = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_doc?refresh=true",
+            Some(json!({"title": "auto"})),
+            &[],
+        )
+        .await;
+    assert_eq!(auto.status, 201, "{}", auto.text());
+    let auto_id = auto.json()["_id"].as_str().unwrap().to_string();
+    let got = f
+        .call(
+            "acme-svc",
+            Method::GET,
+            &format!("/orders/_doc/{auto_id}"),
+            None,
+            &[],
+        )
+        .await
+        .json();
+    assert_eq!(got["_source"], json!({"title": "auto"}));
+    let gone = f
+        .call(
+            "globex-svc",
+            Method::GET,
+            &format!("/orders/_doc/{auto_id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.json()["found"], false);
+    let del = f
+        .call(
+            "globex-svc",
+            Method::DELETE,
+            "/orders/_doc/1?refresh=true",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(del.status, 200);
+    assert_eq!(del.json()["result"], "deleted");
+    // globex deleted its own 1; acme's 1 is still there.
+    assert_eq!(
+        f.call("acme-svc", Method::GET, "/orders/_doc/1", None, &[])
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn isolation_attempts_are_refused_or_confined() {
+    let f = Fleet::start(&node().url(), "iso");
+    let seed = f
+        .call(
+            "globex-svc",
+            Method::PUT,
+            "/orders/_doc/secret?refresh=true",
+            Some(json!({"title": "globex secret"})),
+            &[],
+        )
+        .await;
+    assert_eq!(seed.status, 201, "{}", seed.text());
+
+    let refused = |r: &HttpResponse, status: u16, code: &str, what: &str| {
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], code, "{what}: {}", r.text());
+    };
+    // Another tenant's grant.
+    let r = f
+        .call(
+            "acme-svc",
+            Method::GET,
+            "/orders/_doc/secret",
+            None,
+            &[("x-osproxy-partition", "globex")],
+        )
+        .await;
+    refused(&r, 403, "partition_forbidden", "naming another partition");
+    let r = f
+        .call("multi-svc", Method::GET, "/orders/_doc/secret", None, &[])
+        .await;
+    refused(&r, 400, "partition_required", "several grants, none named");
+    let r = f
+        .call(
+            "gateway",
+            Method::GET,
+            "/orders/_doc/secret",
+            None,
+            &[("x-osproxy-partition", "bad partition!")],
+        )
+        .await;
+    refused(&r, 400, "invalid_partition", "invalid partition id");
+    // Forging the injected field, routing, preference, q.
+    let r = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/orders/_doc/x",
+            Some(json!({"_tenant": "globex", "title": "forged"})),
+            &[],
+        )
+        .await;
+    refused(
+        &r,
+        400,
+        "bad_request",
+        "document carrying the injected field",
+    );
+    for q in ["routing=globex", "preference=_shards:0", "q=*:*"] {
+        let r = f
+            .call(
+                "acme-svc",
+                Method::GET,
+                &format!("/orders/_search?{q}"),
+                None,
+                &[],
+            )
+            .await;
+        refused(&r, 400, "bad_request", q);
+    }
+    // Constructs evaluated outside the query.
+    for (what, body) in [
+        (
+            "global aggregation",
+            json!({"size": 0, "aggs": {"all": {"global": {}, "aggs": {"t": {"terms": {"field": "_tenant"}}}}}}),
+        ),
+        (
+            "suggest",
+            json!({"suggest": {"s": {"text": "glob", "term": {"field": "title"}}}}),
+        ),
+        (
+            "terms lookup",
+            json!({"query": {"terms": {"title": {"index": "t-iso-shared", "id": "globex:secret", "path": "title"}}}}),
+        ),
+        (
+            "more_like_this by document",
+            json!({"query": {"more_like_this": {"fields": ["title"], "like": [{"_index": "t-iso-shared", "_id": "globex:secret"}]}}}),
+        ),
+        ("script", json!({"query": {"script": {"script": "true"}}})),
+    ] {
+        let r = f
+            .call("acme-svc", Method::POST, "/orders/_search", Some(body), &[])
+            .await;
+        refused(&r, 400, "construct_refused", what);
+    }
+    // Reading the other tenant's id space through the logical id.
+    for id in ["globex:secret", "secret"] {
+        let r = f
+            .call(
+                "acme-svc",
+                Method::GET,
+                &format!("/orders/_doc/{id}"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 404, "{id}: {}", r.text());
+    }
+    // Scripted updates in a shared placement.
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_update/secret",
+            Some(json!({"script": {"source": "ctx._source._tenant = 'acme'"}})),
+            &[],
+        )
+        .await;
+    refused(&r, 400, "bad_request", "scripted update");
+    // Multi-index paths mixing a logical index.
+    let r = f
+        .call(
+            "acme-svc",
+            Method::GET,
+            "/orders,t-iso-shared/_search",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Nothing of globex's changed.
+    let raw = direct(
+        &node().url(),
+        Method::GET,
+        "/t-iso-shared/_doc/globex:secret?routing=globex",
+    )
+    .await
+    .json();
+    assert_eq!(
+        raw["_source"],
+        json!({"_tenant": "globex", "title": "globex secret"})
+    );
+    let x = direct(
+        &node().url(),
+        Method::GET,
+        "/t-iso-shared/_doc/acme:x?routing=acme",
+    )
+    .await;
+    assert_eq!(
+        x.status, 404,
+        "the forged document must not have been written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn index_and_cluster_placements_route_and_rename() {
+    let second = OpenSearchNode::start().unwrap();
+    let f = Fleet::start(&second.url(), "kinds");
+    // index placement: the partition's own physical index, body untouched.
+    let put = f
+        .call(
+            "multi-svc",
+            Method::PUT,
+            "/orders/_doc/1?refresh=true",
+            Some(json!({"title": "initech"})),
+            &[("x-osproxy-partition", "initech")],
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(put.json()["_index"], "orders");
+    let raw = direct(&node().url(), Method::GET, "/t-kinds-initech/_doc/1")
+        .await
+        .json();
+    assert_eq!(raw["_source"], json!({"title": "initech"}));
+    let hits = f
+        .call(
+            "multi-svc",
+            Method::GET,
+            "/orders/_search?q=title:initech",
+            None,
+            &[("x-osproxy-partition", "initech")],
+        )
+        .await;
+    assert_eq!(hits.status, 200, "{}", hits.text());
+    assert_eq!(hits.json()["hits"]["hits"][0]["_index"], "orders");
+    // The same principal acting for acme lands in the shared index.
+    let put = f
+        .call(
+            "multi-svc",
+            Method::PUT,
+            "/orders/_doc/1?refresh=true",
+            Some(json!({"title": "acme via multi"})),
+            &[("x-osproxy-partition", "acme")],
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(
+        direct(
+            &node().url(),
+            Method::GET,
+            "/t-kinds-shared/_doc/acme:1?routing=acme"
+        )
+        .await
+        .status,
+        200
+    );
+
+    // cluster placement: the partition's own cluster, logical index name there.
+    let put = f
+        .call(
+            "gateway",
+            Method::PUT,
+            "/orders/_doc/u1?refresh=true",
+            Some(json!({"title": "umbrella"})),
+            &[("x-osproxy-partition", "umbrella")],
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.text());
+    let raw = direct(&second.url(), Method::GET, "/orders/_doc/u1")
+        .await
+        .json();
+    assert_eq!(raw["_source"], json!({"title": "umbrella"}));
+    assert_eq!(
+        direct(&node().url(), Method::GET, "/orders/_doc/u1")
+            .await
+            .status,
+        404,
+        "must not land on the main cluster"
+    );
+    let got = f
+        .call(
+            "gateway",
+            Method::GET,
+            "/orders/_doc/u1",
+            None,
+            &[("x-osproxy-partition", "umbrella")],
+        )
+        .await
+        .json();
+    assert_eq!(got["_source"], json!({"title": "umbrella"}));
+    let count = f
+        .call(
+            "gateway",
+            Method::GET,
+            "/orders/_count",
+            None,
+            &[("x-osproxy-partition", "umbrella")],
+        )
+        .await
+        .json();
+    assert_eq!(count["count"], 1);
+}

@@ -71,6 +71,12 @@ pub(crate) fn validate(config: &Config, errs: &mut Vec<ConfigError>) {
             }
             _ => {}
         }
+        if !idx.default.is_shared() {
+            errs.push(ConfigError::new(
+                key("default"),
+                "the default placement serves every partition without an entry, so it must be `shared`; give `index` and `cluster` placements per partition in [[placements]]",
+            ));
+        }
         placement(
             config,
             &idx.name,
@@ -409,6 +415,22 @@ mod tests {
         assert_eq!(
             keys("[[principals]]\nname = \"svc\"\ntoken_env = \"PATH\"\n"),
             ["principals[1].name"]
+        );
+    }
+
+    #[test]
+    fn a_default_placement_must_be_shared() {
+        let text = format!(
+            "{CLUSTERS}{SVC}{}",
+            ORDERS.replace("kind = \"shared\"", "kind = \"index\"")
+        );
+        let errs = from_str(&text, std::iter::empty(), &[])
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        assert_eq!(
+            errs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["indices[0].default"]
         );
     }
 

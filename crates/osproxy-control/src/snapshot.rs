@@ -117,6 +117,11 @@ impl Snapshot {
         self.indices.get(name)
     }
 
+    /// Whether the catalogue has any logical index.
+    pub fn has_indices(&self) -> bool {
+        !self.indices.is_empty()
+    }
+
     /// Whether `name` is a logical index.
     pub fn is_logical(&self, name: &str) -> bool {
         self.indices.contains_key(name)

@@ -116,6 +116,12 @@ impl Proxy {
             }
         };
         let kind = classified.kind;
+        if kind == EndpointKind::Bulk && classified.index.is_none() && self.tenancy.has_catalogue()
+        {
+            let outcome = self.tenancy.serve_bulk(req, principal.as_deref()).await;
+            drop(in_flight);
+            return (kind, outcome);
+        }
         if self.tenancy.claims(classified.index_names()) {
             let index = classified.index.as_deref().unwrap_or_default().to_string();
             let outcome = self

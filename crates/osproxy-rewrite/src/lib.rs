@@ -4,6 +4,7 @@
 //! classifies request paths, builds partition-scoped document ids, injects
 //! and strips the partition field of sources, and confines search bodies.
 
+pub mod bulk;
 pub mod classify;
 pub mod id_template;
 pub mod members;

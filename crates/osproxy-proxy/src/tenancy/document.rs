@@ -141,7 +141,7 @@ pub(crate) async fn serve(
 
 /// The injected field on a document (index/create) or on the `doc` and
 /// `upsert` of an update; scripts refused unless the catalogue allows them.
-fn confine_body(raw: &Bytes, op: Op, t: &Target<'_>) -> Result<Bytes, ProxyError> {
+pub(crate) fn confine_body(raw: &Bytes, op: Op, t: &Target<'_>) -> Result<Bytes, ProxyError> {
     let field = &t.logical.field;
     let partition = t.partition.as_str();
     let bad = |e: osproxy_rewrite::source::SourceError| {

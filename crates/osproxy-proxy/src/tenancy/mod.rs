@@ -6,6 +6,7 @@
 //! dispatch → reverse the response. Endpoints not yet served for logical
 //! indices are refused with `unsupported_endpoint`, never forwarded blind.
 
+mod bulk;
 mod document;
 mod params;
 mod reverse;
@@ -39,6 +40,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Where one request goes: the logical index, the partition, the placement
 /// and the cluster that serves it.
+#[derive(Clone)]
 pub(crate) struct Target<'a> {
     pub logical: &'a LogicalIndex,
     pub partition: PartitionId,
@@ -73,7 +75,7 @@ impl Target<'_> {
 /// The tenancy side of the data path.
 #[derive(Debug)]
 pub struct Tenancy {
-    snapshot: Arc<Snapshot>,
+    pub(crate) snapshot: Arc<Snapshot>,
     upstreams: Arc<Upstreams>,
     request_timeout: std::time::Duration,
     ids: osproxy_core::RequestIdMinter,
@@ -105,6 +107,22 @@ impl Tenancy {
         names.any(|n| self.snapshot.is_logical(n))
     }
 
+    /// Whether a catalogue is configured (so an index-less `_bulk` is a
+    /// tenancy bulk).
+    pub fn has_catalogue(&self) -> bool {
+        self.snapshot.has_indices()
+    }
+
+    /// Serves `/_bulk` without an index in the path: every item names its
+    /// logical index in `_index`.
+    pub async fn serve_bulk(
+        &self,
+        req: Request<Incoming>,
+        principal: Option<&Principal>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        bulk::serve(self, req, principal, None).await
+    }
+
     /// Serves one request for a logical index.
     pub async fn serve(
         &self,
@@ -113,6 +131,15 @@ impl Tenancy {
         kind: EndpointKind,
         index: &str,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        if kind == EndpointKind::Bulk {
+            if index.contains(',') {
+                return Err(ProxyError::new(
+                    ErrorCode::UnsupportedEndpoint,
+                    "a bulk path may name one logical index",
+                ));
+            }
+            return bulk::serve(self, req, principal, Some(index)).await;
+        }
         let target = self.resolve(index, principal, req.headers())?;
         match kind {
             EndpointKind::Document | EndpointKind::Update => {
@@ -133,7 +160,7 @@ impl Tenancy {
 
     /// Finds the partition (and checks the principal may act for it) and its
     /// placement.
-    fn resolve<'s>(
+    pub(crate) fn resolve<'s>(
         &'s self,
         index: &str,
         principal: Option<&Principal>,

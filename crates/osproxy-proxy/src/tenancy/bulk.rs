@@ -1,0 +1,553 @@
+//! `_bulk` on logical indices, streamed: the body is read line by line; each
+//! item resolves its own logical index, partition and placement (cached per
+//! request), is rewritten like a single-document write, and joins the batch
+//! of its target. Batches are real upstream `_bulk` requests, bounded in
+//! items and bytes; a full batch is sent before more of the body is read, so
+//! memory stays bounded by the batch limits, not the body. The response
+//! lists every item in the client's order; an item that cannot be routed
+//! gets a positioned error while the others proceed.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use osproxy_core::{ErrorCode, ProxyError};
+use osproxy_rewrite::bulk::{
+    assemble_response, item_error, parse_action, render_action, split_response, ActionLine, BulkOp,
+    LineSplitter,
+};
+
+use super::document::confine_body;
+use super::params::Op;
+use super::{reverse, Target, Tenancy, MAX_BUFFERED};
+use crate::auth::Principal;
+use crate::body::ResponseBody;
+
+/// Items per upstream `_bulk` request.
+const MAX_BATCH_ITEMS: usize = 1000;
+/// Bytes per upstream `_bulk` request.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Batches sent at once when the body has been read.
+const MAX_CONCURRENT_BATCHES: usize = 4;
+
+/// What is needed to reverse one item's result.
+struct ItemCtx {
+    position: usize,
+    op: BulkOp,
+    logical_id: Option<String>,
+    physical_id: Option<String>,
+}
+
+struct Batch<'t> {
+    target: Target<'t>,
+    body: Vec<u8>,
+    items: Vec<ItemCtx>,
+}
+
+/// An action waiting for its source line.
+struct Pending<'t> {
+    key: (String, String),
+    target: Target<'t>,
+    action: Vec<u8>,
+    ctx: ItemCtx,
+}
+
+pub(crate) async fn serve(
+    tenancy: &Tenancy,
+    req: Request<Incoming>,
+    principal: Option<&Principal>,
+    path_index: Option<&str>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let started = Instant::now();
+    let query = bulk_query(req.uri().query())?;
+    let headers = req.headers().clone();
+    let mut body = req.into_body();
+    let mut run = Run {
+        tenancy,
+        principal,
+        headers: &headers,
+        path_index,
+        query,
+        targets: HashMap::new(),
+        batches: HashMap::new(),
+        results: Vec::new(),
+        pending: None,
+        skip_source: false,
+        poisoned: false,
+    };
+    let mut splitter = LineSplitter::new(MAX_BUFFERED);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("the bulk body could not be read: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let lines = splitter
+            .feed(&data)
+            .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
+        for line in lines {
+            run.line(line).await;
+        }
+    }
+    if let Some(line) = splitter.finish() {
+        run.line(line).await;
+    }
+    run.finish().await;
+    let items: Vec<Vec<u8>> = run
+        .results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                item_error(
+                    BulkOp::Index,
+                    None,
+                    None,
+                    500,
+                    "internal_error",
+                    "no result for this item",
+                )
+            })
+        })
+        .collect();
+    if items.is_empty() {
+        return Err(ProxyError::new(
+            ErrorCode::BadRequest,
+            "request body is required: a _bulk body of action and source lines",
+        ));
+    }
+    let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(assemble_response(
+        took, &items,
+    ))));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    Ok(resp)
+}
+
+/// Query parameters a tenancy bulk accepts (applied to every batch).
+fn bulk_query(query: Option<&str>) -> Result<String, ProxyError> {
+    const ALLOWED: [&str; 7] = [
+        "refresh",
+        "timeout",
+        "wait_for_active_shards",
+        "pipeline",
+        "pretty",
+        "human",
+        "error_trace",
+    ];
+    let mut out = String::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if !ALLOWED.contains(&key) {
+            let shown: String = key.chars().take(64).filter(|c| !c.is_control()).collect();
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("query parameter `{shown}` is refused on a bulk of logical indices (allowed: {})", ALLOWED.join(", ")),
+            ));
+        }
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(pair);
+    }
+    Ok(out)
+}
+
+struct Run<'a, 't> {
+    tenancy: &'t Tenancy,
+    principal: Option<&'a Principal>,
+    headers: &'a HeaderMap,
+    path_index: Option<&'a str>,
+    query: String,
+    targets: HashMap<String, Result<Target<'t>, ProxyError>>,
+    batches: HashMap<(String, String), Batch<'t>>,
+    results: Vec<Option<Vec<u8>>>,
+    pending: Option<Pending<'t>>,
+    /// The current action was refused; its source line is dropped.
+    skip_source: bool,
+    /// An action line could not be read at all: item boundaries are lost,
+    /// so nothing after it is executed.
+    poisoned: bool,
+}
+
+impl<'t> Run<'_, 't> {
+    async fn line(&mut self, line: Bytes) {
+        if self.poisoned {
+            return;
+        }
+        if let Some(p) = self.pending.take() {
+            self.source(p, &line).await;
+            return;
+        }
+        if std::mem::take(&mut self.skip_source) {
+            return;
+        }
+        let position = self.results.len();
+        self.results.push(None);
+        match parse_action(&line) {
+            Ok(action) => self.action(position, action).await,
+            Err(e) => {
+                let op = op_hint(&line);
+                self.results[position] = Some(item_error(
+                    op.unwrap_or(BulkOp::Index),
+                    None,
+                    None,
+                    400,
+                    "illegal_argument_exception",
+                    &e.to_string(),
+                ));
+                match op {
+                    Some(op) => self.skip_source = op.has_source(),
+                    None => self.poisoned = true,
+                }
+            }
+        }
+    }
+
+    fn fail(
+        &mut self,
+        position: usize,
+        op: BulkOp,
+        index: Option<&str>,
+        id: Option<&str>,
+        e: &ProxyError,
+    ) {
+        self.results[position] = Some(item_error(
+            op,
+            index,
+            id,
+            e.status(),
+            e.code.as_str(),
+            &e.reason,
+        ));
+        self.skip_source = op.has_source();
+    }
+
+    async fn action(&mut self, position: usize, action: ActionLine) {
+        let op = action.op;
+        let Some(index) = action
+            .index
+            .clone()
+            .or_else(|| self.path_index.map(str::to_string))
+        else {
+            let e = ProxyError::new(
+                ErrorCode::BadRequest,
+                "no index: name a logical index in the path or in `_index`",
+            );
+            return self.fail(position, op, None, action.id.as_deref(), &e);
+        };
+        let target = match self.target(&index) {
+            Ok(t) => t,
+            Err(e) => return self.fail(position, op, Some(&index), action.id.as_deref(), &e),
+        };
+        let shared = target.shared();
+        if shared && action.routing.is_some() {
+            let e = ProxyError::new(
+                ErrorCode::BadRequest,
+                "`routing` is refused in a shared placement: osproxy routes by partition",
+            );
+            return self.fail(position, op, Some(&index), action.id.as_deref(), &e);
+        }
+        let logical_id = match (&action.id, shared, op) {
+            (Some(id), _, _) => Some(id.clone()),
+            (None, true, BulkOp::Index | BulkOp::Create) => Some(self.tenancy.mint_id()),
+            (None, true, _) => {
+                let e = ProxyError::new(
+                    ErrorCode::BadRequest,
+                    format!("`{}` needs an `_id`", op.as_str()),
+                );
+                return self.fail(position, op, Some(&index), None, &e);
+            }
+            (None, false, _) => None,
+        };
+        let physical_id = logical_id.as_deref().map(|id| {
+            if shared {
+                target
+                    .logical
+                    .id_template
+                    .physical(target.partition.as_str(), id)
+            } else {
+                id.to_string()
+            }
+        });
+        // An auto-id index in a shared placement is written create-only,
+        // as OpenSearch treats its own auto ids.
+        let upstream_op = if shared && action.id.is_none() {
+            BulkOp::Create
+        } else {
+            op
+        };
+        let routing = if shared {
+            Some(target.partition.as_str().to_string())
+        } else {
+            action.routing.clone()
+        };
+        let rendered = render_action(
+            upstream_op,
+            target.physical_index,
+            physical_id.as_deref(),
+            routing.as_deref(),
+            &action.rest,
+        );
+        let key = (target.cluster.id.clone(), target.physical_index.to_string());
+        let ctx = ItemCtx {
+            position,
+            op,
+            logical_id,
+            physical_id,
+        };
+        if op.has_source() {
+            self.pending = Some(Pending {
+                key,
+                target,
+                action: rendered,
+                ctx,
+            });
+        } else {
+            self.append(key, target, rendered, None, ctx).await;
+        }
+    }
+
+    async fn source(&mut self, p: Pending<'t>, line: &[u8]) {
+        let target = p.target.clone();
+        let source = if target.shared() {
+            let op = if p.ctx.op == BulkOp::Update {
+                Op::Update
+            } else {
+                Op::Write
+            };
+            match confine_body(&Bytes::copy_from_slice(line), op, &target) {
+                Ok(b) => b.to_vec(),
+                Err(e) => {
+                    let (pos, op) = (p.ctx.position, p.ctx.op);
+                    let id = p.ctx.logical_id.clone();
+                    self.results[pos] = Some(item_error(
+                        op,
+                        Some(&target.logical.name),
+                        id.as_deref(),
+                        e.status(),
+                        e.code.as_str(),
+                        &e.reason,
+                    ));
+                    return;
+                }
+            }
+        } else {
+            line.to_vec()
+        };
+        self.append(p.key, target, p.action, Some(source), p.ctx)
+            .await;
+    }
+
+    async fn append(
+        &mut self,
+        key: (String, String),
+        target: Target<'t>,
+        action: Vec<u8>,
+        source: Option<Vec<u8>>,
+        ctx: ItemCtx,
+    ) {
+        let batch = self.batches.entry(key.clone()).or_insert_with(|| Batch {
+            target,
+            body: Vec::new(),
+            items: Vec::new(),
+        });
+        batch.body.extend_from_slice(&action);
+        batch.body.push(b'\n');
+        if let Some(s) = source {
+            batch.body.extend_from_slice(&s);
+            batch.body.push(b'\n');
+        }
+        batch.items.push(ctx);
+        if batch.items.len() >= MAX_BATCH_ITEMS || batch.body.len() >= MAX_BATCH_BYTES {
+            if let Some(full) = self.batches.remove(&key) {
+                let done = send(self.tenancy, &self.query, self.headers, full).await;
+                self.record(done);
+            }
+        }
+    }
+
+    fn target(&mut self, index: &str) -> Result<Target<'t>, ProxyError> {
+        if !self.targets.contains_key(index) {
+            let resolved = if self.tenancy.snapshot.is_logical(index) {
+                self.tenancy.resolve(index, self.principal, self.headers)
+            } else {
+                Err(ProxyError::new(
+                    ErrorCode::BadRequest,
+                    format!("{index:?} is not a logical index; a bulk on logical indices may only name logical indices"),
+                ))
+            };
+            self.targets.insert(index.to_string(), resolved);
+        }
+        match self.targets.get(index) {
+            Some(Ok(t)) => Ok(t.clone()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(ProxyError::new(ErrorCode::Internal, "target cache miss")),
+        }
+    }
+
+    async fn finish(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.results[p.ctx.position] = Some(item_error(
+                p.ctx.op,
+                None,
+                p.ctx.logical_id.as_deref(),
+                400,
+                "illegal_argument_exception",
+                "the action line has no source line after it",
+            ));
+        }
+        let mut batches: Vec<Batch<'t>> = self.batches.drain().map(|(_, b)| b).collect();
+        // Bounded concurrency across targets: a few batches at a time.
+        while !batches.is_empty() {
+            let take = batches.len().min(MAX_CONCURRENT_BATCHES);
+            let mut sending = Vec::with_capacity(take);
+            for b in batches.drain(..take) {
+                sending.push(send(self.tenancy, &self.query, self.headers, b));
+            }
+            for done in join_all(sending).await {
+                self.record(done);
+            }
+        }
+    }
+
+    fn record(&mut self, done: Vec<(usize, Vec<u8>)>) {
+        for (pos, item) in done {
+            if let Some(slot) = self.results.get_mut(pos) {
+                *slot = Some(item);
+            }
+        }
+    }
+}
+
+/// Sends one batch; returns every item's reversed result by position.
+async fn send(
+    tenancy: &Tenancy,
+    query: &str,
+    headers: &HeaderMap,
+    batch: Batch<'_>,
+) -> Vec<(usize, Vec<u8>)> {
+    let t = &batch.target;
+    let path = if query.is_empty() {
+        "/_bulk".to_string()
+    } else {
+        format!("/_bulk?{query}")
+    };
+    let mut h = HeaderMap::new();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    for name in ["x-opaque-id", "x-request-id"] {
+        if let Some(v) = headers.get(name) {
+            h.insert(name, v.clone());
+        }
+    }
+    let failed = |status: u16, kind: &str, reason: &str| -> Vec<(usize, Vec<u8>)> {
+        batch
+            .items
+            .iter()
+            .map(|c| {
+                (
+                    c.position,
+                    item_error(
+                        c.op,
+                        Some(&t.logical.name),
+                        c.logical_id.as_deref(),
+                        status,
+                        kind,
+                        reason,
+                    ),
+                )
+            })
+            .collect()
+    };
+    let (parts, body) = match tenancy
+        .exchange(
+            t,
+            Method::POST,
+            &path,
+            &h,
+            Some(Bytes::from(batch.body.clone())),
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return failed(e.status(), e.code.as_str(), &e.reason),
+    };
+    if !parts.status.is_success() {
+        let reason = String::from_utf8_lossy(&reverse::error(&body, t, None))
+            .chars()
+            .take(1000)
+            .collect::<String>();
+        return failed(parts.status.as_u16(), "upstream_bulk_failed", &reason);
+    }
+    let split = match split_response(&body) {
+        Ok(s) if s.items.len() == batch.items.len() => s,
+        Ok(s) => {
+            let reason = format!(
+                "the cluster answered {} items for {} sent",
+                s.items.len(),
+                batch.items.len()
+            );
+            return failed(502, "upstream_bulk_mismatch", &reason);
+        }
+        Err(e) => return failed(502, "upstream_bulk_unreadable", &e.to_string()),
+    };
+    split
+        .items
+        .iter()
+        .zip(&batch.items)
+        .map(|(item, c)| {
+            let ids = c.physical_id.as_deref().zip(c.logical_id.as_deref());
+            // The item answers under the client's op (an auto-id `index` is
+            // sent as `create` in a shared placement).
+            let mut inner_raw: Option<Vec<u8>> = None;
+            let _ = osproxy_rewrite::members::edit_members(item, |_, inner| {
+                inner_raw = Some(inner.to_vec());
+                osproxy_rewrite::members::Edit::Keep
+            });
+            let reversed = match inner_raw {
+                Some(inner) => {
+                    let inner = reverse::error(&reverse::document(&inner, t), t, ids);
+                    let mut out = Vec::with_capacity(inner.len() + 16);
+                    out.extend_from_slice(b"{\"");
+                    out.extend_from_slice(c.op.as_str().as_bytes());
+                    out.extend_from_slice(b"\":");
+                    out.extend_from_slice(&inner);
+                    out.push(b'}');
+                    out
+                }
+                None => item.clone(),
+            };
+            (c.position, reversed)
+        })
+        .collect()
+}
+
+/// The op of an action line that does not parse fully, when its single key
+/// says which op it is (so its source line can be skipped safely).
+fn op_hint(line: &[u8]) -> Option<BulkOp> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
+    if map.len() != 1 {
+        return None;
+    }
+    match map.keys().next().map(String::as_str) {
+        Some("index") => Some(BulkOp::Index),
+        Some("create") => Some(BulkOp::Create),
+        Some("update") => Some(BulkOp::Update),
+        Some("delete") => Some(BulkOp::Delete),
+        _ => None,
+    }
+}

@@ -63,10 +63,10 @@ pub(crate) fn validate(config: &Config, errs: &mut Vec<ConfigError>) {
                     format!("{h:?} is not a header name"),
                 ));
             }
-            PartitionSource::Body(_) => {
+            PartitionSource::Body(f) if check_field(f).is_err() => {
                 errs.push(ConfigError::new(
-                    key("partition"),
-                    "partition = { body = ... } is not supported by this version yet; use { from = \"principal\" } or { header = ... }",
+                    key("partition.body"),
+                    format!("{f:?} is not a usable top-level field name"),
                 ));
             }
             _ => {}

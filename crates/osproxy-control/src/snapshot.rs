@@ -13,6 +13,9 @@ pub enum PartitionRule {
     Principal,
     /// A header set by a trusted gateway.
     Header(String),
+    /// A top-level string field of each written document (other requests:
+    /// the principal's grant or `x-osproxy-partition`).
+    Body(String),
 }
 
 /// One logical index of the catalogue.
@@ -73,12 +76,7 @@ impl Snapshot {
             let partition = match &idx.partition {
                 PartitionSource::From(_) => PartitionRule::Principal,
                 PartitionSource::Header(h) => PartitionRule::Header(h.to_ascii_lowercase()),
-                PartitionSource::Body(_) => {
-                    return Err(format!(
-                        "indices {}: partition from body is not supported",
-                        idx.name
-                    ))
-                }
+                PartitionSource::Body(f) => PartitionRule::Body(f.clone()),
             };
             indices.insert(
                 idx.name.clone(),

@@ -23,9 +23,10 @@ use osproxy_rewrite::bulk::{
 
 use super::document::confine_body;
 use super::params::Op;
-use super::{reverse, Target, Tenancy, MAX_BUFFERED};
+use super::{body_partition, reverse, Target, Tenancy, MAX_BUFFERED};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
+use osproxy_control::PartitionRule;
 
 /// Items per upstream `_bulk` request.
 const MAX_BATCH_ITEMS: usize = 1000;
@@ -49,7 +50,14 @@ struct Batch<'t> {
 }
 
 /// An action waiting for its source line.
-struct Pending<'t> {
+struct Pending {
+    position: usize,
+    index: String,
+    action: ActionLine,
+}
+
+/// An item ready to join its target's batch.
+struct Prepared<'t> {
     key: (String, String),
     target: Target<'t>,
     action: Vec<u8>,
@@ -173,7 +181,7 @@ struct Run<'a, 't> {
     targets: HashMap<String, Result<Target<'t>, ProxyError>>,
     batches: HashMap<(String, String), Batch<'t>>,
     results: Vec<Option<Vec<u8>>>,
-    pending: Option<Pending<'t>>,
+    pending: Option<Pending>,
     /// The current action was refused; its source line is dropped.
     skip_source: bool,
     /// An action line could not be read at all: item boundaries are lost,
@@ -247,27 +255,120 @@ impl<'t> Run<'_, 't> {
             );
             return self.fail(position, op, None, action.id.as_deref(), &e);
         };
-        let target = match self.target(&index) {
+        if op.has_source() {
+            // Resolved with its source, which may name the partition.
+            self.pending = Some(Pending {
+                position,
+                index,
+                action,
+            });
+            return;
+        }
+        if let Some(p) = self.prepare(position, &index, &action, None) {
+            self.append(p, None).await;
+        }
+    }
+
+    async fn source(&mut self, p: Pending, line: &[u8]) {
+        let op = p.action.op;
+        let from_body = match self.tenancy.snapshot.index(&p.index).map(|l| &l.partition) {
+            Some(PartitionRule::Body(field)) if op != BulkOp::Update => {
+                match body_partition(line, field, &p.index) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        self.results[p.position] = Some(item_error(
+                            op,
+                            Some(&p.index),
+                            p.action.id.as_deref(),
+                            e.status(),
+                            e.code.as_str(),
+                            &e.reason,
+                        ));
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let Some(prepared) = self.prepare(p.position, &p.index, &p.action, from_body.as_deref())
+        else {
+            return;
+        };
+        let target = &prepared.target;
+        let source = if target.shared() {
+            let body_op = if op == BulkOp::Update {
+                Op::Update
+            } else {
+                Op::Write
+            };
+            match confine_body(&Bytes::copy_from_slice(line), body_op, target) {
+                Ok(b) => b.to_vec(),
+                Err(e) => {
+                    let id = prepared.ctx.logical_id.clone();
+                    let name = target.logical.name.clone();
+                    self.results[p.position] = Some(item_error(
+                        op,
+                        Some(&name),
+                        id.as_deref(),
+                        e.status(),
+                        e.code.as_str(),
+                        &e.reason,
+                    ));
+                    return;
+                }
+            }
+        } else {
+            line.to_vec()
+        };
+        self.append(prepared, Some(source)).await;
+    }
+
+    /// Resolves an item's target and renders its upstream action line; a
+    /// refusal is recorded at its position.
+    fn prepare(
+        &mut self,
+        position: usize,
+        index: &str,
+        action: &ActionLine,
+        from_body: Option<&str>,
+    ) -> Option<Prepared<'t>> {
+        let op = action.op;
+        let refuse = |run: &mut Self, e: ProxyError| {
+            run.results[position] = Some(item_error(
+                op,
+                Some(index),
+                action.id.as_deref(),
+                e.status(),
+                e.code.as_str(),
+                &e.reason,
+            ));
+            None
+        };
+        let target = match self.target(index, from_body) {
             Ok(t) => t,
-            Err(e) => return self.fail(position, op, Some(&index), action.id.as_deref(), &e),
+            Err(e) => return refuse(self, e),
         };
         let shared = target.shared();
         if shared && action.routing.is_some() {
-            let e = ProxyError::new(
-                ErrorCode::BadRequest,
-                "`routing` is refused in a shared placement: osproxy routes by partition",
+            return refuse(
+                self,
+                ProxyError::new(
+                    ErrorCode::BadRequest,
+                    "`routing` is refused in a shared placement: osproxy routes by partition",
+                ),
             );
-            return self.fail(position, op, Some(&index), action.id.as_deref(), &e);
         }
         let logical_id = match (&action.id, shared, op) {
             (Some(id), _, _) => Some(id.clone()),
             (None, true, BulkOp::Index | BulkOp::Create) => Some(self.tenancy.mint_id()),
             (None, true, _) => {
-                let e = ProxyError::new(
-                    ErrorCode::BadRequest,
-                    format!("`{}` needs an `_id`", op.as_str()),
-                );
-                return self.fail(position, op, Some(&index), None, &e);
+                return refuse(
+                    self,
+                    ProxyError::new(
+                        ErrorCode::BadRequest,
+                        format!("`{}` needs an `_id`", op.as_str()),
+                    ),
+                )
             }
             (None, false, _) => None,
         };
@@ -307,57 +408,21 @@ impl<'t> Run<'_, 't> {
             logical_id,
             physical_id,
         };
-        if op.has_source() {
-            self.pending = Some(Pending {
-                key,
-                target,
-                action: rendered,
-                ctx,
-            });
-        } else {
-            self.append(key, target, rendered, None, ctx).await;
-        }
+        Some(Prepared {
+            key,
+            target,
+            action: rendered,
+            ctx,
+        })
     }
 
-    async fn source(&mut self, p: Pending<'t>, line: &[u8]) {
-        let target = p.target.clone();
-        let source = if target.shared() {
-            let op = if p.ctx.op == BulkOp::Update {
-                Op::Update
-            } else {
-                Op::Write
-            };
-            match confine_body(&Bytes::copy_from_slice(line), op, &target) {
-                Ok(b) => b.to_vec(),
-                Err(e) => {
-                    let (pos, op) = (p.ctx.position, p.ctx.op);
-                    let id = p.ctx.logical_id.clone();
-                    self.results[pos] = Some(item_error(
-                        op,
-                        Some(&target.logical.name),
-                        id.as_deref(),
-                        e.status(),
-                        e.code.as_str(),
-                        &e.reason,
-                    ));
-                    return;
-                }
-            }
-        } else {
-            line.to_vec()
-        };
-        self.append(p.key, target, p.action, Some(source), p.ctx)
-            .await;
-    }
-
-    async fn append(
-        &mut self,
-        key: (String, String),
-        target: Target<'t>,
-        action: Vec<u8>,
-        source: Option<Vec<u8>>,
-        ctx: ItemCtx,
-    ) {
+    async fn append(&mut self, p: Prepared<'t>, source: Option<Vec<u8>>) {
+        let Prepared {
+            key,
+            target,
+            action,
+            ctx,
+        } = p;
         let batch = self.batches.entry(key.clone()).or_insert_with(|| Batch {
             target,
             body: Vec::new(),
@@ -378,19 +443,24 @@ impl<'t> Run<'_, 't> {
         }
     }
 
-    fn target(&mut self, index: &str) -> Result<Target<'t>, ProxyError> {
-        if !self.targets.contains_key(index) {
+    fn target(&mut self, index: &str, from_body: Option<&str>) -> Result<Target<'t>, ProxyError> {
+        let cache_key = match from_body {
+            Some(p) => format!("{index}\u{0}{p}"),
+            None => index.to_string(),
+        };
+        if !self.targets.contains_key(&cache_key) {
             let resolved = if self.tenancy.snapshot.is_logical(index) {
-                self.tenancy.resolve(index, self.principal, self.headers)
+                self.tenancy
+                    .resolve(index, self.principal, self.headers, from_body)
             } else {
                 Err(ProxyError::new(
                     ErrorCode::BadRequest,
                     format!("{index:?} is not a logical index; a bulk on logical indices may only name logical indices"),
                 ))
             };
-            self.targets.insert(index.to_string(), resolved);
+            self.targets.insert(cache_key.clone(), resolved);
         }
-        match self.targets.get(index) {
+        match self.targets.get(&cache_key) {
             Some(Ok(t)) => Ok(t.clone()),
             Some(Err(e)) => Err(e.clone()),
             None => Err(ProxyError::new(ErrorCode::Internal, "target cache miss")),
@@ -399,10 +469,10 @@ impl<'t> Run<'_, 't> {
 
     async fn finish(&mut self) {
         if let Some(p) = self.pending.take() {
-            self.results[p.ctx.position] = Some(item_error(
-                p.ctx.op,
-                None,
-                p.ctx.logical_id.as_deref(),
+            self.results[p.position] = Some(item_error(
+                p.action.op,
+                Some(&p.index),
+                p.action.id.as_deref(),
                 400,
                 "illegal_argument_exception",
                 "the action line has no source line after it",

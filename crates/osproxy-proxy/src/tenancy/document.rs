@@ -2,7 +2,7 @@
 //! exists, `_source`, delete, `_update`.
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::members::{edit_members, Edit};
@@ -43,13 +43,20 @@ fn doc_path(path: &str) -> Result<DocPath, ProxyError> {
     }
 }
 
+/// A request body: still streaming, or already read (to find the partition).
+pub(crate) enum Body {
+    Stream(Incoming),
+    Read(Bytes),
+}
+
 pub(crate) async fn serve(
     tenancy: &Tenancy,
     t: &Target<'_>,
-    req: Request<Incoming>,
+    req: http::request::Parts,
+    body: Body,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let DocPath { endpoint, id } = doc_path(req.uri().path())?;
-    let method = req.method().clone();
+    let DocPath { endpoint, id } = doc_path(req.uri.path())?;
+    let method = req.method.clone();
     let op = match (endpoint.as_str(), &method, id.is_some()) {
         ("_doc", &Method::POST, false) | ("_doc" | "_create", &Method::PUT | &Method::POST, true) => Op::Write,
         ("_doc" | "_source", &Method::GET | &Method::HEAD, true) => Op::Get,
@@ -84,7 +91,7 @@ pub(crate) async fn serve(
             id.clone()
         }
     });
-    let query = rewrite_query(req.uri().query(), op, shared, t.partition.as_str())?;
+    let query = rewrite_query(req.uri.query(), op, shared, t.partition.as_str())?;
     // Auto-id POST becomes PUT with the minted id (create-only, like an auto id).
     let (method, endpoint) = match (id.is_none(), physical_id.is_some()) {
         (true, true) => (Method::PUT, "_create".to_string()),
@@ -92,10 +99,13 @@ pub(crate) async fn serve(
     };
     let path = t.path(&endpoint, physical_id.as_deref(), &query);
 
-    let headers = req.headers().clone();
+    let headers = req.headers;
     let body = match op {
         Op::Write | Op::Update => {
-            let raw = read_limited(req.into_body()).await?;
+            let raw = match body {
+                Body::Read(b) => b,
+                Body::Stream(s) => read_limited(s).await?,
+            };
             Some(if shared {
                 confine_body(&raw, op, t)?
             } else {

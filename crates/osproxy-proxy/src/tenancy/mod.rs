@@ -140,11 +140,31 @@ impl Tenancy {
             }
             return bulk::serve(self, req, principal, Some(index)).await;
         }
-        let target = self.resolve(index, principal, req.headers())?;
+        if matches!(kind, EndpointKind::Document | EndpointKind::Update) {
+            let (parts, body) = req.into_parts();
+            let writes = parts.method == http::Method::PUT || parts.method == http::Method::POST;
+            let body_rule = self.snapshot.index(index).and_then(|l| match &l.partition {
+                PartitionRule::Body(field) if writes && kind == EndpointKind::Document => {
+                    Some(field.clone())
+                }
+                _ => None,
+            });
+            return match body_rule {
+                Some(field) => {
+                    let bytes = read_limited(body).await?;
+                    let partition = body_partition(&bytes, &field, index)?;
+                    let target =
+                        self.resolve(index, principal, &parts.headers, Some(&partition))?;
+                    document::serve(self, &target, parts, document::Body::Read(bytes)).await
+                }
+                None => {
+                    let target = self.resolve(index, principal, &parts.headers, None)?;
+                    document::serve(self, &target, parts, document::Body::Stream(body)).await
+                }
+            };
+        }
+        let target = self.resolve(index, principal, req.headers(), None)?;
         match kind {
-            EndpointKind::Document | EndpointKind::Update => {
-                document::serve(self, &target, req).await
-            }
             EndpointKind::Search | EndpointKind::Count => {
                 search::serve(self, &target, req, kind).await
             }
@@ -160,11 +180,14 @@ impl Tenancy {
 
     /// Finds the partition (and checks the principal may act for it) and its
     /// placement.
+    /// `from_body` is the partition a written document names, for logical
+    /// indices whose partition comes from a body field.
     pub(crate) fn resolve<'s>(
         &'s self,
         index: &str,
         principal: Option<&Principal>,
         headers: &HeaderMap,
+        from_body: Option<&str>,
     ) -> Result<Target<'s>, ProxyError> {
         if index.contains(',') {
             return Err(ProxyError::new(
@@ -194,6 +217,10 @@ impl Tenancy {
                 })?;
                 principal.authorize(Some(v))?
             }
+            PartitionRule::Body(_) => match from_body {
+                Some(v) => principal.authorize(Some(v))?,
+                None => principal.partition(headers)?,
+            },
         };
         let resolved = self.snapshot.resolve(index, &partition).ok_or_else(|| {
             ProxyError::new(
@@ -298,4 +325,24 @@ pub(crate) fn json_response(parts: http::response::Parts, body: Vec<u8>) -> Resp
         }
     }
     resp
+}
+
+/// The partition a document names in `field` (a top-level string), for
+/// logical indices whose partition comes from the body.
+pub(crate) fn body_partition(doc: &[u8], field: &str, index: &str) -> Result<String, ProxyError> {
+    let mut found: Option<Result<String, ()>> = None;
+    osproxy_rewrite::members::edit_members(doc, |key, value| {
+        if key == field {
+            found = Some(serde_json::from_slice::<String>(value).map_err(|_| ()));
+        }
+        osproxy_rewrite::members::Edit::Keep
+    })
+    .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
+    match found {
+        Some(Ok(v)) => Ok(v),
+        _ => Err(ProxyError::new(
+            ErrorCode::PartitionRequired,
+            format!("logical index {index:?} takes the partition from the document's top-level string field `{field}`, which is missing"),
+        )),
+    }
 }

@@ -45,6 +45,8 @@ impl Fleet {
              [[indices]]\nname = \"orders\"\nid = \"{{partition}}:{{id}}\"\nfield = \"_tenant\"\n\
              default = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-shared\" }}\n\n\
              [[indices]]\nname = \"invoices\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-invoices\" }}\n\n\
+             [[indices]]\nname = \"events\"\npartition = {{ body = \"tenant_id\" }}\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-events\" }}\n\n\
+             [[placements]]\nindex = \"events\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"t-{tag}-events-initech\" }}\n\n\
              [[placements]]\nindex = \"orders\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"t-{tag}-initech\" }}\n\n\
              [[placements]]\nindex = \"orders\"\npartition = \"umbrella\"\nplacement = {{ kind = \"cluster\", cluster = \"dedicated\" }}\n",
             node().url()
@@ -401,6 +403,28 @@ async fn isolation_attempts_are_refused_or_confined() {
         )
         .await;
     refused(&r, 400, "bad_request", "scripted update");
+    // Bad input: malformed JSON, a document that is not an object.
+    let raw = f
+        .http
+        .send_with(
+            Method::PUT,
+            &format!("{}/orders/_doc/bad", f.proxy.url()),
+            Some("{\"title\": ".into()),
+            &[("authorization", "Bearer acme-token-0123456789")],
+        )
+        .await
+        .unwrap();
+    refused(&raw, 400, "bad_request", "malformed JSON");
+    let r = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/orders/_doc/bad",
+            Some(json!(["not", "an", "object"])),
+            &[],
+        )
+        .await;
+    refused(&r, 400, "bad_request", "document that is not an object");
     // Multi-index paths mixing a logical index.
     let r = f
         .call(
@@ -696,4 +720,88 @@ async fn bulk_routes_each_item_and_answers_in_order() {
         .await
         .json();
     assert_eq!(theirs["count"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_from_the_document_body() {
+    let f = Fleet::start(&node().url(), "body");
+    // One bulk from a gateway, items for several partitions and two targets.
+    let mut lines = Vec::new();
+    for (i, tenant) in ["acme", "globex", "initech", "acme"].iter().enumerate() {
+        lines.push(json!({"index": {"_index": "events", "_id": format!("e{i}")}}));
+        lines.push(json!({"tenant_id": tenant, "seq": i}));
+    }
+    lines.push(json!({"index": {"_index": "events", "_id": "nobody"}}));
+    lines.push(json!({"seq": 99}));
+    let r = f
+        .http
+        .send_with(
+            Method::POST,
+            &format!("{}/_bulk?refresh=true", f.proxy.url()),
+            Some(ndjson(&lines).into()),
+            &[("authorization", "Bearer gateway-token-0123456789")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let statuses: Vec<u64> = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["index"]["status"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(statuses, [201, 201, 201, 201, 400], "{}", r.text());
+    let shared = direct(
+        &node().url(),
+        Method::GET,
+        "/t-body-events/_doc/globex:e1?routing=globex",
+    )
+    .await
+    .json();
+    assert_eq!(
+        shared["_source"],
+        json!({"_tenant": "globex", "tenant_id": "globex", "seq": 1})
+    );
+    let own = direct(&node().url(), Method::GET, "/t-body-events-initech/_doc/e2")
+        .await
+        .json();
+    assert_eq!(own["_source"], json!({"tenant_id": "initech", "seq": 2}));
+    // Reads use the grant (or x-osproxy-partition): acme sees its two events.
+    let acme = f
+        .call("acme-svc", Method::GET, "/events/_count", None, &[])
+        .await
+        .json();
+    assert_eq!(acme["count"], 2);
+    // A principal may only write documents of partitions it is granted.
+    let r = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/events/_doc/x?refresh=true",
+            Some(json!({"tenant_id": "globex"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/events/_doc/x?refresh=true",
+            Some(json!({"tenant_id": "acme"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/events/_doc/y",
+            Some(json!({"no_tenant": true})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "partition_required");
 }

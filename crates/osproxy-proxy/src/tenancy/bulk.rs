@@ -506,7 +506,7 @@ async fn send(
     tenancy: &Tenancy,
     query: &str,
     headers: &HeaderMap,
-    batch: Batch<'_>,
+    mut batch: Batch<'_>,
 ) -> Vec<(usize, Vec<u8>)> {
     let t = &batch.target;
     let path = if query.is_empty() {
@@ -543,13 +543,16 @@ async fn send(
             })
             .collect()
     };
+    if let Err(e) = tenancy.ensure_shared_mapping(t).await {
+        return failed(e.status(), e.code.as_str(), &e.reason);
+    }
     let (parts, body) = match tenancy
         .exchange(
             t,
             Method::POST,
             &path,
             &h,
-            Some(Bytes::from(batch.body.clone())),
+            Some(Bytes::from(std::mem::take(&mut batch.body))),
         )
         .await
     {

@@ -92,6 +92,7 @@ pub(crate) async fn serve(
         }
     });
     let query = rewrite_query(req.uri.query(), op, shared, t.partition.as_str())?;
+    tenancy.ensure_shared_mapping(t).await?;
     // Auto-id POST becomes PUT with the minted id (create-only, like an auto id).
     let (method, endpoint) = match (id.is_none(), physical_id.is_some()) {
         (true, true) => (Method::PUT, "_create".to_string()),

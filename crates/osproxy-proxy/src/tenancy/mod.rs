@@ -79,6 +79,9 @@ pub struct Tenancy {
     upstreams: Arc<Upstreams>,
     request_timeout: std::time::Duration,
     ids: osproxy_core::RequestIdMinter,
+    /// Shared physical indices whose partition field is known to be mapped
+    /// as `keyword` (cluster id, index).
+    verified: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Tenancy {
@@ -94,6 +97,7 @@ impl Tenancy {
             upstreams,
             request_timeout,
             ids: osproxy_core::RequestIdMinter::new(nonce),
+            verified: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -247,6 +251,75 @@ impl Tenancy {
             physical_index: resolved.placement.physical_index(&resolved.index.name),
             cluster,
         })
+    }
+
+    /// Makes sure a shared physical index maps the partition field as
+    /// `keyword` before anything is written to or searched in it: a
+    /// dynamically mapped `text` field would be tokenised, and a term filter
+    /// on `acme` would also match `acme-eu`. The index is created with that
+    /// mapping when missing; an index that maps the field otherwise is
+    /// refused. Checked once per index and worker.
+    pub(crate) async fn ensure_shared_mapping(&self, t: &Target<'_>) -> Result<(), ProxyError> {
+        if !t.shared() {
+            return Ok(());
+        }
+        let key = (t.cluster.id.clone(), t.physical_index.to_string());
+        if self
+            .verified
+            .lock()
+            .map(|v| v.contains(&key))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let field = serde_json::Value::from(t.logical.field.as_str()).to_string();
+        let properties = format!("{{\"properties\":{{{field}:{{\"type\":\"keyword\"}}}}}}");
+        let headers = HeaderMap::new();
+        let mapping_path = t.path("_mapping", None, "");
+        for _ in 0..2 {
+            let (parts, body) = self
+                .exchange(
+                    t,
+                    http::Method::PUT,
+                    &mapping_path,
+                    &headers,
+                    Some(Bytes::from(properties.clone())),
+                )
+                .await?;
+            if parts.status.is_success() {
+                if let Ok(mut v) = self.verified.lock() {
+                    v.insert(key);
+                }
+                return Ok(());
+            }
+            if parts.status != http::StatusCode::NOT_FOUND {
+                let reason = String::from_utf8_lossy(&reverse::error(&body, t, None))
+                    .chars()
+                    .take(500)
+                    .collect::<String>();
+                return Err(ProxyError::new(
+                    ErrorCode::Internal,
+                    format!("the shared index of logical index {:?} does not map the partition field as keyword, so a filter on it would not isolate tenants; osproxy refuses to use it (cluster said: {reason})", t.logical.name),
+                ));
+            }
+            // Missing: create it with the field mapped, then check again
+            // (a concurrent creation answers resource_already_exists).
+            let create = format!("{{\"mappings\":{properties}}}");
+            let index_path = format!("/{}", utf8_percent_encode(t.physical_index, SEGMENT));
+            self.exchange(
+                t,
+                http::Method::PUT,
+                &index_path,
+                &headers,
+                Some(Bytes::from(create)),
+            )
+            .await?;
+        }
+        Err(ProxyError::new(
+            ErrorCode::UpstreamUnavailable,
+            "the shared index could not be prepared; retry",
+        )
+        .retryable(true))
     }
 
     /// Sends a rewritten request and reads the response whole (bounded).

@@ -43,6 +43,7 @@ pub(crate) async fn serve(
         ));
     }
     let shared = t.shared();
+    tenancy.ensure_shared_mapping(t).await?;
     let query = rewrite_query(req.uri().query(), op, shared, t.partition.as_str())?;
     let headers = req.headers().clone();
     let raw = read_limited(req.into_body()).await?;

@@ -805,3 +805,99 @@ async fn partition_from_the_document_body() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "partition_required");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_mib_tenancy_bulk_streams_in_bounded_memory() {
+    let f = Fleet::start(&node().url(), "big");
+    let filler = "y".repeat(10_000);
+    let mut body = String::with_capacity(106 * 1024 * 1024);
+    let docs = 10_500;
+    for i in 0..docs {
+        body.push_str(&json!({"index": {"_index": "events", "_id": format!("b{i}")}}).to_string());
+        body.push('\n');
+        body.push_str(&json!({"tenant_id": format!("t{}", i % 10), "payload": filler}).to_string());
+        body.push('\n');
+    }
+    assert!(
+        body.len() >= 100 * 1024 * 1024,
+        "body is {} bytes",
+        body.len()
+    );
+    let _ = f
+        .call(
+            "gateway",
+            Method::GET,
+            "/events/_count",
+            None,
+            &[("x-osproxy-partition", "t0")],
+        )
+        .await;
+    let (before, _) = f.proxy.rss_kib().unwrap();
+    let r = f
+        .http
+        .send_with(
+            Method::POST,
+            &format!("{}/_bulk", f.proxy.url()),
+            Some(body.into()),
+            &[
+                ("authorization", "Bearer gateway-token-0123456789"),
+                ("content-type", "application/x-ndjson"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "{}",
+        r.text().chars().take(300).collect::<String>()
+    );
+    let v = r.json();
+    assert_eq!(v["errors"], false);
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(docs));
+    let (_, peak) = f.proxy.rss_kib().unwrap();
+    let grown = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "tenancy bulk of 100 MiB: proxy RSS {before} KiB before, peak {peak} KiB (+{grown} MiB)"
+    );
+    assert!(
+        grown < 64,
+        "proxy RSS grew by {grown} MiB for a 100 MiB bulk"
+    );
+    let _ = direct(&node().url(), Method::POST, "/t-big-events/_refresh").await;
+    let count = direct(&node().url(), Method::GET, "/t-big-events/_count")
+        .await
+        .json();
+    assert_eq!(count["count"], docs as u64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_index_with_a_tokenised_partition_field_is_refused() {
+    // Someone created the shared index with the partition field as `text`: a
+    // term filter on `acme` would also match `acme-eu`, so osproxy must not use it.
+    let made = Http::new()
+        .send(
+            Method::PUT,
+            &format!("{}/t-unsafe-shared", node().url()),
+            Some(r#"{"mappings":{"properties":{"_tenant":{"type":"text"}}}}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.status, 200, "{}", made.text());
+    let f = Fleet::start(&node().url(), "unsafe");
+    for (method, path, body) in [
+        (Method::PUT, "/orders/_doc/1", Some(json!({"a": 1}))),
+        (Method::GET, "/orders/_search", None),
+    ] {
+        let r = f.call("acme-svc", method, path, body, &[]).await;
+        assert_eq!(r.status, 500, "{}", r.text());
+        assert!(r.text().contains("keyword"), "{}", r.text());
+    }
+    let count = direct(&node().url(), Method::GET, "/t-unsafe-shared/_count")
+        .await
+        .json();
+    assert_eq!(
+        count["count"], 0,
+        "nothing may be written to an unsafe shared index"
+    );
+}

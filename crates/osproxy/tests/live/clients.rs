@@ -29,3 +29,37 @@ fn opensearch_py_works_unchanged_through_passthrough() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn opensearch_py_works_unchanged_against_tenancy() {
+    let python = repo_root().join("target/clients-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (acme, globex) = ("py-acme-token-0123456789", "py-globex-token-0123456789");
+    std::fs::write(dir.path().join("acme"), acme).unwrap();
+    std::fs::write(dir.path().join("globex"), globex).unwrap();
+    let extra = format!(
+        "indices = [\"py-legacy-\"]\n\n\
+         [[principals]]\nname = \"acme\"\ntoken_file = \"{}\"\npartitions = [\"acme\"]\n\n\
+         [[principals]]\nname = \"globex\"\ntoken_file = \"{}\"\npartitions = [\"globex\"]\n\n\
+         [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"py-orders-shared\" }}\n",
+        dir.path().join("acme").display(),
+        dir.path().join("globex").display()
+    );
+    let proxy = ready_proxy(&extra);
+    let out = Command::new(&python)
+        .arg(repo_root().join("tests/clients/opensearch_py_tenancy.py"))
+        .args([proxy.url().as_str(), acme, globex])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "opensearch-py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

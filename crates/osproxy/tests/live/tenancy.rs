@@ -403,6 +403,59 @@ async fn isolation_attempts_are_refused_or_confined() {
         )
         .await;
     refused(&r, 400, "bad_request", "scripted update");
+    // Forging the field through an update's doc or upsert.
+    for body in [
+        json!({"doc": {"_tenant": "globex"}}),
+        json!({"doc": {"a": 1}, "upsert": {"_tenant": "globex"}}),
+    ] {
+        let r = f
+            .call(
+                "acme-svc",
+                Method::POST,
+                "/orders/_update/secret",
+                Some(body.clone()),
+                &[],
+            )
+            .await;
+        refused(
+            &r,
+            400,
+            "bad_request",
+            &format!("update forging the field: {body}"),
+        );
+    }
+    // Endpoints not served for logical indices are refused, never forwarded.
+    for (method, path) in [
+        (Method::POST, "/orders/_mget"),
+        (Method::POST, "/orders/_msearch"),
+        (Method::POST, "/orders/_delete_by_query"),
+        (Method::POST, "/orders/_update_by_query"),
+        (Method::GET, "/orders/_explain/secret"),
+        (Method::GET, "/orders/_termvectors/secret"),
+        (Method::GET, "/orders/_validate/query"),
+        (Method::GET, "/orders/_field_caps"),
+        (Method::GET, "/orders/_mapping"),
+        (Method::DELETE, "/orders"),
+        (Method::POST, "/orders/_search/template"),
+        (Method::POST, "/orders/_search/point_in_time"),
+        (Method::POST, "/orders/_close"),
+    ] {
+        let r = f
+            .call(
+                "acme-svc",
+                method.clone(),
+                path,
+                Some(json!({"query": {"match_all": {}}})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 400, "{method} {path}: {}", r.text());
+        assert_eq!(
+            r.json()["error"]["type"],
+            "unsupported_endpoint",
+            "{method} {path}"
+        );
+    }
     // Bad input: malformed JSON, a document that is not an object.
     let raw = f
         .http

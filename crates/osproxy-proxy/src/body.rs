@@ -66,6 +66,9 @@ pub struct ResponseBody {
 enum Inner {
     Upstream(Incoming),
     Full(Option<Bytes>),
+    /// Chunks produced while the request is still being processed (the
+    /// response of a tenancy bulk).
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl ResponseBody {
@@ -73,6 +76,14 @@ impl ResponseBody {
     pub fn upstream(body: Incoming, in_flight: InFlight) -> Self {
         ResponseBody {
             inner: Inner::Upstream(body),
+            _in_flight: Some(in_flight),
+        }
+    }
+
+    /// A body whose chunks arrive on `rx` until its sender is dropped.
+    pub fn channel(rx: tokio::sync::mpsc::Receiver<Bytes>, in_flight: InFlight) -> Self {
+        ResponseBody {
+            inner: Inner::Channel(rx),
             _in_flight: Some(in_flight),
         }
     }
@@ -114,6 +125,9 @@ impl Body for ResponseBody {
                 polled
             }
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Channel(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -121,6 +135,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
+            Inner::Channel(_) => false,
         }
     }
 
@@ -129,6 +144,7 @@ impl Body for ResponseBody {
             Inner::Upstream(b) => b.size_hint(),
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Channel(_) => SizeHint::default(),
         }
     }
 }

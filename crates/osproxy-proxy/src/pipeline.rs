@@ -31,7 +31,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug)]
 pub struct Proxy {
     auth: Arc<Authenticator>,
-    tenancy: Tenancy,
+    tenancy: Arc<Tenancy>,
     router: Router,
     upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
@@ -52,12 +52,12 @@ impl Proxy {
         let timeout = config.upstream.request_timeout.as_std();
         Proxy {
             auth,
-            tenancy: Tenancy::new(
+            tenancy: Arc::new(Tenancy::new(
                 snapshot,
                 upstreams.clone(),
                 timeout,
                 instance_nonce.rotate_left(17),
-            ),
+            )),
             router: Router::new(config),
             upstreams,
             metrics,
@@ -116,10 +116,15 @@ impl Proxy {
             }
         };
         let kind = classified.kind;
-        if kind == EndpointKind::Bulk && classified.index.is_none() && self.tenancy.has_catalogue()
-        {
-            let outcome = self.tenancy.serve_bulk(req, principal.as_deref()).await;
-            drop(in_flight);
+        let tenancy_bulk = kind == EndpointKind::Bulk
+            && match classified.index.as_deref() {
+                None => self.tenancy.has_catalogue(),
+                Some(_) => self.tenancy.claims(classified.index_names()),
+            };
+        if tenancy_bulk {
+            let index = classified.index.as_deref().map(str::to_string);
+            let outcome =
+                Tenancy::serve_bulk(self.tenancy.clone(), req, principal, index, in_flight).await;
             return (kind, outcome);
         }
         if self.tenancy.claims(classified.index_names()) {

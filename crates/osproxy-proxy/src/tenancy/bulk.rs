@@ -7,7 +7,8 @@
 //! lists every item in the client's order; an item that cannot be routed
 //! gets a positioned error while the others proceed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::bulk::{
-    assemble_response, item_error, parse_action, render_action, split_response, ActionLine, BulkOp,
+    item_error, item_status, parse_action, render_action, split_response, ActionLine, BulkOp,
     LineSplitter,
 };
 
@@ -27,11 +28,15 @@ use super::{body_partition, reverse, Target, Tenancy, MAX_BUFFERED};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 use osproxy_control::PartitionRule;
+use osproxy_observe::InFlight;
 
 /// Items per upstream `_bulk` request.
 const MAX_BATCH_ITEMS: usize = 1000;
 /// Bytes per upstream `_bulk` request.
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// How far (in items) a result may wait behind later ones before its batch
+/// is sent anyway; bounds the results held for in-order answering.
+const MAX_REORDER: usize = 10_000;
 /// Batches sent at once when the body has been read.
 const MAX_CONCURRENT_BATCHES: usize = 4;
 
@@ -65,82 +70,199 @@ struct Prepared<'t> {
 }
 
 pub(crate) async fn serve(
-    tenancy: &Tenancy,
+    tenancy: Arc<Tenancy>,
     req: Request<Incoming>,
-    principal: Option<&Principal>,
-    path_index: Option<&str>,
+    principal: Option<Arc<Principal>>,
+    path_index: Option<String>,
+    in_flight: InFlight,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let started = Instant::now();
     let query = bulk_query(req.uri().query())?;
     let headers = req.headers().clone();
     let mut body = req.into_body();
-    let mut run = Run {
-        tenancy,
-        principal,
-        headers: &headers,
-        path_index,
-        query,
-        targets: HashMap::new(),
-        batches: HashMap::new(),
-        results: Vec::new(),
-        pending: None,
-        skip_source: false,
-        poisoned: false,
-    };
+    // Read up to the first line before answering, so that an empty body is
+    // a 400 like OpenSearch's rather than an empty 200.
     let mut splitter = LineSplitter::new(MAX_BUFFERED);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ProxyError::new(
-                ErrorCode::BadRequest,
-                format!("the bulk body could not be read: {e}"),
-            )
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let lines = splitter
-            .feed(&data)
-            .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
-        for line in lines {
-            run.line(line).await;
+    let mut first: Vec<Bytes> = Vec::new();
+    let mut ended = false;
+    while first.is_empty() {
+        match body.frame().await {
+            Some(frame) => {
+                let frame = frame.map_err(|e| {
+                    ProxyError::new(
+                        ErrorCode::BadRequest,
+                        format!("the bulk body could not be read: {e}"),
+                    )
+                })?;
+                if let Ok(data) = frame.into_data() {
+                    first = splitter
+                        .feed(&data)
+                        .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
+                }
+            }
+            None => {
+                ended = true;
+                break;
+            }
         }
     }
-    if let Some(line) = splitter.finish() {
-        run.line(line).await;
+    let mut splitter = Some(splitter);
+    if ended {
+        if let Some(last) = splitter.take().and_then(LineSplitter::finish) {
+            first.push(last);
+        }
     }
-    run.finish().await;
-    let items: Vec<Vec<u8>> = run
-        .results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                item_error(
-                    BulkOp::Index,
-                    None,
-                    None,
-                    500,
-                    "internal_error",
-                    "no result for this item",
-                )
-            })
-        })
-        .collect();
-    if items.is_empty() {
+    if first.is_empty() {
         return Err(ProxyError::new(
             ErrorCode::BadRequest,
             "request body is required: a _bulk body of action and source lines",
         ));
     }
-    let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let mut resp = Response::new(ResponseBody::full(Bytes::from(assemble_response(
-        took, &items,
-    ))));
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let mut run = Run {
+            tenancy: &tenancy,
+            principal: principal.as_deref(),
+            headers: &headers,
+            path_index: path_index.as_deref(),
+            query,
+            targets: HashMap::new(),
+            batches: HashMap::new(),
+            out: Emitter::new(tx),
+            pending: None,
+            skip_source: false,
+            poisoned: false,
+        };
+        run.out.open().await;
+        for line in first {
+            run.line(line).await;
+        }
+        if let Some(mut splitter) = splitter {
+            while let Some(frame) = body.frame().await {
+                let data = match frame {
+                    Ok(f) => match f.into_data() {
+                        Ok(d) => d,
+                        Err(_) => continue,
+                    },
+                    Err(e) => {
+                        // The client's body broke off: what is batched was
+                        // never complete; stop here.
+                        run.abort(&format!("the bulk body could not be read: {e}"))
+                            .await;
+                        return;
+                    }
+                };
+                match splitter.feed(&data) {
+                    Ok(lines) => {
+                        for line in lines {
+                            run.line(line).await;
+                        }
+                    }
+                    Err(e) => {
+                        run.abort(&e.to_string()).await;
+                        return;
+                    }
+                }
+            }
+            if let Some(line) = splitter.finish() {
+                run.line(line).await;
+            }
+        }
+        run.finish().await;
+        let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        run.out.close(took).await;
+    });
+    let mut resp = Response::new(ResponseBody::channel(rx, in_flight));
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json; charset=UTF-8"),
     );
     Ok(resp)
+}
+
+/// Writes item results to the client in the client's order as soon as they
+/// are contiguous: `{"items":[...],"took":N,"errors":B}` (the keys after the
+/// items, since they are known last). Results that complete ahead of an
+/// earlier item wait here; batches are flushed so that this wait stays short.
+struct Emitter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    /// Positions handed out so far.
+    count: usize,
+    /// The next position to write.
+    next: usize,
+    waiting: BTreeMap<usize, Vec<u8>>,
+    ready: Vec<u8>,
+    errors: bool,
+}
+
+impl Emitter {
+    fn new(tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+        Emitter {
+            tx,
+            count: 0,
+            next: 0,
+            waiting: BTreeMap::new(),
+            ready: Vec::new(),
+            errors: false,
+        }
+    }
+
+    async fn open(&mut self) {
+        self.ready.extend_from_slice(b"{\"items\":[");
+        self.pump().await;
+    }
+
+    fn position(&mut self) -> usize {
+        self.count += 1;
+        self.count - 1
+    }
+
+    fn set(&mut self, position: usize, item: Vec<u8>) {
+        if item_status(&item).is_none_or(|s| s >= 300) {
+            self.errors = true;
+        }
+        self.waiting.insert(position, item);
+        while let Some(item) = self.waiting.remove(&self.next) {
+            if self.next > 0 {
+                self.ready.push(b',');
+            }
+            self.ready.extend_from_slice(&item);
+            self.next += 1;
+        }
+    }
+
+    /// Sends what is ready (waiting while the client reads slowly). A
+    /// client that went away is not an error: the writes still apply.
+    async fn pump(&mut self) {
+        if !self.ready.is_empty() {
+            let chunk = Bytes::from(std::mem::take(&mut self.ready));
+            let _ = self.tx.send(chunk).await;
+        }
+    }
+
+    async fn close(&mut self, took: u64) {
+        for position in self.next..self.count {
+            if !self.waiting.contains_key(&position) {
+                self.set(
+                    position,
+                    item_error(
+                        BulkOp::Index,
+                        None,
+                        None,
+                        500,
+                        "internal_error",
+                        "no result for this item",
+                    ),
+                );
+            }
+        }
+        self.ready.extend_from_slice(
+            format!("],\"took\":{took},\"errors\":{}}}", self.errors).as_bytes(),
+        );
+        self.pump().await;
+    }
 }
 
 /// Query parameters a tenancy bulk accepts (applied to every batch).
@@ -180,7 +302,7 @@ struct Run<'a, 't> {
     query: String,
     targets: HashMap<String, Result<Target<'t>, ProxyError>>,
     batches: HashMap<(String, String), Batch<'t>>,
-    results: Vec<Option<Vec<u8>>>,
+    out: Emitter,
     pending: Option<Pending>,
     /// The current action was refused; its source line is dropped.
     skip_source: bool,
@@ -191,6 +313,12 @@ struct Run<'a, 't> {
 
 impl<'t> Run<'_, 't> {
     async fn line(&mut self, line: Bytes) {
+        self.line_inner(line).await;
+        self.flush_stragglers().await;
+        self.out.pump().await;
+    }
+
+    async fn line_inner(&mut self, line: Bytes) {
         if self.poisoned {
             return;
         }
@@ -201,20 +329,22 @@ impl<'t> Run<'_, 't> {
         if std::mem::take(&mut self.skip_source) {
             return;
         }
-        let position = self.results.len();
-        self.results.push(None);
+        let position = self.out.position();
         match parse_action(&line) {
             Ok(action) => self.action(position, action).await,
             Err(e) => {
                 let op = op_hint(&line);
-                self.results[position] = Some(item_error(
-                    op.unwrap_or(BulkOp::Index),
-                    None,
-                    None,
-                    400,
-                    "illegal_argument_exception",
-                    &e.to_string(),
-                ));
+                self.out.set(
+                    position,
+                    item_error(
+                        op.unwrap_or(BulkOp::Index),
+                        None,
+                        None,
+                        400,
+                        "illegal_argument_exception",
+                        &e.to_string(),
+                    ),
+                );
                 match op {
                     Some(op) => self.skip_source = op.has_source(),
                     None => self.poisoned = true,
@@ -231,14 +361,10 @@ impl<'t> Run<'_, 't> {
         id: Option<&str>,
         e: &ProxyError,
     ) {
-        self.results[position] = Some(item_error(
-            op,
-            index,
-            id,
-            e.status(),
-            e.code.as_str(),
-            &e.reason,
-        ));
+        self.out.set(
+            position,
+            item_error(op, index, id, e.status(), e.code.as_str(), &e.reason),
+        );
         self.skip_source = op.has_source();
     }
 
@@ -276,14 +402,17 @@ impl<'t> Run<'_, 't> {
                 match body_partition(line, field, &p.index) {
                     Ok(v) => Some(v),
                     Err(e) => {
-                        self.results[p.position] = Some(item_error(
-                            op,
-                            Some(&p.index),
-                            p.action.id.as_deref(),
-                            e.status(),
-                            e.code.as_str(),
-                            &e.reason,
-                        ));
+                        self.out.set(
+                            p.position,
+                            item_error(
+                                op,
+                                Some(&p.index),
+                                p.action.id.as_deref(),
+                                e.status(),
+                                e.code.as_str(),
+                                &e.reason,
+                            ),
+                        );
                         return;
                     }
                 }
@@ -306,14 +435,17 @@ impl<'t> Run<'_, 't> {
                 Err(e) => {
                     let id = prepared.ctx.logical_id.clone();
                     let name = target.logical.name.clone();
-                    self.results[p.position] = Some(item_error(
-                        op,
-                        Some(&name),
-                        id.as_deref(),
-                        e.status(),
-                        e.code.as_str(),
-                        &e.reason,
-                    ));
+                    self.out.set(
+                        p.position,
+                        item_error(
+                            op,
+                            Some(&name),
+                            id.as_deref(),
+                            e.status(),
+                            e.code.as_str(),
+                            &e.reason,
+                        ),
+                    );
                     return;
                 }
             }
@@ -334,14 +466,17 @@ impl<'t> Run<'_, 't> {
     ) -> Option<Prepared<'t>> {
         let op = action.op;
         let refuse = |run: &mut Self, e: ProxyError| {
-            run.results[position] = Some(item_error(
-                op,
-                Some(index),
-                action.id.as_deref(),
-                e.status(),
-                e.code.as_str(),
-                &e.reason,
-            ));
+            run.out.set(
+                position,
+                item_error(
+                    op,
+                    Some(index),
+                    action.id.as_deref(),
+                    e.status(),
+                    e.code.as_str(),
+                    &e.reason,
+                ),
+            );
             None
         };
         let target = match self.target(index, from_body) {
@@ -469,14 +604,17 @@ impl<'t> Run<'_, 't> {
 
     async fn finish(&mut self) {
         if let Some(p) = self.pending.take() {
-            self.results[p.position] = Some(item_error(
-                p.action.op,
-                Some(&p.index),
-                p.action.id.as_deref(),
-                400,
-                "illegal_argument_exception",
-                "the action line has no source line after it",
-            ));
+            self.out.set(
+                p.position,
+                item_error(
+                    p.action.op,
+                    Some(&p.index),
+                    p.action.id.as_deref(),
+                    400,
+                    "illegal_argument_exception",
+                    "the action line has no source line after it",
+                ),
+            );
         }
         let mut batches: Vec<Batch<'t>> = self.batches.drain().map(|(_, b)| b).collect();
         // Bounded concurrency across targets: a few batches at a time.
@@ -494,10 +632,46 @@ impl<'t> Run<'_, 't> {
 
     fn record(&mut self, done: Vec<(usize, Vec<u8>)>) {
         for (pos, item) in done {
-            if let Some(slot) = self.results.get_mut(pos) {
-                *slot = Some(item);
+            self.out.set(pos, item);
+        }
+    }
+
+    /// Sends every batch whose oldest item is more than [`MAX_REORDER`]
+    /// positions behind, so that later results never wait long for it.
+    async fn flush_stragglers(&mut self) {
+        let horizon = self.out.count.saturating_sub(MAX_REORDER);
+        let late: Vec<(String, String)> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| b.items.first().is_some_and(|c| c.position < horizon))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in late {
+            if let Some(batch) = self.batches.remove(&key) {
+                let done = send(self.tenancy, &self.query, self.headers, batch).await;
+                self.record(done);
             }
         }
+    }
+
+    /// The client's body broke off: nothing more is applied; batched items
+    /// that were never sent are answered as not applied.
+    async fn abort(&mut self, reason: &str) {
+        let batches: Vec<Batch<'t>> = self.batches.drain().map(|(_, b)| b).collect();
+        for b in batches {
+            for c in b.items {
+                let e = item_error(
+                    c.op,
+                    Some(&b.target.logical.name),
+                    c.logical_id.as_deref(),
+                    400,
+                    "illegal_argument_exception",
+                    reason,
+                );
+                self.out.set(c.position, e);
+            }
+        }
+        self.out.close(0).await;
     }
 }
 
@@ -622,5 +796,54 @@ fn op_hint(line: &[u8]) -> Option<BulkOp> {
         Some("update") => Some(BulkOp::Update),
         Some("delete") => Some(BulkOp::Delete),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn results_are_written_in_the_clients_order() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut out = Emitter::new(tx);
+        out.open().await;
+        let p: Vec<usize> = (0..3).map(|_| out.position()).collect();
+        out.set(p[2], br#"{"index":{"status":201}}"#.to_vec());
+        out.set(p[1], br#"{"delete":{"status":404}}"#.to_vec());
+        out.pump().await;
+        out.set(p[0], br#"{"create":{"status":201}}"#.to_vec());
+        out.close(7).await;
+        drop(out);
+        let mut body = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            body.extend_from_slice(&chunk);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["took"], 7);
+        assert_eq!(v["errors"], true, "a 404 delete is an error item");
+        let ops: Vec<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_object().unwrap().keys().next().unwrap().as_str())
+            .collect();
+        assert_eq!(ops, ["create", "delete", "index"]);
+    }
+
+    #[tokio::test]
+    async fn missing_results_are_reported_not_dropped() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut out = Emitter::new(tx);
+        out.open().await;
+        let _ = out.position();
+        out.close(1).await;
+        drop(out);
+        let mut body = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            body.extend_from_slice(&chunk);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["items"][0]["index"]["status"], 500);
     }
 }

@@ -117,14 +117,23 @@ impl Tenancy {
         self.snapshot.has_indices()
     }
 
-    /// Serves `/_bulk` without an index in the path: every item names its
-    /// logical index in `_index`.
+    /// Serves a `_bulk` on logical indices (`/_bulk`, whose items name
+    /// their logical index, or `/{logical}/_bulk`). The response streams
+    /// while the body is still being read; `in_flight` is held until it ends.
     pub async fn serve_bulk(
-        &self,
+        tenancy: Arc<Tenancy>,
         req: Request<Incoming>,
-        principal: Option<&Principal>,
+        principal: Option<Arc<Principal>>,
+        index: Option<String>,
+        in_flight: osproxy_observe::InFlight,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        bulk::serve(self, req, principal, None).await
+        if index.as_deref().is_some_and(|i| i.contains(',')) {
+            return Err(ProxyError::new(
+                ErrorCode::UnsupportedEndpoint,
+                "a bulk path may name one logical index",
+            ));
+        }
+        bulk::serve(tenancy, req, principal, index, in_flight).await
     }
 
     /// Serves one request for a logical index.
@@ -135,15 +144,6 @@ impl Tenancy {
         kind: EndpointKind,
         index: &str,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        if kind == EndpointKind::Bulk {
-            if index.contains(',') {
-                return Err(ProxyError::new(
-                    ErrorCode::UnsupportedEndpoint,
-                    "a bulk path may name one logical index",
-                ));
-            }
-            return bulk::serve(self, req, principal, Some(index)).await;
-        }
         if matches!(kind, EndpointKind::Document | EndpointKind::Update) {
             let (parts, body) = req.into_parts();
             let writes = parts.method == http::Method::PUT || parts.method == http::Method::POST;

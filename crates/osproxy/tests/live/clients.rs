@@ -7,37 +7,40 @@ use osproxy_testkit::{free_port, repo_root};
 
 use crate::common::{proxy_to, ready_proxy};
 
-#[test]
-fn opensearch_py_works_unchanged_through_passthrough() {
+/// Runs one of `tests/clients/*.py` with the project's venv; fails the test
+/// with the script's output unless it exits 0.
+fn run_python(script: &str, args: &[&str]) {
     let python = repo_root().join("target/clients-venv/bin/python");
     assert!(
         python.exists(),
         "{} is missing: run scripts/setup",
         python.display()
     );
-    let proxy = ready_proxy("");
-    let dead = proxy_to(&format!("http://127.0.0.1:{}", free_port().unwrap()), "");
     let out = Command::new(&python)
-        .arg(repo_root().join("tests/clients/opensearch_py_passthrough.py"))
-        .args([proxy.url(), dead.url(), "pt-python".to_string()])
+        .arg(repo_root().join("tests/clients").join(script))
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "opensearch-py failed:\n{}\n{}",
+        "{script} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
 #[test]
-fn opensearch_py_works_unchanged_against_tenancy() {
-    let python = repo_root().join("target/clients-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup",
-        python.display()
+fn opensearch_py_works_unchanged_through_passthrough() {
+    let proxy = ready_proxy("");
+    let dead = proxy_to(&format!("http://127.0.0.1:{}", free_port().unwrap()), "");
+    run_python(
+        "opensearch_py_passthrough.py",
+        &[&proxy.url(), &dead.url(), "pt-python"],
     );
+}
+
+#[test]
+fn opensearch_py_works_unchanged_against_tenancy() {
     let dir = tempfile::tempdir().unwrap();
     let (acme, globex) = ("py-acme-token-0123456789", "py-globex-token-0123456789");
     std::fs::write(dir.path().join("acme"), acme).unwrap();
@@ -51,15 +54,5 @@ fn opensearch_py_works_unchanged_against_tenancy() {
         dir.path().join("globex").display()
     );
     let proxy = ready_proxy(&extra);
-    let out = Command::new(&python)
-        .arg(repo_root().join("tests/clients/opensearch_py_tenancy.py"))
-        .args([proxy.url().as_str(), acme, globex])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "opensearch-py failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python("opensearch_py_tenancy.py", &[&proxy.url(), acme, globex]);
 }

@@ -206,15 +206,27 @@ impl Scan<'_> {
     }
     fn string(&mut self) -> Result<(), SourceError> {
         self.eat(b'"')?;
+        // Jump from quote or backslash to the next one (hits are mostly
+        // long strings in sources).
         loop {
-            match self.bump() {
-                Some(b'"') => return Ok(()),
-                Some(b'\\') => {
-                    self.bump()
-                        .ok_or_else(|| self.error("unterminated escape"))?;
+            let rest = self.b.get(self.pos..).unwrap_or_default();
+            match memchr::memchr2(b'"', b'\\', rest) {
+                Some(i) => {
+                    let at = self.pos + i;
+                    self.pos = at + 1;
+                    if self.b.get(at) == Some(&b'"') {
+                        return Ok(());
+                    }
+                    // An escape: skip the escaped byte.
+                    if self.pos >= self.b.len() {
+                        return Err(self.error("unterminated escape"));
+                    }
+                    self.pos += 1;
                 }
-                Some(_) => {}
-                None => return Err(self.error("unterminated string")),
+                None => {
+                    self.pos = self.b.len();
+                    return Err(self.error("unterminated string"));
+                }
             }
         }
     }
@@ -225,21 +237,29 @@ impl Scan<'_> {
             Some(b'{' | b'[') => {
                 let mut depth = 0usize;
                 loop {
-                    match self.peek() {
+                    // Only quotes and brackets matter inside a container.
+                    let rest = self.b.get(self.pos..).unwrap_or_default();
+                    let Some(i) = rest
+                        .iter()
+                        .position(|&c| matches!(c, b'"' | b'{' | b'[' | b'}' | b']'))
+                    else {
+                        self.pos = self.b.len();
+                        return Err(self.error("unterminated container"));
+                    };
+                    self.pos += i;
+                    match self.b.get(self.pos) {
                         Some(b'"') => self.string()?,
                         Some(b'{' | b'[') => {
                             depth += 1;
                             self.pos += 1;
                         }
-                        Some(b'}' | b']') => {
+                        _ => {
                             self.pos += 1;
                             depth -= 1;
                             if depth == 0 {
                                 return Ok(());
                             }
                         }
-                        Some(_) => self.pos += 1,
-                        None => return Err(self.error("unterminated container")),
                     }
                 }
             }

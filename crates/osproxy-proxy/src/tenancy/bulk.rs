@@ -267,11 +267,10 @@ impl Emitter {
 
 /// Query parameters a tenancy bulk accepts (applied to every batch).
 fn bulk_query(query: Option<&str>) -> Result<String, ProxyError> {
-    const ALLOWED: [&str; 7] = [
+    const ALLOWED: [&str; 6] = [
         "refresh",
         "timeout",
         "wait_for_active_shards",
-        "pipeline",
         "pretty",
         "human",
         "error_trace",
@@ -484,6 +483,15 @@ impl<'t> Run<'_, 't> {
             Err(e) => return refuse(self, e),
         };
         let shared = target.shared();
+        if shared && action.rest.iter().any(|(k, _)| k == "pipeline") {
+            return refuse(
+                self,
+                ProxyError::new(
+                    ErrorCode::BadRequest,
+                    "`pipeline` is refused in a shared placement: an ingest pipeline could rewrite the partition field, `_id` or routing",
+                ),
+            );
+        }
         if shared && action.routing.is_some() {
             return refuse(
                 self,

@@ -37,7 +37,6 @@ fn allowed(op: Op) -> &'static [&'static str] {
             "if_seq_no",
             "if_primary_term",
             "op_type",
-            "pipeline",
         ],
         Op::Get => &[
             "_source",
@@ -111,7 +110,9 @@ fn allowed(op: Op) -> &'static [&'static str] {
 /// Allowed only where the physical index is the partition's own.
 fn dedicated_only(op: Op) -> &'static [&'static str] {
     match op {
-        Op::Write | Op::Get | Op::Delete | Op::Update => &["routing", "preference"],
+        // An ingest pipeline could rewrite the partition field, `_id` or routing.
+        Op::Write => &["routing", "preference", "pipeline"],
+        Op::Get | Op::Delete | Op::Update => &["routing", "preference"],
         Op::Search | Op::Count => &[
             "routing",
             "preference",
@@ -200,6 +201,8 @@ mod tests {
             );
         }
         assert!(rewrite_query(Some("q=*:*"), Op::Search, true, "acme").is_err());
+        assert!(rewrite_query(Some("pipeline=rewrite"), Op::Write, true, "acme").is_err());
+        assert!(rewrite_query(Some("pipeline=enrich"), Op::Write, false, "acme").is_ok());
         assert!(rewrite_query(Some("df=x"), Op::Count, true, "acme").is_err());
     }
 

@@ -403,6 +403,17 @@ async fn isolation_attempts_are_refused_or_confined() {
         )
         .await;
     refused(&r, 400, "bad_request", "scripted update");
+    // An ingest pipeline could rewrite the partition field.
+    let r = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/orders/_doc/p?pipeline=anything",
+            Some(json!({"a": 1})),
+            &[],
+        )
+        .await;
+    refused(&r, 400, "bad_request", "pipeline parameter");
     // Forging the field through an update's doc or upsert.
     for body in [
         json!({"doc": {"_tenant": "globex"}}),

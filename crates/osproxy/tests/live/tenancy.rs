@@ -192,6 +192,45 @@ async fn shared_placement_confines_documents_and_searches() {
         assert_eq!(c.json()["count"], 1, "{who}: {}", c.text());
     }
 
+    // Nothing of the rewrite shows in hits: not in _source, fields,
+    // highlights, inner hits or routing.
+    let probe = json!({
+        "query": {"match": {"title": "anvil"}},
+        "highlight": {"fields": {"*": {}}},
+        "docvalue_fields": ["_tenant"],
+        "stored_fields": ["*"],
+        "_source": true,
+        "collapse": {"field": "n", "inner_hits": {"name": "same_n", "size": 2}}
+    });
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_search",
+            Some(probe),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(
+        !text.contains("_tenant")
+            && !text.contains("acme:")
+            && !text.contains("t-docs-shared")
+            && !text.contains("_routing"),
+        "rewrite leaked into hits: {text}"
+    );
+    let hit = &r.json()["hits"]["hits"][0];
+    assert_eq!(hit["_id"], "1");
+    assert_eq!(
+        hit["inner_hits"]["same_n"]["hits"]["hits"][0]["_id"], "1",
+        "{text}"
+    );
+    assert_eq!(
+        hit["inner_hits"]["same_n"]["hits"]["hits"][0]["_index"], "orders",
+        "{text}"
+    );
+
     // Update (partial doc), create-only semantics, auto ids, delete.
     let up = f
         .call(

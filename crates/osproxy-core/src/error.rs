@@ -23,6 +23,8 @@ pub enum ErrorCode {
     InvalidPartition,
     /// A construct that could read outside the partition was refused.
     ConstructRefused,
+    /// The endpoint is for operator principals only.
+    OperatorRequired,
     /// The upstream cluster could not be reached or broke the connection.
     UpstreamUnavailable,
     /// The upstream did not answer within the configured deadline.
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::PartitionRequired => "partition_required",
             ErrorCode::InvalidPartition => "invalid_partition",
             ErrorCode::ConstructRefused => "construct_refused",
+            ErrorCode::OperatorRequired => "operator_required",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
@@ -60,7 +63,7 @@ impl ErrorCode {
             | ErrorCode::InvalidPartition
             | ErrorCode::ConstructRefused => 400,
             ErrorCode::Unauthenticated => 401,
-            ErrorCode::PartitionForbidden => 403,
+            ErrorCode::PartitionForbidden | ErrorCode::OperatorRequired => 403,
             ErrorCode::UpstreamUnavailable => 502,
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::ShuttingDown => 503,
@@ -79,6 +82,9 @@ impl ErrorCode {
             ErrorCode::PartitionForbidden => "grant the partition to the principal or send a token that has it",
             ErrorCode::PartitionRequired => "this principal may act for several partitions: name one in the x-osproxy-partition header",
             ErrorCode::InvalidPartition => "a partition id is 1 to 128 characters of [A-Za-z0-9_.-]",
+            ErrorCode::OperatorRequired => {
+                "cluster-wide endpoints (_cat, _cluster, _nodes, _tasks) are for principals with operator = true"
+            }
             ErrorCode::ConstructRefused => {
                 "the construct named in the reason could reach other tenants' documents in a shared placement; rewrite the request without it"
             }

@@ -136,6 +136,27 @@ impl Proxy {
             drop(in_flight);
             return (kind, outcome);
         }
+        // Cluster-wide endpoints: operators only, once principals exist.
+        if self.auth.required() && matches!(kind, EndpointKind::Cat | EndpointKind::ClusterAdmin) {
+            let operator = principal.as_deref().is_some_and(|p| p.operator);
+            if !operator {
+                let name = principal.as_deref().map(|p| p.name.as_str()).unwrap_or("");
+                return (
+                    kind,
+                    Err(ProxyError::new(
+                        ErrorCode::OperatorRequired,
+                        format!("principal {name} may not call cluster-wide endpoints"),
+                    )),
+                );
+            }
+            return match self.router.operator_cluster(req.headers()) {
+                Ok(cluster) => (
+                    kind,
+                    self.dispatch(cluster, req, request_id, in_flight).await,
+                ),
+                Err(e) => (kind, Err(e)),
+            };
+        }
         let cluster = match self.router.route(req.method(), path, &classified) {
             Ok(c) => c,
             Err(e) => return (kind, Err(e)),

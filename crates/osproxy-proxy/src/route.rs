@@ -13,7 +13,12 @@ use osproxy_rewrite::Classified;
 #[derive(Debug, Clone)]
 pub struct Router {
     passthrough: Option<Passthrough>,
+    /// Cluster ids by position, for operators naming one.
+    clusters: Vec<String>,
 }
+
+/// The header an operator names the cluster of a cluster-wide request in.
+pub const CLUSTER_HEADER: &str = "x-osproxy-cluster";
 
 #[derive(Debug, Clone)]
 struct Passthrough {
@@ -31,7 +36,38 @@ impl Router {
                 prefixes: p.indices.clone(),
             })
         });
-        Router { passthrough }
+        let clusters = config.clusters.iter().map(|c| c.id.clone()).collect();
+        Router {
+            passthrough,
+            clusters,
+        }
+    }
+
+    /// The cluster an operator's cluster-wide request goes to: the one named
+    /// in `x-osproxy-cluster`, or the only one.
+    pub fn operator_cluster(&self, headers: &http::HeaderMap) -> Result<usize, ProxyError> {
+        match headers
+            .get(CLUSTER_HEADER)
+            .map(|v| v.to_str().unwrap_or(""))
+        {
+            Some(id) => self.clusters.iter().position(|c| c == id).ok_or_else(|| {
+                ProxyError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "{CLUSTER_HEADER} names no configured cluster; configured: {:?}",
+                        self.clusters
+                    ),
+                )
+            }),
+            None if self.clusters.len() == 1 => Ok(0),
+            None => Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "several clusters are configured: name one in {CLUSTER_HEADER} ({:?})",
+                    self.clusters
+                ),
+            )),
+        }
     }
 
     /// The cluster position that serves this request.
@@ -159,7 +195,10 @@ mod tests {
 
     #[test]
     fn no_passthrough_refuses_everything() {
-        let r = Router { passthrough: None };
+        let r = Router {
+            passthrough: None,
+            clusters: vec![],
+        };
         assert_eq!(
             route(&r, Method::GET, "/"),
             Err(ErrorCode::UnsupportedEndpoint)

@@ -8,11 +8,12 @@ use serde_json::{json, Value};
 
 use crate::common::node;
 
-const TOKENS: [(&str, &str); 4] = [
+const TOKENS: [(&str, &str); 5] = [
     ("acme-svc", "acme-token-0123456789"),
     ("globex-svc", "globex-token-0123456789"),
     ("multi-svc", "multi-token-0123456789"),
     ("gateway", "gateway-token-0123456789"),
+    ("ops", "ops-token-0123456789"),
 ];
 
 struct Fleet {
@@ -33,6 +34,7 @@ impl Fleet {
                 "acme-svc" => "partitions = [\"acme\"]",
                 "globex-svc" => "partitions = [\"globex\"]",
                 "multi-svc" => "partitions = [\"acme\", \"initech\"]",
+                "ops" => "operator = true",
                 _ => "any_partition = true",
             };
             principals.push_str(&format!(
@@ -1003,4 +1005,60 @@ async fn a_shared_index_with_a_tokenised_partition_field_is_refused() {
         count["count"], 0,
         "nothing may be written to an unsafe shared index"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_wide_endpoints_are_for_operators() {
+    let f = Fleet::start(&node().url(), "ops");
+    for path in [
+        "/_cat/indices",
+        "/_cluster/health",
+        "/_nodes/stats",
+        "/_tasks",
+    ] {
+        let r = f.call("acme-svc", Method::GET, path, None, &[]).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "operator_required");
+    }
+    // Two clusters are configured: the operator names one.
+    let r = f
+        .call("ops", Method::GET, "/_cluster/health", None, &[])
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = f
+        .call(
+            "ops",
+            Method::GET,
+            "/_cluster/health",
+            None,
+            &[("x-osproxy-cluster", "main")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["cluster_name"],
+        direct(&node().url(), Method::GET, "/_cluster/health")
+            .await
+            .json()["cluster_name"]
+    );
+    let r = f
+        .call(
+            "ops",
+            Method::GET,
+            "/_cat/indices?format=json",
+            None,
+            &[("x-osproxy-cluster", "main")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = f
+        .call(
+            "ops",
+            Method::GET,
+            "/_cluster/health",
+            None,
+            &[("x-osproxy-cluster", "nope")],
+        )
+        .await;
+    assert_eq!(r.status, 400);
 }

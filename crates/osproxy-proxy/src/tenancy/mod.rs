@@ -8,6 +8,7 @@
 
 mod bulk;
 mod document;
+mod index_admin;
 mod params;
 mod reverse;
 mod search;
@@ -168,6 +169,10 @@ impl Tenancy {
             };
         }
         let target = self.resolve(index, principal, req.headers(), None)?;
+        if kind == EndpointKind::IndexAdmin {
+            let (parts, body) = req.into_parts();
+            return index_admin::serve(self, &target, parts, body, principal).await;
+        }
         match kind {
             EndpointKind::Search | EndpointKind::Count => {
                 search::serve(self, &target, req, kind).await

@@ -34,7 +34,7 @@ impl Fleet {
                 "acme-svc" => "partitions = [\"acme\"]",
                 "globex-svc" => "partitions = [\"globex\"]",
                 "multi-svc" => "partitions = [\"acme\", \"initech\"]",
-                "ops" => "operator = true",
+                "ops" => "operator = true\nany_partition = true",
                 _ => "any_partition = true",
             };
             principals.push_str(&format!(
@@ -486,11 +486,10 @@ async fn isolation_attempts_are_refused_or_confined() {
         (Method::GET, "/orders/_termvectors/secret"),
         (Method::GET, "/orders/_validate/query"),
         (Method::GET, "/orders/_field_caps"),
-        (Method::GET, "/orders/_mapping"),
-        (Method::DELETE, "/orders"),
         (Method::POST, "/orders/_search/template"),
         (Method::POST, "/orders/_search/point_in_time"),
         (Method::POST, "/orders/_close"),
+        (Method::GET, "/orders/_stats"),
     ] {
         let r = f
             .call(
@@ -508,6 +507,26 @@ async fn isolation_attempts_are_refused_or_confined() {
             "{method} {path}"
         );
     }
+    // The shared index cannot be deleted or remapped by a tenant.
+    let r = f
+        .call("acme-svc", Method::DELETE, "/orders", None, &[])
+        .await;
+    refused(&r, 400, "bad_request", "deleting a shared logical index");
+    let r = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/orders/_mapping",
+            Some(json!({"properties": {"_tenant": {"type": "text"}}})),
+            &[],
+        )
+        .await;
+    refused(
+        &r,
+        403,
+        "operator_required",
+        "remapping a shared logical index",
+    );
     // Bad input: malformed JSON, a document that is not an object.
     let raw = f
         .http
@@ -1061,4 +1080,150 @@ async fn cluster_wide_endpoints_are_for_operators() {
         )
         .await;
     assert_eq!(r.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logical_index_management() {
+    let f = Fleet::start(&node().url(), "admin");
+    assert_eq!(
+        f.call("acme-svc", Method::HEAD, "/orders", None, &[])
+            .await
+            .status,
+        404
+    );
+    let created = f
+        .call("acme-svc", Method::PUT, "/orders", Some(json!({"settings": {"number_of_shards": 1}, "mappings": {"properties": {"title": {"type": "text"}}}})), &[])
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    assert_eq!(created.json()["index"], "orders");
+    assert_eq!(
+        f.call("acme-svc", Method::HEAD, "/orders", None, &[])
+            .await
+            .status,
+        200
+    );
+    // Physically: the shared index, with the partition field as keyword.
+    let physical = direct(&node().url(), Method::GET, "/t-admin-shared/_mapping")
+        .await
+        .json();
+    assert_eq!(
+        physical["t-admin-shared"]["mappings"]["properties"]["_tenant"]["type"],
+        "keyword"
+    );
+    // The logical view hides it.
+    let mapping = f
+        .call("acme-svc", Method::GET, "/orders/_mapping", None, &[])
+        .await
+        .json();
+    assert_eq!(
+        mapping["orders"]["mappings"]["properties"]["title"]["type"], "text",
+        "{mapping}"
+    );
+    assert!(
+        mapping["orders"]["mappings"]["properties"]
+            .get("_tenant")
+            .is_none(),
+        "{mapping}"
+    );
+    let settings = f
+        .call("acme-svc", Method::GET, "/orders/_settings", None, &[])
+        .await;
+    assert!(
+        settings.json().get("orders").is_some() && !settings.text().contains("t-admin-shared"),
+        "{}",
+        settings.text()
+    );
+    // A second tenant sees the same logical index exists.
+    let again = f
+        .call("globex-svc", Method::PUT, "/orders", Some(json!({})), &[])
+        .await;
+    assert_eq!(again.status, 400, "{}", again.text());
+    assert_eq!(
+        again.json()["error"]["type"],
+        "resource_already_exists_exception"
+    );
+    assert!(!again.text().contains("t-admin-shared"), "{}", again.text());
+    // The shared mapping: operators only; the partition field never.
+    let add = json!({"properties": {"qty": {"type": "integer"}}});
+    let r = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/orders/_mapping",
+            Some(add.clone()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = f
+        .call(
+            "ops",
+            Method::PUT,
+            "/orders/_mapping",
+            Some(add),
+            &[("x-osproxy-partition", "acme")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = f
+        .call(
+            "ops",
+            Method::PUT,
+            "/orders/_mapping",
+            Some(json!({"properties": {"_tenant": {"type": "text"}}})),
+            &[("x-osproxy-partition", "acme")],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Refresh; delete refused for the shared placement.
+    assert_eq!(
+        f.call("acme-svc", Method::POST, "/orders/_refresh", None, &[])
+            .await
+            .status,
+        200
+    );
+    let r = f
+        .call("acme-svc", Method::DELETE, "/orders", None, &[])
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        direct(&node().url(), Method::HEAD, "/t-admin-shared")
+            .await
+            .status,
+        200
+    );
+    // A dedicated index: created, and deleted, for its partition only.
+    let initech: &[(&str, &str)] = &[("x-osproxy-partition", "initech")];
+    let r = f
+        .call(
+            "multi-svc",
+            Method::PUT,
+            "/orders",
+            Some(json!({"mappings": {"properties": {"x": {"type": "keyword"}}}})),
+            initech,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        direct(&node().url(), Method::HEAD, "/t-admin-initech")
+            .await
+            .status,
+        200
+    );
+    let r = f
+        .call("multi-svc", Method::DELETE, "/orders", None, initech)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        direct(&node().url(), Method::HEAD, "/t-admin-initech")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        direct(&node().url(), Method::HEAD, "/t-admin-shared")
+            .await
+            .status,
+        200
+    );
 }

@@ -1,0 +1,198 @@
+//! Logical index management: create, exists, mapping, settings, refresh and
+//! delete of a logical index, applied to the caller's physical index. A
+//! shared physical index belongs to every partition of the logical index, so
+//! what would affect the others (deleting it, changing its mapping) is
+//! refused there.
+
+use bytes::Bytes;
+use http::{Method, Response};
+use hyper::body::Incoming;
+use osproxy_core::{ErrorCode, ProxyError};
+use serde_json::{Map, Value};
+
+use super::{json_response, read_limited, reverse, Target, Tenancy};
+use crate::auth::Principal;
+use crate::body::ResponseBody;
+
+pub(crate) async fn serve(
+    tenancy: &Tenancy,
+    t: &Target<'_>,
+    parts: http::request::Parts,
+    body: Incoming,
+    principal: Option<&Principal>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let segments: Vec<&str> = parts
+        .uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let endpoint = segments.get(1).copied();
+    if segments.len() > 2 {
+        return Err(unsupported(&parts.method, parts.uri.path()));
+    }
+    let method = parts.method.clone();
+    let shared = t.shared();
+    let index_path = t.path("", None, "").trim_end_matches('/').to_string();
+    match (endpoint, &method) {
+        (None, &Method::HEAD) => {
+            let (p, _) = tenancy
+                .exchange(t, Method::HEAD, &index_path, &parts.headers, None)
+                .await?;
+            let mut resp = Response::new(ResponseBody::empty());
+            *resp.status_mut() = p.status;
+            Ok(resp)
+        }
+        (None, &Method::PUT) => {
+            let raw = read_limited(body).await?;
+            let create = if shared {
+                with_partition_field(&raw, &t.logical.field)?
+            } else {
+                raw
+            };
+            let (p, b) = tenancy
+                .exchange(t, Method::PUT, &index_path, &parts.headers, Some(create))
+                .await?;
+            Ok(json_response(p, reverse::error(&b, t, None)))
+        }
+        (None, &Method::DELETE) => {
+            if shared {
+                return Err(ProxyError::new(
+                    ErrorCode::BadRequest,
+                    format!("logical index {:?} lives in a shared index holding other tenants' data; it cannot be deleted from here (delete your documents instead)", t.logical.name),
+                ));
+            }
+            let (p, b) = tenancy
+                .exchange(t, Method::DELETE, &index_path, &parts.headers, None)
+                .await?;
+            Ok(json_response(p, reverse::error(&b, t, None)))
+        }
+        (Some("_mapping" | "_mappings"), &Method::GET) | (Some("_settings"), &Method::GET) => {
+            let path = format!("{index_path}/{}", endpoint.unwrap_or_default());
+            let (p, b) = tenancy
+                .exchange(t, Method::GET, &path, &parts.headers, None)
+                .await?;
+            if !p.status.is_success() {
+                return Ok(json_response(p, reverse::error(&b, t, None)));
+            }
+            Ok(json_response(p, logical_view(&b, t)))
+        }
+        (Some("_mapping" | "_mappings"), &Method::PUT | &Method::POST) => {
+            if shared && !principal.is_some_and(|p| p.operator) {
+                return Err(ProxyError::new(
+                    ErrorCode::OperatorRequired,
+                    format!("the mapping of logical index {:?} is shared by every tenant of its shared placement; only an operator may change it", t.logical.name),
+                ));
+            }
+            let raw = read_limited(body).await?;
+            if shared && mentions_field(&raw, &t.logical.field) {
+                return Err(ProxyError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "the mapping of `{}` is osproxy's partition field and cannot be changed",
+                        t.logical.field
+                    ),
+                ));
+            }
+            let path = format!("{index_path}/_mapping");
+            let (p, b) = tenancy
+                .exchange(t, Method::PUT, &path, &parts.headers, Some(raw))
+                .await?;
+            Ok(json_response(p, reverse::error(&b, t, None)))
+        }
+        (Some("_refresh"), &Method::POST | &Method::GET) => {
+            let path = format!("{index_path}/_refresh");
+            let (p, b) = tenancy
+                .exchange(t, Method::POST, &path, &parts.headers, None)
+                .await?;
+            Ok(json_response(p, reverse::error(&b, t, None)))
+        }
+        _ => Err(unsupported(&method, parts.uri.path())),
+    }
+}
+
+fn unsupported(method: &Method, path: &str) -> ProxyError {
+    let shown: String = path.chars().take(200).collect();
+    ProxyError::new(
+        ErrorCode::UnsupportedEndpoint,
+        format!("{method} {shown} is not served for logical indices in this version"),
+    )
+}
+
+fn bad_json(e: serde_json::Error) -> ProxyError {
+    ProxyError::new(
+        ErrorCode::BadRequest,
+        format!("the request body is not valid JSON: {e}"),
+    )
+}
+
+/// A create-index body with the partition field mapped as `keyword`; a body
+/// that maps the field itself is refused.
+fn with_partition_field(raw: &Bytes, field: &str) -> Result<Bytes, ProxyError> {
+    let mut v: Value = if raw.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(raw).map_err(bad_json)?
+    };
+    let Some(root) = v.as_object_mut() else {
+        return Err(ProxyError::new(
+            ErrorCode::BadRequest,
+            "the create-index body must be a JSON object",
+        ));
+    };
+    let mappings = root
+        .entry("mappings")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Some(mappings) = mappings.as_object_mut() else {
+        return Err(ProxyError::new(
+            ErrorCode::BadRequest,
+            "`mappings` must be an object",
+        ));
+    };
+    let properties = mappings
+        .entry("properties")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Some(properties) = properties.as_object_mut() else {
+        return Err(ProxyError::new(
+            ErrorCode::BadRequest,
+            "`mappings.properties` must be an object",
+        ));
+    };
+    if properties.contains_key(field) {
+        return Err(ProxyError::new(
+            ErrorCode::BadRequest,
+            format!("`{field}` is osproxy's partition field; remove it from the mappings"),
+        ));
+    }
+    properties.insert(field.to_string(), serde_json::json!({"type": "keyword"}));
+    Ok(Bytes::from(v.to_string()))
+}
+
+fn mentions_field(raw: &[u8], field: &str) -> bool {
+    serde_json::from_slice::<Value>(raw)
+        .ok()
+        .and_then(|v| v.get("properties").and_then(|p| p.get(field)).map(|_| ()))
+        .is_some()
+}
+
+/// `{"<physical>": {...}}` as `{"<logical>": {...}}`, the partition field
+/// removed from mapping properties in shared placements.
+fn logical_view(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(raw) else {
+        return raw.to_vec();
+    };
+    let mut out = Map::new();
+    for (_, mut v) in map {
+        if t.shared() {
+            if let Some(props) = v
+                .pointer_mut("/mappings/properties")
+                .and_then(Value::as_object_mut)
+            {
+                props.remove(&t.logical.field);
+            }
+        }
+        out.insert(t.logical.name.clone(), v);
+    }
+    let text = Value::Object(out).to_string();
+    reverse::error(text.as_bytes(), t, None)
+}

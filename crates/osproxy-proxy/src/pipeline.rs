@@ -127,6 +127,17 @@ impl Proxy {
                 Tenancy::serve_bulk(self.tenancy.clone(), req, principal, index, in_flight).await;
             return (kind, outcome);
         }
+        if matches!(kind, EndpointKind::Mget | EndpointKind::Msearch)
+            && classified.index.is_none()
+            && self.tenancy.has_catalogue()
+        {
+            let outcome = self
+                .tenancy
+                .serve_unscoped(req, principal.as_deref(), kind)
+                .await;
+            drop(in_flight);
+            return (kind, outcome);
+        }
         if self.tenancy.claims(classified.index_names()) {
             let index = classified.index.as_deref().unwrap_or_default().to_string();
             let outcome = self

@@ -9,6 +9,7 @@
 mod bulk;
 mod document;
 mod index_admin;
+mod multi;
 mod params;
 mod reverse;
 mod search;
@@ -137,6 +138,20 @@ impl Tenancy {
         bulk::serve(tenancy, req, principal, index, in_flight).await
     }
 
+    /// Serves `/_mget` or `/_msearch` without an index in the path: every
+    /// part names its logical index.
+    pub async fn serve_unscoped(
+        &self,
+        req: Request<Incoming>,
+        principal: Option<&Principal>,
+        kind: EndpointKind,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        match kind {
+            EndpointKind::Mget => multi::mget(self, req, principal, None).await,
+            _ => multi::msearch(self, req, principal, None).await,
+        }
+    }
+
     /// Serves one request for a logical index.
     pub async fn serve(
         &self,
@@ -167,6 +182,13 @@ impl Tenancy {
                     document::serve(self, &target, parts, document::Body::Stream(body)).await
                 }
             };
+        }
+        match kind {
+            EndpointKind::Mget => return multi::mget(self, req, principal, Some(index)).await,
+            EndpointKind::Msearch => {
+                return multi::msearch(self, req, principal, Some(index)).await
+            }
+            _ => {}
         }
         let target = self.resolve(index, principal, req.headers(), None)?;
         if kind == EndpointKind::IndexAdmin {

@@ -7,6 +7,7 @@
 //! indices are refused with `unsupported_endpoint`, never forwarded blind.
 
 mod bulk;
+mod by_query;
 mod document;
 mod index_admin;
 mod multi;
@@ -199,6 +200,7 @@ impl Tenancy {
             EndpointKind::Search | EndpointKind::Count => {
                 search::serve(self, &target, req, kind).await
             }
+            EndpointKind::ByQuery => by_query::serve(self, &target, req, principal).await,
             other => Err(ProxyError::new(
                 ErrorCode::UnsupportedEndpoint,
                 format!(

@@ -478,8 +478,6 @@ async fn isolation_attempts_are_refused_or_confined() {
     }
     // Endpoints not served for logical indices are refused, never forwarded.
     for (method, path) in [
-        (Method::POST, "/orders/_delete_by_query"),
-        (Method::POST, "/orders/_update_by_query"),
         (Method::GET, "/orders/_explain/secret"),
         (Method::GET, "/orders/_termvectors/secret"),
         (Method::GET, "/orders/_validate/query"),
@@ -1358,4 +1356,94 @@ async fn mget_and_msearch_confine_each_part() {
         "{}",
         r.text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn by_query_is_confined_to_the_partition() {
+    let f = Fleet::start(&node().url(), "byq");
+    for (who, id, n) in [
+        ("acme-svc", "a1", 1),
+        ("acme-svc", "a2", 2),
+        ("globex-svc", "g1", 1),
+    ] {
+        let r = f
+            .call(
+                who,
+                Method::PUT,
+                &format!("/orders/_doc/{id}?refresh=true"),
+                Some(json!({"n": n})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_update_by_query?refresh=true",
+            Some(json!({"query": {"match_all": {}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["total"], 2, "{}", r.text());
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_update_by_query",
+            Some(json!({"script": {"source": "ctx._source._tenant = 'globex'"}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "construct_refused");
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_delete_by_query?wait_for_completion=false",
+            Some(json!({"query": {"match_all": {}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_delete_by_query?q=*",
+            Some(json!({})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Deleting n = 1 deletes acme's only.
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_delete_by_query?refresh=true",
+            Some(json!({"query": {"term": {"n": 1}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["deleted"], 1, "{}", r.text());
+    let g1 = direct(
+        &node().url(),
+        Method::GET,
+        "/t-byq-shared/_doc/globex:g1?routing=globex",
+    )
+    .await;
+    assert_eq!(g1.status, 200, "another tenant's document was deleted");
+    let a2 = direct(
+        &node().url(),
+        Method::GET,
+        "/t-byq-shared/_doc/acme:a2?routing=acme",
+    )
+    .await
+    .json();
+    assert_eq!(a2["_source"], json!({"_tenant": "acme", "n": 2}));
 }

@@ -1,0 +1,141 @@
+//! `_delete_by_query` and `_update_by_query` on a logical index: the query
+//! is confined like a search's (a partition filter the client cannot
+//! escape; the same refusals), scripts follow the catalogue's policy, and
+//! asynchronous runs (`wait_for_completion=false`, whose task only
+//! operators may follow) are for operators only.
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use osproxy_core::{ErrorCode, ProxyError};
+use osproxy_rewrite::search::{confine_search, SearchPolicy};
+use serde_json::{Map, Value};
+
+use super::{json_response, read_limited, reverse, Target, Tenancy};
+use crate::auth::Principal;
+use crate::body::ResponseBody;
+
+const ALLOWED: [&str; 13] = [
+    "refresh",
+    "timeout",
+    "conflicts",
+    "max_docs",
+    "scroll_size",
+    "wait_for_active_shards",
+    "requests_per_second",
+    "slices",
+    "wait_for_completion",
+    "pretty",
+    "human",
+    "error_trace",
+    "scroll",
+];
+
+pub(crate) async fn serve(
+    tenancy: &Tenancy,
+    t: &Target<'_>,
+    req: Request<Incoming>,
+    principal: Option<&Principal>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let path = req.uri().path().to_string();
+    let endpoint = if path.ends_with("/_update_by_query") {
+        "_update_by_query"
+    } else {
+        "_delete_by_query"
+    };
+    if req.method() != Method::POST {
+        return Err(ProxyError::new(
+            ErrorCode::UnsupportedEndpoint,
+            format!("{} on {endpoint} is not served", req.method()),
+        ));
+    }
+    let shared = t.shared();
+    let mut query = Vec::new();
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let dedicated_only = matches!(
+            key,
+            "routing" | "q" | "df" | "analyzer" | "default_operator" | "lenient" | "preference"
+        );
+        if !(ALLOWED.contains(&key) || (!shared && dedicated_only)) {
+            let shown: String = key.chars().take(64).filter(|c| !c.is_control()).collect();
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("query parameter `{shown}` is refused on {endpoint} of a logical index"),
+            ));
+        }
+        if key == "wait_for_completion"
+            && value == "false"
+            && !principal.is_some_and(|p| p.operator)
+        {
+            return Err(ProxyError::new(
+                ErrorCode::OperatorRequired,
+                "wait_for_completion=false starts a task only operators may follow; run it synchronously",
+            ));
+        }
+        query.push(pair.to_string());
+    }
+    if shared {
+        query.push(format!("routing={}", t.partition.as_str()));
+    }
+    let headers = req.headers().clone();
+    let raw = read_limited(req.into_body()).await?;
+    let body = if shared { confine(&raw, t)? } else { raw };
+    tenancy.ensure_shared_mapping(t).await?;
+    let upstream = t.path(endpoint, None, &query.join("&"));
+    let (parts, resp) = tenancy
+        .exchange(t, Method::POST, &upstream, &headers, Some(body))
+        .await?;
+    Ok(json_response(parts, reverse::error(&resp, t, None)))
+}
+
+/// The body with its `query` confined; `script` only where allowed;
+/// `max_docs`, `conflicts` and `slice` kept.
+fn confine(raw: &[u8], t: &Target<'_>) -> Result<Bytes, ProxyError> {
+    let bad = |m: String| ProxyError::new(ErrorCode::BadRequest, m);
+    let body: Map<String, Value> = if raw.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        serde_json::from_slice(raw)
+            .map_err(|e| bad(format!("the body is not a JSON object: {e}")))?
+    };
+    let mut kept = Map::new();
+    let mut search = Map::new();
+    for (k, v) in body {
+        match k.as_str() {
+            "query" => {
+                search.insert(k, v);
+            }
+            "max_docs" | "conflicts" | "slice" => {
+                kept.insert(k, v);
+            }
+            "script" if t.logical.allow_scripts => {
+                kept.insert(k, v);
+            }
+            "script" => {
+                return Err(ProxyError::new(
+                    ErrorCode::ConstructRefused,
+                    "scripts are refused in a shared placement: a script could change or read the partition field",
+                ))
+            }
+            other => return Err(bad(format!("`{other}` is not accepted in a by-query body on a logical index"))),
+        }
+    }
+    let policy = SearchPolicy {
+        field: &t.logical.field,
+        partition: t.partition.as_str(),
+        allow_scripts: t.logical.allow_scripts,
+    };
+    let confined = confine_search(Value::Object(search).to_string().as_bytes(), &policy)
+        .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?;
+    let mut out: Map<String, Value> = serde_json::from_slice(&confined)
+        .map_err(|e| ProxyError::new(ErrorCode::Internal, e.to_string()))?;
+    out.extend(kept);
+    Ok(Bytes::from(Value::Object(out).to_string()))
+}

@@ -24,6 +24,15 @@ def main():
     url, acme_token, globex_token = sys.argv[1], sys.argv[2], sys.argv[3]
     acme, globex = client(url, acme_token), client(url, globex_token)
 
+    # The application creates its index when it is missing; for a shared
+    # placement the second tenant finds it already there.
+    for c in (acme, globex):
+        if not c.indices.exists(index="orders"):
+            c.indices.create(index="orders", body={"mappings": {"properties": {"item": {"type": "keyword"}}}})
+    check(acme.indices.exists(index="orders") and globex.indices.exists(index="orders"), "index exists for both")
+    mapping = acme.indices.get_mapping(index="orders")
+    check(list(mapping) == ["orders"] and "_tenant" not in mapping["orders"]["mappings"]["properties"], f"mapping: {mapping}")
+
     r = acme.index(index="orders", id="1", body={"item": "anvil"}, refresh=True)
     check(r["_index"] == "orders" and r["_id"] == "1", f"index: {r}")
     globex.index(index="orders", id="1", body={"item": "globe"}, refresh=True)
@@ -36,6 +45,16 @@ def main():
     check(globex.count(index="orders")["count"] == 1, "globex count")
     hits = acme.search(index="orders", body={"query": {"match_all": {}}, "size": 100})["hits"]["hits"]
     check(len(hits) == 51 and all(h["_index"] == "orders" and "_tenant" not in h["_source"] for h in hits), "acme search")
+
+    # Aggregate: only acme's items are counted.
+    aggs = acme.search(index="orders", body={"size": 0, "aggs": {"items": {"terms": {"field": "item", "size": 100}}}})
+    buckets = {b["key"]: b["doc_count"] for b in aggs["aggregations"]["items"]["buckets"]}
+    check("globe" not in buckets and buckets.get("anvil") == 1 and len(buckets) == 51, f"aggregation: {buckets}")
+    # Scroll through everything acme has (helpers.scan: scroll, then clear).
+    scanned = list(helpers.scan(acme, index="orders", query={"query": {"match_all": {}}}, size=10))
+    check(len(scanned) == 51 and all(h["_index"] == "orders" for h in scanned), f"scan saw {len(scanned)}")
+    check(len(list(helpers.scan(globex, index="orders", query={"query": {"match_all": {}}}, size=10))) == 1, "globex scan")
+    acme.indices.refresh(index="orders")
 
     acme.update(index="orders", id="1", body={"doc": {"qty": 2}}, refresh=True)
     check(acme.get(index="orders", id="1")["_source"] == {"item": "anvil", "qty": 2}, "update")

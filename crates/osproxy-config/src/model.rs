@@ -38,6 +38,21 @@ pub struct Config {
     /// Explicit placement entries (seed the control plane).
     #[serde(default)]
     pub placements: Vec<PlacementConfig>,
+    /// Signing of scroll and PIT ids.
+    #[serde(default)]
+    pub cursors: Cursors,
+}
+
+/// `[cursors]`: the fleet key scroll and PIT ids are signed with. Every
+/// instance of a fleet needs the same key, or a cursor opened on one is
+/// refused by another; without one, each instance draws a random key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cursors {
+    /// Environment variable holding the key (at least 32 characters).
+    pub key_env: Option<String>,
+    /// File holding the key (at least 32 characters).
+    pub key_file: Option<String>,
 }
 
 /// `[[principals]]`: an authenticated caller and its grants.

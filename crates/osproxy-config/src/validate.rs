@@ -123,6 +123,36 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             ));
         }
     }
+    let c = &config.cursors;
+    match (&c.key_env, &c.key_file) {
+        (Some(_), Some(_)) => errs.push(ConfigError::new(
+            "cursors.key_env",
+            "set key_env or key_file, not both",
+        )),
+        (Some(var), None) => match std::env::var(var) {
+            Ok(v) if v.trim().len() >= 32 => {}
+            Ok(_) => errs.push(ConfigError::new(
+                "cursors.key_env",
+                format!("the key in {var} is shorter than 32 characters"),
+            )),
+            Err(_) => errs.push(ConfigError::new(
+                "cursors.key_env",
+                format!("environment variable {var} is not set"),
+            )),
+        },
+        (None, Some(file)) => match std::fs::read_to_string(file) {
+            Ok(v) if v.trim().len() >= 32 => {}
+            Ok(_) => errs.push(ConfigError::new(
+                "cursors.key_file",
+                format!("the key in {file} is shorter than 32 characters"),
+            )),
+            Err(e) => errs.push(ConfigError::new(
+                "cursors.key_file",
+                format!("cannot read {file}: {e}"),
+            )),
+        },
+        (None, None) => {}
+    }
     crate::tenancy::validate(config, &mut errs);
     if errs.is_empty() {
         Ok(())

@@ -48,6 +48,7 @@ impl Proxy {
         upstreams: Arc<Upstreams>,
         metrics: Arc<Metrics>,
         instance_nonce: u64,
+        cursor_key: crate::tenancy::cursor::CursorKey,
     ) -> Self {
         let timeout = config.upstream.request_timeout.as_std();
         Proxy {
@@ -57,6 +58,7 @@ impl Proxy {
                 upstreams.clone(),
                 timeout,
                 instance_nonce.rotate_left(17),
+                cursor_key,
             )),
             router: Router::new(config),
             upstreams,
@@ -125,6 +127,19 @@ impl Proxy {
             let index = classified.index.as_deref().map(str::to_string);
             let outcome =
                 Tenancy::serve_bulk(self.tenancy.clone(), req, principal, index, in_flight).await;
+            return (kind, outcome);
+        }
+        if matches!(
+            kind,
+            EndpointKind::Scroll | EndpointKind::Pit | EndpointKind::Search
+        ) && classified.index.is_none()
+            && self.tenancy.has_catalogue()
+        {
+            let outcome = self
+                .tenancy
+                .serve_cursor(req, principal.as_deref(), kind)
+                .await;
+            drop(in_flight);
             return (kind, outcome);
         }
         if matches!(kind, EndpointKind::Mget | EndpointKind::Msearch)

@@ -222,32 +222,11 @@ fn basic_auth(c: &Cluster) -> Result<Option<HeaderValue>, String> {
             .map_err(|e| format!("cluster {}: cannot read {file}: {e}", c.id))?,
         (None, None) => return Err(format!("cluster {}: username without a password", c.id)),
     };
-    let token = base64_encode(format!("{user}:{password}").as_bytes());
+    let token = osproxy_core::b64::encode(format!("{user}:{password}").as_bytes());
     let mut value = HeaderValue::try_from(format!("Basic {token}"))
         .map_err(|e| format!("cluster {}: {e}", c.id))?;
     value.set_sensitive(true);
     Ok(Some(value))
-}
-
-fn base64_encode(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// How many requests a pooled connection has carried; shared between the
@@ -337,25 +316,5 @@ impl hyper::rt::Write for TrackedConnection {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(i.as_bytes()), o);
-        }
     }
 }

@@ -12,6 +12,7 @@ use osproxy_control::Snapshot;
 use osproxy_observe::{Metrics, Readiness};
 use osproxy_proxy::auth::Authenticator;
 use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
+use osproxy_proxy::tenancy::cursor::CursorKey;
 use osproxy_proxy::upstream::Upstreams;
 use osproxy_proxy::Proxy;
 use tokio::net::TcpListener;
@@ -170,6 +171,7 @@ fn serve(config: Config) -> Result<(), String> {
     )?);
     let auth = Arc::new(Authenticator::from_config(&config)?);
     let snapshot = Arc::new(Snapshot::from_config(&config)?);
+    let cursor_key = cursor_key(&config)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let drain = config.server.drain_timeout.as_std();
     let mut threads = Vec::with_capacity(workers);
@@ -178,6 +180,7 @@ fn serve(config: Config) -> Result<(), String> {
         let metrics = metrics.clone();
         let auth = auth.clone();
         let snapshot = snapshot.clone();
+        let cursor_key = cursor_key.clone();
         let mut shutdown = shutdown_rx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("osproxy-worker-{i}"))
@@ -200,6 +203,7 @@ fn serve(config: Config) -> Result<(), String> {
                         upstreams,
                         metrics,
                         nonce.wrapping_add(i as u64),
+                        cursor_key,
                     ));
                     let stop = async move {
                         let _ = shutdown.wait_for(|stop| *stop).await;
@@ -258,6 +262,29 @@ fn serve(config: Config) -> Result<(), String> {
         let _ = admin_task.await;
         failure.map_or(Ok(()), Err)
     })
+}
+
+/// The key scroll and PIT ids are signed with: the configured fleet key, or
+/// a random one for this instance alone.
+fn cursor_key(config: &Config) -> Result<CursorKey, String> {
+    let secret = match (&config.cursors.key_env, &config.cursors.key_file) {
+        (Some(var), _) => {
+            std::env::var(var).map_err(|_| format!("cursors.key_env: {var} is not set"))?
+        }
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| format!("cursors.key_file: cannot read {file}: {e}"))?,
+        (None, None) => {
+            let mut bytes = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+                .map_err(|e| format!("cannot read random bytes for the cursor key: {e}"))?;
+            if !config.indices.is_empty() {
+                warn!("no [cursors] key configured: scroll and PIT ids are valid on this instance only; set cursors.key_env for a fleet");
+            }
+            return Ok(CursorKey::new(&bytes));
+        }
+    };
+    Ok(CursorKey::new(secret.trim().as_bytes()))
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -8,6 +8,8 @@
 
 mod bulk;
 mod by_query;
+pub mod cursor;
+mod cursors;
 mod document;
 mod index_admin;
 mod multi;
@@ -82,6 +84,8 @@ pub struct Tenancy {
     upstreams: Arc<Upstreams>,
     request_timeout: std::time::Duration,
     ids: osproxy_core::RequestIdMinter,
+    /// Signs scroll and PIT ids.
+    pub(crate) cursor_key: cursor::CursorKey,
     /// Shared physical indices whose partition field is known to be mapped
     /// as `keyword` (cluster id, index).
     verified: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
@@ -94,12 +98,14 @@ impl Tenancy {
         upstreams: Arc<Upstreams>,
         request_timeout: std::time::Duration,
         nonce: u64,
+        cursor_key: cursor::CursorKey,
     ) -> Self {
         Tenancy {
             snapshot,
             upstreams,
             request_timeout,
             ids: osproxy_core::RequestIdMinter::new(nonce),
+            cursor_key,
             verified: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
@@ -137,6 +143,17 @@ impl Tenancy {
             ));
         }
         bulk::serve(tenancy, req, principal, index, in_flight).await
+    }
+
+    /// Serves cursor requests that name no index: scroll continue/clear,
+    /// PIT search and close. The cursor id says where it belongs.
+    pub async fn serve_cursor(
+        &self,
+        req: Request<Incoming>,
+        principal: Option<&Principal>,
+        kind: EndpointKind,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        cursors::serve(self, req, principal, kind).await
     }
 
     /// Serves `/_mget` or `/_msearch` without an index in the path: every
@@ -185,6 +202,10 @@ impl Tenancy {
             };
         }
         match kind {
+            EndpointKind::Pit => {
+                let target = self.resolve(index, principal, req.headers(), None)?;
+                return cursors::open_pit(self, &target, req).await;
+            }
             EndpointKind::Mget => return multi::mget(self, req, principal, Some(index)).await,
             EndpointKind::Msearch => {
                 return multi::msearch(self, req, principal, Some(index)).await
@@ -349,6 +370,38 @@ impl Tenancy {
             "the shared index could not be prepared; retry",
         )
         .retryable(true))
+    }
+
+    /// The target a cursor belongs to, for a principal that must be granted
+    /// the cursor's partition.
+    pub(crate) fn resolve_partition<'s>(
+        &'s self,
+        index: &str,
+        principal: Option<&Principal>,
+        partition: &str,
+    ) -> Result<Target<'s>, ProxyError> {
+        let principal = principal
+            .ok_or_else(|| ProxyError::new(ErrorCode::Unauthenticated, "missing bearer token"))?;
+        let partition = principal.authorize(Some(partition))?;
+        let resolved = self.snapshot.resolve(index, &partition).ok_or_else(|| {
+            ProxyError::new(
+                ErrorCode::BadRequest,
+                "the cursor's logical index no longer exists",
+            )
+        })?;
+        let cluster = self
+            .upstreams
+            .by_id(resolved.placement.cluster())
+            .ok_or_else(|| {
+                ProxyError::new(ErrorCode::Internal, "placement names an unknown cluster")
+            })?;
+        Ok(Target {
+            logical: resolved.index,
+            partition,
+            placement: resolved.placement,
+            physical_index: resolved.placement.physical_index(&resolved.index.name),
+            cluster,
+        })
     }
 
     /// Sends a rewritten request and reads the response whole (bounded).

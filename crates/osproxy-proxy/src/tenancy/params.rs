@@ -66,6 +66,7 @@ fn allowed(op: Op) -> &'static [&'static str] {
             "retry_on_conflict",
         ],
         Op::Search => &[
+            "scroll",
             "from",
             "size",
             "timeout",
@@ -212,6 +213,7 @@ mod tests {
             rewrite_query(Some("q=title:x&routing=r"), Op::Search, false, "acme").unwrap(),
             "q=title:x&routing=r"
         );
-        assert!(rewrite_query(Some("scroll=1m"), Op::Search, false, "acme").is_err());
+        assert!(rewrite_query(Some("scroll=1m"), Op::Search, false, "acme").is_ok());
+        assert!(rewrite_query(Some("search_pipeline=x"), Op::Search, false, "acme").is_err());
     }
 }

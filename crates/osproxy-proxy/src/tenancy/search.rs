@@ -9,7 +9,7 @@ use osproxy_core::{EndpointKind, ErrorCode, ProxyError};
 use osproxy_rewrite::search::{confine_search, SearchPolicy};
 
 use super::params::{rewrite_query, Op};
-use super::{json_response, read_limited, reverse, Target, Tenancy};
+use super::{cursors, json_response, read_limited, reverse, Target, Tenancy};
 use crate::body::ResponseBody;
 
 pub(crate) async fn serve(
@@ -66,7 +66,7 @@ pub(crate) async fn serve(
         .await?;
     let out = if parts.status.is_success() {
         if op == Op::Search {
-            reverse::search_response(&resp, t)
+            cursors::wrap_response(tenancy, &reverse::search_response(&resp, t), t)
         } else {
             resp.to_vec()
         }

@@ -1,0 +1,366 @@
+//! Scroll and point-in-time on logical indices. Every scroll id and PIT id
+//! handed out is signed and bound to its cluster, partition and logical
+//! index ([`super::cursor`]); continuing, searching with or closing one
+//! checks the signature and the caller's grant first. Pages are reversed
+//! like any search.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response};
+use hyper::body::Incoming;
+use osproxy_core::{EndpointKind, ErrorCode, ProxyError};
+use osproxy_rewrite::members::{edit_members, Edit};
+use osproxy_rewrite::search::{confine_search, SearchPolicy};
+use serde_json::{json, Map, Value};
+
+use super::cursor::{unwrap, wrap, Cursor};
+use super::{json_response, read_limited, reverse, Target, Tenancy};
+use crate::auth::Principal;
+use crate::body::ResponseBody;
+
+fn bad(m: impl Into<String>) -> ProxyError {
+    ProxyError::new(ErrorCode::BadRequest, m)
+}
+
+fn sign(tenancy: &Tenancy, kind: &str, t: &Target<'_>, upstream: String) -> String {
+    wrap(
+        &tenancy.cursor_key,
+        &Cursor {
+            kind: kind.into(),
+            cluster: t.cluster.id.clone(),
+            partition: t.partition.as_str().into(),
+            index: t.logical.name.clone(),
+            upstream,
+        },
+    )
+}
+
+/// Replaces upstream `_scroll_id` / `pit_id` in a search response with
+/// signed ids.
+pub(crate) fn wrap_response(tenancy: &Tenancy, raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+    edit_members(raw, |k, v| {
+        let kind = match k {
+            "_scroll_id" => "scroll",
+            "pit_id" => "pit",
+            _ => return Edit::Keep,
+        };
+        match serde_json::from_slice::<String>(v) {
+            Ok(upstream) => Edit::Replace(
+                Value::from(sign(tenancy, kind, t, upstream))
+                    .to_string()
+                    .into_bytes(),
+            ),
+            Err(_) => Edit::Keep,
+        }
+    })
+    .map(|c| c.into_owned())
+    .unwrap_or_else(|_| raw.to_vec())
+}
+
+/// Checks a client's cursor id and finds its target.
+fn open<'t>(
+    tenancy: &'t Tenancy,
+    principal: Option<&Principal>,
+    kind: &str,
+    id: &str,
+) -> Result<(Cursor, Target<'t>), ProxyError> {
+    let cursor = unwrap(&tenancy.cursor_key, kind, id)?;
+    let target = tenancy.resolve_partition(&cursor.index, principal, &cursor.partition)?;
+    if target.cluster.id != cursor.cluster {
+        return Err(bad(format!(
+            "this {kind} id belongs to a placement that has since moved; start a new one"
+        )));
+    }
+    Ok((cursor, target))
+}
+
+/// `POST /{logical}/_search/point_in_time?keep_alive=...`
+pub(crate) async fn open_pit(
+    tenancy: &Tenancy,
+    t: &Target<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    if req.method() != Method::POST {
+        return Err(ProxyError::new(
+            ErrorCode::UnsupportedEndpoint,
+            "only POST opens a point in time",
+        ));
+    }
+    let mut query = Vec::new();
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if !matches!(key, "keep_alive" | "pretty" | "human" | "error_trace") {
+            return Err(bad(format!(
+                "query parameter `{}` is refused when opening a point in time",
+                key.chars().take(64).collect::<String>()
+            )));
+        }
+        query.push(pair.to_string());
+    }
+    if t.shared() {
+        query.push(format!("routing={}", t.partition.as_str()));
+    }
+    tenancy.ensure_shared_mapping(t).await?;
+    let path = t.path("_search/point_in_time", None, &query.join("&"));
+    let (parts, resp) = tenancy
+        .exchange(t, Method::POST, &path, req.headers(), None)
+        .await?;
+    let out = if parts.status.is_success() {
+        wrap_response(tenancy, &resp, t)
+    } else {
+        reverse::error(&resp, t, None)
+    };
+    Ok(json_response(parts, out))
+}
+
+pub(crate) async fn serve(
+    tenancy: &Tenancy,
+    req: Request<Incoming>,
+    principal: Option<&Principal>,
+    kind: EndpointKind,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let headers = req.headers().clone();
+    let raw = read_limited(req.into_body()).await?;
+    let body: Map<String, Value> = if raw.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        serde_json::from_slice(&raw)
+            .map_err(|e| bad(format!("the body is not a JSON object: {e}")))?
+    };
+    match (kind, &method) {
+        (EndpointKind::Scroll, &Method::GET | &Method::POST) => {
+            scroll_continue(tenancy, principal, &path, query.as_deref(), body, &headers).await
+        }
+        (EndpointKind::Scroll, &Method::DELETE) => {
+            close(tenancy, principal, "scroll", &path, body, &headers).await
+        }
+        (EndpointKind::Pit, &Method::DELETE) => {
+            close(tenancy, principal, "pit", &path, body, &headers).await
+        }
+        (EndpointKind::Search, &Method::GET | &Method::POST) => {
+            pit_search(tenancy, principal, query.as_deref(), body, &headers).await
+        }
+        _ => Err(ProxyError::new(
+            ErrorCode::UnsupportedEndpoint,
+            format!("{method} {path} is not served with a catalogue configured"),
+        )),
+    }
+}
+
+async fn scroll_continue(
+    tenancy: &Tenancy,
+    principal: Option<&Principal>,
+    path: &str,
+    query: Option<&str>,
+    body: Map<String, Value>,
+    headers: &HeaderMap,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let mut scroll = body
+        .get("scroll")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut id = body
+        .get("scroll_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("scroll", v)) => scroll = Some(v.to_string()),
+            Some(("scroll_id", v)) => id = Some(v.to_string()),
+            Some(("rest_total_hits_as_int" | "pretty" | "human" | "error_trace", _)) => {}
+            _ => {
+                return Err(bad(
+                    "only `scroll` and `scroll_id` are accepted when continuing a scroll",
+                ))
+            }
+        }
+    }
+    if let Some(from_path) = path.trim_start_matches('/').strip_prefix("_search/scroll/") {
+        id = Some(from_path.to_string());
+    }
+    let id = id.ok_or_else(|| bad("a scroll_id is required"))?;
+    let (cursor, t) = open(tenancy, principal, "scroll", &id)?;
+    let mut upstream = json!({"scroll_id": cursor.upstream});
+    if let Some(s) = scroll {
+        upstream["scroll"] = Value::from(s);
+    }
+    let (parts, resp) = tenancy
+        .exchange(
+            &t,
+            Method::POST,
+            "/_search/scroll",
+            headers,
+            Some(Bytes::from(upstream.to_string())),
+        )
+        .await?;
+    let out = if parts.status.is_success() {
+        wrap_response(tenancy, &reverse::search_response(&resp, &t), &t)
+    } else {
+        reverse::error(&resp, &t, None)
+    };
+    Ok(json_response(parts, out))
+}
+
+/// Clears scrolls or closes PITs, each checked, grouped per cluster.
+async fn close(
+    tenancy: &Tenancy,
+    principal: Option<&Principal>,
+    kind: &str,
+    path: &str,
+    body: Map<String, Value>,
+    headers: &HeaderMap,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let field = if kind == "scroll" {
+        "scroll_id"
+    } else {
+        "pit_id"
+    };
+    if path.ends_with("/_all") || body.get(field).and_then(Value::as_str) == Some("_all") {
+        return Err(bad(format!(
+            "`_all` would close other tenants' cursors too; close your own {kind} ids by name"
+        )));
+    }
+    let ids: Vec<String> = match body.get(field) {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => return Err(bad(format!("`{field}` is required"))),
+    };
+    // Every id is checked before anything is sent.
+    let mut per_cluster: HashMap<String, (Target<'_>, Vec<(String, String)>)> = HashMap::new();
+    for id in ids {
+        let (cursor, t) = open(tenancy, principal, kind, &id)?;
+        per_cluster
+            .entry(t.cluster.id.clone())
+            .or_insert_with(|| (t.clone(), Vec::new()))
+            .1
+            .push((cursor.upstream, id));
+    }
+    let (upstream_path, mut freed, mut pits) = if kind == "scroll" {
+        ("/_search/scroll", 0u64, Vec::new())
+    } else {
+        ("/_search/point_in_time", 0, Vec::new())
+    };
+    let mut succeeded = true;
+    for (_, (t, ids)) in per_cluster {
+        let upstream_ids: Vec<&str> = ids.iter().map(|(u, _)| u.as_str()).collect();
+        let body = json!({field: upstream_ids}).to_string();
+        let (parts, resp) = tenancy
+            .exchange(
+                &t,
+                Method::DELETE,
+                upstream_path,
+                headers,
+                Some(Bytes::from(body)),
+            )
+            .await?;
+        let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
+        succeeded &= parts.status.is_success();
+        freed += v.get("num_freed").and_then(Value::as_u64).unwrap_or(0);
+        if let Some(list) = v.get("pits").and_then(Value::as_array) {
+            for p in list {
+                let upstream = p.get("pit_id").and_then(Value::as_str).unwrap_or("");
+                let client = ids
+                    .iter()
+                    .find(|(u, _)| u == upstream)
+                    .map(|(_, c)| c.clone())
+                    .unwrap_or_default();
+                pits.push(json!({"successful": p.get("successful").cloned().unwrap_or(Value::Bool(false)), "pit_id": client}));
+            }
+        }
+    }
+    let out = if kind == "scroll" {
+        json!({"succeeded": succeeded, "num_freed": freed})
+    } else {
+        json!({"pits": pits})
+    };
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(out.to_string())));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    Ok(resp)
+}
+
+/// `POST /_search` with `{"pit": {"id": ...}}`: the PIT says where; the
+/// body is confined like any search of its placement.
+async fn pit_search(
+    tenancy: &Tenancy,
+    principal: Option<&Principal>,
+    query: Option<&str>,
+    mut body: Map<String, Value>,
+    headers: &HeaderMap,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Some(Value::Object(mut pit)) = body.remove("pit") else {
+        return Err(ProxyError::new(
+            ErrorCode::UnsupportedEndpoint,
+            "a search without an index is served only with a point in time (`pit`) from a logical index; name a logical index in the path",
+        ));
+    };
+    let id = pit
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("`pit.id` is required"))?
+        .to_string();
+    let (cursor, t) = open(tenancy, principal, "pit", &id)?;
+    let kept = super::params::rewrite_query(
+        query,
+        super::params::Op::Search,
+        t.shared(),
+        t.partition.as_str(),
+    )?;
+    // PIT searches may not name routing; the filter confines them.
+    let kept: Vec<&str> = kept
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("routing=") && !p.starts_with("scroll="))
+        .collect();
+    let raw = Value::Object(body).to_string();
+    let confined = if t.shared() {
+        let policy = SearchPolicy {
+            field: &t.logical.field,
+            partition: t.partition.as_str(),
+            allow_scripts: t.logical.allow_scripts,
+        };
+        confine_search(raw.as_bytes(), &policy)
+            .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?
+    } else {
+        raw.into_bytes()
+    };
+    let mut upstream: Map<String, Value> = serde_json::from_slice(&confined)
+        .map_err(|e| ProxyError::new(ErrorCode::Internal, e.to_string()))?;
+    pit.insert("id".into(), Value::from(cursor.upstream));
+    upstream.insert("pit".into(), Value::Object(pit));
+    let path = if kept.is_empty() {
+        "/_search".to_string()
+    } else {
+        format!("/_search?{}", kept.join("&"))
+    };
+    let (parts, resp) = tenancy
+        .exchange(
+            &t,
+            Method::POST,
+            &path,
+            headers,
+            Some(Bytes::from(Value::Object(upstream).to_string())),
+        )
+        .await?;
+    let out = if parts.status.is_success() {
+        wrap_response(tenancy, &reverse::search_response(&resp, &t), &t)
+    } else {
+        reverse::error(&resp, &t, None)
+    };
+    Ok(json_response(parts, out))
+}

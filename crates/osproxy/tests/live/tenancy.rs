@@ -676,6 +676,279 @@ async fn index_and_cluster_placements_route_and_rename() {
         .await
         .json();
     assert_eq!(count["count"], 1);
+
+    // Every served endpoint in both dedicated kinds, checked at the physical place.
+    for (partition, base, physical) in [
+        ("initech", node().url(), "t-kinds-initech"),
+        ("umbrella", second.url(), "orders"),
+    ] {
+        assert_eq!(
+            gw(
+                &f,
+                partition,
+                Method::PUT,
+                "/orders/_create/c1?refresh=true",
+                Some(json!({"n": 1}))
+            )
+            .await
+            .status,
+            201
+        );
+        assert_eq!(
+            gw(
+                &f,
+                partition,
+                Method::PUT,
+                "/orders/_create/c1",
+                Some(json!({"n": 1}))
+            )
+            .await
+            .status,
+            409
+        );
+        assert_eq!(
+            gw(
+                &f,
+                partition,
+                Method::POST,
+                "/orders/_update/c1?refresh=true",
+                Some(json!({"doc": {"n": 2}}))
+            )
+            .await
+            .status,
+            200
+        );
+        assert_eq!(
+            direct(&base, Method::GET, &format!("/{physical}/_doc/c1"))
+                .await
+                .json()["_source"],
+            json!({"n": 2})
+        );
+        assert_eq!(
+            gw(&f, partition, Method::GET, "/orders/_source/c1", None)
+                .await
+                .json(),
+            json!({"n": 2})
+        );
+        assert_eq!(
+            gw(&f, partition, Method::HEAD, "/orders/_doc/c1", None)
+                .await
+                .status,
+            200
+        );
+        let auto = gw(
+            &f,
+            partition,
+            Method::POST,
+            "/orders/_doc?refresh=true",
+            Some(json!({"n": 3})),
+        )
+        .await;
+        assert_eq!(auto.status, 201, "{}", auto.text());
+        assert_eq!(auto.json()["_index"], "orders");
+        let bulk = ndjson(&[
+            json!({"index": {"_id": "b1"}}),
+            json!({"n": 4}),
+            json!({"delete": {"_id": "c1"}}),
+        ]);
+        let r = f
+            .http
+            .send_with(
+                Method::POST,
+                &format!("{}/orders/_bulk?refresh=true", f.proxy.url()),
+                Some(bulk.into()),
+                &[
+                    ("authorization", "Bearer gateway-token-0123456789"),
+                    ("x-osproxy-partition", partition),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.json()["errors"], false, "{}", r.text());
+        assert_eq!(r.json()["items"][0]["index"]["_index"], "orders");
+        assert_eq!(
+            direct(&base, Method::GET, &format!("/{physical}/_doc/b1"))
+                .await
+                .json()["_source"],
+            json!({"n": 4})
+        );
+        assert_eq!(
+            direct(&base, Method::GET, &format!("/{physical}/_doc/c1"))
+                .await
+                .status,
+            404
+        );
+        let hits = gw(
+            &f,
+            partition,
+            Method::POST,
+            "/orders/_search",
+            Some(json!({"query": {"range": {"n": {"gte": 3}}}})),
+        )
+        .await
+        .json();
+        assert_eq!(hits["hits"]["total"]["value"], 2, "{hits}");
+        assert!(hits["hits"]["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["_index"] == "orders"));
+        assert_eq!(
+            gw(
+                &f,
+                partition,
+                Method::DELETE,
+                "/orders/_doc/b1?refresh=true",
+                None
+            )
+            .await
+            .json()["result"],
+            "deleted"
+        );
+
+        // The rest of the tenant API in this placement kind.
+        for i in 0..3 {
+            gw(
+                &f,
+                partition,
+                Method::PUT,
+                &format!("/orders/_doc/k{i}"),
+                Some(json!({"n": 10 + i})),
+            )
+            .await;
+        }
+        assert_eq!(
+            gw(&f, partition, Method::POST, "/orders/_refresh", None)
+                .await
+                .status,
+            200
+        );
+        let mget = gw(
+            &f,
+            partition,
+            Method::POST,
+            "/orders/_mget",
+            Some(json!({"ids": ["k0", "k1", "nope"]})),
+        )
+        .await
+        .json();
+        let found: Vec<bool> = mget["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["found"].as_bool().unwrap_or(false))
+            .collect();
+        assert_eq!(found, [true, true, false], "{mget}");
+        assert_eq!(mget["docs"][0]["_index"], "orders");
+        let ms = ndjson(&[json!({}), json!({"query": {"range": {"n": {"gte": 10}}}})]);
+        let r = f
+            .http
+            .send_with(
+                Method::POST,
+                &format!("{}/orders/_msearch", f.proxy.url()),
+                Some(ms.into()),
+                &[
+                    ("authorization", "Bearer gateway-token-0123456789"),
+                    ("x-osproxy-partition", partition),
+                    ("content-type", "application/x-ndjson"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.json()["responses"][0]["hits"]["total"]["value"],
+            3,
+            "{}",
+            r.text()
+        );
+        assert_eq!(
+            r.json()["responses"][0]["hits"]["hits"][0]["_index"],
+            "orders"
+        );
+        let first = gw(
+            &f,
+            partition,
+            Method::POST,
+            "/orders/_search?scroll=1m",
+            Some(json!({"size": 2, "query": {"range": {"n": {"gte": 10}}}})),
+        )
+        .await
+        .json();
+        let sid = first["_scroll_id"].as_str().unwrap().to_string();
+        assert!(sid.starts_with("osp1."));
+        let next = gw(
+            &f,
+            partition,
+            Method::POST,
+            "/_search/scroll",
+            Some(json!({"scroll": "1m", "scroll_id": sid})),
+        )
+        .await
+        .json();
+        assert_eq!(
+            next["hits"]["hits"].as_array().map(Vec::len),
+            Some(1),
+            "{next}"
+        );
+        let pit = gw(
+            &f,
+            partition,
+            Method::POST,
+            "/orders/_search/point_in_time?keep_alive=1m",
+            None,
+        )
+        .await
+        .json();
+        let pid = pit["pit_id"].as_str().unwrap().to_string();
+        let page = gw(
+            &f,
+            partition,
+            Method::POST,
+            "/_search",
+            Some(json!({"pit": {"id": pid}, "query": {"range": {"n": {"gte": 10}}}})),
+        )
+        .await
+        .json();
+        assert_eq!(page["hits"]["total"]["value"], 3, "{page}");
+        assert_eq!(
+            gw(
+                &f,
+                partition,
+                Method::DELETE,
+                "/_search/point_in_time",
+                Some(json!({"pit_id": [pid]}))
+            )
+            .await
+            .status,
+            200
+        );
+        let d = gw(
+            &f,
+            partition,
+            Method::POST,
+            "/orders/_delete_by_query?refresh=true",
+            Some(json!({"query": {"term": {"n": 10}}})),
+        )
+        .await
+        .json();
+        assert_eq!(d["deleted"], 1, "{d}");
+        assert_eq!(
+            direct(&base, Method::GET, &format!("/{physical}/_doc/k0"))
+                .await
+                .status,
+            404
+        );
+        assert_eq!(
+            gw(&f, partition, Method::HEAD, "/orders", None)
+                .await
+                .status,
+            200
+        );
+        let mapping = gw(&f, partition, Method::GET, "/orders/_mapping", None)
+            .await
+            .json();
+        assert!(mapping.get("orders").is_some(), "{mapping}");
+    }
 }
 
 fn ndjson(lines: &[Value]) -> String {
@@ -1655,4 +1928,22 @@ async fn scroll_and_pit_are_bound_to_their_tenant() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["pits"][0]["successful"], true, "{}", r.text());
     assert_eq!(r.json()["pits"][0]["pit_id"], pit_id);
+}
+
+/// A call by the gateway principal acting for `partition`.
+async fn gw(
+    f: &Fleet,
+    partition: &str,
+    m: Method,
+    path: &str,
+    body: Option<Value>,
+) -> HttpResponse {
+    f.call(
+        "gateway",
+        m,
+        path,
+        body,
+        &[("x-osproxy-partition", partition)],
+    )
+    .await
 }

@@ -23,8 +23,20 @@ fn bad(m: impl Into<String>) -> ProxyError {
     ProxyError::new(ErrorCode::BadRequest, m)
 }
 
+/// Cursors this process handed out, per (kind, partition), newest last, so
+/// that `_all` can close a caller's own cursors and no one else's. Shared by
+/// every worker; capped per partition (older ones expire by keep-alive).
+type OpenCursors = std::sync::Mutex<HashMap<(String, String), std::collections::VecDeque<String>>>;
+
+fn open_cursors() -> &'static OpenCursors {
+    static OPEN: std::sync::OnceLock<OpenCursors> = std::sync::OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+const MAX_OPEN_PER_PARTITION: usize = 1024;
+
 fn sign(tenancy: &Tenancy, kind: &str, t: &Target<'_>, upstream: String) -> String {
-    wrap(
+    let id = wrap(
         &tenancy.cursor_key,
         &Cursor {
             kind: kind.into(),
@@ -33,7 +45,28 @@ fn sign(tenancy: &Tenancy, kind: &str, t: &Target<'_>, upstream: String) -> Stri
             index: t.logical.name.clone(),
             upstream,
         },
-    )
+    );
+    if let Ok(mut open) = open_cursors().lock() {
+        let list = open
+            .entry((kind.to_string(), t.partition.as_str().to_string()))
+            .or_default();
+        if !list.contains(&id) {
+            list.push_back(id.clone());
+            if list.len() > MAX_OPEN_PER_PARTITION {
+                list.pop_front();
+            }
+        }
+    }
+    id
+}
+
+/// Forgets closed cursors.
+fn forget(kind: &str, partition: &str, ids: &[String]) {
+    if let Ok(mut open) = open_cursors().lock() {
+        if let Some(list) = open.get_mut(&(kind.to_string(), partition.to_string())) {
+            list.retain(|i| !ids.contains(i));
+        }
+    }
 }
 
 /// Replaces upstream `_scroll_id` / `pit_id` in a search response with
@@ -225,12 +258,24 @@ async fn close(
     } else {
         "pit_id"
     };
-    if path.ends_with("/_all") || body.get(field).and_then(Value::as_str) == Some("_all") {
-        return Err(bad(format!(
-            "`_all` would close other tenants' cursors too; close your own {kind} ids by name"
-        )));
-    }
+    let all = path.ends_with("/_all") || body.get(field).and_then(Value::as_str) == Some("_all");
     let ids: Vec<String> = match body.get(field) {
+        // `_all` means the caller's own cursors (OpenSearch's would close
+        // every tenant's): those this instance handed out to its partition.
+        _ if all => {
+            let principal = principal.ok_or_else(|| {
+                ProxyError::new(ErrorCode::Unauthenticated, "missing bearer token")
+            })?;
+            let partition = principal.partition(headers)?;
+            open_cursors()
+                .lock()
+                .map(|open| {
+                    open.get(&(kind.to_string(), partition.as_str().to_string()))
+                        .map(|l| l.iter().cloned().collect())
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default()
+        }
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(a)) => a
             .iter()
@@ -269,6 +314,8 @@ async fn close(
             .await?;
         let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
         succeeded &= parts.status.is_success();
+        let closed: Vec<String> = ids.iter().map(|(_, c)| c.clone()).collect();
+        forget(kind, t.partition.as_str(), &closed);
         freed += v.get("num_freed").and_then(Value::as_u64).unwrap_or(0);
         if let Some(list) = v.get("pits").and_then(Value::as_array) {
             for p in list {

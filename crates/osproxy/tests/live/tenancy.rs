@@ -1846,6 +1846,27 @@ async fn scroll_and_pit_are_bound_to_their_tenant() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["succeeded"], true);
+    // `_all` closes the caller's own scrolls, not another tenant's.
+    let mine = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_search?scroll=1m",
+            Some(json!({"size": 1})),
+            &[],
+        )
+        .await
+        .json();
+    let theirs = f
+        .call(
+            "globex-svc",
+            Method::POST,
+            "/orders/_search?scroll=1m",
+            Some(json!({"size": 1})),
+            &[],
+        )
+        .await
+        .json();
     let r = f
         .call(
             "acme-svc",
@@ -1855,7 +1876,37 @@ async fn scroll_and_pit_are_bound_to_their_tenant() {
             &[],
         )
         .await;
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["num_freed"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        r.text()
+    );
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/_search/scroll",
+            Some(json!({"scroll": "1m", "scroll_id": mine["_scroll_id"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 404, "acme's scroll was cleared: {}", r.text());
+    let r = f
+        .call(
+            "globex-svc",
+            Method::POST,
+            "/_search/scroll",
+            Some(json!({"scroll": "1m", "scroll_id": theirs["_scroll_id"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        200,
+        "globex's scroll must survive acme's _all: {}",
+        r.text()
+    );
 
     // Point in time: open, page with search_after, refuse others, close.
     let pit = f
@@ -1928,6 +1979,58 @@ async fn scroll_and_pit_are_bound_to_their_tenant() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["pits"][0]["successful"], true, "{}", r.text());
     assert_eq!(r.json()["pits"][0]["pit_id"], pit_id);
+    // `_all` closes the caller's own PITs only.
+    let mine = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_search/point_in_time?keep_alive=1m",
+            None,
+            &[],
+        )
+        .await
+        .json();
+    let theirs = f
+        .call(
+            "globex-svc",
+            Method::POST,
+            "/orders/_search/point_in_time?keep_alive=1m",
+            None,
+            &[],
+        )
+        .await
+        .json();
+    let r = f
+        .call(
+            "acme-svc",
+            Method::DELETE,
+            "/_search/point_in_time/_all",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["pits"][0]["pit_id"],
+        mine["pit_id"],
+        "{}",
+        r.text()
+    );
+    let still = f
+        .call(
+            "globex-svc",
+            Method::POST,
+            "/_search",
+            Some(json!({"pit": {"id": theirs["pit_id"]}})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        still.status,
+        200,
+        "globex's PIT must survive acme's _all: {}",
+        still.text()
+    );
 }
 
 /// A call by the gateway principal acting for `partition`.

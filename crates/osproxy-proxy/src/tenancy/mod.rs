@@ -136,6 +136,7 @@ impl Tenancy {
         index: Option<String>,
         in_flight: osproxy_observe::InFlight,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        check_encoding(req.headers())?;
         if index.as_deref().is_some_and(|i| i.contains(',')) {
             return Err(ProxyError::new(
                 ErrorCode::UnsupportedEndpoint,
@@ -153,6 +154,7 @@ impl Tenancy {
         principal: Option<&Principal>,
         kind: EndpointKind,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        check_encoding(req.headers())?;
         cursors::serve(self, req, principal, kind).await
     }
 
@@ -164,6 +166,7 @@ impl Tenancy {
         principal: Option<&Principal>,
         kind: EndpointKind,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        check_encoding(req.headers())?;
         match kind {
             EndpointKind::Mget => multi::mget(self, req, principal, None).await,
             _ => multi::msearch(self, req, principal, None).await,
@@ -178,6 +181,7 @@ impl Tenancy {
         kind: EndpointKind,
         index: &str,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        check_encoding(req.headers())?;
         if matches!(kind, EndpointKind::Document | EndpointKind::Update) {
             let (parts, body) = req.into_parts();
             let writes = parts.method == http::Method::PUT || parts.method == http::Method::POST;
@@ -498,6 +502,20 @@ pub(crate) fn body_partition(doc: &[u8], field: &str, index: &str) -> Result<Str
         _ => Err(ProxyError::new(
             ErrorCode::PartitionRequired,
             format!("logical index {index:?} takes the partition from the document's top-level string field `{field}`, which is missing"),
+        )),
+    }
+}
+
+/// Tenancy rewrites request bodies byte by byte, so they must arrive
+/// uncompressed; a compressed one is refused with a clear error rather than
+/// misread as malformed JSON.
+pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
+    match headers.get(http::header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+        None => Ok(()),
+        Some(e) if e.is_empty() || e == "identity" => Ok(()),
+        Some(e) => Err(ProxyError::new(
+            ErrorCode::BadRequest,
+            format!("request bodies for logical indices must not be compressed (content-encoding: {e}); send them uncompressed (opensearch-py: http_compress=False)"),
         )),
     }
 }

@@ -522,6 +522,24 @@ async fn isolation_attempts_are_refused_or_confined() {
         "operator_required",
         "remapping a shared logical index",
     );
+    // A compressed body is refused clearly, not misread.
+    let gz = f
+        .http
+        .send_with(
+            Method::PUT,
+            &format!("{}/orders/_doc/gz", f.proxy.url()),
+            Some(bytes::Bytes::from_static(
+                b"\x1f\x8b\x08\x00\x00\x00\x00\x00",
+            )),
+            &[
+                ("authorization", "Bearer acme-token-0123456789"),
+                ("content-encoding", "gzip"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(gz.status, 400, "{}", gz.text());
+    assert!(gz.text().contains("compressed"), "{}", gz.text());
     // Bad input: malformed JSON, a document that is not an object.
     let raw = f
         .http

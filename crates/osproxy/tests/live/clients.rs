@@ -39,20 +39,60 @@ fn opensearch_py_works_unchanged_through_passthrough() {
     );
 }
 
-#[test]
-fn opensearch_py_works_unchanged_against_tenancy() {
+/// A proxy where tenants `acme` and `globex` share the logical index
+/// `orders` (shared placement `<tag>-orders-shared`); returns it with the two
+/// tokens (the temp dir holds the token files).
+fn two_tenants(
+    tag: &str,
+) -> (
+    osproxy_testkit::ProxyInstance,
+    tempfile::TempDir,
+    String,
+    String,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let (acme, globex) = ("py-acme-token-0123456789", "py-globex-token-0123456789");
-    std::fs::write(dir.path().join("acme"), acme).unwrap();
-    std::fs::write(dir.path().join("globex"), globex).unwrap();
+    let (acme, globex) = (
+        format!("{tag}-acme-token-0123456789"),
+        format!("{tag}-globex-token-0123456789"),
+    );
+    std::fs::write(dir.path().join("acme"), &acme).unwrap();
+    std::fs::write(dir.path().join("globex"), &globex).unwrap();
     let extra = format!(
-        "indices = [\"py-legacy-\"]\n\n\
+        "indices = [\"{tag}-legacy-\"]\n\n\
          [[principals]]\nname = \"acme\"\ntoken_file = \"{}\"\npartitions = [\"acme\"]\n\n\
          [[principals]]\nname = \"globex\"\ntoken_file = \"{}\"\npartitions = [\"globex\"]\n\n\
-         [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"py-orders-shared\" }}\n",
+         [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"{tag}-orders-shared\" }}\n",
         dir.path().join("acme").display(),
         dir.path().join("globex").display()
     );
-    let proxy = ready_proxy(&extra);
-    run_python("opensearch_py_tenancy.py", &[&proxy.url(), acme, globex]);
+    (ready_proxy(&extra), dir, acme, globex)
+}
+
+#[test]
+fn opensearch_py_works_unchanged_against_tenancy() {
+    let (proxy, _dir, acme, globex) = two_tenants("py");
+    run_python("opensearch_py_tenancy.py", &[&proxy.url(), &acme, &globex]);
+}
+
+#[test]
+fn opensearch_js_works_unchanged_against_tenancy() {
+    let modules = repo_root().join("target/clients-node/node_modules");
+    assert!(
+        modules.join("@opensearch-project/opensearch").exists(),
+        "{} is missing: run scripts/setup",
+        modules.display()
+    );
+    let (proxy, _dir, acme, globex) = two_tenants("js");
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/clients/opensearch_js_tenancy.js"))
+        .args([proxy.url().as_str(), &acme, &globex])
+        .env("OSPROXY_NODE_MODULES", &modules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "opensearch-js failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -6,6 +6,8 @@
 //! backend); the etcd backend and the watch-and-cache loop replace the
 //! source, not the shape.
 
+pub mod plane;
 pub mod snapshot;
 
-pub use snapshot::{LogicalIndex, PartitionRule, Resolved, Snapshot};
+pub use plane::{Conflict, ControlPlane, WriteError};
+pub use snapshot::{Entry, LogicalIndex, PartitionRule, Resolved, Snapshot};

@@ -1,6 +1,7 @@
 //! An immutable snapshot of the catalogue and placement table.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use osproxy_config::{Config, PartitionSource};
 use osproxy_core::{PartitionId, Placement};
@@ -30,7 +31,7 @@ pub struct LogicalIndex {
     /// The injected isolation field for shared placements.
     pub field: String,
     /// Placement of partitions without an explicit entry.
-    pub default: Placement,
+    pub default: Arc<Placement>,
     /// Whether scripts are allowed in shared placements.
     pub allow_scripts: bool,
 }
@@ -39,19 +40,19 @@ pub struct LogicalIndex {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Where the data lives.
-    pub placement: Placement,
+    pub placement: Arc<Placement>,
     /// The control-plane revision of its last change.
     pub epoch: u64,
 }
 
 /// A routing decision: the logical index, its partition's placement, and
 /// the epoch it was made at.
-#[derive(Debug, Clone, Copy)]
-pub struct Resolved<'a> {
+#[derive(Debug, Clone)]
+pub struct Resolved {
     /// The logical index.
-    pub index: &'a LogicalIndex,
+    pub index: Arc<LogicalIndex>,
     /// The placement.
-    pub placement: &'a Placement,
+    pub placement: Arc<Placement>,
     /// The epoch of the placement entry (0 for the default placement).
     pub epoch: u64,
 }
@@ -59,7 +60,7 @@ pub struct Resolved<'a> {
 /// The catalogue and placement table at one revision.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    indices: HashMap<String, LogicalIndex>,
+    indices: HashMap<String, Arc<LogicalIndex>>,
     placements: HashMap<(String, String), Entry>,
     revision: u64,
 }
@@ -80,14 +81,14 @@ impl Snapshot {
             };
             indices.insert(
                 idx.name.clone(),
-                LogicalIndex {
+                Arc::new(LogicalIndex {
                     name: idx.name.clone(),
                     partition,
                     id_template,
                     field: idx.field.clone(),
-                    default: idx.default.clone(),
+                    default: Arc::new(idx.default.clone()),
                     allow_scripts: idx.allow_scripts,
-                },
+                }),
             );
         }
         let placements = config
@@ -97,7 +98,7 @@ impl Snapshot {
                 (
                     (p.index.clone(), p.partition.clone()),
                     Entry {
-                        placement: p.placement.clone(),
+                        placement: Arc::new(p.placement.clone()),
                         epoch: revision,
                     },
                 )
@@ -111,7 +112,7 @@ impl Snapshot {
     }
 
     /// The logical index called `name`.
-    pub fn index(&self, name: &str) -> Option<&LogicalIndex> {
+    pub fn index(&self, name: &str) -> Option<&Arc<LogicalIndex>> {
         self.indices.get(name)
     }
 
@@ -126,7 +127,7 @@ impl Snapshot {
     }
 
     /// Where `partition`'s data of `index` lives.
-    pub fn resolve(&self, index: &str, partition: &PartitionId) -> Option<Resolved<'_>> {
+    pub fn resolve(&self, index: &str, partition: &PartitionId) -> Option<Resolved> {
         let logical = self.indices.get(index)?;
         // Lookups by borrowed pair would need a custom key type; the
         // allocation is two short strings per request.
@@ -135,16 +136,91 @@ impl Snapshot {
             .get(&(index.to_string(), partition.as_str().to_string()))
         {
             Some(e) => Some(Resolved {
-                index: logical,
-                placement: &e.placement,
+                index: logical.clone(),
+                placement: e.placement.clone(),
                 epoch: e.epoch,
             }),
             None => Some(Resolved {
-                index: logical,
-                placement: &logical.default,
+                index: logical.clone(),
+                placement: logical.default.clone(),
                 epoch: 0,
             }),
         }
+    }
+
+    /// The explicit entry of `partition` of `index`, if any.
+    pub fn entry(&self, index: &str, partition: &PartitionId) -> Option<&Entry> {
+        self.placements
+            .get(&(index.to_string(), partition.as_str().to_string()))
+    }
+
+    /// Every explicit entry of `index`, by partition.
+    pub fn entries(&self, index: &str) -> Vec<(&str, &Entry)> {
+        let mut out: Vec<(&str, &Entry)> = self
+            .placements
+            .iter()
+            .filter(|((i, _), _)| i == index)
+            .map(|((_, p), e)| (p.as_str(), e))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+
+    /// A copy at the next revision with `partition`'s placement set, refused
+    /// when it would put two owners' data in one physical index.
+    pub fn with_placement(
+        &self,
+        index: &str,
+        partition: &PartitionId,
+        placement: Placement,
+    ) -> Result<Snapshot, String> {
+        let mut next = self.clone();
+        next.revision += 1;
+        next.placements.insert(
+            (index.to_string(), partition.as_str().to_string()),
+            Entry {
+                placement: Arc::new(placement),
+                epoch: next.revision,
+            },
+        );
+        next.check_ownership()?;
+        Ok(next)
+    }
+
+    /// Each physical index serves one logical index, and a dedicated one a
+    /// single partition; defaults are shared.
+    fn check_ownership(&self) -> Result<(), String> {
+        let mut owners: HashMap<(String, String), String> = HashMap::new();
+        let defaults = self
+            .indices
+            .values()
+            .map(|l| (l.name.clone(), None::<String>, l.default.clone()));
+        let entries = self
+            .placements
+            .iter()
+            .map(|((i, p), e)| (i.clone(), Some(p.clone()), e.placement.clone()));
+        for (logical, partition, placement) in defaults.chain(entries) {
+            let claim = match (&partition, placement.is_shared()) {
+                (_, true) | (None, _) => format!("shared:{logical}"),
+                (Some(p), false) => format!("own:{logical}/{p}"),
+            };
+            let slot = (
+                placement.cluster().to_string(),
+                placement.physical_index(&logical).to_string(),
+            );
+            match owners.get(&slot) {
+                Some(existing) if *existing != claim => {
+                    return Err(format!(
+                        "index {:?} on cluster {:?} is already used by another placement; each physical index serves one logical index, and a dedicated one serves one partition",
+                        slot.1, slot.0
+                    ))
+                }
+                _ => {
+                    owners.insert(slot, claim);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The revision this snapshot reflects.

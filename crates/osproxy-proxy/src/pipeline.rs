@@ -22,7 +22,7 @@ use crate::headers::strip_hop_by_hop;
 use crate::route::Router;
 use crate::tenancy::Tenancy;
 use crate::upstream::{UpstreamError, Upstreams};
-use osproxy_control::Snapshot;
+use osproxy_control::ControlPlane;
 
 /// The header carrying the request id both ways.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -44,7 +44,7 @@ impl Proxy {
     pub fn new(
         config: &Config,
         auth: Arc<Authenticator>,
-        snapshot: Arc<Snapshot>,
+        control: Arc<ControlPlane>,
         upstreams: Arc<Upstreams>,
         metrics: Arc<Metrics>,
         instance_nonce: u64,
@@ -54,7 +54,7 @@ impl Proxy {
         Proxy {
             auth,
             tenancy: Arc::new(Tenancy::new(
-                snapshot,
+                control,
                 upstreams.clone(),
                 timeout,
                 instance_nonce.rotate_left(17),

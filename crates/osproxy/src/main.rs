@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use osproxy_admin::Admin;
 use osproxy_config::{Config, LogFormat};
-use osproxy_control::Snapshot;
+use osproxy_control::{ControlPlane, Snapshot};
 use osproxy_observe::{Metrics, Readiness};
 use osproxy_proxy::auth::Authenticator;
 use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
@@ -170,7 +170,10 @@ fn serve(config: Config) -> Result<(), String> {
         &metrics,
     )?);
     let auth = Arc::new(Authenticator::from_config(&config)?);
-    let snapshot = Arc::new(Snapshot::from_config(&config)?);
+    let control = Arc::new(ControlPlane::new(
+        Snapshot::from_config(&config)?,
+        config.clusters.iter().map(|c| c.id.clone()).collect(),
+    ));
     let cursor_key = cursor_key(&config)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let drain = config.server.drain_timeout.as_std();
@@ -179,7 +182,7 @@ fn serve(config: Config) -> Result<(), String> {
         let config = config.clone();
         let metrics = metrics.clone();
         let auth = auth.clone();
-        let snapshot = snapshot.clone();
+        let control = control.clone();
         let cursor_key = cursor_key.clone();
         let mut shutdown = shutdown_rx.clone();
         let spawned = std::thread::Builder::new()
@@ -199,7 +202,7 @@ fn serve(config: Config) -> Result<(), String> {
                     let proxy = Arc::new(Proxy::new(
                         &config,
                         auth,
-                        snapshot,
+                        control,
                         upstreams,
                         metrics,
                         nonce.wrapping_add(i as u64),

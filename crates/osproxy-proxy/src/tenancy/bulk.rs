@@ -396,7 +396,12 @@ impl<'t> Run<'_, 't> {
 
     async fn source(&mut self, p: Pending, line: &[u8]) {
         let op = p.action.op;
-        let from_body = match self.tenancy.snapshot.index(&p.index).map(|l| &l.partition) {
+        let from_body = match self
+            .tenancy
+            .snapshot()
+            .index(&p.index)
+            .map(|l| &l.partition)
+        {
             Some(PartitionRule::Body(field)) if op != BulkOp::Update => {
                 match body_partition(line, field, &p.index) {
                     Ok(v) => Some(v),
@@ -539,12 +544,15 @@ impl<'t> Run<'_, 't> {
         };
         let rendered = render_action(
             upstream_op,
-            target.physical_index,
+            target.physical_index(),
             physical_id.as_deref(),
             routing.as_deref(),
             &action.rest,
         );
-        let key = (target.cluster.id.clone(), target.physical_index.to_string());
+        let key = (
+            target.cluster.id.clone(),
+            target.physical_index().to_string(),
+        );
         let ctx = ItemCtx {
             position,
             op,
@@ -592,7 +600,7 @@ impl<'t> Run<'_, 't> {
             None => index.to_string(),
         };
         if !self.targets.contains_key(&cache_key) {
-            let resolved = if self.tenancy.snapshot.is_logical(index) {
+            let resolved = if self.tenancy.snapshot().is_logical(index) {
                 self.tenancy
                     .resolve(index, self.principal, self.headers, from_body)
             } else {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use osproxy_control::{LogicalIndex, PartitionRule, Snapshot};
+use osproxy_control::{ControlPlane, LogicalIndex, PartitionRule, Snapshot};
 use osproxy_core::{EndpointKind, ErrorCode, PartitionId, Placement, ProxyError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -47,14 +47,18 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// and the cluster that serves it.
 #[derive(Clone)]
 pub(crate) struct Target<'a> {
-    pub logical: &'a LogicalIndex,
+    pub logical: Arc<LogicalIndex>,
     pub partition: PartitionId,
-    pub placement: &'a Placement,
-    pub physical_index: &'a str,
+    pub placement: Arc<Placement>,
     pub cluster: &'a UpstreamCluster,
 }
 
 impl Target<'_> {
+    /// The physical index of this placement.
+    pub(crate) fn physical_index(&self) -> &str {
+        self.placement.physical_index(&self.logical.name)
+    }
+
     pub(crate) fn shared(&self) -> bool {
         self.placement.is_shared()
     }
@@ -63,7 +67,7 @@ impl Target<'_> {
     pub(crate) fn path(&self, endpoint: &str, id: Option<&str>, query: &str) -> String {
         let mut p = format!(
             "/{}/{endpoint}",
-            utf8_percent_encode(self.physical_index, SEGMENT)
+            utf8_percent_encode(self.physical_index(), SEGMENT)
         );
         if let Some(id) = id {
             p.push('/');
@@ -80,7 +84,7 @@ impl Target<'_> {
 /// The tenancy side of the data path.
 #[derive(Debug)]
 pub struct Tenancy {
-    pub(crate) snapshot: Arc<Snapshot>,
+    control: Arc<ControlPlane>,
     upstreams: Arc<Upstreams>,
     request_timeout: std::time::Duration,
     ids: osproxy_core::RequestIdMinter,
@@ -94,20 +98,25 @@ pub struct Tenancy {
 impl Tenancy {
     /// Over a snapshot and this worker's upstreams.
     pub fn new(
-        snapshot: Arc<Snapshot>,
+        control: Arc<ControlPlane>,
         upstreams: Arc<Upstreams>,
         request_timeout: std::time::Duration,
         nonce: u64,
         cursor_key: cursor::CursorKey,
     ) -> Self {
         Tenancy {
-            snapshot,
+            control,
             upstreams,
             request_timeout,
             ids: osproxy_core::RequestIdMinter::new(nonce),
             cursor_key,
             verified: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// The current control-plane snapshot (one atomic load).
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.control.load()
     }
 
     /// A fleet-unique document id for auto-id writes in shared placements.
@@ -117,13 +126,13 @@ impl Tenancy {
 
     /// Whether any index the path names is a logical index.
     pub fn claims<'a>(&self, mut names: impl Iterator<Item = &'a str>) -> bool {
-        names.any(|n| self.snapshot.is_logical(n))
+        names.any(|n| self.snapshot().is_logical(n))
     }
 
     /// Whether a catalogue is configured (so an index-less `_bulk` is a
     /// tenancy bulk).
     pub fn has_catalogue(&self) -> bool {
-        self.snapshot.has_indices()
+        self.snapshot().has_indices()
     }
 
     /// Serves a `_bulk` on logical indices (`/_bulk`, whose items name
@@ -185,12 +194,15 @@ impl Tenancy {
         if matches!(kind, EndpointKind::Document | EndpointKind::Update) {
             let (parts, body) = req.into_parts();
             let writes = parts.method == http::Method::PUT || parts.method == http::Method::POST;
-            let body_rule = self.snapshot.index(index).and_then(|l| match &l.partition {
-                PartitionRule::Body(field) if writes && kind == EndpointKind::Document => {
-                    Some(field.clone())
-                }
-                _ => None,
-            });
+            let body_rule = self
+                .snapshot()
+                .index(index)
+                .and_then(|l| match &l.partition {
+                    PartitionRule::Body(field) if writes && kind == EndpointKind::Document => {
+                        Some(field.clone())
+                    }
+                    _ => None,
+                });
             return match body_rule {
                 Some(field) => {
                     let bytes = read_limited(body).await?;
@@ -253,7 +265,9 @@ impl Tenancy {
                 "a request may name one logical index, alone; send one request per logical index",
             ));
         }
-        let logical = self.snapshot.index(index).ok_or_else(|| {
+        // One snapshot for the whole decision.
+        let snap = self.snapshot();
+        let logical = snap.index(index).cloned().ok_or_else(|| {
             ProxyError::new(
                 ErrorCode::Internal,
                 "logical index vanished from the snapshot",
@@ -280,7 +294,7 @@ impl Tenancy {
                 None => principal.partition(headers)?,
             },
         };
-        let resolved = self.snapshot.resolve(index, &partition).ok_or_else(|| {
+        let resolved = snap.resolve(index, &partition).ok_or_else(|| {
             ProxyError::new(
                 ErrorCode::Internal,
                 "logical index vanished from the snapshot",
@@ -302,7 +316,6 @@ impl Tenancy {
             logical: resolved.index,
             partition,
             placement: resolved.placement,
-            physical_index: resolved.placement.physical_index(&resolved.index.name),
             cluster,
         })
     }
@@ -317,7 +330,7 @@ impl Tenancy {
         if !t.shared() {
             return Ok(());
         }
-        let key = (t.cluster.id.clone(), t.physical_index.to_string());
+        let key = (t.cluster.id.clone(), t.physical_index().to_string());
         if self
             .verified
             .lock()
@@ -359,7 +372,7 @@ impl Tenancy {
             // Missing: create it with the field mapped, then check again
             // (a concurrent creation answers resource_already_exists).
             let create = format!("{{\"mappings\":{properties}}}");
-            let index_path = format!("/{}", utf8_percent_encode(t.physical_index, SEGMENT));
+            let index_path = format!("/{}", utf8_percent_encode(t.physical_index(), SEGMENT));
             self.exchange(
                 t,
                 http::Method::PUT,
@@ -387,7 +400,7 @@ impl Tenancy {
         let principal = principal
             .ok_or_else(|| ProxyError::new(ErrorCode::Unauthenticated, "missing bearer token"))?;
         let partition = principal.authorize(Some(partition))?;
-        let resolved = self.snapshot.resolve(index, &partition).ok_or_else(|| {
+        let resolved = self.snapshot().resolve(index, &partition).ok_or_else(|| {
             ProxyError::new(
                 ErrorCode::BadRequest,
                 "the cursor's logical index no longer exists",
@@ -403,7 +416,6 @@ impl Tenancy {
             logical: resolved.index,
             partition,
             placement: resolved.placement,
-            physical_index: resolved.placement.physical_index(&resolved.index.name),
             cluster,
         })
     }

@@ -57,7 +57,7 @@ fn resolve<'t>(
     headers: &HeaderMap,
 ) -> Result<Target<'t>, ProxyError> {
     if !cache.contains_key(index) {
-        let r = if tenancy.snapshot.is_logical(index) {
+        let r = if tenancy.snapshot().is_logical(index) {
             tenancy.resolve(index, principal, headers, None)
         } else {
             Err(bad(format!("{index:?} is not a logical index; a request on logical indices may only name logical indices")))
@@ -179,12 +179,15 @@ pub(crate) async fn mget(
         } else {
             id.clone()
         };
-        upstream.insert("_index".into(), Value::from(target.physical_index));
+        upstream.insert("_index".into(), Value::from(target.physical_index()));
         upstream.insert("_id".into(), Value::from(physical));
         if shared {
             upstream.insert("routing".into(), Value::from(target.partition.as_str()));
         }
-        let key = (target.cluster.id.clone(), target.physical_index.to_string());
+        let key = (
+            target.cluster.id.clone(),
+            target.physical_index().to_string(),
+        );
         let entry = groups
             .entry(key)
             .or_insert_with(|| (target.clone(), Vec::new(), Vec::new()));
@@ -333,7 +336,7 @@ pub(crate) async fn msearch(
             answers[pos] = refuse(e);
             continue;
         }
-        upstream.insert("index".into(), Value::from(target.physical_index));
+        upstream.insert("index".into(), Value::from(target.physical_index()));
         let body = if shared {
             upstream.insert("routing".into(), Value::from(target.partition.as_str()));
             let policy = SearchPolicy {

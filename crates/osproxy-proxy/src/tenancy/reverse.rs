@@ -72,7 +72,11 @@ pub(crate) fn search_response(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
 
 /// An error body: physical names replaced by logical ones.
 pub(crate) fn error(raw: &[u8], t: &Target<'_>, physical_id: Option<(&str, &str)>) -> Vec<u8> {
-    let mut out = replace_all(raw, t.physical_index.as_bytes(), t.logical.name.as_bytes());
+    let mut out = replace_all(
+        raw,
+        t.physical_index().as_bytes(),
+        t.logical.name.as_bytes(),
+    );
     if let Some((physical, logical)) = physical_id {
         if physical != logical {
             out = replace_all(&out, physical.as_bytes(), logical.as_bytes());

@@ -1,4 +1,5 @@
-//! The admin listener's routes: `/healthz`, `/readyz`, `/metrics`.
+//! The admin listener's routes: `/healthz`, `/readyz`, `/metrics`, and the
+//! operator API over the control plane (`/v1/placements`).
 //!
 //! It serves operators and orchestrators, never application traffic, and it
 //! must stay answerable while the data path is saturated or draining.
@@ -13,21 +14,82 @@ use http_body_util::Full;
 use osproxy_observe::{Metrics, Readiness};
 use serde_json::json;
 
+mod placements;
+
+/// Decides whether a request carries an operator's credentials.
+pub type OperatorCheck = Arc<dyn Fn(&http::HeaderMap) -> bool + Send + Sync>;
+
 /// What the admin routes read.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Admin {
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    control: Option<Arc<osproxy_control::ControlPlane>>,
+    operator: OperatorCheck,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
 }
 
 impl Admin {
-    /// The admin routes over this instance's state.
+    /// The health and metrics routes over this instance's state (no
+    /// operator API).
     pub fn new(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Self {
-        Admin { metrics, readiness }
+        Admin {
+            metrics,
+            readiness,
+            control: None,
+            operator: Arc::new(|_| false),
+        }
+    }
+
+    /// Adds the operator API over `control`, gated by `operator`.
+    pub fn with_control(
+        mut self,
+        control: Arc<osproxy_control::ControlPlane>,
+        operator: OperatorCheck,
+    ) -> Self {
+        self.control = Some(control);
+        self.operator = operator;
+        self
     }
 
     /// Answers one admin request.
-    pub async fn handle<B>(self, req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
+    pub async fn handle<B>(self, req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if req.uri().path().starts_with("/v1/") {
+            if !(self.operator)(req.headers()) {
+                return Ok(json_response(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({"error": "the admin API needs `Authorization: Bearer <token>` of a principal with operator = true"}),
+                ));
+            }
+            let Some(control) = self.control.clone() else {
+                return Ok(json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": "no control plane here"}),
+                ));
+            };
+            let (parts, body) = req.into_parts();
+            let body =
+                http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 1 << 20))
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+            return Ok(placements::route(
+                &control,
+                &parts.method,
+                parts.uri.path(),
+                parts.uri.query(),
+                &body,
+            ));
+        }
         Ok(self.route(req.method(), req.uri().path()))
     }
 
@@ -65,7 +127,7 @@ impl Admin {
     }
 }
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut()

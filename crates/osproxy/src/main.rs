@@ -170,7 +170,7 @@ fn serve(config: Config) -> Result<(), String> {
         &metrics,
     )?);
     let auth = Arc::new(Authenticator::from_config(&config)?);
-    let control = Arc::new(ControlPlane::new(
+    let plane = Arc::new(ControlPlane::new(
         Snapshot::from_config(&config)?,
         config.clusters.iter().map(|c| c.id.clone()).collect(),
     ));
@@ -182,7 +182,7 @@ fn serve(config: Config) -> Result<(), String> {
         let config = config.clone();
         let metrics = metrics.clone();
         let auth = auth.clone();
-        let control = control.clone();
+        let plane = plane.clone();
         let cursor_key = cursor_key.clone();
         let mut shutdown = shutdown_rx.clone();
         let spawned = std::thread::Builder::new()
@@ -202,7 +202,7 @@ fn serve(config: Config) -> Result<(), String> {
                     let proxy = Arc::new(Proxy::new(
                         &config,
                         auth,
-                        control,
+                        plane,
                         upstreams,
                         metrics,
                         nonce.wrapping_add(i as u64),
@@ -227,7 +227,11 @@ fn serve(config: Config) -> Result<(), String> {
     control.block_on(async move {
         osproxy_proxy::probe::spawn_probes(probe_upstreams, readiness.clone());
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin_routes = Admin::new(metrics, readiness.clone());
+        let operator_auth = auth.clone();
+        let admin_routes = Admin::new(metrics, readiness.clone()).with_control(
+            plane.clone(),
+            Arc::new(move |h| operator_auth.authenticate(h).is_ok_and(|p| p.operator)),
+        );
         let admin = TcpListener::from_std(admin).map_err(|e| e.to_string())?;
         let admin_task = tokio::spawn(serve_listener(
             admin,

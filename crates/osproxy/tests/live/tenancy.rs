@@ -2068,3 +2068,132 @@ async fn gw(
     )
     .await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn placements_change_at_runtime_with_compare_and_swap() {
+    let f = Fleet::start(&node().url(), "rt");
+    let admin = |path: &str| format!("{}{path}", f.proxy.admin_url());
+    let ops = [("authorization", "Bearer ops-token-0123456789")];
+    // The admin API is for operators only.
+    let r = f
+        .http
+        .send_with(
+            Method::GET,
+            &admin("/v1/placements/orders"),
+            None,
+            &[("authorization", "Bearer acme-token-0123456789")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let r = f
+        .http
+        .send_with(Method::GET, &admin("/v1/placements/orders"), None, &ops)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["default"]["kind"], "shared");
+
+    // Give partition hooli its own index, while the proxy runs.
+    let own = json!({"kind": "index", "cluster": "main", "index": "t-rt-hooli"}).to_string();
+    let r = f
+        .http
+        .send_with(
+            Method::PUT,
+            &admin("/v1/placements/orders/hooli"),
+            Some(own.clone().into()),
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let epoch = r.json()["epoch"].as_u64().unwrap();
+    let put = f
+        .call(
+            "gateway",
+            Method::PUT,
+            "/orders/_doc/1?refresh=true",
+            Some(json!({"n": 1})),
+            &[("x-osproxy-partition", "hooli")],
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(
+        direct(&node().url(), Method::GET, "/t-rt-hooli/_doc/1")
+            .await
+            .json()["_source"],
+        json!({"n": 1}),
+        "served from the new placement without a restart"
+    );
+
+    // Compare-and-swap: absent epoch on an existing entry, or a stale one, is a 409 with the current entry.
+    let elsewhere =
+        json!({"kind": "index", "cluster": "main", "index": "t-rt-hooli-2"}).to_string();
+    let r = f
+        .http
+        .send_with(
+            Method::PUT,
+            &admin("/v1/placements/orders/hooli"),
+            Some(elsewhere.clone().into()),
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["current"]["epoch"], epoch);
+    let r = f
+        .http
+        .send_with(
+            Method::PUT,
+            &admin(&format!(
+                "/v1/placements/orders/hooli?epoch={}",
+                epoch + 100
+            )),
+            Some(elsewhere.clone().into()),
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = f
+        .http
+        .send_with(
+            Method::PUT,
+            &admin(&format!("/v1/placements/orders/hooli?epoch={epoch}")),
+            Some(elsewhere.into()),
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["epoch"].as_u64().unwrap() > epoch);
+
+    // A placement that would put another partition into hooli's old index, or into the shared one as its own, is refused.
+    let steal = json!({"kind": "index", "cluster": "main", "index": "t-rt-shared"}).to_string();
+    let r = f
+        .http
+        .send_with(
+            Method::PUT,
+            &admin("/v1/placements/orders/wayne"),
+            Some(steal.into()),
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = f
+        .http
+        .send_with(
+            Method::PUT,
+            &admin("/v1/placements/orders/wayne"),
+            Some(
+                json!({"kind": "cluster", "cluster": "nope"})
+                    .to_string()
+                    .into(),
+            ),
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+}

@@ -1,0 +1,118 @@
+//! `/v1/placements/{index}[/{partition}]`: read the placement table, and set
+//! one partition's placement with compare-and-swap on its epoch.
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use osproxy_control::{ControlPlane, Entry, WriteError};
+use osproxy_core::{PartitionId, Placement};
+use serde_json::{json, Value};
+
+use crate::json_response;
+
+fn entry_json(index: &str, partition: &str, e: &Entry) -> Value {
+    json!({"index": index, "partition": partition, "placement": &*e.placement, "epoch": e.epoch, "state": "active"})
+}
+
+pub(crate) fn route(
+    control: &ControlPlane,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Response<Full<Bytes>> {
+    let rest = path.trim_start_matches("/v1/placements/");
+    if !path.starts_with("/v1/placements/") || rest.is_empty() {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no admin route {path}")}),
+        );
+    }
+    let snap = control.load();
+    let (index, partition) = match rest.split_once('/') {
+        Some((i, p)) => (i, Some(p)),
+        None => (rest, None),
+    };
+    let Some(logical) = snap.index(index) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("{index:?} is not a logical index of the catalogue")}),
+        );
+    };
+    match (method, partition) {
+        (&Method::GET, None) => {
+            let entries: Vec<Value> = snap
+                .entries(index)
+                .into_iter()
+                .map(|(p, e)| entry_json(index, p, e))
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"index": index, "default": &*logical.default, "entries": entries, "revision": snap.revision()}),
+            )
+        }
+        (&Method::GET, Some(p)) => {
+            let Ok(partition) = PartitionId::new(p) else {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "a partition id is 1 to 128 of [A-Za-z0-9_.-]"}),
+                );
+            };
+            match snap.entry(index, &partition) {
+                Some(e) => json_response(StatusCode::OK, &entry_json(index, p, e)),
+                None => json_response(
+                    StatusCode::OK,
+                    &json!({"index": index, "partition": p, "placement": &*logical.default, "epoch": 0, "state": "active", "default": true}),
+                ),
+            }
+        }
+        (&Method::PUT, Some(p)) => {
+            let Ok(partition) = PartitionId::new(p) else {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "a partition id is 1 to 128 of [A-Za-z0-9_.-]"}),
+                );
+            };
+            let placement: Placement = match serde_json::from_slice(body) {
+                Ok(pl) => pl,
+                Err(e) => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": format!("the body is not a placement value: {e}")}),
+                    )
+                }
+            };
+            let epoch = match query
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("epoch="))
+            {
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        return json_response(
+                            StatusCode::BAD_REQUEST,
+                            &json!({"error": "epoch must be a number"}),
+                        )
+                    }
+                },
+                None => None,
+            };
+            match control.set_placement(index, &partition, placement, epoch) {
+                Ok(e) => json_response(StatusCode::OK, &entry_json(index, p, &e)),
+                Err(WriteError::Conflict(c)) => json_response(
+                    StatusCode::CONFLICT,
+                    &json!({"error": "the entry changed since it was read (or exists while ?epoch was absent); read it and retry with its epoch",
+                            "current": c.0.as_ref().map(|e| entry_json(index, p, e))}),
+                ),
+                Err(WriteError::Invalid(m)) => {
+                    json_response(StatusCode::BAD_REQUEST, &json!({"error": m}))
+                }
+            }
+        }
+        _ => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "GET a table or an entry; PUT an entry"}),
+        ),
+    }
+}

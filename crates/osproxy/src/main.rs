@@ -18,6 +18,8 @@ use osproxy_proxy::Proxy;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+mod ctl;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -41,6 +43,8 @@ enum Command {
     Serve(ConfigArgs),
     /// Validate a config and exit: 0 when valid, 2 when not.
     Check(ConfigArgs),
+    /// Operate a running instance through its admin API.
+    Ctl(ctl::CtlArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -76,6 +80,7 @@ impl ConfigArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Ctl(args) => ctl::run(args),
         Command::Check(args) => match args.load() {
             Ok(_) => {
                 println!("config ok");

@@ -2197,3 +2197,81 @@ async fn placements_change_at_runtime_with_compare_and_swap() {
         .unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctl_reads_and_sets_placements() {
+    let f = Fleet::start(&node().url(), "ctl");
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_osproxy"))
+            .args([
+                "ctl",
+                "--admin",
+                &f.proxy.admin_url(),
+                "--token",
+                "ops-token-0123456789",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let set = [
+        "placement",
+        "set",
+        "orders",
+        "stark",
+        "--kind",
+        "index",
+        "--cluster",
+        "main",
+        "--index-name",
+        "t-ctl-stark",
+    ];
+    let out = ctl(&set);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl(&["--json", "placement", "get", "orders", "stark"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["placement"]["index"], "t-ctl-stark");
+    let epoch = v["epoch"].as_u64().unwrap();
+    // A second set without the epoch loses the compare-and-swap.
+    let out = ctl(&set);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut with_epoch: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+    with_epoch.extend(["--epoch".to_string(), epoch.to_string()]);
+    with_epoch[9] = "t-ctl-stark-2".into();
+    let out = ctl(&with_epoch.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl(&["placement", "list", "orders"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("stark") && table.contains("t-ctl-stark-2") && table.contains("(default)"),
+        "{table}"
+    );
+    // Without an operator token: refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_osproxy"))
+        .args([
+            "ctl",
+            "--admin",
+            &f.proxy.admin_url(),
+            "--token",
+            "acme-token-0123456789",
+            "placement",
+            "list",
+            "orders",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

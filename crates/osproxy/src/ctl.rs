@@ -1,0 +1,189 @@
+//! `osproxy ctl`: a client of the admin API, with readable output by default
+//! and `--json` for scripts.
+
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// The admin listener [default: $OSPROXY_ADMIN, then http://127.0.0.1:9600]
+    #[arg(long, env = "OSPROXY_ADMIN", default_value = "http://127.0.0.1:9600")]
+    admin: String,
+    /// An operator principal's bearer token [default: $OSPROXY_TOKEN]
+    #[arg(long, env = "OSPROXY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the admin API's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// The placement table.
+    Placement {
+        #[command(subcommand)]
+        command: PlacementCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PlacementCommand {
+    /// Every explicit entry of a logical index, and its default.
+    List { index: String },
+    /// One partition's placement.
+    Get { index: String, partition: String },
+    /// Set one partition's placement (compare-and-swap on --epoch).
+    Set {
+        index: String,
+        partition: String,
+        /// shared, index or cluster
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        cluster: String,
+        /// The physical index (required for shared and index).
+        #[arg(long)]
+        index_name: Option<String>,
+        /// The epoch you read; absent means the entry must not exist yet.
+        #[arg(long)]
+        epoch: Option<u64>,
+    },
+}
+
+pub fn run(args: CtlArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("osproxy ctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(execute(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("osproxy ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(args: &CtlArgs) -> Result<(), String> {
+    let (method, path, body) = match &args.command {
+        CtlCommand::Placement { command } => match command {
+            PlacementCommand::List { index } => {
+                (Method::GET, format!("/v1/placements/{index}"), None)
+            }
+            PlacementCommand::Get { index, partition } => (
+                Method::GET,
+                format!("/v1/placements/{index}/{partition}"),
+                None,
+            ),
+            PlacementCommand::Set {
+                index,
+                partition,
+                kind,
+                cluster,
+                index_name,
+                epoch,
+            } => {
+                let mut placement = serde_json::json!({"kind": kind, "cluster": cluster});
+                if let Some(i) = index_name {
+                    placement["index"] = Value::from(i.as_str());
+                }
+                let query = epoch.map(|e| format!("?epoch={e}")).unwrap_or_default();
+                (
+                    Method::PUT,
+                    format!("/v1/placements/{index}/{partition}{query}"),
+                    Some(placement.to_string()),
+                )
+            }
+        },
+    };
+    let url = format!("{}{path}", args.admin.trim_end_matches('/'));
+    let mut req = Request::builder().method(method).uri(&url);
+    if let Some(t) = &args.token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| format!("bad request for {url}: {e}"))?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = v
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("request failed");
+        let current = v
+            .get("current")
+            .filter(|c| !c.is_null())
+            .map(|c| format!(" (current: {c})"))
+            .unwrap_or_default();
+        return Err(format!("{status}: {msg}{current}"));
+    }
+    if args.json {
+        println!("{v}");
+        return Ok(());
+    }
+    print_table(&v);
+    Ok(())
+}
+
+fn placement_text(p: &Value) -> String {
+    let kind = p.get("kind").and_then(Value::as_str).unwrap_or("?");
+    let cluster = p.get("cluster").and_then(Value::as_str).unwrap_or("?");
+    match p.get("index").and_then(Value::as_str) {
+        Some(i) => format!("{kind:<8} {cluster:<16} {i}"),
+        None => format!("{kind:<8} {cluster:<16} -"),
+    }
+}
+
+fn print_table(v: &Value) {
+    println!(
+        "{:<24} {:<8} {:<8} {:<16} {}",
+        "PARTITION", "EPOCH", "KIND", "CLUSTER", "INDEX"
+    );
+    let row = |partition: &str, e: &Value| {
+        let epoch = e.get("epoch").and_then(Value::as_u64).unwrap_or(0);
+        println!(
+            "{partition:<24} {epoch:<8} {}",
+            placement_text(e.get("placement").unwrap_or(&Value::Null))
+        );
+    };
+    if let Some(entries) = v.get("entries").and_then(Value::as_array) {
+        println!(
+            "{:<24} {:<8} {}",
+            "(default)",
+            "-",
+            placement_text(v.get("default").unwrap_or(&Value::Null))
+        );
+        for e in entries {
+            row(e.get("partition").and_then(Value::as_str).unwrap_or("?"), e);
+        }
+    } else {
+        row(v.get("partition").and_then(Value::as_str).unwrap_or("?"), v);
+    }
+}

@@ -163,8 +163,8 @@ fn placement_text(p: &Value) -> String {
 
 fn print_table(v: &Value) {
     println!(
-        "{:<24} {:<8} {:<8} {:<16} {}",
-        "PARTITION", "EPOCH", "KIND", "CLUSTER", "INDEX"
+        "{:<24} {:<8} {:<8} {:<16} INDEX",
+        "PARTITION", "EPOCH", "KIND", "CLUSTER"
     );
     let row = |partition: &str, e: &Value| {
         let epoch = e.get("epoch").and_then(Value::as_u64).unwrap_or(0);

@@ -573,6 +573,12 @@ fn planted_aggs() -> impl Strategy<Value = (Value, bool)> {
     named.prop_recursive(3, 12, 2, |inner| {
         ("[a-z]{1,5}", inner.clone(), inner).prop_map(|(name, (sub, b), (sibling, c))| {
             let mut aggs = sibling.as_object().cloned().unwrap_or_default();
+            // A name the sibling already uses would overwrite (and so drop)
+            // what was planted there while keeping its flag.
+            let mut name = name;
+            while aggs.contains_key(&name) {
+                name.push('_');
+            }
             aggs.insert(name, json!({"nested": {"path": "n"}, "aggs": sub}));
             (Value::Object(aggs), b || c)
         })

@@ -4,7 +4,6 @@
 //! their usual exceptions.
 
 use bytes::Bytes;
-use serde_json::json;
 
 /// Stable error codes. The string form is part of the public contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,22 +144,24 @@ impl ProxyError {
     /// assert_eq!(v["error"]["osproxy"]["request_id"], "req-1");
     /// ```
     pub fn to_body(&self, request_id: &str) -> Bytes {
-        let code = self.code.as_str();
-        let value = json!({
-            "error": {
-                "root_cause": [{"type": code, "reason": self.reason}],
-                "type": code,
-                "reason": self.reason,
-                "osproxy": {
-                    "code": code,
-                    "retryable": self.retryable,
-                    "remediation": self.code.remediation(),
-                    "request_id": request_id,
-                }
-            },
-            "status": self.status(),
-        });
-        Bytes::from(value.to_string())
+        // Written in OpenSearch's own member order (root_cause, type, reason),
+        // then osproxy's block; strings escaped by serde_json.
+        let q = |v: &str| serde_json::Value::from(v).to_string();
+        let code = q(self.code.as_str());
+        let reason = q(&self.reason);
+        let body = format!(
+            concat!(
+                r#"{{"error":{{"root_cause":[{{"type":{code},"reason":{reason}}}],"type":{code},"reason":{reason},"#,
+                r#""osproxy":{{"code":{code},"retryable":{retryable},"remediation":{remediation},"request_id":{rid}}}}},"status":{status}}}"#
+            ),
+            code = code,
+            reason = reason,
+            retryable = self.retryable,
+            remediation = q(self.code.remediation()),
+            rid = q(request_id),
+            status = self.status(),
+        );
+        Bytes::from(body)
     }
 }
 
@@ -185,6 +186,19 @@ mod tests {
         assert!(v["error"]["osproxy"]["remediation"]
             .as_str()
             .is_some_and(|s| !s.is_empty()));
+    }
+
+    #[test]
+    fn members_come_in_opensearch_order() {
+        let body = ProxyError::new(ErrorCode::BadRequest, "x").to_body("r");
+        let text = String::from_utf8_lossy(&body);
+        let at = |k: &str| text.find(k).unwrap_or(usize::MAX);
+        assert!(
+            at("root_cause") < at("\"type\"")
+                && at("\"reason\"") < at("osproxy")
+                && at("osproxy") < at("\"status\""),
+            "{text}"
+        );
     }
 
     #[test]

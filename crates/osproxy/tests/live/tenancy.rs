@@ -48,6 +48,7 @@ impl Fleet {
              default = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-shared\" }}\n\n\
              [[indices]]\nname = \"invoices\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-invoices\" }}\n\n\
              [[indices]]\nname = \"events\"\npartition = {{ body = \"tenant_id\" }}\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-events\" }}\n\n\
+             [[indices]]\nname = \"tickets\"\npartition = {{ header = \"x-tenant\" }}\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-tickets\" }}\n\n\
              [[placements]]\nindex = \"events\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"t-{tag}-events-initech\" }}\n\n\
              [[placements]]\nindex = \"orders\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"t-{tag}-initech\" }}\n\n\
              [[placements]]\nindex = \"orders\"\npartition = \"umbrella\"\nplacement = {{ kind = \"cluster\", cluster = \"dedicated\" }}\n",
@@ -2274,4 +2275,53 @@ async fn ctl_reads_and_sets_placements() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_from_a_gateway_header() {
+    let f = Fleet::start(&node().url(), "hdr");
+    let r = f
+        .call(
+            "gateway",
+            Method::PUT,
+            "/tickets/_doc/1?refresh=true",
+            Some(json!({"t": "a"})),
+            &[("x-tenant", "acme")],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let raw = direct(
+        &node().url(),
+        Method::GET,
+        "/t-hdr-tickets/_doc/acme:1?routing=acme",
+    )
+    .await
+    .json();
+    assert_eq!(raw["_source"], json!({"_tenant": "acme", "t": "a"}));
+    // Missing header; a header naming a partition outside the grant.
+    let r = f
+        .call("gateway", Method::GET, "/tickets/_doc/1", None, &[])
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "partition_required");
+    let r = f
+        .call(
+            "acme-svc",
+            Method::GET,
+            "/tickets/_doc/1",
+            None,
+            &[("x-tenant", "globex")],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = f
+        .call(
+            "acme-svc",
+            Method::GET,
+            "/tickets/_doc/1",
+            None,
+            &[("x-tenant", "acme")],
+        )
+        .await;
+    assert_eq!(r.json()["_source"], json!({"t": "a"}));
 }

@@ -236,12 +236,7 @@ async fn scroll_continue(
             Some(Bytes::from(upstream.to_string())),
         )
         .await?;
-    let out = if parts.status.is_success() {
-        wrap_response(tenancy, &reverse::search_response(&resp, &t), &t)
-    } else {
-        reverse::error(&resp, &t, None)
-    };
-    Ok(json_response(parts, out))
+    Ok(page(tenancy, &t, parts, &resp))
 }
 
 /// Clears scrolls or closes PITs, each checked, grouped per cluster.
@@ -404,10 +399,20 @@ async fn pit_search(
             Some(Bytes::from(Value::Object(upstream).to_string())),
         )
         .await?;
+    Ok(page(tenancy, &t, parts, &resp))
+}
+
+/// A page of hits: reversed, with its cursor ids signed.
+fn page(
+    tenancy: &Tenancy,
+    t: &Target<'_>,
+    parts: http::response::Parts,
+    resp: &[u8],
+) -> Response<ResponseBody> {
     let out = if parts.status.is_success() {
-        wrap_response(tenancy, &reverse::search_response(&resp, &t), &t)
+        wrap_response(tenancy, &reverse::search_response(resp, t), t)
     } else {
-        reverse::error(&resp, &t, None)
+        reverse::error(resp, t, None)
     };
-    Ok(json_response(parts, out))
+    json_response(parts, out)
 }

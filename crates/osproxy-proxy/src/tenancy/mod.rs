@@ -300,6 +300,15 @@ impl Tenancy {
                 "logical index vanished from the snapshot",
             )
         })?;
+        self.target(resolved, partition)
+    }
+
+    /// The target of a resolved placement on this worker's upstreams.
+    fn target(
+        &self,
+        resolved: osproxy_control::Resolved,
+        partition: PartitionId,
+    ) -> Result<Target<'_>, ProxyError> {
         let cluster = self
             .upstreams
             .by_id(resolved.placement.cluster())
@@ -406,18 +415,7 @@ impl Tenancy {
                 "the cursor's logical index no longer exists",
             )
         })?;
-        let cluster = self
-            .upstreams
-            .by_id(resolved.placement.cluster())
-            .ok_or_else(|| {
-                ProxyError::new(ErrorCode::Internal, "placement names an unknown cluster")
-            })?;
-        Ok(Target {
-            logical: resolved.index,
-            partition,
-            placement: resolved.placement,
-            cluster,
-        })
+        self.target(resolved, partition)
     }
 
     /// Sends a rewritten request and reads the response whole (bounded).

@@ -269,15 +269,10 @@ fn passthrough_overlap(
 }
 
 fn check_template(t: &str) -> Result<(), String> {
-    let p = t.matches("{partition}").count();
-    let i = t.matches("{id}").count();
-    if p != 1 {
-        return Err(format!("{t:?} must contain {{partition}} exactly once, so ids of different partitions never collide"));
-    }
-    if i != 1 {
-        return Err(format!("{t:?} must contain {{id}} exactly once"));
-    }
-    Ok(())
+    // The same parser the data path uses, so `check` and `serve` agree.
+    osproxy_rewrite::IdTemplate::parse(t)
+        .map(|_| ())
+        .map_err(|e| format!("{t:?} is not a usable id template: {e}"))
 }
 
 fn check_field(f: &str) -> Result<(), String> {
@@ -333,6 +328,23 @@ mod tests {
         let text = format!(
             "{CLUSTERS}{SVC}{}",
             ORDERS.replace("{partition}:{id}", "{id}")
+        );
+        let errs = from_str(&text, std::iter::empty(), &[])
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        assert_eq!(
+            errs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["indices[0].id"]
+        );
+    }
+
+    #[test]
+    fn ambiguous_template_is_refused() {
+        // `acme` + `-eu-7` and `acme-eu` + `7` would both give `acme-eu-7`.
+        let text = format!(
+            "{CLUSTERS}{SVC}{}",
+            ORDERS.replace("{partition}:{id}", "{partition}-{id}")
         );
         let errs = from_str(&text, std::iter::empty(), &[])
             .err()

@@ -25,6 +25,29 @@ pub struct IdTemplate {
     partition_first: bool,
 }
 
+impl std::fmt::Display for IdTemplate {
+    /// The template as written.
+    ///
+    /// ```
+    /// use osproxy_rewrite::IdTemplate;
+    /// for t in ["{partition}:{id}", "x/{id}@{partition}.y"] {
+    ///     assert_eq!(IdTemplate::parse(t).unwrap().to_string(), t);
+    /// }
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (first, second) = if self.partition_first {
+            ("{partition}", "{id}")
+        } else {
+            ("{id}", "{partition}")
+        };
+        write!(
+            f,
+            "{}{first}{}{second}{}",
+            self.prefix, self.separator, self.suffix
+        )
+    }
+}
+
 /// Why a template was rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TemplateError {

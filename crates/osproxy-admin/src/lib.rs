@@ -19,9 +19,23 @@ mod placements;
 /// Decides whether a request carries an operator's credentials.
 pub type OperatorCheck = Arc<dyn Fn(&http::HeaderMap) -> bool + Send + Sync>;
 
+/// This instance, as the fleet list shows it.
+#[derive(Debug, Clone, Default)]
+pub struct Instance {
+    /// Instance id.
+    pub id: String,
+    /// The data listener's address.
+    pub address: String,
+    /// osproxy's version.
+    pub version: String,
+    /// Start time, seconds since the Unix epoch.
+    pub started: u64,
+}
+
 /// What the admin routes read.
 #[derive(Clone)]
 pub struct Admin {
+    instance: Instance,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     control: Option<Arc<osproxy_control::ControlPlane>>,
@@ -39,11 +53,18 @@ impl Admin {
     /// operator API).
     pub fn new(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Self {
         Admin {
+            instance: Instance::default(),
             metrics,
             readiness,
             control: None,
             operator: Arc::new(|_| false),
         }
+    }
+
+    /// Names this instance in the fleet list.
+    pub fn with_instance(mut self, instance: Instance) -> Self {
+        self.instance = instance;
+        self
     }
 
     /// Adds the operator API over `control`, gated by `operator`.
@@ -76,6 +97,9 @@ impl Admin {
                     &json!({"error": "no control plane here"}),
                 ));
             };
+            if req.uri().path() == "/v1/fleet" {
+                return Ok(self.fleet(&control));
+            }
             let (parts, body) = req.into_parts();
             let body =
                 http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 1 << 20))
@@ -91,6 +115,23 @@ impl Admin {
             ));
         }
         Ok(self.route(req.method(), req.uri().path()))
+    }
+
+    /// The memory backend's fleet is this instance alone; its snapshot is
+    /// always current, so it is fresh now.
+    fn fleet(&self, control: &osproxy_control::ControlPlane) -> Response<Full<Bytes>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let i = &self.instance;
+        json_response(
+            StatusCode::OK,
+            &json!({"backend": "memory", "instances": [{
+                "id": i.id, "address": i.address, "version": i.version, "started": i.started,
+                "applied_revision": control.load().revision(), "last_fresh": now, "rejected_keys": []
+            }]}),
+        )
     }
 
     fn route(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {

@@ -21,6 +21,9 @@ pub(crate) fn route(
     query: Option<&str>,
     body: &Bytes,
 ) -> Response<Full<Bytes>> {
+    if path.starts_with("/v1/catalogue/") {
+        return catalogue(control, method, path);
+    }
     let rest = path.trim_start_matches("/v1/placements/");
     if !path.starts_with("/v1/placements/") || rest.is_empty() {
         return json_response(
@@ -115,4 +118,32 @@ pub(crate) fn route(
             &json!({"error": "GET a table or an entry; PUT an entry"}),
         ),
     }
+}
+
+/// `GET /v1/catalogue/{index}`: one logical index's rules.
+fn catalogue(control: &ControlPlane, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    let index = path.trim_start_matches("/v1/catalogue/");
+    if method != Method::GET {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "the catalogue is read-only here; it is seeded from the config"}),
+        );
+    }
+    let snap = control.load();
+    let Some(l) = snap.index(index) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("{index:?} is not a logical index of the catalogue")}),
+        );
+    };
+    let partition = match &l.partition {
+        osproxy_control::PartitionRule::Principal => json!({"from": "principal"}),
+        osproxy_control::PartitionRule::Header(h) => json!({"header": h}),
+        osproxy_control::PartitionRule::Body(f) => json!({"body": f}),
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({"name": l.name, "partition": partition, "id": l.id_template.to_string(), "field": l.field,
+                "default": &*l.default, "allow_scripts": l.allow_scripts, "revision": snap.revision()}),
+    )
 }

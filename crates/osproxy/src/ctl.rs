@@ -28,11 +28,24 @@ pub struct CtlArgs {
 
 #[derive(Subcommand, Debug)]
 enum CtlCommand {
+    /// Live instances and what they have applied.
+    Fleet,
+    /// The catalogue of logical indices.
+    Catalogue {
+        #[command(subcommand)]
+        command: CatalogueCommand,
+    },
     /// The placement table.
     Placement {
         #[command(subcommand)]
         command: PlacementCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CatalogueCommand {
+    /// One logical index's rules.
+    Get { index: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -81,6 +94,10 @@ pub fn run(args: CtlArgs) -> ExitCode {
 
 async fn execute(args: &CtlArgs) -> Result<(), String> {
     let (method, path, body) = match &args.command {
+        CtlCommand::Fleet => (Method::GET, "/v1/fleet".to_string(), None),
+        CtlCommand::Catalogue {
+            command: CatalogueCommand::Get { index },
+        } => (Method::GET, format!("/v1/catalogue/{index}"), None),
         CtlCommand::Placement { command } => match command {
             PlacementCommand::List { index } => {
                 (Method::GET, format!("/v1/placements/{index}"), None)
@@ -148,7 +165,13 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
         println!("{v}");
         return Ok(());
     }
-    print_table(&v);
+    match &args.command {
+        CtlCommand::Fleet => print_fleet(&v),
+        CtlCommand::Catalogue { .. } => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+        }
+        CtlCommand::Placement { .. } => print_table(&v),
+    }
     Ok(())
 }
 
@@ -185,5 +208,35 @@ fn print_table(v: &Value) {
         }
     } else {
         row(v.get("partition").and_then(Value::as_str).unwrap_or("?"), v);
+    }
+}
+
+fn print_fleet(v: &Value) {
+    println!(
+        "{:<34} {:<22} {:<10} {:<10} REJECTED",
+        "INSTANCE", "ADDRESS", "VERSION", "REVISION"
+    );
+    for i in v
+        .get("instances")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let s = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        let rev = i
+            .get("applied_revision")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let rejected = i
+            .get("rejected_keys")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0);
+        println!(
+            "{:<34} {:<22} {:<10} {rev:<10} {rejected}",
+            s("id"),
+            s("address"),
+            s("version")
+        );
     }
 }

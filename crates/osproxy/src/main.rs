@@ -233,7 +233,18 @@ fn serve(config: Config) -> Result<(), String> {
         osproxy_proxy::probe::spawn_probes(probe_upstreams, readiness.clone());
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let operator_auth = auth.clone();
-        let admin_routes = Admin::new(metrics, readiness.clone()).with_control(
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let admin_routes = Admin::new(metrics, readiness.clone())
+            .with_instance(osproxy_admin::Instance {
+                id: instance_id.clone(),
+                address: data_addr.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started,
+            })
+            .with_control(
             plane.clone(),
             Arc::new(move |h| operator_auth.authenticate(h).is_ok_and(|p| p.operator)),
         );

@@ -2260,6 +2260,16 @@ async fn ctl_reads_and_sets_placements() {
         table.contains("stark") && table.contains("t-ctl-stark-2") && table.contains("(default)"),
         "{table}"
     );
+    let out = ctl(&["fleet"]);
+    let fleet = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && fleet.contains(f.proxy.data_addr()),
+        "{fleet}"
+    );
+    let out = ctl(&["--json", "catalogue", "get", "orders"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["id"], "{partition}:{id}");
+    assert_eq!(v["default"]["index"], "t-ctl-shared");
     // Without an operator token: refused.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_osproxy"))
         .args([

@@ -78,7 +78,7 @@ impl Router {
         c: &Classified<'_>,
     ) -> Result<usize, ProxyError> {
         let Some(p) = &self.passthrough else {
-            return Err(unsupported(method, path, "no [passthrough] is configured and tenancy routing is not available in this version"));
+            return Err(unsupported(method, path, "it addresses no logical index of the catalogue, and no [passthrough] is configured"));
         };
         let Some(prefixes) = &p.prefixes else {
             return Ok(p.cluster);

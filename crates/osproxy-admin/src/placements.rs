@@ -22,7 +22,7 @@ pub(crate) fn route(
     body: &Bytes,
 ) -> Response<Full<Bytes>> {
     if path.starts_with("/v1/catalogue/") {
-        return catalogue(control, method, path);
+        return catalogue(control, method, path, query, body);
     }
     let rest = path.trim_start_matches("/v1/placements/");
     if !path.starts_with("/v1/placements/") || rest.is_empty() {
@@ -85,21 +85,9 @@ pub(crate) fn route(
                     )
                 }
             };
-            let epoch = match query
-                .unwrap_or("")
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("epoch="))
-            {
-                Some(v) => match v.parse::<u64>() {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        return json_response(
-                            StatusCode::BAD_REQUEST,
-                            &json!({"error": "epoch must be a number"}),
-                        )
-                    }
-                },
-                None => None,
+            let epoch = match epoch_param(query) {
+                Ok(e) => e,
+                Err(m) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": m})),
             };
             match control.set_placement(index, &partition, placement, epoch) {
                 Ok(e) => json_response(StatusCode::OK, &entry_json(index, p, &e)),
@@ -121,13 +109,76 @@ pub(crate) fn route(
 }
 
 /// `GET /v1/catalogue/{index}`: one logical index's rules.
-fn catalogue(control: &ControlPlane, method: &Method, path: &str) -> Response<Full<Bytes>> {
+fn catalogue(
+    control: &ControlPlane,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Response<Full<Bytes>> {
     let index = path.trim_start_matches("/v1/catalogue/");
-    if method != Method::GET {
-        return json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &json!({"error": "the catalogue is read-only here; it is seeded from the config"}),
-        );
+    let epoch = match epoch_param(query) {
+        Ok(e) => e,
+        Err(m) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": m})),
+    };
+    let conflict = |control: &ControlPlane| {
+        let current = control.load().index(index).map(|l| l.epoch);
+        json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": "the logical index changed since it was read (or exists while ?epoch was absent); read it and retry with its epoch", "current_epoch": current}),
+        )
+    };
+    match *method {
+        Method::GET => {}
+        Method::PUT => {
+            let mut spec: Value = match serde_json::from_slice(body) {
+                Ok(Value::Object(m)) => Value::Object(m),
+                _ => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": "the body must be a JSON object like a [[indices]] entry"}),
+                    )
+                }
+            };
+            spec["name"] = Value::from(index);
+            let idx: osproxy_config::IndexConfig = match serde_json::from_value(spec) {
+                Ok(i) => i,
+                Err(e) => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": format!("not a catalogue entry: {e}")}),
+                    )
+                }
+            };
+            return match control.put_index(&idx, epoch) {
+                Ok(e) => json_response(StatusCode::OK, &json!({"name": index, "epoch": e})),
+                Err(WriteError::Conflict(_)) => conflict(control),
+                Err(WriteError::Invalid(m)) => {
+                    json_response(StatusCode::BAD_REQUEST, &json!({"error": m}))
+                }
+            };
+        }
+        Method::DELETE => {
+            let Some(epoch) = epoch else {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "DELETE needs ?epoch=N, the epoch you read"}),
+                );
+            };
+            return match control.delete_index(index, epoch) {
+                Ok(()) => json_response(StatusCode::OK, &json!({"name": index, "deleted": true})),
+                Err(WriteError::Conflict(_)) => conflict(control),
+                Err(WriteError::Invalid(m)) => {
+                    json_response(StatusCode::BAD_REQUEST, &json!({"error": m}))
+                }
+            };
+        }
+        _ => {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "GET, PUT or DELETE a logical index"}),
+            )
+        }
     }
     let snap = control.load();
     let Some(l) = snap.index(index) else {
@@ -144,6 +195,21 @@ fn catalogue(control: &ControlPlane, method: &Method, path: &str) -> Response<Fu
     json_response(
         StatusCode::OK,
         &json!({"name": l.name, "partition": partition, "id": l.id_template.to_string(), "field": l.field,
-                "default": &*l.default, "allow_scripts": l.allow_scripts, "revision": snap.revision()}),
+                "default": &*l.default, "allow_scripts": l.allow_scripts, "epoch": l.epoch, "revision": snap.revision()}),
     )
+}
+
+/// `?epoch=N`, absent when not given.
+fn epoch_param(query: Option<&str>) -> Result<Option<u64>, &'static str> {
+    match query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("epoch="))
+    {
+        Some(v) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| "epoch must be a number"),
+        None => Ok(None),
+    }
 }

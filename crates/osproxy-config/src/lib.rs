@@ -13,6 +13,7 @@ mod validate;
 
 pub use duration::Duration;
 pub use model::*;
+pub use tenancy::check_index;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

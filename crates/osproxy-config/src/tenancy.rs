@@ -296,6 +296,26 @@ fn is_valid_index_name(s: &str) -> bool {
             .any(|b| b.is_ascii_uppercase() || b" ,*/\\?\"<>|#:".contains(&b))
 }
 
+/// The checks of one `[[indices]]` entry that do not depend on the rest of
+/// the configuration (the control plane applies them to runtime writes).
+pub fn check_index(idx: &crate::IndexConfig) -> Result<(), String> {
+    if !is_valid_index_name(&idx.name) {
+        return Err(format!("{:?} is not a valid index name", idx.name));
+    }
+    check_template(&idx.id).map_err(|m| format!("id: {m}"))?;
+    check_field(&idx.field).map_err(|m| format!("field: {m}"))?;
+    if let PartitionSource::Body(f) = &idx.partition {
+        check_field(f).map_err(|m| format!("partition.body: {m}"))?;
+    }
+    if !idx.default.is_shared() {
+        return Err("default: the default placement serves every partition without an entry, so it must be `shared`".to_string());
+    }
+    if !is_valid_index_name(idx.default.physical_index(&idx.name)) {
+        return Err("default.index: not a valid index name".to_string());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use crate::from_str;

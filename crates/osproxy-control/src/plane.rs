@@ -90,3 +90,56 @@ impl ControlPlane {
         Ok(entry)
     }
 }
+
+impl ControlPlane {
+    /// Adds or replaces a logical index, only if it is at `expected_epoch`
+    /// (`None`: it must not exist yet). Returns the new epoch.
+    pub fn put_index(
+        &self,
+        idx: &osproxy_config::IndexConfig,
+        expected_epoch: Option<u64>,
+    ) -> Result<u64, WriteError> {
+        osproxy_config::check_index(idx).map_err(WriteError::Invalid)?;
+        if !self.clusters.iter().any(|c| c == idx.default.cluster()) {
+            return Err(WriteError::Invalid(format!(
+                "unknown cluster {:?}; configured clusters: {:?}",
+                idx.default.cluster(),
+                self.clusters
+            )));
+        }
+        let _guard = self
+            .writer
+            .lock()
+            .map_err(|_| WriteError::Invalid("control plane writer poisoned".into()))?;
+        let current = self.current.load_full();
+        let epoch = current.index(&idx.name).map(|l| l.epoch);
+        if epoch != expected_epoch {
+            return Err(WriteError::Conflict(Conflict(None)));
+        }
+        let next = current.with_index(idx).map_err(WriteError::Invalid)?;
+        let revision = next.revision();
+        self.current.store(Arc::new(next));
+        Ok(revision)
+    }
+
+    /// Removes a logical index at `expected_epoch`.
+    pub fn delete_index(&self, name: &str, expected_epoch: u64) -> Result<(), WriteError> {
+        let _guard = self
+            .writer
+            .lock()
+            .map_err(|_| WriteError::Invalid("control plane writer poisoned".into()))?;
+        let current = self.current.load_full();
+        match current.index(name).map(|l| l.epoch) {
+            None => {
+                return Err(WriteError::Invalid(format!(
+                    "{name:?} is not a logical index"
+                )))
+            }
+            Some(e) if e != expected_epoch => return Err(WriteError::Conflict(Conflict(None))),
+            Some(_) => {}
+        }
+        let next = current.without_index(name).map_err(WriteError::Invalid)?;
+        self.current.store(Arc::new(next));
+        Ok(())
+    }
+}

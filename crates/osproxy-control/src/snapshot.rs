@@ -34,6 +34,29 @@ pub struct LogicalIndex {
     pub default: Arc<Placement>,
     /// Whether scripts are allowed in shared placements.
     pub allow_scripts: bool,
+    /// The control-plane revision of its last change.
+    pub epoch: u64,
+}
+
+impl LogicalIndex {
+    /// From a catalogue entry as written in config or sent to the admin API.
+    pub fn from_config(idx: &osproxy_config::IndexConfig, epoch: u64) -> Result<Self, String> {
+        let id_template = IdTemplate::parse(&idx.id).map_err(|e| format!("id: {e}"))?;
+        let partition = match &idx.partition {
+            PartitionSource::From(_) => PartitionRule::Principal,
+            PartitionSource::Header(h) => PartitionRule::Header(h.to_ascii_lowercase()),
+            PartitionSource::Body(f) => PartitionRule::Body(f.clone()),
+        };
+        Ok(LogicalIndex {
+            name: idx.name.clone(),
+            partition,
+            id_template,
+            field: idx.field.clone(),
+            default: Arc::new(idx.default.clone()),
+            allow_scripts: idx.allow_scripts,
+            epoch,
+        })
+    }
 }
 
 /// A placement entry with the epoch it was last changed at.
@@ -72,24 +95,9 @@ impl Snapshot {
         let revision = 1;
         let mut indices = HashMap::new();
         for idx in &config.indices {
-            let id_template =
-                IdTemplate::parse(&idx.id).map_err(|e| format!("indices {}: id: {e}", idx.name))?;
-            let partition = match &idx.partition {
-                PartitionSource::From(_) => PartitionRule::Principal,
-                PartitionSource::Header(h) => PartitionRule::Header(h.to_ascii_lowercase()),
-                PartitionSource::Body(f) => PartitionRule::Body(f.clone()),
-            };
-            indices.insert(
-                idx.name.clone(),
-                Arc::new(LogicalIndex {
-                    name: idx.name.clone(),
-                    partition,
-                    id_template,
-                    field: idx.field.clone(),
-                    default: Arc::new(idx.default.clone()),
-                    allow_scripts: idx.allow_scripts,
-                }),
-            );
+            let logical = LogicalIndex::from_config(idx, revision)
+                .map_err(|e| format!("indices {}: {e}", idx.name))?;
+            indices.insert(idx.name.clone(), Arc::new(logical));
         }
         let placements = config
             .placements
@@ -221,6 +229,29 @@ impl Snapshot {
             }
         }
         Ok(())
+    }
+
+    /// A copy at the next revision with `idx` added or replaced (its epoch
+    /// the new revision), refused when it would mix owners' data.
+    pub fn with_index(&self, idx: &osproxy_config::IndexConfig) -> Result<Snapshot, String> {
+        let mut next = self.clone();
+        next.revision += 1;
+        let logical = LogicalIndex::from_config(idx, next.revision)?;
+        next.indices.insert(idx.name.clone(), Arc::new(logical));
+        next.check_ownership()?;
+        Ok(next)
+    }
+
+    /// A copy at the next revision without the logical index `name`; refused
+    /// while partitions have explicit placements in it.
+    pub fn without_index(&self, name: &str) -> Result<Snapshot, String> {
+        if !self.entries(name).is_empty() {
+            return Err(format!("{name:?} still has explicit placements; remove the logical index only when none remain"));
+        }
+        let mut next = self.clone();
+        next.revision += 1;
+        next.indices.remove(name);
+        Ok(next)
     }
 
     /// The revision this snapshot reflects.

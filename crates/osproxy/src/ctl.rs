@@ -46,6 +46,23 @@ enum CtlCommand {
 enum CatalogueCommand {
     /// One logical index's rules.
     Get { index: String },
+    /// Add or replace a logical index from a JSON spec (an `[[indices]]`
+    /// entry without its name), compare-and-swap on --epoch.
+    Put {
+        index: String,
+        /// e.g. '{"default":{"kind":"shared","cluster":"main","index":"notes-shared"}}'
+        #[arg(long)]
+        spec: String,
+        /// The epoch you read; absent means the index must not exist yet.
+        #[arg(long)]
+        epoch: Option<u64>,
+    },
+    /// Remove a logical index (only while no partition has an explicit placement).
+    Delete {
+        index: String,
+        #[arg(long)]
+        epoch: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,9 +112,24 @@ pub fn run(args: CtlArgs) -> ExitCode {
 async fn execute(args: &CtlArgs) -> Result<(), String> {
     let (method, path, body) = match &args.command {
         CtlCommand::Fleet => (Method::GET, "/v1/fleet".to_string(), None),
-        CtlCommand::Catalogue {
-            command: CatalogueCommand::Get { index },
-        } => (Method::GET, format!("/v1/catalogue/{index}"), None),
+        CtlCommand::Catalogue { command } => match command {
+            CatalogueCommand::Get { index } => {
+                (Method::GET, format!("/v1/catalogue/{index}"), None)
+            }
+            CatalogueCommand::Put { index, spec, epoch } => {
+                let query = epoch.map(|e| format!("?epoch={e}")).unwrap_or_default();
+                (
+                    Method::PUT,
+                    format!("/v1/catalogue/{index}{query}"),
+                    Some(spec.clone()),
+                )
+            }
+            CatalogueCommand::Delete { index, epoch } => (
+                Method::DELETE,
+                format!("/v1/catalogue/{index}?epoch={epoch}"),
+                None,
+            ),
+        },
         CtlCommand::Placement { command } => match command {
             PlacementCommand::List { index } => {
                 (Method::GET, format!("/v1/placements/{index}"), None)

@@ -2197,6 +2197,99 @@ async fn placements_change_at_runtime_with_compare_and_swap() {
         .await
         .unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
+
+    // The catalogue too: a logical index added, served at once, removed.
+    let notes = json!({"default": {"kind": "shared", "cluster": "main", "index": "t-rt-notes"}})
+        .to_string();
+    let r = f
+        .http
+        .send_with(
+            Method::PUT,
+            &admin("/v1/catalogue/notes"),
+            Some(notes.clone().into()),
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let notes_epoch = r.json()["epoch"].as_u64().unwrap();
+    let put = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/notes/_doc/1?refresh=true",
+            Some(json!({"text": "hi"})),
+            &[],
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.text());
+    let raw = direct(
+        &node().url(),
+        Method::GET,
+        "/t-rt-notes/_doc/acme:1?routing=acme",
+    )
+    .await
+    .json();
+    assert_eq!(raw["_source"], json!({"_tenant": "acme", "text": "hi"}));
+    let r = f
+        .http
+        .send_with(
+            Method::PUT,
+            &admin("/v1/catalogue/notes"),
+            Some(notes.into()),
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["current_epoch"], notes_epoch);
+    let ambiguous = json!({"id": "{partition}-{id}", "default": {"kind": "shared", "cluster": "main", "index": "t-rt-notes"}}).to_string();
+    let r = f
+        .http
+        .send_with(
+            Method::PUT,
+            &admin(&format!("/v1/catalogue/notes?epoch={notes_epoch}")),
+            Some(ambiguous.into()),
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    let stealing =
+        json!({"default": {"kind": "shared", "cluster": "main", "index": "t-rt-shared"}})
+            .to_string();
+    let r = f
+        .http
+        .send_with(
+            Method::PUT,
+            &admin("/v1/catalogue/letters"),
+            Some(stealing.into()),
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        400,
+        "another logical index's shared index: {}",
+        r.text()
+    );
+    let r = f
+        .http
+        .send_with(
+            Method::DELETE,
+            &admin(&format!("/v1/catalogue/notes?epoch={notes_epoch}")),
+            None,
+            &ops,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let gone = f
+        .call("acme-svc", Method::GET, "/notes/_doc/1", None, &[])
+        .await;
+    assert_eq!(gone.status, 400, "{}", gone.text());
+    assert_eq!(gone.json()["error"]["type"], "unsupported_endpoint");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -2259,6 +2352,22 @@ async fn ctl_reads_and_sets_placements() {
     assert!(
         table.contains("stark") && table.contains("t-ctl-stark-2") && table.contains("(default)"),
         "{table}"
+    );
+    let spec = r#"{"default":{"kind":"shared","cluster":"main","index":"t-ctl-notes"}}"#;
+    let out = ctl(&["catalogue", "put", "notes", "--spec", spec]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl(&["--json", "catalogue", "get", "notes"]);
+    let notes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes_epoch = notes["epoch"].as_u64().unwrap().to_string();
+    let out = ctl(&["catalogue", "delete", "notes", "--epoch", &notes_epoch]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let out = ctl(&["fleet"]);
     let fleet = String::from_utf8_lossy(&out.stdout);

@@ -8,28 +8,100 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use osproxy_observe::InFlight;
+use osproxy_rewrite::bulk::LineSplitter;
+use std::sync::{Arc, Mutex};
+
+use crate::route::BulkCheck;
 
 /// A body sent upstream: the client's, streamed, or nothing (probes).
 #[derive(Debug)]
 pub enum RequestBody {
     /// The client's body, relayed frame by frame.
     Client(Incoming),
+    /// The client's `_bulk` body, relayed frame by frame while every action
+    /// line is checked; a violation ends the body with an error (the cluster
+    /// then never sees a complete request) and is recorded for the answer.
+    Checked(Box<CheckedBulk>),
     /// A body osproxy rewrote (a document with its partition injected).
     Full(Option<Bytes>),
     /// No body.
     Empty,
 }
 
+/// Errors of bodies sent upstream.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streaming `_bulk` body under a [`BulkCheck`].
+#[derive(Debug)]
+pub struct CheckedBulk {
+    inner: Incoming,
+    splitter: Option<LineSplitter>,
+    check: BulkCheck,
+    violation: Arc<Mutex<Option<String>>>,
+}
+
+impl CheckedBulk {
+    /// Wraps `inner`; a violation is written to `violation`.
+    pub fn new(inner: Incoming, check: BulkCheck, violation: Arc<Mutex<Option<String>>>) -> Self {
+        CheckedBulk {
+            inner,
+            splitter: Some(LineSplitter::new(100 * 1024 * 1024)),
+            check,
+            violation,
+        }
+    }
+
+    fn refuse(&self, reason: String) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Ok(mut v) = self.violation.lock() {
+            *v = Some(reason.clone());
+        }
+        Poll::Ready(Some(Err(reason.into())))
+    }
+
+    fn poll_checked(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(splitter)) = (frame.data_ref(), self.splitter.as_mut()) {
+                    let lines = match splitter.feed(data) {
+                        Ok(l) => l,
+                        Err(e) => return self.refuse(e.to_string()),
+                    };
+                    for line in lines {
+                        if let Err(reason) = self.check.line(&line) {
+                            return self.refuse(reason);
+                        }
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                if let Some(last) = self.splitter.take().and_then(LineSplitter::finish) {
+                    if let Err(reason) = self.check.line(&last) {
+                        return self.refuse(reason);
+                    }
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::Checked(c) => c.poll_checked(cx),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Empty => Poll::Ready(None),
         }
@@ -38,6 +110,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::Checked(c) => c.inner.is_end_stream() && c.splitter.is_none(),
             RequestBody::Full(b) => b.is_none(),
             RequestBody::Empty => true,
         }
@@ -46,6 +119,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Client(b) => b.size_hint(),
+            RequestBody::Checked(c) => c.inner.size_hint(),
             RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RequestBody::Full(None) | RequestBody::Empty => SizeHint::with_exact(0),
         }

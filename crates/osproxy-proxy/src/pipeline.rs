@@ -17,8 +17,9 @@ use osproxy_rewrite::classify;
 use tracing::warn;
 
 use crate::auth::Authenticator;
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::{CheckedBulk, RequestBody, ResponseBody};
 use crate::headers::strip_hop_by_hop;
+use crate::route::BulkCheck;
 use crate::route::Router;
 use crate::tenancy::Tenancy;
 use crate::upstream::{UpstreamError, Upstreams};
@@ -178,18 +179,26 @@ impl Proxy {
             return match self.router.operator_cluster(req.headers()) {
                 Ok(cluster) => (
                     kind,
-                    self.dispatch(cluster, req, request_id, in_flight).await,
+                    self.dispatch(cluster, req, request_id, in_flight, None)
+                        .await,
                 ),
                 Err(e) => (kind, Err(e)),
             };
         }
-        let cluster = match self.router.route(req.method(), path, &classified) {
-            Ok(c) => c,
+        let passed = match self.router.route(req.method(), path, &classified) {
+            Ok(p) => p,
             Err(e) => return (kind, Err(e)),
         };
         (
             kind,
-            self.dispatch(cluster, req, request_id, in_flight).await,
+            self.dispatch(
+                passed.cluster,
+                req,
+                request_id,
+                in_flight,
+                passed.bulk_prefixes,
+            )
+            .await,
         )
     }
 
@@ -199,6 +208,7 @@ impl Proxy {
         req: Request<Incoming>,
         request_id: &HeaderValue,
         in_flight: InFlight,
+        bulk_prefixes: Option<Vec<String>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let upstream = self.upstreams.get(cluster).ok_or_else(|| {
             ProxyError::new(
@@ -220,7 +230,16 @@ impl Proxy {
         parts
             .headers
             .insert(X_REQUEST_ID.clone(), request_id.clone());
-        let upstream_req = Request::from_parts(parts, RequestBody::Client(body));
+        let violation = Arc::new(std::sync::Mutex::new(None::<String>));
+        let body = match bulk_prefixes {
+            Some(prefixes) => RequestBody::Checked(Box::new(CheckedBulk::new(
+                body,
+                BulkCheck::new(prefixes),
+                violation.clone(),
+            ))),
+            None => RequestBody::Client(body),
+        };
+        let upstream_req = Request::from_parts(parts, body);
 
         match upstream.send(upstream_req, self.request_timeout).await {
             Ok(resp) => {
@@ -232,6 +251,14 @@ impl Proxy {
                 ))
             }
             Err(e) => {
+                // A checked bulk that named an index outside the prefixes was
+                // cut off before the cluster saw a complete request.
+                if let Some(reason) = violation.lock().ok().and_then(|mut v| v.take()) {
+                    return Err(ProxyError::new(
+                        ErrorCode::UnsupportedEndpoint,
+                        format!("the _bulk was not forwarded: {reason}"),
+                    ));
+                }
                 warn!(cluster = %upstream.id, request_id = ?request_id, error = %e, "upstream exchange failed");
                 let (code, retryable) = match &e {
                     UpstreamError::Connect(_) => (ErrorCode::UpstreamUnavailable, true),

@@ -76,16 +76,22 @@ impl Router {
         method: &Method,
         path: &str,
         c: &Classified<'_>,
-    ) -> Result<usize, ProxyError> {
+    ) -> Result<Passed, ProxyError> {
         let Some(p) = &self.passthrough else {
             return Err(unsupported(method, path, "it addresses no logical index of the catalogue, and no [passthrough] is configured"));
         };
         let Some(prefixes) = &p.prefixes else {
-            return Ok(p.cluster);
+            return Ok(Passed {
+                cluster: p.cluster,
+                bulk_prefixes: None,
+            });
         };
         // The banner is harmless and some clients read it on connect.
         if c.kind == EndpointKind::Root && (method == Method::GET || method == Method::HEAD) {
-            return Ok(p.cluster);
+            return Ok(Passed {
+                cluster: p.cluster,
+                bulk_prefixes: None,
+            });
         }
         if !is_canonical(path) {
             return Err(unsupported(
@@ -105,13 +111,72 @@ impl Router {
             ));
         }
         if c.body_names_indices {
+            if c.kind == EndpointKind::Bulk {
+                // Every action line is checked as the body streams through.
+                return Ok(Passed {
+                    cluster: p.cluster,
+                    bulk_prefixes: Some(prefixes.clone()),
+                });
+            }
             return Err(unsupported(
                 method,
                 path,
-                "its body can name indices outside the passthrough prefixes, which osproxy does not inspect in passthrough mode; send one request per document or search instead",
+                "its body can name indices outside the passthrough prefixes, which osproxy does not inspect for this endpoint; send one request per document or search instead",
             ));
         }
-        Ok(p.cluster)
+        Ok(Passed {
+            cluster: p.cluster,
+            bulk_prefixes: None,
+        })
+    }
+}
+
+/// A request allowed through: its cluster, and for a prefix-confined `_bulk`
+/// the prefixes every action line must stay within.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passed {
+    /// The cluster position.
+    pub cluster: usize,
+    /// Set when the body must be checked line by line.
+    pub bulk_prefixes: Option<Vec<String>>,
+}
+
+/// Checks the action lines of a passthrough `_bulk` as they stream: every
+/// `_index` an action names must stay within the prefixes. A line that does
+/// not read as an action stops the request (item boundaries are then
+/// unknown).
+#[derive(Debug)]
+pub struct BulkCheck {
+    prefixes: Vec<String>,
+    expect_source: bool,
+}
+
+impl BulkCheck {
+    /// A check for these prefixes.
+    pub fn new(prefixes: Vec<String>) -> Self {
+        BulkCheck {
+            prefixes,
+            expect_source: false,
+        }
+    }
+
+    /// Checks one line; `Err` says why the request must stop.
+    pub fn line(&mut self, line: &[u8]) -> Result<(), String> {
+        if std::mem::take(&mut self.expect_source) {
+            return Ok(());
+        }
+        let action = osproxy_rewrite::bulk::parse_action(line).map_err(|e| {
+            format!("a bulk action line could not be read ({e}), so its target cannot be checked")
+        })?;
+        if let Some(index) = &action.index {
+            let all_within = index.split(',').all(|n| within(n, &self.prefixes));
+            if !all_within {
+                let shown: String = index.chars().take(200).collect();
+                return Err(format!("a bulk action names index {shown:?}, which does not start with a passthrough prefix {:?}", self.prefixes));
+            }
+        }
+        self.expect_source = action.op.has_source();
+        Ok(())
     }
 }
 
@@ -148,7 +213,9 @@ mod tests {
 
     fn route(r: &Router, method: Method, path: &str) -> Result<usize, ErrorCode> {
         let c = classify(path).map_err(|_| ErrorCode::BadRequest)?;
-        r.route(&method, path, &c).map_err(|e| e.code)
+        r.route(&method, path, &c)
+            .map(|p| p.cluster)
+            .map_err(|e| e.code)
     }
 
     #[test]
@@ -181,7 +248,8 @@ mod tests {
         assert_eq!(route(&r, Method::GET, "/_all/_search"), refused);
         assert_eq!(route(&r, Method::GET, "/*/_search"), refused);
         assert_eq!(route(&r, Method::GET, "/_search"), refused);
-        assert_eq!(route(&r, Method::POST, "/legacy-a/_bulk"), refused);
+        // A bulk passes, with its action lines checked as they stream.
+        assert_eq!(route(&r, Method::POST, "/legacy-a/_bulk"), Ok(1));
         assert_eq!(route(&r, Method::POST, "/legacy-a/_mget"), refused);
         assert_eq!(route(&r, Method::POST, "/legacy-a/_msearch"), refused);
         assert_eq!(route(&r, Method::GET, "/_cat/indices/legacy-a"), refused);
@@ -191,6 +259,31 @@ mod tests {
         );
         assert_eq!(route(&r, Method::GET, "//legacy-a/_search"), refused);
         assert_eq!(route(&r, Method::GET, "/legacy-a/%2e%2e/orders"), refused);
+    }
+
+    #[test]
+    fn bulk_action_lines_stay_within_the_prefixes() {
+        let mut check = BulkCheck::new(vec!["legacy-".into()]);
+        assert!(check.line(br#"{"index":{"_id":"1"}}"#).is_ok());
+        assert!(check
+            .line(br#"{"_index":"orders-shared","evil":"as a source line this is fine"}"#)
+            .is_ok());
+        assert!(check
+            .line(br#"{"index":{"_index":"legacy-b","_id":"2"}}"#)
+            .is_ok());
+        assert!(check.line(br#"{"a":1}"#).is_ok());
+        assert!(check
+            .line(br#"{"delete":{"_index":"legacy-c","_id":"3"}}"#)
+            .is_ok());
+        assert!(check
+            .line(br#"{"delete":{"_index":"orders-shared","_id":"acme:1"}}"#)
+            .is_err());
+        let mut check = BulkCheck::new(vec!["legacy-".into()]);
+        assert!(check
+            .line(br#"{"create":{"_index":"legacy-a,orders"}}"#)
+            .is_err());
+        let mut check = BulkCheck::new(vec!["legacy-".into()]);
+        assert!(check.line(b"not json").is_err());
     }
 
     #[test]

@@ -441,7 +441,6 @@ async fn prefix_passthrough_confines_to_listed_indices() {
         "/legacy-a%2Corders/_search",
         "/_search",
         "/_all/_search",
-        "/legacy-a/_bulk",
         "/_cat/indices",
     ] {
         let r = http
@@ -468,4 +467,44 @@ async fn prefix_passthrough_confines_to_listed_indices() {
         .map(|r| r.status)
         .unwrap_or_default();
     assert_eq!(orders, 404);
+
+    // A bulk passes when every action stays within the prefixes...
+    let ok = "{\"index\":{\"_id\":\"b1\"}}\n{\"x\":1}\n{\"index\":{\"_index\":\"legacy-b\",\"_id\":\"b2\"}}\n{\"x\":2}\n";
+    let r = http
+        .send_with(
+            Method::POST,
+            &format!("{}/legacy-a/_bulk?refresh=true", proxy.url()),
+            Some(ok.into()),
+            &[("content-type", "application/x-ndjson")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["errors"], false, "{}", r.text());
+    // ...and is stopped, with nothing applied, when one names another index.
+    let bad = "{\"index\":{\"_id\":\"never\"}}\n{\"x\":1}\n{\"delete\":{\"_index\":\"orders\",\"_id\":\"1\"}}\n";
+    let r = http
+        .send_with(
+            Method::POST,
+            &format!("{}/legacy-a/_bulk?refresh=true", proxy.url()),
+            Some(bad.into()),
+            &[("content-type", "application/x-ndjson")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "unsupported_endpoint");
+    assert!(r.text().contains("orders"), "{}", r.text());
+    let never = http
+        .send(
+            Method::GET,
+            &format!("{}/legacy-a/_doc/never", node().url()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        never.status, 404,
+        "no item of a stopped bulk may be applied"
+    );
 }

@@ -23,7 +23,7 @@ use osproxy_rewrite::bulk::{
 };
 
 use super::document::confine_body;
-use super::params::Op;
+use super::params::{allow_only, Op};
 use super::{body_partition, reverse, Target, Tenancy, MAX_BUFFERED};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
@@ -275,22 +275,7 @@ fn bulk_query(query: Option<&str>) -> Result<String, ProxyError> {
         "human",
         "error_trace",
     ];
-    let mut out = String::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        if !ALLOWED.contains(&key) {
-            let shown: String = key.chars().take(64).filter(|c| !c.is_control()).collect();
-            return Err(ProxyError::new(
-                ErrorCode::BadRequest,
-                format!("query parameter `{shown}` is refused on a bulk of logical indices (allowed: {})", ALLOWED.join(", ")),
-            ));
-        }
-        if !out.is_empty() {
-            out.push('&');
-        }
-        out.push_str(pair);
-    }
-    Ok(out)
+    allow_only(query, &ALLOWED, "on a bulk of logical indices")
 }
 
 struct Run<'a, 't> {

@@ -15,7 +15,8 @@ use osproxy_rewrite::search::{confine_search, SearchPolicy};
 use serde_json::{json, Map, Value};
 
 use super::cursor::{unwrap, wrap, Cursor};
-use super::{json_response, read_limited, reverse, Target, Tenancy};
+use super::params::allow_only;
+use super::{json_ok, json_response, read_limited, reverse, Target, Tenancy};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 
@@ -120,23 +121,12 @@ pub(crate) async fn open_pit(
             "only POST opens a point in time",
         ));
     }
-    let mut query = Vec::new();
-    for pair in req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        if !matches!(key, "keep_alive" | "pretty" | "human" | "error_trace") {
-            return Err(bad(format!(
-                "query parameter `{}` is refused when opening a point in time",
-                key.chars().take(64).collect::<String>()
-            )));
-        }
-        query.push(pair.to_string());
-    }
+    let kept = allow_only(
+        req.uri().query(),
+        &["keep_alive", "pretty", "human", "error_trace"],
+        "when opening a point in time",
+    )?;
+    let mut query: Vec<String> = Some(kept).filter(|q| !q.is_empty()).into_iter().collect();
     if t.shared() {
         query.push(format!("routing={}", t.partition.as_str()));
     }
@@ -329,12 +319,7 @@ async fn close(
     } else {
         json!({"pits": pits})
     };
-    let mut resp = Response::new(ResponseBody::full(Bytes::from(out.to_string())));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
-    Ok(resp)
+    Ok(json_ok(out.to_string().into_bytes()))
 }
 
 /// `POST /_search` with `{"pit": {"id": ...}}`: the PIT says where; the

@@ -484,6 +484,16 @@ where
         })
 }
 
+/// A 200 JSON response osproxy assembled itself.
+pub(crate) fn json_ok(body: Vec<u8>) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    resp
+}
+
 /// A JSON response with the upstream's status.
 pub(crate) fn json_response(parts: http::response::Parts, body: Vec<u8>) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));

@@ -13,7 +13,8 @@ use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::search::{confine_search, SearchPolicy};
 use serde_json::{json, Map, Value};
 
-use super::{read_limited, reverse, Target, Tenancy};
+use super::params::allow_only;
+use super::{json_ok, read_limited, reverse, Target, Tenancy};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 
@@ -71,30 +72,13 @@ fn resolve<'t>(
     }
 }
 
-/// Query parameters kept on the upstream requests.
-fn kept_query(query: Option<&str>, allowed: &[&str]) -> Result<String, ProxyError> {
-    let mut out = Vec::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        if !allowed.contains(&key) {
-            let shown: String = key.chars().take(64).filter(|c| !c.is_control()).collect();
-            return Err(bad(format!(
-                "query parameter `{shown}` is refused here (allowed: {})",
-                allowed.join(", ")
-            )));
-        }
-        out.push(pair);
-    }
-    Ok(out.join("&"))
-}
-
 pub(crate) async fn mget(
     tenancy: &Tenancy,
     req: Request<Incoming>,
     principal: Option<&Principal>,
     path_index: Option<&str>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let query = kept_query(
+    let query = allow_only(
         req.uri().query(),
         &[
             "realtime",
@@ -107,6 +91,7 @@ pub(crate) async fn mget(
             "human",
             "error_trace",
         ],
+        "on an _mget of logical indices",
     )?;
     let headers = req.headers().clone();
     let body: Value = serde_json::from_slice(&read_limited(req.into_body()).await?)
@@ -227,14 +212,7 @@ pub(crate) async fn mget(
         .into_iter()
         .map(|a| a.unwrap_or(Value::Null))
         .collect();
-    let mut resp = Response::new(ResponseBody::full(Bytes::from(
-        json!({"docs": docs}).to_string(),
-    )));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
-    Ok(resp)
+    Ok(json_ok(json!({"docs": docs}).to_string().into_bytes()))
 }
 
 /// `{"docs": [...]}` with every doc reversed (byte-level, sources untouched
@@ -257,7 +235,7 @@ pub(crate) async fn msearch(
     principal: Option<&Principal>,
     path_index: Option<&str>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let query = kept_query(
+    let query = allow_only(
         req.uri().query(),
         &[
             "max_concurrent_searches",
@@ -267,6 +245,7 @@ pub(crate) async fn msearch(
             "human",
             "error_trace",
         ],
+        "on an _msearch of logical indices",
     )?;
     let headers = req.headers().clone();
     let raw = read_limited(req.into_body()).await?;
@@ -433,10 +412,5 @@ pub(crate) async fn msearch(
         out.extend_from_slice(&a.unwrap_or_else(|| b"null".to_vec()));
     }
     out.extend_from_slice(b"]}");
-    let mut resp = Response::new(ResponseBody::full(Bytes::from(out)));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
-    Ok(resp)
+    Ok(json_ok(out))
 }

@@ -171,6 +171,31 @@ pub(crate) fn rewrite_query(
     Ok(out)
 }
 
+/// The query string with only `allowed` parameters, verbatim; any other
+/// parameter is refused, naming it and what is accepted `where_`.
+pub(crate) fn allow_only(
+    query: Option<&str>,
+    allowed: &[&str],
+    where_: &str,
+) -> Result<String, ProxyError> {
+    let mut out = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if !allowed.contains(&key) {
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "query parameter `{}` is refused {where_} (allowed: {})",
+                    shown(key),
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        out.push(pair);
+    }
+    Ok(out.join("&"))
+}
+
 fn shown(key: &str) -> String {
     key.chars().take(64).filter(|c| !c.is_control()).collect()
 }
@@ -205,6 +230,26 @@ mod tests {
         assert!(rewrite_query(Some("pipeline=rewrite"), Op::Write, true, "acme").is_err());
         assert!(rewrite_query(Some("pipeline=enrich"), Op::Write, false, "acme").is_ok());
         assert!(rewrite_query(Some("df=x"), Op::Count, true, "acme").is_err());
+    }
+
+    #[test]
+    fn allow_only_keeps_listed_pairs_verbatim() {
+        assert_eq!(
+            allow_only(
+                Some("refresh=true&timeout=1m"),
+                &["refresh", "timeout"],
+                "here"
+            )
+            .unwrap(),
+            "refresh=true&timeout=1m"
+        );
+        assert_eq!(allow_only(None, &["refresh"], "here").unwrap(), "");
+        let e = allow_only(Some("refresh=true&routing=x"), &["refresh"], "on a bulk").unwrap_err();
+        assert!(
+            e.reason.contains("`routing`") && e.reason.contains("on a bulk"),
+            "{}",
+            e.reason
+        );
     }
 
     #[test]

@@ -84,7 +84,9 @@ pub struct Resolved {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     indices: HashMap<String, Arc<LogicalIndex>>,
-    placements: HashMap<(String, String), Entry>,
+    /// Explicit entries by logical index, then partition (looked up by
+    /// borrowed names: no allocation on the request path).
+    placements: HashMap<String, HashMap<String, Entry>>,
     revision: u64,
 }
 
@@ -99,19 +101,17 @@ impl Snapshot {
                 .map_err(|e| format!("indices {}: {e}", idx.name))?;
             indices.insert(idx.name.clone(), Arc::new(logical));
         }
-        let placements = config
-            .placements
-            .iter()
-            .map(|p| {
-                (
-                    (p.index.clone(), p.partition.clone()),
-                    Entry {
-                        placement: Arc::new(p.placement.clone()),
-                        epoch: revision,
-                    },
-                )
-            })
-            .collect();
+        let mut placements: HashMap<String, HashMap<String, Entry>> = HashMap::new();
+        for p in &config.placements {
+            let entry = Entry {
+                placement: Arc::new(p.placement.clone()),
+                epoch: revision,
+            };
+            placements
+                .entry(p.index.clone())
+                .or_default()
+                .insert(p.partition.clone(), entry);
+        }
         Ok(Snapshot {
             indices,
             placements,
@@ -137,12 +137,7 @@ impl Snapshot {
     /// Where `partition`'s data of `index` lives.
     pub fn resolve(&self, index: &str, partition: &PartitionId) -> Option<Resolved> {
         let logical = self.indices.get(index)?;
-        // Lookups by borrowed pair would need a custom key type; the
-        // allocation is two short strings per request.
-        match self
-            .placements
-            .get(&(index.to_string(), partition.as_str().to_string()))
-        {
+        match self.entry(index, partition) {
             Some(e) => Some(Resolved {
                 index: logical.clone(),
                 placement: e.placement.clone(),
@@ -158,17 +153,17 @@ impl Snapshot {
 
     /// The explicit entry of `partition` of `index`, if any.
     pub fn entry(&self, index: &str, partition: &PartitionId) -> Option<&Entry> {
-        self.placements
-            .get(&(index.to_string(), partition.as_str().to_string()))
+        self.placements.get(index)?.get(partition.as_str())
     }
 
     /// Every explicit entry of `index`, by partition.
     pub fn entries(&self, index: &str) -> Vec<(&str, &Entry)> {
         let mut out: Vec<(&str, &Entry)> = self
             .placements
-            .iter()
-            .filter(|((i, _), _)| i == index)
-            .map(|((_, p), e)| (p.as_str(), e))
+            .get(index)
+            .into_iter()
+            .flatten()
+            .map(|(p, e)| (p.as_str(), e))
             .collect();
         out.sort_by(|a, b| a.0.cmp(b.0));
         out
@@ -184,13 +179,14 @@ impl Snapshot {
     ) -> Result<Snapshot, String> {
         let mut next = self.clone();
         next.revision += 1;
-        next.placements.insert(
-            (index.to_string(), partition.as_str().to_string()),
-            Entry {
-                placement: Arc::new(placement),
-                epoch: next.revision,
-            },
-        );
+        let entry = Entry {
+            placement: Arc::new(placement),
+            epoch: next.revision,
+        };
+        next.placements
+            .entry(index.to_string())
+            .or_default()
+            .insert(partition.as_str().to_string(), entry);
         next.check_ownership()?;
         Ok(next)
     }
@@ -203,10 +199,11 @@ impl Snapshot {
             .indices
             .values()
             .map(|l| (l.name.clone(), None::<String>, l.default.clone()));
-        let entries = self
-            .placements
-            .iter()
-            .map(|((i, p), e)| (i.clone(), Some(p.clone()), e.placement.clone()));
+        let entries = self.placements.iter().flat_map(|(i, by_partition)| {
+            by_partition
+                .iter()
+                .map(move |(p, e)| (i.clone(), Some(p.clone()), e.placement.clone()))
+        });
         for (logical, partition, placement) in defaults.chain(entries) {
             let claim = match (&partition, placement.is_shared()) {
                 (_, true) | (None, _) => format!("shared:{logical}"),
@@ -251,6 +248,7 @@ impl Snapshot {
         let mut next = self.clone();
         next.revision += 1;
         next.indices.remove(name);
+        next.placements.remove(name);
         Ok(next)
     }
 

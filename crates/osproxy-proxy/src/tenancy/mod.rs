@@ -92,7 +92,9 @@ pub struct Tenancy {
     pub(crate) cursor_key: cursor::CursorKey,
     /// Shared physical indices whose partition field is known to be mapped
     /// as `keyword` (cluster id, index).
-    verified: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// (by cluster id, then index; looked up without allocating).
+    verified:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
 }
 
 impl Tenancy {
@@ -110,7 +112,7 @@ impl Tenancy {
             request_timeout,
             ids: osproxy_core::RequestIdMinter::new(nonce),
             cursor_key,
-            verified: std::sync::Mutex::new(std::collections::HashSet::new()),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -339,13 +341,11 @@ impl Tenancy {
         if !t.shared() {
             return Ok(());
         }
-        let key = (t.cluster.id.clone(), t.physical_index().to_string());
-        if self
-            .verified
-            .lock()
-            .map(|v| v.contains(&key))
-            .unwrap_or(false)
-        {
+        let known = |v: &std::collections::HashMap<String, std::collections::HashSet<String>>| {
+            v.get(&t.cluster.id)
+                .is_some_and(|set| set.contains(t.physical_index()))
+        };
+        if self.verified.lock().map(|v| known(&v)).unwrap_or(false) {
             return Ok(());
         }
         let field = serde_json::Value::from(t.logical.field.as_str()).to_string();
@@ -364,7 +364,9 @@ impl Tenancy {
                 .await?;
             if parts.status.is_success() {
                 if let Ok(mut v) = self.verified.lock() {
-                    v.insert(key);
+                    v.entry(t.cluster.id.clone())
+                        .or_default()
+                        .insert(t.physical_index().to_string());
                 }
                 return Ok(());
             }

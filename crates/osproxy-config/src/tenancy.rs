@@ -41,40 +41,13 @@ pub(crate) fn validate(config: &Config, errs: &mut Vec<ConfigError>) {
     let mut owners: HashMap<(String, String), String> = HashMap::new();
     for (i, idx) in config.indices.iter().enumerate() {
         let key = |k: &str| format!("indices[{i}].{k}");
-        if !is_valid_index_name(&idx.name) {
-            errs.push(ConfigError::new(key("name"), format!("{:?} is not a valid index name: lower-case, not starting with _ - + or ., no , * / \\ ? \" < > | # : or spaces", idx.name)));
+        for (k, message) in index_problems(idx) {
+            errs.push(ConfigError::new(key(k), message));
         }
         if config.indices[..i].iter().any(|o| o.name == idx.name) {
             errs.push(ConfigError::new(
                 key("name"),
                 format!("duplicate logical index {:?}", idx.name),
-            ));
-        }
-        if let Err(m) = check_template(&idx.id) {
-            errs.push(ConfigError::new(key("id"), m));
-        }
-        if let Err(m) = check_field(&idx.field) {
-            errs.push(ConfigError::new(key("field"), m));
-        }
-        match &idx.partition {
-            PartitionSource::Header(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
-                errs.push(ConfigError::new(
-                    key("partition.header"),
-                    format!("{h:?} is not a header name"),
-                ));
-            }
-            PartitionSource::Body(f) if check_field(f).is_err() => {
-                errs.push(ConfigError::new(
-                    key("partition.body"),
-                    format!("{f:?} is not a usable top-level field name"),
-                ));
-            }
-            _ => {}
-        }
-        if !idx.default.is_shared() {
-            errs.push(ConfigError::new(
-                key("default"),
-                "the default placement serves every partition without an entry, so it must be `shared`; give `index` and `cluster` placements per partition in [[placements]]",
             ));
         }
         placement(
@@ -296,19 +269,45 @@ fn is_valid_index_name(s: &str) -> bool {
             .any(|b| b.is_ascii_uppercase() || b" ,*/\\?\"<>|#:".contains(&b))
 }
 
+/// The problems of one `[[indices]]` entry on its own, as (key under the
+/// entry, message); shared by config validation and runtime catalogue writes.
+fn index_problems(idx: &crate::IndexConfig) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if !is_valid_index_name(&idx.name) {
+        out.push(("name", format!("{:?} is not a valid index name: lower-case, not starting with _ - + or ., no , * / \\ ? \" < > | # : or spaces", idx.name)));
+    }
+    if let Err(m) = check_template(&idx.id) {
+        out.push(("id", m));
+    }
+    if let Err(m) = check_field(&idx.field) {
+        out.push(("field", m));
+    }
+    match &idx.partition {
+        PartitionSource::Header(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
+            out.push(("partition.header", format!("{h:?} is not a header name")));
+        }
+        PartitionSource::Body(f) if check_field(f).is_err() => {
+            out.push((
+                "partition.body",
+                format!("{f:?} is not a usable top-level field name"),
+            ));
+        }
+        _ => {}
+    }
+    if !idx.default.is_shared() {
+        out.push((
+            "default",
+            "the default placement serves every partition without an entry, so it must be `shared`; give `index` and `cluster` placements per partition in [[placements]]".to_string(),
+        ));
+    }
+    out
+}
+
 /// The checks of one `[[indices]]` entry that do not depend on the rest of
 /// the configuration (the control plane applies them to runtime writes).
 pub fn check_index(idx: &crate::IndexConfig) -> Result<(), String> {
-    if !is_valid_index_name(&idx.name) {
-        return Err(format!("{:?} is not a valid index name", idx.name));
-    }
-    check_template(&idx.id).map_err(|m| format!("id: {m}"))?;
-    check_field(&idx.field).map_err(|m| format!("field: {m}"))?;
-    if let PartitionSource::Body(f) = &idx.partition {
-        check_field(f).map_err(|m| format!("partition.body: {m}"))?;
-    }
-    if !idx.default.is_shared() {
-        return Err("default: the default placement serves every partition without an entry, so it must be `shared`".to_string());
+    if let Some((k, m)) = index_problems(idx).into_iter().next() {
+        return Err(format!("{k}: {m}"));
     }
     if !is_valid_index_name(idx.default.physical_index(&idx.name)) {
         return Err("default.index: not a valid index name".to_string());

@@ -14,23 +14,14 @@ use http_body_util::Full;
 use osproxy_observe::{Metrics, Readiness};
 use serde_json::json;
 
+mod directives;
 mod placements;
 
 /// Decides whether a request carries an operator's credentials.
 pub type OperatorCheck = Arc<dyn Fn(&http::HeaderMap) -> bool + Send + Sync>;
 
 /// This instance, as the fleet list shows it.
-#[derive(Debug, Clone, Default)]
-pub struct Instance {
-    /// Instance id.
-    pub id: String,
-    /// The data listener's address.
-    pub address: String,
-    /// osproxy's version.
-    pub version: String,
-    /// Start time, seconds since the Unix epoch.
-    pub started: u64,
-}
+pub use osproxy_control::Member as Instance;
 
 /// What the admin routes read.
 #[derive(Clone)]
@@ -98,7 +89,7 @@ impl Admin {
                 ));
             };
             if req.uri().path() == "/v1/fleet" {
-                return Ok(self.fleet(&control));
+                return Ok(self.fleet(&control).await);
             }
             let (parts, body) = req.into_parts();
             let body =
@@ -112,26 +103,25 @@ impl Admin {
                 parts.uri.path(),
                 parts.uri.query(),
                 &body,
-            ));
+            )
+            .await);
         }
         Ok(self.route(req.method(), req.uri().path()))
     }
 
-    /// The memory backend's fleet is this instance alone; its snapshot is
-    /// always current, so it is fresh now.
-    fn fleet(&self, control: &osproxy_control::ControlPlane) -> Response<Full<Bytes>> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let i = &self.instance;
-        json_response(
-            StatusCode::OK,
-            &json!({"backend": "memory", "instances": [{
-                "id": i.id, "address": i.address, "version": i.version, "started": i.started,
-                "applied_revision": control.load().revision(), "last_fresh": now, "rejected_keys": []
-            }]}),
-        )
+    /// The live fleet: every instance's record (with the memory backend,
+    /// this instance alone).
+    async fn fleet(&self, control: &osproxy_control::ControlPlane) -> Response<Full<Bytes>> {
+        match control.fleet(&self.instance).await {
+            Ok(instances) => json_response(
+                StatusCode::OK,
+                &json!({"backend": control.backend(), "instances": instances}),
+            ),
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": format!("cannot read the fleet from the control store: {e}")}),
+            ),
+        }
     }
 
     fn route(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
@@ -151,6 +141,18 @@ impl Admin {
                 ),
             },
             "/metrics" => {
+                if let Some(c) = &self.control {
+                    let n = c.counters();
+                    self.metrics.set_control(osproxy_observe::ControlStanding {
+                        applied_revision: n.applied_revision,
+                        fresh_age_seconds: n.fresh_age_ms as f64 / 1000.0,
+                        rejected_keys: n.rejected_keys,
+                        events: n.events,
+                        rejections: n.rejections,
+                        reconnects: n.reconnects,
+                        reloads: n.reloads,
+                    });
+                }
                 let mut resp = Response::new(Full::new(Bytes::from(self.metrics.encode())));
                 resp.headers_mut().insert(
                     CONTENT_TYPE,

@@ -14,15 +14,21 @@ fn entry_json(index: &str, partition: &str, e: &Entry) -> Value {
     json!({"index": index, "partition": partition, "placement": &*e.placement, "epoch": e.epoch, "state": "active"})
 }
 
-pub(crate) fn route(
+pub(crate) async fn route(
     control: &ControlPlane,
     method: &Method,
     path: &str,
     query: Option<&str>,
     body: &Bytes,
 ) -> Response<Full<Bytes>> {
+    if path == "/v1/catalogue" || path == "/v1/catalogue/" {
+        return catalogue_list(control, method);
+    }
     if path.starts_with("/v1/catalogue/") {
-        return catalogue(control, method, path, query, body);
+        return catalogue(control, method, path, query, body).await;
+    }
+    if path == "/v1/directives" {
+        return crate::directives::route(control, method, query, body).await;
     }
     let rest = path.trim_start_matches("/v1/placements/");
     if !path.starts_with("/v1/placements/") || rest.is_empty() {
@@ -89,16 +95,18 @@ pub(crate) fn route(
                 Ok(e) => e,
                 Err(m) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": m})),
             };
-            match control.set_placement(index, &partition, placement, epoch) {
+            match control
+                .set_placement(index, &partition, placement, epoch)
+                .await
+            {
                 Ok(e) => json_response(StatusCode::OK, &entry_json(index, p, &e)),
                 Err(WriteError::Conflict(c)) => json_response(
                     StatusCode::CONFLICT,
                     &json!({"error": "the entry changed since it was read (or exists while ?epoch was absent); read it and retry with its epoch",
-                            "current": c.0.as_ref().map(|e| entry_json(index, p, e))}),
+                            "current": c.entry.as_ref().map(|e| entry_json(index, p, e)),
+                            "current_epoch": c.epoch}),
                 ),
-                Err(WriteError::Invalid(m)) => {
-                    json_response(StatusCode::BAD_REQUEST, &json!({"error": m}))
-                }
+                Err(e) => write_error(e),
             }
         }
         _ => json_response(
@@ -109,7 +117,7 @@ pub(crate) fn route(
 }
 
 /// `GET /v1/catalogue/{index}`: one logical index's rules.
-fn catalogue(
+async fn catalogue(
     control: &ControlPlane,
     method: &Method,
     path: &str,
@@ -121,8 +129,7 @@ fn catalogue(
         Ok(e) => e,
         Err(m) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": m})),
     };
-    let conflict = |control: &ControlPlane| {
-        let current = control.load().index(index).map(|l| l.epoch);
+    let conflict = |current: Option<u64>| {
         json_response(
             StatusCode::CONFLICT,
             &json!({"error": "the logical index changed since it was read (or exists while ?epoch was absent); read it and retry with its epoch", "current_epoch": current}),
@@ -150,12 +157,10 @@ fn catalogue(
                     )
                 }
             };
-            return match control.put_index(&idx, epoch) {
+            return match control.put_index(&idx, epoch).await {
                 Ok(e) => json_response(StatusCode::OK, &json!({"name": index, "epoch": e})),
-                Err(WriteError::Conflict(_)) => conflict(control),
-                Err(WriteError::Invalid(m)) => {
-                    json_response(StatusCode::BAD_REQUEST, &json!({"error": m}))
-                }
+                Err(WriteError::Conflict(c)) => conflict(c.epoch),
+                Err(e) => write_error(e),
             };
         }
         Method::DELETE => {
@@ -165,12 +170,10 @@ fn catalogue(
                     &json!({"error": "DELETE needs ?epoch=N, the epoch you read"}),
                 );
             };
-            return match control.delete_index(index, epoch) {
+            return match control.delete_index(index, epoch).await {
                 Ok(()) => json_response(StatusCode::OK, &json!({"name": index, "deleted": true})),
-                Err(WriteError::Conflict(_)) => conflict(control),
-                Err(WriteError::Invalid(m)) => {
-                    json_response(StatusCode::BAD_REQUEST, &json!({"error": m}))
-                }
+                Err(WriteError::Conflict(c)) => conflict(c.epoch),
+                Err(e) => write_error(e),
             };
         }
         _ => {
@@ -199,8 +202,44 @@ fn catalogue(
     )
 }
 
+/// A refused or failed write (conflicts are answered by each route, with
+/// what it read).
+pub(crate) fn write_error(e: WriteError) -> Response<Full<Bytes>> {
+    match e {
+        WriteError::Invalid(m) => json_response(StatusCode::BAD_REQUEST, &json!({"error": m})),
+        WriteError::Unavailable(m) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": format!("the control store did not take the write: {m}; nothing was changed, retry when it is back")}),
+        ),
+        WriteError::Conflict(c) => json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": "changed since it was read; read it and retry with its epoch", "current_epoch": c.epoch}),
+        ),
+    }
+}
+
+/// `GET /v1/catalogue`: every logical index's name and epoch.
+fn catalogue_list(control: &ControlPlane, method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::GET {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "GET the catalogue; PUT or DELETE /v1/catalogue/{index}"}),
+        );
+    }
+    let snap = control.load();
+    let mut indices: Vec<Value> = snap
+        .indices()
+        .map(|l| json!({"name": l.name, "default": &*l.default, "epoch": l.epoch, "entries": snap.entries(&l.name).len()}))
+        .collect();
+    indices.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    json_response(
+        StatusCode::OK,
+        &json!({"indices": indices, "revision": snap.revision()}),
+    )
+}
+
 /// `?epoch=N`, absent when not given.
-fn epoch_param(query: Option<&str>) -> Result<Option<u64>, &'static str> {
+pub(crate) fn epoch_param(query: Option<&str>) -> Result<Option<u64>, &'static str> {
     match query
         .unwrap_or("")
         .split('&')

@@ -7,6 +7,11 @@ use serde::{Deserialize, Deserializer};
 pub struct Duration(std::time::Duration);
 
 impl Duration {
+    /// From milliseconds.
+    pub const fn from_millis(ms: u64) -> Self {
+        Duration(std::time::Duration::from_millis(ms))
+    }
+
     /// From seconds.
     pub const fn from_secs(s: u64) -> Self {
         Duration(std::time::Duration::from_secs(s))

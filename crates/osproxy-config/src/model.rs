@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Duration;
 
@@ -41,6 +41,68 @@ pub struct Config {
     /// Signing of scroll and PIT ids.
     #[serde(default)]
     pub cursors: Cursors,
+    /// The control plane's backend.
+    #[serde(default)]
+    pub control: Control,
+}
+
+/// `[control]`: where the fleet's control plane (catalogue, placements,
+/// directives, fleet records) lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// `memory` (this instance alone, seeded from this file on every start)
+    /// or `etcd` (shared by a fleet).
+    #[serde(default)]
+    pub backend: ControlBackend,
+    /// The etcd store, required when `backend = "etcd"`.
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// The control-plane backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlBackend {
+    /// In memory, seeded from the config file.
+    #[default]
+    Memory,
+    /// An etcd v3 cluster.
+    Etcd,
+}
+
+/// `[control.etcd]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// `http://host:port` client URLs of the etcd members.
+    pub endpoints: Vec<String>,
+    /// The fleet's key prefix; every key osproxy reads or writes is under it.
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    /// How long start-up waits for etcd before giving up.
+    #[serde(default = "default_etcd_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// The fleet record's lease: a crashed instance leaves the fleet list
+    /// this long after its last keep-alive.
+    #[serde(default = "default_etcd_lease_ttl")]
+    pub lease_ttl: Duration,
+    /// How often the watch asks etcd to confirm it is current (a progress
+    /// request); the instance's freshness is measured by these answers.
+    #[serde(default = "default_etcd_progress_interval")]
+    pub progress_interval: Duration,
+}
+
+fn default_etcd_prefix() -> String {
+    "/osproxy/default/".to_string()
+}
+fn default_etcd_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_etcd_lease_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_etcd_progress_interval() -> Duration {
+    Duration::from_millis(500)
 }
 
 /// `[cursors]`: the fleet key scroll and PIT ids are signed with. Every
@@ -77,7 +139,7 @@ pub struct PrincipalConfig {
 }
 
 /// Where a logical index finds a request's partition.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum PartitionSource {
     /// `{ from = "principal" }`: the principal's single grant, or the one it
@@ -90,7 +152,7 @@ pub enum PartitionSource {
 }
 
 /// The only value of `partition.from`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PartitionFrom {
     /// The principal's grant.
@@ -98,7 +160,7 @@ pub enum PartitionFrom {
 }
 
 /// `[[indices]]`: one logical index of the catalogue.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IndexConfig {
     /// The logical name clients use.

@@ -74,6 +74,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             }
         }
     }
+    check_control(&config.control, &mut errs);
     if let Some(p) = &config.passthrough {
         if config.cluster(&p.cluster).is_none() {
             let known: Vec<&str> = config.clusters.iter().map(|c| c.id.as_str()).collect();
@@ -167,6 +168,56 @@ fn is_valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn check_control(control: &crate::Control, errs: &mut Vec<ConfigError>) {
+    let Some(etcd) = &control.etcd else {
+        if control.backend == crate::ControlBackend::Etcd {
+            errs.push(ConfigError::new(
+                "control.etcd",
+                "backend = \"etcd\" needs etcd = { endpoints = [\"http://127.0.0.1:2379\"] }",
+            ));
+        }
+        return;
+    };
+    if etcd.endpoints.is_empty() {
+        errs.push(ConfigError::new(
+            "control.etcd.endpoints",
+            "at least one etcd client URL is required, like \"http://127.0.0.1:2379\"",
+        ));
+    }
+    for (i, e) in etcd.endpoints.iter().enumerate() {
+        if let Err(m) = check_url(e) {
+            errs.push(ConfigError::new(format!("control.etcd.endpoints[{i}]"), m));
+        }
+    }
+    let p = &etcd.prefix;
+    if !p.starts_with('/') || !p.ends_with('/') || p.len() < 2 || p.contains("//") {
+        errs.push(ConfigError::new(
+            "control.etcd.prefix",
+            format!("{p:?} must start and end with '/' and name at least one segment, like \"/osproxy/default/\""),
+        ));
+    }
+    let ttl = etcd.lease_ttl.as_std();
+    if ttl < std::time::Duration::from_secs(2) || ttl > std::time::Duration::from_secs(300) {
+        errs.push(ConfigError::new(
+            "control.etcd.lease_ttl",
+            "must be between 2s and 300s (etcd leases count whole seconds)",
+        ));
+    }
+    let pi = etcd.progress_interval.as_std();
+    if pi < std::time::Duration::from_millis(50) || pi > std::time::Duration::from_secs(10) {
+        errs.push(ConfigError::new(
+            "control.etcd.progress_interval",
+            "must be between 50ms and 10s",
+        ));
+    }
+    if etcd.connect_timeout.as_std().is_zero() {
+        errs.push(ConfigError::new(
+            "control.etcd.connect_timeout",
+            "must be more than zero",
+        ));
+    }
 }
 
 fn check_url(url: &str) -> Result<(), String> {

@@ -6,8 +6,12 @@
 //! backend); the etcd backend and the watch-and-cache loop replace the
 //! source, not the shape.
 
+pub mod directives;
+pub mod etcd;
 pub mod plane;
 pub mod snapshot;
+pub mod store;
 
-pub use plane::{Conflict, ControlPlane, WriteError};
+pub use etcd::EtcdHandle;
+pub use plane::{Conflict, ControlPlane, Counters, Member, WriteError};
 pub use snapshot::{Entry, LogicalIndex, PartitionRule, Resolved, Snapshot};

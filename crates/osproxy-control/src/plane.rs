@@ -1,145 +1,569 @@
-//! The control plane an instance serves from: the current snapshot, swapped
-//! atomically when the catalogue or placements change, and compare-and-swap
-//! writes. This is the memory backend (the embedded default); the etcd
-//! backend feeds the same swap from its watch.
+//! The control plane as the rest of osproxy sees it: one atomically swapped
+//! snapshot for the request path, compare-and-swap writes for the admin API,
+//! and the instance's standing (applied revision, freshness, rejected keys)
+//! for the fleet list.
+//!
+//! Two backends sit behind it. `memory` changes the snapshot directly (one
+//! instance; seeded from the config on every start). `etcd` writes to the
+//! store with a transaction and lets the watch bring the change back, so
+//! every instance, the writer included, applies the same revisions in the
+//! same order.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use osproxy_core::{PartitionId, Placement};
+use tokio::sync::{watch, Notify};
 
+use crate::directives::DirectiveSet;
+use crate::etcd::{EtcdStore, Outcome};
 use crate::snapshot::{Entry, Snapshot};
+use crate::store::{self, Key, PlacementValue, State};
 
-/// A lost compare-and-swap: the entry as it is now (absent when `None`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict(pub Option<Entry>);
-
-/// Why a write was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteError {
-    /// Someone else changed the entry since it was read.
-    Conflict(Conflict),
-    /// The write is invalid (unknown index or cluster, or it would mix
-    /// tenants' data); the message says why.
-    Invalid(String),
+/// A lost compare-and-swap: what the store holds now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Conflict {
+    /// The placement entry now, when the write was a placement.
+    pub entry: Option<Entry>,
+    /// The key's current epoch (its revision), `None` when it does not exist.
+    pub epoch: Option<u64>,
 }
 
-/// The current snapshot and its writer.
+/// Why a write did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// Someone else changed the key since it was read.
+    Conflict(Conflict),
+    /// The change itself is not acceptable; the message says why.
+    Invalid(String),
+    /// The store could not be reached; nothing was written.
+    Unavailable(String),
+}
+
+/// This instance, as the fleet list shows it.
+#[derive(Debug, Clone, Default)]
+pub struct Member {
+    /// Instance id.
+    pub id: String,
+    /// The data listener's address.
+    pub address: String,
+    /// The admin listener's address.
+    pub admin: String,
+    /// osproxy's version.
+    pub version: String,
+    /// Start time, seconds since the Unix epoch.
+    pub started: u64,
+}
+
+/// How far this instance has followed the store.
+#[derive(Debug, Default)]
+pub(crate) struct Standing {
+    /// The store revision every event up to which has been applied.
+    pub applied: AtomicU64,
+    /// When the snapshot was last confirmed current (an event or a progress
+    /// answer), milliseconds since the Unix epoch.
+    pub last_fresh_ms: AtomicU64,
+    /// Keys whose latest value was refused, with a shape-only reason.
+    pub rejected: Mutex<BTreeMap<String, String>>,
+    /// Values refused since start.
+    pub rejections: AtomicU64,
+    /// Store events applied since start.
+    pub events: AtomicU64,
+    /// Watch streams re-established since start.
+    pub reconnects: AtomicU64,
+    /// Whole-prefix re-reads after a compaction.
+    pub reloads: AtomicU64,
+}
+
+/// Counters an operator scrapes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    /// Applied revision.
+    pub applied_revision: u64,
+    /// Milliseconds since the snapshot was last confirmed current.
+    pub fresh_age_ms: u64,
+    /// Keys currently rejected.
+    pub rejected_keys: u64,
+    /// Values refused since start.
+    pub rejections: u64,
+    /// Events applied since start.
+    pub events: u64,
+    /// Watch reconnects since start.
+    pub reconnects: u64,
+    /// Compaction re-reads since start.
+    pub reloads: u64,
+}
+
+/// The control plane of one instance.
 #[derive(Debug)]
 pub struct ControlPlane {
     current: ArcSwap<Snapshot>,
-    /// Writers are serialised; readers never wait.
     writer: Mutex<()>,
-    /// Cluster ids placements may name.
     clusters: Vec<String>,
+    pub(crate) standing: Standing,
+    /// Woken when something the fleet record shows has changed.
+    pub(crate) record_changed: Notify,
+    revision_tx: watch::Sender<u64>,
+    etcd: OnceLock<Arc<EtcdStore>>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl ControlPlane {
-    /// Serves `initial` until something changes.
+    /// A memory-backed plane starting from `initial`.
     pub fn new(initial: Snapshot, clusters: Vec<String>) -> Self {
-        ControlPlane {
+        let revision = initial.revision();
+        let plane = ControlPlane {
             current: ArcSwap::from_pointee(initial),
             writer: Mutex::new(()),
             clusters,
-        }
+            standing: Standing::default(),
+            record_changed: Notify::new(),
+            revision_tx: watch::Sender::new(revision),
+            etcd: OnceLock::new(),
+        };
+        plane.standing.applied.store(revision, Ordering::Release);
+        plane
+            .standing
+            .last_fresh_ms
+            .store(now_ms(), Ordering::Release);
+        plane
     }
 
-    /// The current snapshot: one atomic load, no lock, no I/O.
+    /// The current snapshot (one atomic load; the caller keeps its view
+    /// for the whole request).
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
 
-    /// Sets the placement of `partition` of `index`, only if its entry is at
+    /// The configured cluster ids.
+    pub fn clusters(&self) -> &[String] {
+        &self.clusters
+    }
+
+    /// `"etcd"` or `"memory"`.
+    pub fn backend(&self) -> &'static str {
+        if self.etcd.get().is_some() {
+            "etcd"
+        } else {
+            "memory"
+        }
+    }
+
+    pub(crate) fn attach_etcd(&self, store: Arc<EtcdStore>) {
+        let _ = self.etcd.set(store);
+    }
+
+    /// Swaps in `next` and records `applied` as followed.
+    pub(crate) fn publish(&self, next: Snapshot, applied: u64) {
+        self.current.store(Arc::new(next));
+        self.mark_applied(applied);
+    }
+
+    pub(crate) fn mark_applied(&self, applied: u64) {
+        self.standing.applied.fetch_max(applied, Ordering::AcqRel);
+        self.revision_tx.send_if_modified(|r| {
+            if applied > *r {
+                *r = applied;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub(crate) fn mark_fresh(&self) {
+        self.standing
+            .last_fresh_ms
+            .store(now_ms(), Ordering::Release);
+    }
+
+    pub(crate) fn reject(&self, key: &str, reason: String) {
+        self.standing.rejections.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut r) = self.standing.rejected.lock() {
+            r.insert(key.to_string(), reason);
+        }
+        self.record_changed.notify_one();
+    }
+
+    pub(crate) fn accept(&self, key: &str) {
+        if let Ok(mut r) = self.standing.rejected.lock() {
+            if r.remove(key).is_some() {
+                self.record_changed.notify_one();
+            }
+        }
+    }
+
+    /// Keys whose latest value this instance refused, with shape-only
+    /// reasons.
+    pub fn rejected_keys(&self) -> Vec<(String, String)> {
+        self.standing
+            .rejected
+            .lock()
+            .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The revision through which every store event has been applied.
+    pub fn applied_revision(&self) -> u64 {
+        self.standing.applied.load(Ordering::Acquire)
+    }
+
+    /// When the snapshot was last confirmed current (ms since the epoch).
+    /// The memory backend is always current.
+    pub fn last_fresh_ms(&self) -> u64 {
+        if self.etcd.get().is_none() {
+            return now_ms();
+        }
+        self.standing.last_fresh_ms.load(Ordering::Acquire)
+    }
+
+    /// Scrape-time counters.
+    pub fn counters(&self) -> Counters {
+        let s = &self.standing;
+        Counters {
+            applied_revision: self.applied_revision(),
+            fresh_age_ms: now_ms().saturating_sub(self.last_fresh_ms()),
+            rejected_keys: s.rejected.lock().map(|r| r.len() as u64).unwrap_or(0),
+            rejections: s.rejections.load(Ordering::Relaxed),
+            events: s.events.load(Ordering::Relaxed),
+            reconnects: s.reconnects.load(Ordering::Relaxed),
+            reloads: s.reloads.load(Ordering::Relaxed),
+        }
+    }
+
+    /// This instance's fleet record.
+    pub fn record(&self, member: &Member) -> serde_json::Value {
+        let rejected: Vec<serde_json::Value> = self
+            .rejected_keys()
+            .into_iter()
+            .map(|(key, reason)| serde_json::json!({"key": key, "reason": reason}))
+            .collect();
+        serde_json::json!({
+            "id": member.id, "address": member.address, "admin": member.admin,
+            "version": member.version, "started": member.started,
+            "backend": self.backend(),
+            "applied_revision": self.applied_revision(),
+            "last_fresh_ms": self.last_fresh_ms(),
+            "rejected_keys": rejected,
+        })
+    }
+
+    /// The live fleet: with etcd, every record under `fleet/`; with the
+    /// memory backend, this instance alone.
+    pub async fn fleet(&self, me: &Member) -> Result<Vec<serde_json::Value>, String> {
+        match self.etcd.get() {
+            Some(store) => store.fleet().await,
+            None => Ok(vec![self.record(me)]),
+        }
+    }
+
+    /// Waits (bounded) until the snapshot has applied `revision`, so that a
+    /// writer reads its own write on this instance.
+    async fn wait_applied(&self, revision: u64) -> bool {
+        let mut rx = self.revision_tx.subscribe();
+        tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn memory_writer(&self) -> Result<std::sync::MutexGuard<'_, ()>, WriteError> {
+        self.writer
+            .lock()
+            .map_err(|_| WriteError::Invalid("control plane writer poisoned".into()))
+    }
+
+    fn known_cluster(&self, cluster: &str) -> Result<(), WriteError> {
+        if self.clusters.iter().any(|c| c == cluster) {
+            Ok(())
+        } else {
+            Err(WriteError::Invalid(format!(
+                "unknown cluster {cluster:?}; configured clusters: {:?}",
+                self.clusters
+            )))
+        }
+    }
+
+    /// Sets one partition's placement if its epoch is still
     /// `expected_epoch` (`None`: the entry must not exist yet).
-    pub fn set_placement(
+    pub async fn set_placement(
         &self,
         index: &str,
         partition: &PartitionId,
         placement: Placement,
         expected_epoch: Option<u64>,
     ) -> Result<Entry, WriteError> {
-        let _guard = self
-            .writer
-            .lock()
-            .map_err(|_| WriteError::Invalid("control plane writer poisoned".into()))?;
-        let current = self.current.load_full();
-        if current.index(index).is_none() {
+        self.known_cluster(placement.cluster())?;
+        let current = self.load();
+        let Some(logical) = current.index(index) else {
             return Err(WriteError::Invalid(format!(
                 "{index:?} is not a logical index of the catalogue"
             )));
-        }
-        if !self.clusters.iter().any(|c| c == placement.cluster()) {
-            return Err(WriteError::Invalid(format!(
-                "unknown cluster {:?}; configured clusters: {:?}",
-                placement.cluster(),
-                self.clusters
-            )));
-        }
-        let existing = current.entry(index, partition).cloned();
-        if existing.as_ref().map(|e| e.epoch) != expected_epoch {
-            return Err(WriteError::Conflict(Conflict(existing)));
-        }
-        let next = current
-            .with_placement(index, partition, placement)
+        };
+        // Refuse what the snapshot would refuse, before touching the store.
+        current
+            .with_placement(index, partition, placement.clone())
             .map_err(WriteError::Invalid)?;
-        let entry = next
-            .entry(index, partition)
-            .cloned()
-            .ok_or_else(|| WriteError::Invalid("entry vanished".into()))?;
-        self.current.store(Arc::new(next));
-        Ok(entry)
+        let Some(store) = self.etcd.get() else {
+            let _guard = self.memory_writer()?;
+            let current = self.load();
+            let existing = current.entry(index, partition).cloned();
+            if existing.as_ref().map(|e| e.epoch) != expected_epoch {
+                let epoch = existing.as_ref().map(|e| e.epoch);
+                return Err(WriteError::Conflict(Conflict {
+                    entry: existing,
+                    epoch,
+                }));
+            }
+            let next = current
+                .with_placement(index, partition, placement)
+                .map_err(WriteError::Invalid)?;
+            let entry = next
+                .entry(index, partition)
+                .cloned()
+                .ok_or_else(|| WriteError::Invalid("entry vanished".into()))?;
+            let revision = next.revision();
+            self.publish(next, revision);
+            return Ok(entry);
+        };
+        let value = PlacementValue {
+            placement: placement.clone(),
+            state: State::Active,
+        };
+        let bytes = serde_json::to_vec(&value).map_err(|e| WriteError::Invalid(e.to_string()))?;
+        let key = store::placement_key(store.prefix(), index, partition.as_str());
+        let guard = (store::catalogue_key(store.prefix(), index), logical.epoch);
+        let revision = store
+            .cas_put(&key, bytes, expected_epoch.unwrap_or(0), Some(guard))
+            .await
+            .map_err(|f| {
+                f.into_write_error(|epoch, raw| {
+                    store::decode_placement(raw).ok().map(|v| Entry {
+                        placement: Arc::new(v.placement),
+                        epoch,
+                    })
+                })
+            })?;
+        self.wait_applied(revision).await;
+        Ok(match self.load().entry(index, partition) {
+            Some(e) if e.epoch == revision => e.clone(),
+            _ => Entry {
+                placement: Arc::new(placement),
+                epoch: revision,
+            },
+        })
     }
-}
 
-impl ControlPlane {
-    /// Adds or replaces a logical index, only if it is at `expected_epoch`
-    /// (`None`: it must not exist yet). Returns the new epoch.
-    pub fn put_index(
+    /// Adds or replaces a logical index if its epoch is still
+    /// `expected_epoch` (`None`: it must not exist yet). Returns the new
+    /// epoch.
+    pub async fn put_index(
         &self,
         idx: &osproxy_config::IndexConfig,
         expected_epoch: Option<u64>,
     ) -> Result<u64, WriteError> {
         osproxy_config::check_index(idx).map_err(WriteError::Invalid)?;
-        if !self.clusters.iter().any(|c| c == idx.default.cluster()) {
-            return Err(WriteError::Invalid(format!(
-                "unknown cluster {:?}; configured clusters: {:?}",
-                idx.default.cluster(),
-                self.clusters
-            )));
-        }
-        let _guard = self
-            .writer
-            .lock()
-            .map_err(|_| WriteError::Invalid("control plane writer poisoned".into()))?;
-        let current = self.current.load_full();
-        let epoch = current.index(&idx.name).map(|l| l.epoch);
-        if epoch != expected_epoch {
-            return Err(WriteError::Conflict(Conflict(None)));
-        }
-        let next = current.with_index(idx).map_err(WriteError::Invalid)?;
-        let revision = next.revision();
-        self.current.store(Arc::new(next));
+        self.known_cluster(idx.default.cluster())?;
+        let current = self.load();
+        current.with_index(idx).map_err(WriteError::Invalid)?;
+        let Some(store) = self.etcd.get() else {
+            let _guard = self.memory_writer()?;
+            let current = self.load();
+            let epoch = current.index(&idx.name).map(|l| l.epoch);
+            if epoch != expected_epoch {
+                return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+            }
+            let next = current.with_index(idx).map_err(WriteError::Invalid)?;
+            let revision = next.revision();
+            self.publish(next, revision);
+            return Ok(revision);
+        };
+        let bytes = serde_json::to_vec(idx).map_err(|e| WriteError::Invalid(e.to_string()))?;
+        let key = store::catalogue_key(store.prefix(), &idx.name);
+        let revision = store
+            .cas_put(&key, bytes, expected_epoch.unwrap_or(0), None)
+            .await
+            .map_err(|f| f.into_write_error(|_, _| None))?;
+        self.wait_applied(revision).await;
         Ok(revision)
     }
 
-    /// Removes a logical index at `expected_epoch`.
-    pub fn delete_index(&self, name: &str, expected_epoch: u64) -> Result<(), WriteError> {
-        let _guard = self
-            .writer
-            .lock()
-            .map_err(|_| WriteError::Invalid("control plane writer poisoned".into()))?;
-        let current = self.current.load_full();
-        match current.index(name).map(|l| l.epoch) {
-            None => {
-                return Err(WriteError::Invalid(format!(
-                    "{name:?} is not a logical index"
-                )))
-            }
-            Some(e) if e != expected_epoch => return Err(WriteError::Conflict(Conflict(None))),
-            Some(_) => {}
+    /// Removes a logical index whose epoch is still `expected_epoch`, and
+    /// only while no partition has an explicit placement.
+    pub async fn delete_index(&self, name: &str, expected_epoch: u64) -> Result<(), WriteError> {
+        let current = self.load();
+        if current.index(name).is_none() {
+            return Err(WriteError::Invalid(format!(
+                "{name:?} is not a logical index"
+            )));
         }
-        let next = current.without_index(name).map_err(WriteError::Invalid)?;
-        self.current.store(Arc::new(next));
+        current.without_index(name).map_err(WriteError::Invalid)?;
+        let Some(store) = self.etcd.get() else {
+            let _guard = self.memory_writer()?;
+            let current = self.load();
+            let epoch = current.index(name).map(|l| l.epoch);
+            if epoch != Some(expected_epoch) {
+                return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+            }
+            let next = current.without_index(name).map_err(WriteError::Invalid)?;
+            let revision = next.revision();
+            self.publish(next, revision);
+            return Ok(());
+        };
+        let key = store::catalogue_key(store.prefix(), name);
+        let entries = format!("{}placements/{name}/", store.prefix());
+        let revision = store
+            .cas_delete(&key, expected_epoch, &entries)
+            .await
+            .map_err(|f| f.into_write_error(|_, _| None))?;
+        self.wait_applied(revision).await;
         Ok(())
+    }
+
+    /// Publishes a directive set (decoded strictly first) if its epoch is
+    /// still `expected_epoch` (`None`: no set is published yet). Returns
+    /// the new epoch.
+    pub async fn put_directives(
+        &self,
+        bytes: &[u8],
+        expected_epoch: Option<u64>,
+    ) -> Result<u64, WriteError> {
+        let set = DirectiveSet::decode(bytes).map_err(WriteError::Invalid)?;
+        let Some(store) = self.etcd.get() else {
+            let _guard = self.memory_writer()?;
+            let current = self.load();
+            let epoch = current.directives().map(|d| d.1);
+            if epoch != expected_epoch {
+                return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+            }
+            let mut next = (*current).clone();
+            let revision = current.revision() + 1;
+            next.set_revision(revision);
+            next.set_directives(Some((Arc::new(set), revision)));
+            self.publish(next, revision);
+            return Ok(revision);
+        };
+        let key = store::directives_key(store.prefix());
+        let revision = store
+            .cas_put(&key, bytes.to_vec(), expected_epoch.unwrap_or(0), None)
+            .await
+            .map_err(|f| f.into_write_error(|_, _| None))?;
+        self.wait_applied(revision).await;
+        Ok(revision)
+    }
+
+    /// Removes the directive set if its epoch is still `expected_epoch`.
+    pub async fn clear_directives(&self, expected_epoch: u64) -> Result<(), WriteError> {
+        let Some(store) = self.etcd.get() else {
+            let _guard = self.memory_writer()?;
+            let current = self.load();
+            let epoch = current.directives().map(|d| d.1);
+            if epoch != Some(expected_epoch) {
+                return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+            }
+            let mut next = (*current).clone();
+            let revision = current.revision() + 1;
+            next.set_revision(revision);
+            next.set_directives(None);
+            self.publish(next, revision);
+            return Ok(());
+        };
+        let key = store::directives_key(store.prefix());
+        let revision = store
+            .cas_delete(&key, expected_epoch, "")
+            .await
+            .map_err(|f| f.into_write_error(|_, _| None))?;
+        self.wait_applied(revision).await;
+        Ok(())
+    }
+
+    /// Applies one store event to `snap`, recording a rejection (or
+    /// clearing an earlier one) for its key.
+    pub(crate) fn apply_event(
+        &self,
+        snap: &mut Snapshot,
+        prefix: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        revision: u64,
+    ) -> Outcome {
+        let Some(parsed) = Key::parse(prefix, key) else {
+            return Outcome::Ignored;
+        };
+        let name = String::from_utf8_lossy(key);
+        match store::apply(snap, parsed, value, revision, &self.clusters) {
+            Ok(store::Applied::Changed) => {
+                self.standing.events.fetch_add(1, Ordering::Relaxed);
+                self.accept(&name);
+                Outcome::Changed
+            }
+            Ok(store::Applied::Ignored) => Outcome::Ignored,
+            Err(reason) => {
+                let reason = reason.to_string();
+                tracing::warn!(key = %name, revision, %reason, "control-plane value refused; the last good value stays");
+                self.reject(&name, reason);
+                Outcome::Rejected
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plane() -> ControlPlane {
+        let mut snap = Snapshot::default();
+        let cat = br#"{"default":{"kind":"shared","cluster":"main","index":"orders-shared"}}"#;
+        store::apply(
+            &mut snap,
+            Key::Catalogue("orders"),
+            Some(cat),
+            1,
+            &["main".into()],
+        )
+        .unwrap();
+        snap.set_revision(1);
+        ControlPlane::new(snap, vec!["main".into()])
+    }
+
+    #[tokio::test]
+    async fn memory_compare_and_swap() {
+        let p = plane();
+        let acme = PartitionId::new("acme").unwrap();
+        let pl = Placement::Index {
+            cluster: "main".into(),
+            index: "orders-acme".into(),
+        };
+        let e = p
+            .set_placement("orders", &acme, pl.clone(), None)
+            .await
+            .unwrap();
+        assert_eq!(e.epoch, 2);
+        // A second creation loses and sees the winner.
+        match p.set_placement("orders", &acme, pl.clone(), None).await {
+            Err(WriteError::Conflict(c)) => assert_eq!(c.epoch, Some(2)),
+            other => panic!("{other:?}"),
+        }
+        assert!(p.set_placement("orders", &acme, pl, Some(2)).await.is_ok());
+        assert!(matches!(
+            p.put_directives(b"{\"directives\":[{\"id\":\"x\",\"level\":\"loud\",\"expires_at\":\"2030-01-01T00:00:00Z\"}]}", None).await,
+            Err(WriteError::Invalid(_))
+        ));
+        let ep = p
+            .put_directives(b"{\"directives\":[]}", None)
+            .await
+            .unwrap();
+        assert!(p.clear_directives(ep + 1).await.is_err());
+        p.clear_directives(ep).await.unwrap();
+        assert!(p.load().directives().is_none());
     }
 }

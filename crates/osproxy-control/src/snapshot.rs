@@ -7,6 +7,8 @@ use osproxy_config::{Config, PartitionSource};
 use osproxy_core::{PartitionId, Placement};
 use osproxy_rewrite::IdTemplate;
 
+use crate::directives::DirectiveSet;
+
 /// Where a logical index finds a request's partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionRule {
@@ -87,7 +89,12 @@ pub struct Snapshot {
     /// Explicit entries by logical index, then partition (looked up by
     /// borrowed names: no allocation on the request path).
     placements: HashMap<String, HashMap<String, Entry>>,
+    /// The published directive set and its epoch.
+    directives: Option<(Arc<DirectiveSet>, u64)>,
     revision: u64,
+    /// While a whole table is loaded, ownership is checked once at the end
+    /// (`check`) instead of after every value.
+    deferred: bool,
 }
 
 impl Snapshot {
@@ -115,7 +122,9 @@ impl Snapshot {
         Ok(Snapshot {
             indices,
             placements,
+            directives: None,
             revision,
+            deferred: false,
         })
     }
 
@@ -179,16 +188,146 @@ impl Snapshot {
     ) -> Result<Snapshot, String> {
         let mut next = self.clone();
         next.revision += 1;
+        next.put_placement_at(index, partition.as_str(), placement, next.revision)?;
+        Ok(next)
+    }
+
+    /// Sets one partition's entry at `epoch`, in place; on an ownership
+    /// conflict nothing changes.
+    pub(crate) fn put_placement_at(
+        &mut self,
+        index: &str,
+        partition: &str,
+        placement: Placement,
+        epoch: u64,
+    ) -> Result<(), String> {
         let entry = Entry {
             placement: Arc::new(placement),
-            epoch: next.revision,
+            epoch,
         };
-        next.placements
+        let previous = self
+            .placements
             .entry(index.to_string())
             .or_default()
-            .insert(partition.as_str().to_string(), entry);
-        next.check_ownership()?;
-        Ok(next)
+            .insert(partition.to_string(), entry);
+        if let Err(e) = self.checked() {
+            self.restore_placement(index, partition, previous);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn restore_placement(&mut self, index: &str, partition: &str, previous: Option<Entry>) {
+        if let Some(by_partition) = self.placements.get_mut(index) {
+            match previous {
+                Some(p) => {
+                    by_partition.insert(partition.to_string(), p);
+                }
+                None => {
+                    by_partition.remove(partition);
+                }
+            }
+            if by_partition.is_empty() {
+                self.placements.remove(index);
+            }
+        }
+    }
+
+    /// Removes one partition's entry (it falls back to the default).
+    pub(crate) fn remove_placement(&mut self, index: &str, partition: &str) {
+        self.restore_placement(index, partition, None);
+    }
+
+    /// Adds or replaces a logical index at `epoch`, in place; on an invalid
+    /// rule or an ownership conflict nothing changes.
+    pub(crate) fn put_index_at(
+        &mut self,
+        idx: &osproxy_config::IndexConfig,
+        epoch: u64,
+    ) -> Result<(), String> {
+        let logical = LogicalIndex::from_config(idx, epoch)?;
+        let previous = self.indices.insert(idx.name.clone(), Arc::new(logical));
+        if let Err(e) = self.checked() {
+            match previous {
+                Some(p) => self.indices.insert(idx.name.clone(), p),
+                None => self.indices.remove(&idx.name),
+            };
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes a logical index (its explicit entries stay until removed,
+    /// but nothing resolves through an index that is not in the catalogue).
+    pub(crate) fn remove_index(&mut self, name: &str) {
+        self.indices.remove(name);
+    }
+
+    /// Replaces the directive set.
+    pub(crate) fn set_directives(&mut self, set: Option<(Arc<DirectiveSet>, u64)>) {
+        self.directives = set;
+    }
+
+    /// The published directive set and its epoch, if any.
+    pub fn directives(&self) -> Option<&(Arc<DirectiveSet>, u64)> {
+        self.directives.as_ref()
+    }
+
+    pub(crate) fn defer_checks(&mut self, deferred: bool) {
+        self.deferred = deferred;
+    }
+
+    fn checked(&self) -> Result<(), String> {
+        if self.deferred {
+            Ok(())
+        } else {
+            self.check_ownership()
+        }
+    }
+
+    /// The whole table's consistency (after a deferred load).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        self.check_ownership()
+    }
+
+    /// Copies `key`'s value from `previous` (the last good one).
+    pub(crate) fn carry(&mut self, previous: &Snapshot, key: crate::store::Key<'_>) {
+        use crate::store::Key;
+        match key {
+            Key::Catalogue(name) => {
+                if let Some(l) = previous.indices.get(name) {
+                    self.indices.insert(name.to_string(), l.clone());
+                }
+            }
+            Key::Placement(index, partition) => {
+                if let Some(e) = previous
+                    .placements
+                    .get(index)
+                    .and_then(|m| m.get(partition))
+                {
+                    self.placements
+                        .entry(index.to_string())
+                        .or_default()
+                        .insert(partition.to_string(), e.clone());
+                }
+            }
+            Key::Directives => self.directives = previous.directives.clone(),
+            Key::Fleet(_) | Key::Migration | Key::Other => {}
+        }
+    }
+
+    /// Every logical index, in no particular order.
+    pub fn indices(&self) -> impl Iterator<Item = &Arc<LogicalIndex>> {
+        self.indices.values()
+    }
+
+    /// How many logical indices the catalogue holds.
+    pub fn index_count(&self) -> usize {
+        self.indices.len()
+    }
+
+    pub(crate) fn set_revision(&mut self, revision: u64) {
+        self.revision = revision;
     }
 
     /// Each physical index serves one logical index, and a dedicated one a
@@ -233,9 +372,7 @@ impl Snapshot {
     pub fn with_index(&self, idx: &osproxy_config::IndexConfig) -> Result<Snapshot, String> {
         let mut next = self.clone();
         next.revision += 1;
-        let logical = LogicalIndex::from_config(idx, next.revision)?;
-        next.indices.insert(idx.name.clone(), Arc::new(logical));
-        next.check_ownership()?;
+        next.put_index_at(idx, next.revision)?;
         Ok(next)
     }
 

@@ -6,7 +6,7 @@
 
 pub mod metrics;
 
-pub use metrics::{ClusterMetrics, InFlight, Metrics};
+pub use metrics::{ClusterMetrics, ControlStanding, InFlight, Metrics};
 /// The counter type used in metric handles.
 pub use prometheus_client::metrics::counter::Counter;
 pub mod readiness;

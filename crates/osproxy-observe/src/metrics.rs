@@ -66,6 +66,36 @@ pub struct Metrics {
     requests: Vec<[Counter<u64, AtomicU64>; 5]>,
     in_flight: Gauge,
     clusters: Vec<ClusterMetrics>,
+    control: ControlMetrics,
+}
+
+/// The control plane's standing, refreshed at scrape time.
+struct ControlMetrics {
+    applied_revision: Gauge,
+    fresh_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    rejected_keys: Gauge,
+    /// events, rejections, reconnects, reloads
+    counters: [Counter; 4],
+    seen: std::sync::Mutex<[u64; 4]>,
+}
+
+/// What the control plane reports at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ControlStanding {
+    /// The revision through which every store event has been applied.
+    pub applied_revision: u64,
+    /// Seconds since the snapshot was last confirmed current.
+    pub fresh_age_seconds: f64,
+    /// Keys whose latest value is refused.
+    pub rejected_keys: u64,
+    /// Store events applied since start.
+    pub events: u64,
+    /// Values refused since start.
+    pub rejections: u64,
+    /// Watch reconnects since start.
+    pub reconnects: u64,
+    /// Whole-prefix re-reads after compaction since start.
+    pub reloads: u64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -160,11 +190,59 @@ impl Metrics {
             })
             .collect();
 
+        let control = ControlMetrics {
+            applied_revision: Gauge::default(),
+            fresh_age_seconds: Gauge::default(),
+            rejected_keys: Gauge::default(),
+            counters: Default::default(),
+            seen: std::sync::Mutex::new([0; 4]),
+        };
+        registry.register(
+            "control_applied_revision",
+            "The control-store revision through which every change has been applied",
+            control.applied_revision.clone(),
+        );
+        registry.register(
+            "control_fresh_age_seconds",
+            "Seconds since the control snapshot was last confirmed current",
+            control.fresh_age_seconds.clone(),
+        );
+        registry.register(
+            "control_rejected_keys",
+            "Control-store keys whose latest value was refused (the last good value is served)",
+            control.rejected_keys.clone(),
+        );
+        for (name, help, c) in [
+            (
+                "control_events",
+                "Control-store changes applied",
+                &control.counters[0],
+            ),
+            (
+                "control_rejections",
+                "Control-store values refused",
+                &control.counters[1],
+            ),
+            (
+                "control_watch_reconnects",
+                "Control-store watch streams re-established",
+                &control.counters[2],
+            ),
+            (
+                "control_reloads",
+                "Whole-prefix re-reads after a compaction",
+                &control.counters[3],
+            ),
+        ] {
+            registry.register(name, help, c.clone());
+        }
+
         Metrics {
             registry,
             requests,
             in_flight,
             clusters,
+            control,
         }
     }
 
@@ -200,6 +278,23 @@ impl Metrics {
     /// Records an upstream latency.
     pub fn observe_latency(cluster: &ClusterMetrics, d: Duration) {
         cluster.latency.observe(d.as_secs_f64());
+    }
+
+    /// Records the control plane's standing (called before encoding).
+    pub fn set_control(&self, s: ControlStanding) {
+        let c = &self.control;
+        c.applied_revision
+            .set(i64::try_from(s.applied_revision).unwrap_or(i64::MAX));
+        c.fresh_age_seconds.set(s.fresh_age_seconds);
+        c.rejected_keys
+            .set(i64::try_from(s.rejected_keys).unwrap_or(i64::MAX));
+        if let Ok(mut seen) = c.seen.lock() {
+            let now = [s.events, s.rejections, s.reconnects, s.reloads];
+            for i in 0..4 {
+                c.counters[i].inc_by(now[i].saturating_sub(seen[i]));
+                seen[i] = seen[i].max(now[i]);
+            }
+        }
     }
 
     /// Prometheus text exposition.

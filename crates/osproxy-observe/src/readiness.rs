@@ -9,6 +9,8 @@ use std::sync::Mutex;
 pub struct Readiness {
     clusters: Vec<ClusterState>,
     draining: AtomicBool,
+    /// Why the control snapshot is not built yet (`None`: it is).
+    control: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -32,6 +34,7 @@ impl Readiness {
         Readiness {
             clusters,
             draining: AtomicBool::new(false),
+            control: Mutex::new(None),
         }
     }
 
@@ -58,6 +61,13 @@ impl Readiness {
         }
     }
 
+    /// The control snapshot is not built yet, for `reason`; or it is (`None`).
+    pub fn set_control_pending(&self, reason: Option<String>) {
+        if let Ok(mut c) = self.control.lock() {
+            *c = reason;
+        }
+    }
+
     /// The instance started draining: readiness is lost for good.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
@@ -68,6 +78,9 @@ impl Readiness {
         let mut reasons = Vec::new();
         if self.draining.load(Ordering::Acquire) {
             reasons.push("instance is shutting down".to_string());
+        }
+        if let Some(r) = self.control.lock().ok().and_then(|c| c.clone()) {
+            reasons.push(r);
         }
         for c in &self.clusters {
             if !c.answered.load(Ordering::Acquire) {

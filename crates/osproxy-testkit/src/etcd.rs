@@ -1,6 +1,6 @@
 //! A real etcd (Debian's `etcd-server`) on free loopback ports.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,8 +12,40 @@ use crate::process::{free_port, spawn, stop, tail, wait_until};
 pub struct Etcd {
     child: Child,
     client_port: u16,
+    peer_port: u16,
     log: PathBuf,
     dir: tempfile::TempDir,
+}
+
+fn launch(dir: &Path, client_port: u16, peer_port: u16, log: &Path) -> Result<Child, String> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| e.to_string())?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut cmd = Command::new(etcd_binary());
+    cmd.args(["--name", "osproxy-test", "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", &format!("osproxy-test={peer}")])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    spawn(cmd)
 }
 
 impl Etcd {
@@ -26,45 +58,28 @@ impl Etcd {
         let client_port = free_port()?;
         let peer_port = free_port()?;
         let log = dir.path().join("etcd.log");
-        let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        let client = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let mut cmd = Command::new(etcd_binary());
-        cmd.args(["--name", "osproxy-test", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("osproxy-test={peer}")])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        let child = spawn(cmd)?;
+        let child = launch(dir.path(), client_port, peer_port, &log)?;
         let mut etcd = Etcd {
             child,
             client_port,
+            peer_port,
             log,
             dir,
         };
-        let addr = etcd.addr();
+        etcd.wait_healthy()?;
+        Ok(etcd)
+    }
+
+    fn wait_healthy(&mut self) -> Result<(), String> {
+        let addr = self.addr();
         let result = wait_until(
             &format!("etcd on {addr} reporting healthy"),
             Duration::from_secs(30),
             || {
-                if let Ok(Some(status)) = etcd.child.try_wait() {
+                if let Ok(Some(status)) = self.child.try_wait() {
                     return Err(format!(
                         "etcd exited with {status}; log tail:\n{}",
-                        tail(&etcd.log, 20)
+                        tail(&self.log, 20)
                     ));
                 }
                 match get_blocking(&addr, "/health")? {
@@ -73,11 +88,52 @@ impl Etcd {
                 }
             },
         );
-        if let Err(e) = result {
-            stop(&mut etcd.child, Duration::from_secs(5));
-            return Err(e);
+        if result.is_err() {
+            stop(&mut self.child, Duration::from_secs(5));
         }
-        Ok(etcd)
+        result
+    }
+
+    /// Stops etcd (SIGTERM), keeping its data and ports for
+    /// [`Etcd::restart`].
+    pub fn stop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(10));
+    }
+
+    /// Starts etcd again on the same ports and data, and waits until healthy.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        self.child = launch(self.dir.path(), self.client_port, self.peer_port, &self.log)?;
+        self.wait_healthy()
+    }
+
+    /// Runs `etcdctl` (API v3) against this member; stdout on success.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(etcdctl_binary())
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run etcdctl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "etcdctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// The store's current revision.
+    pub fn revision(&self) -> Result<u64, String> {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"])?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("etcdctl status: {e}: {out}"))?;
+        v.pointer("/0/Status/header/revision")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| format!("no revision in {out}"))
     }
 
     /// `127.0.0.1:PORT` of the client API.
@@ -104,4 +160,8 @@ impl Drop for Etcd {
 
 fn etcd_binary() -> String {
     std::env::var("OSPROXY_ETCD_BIN").unwrap_or_else(|_| "etcd".to_string())
+}
+
+fn etcdctl_binary() -> String {
+    std::env::var("OSPROXY_ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".to_string())
 }

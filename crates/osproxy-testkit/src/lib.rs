@@ -12,12 +12,14 @@ mod http;
 mod opensearch;
 mod process;
 mod proxy;
+mod relay;
 
 pub use etcd::Etcd;
 pub use http::{Http, HttpResponse};
 pub use opensearch::{shared_opensearch, OpenSearchNode};
 pub use process::{free_port, repo_root, wait_until};
 pub use proxy::ProxyInstance;
+pub use relay::Relay;
 
 /// Errors of the harness: what did not come up, and why.
 pub type Error = String;

@@ -120,6 +120,11 @@ impl ProxyInstance {
         signal(&self.child, libc::SIGTERM);
     }
 
+    /// Sends a signal (SIGKILL, SIGSTOP, SIGCONT, ...) without waiting.
+    pub fn signal(&self, sig: i32) {
+        signal(&self.child, sig);
+    }
+
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         wait_for_exit(&mut self.child, timeout)

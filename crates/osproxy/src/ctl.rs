@@ -40,10 +40,39 @@ enum CtlCommand {
         #[command(subcommand)]
         command: PlacementCommand,
     },
+    /// The fleet's diagnostics directive set.
+    Directives {
+        #[command(subcommand)]
+        command: DirectivesCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DirectivesCommand {
+    /// The published set and its epoch.
+    Get,
+    /// Publish a whole set (strict: any problem refuses it all and the
+    /// previous set stays), compare-and-swap on --epoch.
+    Put {
+        /// '{"directives":[{"id":"dbg","match":{"partition":"acme"},"level":"timing","expires_at":"2026-11-27T13:00:00Z"}]}',
+        /// or @FILE to read it from a file.
+        #[arg(long)]
+        set: String,
+        /// The epoch you read; absent means no set is published yet.
+        #[arg(long)]
+        epoch: Option<u64>,
+    },
+    /// Remove the set.
+    Clear {
+        #[arg(long)]
+        epoch: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum CatalogueCommand {
+    /// Every logical index.
+    List,
     /// One logical index's rules.
     Get { index: String },
     /// Add or replace a logical index from a JSON spec (an `[[indices]]`
@@ -113,6 +142,7 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
     let (method, path, body) = match &args.command {
         CtlCommand::Fleet => (Method::GET, "/v1/fleet".to_string(), None),
         CtlCommand::Catalogue { command } => match command {
+            CatalogueCommand::List => (Method::GET, "/v1/catalogue".to_string(), None),
             CatalogueCommand::Get { index } => {
                 (Method::GET, format!("/v1/catalogue/{index}"), None)
             }
@@ -159,6 +189,23 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
                 )
             }
         },
+        CtlCommand::Directives { command } => match command {
+            DirectivesCommand::Get => (Method::GET, "/v1/directives".to_string(), None),
+            DirectivesCommand::Put { set, epoch } => {
+                let body = match set.strip_prefix('@') {
+                    Some(file) => std::fs::read_to_string(file)
+                        .map_err(|e| format!("cannot read {file}: {e}"))?,
+                    None => set.clone(),
+                };
+                let query = epoch.map(|e| format!("?epoch={e}")).unwrap_or_default();
+                (Method::PUT, format!("/v1/directives{query}"), Some(body))
+            }
+            DirectivesCommand::Clear { epoch } => (
+                Method::DELETE,
+                format!("/v1/directives?epoch={epoch}"),
+                None,
+            ),
+        },
     };
     let url = format!("{}{path}", args.admin.trim_end_matches('/'));
     let mut req = Request::builder().method(method).uri(&url);
@@ -186,11 +233,16 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
             .get("error")
             .and_then(Value::as_str)
             .unwrap_or("request failed");
-        let current = v
-            .get("current")
-            .filter(|c| !c.is_null())
-            .map(|c| format!(" (current: {c})"))
-            .unwrap_or_default();
+        let current = match (
+            v.get("current").filter(|c| !c.is_null()),
+            v.get("current_epoch"),
+        ) {
+            (Some(c), _) => format!(" (current: {c})"),
+            (None, Some(e)) if status == http::StatusCode::CONFLICT => {
+                format!(" (current epoch: {e})")
+            }
+            _ => String::new(),
+        };
         return Err(format!("{status}: {msg}{current}"));
     }
     if args.json {
@@ -199,7 +251,10 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
     }
     match &args.command {
         CtlCommand::Fleet => print_fleet(&v),
-        CtlCommand::Catalogue { .. } => {
+        CtlCommand::Catalogue {
+            command: CatalogueCommand::List,
+        } => print_catalogue(&v),
+        CtlCommand::Catalogue { .. } | CtlCommand::Directives { .. } => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
         }
         CtlCommand::Placement { .. } => print_table(&v),
@@ -243,10 +298,28 @@ fn print_table(v: &Value) {
     }
 }
 
+fn print_catalogue(v: &Value) {
+    println!("{:<24} {:<8} {:<8} DEFAULT", "INDEX", "EPOCH", "ENTRIES");
+    for i in v
+        .get("indices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "{:<24} {:<8} {:<8} {}",
+            i.get("name").and_then(Value::as_str).unwrap_or("?"),
+            i.get("epoch").and_then(Value::as_u64).unwrap_or(0),
+            i.get("entries").and_then(Value::as_u64).unwrap_or(0),
+            placement_text(i.get("default").unwrap_or(&Value::Null))
+        );
+    }
+}
+
 fn print_fleet(v: &Value) {
     println!(
-        "{:<34} {:<22} {:<10} {:<10} REJECTED",
-        "INSTANCE", "ADDRESS", "VERSION", "REVISION"
+        "{:<20} {:<22} {:<10} {:<10} {:<9} REJECTED",
+        "INSTANCE", "ADDRESS", "VERSION", "REVISION", "FRESH"
     );
     for i in v
         .get("instances")
@@ -259,13 +332,31 @@ fn print_fleet(v: &Value) {
             .get("applied_revision")
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        let rejected = i
+        let fresh = i
+            .get("fresh_age_ms")
+            .and_then(Value::as_u64)
+            .map(|ms| format!("{:.1}s ago", ms as f64 / 1000.0))
+            .unwrap_or_else(|| "now".to_string());
+        let rejected: Vec<String> = i
             .get("rejected_keys")
             .and_then(Value::as_array)
-            .map(Vec::len)
-            .unwrap_or(0);
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{} ({})",
+                    r.get("key").and_then(Value::as_str).unwrap_or("?"),
+                    r.get("reason").and_then(Value::as_str).unwrap_or("?")
+                )
+            })
+            .collect();
+        let rejected = if rejected.is_empty() {
+            "-".to_string()
+        } else {
+            rejected.join("; ")
+        };
         println!(
-            "{:<34} {:<22} {:<10} {rev:<10} {rejected}",
+            "{:<20} {:<22} {:<10} {rev:<10} {fresh:<9} {rejected}",
             s("id"),
             s("address"),
             s("version")

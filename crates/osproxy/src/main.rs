@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use osproxy_admin::Admin;
-use osproxy_config::{Config, LogFormat};
-use osproxy_control::{ControlPlane, Snapshot};
+use osproxy_config::{Config, ControlBackend, LogFormat};
+use osproxy_control::{ControlPlane, Member, Snapshot};
 use osproxy_observe::{Metrics, Readiness};
 use osproxy_proxy::auth::Authenticator;
 use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
@@ -175,10 +175,64 @@ fn serve(config: Config) -> Result<(), String> {
         &metrics,
     )?);
     let auth = Arc::new(Authenticator::from_config(&config)?);
+    let etcd_backend = config.control.backend == ControlBackend::Etcd;
+    // The memory backend starts from the config; etcd's first snapshot is
+    // read from the store before any worker starts.
+    let initial = if etcd_backend {
+        Snapshot::default()
+    } else {
+        Snapshot::from_config(&config)?
+    };
     let plane = Arc::new(ControlPlane::new(
-        Snapshot::from_config(&config)?,
+        initial,
         config.clusters.iter().map(|c| c.id.clone()).collect(),
     ));
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let member = Member {
+        id: instance_id.clone(),
+        address: data_addr.to_string(),
+        admin: admin_addr.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started,
+    };
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the control runtime: {e}"))?;
+    // The admin listener answers (readyz: 503) while the first snapshot is
+    // read; a store that cannot be read fails start-up.
+    let operator_auth = auth.clone();
+    let admin_routes = Admin::new(metrics.clone(), readiness.clone())
+        .with_instance(member.clone())
+        .with_control(
+            plane.clone(),
+            Arc::new(move |h| operator_auth.authenticate(h).is_ok_and(|p| p.operator)),
+        );
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = control.block_on(async {
+        let admin = TcpListener::from_std(admin).map_err(|e| e.to_string())?;
+        Ok::<_, String>(tokio::spawn(serve_listener(
+            admin,
+            move |req| admin_routes.clone().handle(req),
+            async {
+                let _ = admin_stopped.await;
+            },
+            std::time::Duration::from_secs(1),
+        )))
+    })?;
+    let etcd = if etcd_backend {
+        readiness.set_control_pending(Some(
+            "the control snapshot is not built yet (reading etcd)".into(),
+        ));
+        let handle = control.block_on(plane.start_etcd(&config, member.clone()))?;
+        readiness.set_control_pending(None);
+        Some(handle)
+    } else {
+        None
+    };
     let cursor_key = cursor_key(&config)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let drain = config.server.drain_timeout.as_std();
@@ -225,40 +279,10 @@ fn serve(config: Config) -> Result<(), String> {
         threads.push(spawned.map_err(|e| format!("cannot start worker thread {i}: {e}"))?);
     }
 
-    let control = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the control runtime: {e}"))?;
     control.block_on(async move {
         osproxy_proxy::probe::spawn_probes(probe_upstreams, readiness.clone());
-        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let operator_auth = auth.clone();
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let admin_routes = Admin::new(metrics, readiness.clone())
-            .with_instance(osproxy_admin::Instance {
-                id: instance_id.clone(),
-                address: data_addr.to_string(),
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                started,
-            })
-            .with_control(
-            plane.clone(),
-            Arc::new(move |h| operator_auth.authenticate(h).is_ok_and(|p| p.operator)),
-        );
-        let admin = TcpListener::from_std(admin).map_err(|e| e.to_string())?;
-        let admin_task = tokio::spawn(serve_listener(
-            admin,
-            move |req| admin_routes.clone().handle(req),
-            async {
-                let _ = admin_stopped.await;
-            },
-            std::time::Duration::from_secs(1),
-        ));
 
-        info!(%instance_id, workers, version = env!("CARGO_PKG_VERSION"), data = %data_addr, admin = %admin_addr, "osproxy listening");
+        info!(%instance_id, workers, backend = plane.backend(), version = env!("CARGO_PKG_VERSION"), data = %data_addr, admin = %admin_addr, "osproxy listening");
         // One parseable line on stdout for scripts and the test harness.
         println!("osproxy listening data={data_addr} admin={admin_addr}");
 
@@ -281,6 +305,9 @@ fn serve(config: Config) -> Result<(), String> {
             }
         }
         info!("drained");
+        if let Some(etcd) = etcd {
+            etcd.shutdown().await;
+        }
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         failure.map_or(Ok(()), Err)

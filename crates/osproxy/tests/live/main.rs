@@ -9,6 +9,7 @@
 mod auth;
 mod clients;
 mod common;
+mod control;
 mod faults;
 mod lifecycle;
 mod passthrough;

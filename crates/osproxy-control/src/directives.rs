@@ -1,0 +1,292 @@
+//! The diagnostics directive set and its one strict decoder.
+//!
+//! The same decoder serves the admin API, the etcd watcher and (later) the
+//! signed request header, so a directive means the same thing on every path.
+//! Anything it does not understand rejects the whole set: an unknown key, a
+//! bad level, a missing expiry, a rate outside [0, 1], a duplicate id.
+
+use serde::{Deserialize, Serialize};
+
+/// How much a selected request records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Level {
+    /// Nothing.
+    Off,
+    /// Names, ids, counts and sizes per stage.
+    Shape,
+    /// `shape` plus per-stage durations.
+    Timing,
+    /// `timing` plus which fields and constructs the rewrite added or removed.
+    RewriteDiff,
+}
+
+/// Which requests a directive selects; an absent key matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// A partition id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// A logical index name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// A principal name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// An endpoint kind name (`search`, `bulk`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// One directive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Directive {
+    /// The operator's name for it, unique in the set.
+    pub id: String,
+    /// What it selects.
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    /// How much it records.
+    pub level: Level,
+    /// The fraction of matching requests selected (by request id).
+    #[serde(default = "full_rate")]
+    pub sample_rate: f64,
+    /// RFC 3339 time after which it selects nothing (mandatory).
+    pub expires_at: String,
+    /// Keep matching explanations in the capture ring.
+    #[serde(default)]
+    pub capture: bool,
+    /// `expires_at` as seconds since the Unix epoch (decoded, not stored).
+    #[serde(skip)]
+    pub expires_unix: u64,
+}
+
+fn full_rate() -> f64 {
+    1.0
+}
+
+/// The whole published set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectiveSet {
+    /// The directives, in publication order.
+    pub directives: Vec<Directive>,
+}
+
+/// Upper bounds that keep a published set cheap to match on every request.
+const MAX_DIRECTIVES: usize = 64;
+const MAX_ID_LEN: usize = 128;
+
+impl DirectiveSet {
+    /// Decodes and checks a published set; every problem names the
+    /// directive and the field.
+    pub fn decode(bytes: &[u8]) -> Result<DirectiveSet, String> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let mut set: DirectiveSet = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        de.end()
+            .map_err(|e| format!("trailing data after the set: {e}"))?;
+        if set.directives.len() > MAX_DIRECTIVES {
+            return Err(format!(
+                "{} directives; at most {MAX_DIRECTIVES} may be active",
+                set.directives.len()
+            ));
+        }
+        for i in 0..set.directives.len() {
+            let d = &set.directives[i];
+            let at = |field: &str| format!("directives[{i}].{field}");
+            if d.id.is_empty() || d.id.len() > MAX_ID_LEN {
+                return Err(format!("{}: 1 to {MAX_ID_LEN} characters", at("id")));
+            }
+            if set.directives[..i].iter().any(|o| o.id == d.id) {
+                return Err(format!("{}: duplicate id {:?}", at("id"), d.id));
+            }
+            if !(0.0..=1.0).contains(&d.sample_rate) {
+                return Err(format!(
+                    "{}: {} is outside [0, 1]",
+                    at("sample_rate"),
+                    d.sample_rate
+                ));
+            }
+            let expires = parse_rfc3339(&d.expires_at).map_err(|m| {
+                format!(
+                    "{}: {m}; write a UTC time like \"2026-11-27T12:00:00Z\"",
+                    at("expires_at")
+                )
+            })?;
+            set.directives[i].expires_unix = expires;
+        }
+        Ok(set)
+    }
+
+    /// The directives not yet expired at `now` (seconds since the epoch).
+    pub fn live(&self, now: u64) -> impl Iterator<Item = &Directive> {
+        self.directives.iter().filter(move |d| d.expires_unix > now)
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)` to seconds since the
+/// Unix epoch (fractions are dropped).
+pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not an RFC 3339 time");
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return Err(bad());
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        let part = s.get(r).ok_or_else(bad)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        part.parse::<i64>().map_err(|_| bad())
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            if rest.as_bytes()[3] != b':' {
+                return Err(bad());
+            }
+            let hh = rest[1..3].parse::<i64>().map_err(|_| bad())?;
+            let mm = rest[4..6].parse::<i64>().map_err(|_| bad())?;
+            if hh > 23 || mm > 59 {
+                return Err(bad());
+            }
+            let off = hh * 3600 + mm * 60;
+            if rest.starts_with('-') {
+                -off
+            } else {
+                off
+            }
+        }
+        _ => return Err(bad()),
+    };
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(bad());
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    u64::try_from(secs).map_err(|_| format!("{s:?} is before 1970"))
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date: whole years, then
+/// whole months of the last year, then days.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let mut days = 0;
+    if y >= 1970 {
+        for year in 1970..y {
+            days += if is_leap(year) { 366 } else { 365 };
+        }
+    } else {
+        for year in y..1970 {
+            days -= if is_leap(year) { 366 } else { 365 };
+        }
+    }
+    for month in 1..m {
+        days += days_in_month(y, month);
+    }
+    days + d - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap(), 0);
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z").unwrap(), 951_868_800);
+        assert_eq!(
+            parse_rfc3339("2026-11-27T12:00:00.123+01:00").unwrap(),
+            parse_rfc3339("2026-11-27T11:00:00Z").unwrap()
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T23:59:59Z").unwrap(),
+            1_709_251_199
+        );
+        for bad in [
+            "2026-02-30T00:00:00Z",
+            "2026-11-27",
+            "2026-11-27T12:00:00",
+            "2026-13-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2026-11-27T12:00:00+0100",
+            "soon",
+        ] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn strict_decoder() {
+        let ok = br#"{"directives":[{"id":"a","match":{"partition":"acme","index":"orders"},"level":"timing","sample_rate":0.5,"expires_at":"2030-01-01T00:00:00Z","capture":true}]}"#;
+        let set = DirectiveSet::decode(ok).unwrap();
+        assert_eq!(set.directives[0].level, Level::Timing);
+        assert_eq!(set.live(0).count(), 1);
+        assert_eq!(set.live(u64::MAX).count(), 0);
+        for (bad, names) in [
+            (
+                r#"{"directives":[{"id":"a","level":"loud","expires_at":"2030-01-01T00:00:00Z"}]}"#,
+                "level",
+            ),
+            (
+                r#"{"directives":[{"id":"a","level":"shape"}]}"#,
+                "expires_at",
+            ),
+            (
+                r#"{"directives":[{"id":"a","level":"shape","expires_at":"2030-01-01T00:00:00Z","sample_rate":1.5}]}"#,
+                "sample_rate",
+            ),
+            (
+                r#"{"directives":[{"id":"a","level":"shape","expires_at":"2030-01-01T00:00:00Z","colour":1}]}"#,
+                "colour",
+            ),
+            (
+                r#"{"directives":[{"id":"a","level":"shape","expires_at":"2030-01-01T00:00:00Z","match":{"tenant":"x"}}]}"#,
+                "tenant",
+            ),
+            (
+                r#"{"directives":[{"id":"a","level":"shape","expires_at":"2030-01-01T00:00:00Z"},{"id":"a","level":"off","expires_at":"2030-01-01T00:00:00Z"}]}"#,
+                "duplicate",
+            ),
+            (r#"{"directive":[]}"#, "directive"),
+            (r#"{"directives":[]} x"#, "trailing"),
+        ] {
+            let err = DirectiveSet::decode(bad.as_bytes()).unwrap_err();
+            assert!(err.contains(names), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The store's key layout and value decoding, shared by both backends: a
+//! key under the fleet prefix and its JSON value become one change to a
+//! snapshot, or a rejection for that key alone.
+//!
+//! | key (under the prefix)              | value                                   |
+//! | ----------------------------------- | --------------------------------------- |
+//! | `catalogue/<index>`                 | an `[[indices]]` entry as JSON          |
+//! | `placements/<index>/<partition>`    | `{"placement": {...}, "state": "active"}` |
+//! | `directives`                        | `{"directives": [...]}`                 |
+//! | `fleet/<instance id>`               | an instance's record (lease-bound)      |
+//! | `migrations/<index>/<partition>`    | a migration record                      |
+
+use std::sync::Arc;
+
+use osproxy_config::IndexConfig;
+use osproxy_core::{PartitionId, Placement};
+use serde::{Deserialize, Serialize};
+
+use crate::directives::DirectiveSet;
+use crate::snapshot::Snapshot;
+
+/// What a key under the prefix names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key<'a> {
+    /// `catalogue/<index>`
+    Catalogue(&'a str),
+    /// `placements/<index>/<partition>`
+    Placement(&'a str, &'a str),
+    /// `directives`
+    Directives,
+    /// `fleet/<instance id>`
+    Fleet(&'a str),
+    /// `migrations/...`
+    Migration,
+    /// Anything else under the prefix (ignored, never an error).
+    Other,
+}
+
+impl<'a> Key<'a> {
+    /// Classifies a key relative to the prefix (`None` when the key is not
+    /// under it or not UTF-8).
+    pub fn parse(prefix: &str, key: &'a [u8]) -> Option<Key<'a>> {
+        let key = std::str::from_utf8(key).ok()?;
+        let rest = key.strip_prefix(prefix)?;
+        Some(if let Some(name) = rest.strip_prefix("catalogue/") {
+            Key::Catalogue(name)
+        } else if let Some(rest) = rest.strip_prefix("placements/") {
+            match rest.split_once('/') {
+                Some((i, p)) => Key::Placement(i, p),
+                None => Key::Other,
+            }
+        } else if rest == "directives" {
+            Key::Directives
+        } else if let Some(id) = rest.strip_prefix("fleet/") {
+            Key::Fleet(id)
+        } else if rest.starts_with("migrations/") {
+            Key::Migration
+        } else {
+            Key::Other
+        })
+    }
+}
+
+/// The key of a logical index's rules.
+pub fn catalogue_key(prefix: &str, index: &str) -> String {
+    format!("{prefix}catalogue/{index}")
+}
+
+/// The key of one partition's placement entry.
+pub fn placement_key(prefix: &str, index: &str, partition: &str) -> String {
+    format!("{prefix}placements/{index}/{partition}")
+}
+
+/// The directive set's key.
+pub fn directives_key(prefix: &str) -> String {
+    format!("{prefix}directives")
+}
+
+/// A fleet record's key.
+pub fn fleet_key(prefix: &str, instance: &str) -> String {
+    format!("{prefix}fleet/{instance}")
+}
+
+/// The lifecycle state of a placement entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Reads and writes go to the placement.
+    #[default]
+    Active,
+}
+
+/// A placement entry's stored value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementValue {
+    /// Where the partition's data lives.
+    pub placement: Placement,
+    /// Its state.
+    #[serde(default)]
+    pub state: State,
+}
+
+/// Why a value was not applied. `Display` is shape-only: it never quotes
+/// the value, so it is safe in logs and fleet records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not JSON at all.
+    Syntax { line: usize, column: usize },
+    /// JSON of the wrong shape; `path` is where, `what` the schema.
+    Schema { what: &'static str, path: String },
+    /// Well-formed but refused (an unknown cluster, a broken rule, an
+    /// ownership conflict).
+    Refused(String),
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Syntax { line, column } => {
+                write!(f, "not valid JSON (line {line}, column {column})")
+            }
+            Rejection::Schema { what, path } => {
+                write!(f, "does not match the {what} schema at `{path}`")
+            }
+            Rejection::Refused(m) => f.write_str(m),
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, Rejection> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| schema(what, e))?;
+    de.end().map_err(|e| Rejection::Syntax {
+        line: e.line(),
+        column: e.column(),
+    })?;
+    Ok(value)
+}
+
+fn schema(what: &'static str, e: serde_path_to_error::Error<serde_json::Error>) -> Rejection {
+    let inner = e.inner();
+    if inner.is_syntax() || inner.is_eof() {
+        Rejection::Syntax {
+            line: inner.line(),
+            column: inner.column(),
+        }
+    } else {
+        Rejection::Schema {
+            what,
+            path: e.path().to_string(),
+        }
+    }
+}
+
+/// Decodes a catalogue value for `name`: an `[[indices]]` entry as JSON;
+/// its `name`, when present, must be the key's.
+pub fn decode_index(name: &str, bytes: &[u8]) -> Result<IndexConfig, Rejection> {
+    let mut value: serde_json::Value = decode("catalogue", bytes)?;
+    let Some(obj) = value.as_object_mut() else {
+        return Err(Rejection::Schema {
+            what: "catalogue",
+            path: ".".into(),
+        });
+    };
+    match obj.get("name") {
+        None => {
+            obj.insert("name".into(), serde_json::Value::from(name));
+        }
+        Some(n) if n.as_str() == Some(name) => {}
+        Some(_) => {
+            return Err(Rejection::Refused(format!(
+                "the value's name differs from the key's ({name:?})"
+            )))
+        }
+    }
+    let idx: IndexConfig =
+        serde_path_to_error::deserialize(value).map_err(|e| schema("catalogue", e))?;
+    osproxy_config::check_index(&idx).map_err(Rejection::Refused)?;
+    Ok(idx)
+}
+
+/// Decodes a placement entry's value.
+pub fn decode_placement(bytes: &[u8]) -> Result<PlacementValue, Rejection> {
+    decode("placement", bytes)
+}
+
+/// Whether a change was about the data path's view or something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The snapshot changed.
+    Changed,
+    /// A key the snapshot does not hold (fleet records, migrations, ...).
+    Ignored,
+}
+
+/// Applies one key's new value (`None`: deleted) at revision `rev` to
+/// `snap`. On `Err` the snapshot is unchanged for that key: its last good
+/// value stays.
+pub fn apply(
+    snap: &mut Snapshot,
+    key: Key<'_>,
+    value: Option<&[u8]>,
+    rev: u64,
+    clusters: &[String],
+) -> Result<Applied, Rejection> {
+    let known = |cluster: &str| -> Result<(), Rejection> {
+        if clusters.iter().any(|c| c == cluster) {
+            Ok(())
+        } else {
+            Err(Rejection::Refused(format!(
+                "unknown cluster {cluster:?}: this instance is configured with {clusters:?}"
+            )))
+        }
+    };
+    match (key, value) {
+        (Key::Catalogue(name), Some(bytes)) => {
+            let idx = decode_index(name, bytes)?;
+            known(idx.default.cluster())?;
+            snap.put_index_at(&idx, rev).map_err(Rejection::Refused)?;
+        }
+        (Key::Catalogue(name), None) => snap.remove_index(name),
+        (Key::Placement(index, partition), Some(bytes)) => {
+            if PartitionId::new(partition).is_err() {
+                return Err(Rejection::Refused(
+                    "the key's partition is not 1 to 128 of [A-Za-z0-9_.-]".into(),
+                ));
+            }
+            let value = decode_placement(bytes)?;
+            known(value.placement.cluster())?;
+            snap.put_placement_at(index, partition, value.placement, rev)
+                .map_err(Rejection::Refused)?;
+        }
+        (Key::Placement(index, partition), None) => snap.remove_placement(index, partition),
+        (Key::Directives, Some(bytes)) => {
+            let set = DirectiveSet::decode(bytes).map_err(|e| {
+                // The decoder names fields, never values, except in its
+                // JSON syntax errors: keep only the shape here.
+                Rejection::Refused(format!("directive set refused: {}", shape_of(&e)))
+            })?;
+            snap.set_directives(Some((Arc::new(set), rev)));
+        }
+        (Key::Directives, None) => snap.set_directives(None),
+        (Key::Fleet(_) | Key::Migration | Key::Other, _) => return Ok(Applied::Ignored),
+    }
+    Ok(Applied::Changed)
+}
+
+/// The part of a decoder message before any quoted value.
+fn shape_of(message: &str) -> &str {
+    message.split(['"', '`']).next().unwrap_or("").trim_end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clusters() -> Vec<String> {
+        vec!["main".to_string()]
+    }
+
+    #[test]
+    fn keys_under_the_prefix() {
+        let p = "/osproxy/t/";
+        assert_eq!(
+            Key::parse(p, b"/osproxy/t/catalogue/orders"),
+            Some(Key::Catalogue("orders"))
+        );
+        assert_eq!(
+            Key::parse(p, b"/osproxy/t/placements/orders/acme"),
+            Some(Key::Placement("orders", "acme"))
+        );
+        assert_eq!(
+            Key::parse(p, b"/osproxy/t/directives"),
+            Some(Key::Directives)
+        );
+        assert_eq!(
+            Key::parse(p, b"/osproxy/t/fleet/i1"),
+            Some(Key::Fleet("i1"))
+        );
+        assert_eq!(
+            Key::parse(p, b"/osproxy/t/placements/orders"),
+            Some(Key::Other)
+        );
+        assert_eq!(Key::parse(p, b"/other/catalogue/x"), None);
+    }
+
+    #[test]
+    fn a_bad_value_is_rejected_for_its_key_alone() {
+        let mut snap = Snapshot::default();
+        let cat = br#"{"default":{"kind":"shared","cluster":"main","index":"orders-shared"}}"#;
+        assert_eq!(
+            apply(
+                &mut snap,
+                Key::Catalogue("orders"),
+                Some(cat),
+                5,
+                &clusters()
+            ),
+            Ok(Applied::Changed)
+        );
+        let good = br#"{"placement":{"kind":"index","cluster":"main","index":"orders-acme"}}"#;
+        apply(
+            &mut snap,
+            Key::Placement("orders", "acme"),
+            Some(good),
+            6,
+            &clusters(),
+        )
+        .unwrap();
+        let acme = PartitionId::new("acme").unwrap();
+        assert_eq!(snap.entry("orders", &acme).unwrap().epoch, 6);
+
+        // Not JSON, wrong shape, unknown cluster, a second owner: each is
+        // refused and the last good value stays.
+        for (bad, says) in [
+            (&b"{not json"[..], "not valid JSON"),
+            (
+                br#"{"placement":{"kind":"index","cluster":"main"}}"#,
+                "schema",
+            ),
+            (
+                br#"{"placement":{"kind":"index","cluster":"secret-x","index":"i"}}"#,
+                "unknown cluster",
+            ),
+            (
+                br#"{"placement":{"kind":"index","cluster":"main","index":"orders-shared"}}"#,
+                "already used",
+            ),
+            (
+                br#"{"placement":{"kind":"index","cluster":"main","index":"i"},"extra":1}"#,
+                "schema",
+            ),
+        ] {
+            let err = apply(
+                &mut snap,
+                Key::Placement("orders", "acme"),
+                Some(bad),
+                7,
+                &clusters(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+            assert_eq!(snap.entry("orders", &acme).unwrap().epoch, 6);
+            assert_eq!(
+                snap.entry("orders", &acme)
+                    .unwrap()
+                    .placement
+                    .physical_index("orders"),
+                "orders-acme"
+            );
+        }
+        // Shape-only: a value's content never appears in the reason.
+        let err = apply(
+            &mut snap,
+            Key::Catalogue("orders"),
+            Some(br#"{"default":{"kind":"shared","cluster":"main","index":"orders-shared"},"field":{"canary-value":1}}"#),
+            8,
+            &clusters(),
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("canary"), "{err}");
+
+        apply(
+            &mut snap,
+            Key::Placement("orders", "acme"),
+            None,
+            9,
+            &clusters(),
+        )
+        .unwrap();
+        assert!(snap.entry("orders", &acme).is_none());
+        assert_eq!(
+            apply(&mut snap, Key::Fleet("x"), Some(b"junk"), 10, &clusters()),
+            Ok(Applied::Ignored)
+        );
+    }
+}

@@ -1,0 +1,769 @@
+//! The fleet control plane on a real etcd with several real instances:
+//! propagation, outages, compaction, malformed values, compare-and-swap
+//! races, lease expiry and fail-fast start-up.
+//!
+//! Every test starts its own etcd (some stop it). Where one instance must
+//! lose its connection while etcd and the other instances carry on, it
+//! reaches etcd through a `Relay` (a TCP forwarder the test can cut): a
+//! real etcd cannot drop one client on demand.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use osproxy_testkit::{free_port, Etcd, Http, HttpResponse, ProxyInstance, Relay};
+use serde_json::{json, Value};
+
+use crate::common::{metric, node};
+
+const ACME: &str = "acme-token-0123456789";
+const OPS: &str = "ops-token-0123456789";
+
+fn binary() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_osproxy"))
+}
+
+struct EtcdFleet {
+    etcd: Etcd,
+    instances: Vec<ProxyInstance>,
+    /// The relay the last instance reaches etcd through, when asked for.
+    relay: Option<Relay>,
+    tag: String,
+    http: Http,
+    dir: tempfile::TempDir,
+}
+
+impl EtcdFleet {
+    /// `n` instances on one etcd; with `relay`, the last one goes through
+    /// a cuttable relay.
+    fn start(tag: &str, n: usize, relay: bool) -> EtcdFleet {
+        let etcd = Etcd::start().unwrap();
+        let relay = relay.then(|| Relay::start(&etcd.addr()).unwrap());
+        let mut fleet = EtcdFleet {
+            etcd,
+            instances: Vec::new(),
+            relay,
+            tag: tag.to_string(),
+            http: Http::new(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for i in 0..n {
+            let endpoint = match (&fleet.relay, i + 1 == n) {
+                (Some(r), true) => r.endpoint(),
+                _ => fleet.etcd.endpoint(),
+            };
+            let p = fleet.launch(i, &endpoint, "");
+            fleet.instances.push(p);
+        }
+        for p in &fleet.instances {
+            p.wait_ready(Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+        }
+        fleet
+    }
+
+    fn config(&self, i: usize, endpoint: &str, extra: &str) -> String {
+        let tag = &self.tag;
+        let acme = self.dir.path().join("acme");
+        let ops = self.dir.path().join("ops");
+        std::fs::write(&acme, ACME).unwrap();
+        std::fs::write(&ops, OPS).unwrap();
+        format!(
+            "[server]\nworkers = 1\ninstance_id = \"{tag}-{i}\"\n\n\
+             [[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n\
+             [[principals]]\nname = \"acme-svc\"\ntoken_file = \"{}\"\npartitions = [\"acme\"]\n\n\
+             [[principals]]\nname = \"ops\"\ntoken_file = \"{}\"\noperator = true\nany_partition = true\n\n\
+             [control]\nbackend = \"etcd\"\n\
+             etcd = {{ endpoints = [\"{endpoint}\"], prefix = \"/osproxy/{tag}/\", lease_ttl = \"3s\", progress_interval = \"200ms\", connect_timeout = \"2s\" }}\n\n\
+             [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"c-{tag}-shared\" }}\n\n{extra}",
+            node().url(),
+            acme.display(),
+            ops.display()
+        )
+    }
+
+    fn launch(&self, i: usize, endpoint: &str, extra: &str) -> ProxyInstance {
+        ProxyInstance::start(binary(), &self.config(i, endpoint, extra))
+            .unwrap_or_else(|e| panic!("instance {i} did not start: {e}"))
+    }
+
+    /// `osproxy ctl --admin <instance i> --token <ops> ARGS...`
+    fn ctl(&self, i: usize, args: &[&str]) -> Output {
+        self.ctl_command(i, args).output().unwrap()
+    }
+
+    fn ctl_command(&self, i: usize, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.arg("ctl")
+            .arg("--admin")
+            .arg(self.instances[i].admin_url())
+            .arg("--token")
+            .arg(OPS)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn ctl_json(&self, i: usize, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ctl(i, &all);
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    async fn admin(&self, i: usize, path: &str) -> HttpResponse {
+        let auth = format!("Bearer {OPS}");
+        self.http
+            .send_with(
+                Method::GET,
+                &format!("{}{path}", self.instances[i].admin_url()),
+                None,
+                &[("authorization", auth.as_str())],
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Instance `i`'s view of one placement entry: (epoch, physical index).
+    async fn entry(&self, i: usize, partition: &str) -> (u64, String) {
+        let v = self
+            .admin(i, &format!("/v1/placements/orders/{partition}"))
+            .await
+            .json();
+        (
+            v["epoch"].as_u64().unwrap_or(u64::MAX),
+            v["placement"]["index"].as_str().unwrap_or("").to_string(),
+        )
+    }
+
+    /// Instance `i`'s explicit entries of `orders`: partition → (epoch, index).
+    async fn entries(&self, i: usize) -> Vec<(String, u64, String)> {
+        let v = self.admin(i, "/v1/placements/orders").await.json();
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["partition"].as_str().unwrap().to_string(),
+                    e["epoch"].as_u64().unwrap(),
+                    e["placement"]["index"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until instance `i`'s entries equal instance `j`'s.
+    async fn converge(&self, i: usize, j: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (a, b) = (self.entries(i).await, self.entries(j).await);
+            if a == b {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {i} did not converge with {j} within {timeout:?}:\n{a:?}\n{b:?}\n{}",
+                self.instances[i].log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn index_doc(&self, i: usize, id: &str) -> HttpResponse {
+        let auth = format!("Bearer {ACME}");
+        self.http
+            .send_with(
+                Method::PUT,
+                &format!("{}/orders/_doc/{id}?refresh=true", self.instances[i].url()),
+                Some(json!({"n": 1}).to_string().into()),
+                &[("authorization", auth.as_str())],
+            )
+            .await
+            .unwrap()
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("/osproxy/{}/{rest}", self.tag)
+    }
+
+    fn fleet_records(&self, via: usize) -> Vec<Value> {
+        self.ctl_json(via, &["fleet"])["instances"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+async fn direct_get(path: &str) -> HttpResponse {
+    Http::new()
+        .send(Method::GET, &format!("{}{path}", node().url()), None)
+        .await
+        .unwrap()
+}
+
+/// Polls until `check` holds, failing with `what` after `timeout`.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_through_ctl_reaches_every_instance() {
+    let tag = "prop";
+    let fleet = EtcdFleet::start(tag, 3, false);
+    let physical = format!("c-{tag}-acme");
+
+    // A placement set through one instance is served by all three.
+    let started = Instant::now();
+    let set = fleet.ctl_json(
+        0,
+        &[
+            "placement",
+            "set",
+            "orders",
+            "acme",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            &physical,
+        ],
+    );
+    let epoch = set["epoch"].as_u64().unwrap();
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        eventually(
+            "the placement reached every instance",
+            Duration::from_secs(1),
+            || async { fleet.entry(i, "acme").await == (epoch, physical.clone()) },
+        )
+        .await;
+        seen.push(started.elapsed());
+    }
+    eprintln!("placement change served by 3 instances after {seen:?} (ctl round trip included)");
+
+    // The data path of another instance routes by it.
+    let resp = fleet.index_doc(2, "d1").await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let doc = direct_get(&format!("/{physical}/_doc/d1")).await;
+    assert_eq!(doc.status, 200, "{}", doc.text());
+
+    // A catalogue change likewise: a new logical index, usable everywhere.
+    let spec =
+        format!(r#"{{"default":{{"kind":"shared","cluster":"main","index":"c-{tag}-notes"}}}}"#);
+    let out = fleet.ctl(1, &["catalogue", "put", "notes", "--spec", &spec]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..3 {
+        eventually(
+            "the catalogue change reached every instance",
+            Duration::from_secs(1),
+            || async { fleet.admin(i, "/v1/catalogue/notes").await.status == 200 },
+        )
+        .await;
+    }
+    let auth = format!("Bearer {ACME}");
+    let resp = fleet
+        .http
+        .send_with(
+            Method::PUT,
+            &format!("{}/notes/_doc/n1?refresh=true", fleet.instances[0].url()),
+            Some(json!({"t": "x"}).to_string().into()),
+            &[("authorization", auth.as_str())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let doc = direct_get(&format!("/c-{tag}-notes/_doc/acme:n1")).await;
+    assert_eq!(doc.json()["_source"]["_tenant"], "acme", "{}", doc.text());
+
+    // The list and the fleet agree.
+    let list = fleet.ctl(2, &["catalogue", "list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("notes") && text.contains("orders"), "{text}");
+    let records = fleet.fleet_records(2);
+    let mut ids: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["prop-0", "prop-1", "prop-2"]);
+
+    // A late instance whose config names another index: the store wins.
+    let late = fleet.launch(3, &fleet.etcd.endpoint(), "[[indices]]\nname = \"ghost\"\ndefault = { kind = \"shared\", cluster = \"main\", index = \"c-prop-ghost\" }\n");
+    late.wait_ready(Duration::from_secs(30)).unwrap();
+    let ghost = Http::new()
+        .send_with(
+            Method::GET,
+            &format!("{}/v1/catalogue/ghost", late.admin_url()),
+            None,
+            &[("authorization", format!("Bearer {OPS}").as_str())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ghost.status, 404, "{}", ghost.text());
+    assert!(late.log().contains("the store wins"), "{}", late.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_made_while_an_instance_is_cut_off_are_all_applied_in_order() {
+    let tag = "cut";
+    let fleet = EtcdFleet::start(tag, 2, true);
+    let relay = fleet.relay.as_ref().unwrap();
+    let events = "osproxy_control_events_total";
+    let before = metric(&fleet.instances[1], events).await.unwrap();
+
+    relay.cut();
+    // Ten creations, an update of one of them, a deletion of another: 12
+    // changes, straight to etcd, while instance 1 cannot see them.
+    for k in 0..10 {
+        let v = format!(
+            r#"{{"placement":{{"kind":"index","cluster":"main","index":"c-{tag}-p{k}"}}}}"#
+        );
+        fleet
+            .etcd
+            .etcdctl(&["put", &fleet.key(&format!("placements/orders/p{k}")), &v])
+            .unwrap();
+    }
+    let v = format!(
+        r#"{{"placement":{{"kind":"index","cluster":"main","index":"c-{tag}-p3-moved"}}}}"#
+    );
+    fleet
+        .etcd
+        .etcdctl(&["put", &fleet.key("placements/orders/p3"), &v])
+        .unwrap();
+    fleet
+        .etcd
+        .etcdctl(&["del", &fleet.key("placements/orders/p5")])
+        .unwrap();
+    fleet.converge(0, 0, Duration::from_secs(1)).await;
+    assert_eq!(fleet.entries(0).await.len(), 9);
+    // The cut-off instance still serves its last good snapshot.
+    assert!(fleet.entries(1).await.is_empty());
+    let resp = fleet.index_doc(1, "during-cut").await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+
+    relay.restore();
+    fleet.converge(1, 0, Duration::from_secs(10)).await;
+    let entries = fleet.entries(1).await;
+    assert!(entries
+        .iter()
+        .any(|(p, _, i)| p == "p3" && i == &format!("c-{tag}-p3-moved")));
+    assert!(!entries.iter().any(|(p, _, _)| p == "p5"));
+    // Every change applied exactly once: none skipped, none twice.
+    let after = metric(&fleet.instances[1], events).await.unwrap();
+    assert_eq!(after - before, 12.0, "{}", fleet.instances[1].log());
+    assert!(
+        metric(
+            &fleet.instances[1],
+            "osproxy_control_watch_reconnects_total"
+        )
+        .await
+        .unwrap()
+            >= 1.0
+    );
+
+    // etcd itself stops: both instances keep serving; writes are refused
+    // clearly; after the restart, changes flow again.
+    let mut fleet = fleet;
+    fleet.etcd.stop();
+    let resp = fleet.index_doc(0, "during-outage").await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let out = fleet.ctl(
+        0,
+        &[
+            "placement",
+            "set",
+            "orders",
+            "q1",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            "c-cut-q1",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("503") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    fleet.etcd.restart().unwrap();
+    eventually(
+        "a write after etcd came back",
+        Duration::from_secs(15),
+        || async {
+            fleet
+                .ctl(
+                    0,
+                    &[
+                        "placement",
+                        "set",
+                        "orders",
+                        "q1",
+                        "--kind",
+                        "index",
+                        "--cluster",
+                        "main",
+                        "--index-name",
+                        "c-cut-q1",
+                    ],
+                )
+                .status
+                .success()
+        },
+    )
+    .await;
+    fleet.converge(1, 0, Duration::from_secs(10)).await;
+    assert!(fleet.entries(1).await.iter().any(|(p, _, _)| p == "q1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_past_a_cut_off_instance_is_recovered_by_re_reading() {
+    let tag = "compact";
+    let fleet = EtcdFleet::start(tag, 2, true);
+    let relay = fleet.relay.as_ref().unwrap();
+    for p in ["p1", "p2"] {
+        let name = format!("c-{tag}-{p}");
+        let out = fleet.ctl(
+            0,
+            &[
+                "placement",
+                "set",
+                "orders",
+                p,
+                "--kind",
+                "index",
+                "--cluster",
+                "main",
+                "--index-name",
+                &name,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fleet.converge(1, 0, Duration::from_secs(2)).await;
+
+    relay.cut();
+    fleet
+        .etcd
+        .etcdctl(&["del", &fleet.key("placements/orders/p1")])
+        .unwrap();
+    let v = format!(r#"{{"placement":{{"kind":"index","cluster":"main","index":"c-{tag}-p2b"}}}}"#);
+    fleet
+        .etcd
+        .etcdctl(&["put", &fleet.key("placements/orders/p2"), &v])
+        .unwrap();
+    let v = format!(r#"{{"placement":{{"kind":"index","cluster":"main","index":"c-{tag}-p3"}}}}"#);
+    fleet
+        .etcd
+        .etcdctl(&["put", &fleet.key("placements/orders/p3"), &v])
+        .unwrap();
+    let revision = fleet.etcd.revision().unwrap();
+    fleet
+        .etcd
+        .etcdctl(&["compact", &revision.to_string()])
+        .unwrap();
+
+    relay.restore();
+    fleet.converge(1, 0, Duration::from_secs(10)).await;
+    let entries: Vec<String> = fleet
+        .entries(1)
+        .await
+        .into_iter()
+        .map(|(p, _, i)| format!("{p}={i}"))
+        .collect();
+    assert_eq!(
+        entries,
+        [format!("p2=c-{tag}-p2b"), format!("p3=c-{tag}-p3")]
+    );
+    assert!(
+        metric(&fleet.instances[1], "osproxy_control_reloads_total")
+            .await
+            .unwrap()
+            >= 1.0
+    );
+    assert!(fleet.instances[1].log().contains("compacted"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_value_keeps_the_last_good_one_and_is_reported() {
+    let tag = "bad";
+    let fleet = EtcdFleet::start(tag, 3, false);
+    let good = format!("c-{tag}-acme");
+    let set = fleet.ctl_json(
+        0,
+        &[
+            "placement",
+            "set",
+            "orders",
+            "acme",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            &good,
+        ],
+    );
+    let epoch = set["epoch"].as_u64().unwrap();
+    let directives = r#"{"directives":[{"id":"dbg","match":{"partition":"acme"},"level":"timing","expires_at":"2030-01-01T00:00:00Z"}]}"#;
+    let out = fleet.ctl(0, &["directives", "put", "--set", directives]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let key = fleet.key("placements/orders/acme");
+    fleet
+        .etcd
+        .etcdctl(&["put", &key, "{\"placement\": \"canary-7d1f\""])
+        .unwrap();
+    fleet
+        .etcd
+        .etcdctl(&[
+            "put",
+            &fleet.key("catalogue/orders"),
+            r#"{"default":{"kind":"shared","cluster":"canary-cluster","index":"x"}}"#,
+        ])
+        .unwrap();
+    fleet
+        .etcd
+        .etcdctl(&[
+            "put",
+            &fleet.key("directives"),
+            r#"{"directives":[{"id":"x","level":"loud","expires_at":"2030-01-01T00:00:00Z"}]}"#,
+        ])
+        .unwrap();
+
+    let wanted = [
+        key.clone(),
+        fleet.key("catalogue/orders"),
+        fleet.key("directives"),
+    ];
+    let mut fleet_json = Vec::new();
+    eventually(
+        "every instance reporting three rejected keys",
+        Duration::from_secs(5),
+        || {
+            fleet_json = fleet.fleet_records(1);
+            let ok = fleet_json.len() == 3
+                && fleet_json.iter().all(|r| {
+                    let keys: Vec<&str> = r["rejected_keys"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|k| k["key"].as_str().unwrap())
+                        .collect();
+                    wanted.iter().all(|w| keys.contains(&w.as_str()))
+                });
+            async move { ok }
+        },
+    )
+    .await;
+    let text = serde_json::to_string(&fleet_json).unwrap();
+    assert!(
+        !text.contains("canary-7d1f"),
+        "a refused value leaked into the fleet records: {text}"
+    );
+    let table = String::from_utf8_lossy(&fleet.ctl(2, &["fleet"]).stdout).into_owned();
+    assert!(table.contains("placements/orders/acme"), "{table}");
+
+    for i in 0..3 {
+        assert_eq!(fleet.entry(i, "acme").await, (epoch, good.clone()));
+        let cat = fleet.admin(i, "/v1/catalogue/orders").await.json();
+        assert_eq!(cat["default"]["cluster"], "main");
+        let d = fleet.admin(i, "/v1/directives").await.json();
+        assert_eq!(d["directives"][0]["id"], "dbg", "{d}");
+        let resp = fleet.index_doc(i, &format!("still-{i}")).await;
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        assert!(!fleet.instances[i].log().contains("canary-7d1f"));
+    }
+    assert_eq!(
+        direct_get(&format!("/{good}/_doc/still-2")).await.status,
+        200
+    );
+
+    // A good value clears the rejection everywhere.
+    let fixed = format!(r#"{{"placement":{{"kind":"index","cluster":"main","index":"{good}"}}}}"#);
+    fleet.etcd.etcdctl(&["put", &key, &fixed]).unwrap();
+    eventually("the rejection clearing", Duration::from_secs(5), || {
+        let records = fleet.fleet_records(0);
+        let ok = records.iter().all(|r| {
+            !r["rejected_keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["key"] == key.as_str())
+        });
+        async move { ok }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_concurrent_sets_of_one_entry_one_wins_one_gets_409() {
+    let tag = "race";
+    let fleet = EtcdFleet::start(tag, 2, false);
+    for round in 0..4 {
+        let partition = format!("r{round}");
+        let a = format!("c-{tag}-{round}-a");
+        let b = format!("c-{tag}-{round}-b");
+        let spawn = |i: usize, index: &str| {
+            fleet
+                .ctl_command(
+                    i,
+                    &[
+                        "placement",
+                        "set",
+                        "orders",
+                        &partition,
+                        "--kind",
+                        "index",
+                        "--cluster",
+                        "main",
+                        "--index-name",
+                        index,
+                    ],
+                )
+                .spawn()
+                .unwrap()
+        };
+        let (ca, cb) = (spawn(0, &a), spawn(1, &b));
+        let (oa, ob) = (
+            ca.wait_with_output().unwrap(),
+            cb.wait_with_output().unwrap(),
+        );
+        let wins = [&oa, &ob].iter().filter(|o| o.status.success()).count();
+        assert_eq!(wins, 1, "exactly one must win:\n{oa:?}\n{ob:?}");
+        let loser = if oa.status.success() { &ob } else { &oa };
+        let err = String::from_utf8_lossy(&loser.stderr);
+        assert!(err.contains("409"), "{err}");
+        fleet.converge(1, 0, Duration::from_secs(2)).await;
+    }
+    // With an epoch: both read the same epoch, one replaces it, the other loses.
+    let epoch = fleet.entry(0, "r0").await.0.to_string();
+    let spawn = |i: usize, index: &str| {
+        fleet
+            .ctl_command(
+                i,
+                &[
+                    "placement",
+                    "set",
+                    "orders",
+                    "r0",
+                    "--kind",
+                    "index",
+                    "--cluster",
+                    "main",
+                    "--index-name",
+                    index,
+                    "--epoch",
+                    &epoch,
+                ],
+            )
+            .spawn()
+            .unwrap()
+    };
+    let (ca, cb) = (spawn(0, "c-race-x"), spawn(1, "c-race-y"));
+    let (oa, ob) = (
+        ca.wait_with_output().unwrap(),
+        cb.wait_with_output().unwrap(),
+    );
+    assert_eq!(
+        [&oa, &ob].iter().filter(|o| o.status.success()).count(),
+        1,
+        "{oa:?}\n{ob:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_instance_leaves_the_fleet_within_its_lease() {
+    let tag = "lease";
+    let fleet = EtcdFleet::start(tag, 3, false);
+    assert_eq!(fleet.fleet_records(0).len(), 3);
+
+    fleet.instances[2].signal(libc::SIGKILL);
+    let killed = Instant::now();
+    eventually(
+        "the killed instance leaving the fleet list",
+        Duration::from_secs(8),
+        || {
+            let n = fleet.fleet_records(0).len();
+            async move { n == 2 }
+        },
+    )
+    .await;
+    let gone = killed.elapsed();
+    eprintln!("SIGKILLed instance left the fleet after {gone:?} (lease TTL 3 s)");
+    assert!(gone <= Duration::from_millis(4500), "{gone:?}");
+
+    // A drained instance leaves at once (its lease is revoked).
+    let mut fleet = fleet;
+    fleet.instances[1].sigterm();
+    let status = fleet.instances[1]
+        .wait_exit(Duration::from_secs(15))
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let records = fleet.fleet_records(0);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["id"], "lease-0");
+}
+
+#[test]
+fn start_up_with_etcd_down_fails_fast_and_names_the_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let config = dir.path().join("osproxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\ndata = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+             [[clusters]]\nid = \"main\"\nurl = \"http://127.0.0.1:9\"\n\
+             [control]\nbackend = \"etcd\"\netcd = {{ endpoints = [\"http://127.0.0.1:{port}\"], connect_timeout = \"1s\" }}\n"
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = Command::new(binary())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("cannot reach etcd"),
+        "{err}"
+    );
+}

@@ -583,11 +583,13 @@ async fn run_stream(
                     continue;
                 }
                 if resp.events().is_empty() {
-                    // A progress answer: every event through its header
-                    // revision has been delivered.
-                    if let Some(h) = resp.header() {
-                        plane.mark_applied(rev(h.revision()));
-                    }
+                    // A progress answer: etcd is there and the stream is
+                    // alive. Its header revision does not advance the
+                    // applied revision: etcd 3.4 answers a progress request
+                    // with its current revision even while this watch is
+                    // still catching up, and resuming from a revision whose
+                    // events were never delivered would skip them. (Fleet
+                    // record rewrites keep the applied revision moving.)
                     plane.mark_fresh();
                     continue;
                 }
@@ -643,7 +645,8 @@ fn apply_events(plane: &ControlPlane, store: &EtcdStore, events: &[etcd_client::
 }
 
 /// Keeps `fleet/<id>` under a lease: granted, kept alive, rewritten every
-/// second and whenever something it shows changes; revoked on shutdown.
+/// third of the lease (at least a second apart) and whenever something it
+/// shows changes; revoked on shutdown.
 async fn keep_record(
     plane: Arc<ControlPlane>,
     store: Arc<EtcdStore>,
@@ -680,7 +683,9 @@ async fn keep_record(
         };
         let (mut keeper, mut acks) = kept;
         let mut keepalive = tokio::time::interval(ttl / 3);
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        // Rewritten on every change it shows, and otherwise a few times
+        // per lease: each write is a revision etcd keeps until compaction.
+        let mut heartbeat = tokio::time::interval((ttl / 3).max(Duration::from_secs(1)));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let lost = loop {
             let write = tokio::select! {

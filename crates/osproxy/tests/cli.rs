@@ -51,6 +51,13 @@ fn broken_configs_exit_2_naming_the_key() {
         ("bad log filter", format!("{VALID}[log]\nlevel = \"info,[[\"\n"), "log.level"),
         ("bad log format", format!("{VALID}[log]\nformat = \"xml\"\n"), "log.format"),
         ("zero workers", format!("{VALID}[server]\nworkers = 0\n"), "server.workers"),
+        ("etcd backend without etcd", format!("{VALID}[control]\nbackend = \"etcd\"\n"), "control.etcd"),
+        ("unknown backend", format!("{VALID}[control]\nbackend = \"zookeeper\"\n"), "control.backend"),
+        ("no etcd endpoints", format!("{VALID}[control]\nbackend = \"etcd\"\netcd = {{ endpoints = [] }}\n"), "control.etcd.endpoints"),
+        ("https etcd", format!("{VALID}[control]\nbackend = \"etcd\"\netcd = {{ endpoints = [\"https://e:2379\"] }}\n"), "control.etcd.endpoints[0]"),
+        ("bad prefix", format!("{VALID}[control]\nbackend = \"etcd\"\netcd = {{ endpoints = [\"http://e:2379\"], prefix = \"osproxy\" }}\n"), "control.etcd.prefix"),
+        ("short lease", format!("{VALID}[control]\nbackend = \"etcd\"\netcd = {{ endpoints = [\"http://e:2379\"], lease_ttl = \"500ms\" }}\n"), "control.etcd.lease_ttl"),
+        ("unknown etcd key", format!("{VALID}[control]\nbackend = \"etcd\"\netcd = {{ endpoints = [\"http://e:2379\"], password = \"x\" }}\n"), "password"),
     ];
     for (what, text, key) in cases {
         let out = osproxy(&["check"], Some(&text));
@@ -59,6 +66,27 @@ fn broken_configs_exit_2_naming_the_key() {
         assert!(
             stderr.contains(key),
             "{what}: message does not name {key:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_example_configs_check_ok() {
+    for example in ["osproxy.toml", "fleet.toml"] {
+        let path = format!("{}/../../examples/{example}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(env!("CARGO_BIN_EXE_osproxy"))
+            .args(["check", "--config", &path])
+            .env("ACME_TOKEN", "acme-token-0123456789")
+            .env("GLOBEX_TOKEN", "globex-token-0123456789")
+            .env("OPS_TOKEN", "ops-token-0123456789")
+            .env("CURSOR_KEY", "a-fleet-cursor-key-of-32-characters-at-least")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

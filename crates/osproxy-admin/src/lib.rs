@@ -31,6 +31,7 @@ pub struct Admin {
     readiness: Arc<Readiness>,
     control: Option<Arc<osproxy_control::ControlPlane>>,
     operator: OperatorCheck,
+    explanations: Option<Arc<osproxy_observe::trace::Explanations>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -49,6 +50,7 @@ impl Admin {
             readiness,
             control: None,
             operator: Arc::new(|_| false),
+            explanations: None,
         }
     }
 
@@ -67,6 +69,44 @@ impl Admin {
         self.control = Some(control);
         self.operator = operator;
         self
+    }
+
+    /// Serves `/v1/explain` from this instance's explanations.
+    pub fn with_explanations(mut self, e: Arc<osproxy_observe::trace::Explanations>) -> Self {
+        self.explanations = Some(e);
+        self
+    }
+
+    fn explain(&self, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+        let Some(ex) = &self.explanations else {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "no explanations here"}),
+            );
+        };
+        if let Some(id) = path.strip_prefix("/v1/explain/").filter(|i| !i.is_empty()) {
+            return match ex.get(id) {
+                Some(e) => json_response(StatusCode::OK, &e),
+                None => json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": format!("this instance kept no explanation of request {id:?}: only requests a directive (or a signed debug header) selected are explained, the most recent ones first, on the instance that served them")}),
+                ),
+            };
+        }
+        let directive = query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("directive="));
+        match directive {
+            Some(d) => json_response(
+                StatusCode::OK,
+                &json!({"directive": d, "explanations": ex.captured(d)}),
+            ),
+            None => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "GET /v1/explain/{request_id}, or /v1/explain?directive=ID for a capturing directive's ring"}),
+            ),
+        }
     }
 
     /// Answers one admin request.
@@ -88,6 +128,15 @@ impl Admin {
                     &json!({"error": "no control plane here"}),
                 ));
             };
+            if req.uri().path() == "/v1/explain" || req.uri().path().starts_with("/v1/explain/") {
+                if req.method() != Method::GET {
+                    return Ok(json_response(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        &json!({"error": "GET an explanation"}),
+                    ));
+                }
+                return Ok(self.explain(req.uri().path(), req.uri().query()));
+            }
             if req.uri().path() == "/v1/fleet" {
                 return Ok(self.fleet(&control).await);
             }
@@ -142,6 +191,16 @@ impl Admin {
             },
             "/metrics" => {
                 if let Some(c) = &self.control {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    let active = c
+                        .load()
+                        .directives()
+                        .map(|(set, _)| set.live(now).count())
+                        .unwrap_or(0);
+                    self.metrics.set_directives_active(active);
                     let n = c.counters();
                     self.metrics.set_control(osproxy_observe::ControlStanding {
                         applied_revision: n.applied_revision,

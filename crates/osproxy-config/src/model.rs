@@ -44,6 +44,60 @@ pub struct Config {
     /// The control plane's backend.
     #[serde(default)]
     pub control: Control,
+    /// Diagnostics: directives' outputs, the debug header, trace export.
+    #[serde(default)]
+    pub diagnostics: Diagnostics,
+}
+
+/// `[diagnostics]`: what selected requests leave behind, and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Diagnostics {
+    /// Environment variable holding the fleet key `X-Debug-Directive`
+    /// headers are signed with (at least 32 characters); without a key the
+    /// header is ignored (and counted).
+    pub header_key_env: Option<String>,
+    /// File holding that key.
+    pub header_key_file: Option<String>,
+    /// One JSON log line (shape level) for every request, not only for the
+    /// ones a directive selects.
+    #[serde(default)]
+    pub log_all_requests: bool,
+    /// How many explanations this instance keeps (most recent), and how
+    /// many each capturing directive keeps.
+    #[serde(default = "default_explain_capacity")]
+    pub explain_capacity: usize,
+    /// OTLP/HTTP endpoint (`http://host:4318`) selected requests are
+    /// exported to as spans; no export when absent.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Per-partition request counters for at most this many partitions
+    /// (the rest are counted as `_other`); 0 turns them off.
+    #[serde(default)]
+    pub partition_metrics: usize,
+}
+
+impl Default for Diagnostics {
+    fn default() -> Self {
+        Diagnostics {
+            header_key_env: None,
+            header_key_file: None,
+            log_all_requests: false,
+            explain_capacity: default_explain_capacity(),
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+            partition_metrics: 0,
+        }
+    }
+}
+
+fn default_explain_capacity() -> usize {
+    1024
+}
+fn default_service_name() -> String {
+    "osproxy".to_string()
 }
 
 /// `[control]`: where the fleet's control plane (catalogue, placements,

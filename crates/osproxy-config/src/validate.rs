@@ -75,6 +75,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
         }
     }
     check_control(&config.control, &mut errs);
+    check_diagnostics(&config.diagnostics, &mut errs);
     if let Some(p) = &config.passthrough {
         if config.cluster(&p.cluster).is_none() {
             let known: Vec<&str> = config.clusters.iter().map(|c| c.id.as_str()).collect();
@@ -168,6 +169,58 @@ fn is_valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn check_diagnostics(d: &crate::Diagnostics, errs: &mut Vec<ConfigError>) {
+    let key = match (&d.header_key_env, &d.header_key_file) {
+        (Some(_), Some(_)) => {
+            errs.push(ConfigError::new(
+                "diagnostics.header_key_env",
+                "set header_key_env or header_key_file, not both",
+            ));
+            None
+        }
+        (Some(var), None) => Some((
+            "diagnostics.header_key_env",
+            std::env::var(var).map_err(|_| format!("{var} is not set")),
+        )),
+        (None, Some(file)) => Some((
+            "diagnostics.header_key_file",
+            std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}")),
+        )),
+        (None, None) => None,
+    };
+    match key {
+        Some((k, Err(m))) => errs.push(ConfigError::new(k, m)),
+        Some((k, Ok(v))) if v.trim().len() < 32 => errs.push(ConfigError::new(
+            k,
+            "the debug header key is shorter than 32 characters",
+        )),
+        _ => {}
+    }
+    if d.explain_capacity == 0 || d.explain_capacity > 100_000 {
+        errs.push(ConfigError::new(
+            "diagnostics.explain_capacity",
+            "must be between 1 and 100000",
+        ));
+    }
+    if d.partition_metrics > 10_000 {
+        errs.push(ConfigError::new(
+            "diagnostics.partition_metrics",
+            "at most 10000 partitions may get their own series",
+        ));
+    }
+    if let Some(url) = &d.otlp_endpoint {
+        if let Err(m) = check_url(url) {
+            errs.push(ConfigError::new("diagnostics.otlp_endpoint", m));
+        }
+    }
+    if d.service_name.is_empty() {
+        errs.push(ConfigError::new(
+            "diagnostics.service_name",
+            "must not be empty",
+        ));
+    }
 }
 
 fn check_control(control: &crate::Control, errs: &mut Vec<ConfigError>) {

@@ -121,6 +121,19 @@ impl DirectiveSet {
         Ok(set)
     }
 
+    /// Decodes one directive (the signed debug header's payload) with the
+    /// same rules as a published set.
+    pub fn decode_one(bytes: &[u8]) -> Result<Directive, String> {
+        let one: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| format!("not JSON (line {}, column {})", e.line(), e.column()))?;
+        let wrapped = serde_json::json!({ "directives": [one] });
+        let bytes = serde_json::to_vec(&wrapped).map_err(|e| e.to_string())?;
+        DirectiveSet::decode(&bytes)?
+            .directives
+            .pop()
+            .ok_or_else(|| "no directive".to_string())
+    }
+
     /// The directives not yet expired at `now` (seconds since the epoch).
     pub fn live(&self, now: u64) -> impl Iterator<Item = &Directive> {
         self.directives.iter().filter(move |d| d.expires_unix > now)

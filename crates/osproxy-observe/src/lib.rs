@@ -6,9 +6,12 @@
 
 pub mod metrics;
 
-pub use metrics::{ClusterMetrics, ControlStanding, InFlight, Metrics};
+pub use metrics::{
+    ClusterMetrics, ControlStanding, HeaderIgnored, InFlight, Metrics, BULK_OUTCOMES,
+};
 /// The counter type used in metric handles.
 pub use prometheus_client::metrics::counter::Counter;
 pub mod readiness;
+pub mod trace;
 
 pub use readiness::Readiness;

@@ -48,6 +48,100 @@ pub struct ClusterMetrics {
     pub errors_timeout: Counter<u64, AtomicU64>,
     /// The connection broke during the exchange.
     pub errors_io: Counter<u64, AtomicU64>,
+    /// Responses by status class (1xx..5xx).
+    pub responses: [Counter<u64, AtomicU64>; 5],
+}
+
+impl ClusterMetrics {
+    /// Counts one upstream response.
+    pub fn response(&self, status: u16) {
+        if let Some(c) = self.responses.get(status_class(status)) {
+            c.inc();
+        }
+    }
+}
+
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterStatusLabels {
+    cluster: String,
+    status_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    partition: String,
+}
+
+/// Why a debug header was ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderIgnored {
+    /// No header key is configured, or the header has no signature.
+    Unsigned,
+    /// The signature does not verify.
+    BadSignature,
+    /// Its directive has expired.
+    Expired,
+    /// Not a directive.
+    Malformed,
+}
+
+impl HeaderIgnored {
+    const ALL: [HeaderIgnored; 4] = [
+        HeaderIgnored::Unsigned,
+        HeaderIgnored::BadSignature,
+        HeaderIgnored::Expired,
+        HeaderIgnored::Malformed,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            HeaderIgnored::Unsigned => "unsigned",
+            HeaderIgnored::BadSignature => "bad_signature",
+            HeaderIgnored::Expired => "expired",
+            HeaderIgnored::Malformed => "malformed",
+        }
+    }
+}
+
+/// Bulk item outcomes counted.
+pub const BULK_OUTCOMES: [&str; 6] = [
+    "created",
+    "updated",
+    "deleted",
+    "noop",
+    "not_found",
+    "failed",
+];
+
+/// Diagnostics counters.
+struct DiagnosticsMetrics {
+    active: Gauge,
+    matched: Counter,
+    ignored: [Counter; 4],
+    bulk: [Counter; 6],
+    partitions: Family<PartitionLabels, Counter>,
+    partition_limit: usize,
+    partitions_seen: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// One request counted in the in-flight gauge until dropped.
@@ -67,6 +161,7 @@ pub struct Metrics {
     in_flight: Gauge,
     clusters: Vec<ClusterMetrics>,
     control: ControlMetrics,
+    diagnostics: DiagnosticsMetrics,
 }
 
 /// The control plane's standing, refreshed at scrape time.
@@ -165,6 +260,13 @@ impl Metrics {
             errors.clone(),
         );
 
+        let responses = Family::<ClusterStatusLabels, Counter>::default();
+        registry.register(
+            "upstream_responses",
+            "Upstream responses, by cluster and status class",
+            responses.clone(),
+        );
+
         let clusters = cluster_ids
             .into_iter()
             .map(|id| {
@@ -186,6 +288,14 @@ impl Metrics {
                     errors_connect: err("connect"),
                     errors_timeout: err("timeout"),
                     errors_io: err("io"),
+                    responses: STATUS_CLASSES.map(|class| {
+                        responses
+                            .get_or_create(&ClusterStatusLabels {
+                                cluster: id.to_string(),
+                                status_class: class.to_string(),
+                            })
+                            .clone()
+                    }),
                 }
             })
             .collect();
@@ -237,12 +347,57 @@ impl Metrics {
             registry.register(name, help, c.clone());
         }
 
+        let ignored_family = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "debug_header_ignored",
+            "X-Debug-Directive headers ignored, by reason",
+            ignored_family.clone(),
+        );
+        let bulk_family = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "bulk_items",
+            "Bulk items answered on logical indices, by outcome",
+            bulk_family.clone(),
+        );
+        let diagnostics = DiagnosticsMetrics {
+            active: Gauge::default(),
+            matched: Counter::default(),
+            ignored: HeaderIgnored::ALL.map(|r| {
+                ignored_family
+                    .get_or_create(&ReasonLabels {
+                        reason: r.as_str().to_string(),
+                    })
+                    .clone()
+            }),
+            bulk: BULK_OUTCOMES.map(|o| {
+                bulk_family
+                    .get_or_create(&OutcomeLabels {
+                        outcome: o.to_string(),
+                    })
+                    .clone()
+            }),
+            partitions: Family::default(),
+            partition_limit: 0,
+            partitions_seen: std::sync::RwLock::new(std::collections::HashSet::new()),
+        };
+        registry.register(
+            "directives_active",
+            "Diagnostics directives published and not expired",
+            diagnostics.active.clone(),
+        );
+        registry.register(
+            "directives_matched",
+            "Requests selected by a diagnostics directive or a debug header",
+            diagnostics.matched.clone(),
+        );
+
         Metrics {
             registry,
             requests,
             in_flight,
             clusters,
             control,
+            diagnostics,
         }
     }
 
@@ -278,6 +433,76 @@ impl Metrics {
     /// Records an upstream latency.
     pub fn observe_latency(cluster: &ClusterMetrics, d: Duration) {
         cluster.latency.observe(d.as_secs_f64());
+    }
+
+    /// Turns on per-partition request counters for at most `limit`
+    /// partitions (the rest count as `_other`).
+    pub fn with_partition_metrics(mut self, limit: usize) -> Self {
+        if limit > 0 {
+            self.diagnostics.partition_limit = limit;
+            self.registry.register(
+                "partition_requests",
+                "Requests on logical indices, by partition (bounded; the rest under _other)",
+                self.diagnostics.partitions.clone(),
+            );
+        }
+        self
+    }
+
+    /// Counts one request for `partition` (when enabled).
+    pub fn partition_request(&self, partition: &str) {
+        let d = &self.diagnostics;
+        if d.partition_limit == 0 {
+            return;
+        }
+        let known = d
+            .partitions_seen
+            .read()
+            .map(|s| s.contains(partition))
+            .unwrap_or(false);
+        let label = if known {
+            partition
+        } else if let Ok(mut seen) = d.partitions_seen.write() {
+            if seen.len() < d.partition_limit {
+                seen.insert(partition.to_string());
+                partition
+            } else {
+                "_other"
+            }
+        } else {
+            "_other"
+        };
+        d.partitions
+            .get_or_create(&PartitionLabels {
+                partition: label.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts bulk item outcomes (indexed like [`BULK_OUTCOMES`]).
+    pub fn bulk_item(&self, outcome: usize) {
+        if let Some(c) = self.diagnostics.bulk.get(outcome) {
+            c.inc();
+        }
+    }
+
+    /// A debug header was ignored.
+    pub fn header_ignored(&self, why: HeaderIgnored) {
+        if let Some(i) = HeaderIgnored::ALL.iter().position(|r| *r == why) {
+            self.diagnostics.ignored[i].inc();
+        }
+    }
+
+    /// A request was selected for diagnostics.
+    pub fn directive_matched(&self) {
+        self.diagnostics.matched.inc();
+    }
+
+    /// How many directives are live (set at scrape time).
+    pub fn set_directives_active(&self, n: usize) {
+        self.diagnostics
+            .active
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Records the control plane's standing (called before encoding).

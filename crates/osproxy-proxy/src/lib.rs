@@ -7,8 +7,10 @@
 
 pub mod auth;
 pub mod body;
+pub mod diagnostics;
 pub mod headers;
 pub mod ingress;
+pub mod otlp;
 pub mod pipeline;
 pub mod probe;
 pub mod route;

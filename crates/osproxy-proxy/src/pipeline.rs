@@ -18,12 +18,17 @@ use tracing::warn;
 
 use crate::auth::Authenticator;
 use crate::body::{CheckedBulk, RequestBody, ResponseBody};
+use crate::diagnostics::{self, Diagnostics, X_DEBUG_DIRECTIVE};
 use crate::headers::strip_hop_by_hop;
 use crate::route::BulkCheck;
 use crate::route::Router;
 use crate::tenancy::Tenancy;
 use crate::upstream::{UpstreamError, Upstreams};
 use osproxy_control::ControlPlane;
+use osproxy_observe::trace::{Name, Stage, Value};
+
+/// W3C trace context, sent upstream when a request is exported.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The header carrying the request id both ways.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -38,34 +43,46 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     minter: RequestIdMinter,
     request_timeout: Duration,
+    diagnostics: Arc<Diagnostics>,
+}
+
+/// What one worker's data path is built from, besides the config.
+#[derive(Debug)]
+pub struct Parts {
+    /// Principals and tokens.
+    pub auth: Arc<Authenticator>,
+    /// The control plane.
+    pub control: Arc<ControlPlane>,
+    /// This worker's upstream pools.
+    pub upstreams: Arc<Upstreams>,
+    /// The instance's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Signs scroll and PIT ids.
+    pub cursor_key: crate::tenancy::cursor::CursorKey,
+    /// Directives, traces and their outputs.
+    pub diagnostics: Arc<Diagnostics>,
 }
 
 impl Proxy {
     /// Wires the data path from a validated config.
-    pub fn new(
-        config: &Config,
-        auth: Arc<Authenticator>,
-        control: Arc<ControlPlane>,
-        upstreams: Arc<Upstreams>,
-        metrics: Arc<Metrics>,
-        instance_nonce: u64,
-        cursor_key: crate::tenancy::cursor::CursorKey,
-    ) -> Self {
+    pub fn new(config: &Config, parts: Parts, instance_nonce: u64) -> Self {
         let timeout = config.upstream.request_timeout.as_std();
         Proxy {
-            auth,
+            auth: parts.auth,
             tenancy: Arc::new(Tenancy::new(
-                control,
-                upstreams.clone(),
+                parts.control,
+                parts.upstreams.clone(),
+                parts.metrics.clone(),
                 timeout,
                 instance_nonce.rotate_left(17),
-                cursor_key,
+                parts.cursor_key,
             )),
             router: Router::new(config),
-            upstreams,
-            metrics,
+            upstreams: parts.upstreams,
+            metrics: parts.metrics,
             minter: RequestIdMinter::new(instance_nonce),
-            request_timeout: config.upstream.request_timeout.as_std(),
+            request_timeout: timeout,
+            diagnostics: parts.diagnostics,
         }
     }
 
@@ -78,8 +95,35 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, Infallible> {
         let in_flight = self.metrics.enter();
         let request_id = self.identify(&req);
-        let (kind, outcome) = self.serve(req, &request_id, in_flight).await;
-        let mut resp = outcome.unwrap_or_else(|e| error_response(&e, &request_id));
+        let active = self
+            .diagnostics
+            .begin(req.headers(), request_id.to_str().unwrap_or(""));
+        let (kind, outcome) = match &active {
+            None => self.serve(req, &request_id, in_flight).await,
+            Some(a) => {
+                a.scope(async {
+                    diagnostics::record("method", Value::Name(Name::ident(req.method().as_str())));
+                    if let Some(len) = req
+                        .headers()
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                    {
+                        diagnostics::record("body_bytes", Value::Bytes(len));
+                    }
+                    self.serve(req, &request_id, in_flight).await
+                })
+                .await
+            }
+        };
+        let (mut resp, error) = match outcome {
+            Ok(r) => (r, None),
+            Err(e) => (error_response(&e, &request_id), Some(e)),
+        };
+        if let Some(a) = active {
+            self.diagnostics
+                .finish(a, resp.status().as_u16(), error.as_ref());
+        }
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         self.metrics.request_done(kind, resp.status().as_u16());
         Ok(resp)
@@ -100,6 +144,7 @@ impl Proxy {
         request_id: &HeaderValue,
         in_flight: InFlight,
     ) -> (EndpointKind, Result<Response<ResponseBody>, ProxyError>) {
+        diagnostics::enter(Stage::Authenticate);
         let principal = if self.auth.required() {
             match self.auth.authenticate(req.headers()) {
                 Ok(p) => Some(p),
@@ -108,6 +153,14 @@ impl Proxy {
         } else {
             None
         };
+        if let Some(p) = &principal {
+            diagnostics::with(|t| {
+                let name = Name::ident(&p.name);
+                t.record("principal", Value::Name(name.clone()));
+                t.subject.principal = Some(name);
+            });
+        }
+        diagnostics::enter(Stage::Classify);
         let path = req.uri().path();
         let classified = match classify(path) {
             Ok(c) => c,
@@ -119,6 +172,15 @@ impl Proxy {
             }
         };
         let kind = classified.kind;
+        diagnostics::with(|t| {
+            t.subject.endpoint = Some(kind.as_str());
+            t.record("endpoint", Value::Name(Name::fixed(kind.as_str())));
+            t.record(
+                "indices",
+                Value::Count(classified.index_names().count() as u64),
+            );
+            t.enter(Stage::Resolve);
+        });
         let tenancy_bulk = kind == EndpointKind::Bulk
             && match classified.index.as_deref() {
                 None => self.tenancy.has_catalogue(),
@@ -185,6 +247,7 @@ impl Proxy {
                 Err(e) => (kind, Err(e)),
             };
         }
+        diagnostics::record("route", Value::Name(Name::fixed("passthrough")));
         let passed = match self.router.route(req.method(), path, &classified) {
             Ok(p) => p,
             Err(e) => return (kind, Err(e)),
@@ -219,6 +282,12 @@ impl Proxy {
         let idempotent = is_idempotent(req.method());
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(&X_DEBUG_DIRECTIVE);
+        diagnostics::enter(Stage::Dispatch);
+        diagnostics::record("cluster", Value::Name(Name::ident(&upstream.id)));
+        if let Some(tp) = diagnostics::traceparent() {
+            parts.headers.insert(TRACEPARENT.clone(), tp);
+        }
         parts.headers.remove(HOST);
         // hyper has already answered `100-continue` to the client when the
         // body is first read; the upstream client does not wait for one.
@@ -243,6 +312,14 @@ impl Proxy {
 
         match upstream.send(upstream_req, self.request_timeout).await {
             Ok(resp) => {
+                diagnostics::with(|t| {
+                    t.record(
+                        "upstream_status",
+                        Value::Count(u64::from(resp.status().as_u16())),
+                    );
+                    t.enter(Stage::Reverse);
+                    t.record("streamed", Value::Flag(true));
+                });
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Ok(Response::from_parts(

@@ -176,6 +176,7 @@ impl UpstreamCluster {
             }
             Ok(Ok(resp)) => {
                 Metrics::observe_latency(&self.metrics, started.elapsed());
+                self.metrics.response(resp.status().as_u16());
                 if let Some(uses) = resp.extensions().get::<ConnectionUses>() {
                     if uses.0.fetch_add(1, Ordering::Relaxed) > 0 {
                         self.metrics.connections_reused.inc();

@@ -40,6 +40,15 @@ enum CtlCommand {
         #[command(subcommand)]
         command: PlacementCommand,
     },
+    /// The shape-only explanation of one request (ask the instance that
+    /// served it), or with --directive, what a capturing directive kept.
+    Explain {
+        /// The request id (`x-request-id` of the response).
+        request_id: Option<String>,
+        /// A capturing directive's id.
+        #[arg(long)]
+        directive: Option<String>,
+    },
     /// The fleet's diagnostics directive set.
     Directives {
         #[command(subcommand)]
@@ -189,6 +198,14 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
                 )
             }
         },
+        CtlCommand::Explain {
+            request_id,
+            directive,
+        } => match (request_id, directive) {
+            (Some(id), _) => (Method::GET, format!("/v1/explain/{id}"), None),
+            (None, Some(d)) => (Method::GET, format!("/v1/explain?directive={d}"), None),
+            (None, None) => return Err("give a REQUEST_ID or --directive ID".into()),
+        },
         CtlCommand::Directives { command } => match command {
             DirectivesCommand::Get => (Method::GET, "/v1/directives".to_string(), None),
             DirectivesCommand::Put { set, epoch } => {
@@ -254,7 +271,9 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
         CtlCommand::Catalogue {
             command: CatalogueCommand::List,
         } => print_catalogue(&v),
-        CtlCommand::Catalogue { .. } | CtlCommand::Directives { .. } => {
+        CtlCommand::Catalogue { .. }
+        | CtlCommand::Directives { .. }
+        | CtlCommand::Explain { .. } => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
         }
         CtlCommand::Placement { .. } => print_table(&v),

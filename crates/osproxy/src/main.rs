@@ -9,9 +9,13 @@ use clap::{Parser, Subcommand};
 use osproxy_admin::Admin;
 use osproxy_config::{Config, ControlBackend, LogFormat};
 use osproxy_control::{ControlPlane, Member, Snapshot};
+use osproxy_observe::trace::Explanations;
 use osproxy_observe::{Metrics, Readiness};
 use osproxy_proxy::auth::Authenticator;
+use osproxy_proxy::diagnostics::Diagnostics;
 use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
+use osproxy_proxy::otlp::Exporter;
+use osproxy_proxy::pipeline::Parts;
 use osproxy_proxy::tenancy::cursor::CursorKey;
 use osproxy_proxy::upstream::Upstreams;
 use osproxy_proxy::Proxy;
@@ -148,7 +152,10 @@ fn serve(config: Config) -> Result<(), String> {
             .unwrap_or(1)
     });
     let cluster_ids: Vec<&str> = config.clusters.iter().map(|c| c.id.as_str()).collect();
-    let metrics = Arc::new(Metrics::new(cluster_ids.iter().copied()));
+    let metrics = Arc::new(
+        Metrics::new(cluster_ids.iter().copied())
+            .with_partition_metrics(config.diagnostics.partition_metrics),
+    );
     let readiness = Arc::new(Readiness::new(cluster_ids.iter().copied()));
 
     let data = bind_reuseport(config.listen.data, workers)
@@ -202,11 +209,35 @@ fn serve(config: Config) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the control runtime: {e}"))?;
+    let explanations = Arc::new(Explanations::new(
+        &instance_id,
+        config.diagnostics.explain_capacity,
+    ));
+    // The exporter's task lives on the control runtime; workers only queue.
+    let (exporter, export_task) = match &config.diagnostics.otlp_endpoint {
+        Some(endpoint) => {
+            let _guard = control.enter();
+            let (e, task) =
+                Exporter::start(endpoint, &config.diagnostics.service_name, &instance_id);
+            (Some(e), Some(task))
+        }
+        None => (None, None),
+    };
+    let diagnostics = Arc::new(Diagnostics::new(
+        plane.clone(),
+        debug_header_key(&config)?,
+        config.diagnostics.log_all_requests,
+        explanations.clone(),
+        exporter,
+        metrics.clone(),
+        instance_id.clone(),
+    ));
     // The admin listener answers (readyz: 503) while the first snapshot is
     // read; a store that cannot be read fails start-up.
     let operator_auth = auth.clone();
     let admin_routes = Admin::new(metrics.clone(), readiness.clone())
         .with_instance(member.clone())
+        .with_explanations(explanations.clone())
         .with_control(
             plane.clone(),
             Arc::new(move |h| operator_auth.authenticate(h).is_ok_and(|p| p.operator)),
@@ -243,6 +274,7 @@ fn serve(config: Config) -> Result<(), String> {
         let auth = auth.clone();
         let plane = plane.clone();
         let cursor_key = cursor_key.clone();
+        let diagnostics = diagnostics.clone();
         let mut shutdown = shutdown_rx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("osproxy-worker-{i}"))
@@ -258,15 +290,15 @@ fn serve(config: Config) -> Result<(), String> {
                         &config.upstream,
                         &metrics,
                     )?);
-                    let proxy = Arc::new(Proxy::new(
-                        &config,
+                    let parts = Parts {
                         auth,
-                        plane,
+                        control: plane,
                         upstreams,
                         metrics,
-                        nonce.wrapping_add(i as u64),
                         cursor_key,
-                    ));
+                        diagnostics,
+                    };
+                    let proxy = Arc::new(Proxy::new(&config, parts, nonce.wrapping_add(i as u64)));
                     let stop = async move {
                         let _ = shutdown.wait_for(|stop| *stop).await;
                     };
@@ -308,6 +340,12 @@ fn serve(config: Config) -> Result<(), String> {
         if let Some(etcd) = etcd {
             etcd.shutdown().await;
         }
+        // The workers' queues are gone with them: the exporter sends what
+        // is left and ends.
+        drop(diagnostics);
+        if let Some(task) = export_task {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         failure.map_or(Ok(()), Err)
@@ -335,6 +373,19 @@ fn cursor_key(config: &Config) -> Result<CursorKey, String> {
         }
     };
     Ok(CursorKey::new(secret.trim().as_bytes()))
+}
+
+/// The key `X-Debug-Directive` headers are signed with, if configured.
+fn debug_header_key(config: &Config) -> Result<Option<CursorKey>, String> {
+    let d = &config.diagnostics;
+    let secret = match (&d.header_key_env, &d.header_key_file) {
+        (Some(var), _) => std::env::var(var)
+            .map_err(|_| format!("diagnostics.header_key_env: {var} is not set"))?,
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| format!("diagnostics.header_key_file: cannot read {file}: {e}"))?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(CursorKey::new(secret.trim().as_bytes())))
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -129,7 +129,7 @@ pub(crate) async fn serve(
             query,
             targets: HashMap::new(),
             batches: HashMap::new(),
-            out: Emitter::new(tx),
+            out: Emitter::new(tx, tenancy.metrics.clone()),
             pending: None,
             skip_source: false,
             poisoned: false,
@@ -195,10 +195,31 @@ struct Emitter {
     waiting: BTreeMap<usize, Vec<u8>>,
     ready: Vec<u8>,
     errors: bool,
+    metrics: Arc<osproxy_observe::Metrics>,
+}
+
+/// Which of [`osproxy_observe::BULK_OUTCOMES`] an item result is.
+fn outcome(item: &[u8], status: Option<u16>) -> usize {
+    let result = memchr::memmem::find(item, b"\"result\":\"").and_then(|at| {
+        let rest = &item[at + 10..];
+        let end = memchr::memchr(b'"', rest)?;
+        Some(&rest[..end])
+    });
+    match (status, result) {
+        (_, Some(b"not_found")) => 4,
+        (Some(s), _) if s >= 300 => 5,
+        (None, _) => 5,
+        (_, Some(b"created")) => 0,
+        (_, Some(b"updated")) => 1,
+        (_, Some(b"deleted")) => 2,
+        (_, Some(b"noop")) => 3,
+        (Some(201), _) => 0,
+        _ => 1,
+    }
 }
 
 impl Emitter {
-    fn new(tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+    fn new(tx: tokio::sync::mpsc::Sender<Bytes>, metrics: Arc<osproxy_observe::Metrics>) -> Self {
         Emitter {
             tx,
             count: 0,
@@ -206,6 +227,7 @@ impl Emitter {
             waiting: BTreeMap::new(),
             ready: Vec::new(),
             errors: false,
+            metrics,
         }
     }
 
@@ -220,9 +242,11 @@ impl Emitter {
     }
 
     fn set(&mut self, position: usize, item: Vec<u8>) {
-        if item_status(&item).is_none_or(|s| s >= 300) {
+        let status = item_status(&item);
+        if status.is_none_or(|s| s >= 300) {
             self.errors = true;
         }
+        self.metrics.bulk_item(outcome(&item, status));
         self.waiting.insert(position, item);
         while let Some(item) = self.waiting.remove(&self.next) {
             if self.next > 0 {
@@ -807,7 +831,7 @@ mod tests {
     #[tokio::test]
     async fn results_are_written_in_the_clients_order() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let mut out = Emitter::new(tx);
+        let mut out = Emitter::new(tx, Arc::new(osproxy_observe::Metrics::new(["main"])));
         out.open().await;
         let p: Vec<usize> = (0..3).map(|_| out.position()).collect();
         out.set(p[2], br#"{"index":{"status":201}}"#.to_vec());
@@ -835,7 +859,7 @@ mod tests {
     #[tokio::test]
     async fn missing_results_are_reported_not_dropped() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let mut out = Emitter::new(tx);
+        let mut out = Emitter::new(tx, Arc::new(osproxy_observe::Metrics::new(["main"])));
         out.open().await;
         let _ = out.position();
         out.close(1).await;

@@ -34,6 +34,25 @@ impl CursorKey {
         CursorKey { key }
     }
 
+    /// Whether `mac_b64` (base64url) is this key's MAC of `msg`, compared
+    /// in constant time.
+    pub fn verify(&self, msg: &[u8], mac_b64: &str) -> bool {
+        let expected = self.mac(msg);
+        let Some(given) = b64::decode_url(mac_b64) else {
+            return false;
+        };
+        let mut diff = u8::from(given.len() != expected.len());
+        for (a, b) in given.iter().zip(expected.iter()) {
+            diff |= a ^ b;
+        }
+        std::hint::black_box(diff) == 0
+    }
+
+    /// The base64url HMAC of `msg` (for signing debug headers in tools).
+    pub fn sign(&self, msg: &[u8]) -> String {
+        b64::encode_url(&self.mac(msg))
+    }
+
     /// HMAC-SHA256 (RFC 2104).
     fn mac(&self, msg: &[u8]) -> [u8; 32] {
         let mut inner = Sha256::new();

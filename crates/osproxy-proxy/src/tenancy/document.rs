@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
+use osproxy_observe::trace::{Change, Name, Value};
 use osproxy_rewrite::members::{edit_members, Edit};
 use osproxy_rewrite::source::{inject_field, strip_field};
 use percent_encoding::percent_decode_str;
@@ -92,6 +93,12 @@ pub(crate) async fn serve(
         }
     });
     let query = rewrite_query(req.uri.query(), op, shared, t.partition.as_str())?;
+    if shared {
+        crate::diagnostics::with(|tr| {
+            tr.change(Change::Added, Name::fixed("_id.partition_scope"));
+            tr.change(Change::Added, Name::fixed("routing"));
+        });
+    }
     tenancy.ensure_shared_mapping(t).await?;
     // Auto-id POST becomes PUT with the minted id (create-only, like an auto id).
     let (method, endpoint) = match (id.is_none(), physical_id.is_some()) {
@@ -154,6 +161,10 @@ pub(crate) async fn serve(
 /// `upsert` of an update; scripts refused unless the catalogue allows them.
 pub(crate) fn confine_body(raw: &Bytes, op: Op, t: &Target<'_>) -> Result<Bytes, ProxyError> {
     let field = &t.logical.field;
+    crate::diagnostics::with(|tr| {
+        tr.record("body_bytes_in", Value::Bytes(raw.len() as u64));
+        tr.change(Change::Added, Name::ident(field));
+    });
     let partition = t.partition.as_str();
     let bad = |e: osproxy_rewrite::source::SourceError| {
         ProxyError::new(ErrorCode::BadRequest, e.to_string())

@@ -30,6 +30,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use crate::auth::Principal;
 use crate::body::{RequestBody, ResponseBody};
 use crate::upstream::{UpstreamCluster, UpstreamError, Upstreams};
+use osproxy_observe::trace::{Name, Stage, Value};
 
 /// Largest request or response body osproxy reads whole in tenancy mode
 /// (documents and search bodies); OpenSearch's own default limit.
@@ -51,6 +52,8 @@ pub(crate) struct Target<'a> {
     pub partition: PartitionId,
     pub placement: Arc<Placement>,
     pub cluster: &'a UpstreamCluster,
+    /// The epoch of the placement entry it was resolved by (0: default).
+    pub epoch: u64,
 }
 
 impl Target<'_> {
@@ -86,6 +89,7 @@ impl Target<'_> {
 pub struct Tenancy {
     control: Arc<ControlPlane>,
     upstreams: Arc<Upstreams>,
+    pub(crate) metrics: Arc<osproxy_observe::Metrics>,
     request_timeout: std::time::Duration,
     ids: osproxy_core::RequestIdMinter,
     /// Signs scroll and PIT ids.
@@ -102,6 +106,7 @@ impl Tenancy {
     pub fn new(
         control: Arc<ControlPlane>,
         upstreams: Arc<Upstreams>,
+        metrics: Arc<osproxy_observe::Metrics>,
         request_timeout: std::time::Duration,
         nonce: u64,
         cursor_key: cursor::CursorKey,
@@ -109,6 +114,7 @@ impl Tenancy {
         Tenancy {
             control,
             upstreams,
+            metrics,
             request_timeout,
             ids: osproxy_core::RequestIdMinter::new(nonce),
             cursor_key,
@@ -302,7 +308,34 @@ impl Tenancy {
                 "logical index vanished from the snapshot",
             )
         })?;
-        self.target(resolved, partition)
+        let target = self.target(resolved, partition)?;
+        self.traced(&target);
+        Ok(target)
+    }
+
+    /// Records a resolved target on the request's trace and in the
+    /// per-partition metrics; the request's rewrite starts here.
+    fn traced(&self, t: &Target<'_>) {
+        self.metrics.partition_request(t.partition.as_str());
+        crate::diagnostics::with(|trace| {
+            if trace.stage() != Stage::Resolve {
+                trace.enter(Stage::Resolve);
+            }
+            let partition = Name::ident(t.partition.as_str());
+            let index = Name::ident(&t.logical.name);
+            trace.record("partition", Value::Name(partition.clone()));
+            trace.record("index", Value::Name(index.clone()));
+            trace.record("placement", Value::Name(Name::fixed(t.placement.kind())));
+            trace.record("cluster", Value::Name(Name::ident(&t.cluster.id)));
+            trace.record(
+                "physical_index",
+                Value::Name(Name::ident(t.physical_index())),
+            );
+            trace.record("epoch", Value::Count(t.epoch));
+            trace.subject.partition = Some(partition);
+            trace.subject.index = Some(index);
+            trace.enter(Stage::Rewrite);
+        });
     }
 
     /// The target of a resolved placement on this worker's upstreams.
@@ -328,6 +361,7 @@ impl Tenancy {
             partition,
             placement: resolved.placement,
             cluster,
+            epoch: resolved.epoch,
         })
     }
 
@@ -348,6 +382,17 @@ impl Tenancy {
         if self.verified.lock().map(|v| known(&v)).unwrap_or(false) {
             return Ok(());
         }
+        // A preparation exchange, not the request's own: the trace goes on
+        // in the stage it was in.
+        let stage = crate::diagnostics::stage();
+        let outcome = self.prepare_shared_mapping(t).await;
+        if let Some(stage) = stage {
+            crate::diagnostics::enter(stage);
+        }
+        outcome
+    }
+
+    async fn prepare_shared_mapping(&self, t: &Target<'_>) -> Result<(), ProxyError> {
         let field = serde_json::Value::from(t.logical.field.as_str()).to_string();
         let properties = format!("{{\"properties\":{{{field}:{{\"type\":\"keyword\"}}}}}}");
         let headers = HeaderMap::new();
@@ -417,7 +462,9 @@ impl Tenancy {
                 "the cursor's logical index no longer exists",
             )
         })?;
-        self.target(resolved, partition)
+        let target = self.target(resolved, partition)?;
+        self.traced(&target);
+        Ok(target)
     }
 
     /// Sends a rewritten request and reads the response whole (bounded).
@@ -450,6 +497,10 @@ impl Tenancy {
                 format!("cannot build the upstream request: {e}"),
             )
         })?;
+        crate::diagnostics::with(|t| {
+            t.enter(Stage::Dispatch);
+            t.record("cluster", Value::Name(Name::ident(&target.cluster.id)));
+        });
         let resp = target
             .cluster
             .send(req, self.request_timeout)
@@ -464,6 +515,14 @@ impl Tenancy {
             })?;
         let (parts, body) = resp.into_parts();
         let bytes = read_limited(body).await?;
+        crate::diagnostics::with(|t| {
+            t.record(
+                "upstream_status",
+                Value::Count(u64::from(parts.status.as_u16())),
+            );
+            t.record("upstream_bytes", Value::Bytes(bytes.len() as u64));
+            t.enter(Stage::Reverse);
+        });
         Ok((parts, bytes))
     }
 }

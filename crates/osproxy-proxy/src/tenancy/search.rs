@@ -6,6 +6,7 @@
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use osproxy_core::{EndpointKind, ErrorCode, ProxyError};
+use osproxy_observe::trace::{Change, Name, Value};
 use osproxy_rewrite::search::{confine_search, SearchPolicy};
 
 use super::params::{rewrite_query, Op};
@@ -53,9 +54,18 @@ pub(crate) async fn serve(
             partition: t.partition.as_str(),
             allow_scripts: t.logical.allow_scripts,
         };
-        confine_search(&raw, &policy)
+        let confined = confine_search(&raw, &policy)
             .map(bytes::Bytes::from)
-            .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?
+            .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?;
+        crate::diagnostics::with(|tr| {
+            tr.record("body_bytes_in", Value::Bytes(raw.len() as u64));
+            tr.record("body_bytes_out", Value::Bytes(confined.len() as u64));
+            tr.change(Change::Added, Name::fixed("query.bool.filter.term"));
+            tr.change(Change::Added, Name::ident(&t.logical.field));
+            tr.change(Change::Added, Name::fixed("routing"));
+            tr.change(Change::Removed, Name::fixed("hits._source.partition_field"));
+        });
+        confined
     } else {
         raw
     };

@@ -16,27 +16,33 @@ use serde_json::{json, Value};
 
 use crate::common::{metric, node};
 
-const ACME: &str = "acme-token-0123456789";
-const OPS: &str = "ops-token-0123456789";
+pub(crate) const ACME: &str = "acme-token-0123456789";
+pub(crate) const GLOBEX: &str = "globex-token-0123456789";
+pub(crate) const OPS: &str = "ops-token-0123456789";
 
 fn binary() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_BIN_EXE_osproxy"))
 }
 
-struct EtcdFleet {
-    etcd: Etcd,
-    instances: Vec<ProxyInstance>,
+pub(crate) struct EtcdFleet {
+    pub(crate) etcd: Etcd,
+    pub(crate) instances: Vec<ProxyInstance>,
     /// The relay the last instance reaches etcd through, when asked for.
     relay: Option<Relay>,
     tag: String,
     http: Http,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl EtcdFleet {
     /// `n` instances on one etcd; with `relay`, the last one goes through
     /// a cuttable relay.
     fn start(tag: &str, n: usize, relay: bool) -> EtcdFleet {
+        Self::start_with(tag, n, relay, "")
+    }
+
+    /// Like [`EtcdFleet::start`] with `extra` TOML in every instance's config.
+    pub(crate) fn start_with(tag: &str, n: usize, relay: bool, extra: &str) -> EtcdFleet {
         let etcd = Etcd::start().unwrap();
         let relay = relay.then(|| Relay::start(&etcd.addr()).unwrap());
         let mut fleet = EtcdFleet {
@@ -52,7 +58,7 @@ impl EtcdFleet {
                 (Some(r), true) => r.endpoint(),
                 _ => fleet.etcd.endpoint(),
             };
-            let p = fleet.launch(i, &endpoint, "");
+            let p = fleet.launch(i, &endpoint, extra);
             fleet.instances.push(p);
         }
         for p in &fleet.instances {
@@ -65,19 +71,23 @@ impl EtcdFleet {
     fn config(&self, i: usize, endpoint: &str, extra: &str) -> String {
         let tag = &self.tag;
         let acme = self.dir.path().join("acme");
+        let globex = self.dir.path().join("globex");
         let ops = self.dir.path().join("ops");
         std::fs::write(&acme, ACME).unwrap();
+        std::fs::write(&globex, GLOBEX).unwrap();
         std::fs::write(&ops, OPS).unwrap();
         format!(
             "[server]\nworkers = 1\ninstance_id = \"{tag}-{i}\"\n\n\
              [[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n\
              [[principals]]\nname = \"acme-svc\"\ntoken_file = \"{}\"\npartitions = [\"acme\"]\n\n\
+             [[principals]]\nname = \"globex-svc\"\ntoken_file = \"{}\"\npartitions = [\"globex\"]\n\n\
              [[principals]]\nname = \"ops\"\ntoken_file = \"{}\"\noperator = true\nany_partition = true\n\n\
              [control]\nbackend = \"etcd\"\n\
              etcd = {{ endpoints = [\"{endpoint}\"], prefix = \"/osproxy/{tag}/\", lease_ttl = \"3s\", progress_interval = \"200ms\", connect_timeout = \"2s\" }}\n\n\
              [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"c-{tag}-shared\" }}\n\n{extra}",
             node().url(),
             acme.display(),
+            globex.display(),
             ops.display()
         )
     }
@@ -88,7 +98,7 @@ impl EtcdFleet {
     }
 
     /// `osproxy ctl --admin <instance i> --token <ops> ARGS...`
-    fn ctl(&self, i: usize, args: &[&str]) -> Output {
+    pub(crate) fn ctl(&self, i: usize, args: &[&str]) -> Output {
         self.ctl_command(i, args).output().unwrap()
     }
 
@@ -106,7 +116,7 @@ impl EtcdFleet {
         cmd
     }
 
-    fn ctl_json(&self, i: usize, args: &[&str]) -> Value {
+    pub(crate) fn ctl_json(&self, i: usize, args: &[&str]) -> Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let out = self.ctl(i, &all);
@@ -118,7 +128,7 @@ impl EtcdFleet {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    async fn admin(&self, i: usize, path: &str) -> HttpResponse {
+    pub(crate) async fn admin(&self, i: usize, path: &str) -> HttpResponse {
         let auth = format!("Bearer {OPS}");
         self.http
             .send_with(
@@ -190,7 +200,7 @@ impl EtcdFleet {
             .unwrap()
     }
 
-    fn key(&self, rest: &str) -> String {
+    pub(crate) fn key(&self, rest: &str) -> String {
         format!("/osproxy/{}/{rest}", self.tag)
     }
 

@@ -10,6 +10,7 @@ mod auth;
 mod clients;
 mod common;
 mod control;
+mod diagnostics;
 mod faults;
 mod lifecycle;
 mod passthrough;

@@ -53,6 +53,11 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Diagnostics {
+    /// `false` turns request tracing off entirely (directives and debug
+    /// headers are then ignored): a kill switch, and the baseline of the
+    /// diagnostics benchmark.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     /// Environment variable holding the fleet key `X-Debug-Directive`
     /// headers are signed with (at least 32 characters); without a key the
     /// header is ignored (and counted).
@@ -82,6 +87,7 @@ pub struct Diagnostics {
 impl Default for Diagnostics {
     fn default() -> Self {
         Diagnostics {
+            enabled: true,
             header_key_env: None,
             header_key_file: None,
             log_all_requests: false,
@@ -93,6 +99,9 @@ impl Default for Diagnostics {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_explain_capacity() -> usize {
     1024
 }

@@ -96,6 +96,7 @@ impl Active {
 
 /// The data path's diagnostics: shared by every worker of an instance.
 pub struct Diagnostics {
+    enabled: bool,
     control: Arc<ControlPlane>,
     header_key: Option<CursorKey>,
     log_all: bool,
@@ -172,20 +173,21 @@ fn matches(m: &Match, t: &Trace) -> bool {
 }
 
 impl Diagnostics {
-    /// Diagnostics over `control`'s directive set.
+    /// Diagnostics over `control`'s directive set, as `config` says.
     pub fn new(
+        config: &osproxy_config::Diagnostics,
         control: Arc<ControlPlane>,
         header_key: Option<CursorKey>,
-        log_all: bool,
         explanations: Arc<Explanations>,
         exporter: Option<Exporter>,
         metrics: Arc<Metrics>,
         instance: String,
     ) -> Diagnostics {
         Diagnostics {
+            enabled: config.enabled,
             control,
             header_key,
-            log_all,
+            log_all: config.log_all_requests,
             explanations,
             exporter,
             metrics,
@@ -213,6 +215,9 @@ impl Diagnostics {
     /// Decides whether this request may be selected, and starts its trace
     /// if so.
     pub fn begin(&self, headers: &HeaderMap, request_id: &str) -> Option<Active> {
+        if !self.enabled {
+            return None;
+        }
         let snap = self.control.load();
         let header = headers.get(&X_DEBUG_DIRECTIVE);
         let published = snap.directives().map(|d| d.0.clone());

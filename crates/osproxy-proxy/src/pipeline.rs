@@ -102,7 +102,14 @@ impl Proxy {
             None => self.serve(req, &request_id, in_flight).await,
             Some(a) => {
                 a.scope(async {
-                    diagnostics::record("method", Value::Name(Name::ident(req.method().as_str())));
+                    diagnostics::with(|t| {
+                        t.record("method", Value::Name(Name::ident(req.method().as_str())));
+                        // Known before authentication, so a directive on an
+                        // endpoint also selects requests that fail there.
+                        if let Ok(c) = classify(req.uri().path()) {
+                            t.subject.endpoint = Some(c.kind.as_str());
+                        }
+                    });
                     if let Some(len) = req
                         .headers()
                         .get(http::header::CONTENT_LENGTH)

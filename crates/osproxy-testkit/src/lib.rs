@@ -9,6 +9,7 @@
 
 mod etcd;
 mod http;
+mod load;
 mod opensearch;
 mod process;
 mod proxy;
@@ -16,6 +17,7 @@ mod relay;
 
 pub use etcd::Etcd;
 pub use http::{Http, HttpResponse};
+pub use load::wrk_rps;
 pub use opensearch::{shared_opensearch, OpenSearchNode};
 pub use process::{free_port, repo_root, wait_until};
 pub use proxy::ProxyInstance;

@@ -14,13 +14,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, WatchOptions};
 use http::Method;
-use osproxy_testkit::{Etcd, Http, OpenSearchNode, ProxyInstance};
+use osproxy_testkit::{wrk_rps, Etcd, Http, OpenSearchNode, ProxyInstance};
 
 const ACME: &str = "acme-bench-token-0123456789";
 const OPS: &str = "ops-bench-token-0123456789";
@@ -185,21 +184,6 @@ async fn propagation(etcd: &Etcd, instances: &[ProxyInstance]) {
     }
 }
 
-fn wrk(url: &str, seconds: u64) -> f64 {
-    let out = Command::new("wrk")
-        .args(["-t2", "-c16", &format!("-d{seconds}s")])
-        .args(["-H", &format!("Authorization: Bearer {ACME}")])
-        .arg(url)
-        .output()
-        .expect("wrk (scripts/setup installs it)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("Non-2xx"), "{url}: {text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rate in wrk output: {text}"))
-}
-
 fn main() {
     let seconds: u64 = std::env::var("OSPROXY_BENCH_SECONDS")
         .ok()
@@ -240,8 +224,24 @@ fn main() {
     });
     let (mut m, mut e) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        m.push(wrk(&format!("{}/orders/_doc/1", memory.url()), seconds));
-        e.push(wrk(&format!("{}/orders/_doc/1", fleet[0].url()), seconds));
+        m.push(
+            wrk_rps(
+                &format!("{}/orders/_doc/1", memory.url()),
+                seconds,
+                ACME,
+                None,
+            )
+            .unwrap(),
+        );
+        e.push(
+            wrk_rps(
+                &format!("{}/orders/_doc/1", fleet[0].url()),
+                seconds,
+                ACME,
+                None,
+            )
+            .unwrap(),
+        );
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!("\nrequest path, tenancy GET /orders/_doc/1 (shared placement), wrk -c16, {seconds}s × 3 rounds alternating\n");

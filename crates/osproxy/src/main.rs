@@ -224,9 +224,9 @@ fn serve(config: Config) -> Result<(), String> {
         None => (None, None),
     };
     let diagnostics = Arc::new(Diagnostics::new(
+        &config.diagnostics,
         plane.clone(),
         debug_header_key(&config)?,
-        config.diagnostics.log_all_requests,
         explanations.clone(),
         exporter,
         metrics.clone(),

@@ -160,6 +160,23 @@ impl Tenancy {
                 "a bulk path may name one logical index",
             ));
         }
+        // What a directive can match a bulk on before its items stream: the
+        // path's index, and the partition when the principal acts for one
+        // (a gateway's bulk may span several, and matches no partition).
+        crate::diagnostics::with(|t| {
+            if let Some(i) = index.as_deref() {
+                t.subject.index = Some(Name::ident(i));
+            }
+            if let Some(p) = principal
+                .as_deref()
+                .and_then(|p| p.partition(req.headers()).ok())
+            {
+                let name = Name::ident(p.as_str());
+                t.record("partition", Value::Name(name.clone()));
+                t.subject.partition = Some(name);
+            }
+            t.record("streamed", Value::Flag(true));
+        });
         bulk::serve(tenancy, req, principal, index, in_flight).await
     }
 

@@ -878,3 +878,110 @@ async fn otlp_spans_continue_the_callers_trace() {
         "{spans:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn directives_reach_bulk_cursors_passthrough_and_early_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = single(dir.path(), "");
+    // Not ready by design (the "down" cluster never answers); it serves.
+    let http = Http::new();
+    let base = p.url();
+    let far = rfc3339(now() + 3600);
+    publish(
+        &http,
+        &p.admin_url(),
+        json!({"directives": [
+            {"id": "bulk", "match": {"partition": "acme", "endpoint": "bulk"}, "level": "shape", "expires_at": far},
+            {"id": "scroll", "match": {"partition": "acme", "endpoint": "scroll"}, "level": "shape", "expires_at": far},
+            {"id": "pt", "match": {"principal": "globex-svc", "endpoint": "document"}, "level": "shape", "expires_at": far},
+            {"id": "early", "match": {"endpoint": "search"}, "level": "shape", "expires_at": far}
+        ]}),
+    )
+    .await;
+    let auth = format!("Bearer {ACME}");
+    let bulk = "{\"index\":{\"_index\":\"orders\",\"_id\":\"b1\"}}\n{\"n\":1}\n";
+    let r = http
+        .send_with(
+            Method::POST,
+            &format!("{base}/_bulk?refresh=true"),
+            Some(bulk.into()),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/x-ndjson"),
+                ("x-request-id", "sel-bulk"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let e = explain(&http, &p.admin_url(), "sel-bulk")
+        .await
+        .expect("bulk selected");
+    assert_eq!(e["selected_by"], json!(["bulk"]));
+
+    let r = call(
+        &http,
+        &base,
+        ACME,
+        Method::POST,
+        "/orders/_search?scroll=1m&size=1",
+        Some(json!({"query": {"match_all": {}}})),
+        &[],
+    )
+    .await;
+    let scroll_id = r.json()["_scroll_id"].as_str().unwrap().to_string();
+    call(
+        &http,
+        &base,
+        ACME,
+        Method::POST,
+        "/_search/scroll",
+        Some(json!({"scroll": "1m", "scroll_id": scroll_id})),
+        &[("x-request-id", "sel-scroll")],
+    )
+    .await;
+    let e = explain(&http, &p.admin_url(), "sel-scroll")
+        .await
+        .expect("scroll continuation selected");
+    assert_eq!(e["partition"], "acme");
+
+    call(
+        &http,
+        &base,
+        GLOBEX,
+        Method::PUT,
+        "/dg-legacy-sel/_doc/1",
+        Some(json!({"n": 1})),
+        &[("x-request-id", "sel-pt")],
+    )
+    .await;
+    let e = explain(&http, &p.admin_url(), "sel-pt")
+        .await
+        .expect("passthrough selected");
+    assert!(
+        e["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["route"] == "passthrough"),
+        "{e}"
+    );
+
+    let r = http
+        .send_with(
+            Method::GET,
+            &format!("{base}/orders/_search"),
+            None,
+            &[
+                ("authorization", "Bearer wrong-token-0123456789"),
+                ("x-request-id", "sel-early"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let e = explain(&http, &p.admin_url(), "sel-early")
+        .await
+        .expect("an error before resolution selected");
+    assert_eq!(e["outcome"]["failed_stage"], "authenticate");
+}

@@ -28,6 +28,9 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     /// The upstream did not answer within the configured deadline.
     UpstreamTimeout,
+    /// A write was routed by a placement entry that changed before it was
+    /// dispatched (the epoch gate); nothing was written.
+    StaleEpoch,
     /// The instance is shutting down.
     ShuttingDown,
     /// A bug or an unexpected condition inside osproxy.
@@ -48,6 +51,7 @@ impl ErrorCode {
             ErrorCode::OperatorRequired => "operator_required",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::StaleEpoch => "stale_epoch",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal_error",
         }
@@ -65,6 +69,7 @@ impl ErrorCode {
             ErrorCode::PartitionForbidden | ErrorCode::OperatorRequired => 403,
             ErrorCode::UpstreamUnavailable => 502,
             ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::StaleEpoch => 409,
             ErrorCode::ShuttingDown => 503,
             ErrorCode::Internal => 500,
         }
@@ -92,6 +97,9 @@ impl ErrorCode {
             }
             ErrorCode::UpstreamTimeout => {
                 "the cluster is slow or stuck; retry later, or raise [upstream] request_timeout if the request is expected to take this long"
+            }
+            ErrorCode::StaleEpoch => {
+                "the partition's placement changed while this write was in flight and nothing was written; retry it and it is routed by the current placement"
             }
             ErrorCode::ShuttingDown => "this instance is draining; retry on another instance",
             ErrorCode::Internal => "report this with the request id",

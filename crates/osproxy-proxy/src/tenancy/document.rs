@@ -122,6 +122,9 @@ pub(crate) async fn serve(
         }
         _ => None,
     };
+    if body.is_some() || method == Method::DELETE {
+        tenancy.gate(t)?;
+    }
     let (parts, resp_body) = tenancy
         .exchange(t, method.clone(), &path, &headers, body)
         .await?;

@@ -330,6 +330,31 @@ impl Tenancy {
         Ok(target)
     }
 
+    /// The epoch gate: a write may be dispatched only while the placement
+    /// entry (and the logical index) it was routed by are still current.
+    /// A write routed by a placement that has since changed is refused,
+    /// retryably, before anything reaches a cluster.
+    pub(crate) fn gate(&self, t: &Target<'_>) -> Result<(), ProxyError> {
+        crate::diagnostics::enter(Stage::Dispatch);
+        let snap = self.snapshot();
+        let entry = snap
+            .entry(&t.logical.name, &t.partition)
+            .map(|e| e.epoch)
+            .unwrap_or(0);
+        let index = snap.index(&t.logical.name).map(|l| l.epoch);
+        if entry == t.epoch && index == Some(t.logical.epoch) {
+            return Ok(());
+        }
+        Err(ProxyError::new(
+            ErrorCode::StaleEpoch,
+            format!(
+                "the placement of this partition of logical index {:?} changed (epoch {} is now {entry}) while the write was in flight; it was not applied",
+                t.logical.name, t.epoch
+            ),
+        )
+        .retryable(true))
+    }
+
     /// Records a resolved target on the request's trace and in the
     /// per-partition metrics; the request's rewrite starts here.
     fn traced(&self, t: &Target<'_>) {

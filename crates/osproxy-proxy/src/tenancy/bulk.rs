@@ -745,6 +745,11 @@ async fn send(
     if let Err(e) = tenancy.ensure_shared_mapping(t).await {
         return failed(e.status(), e.code.as_str(), &e.reason);
     }
+    // The epoch gate, per batch: items routed by a placement that changed
+    // since are refused in place (retryable), none of them written.
+    if let Err(e) = tenancy.gate(t) {
+        return failed(e.status(), e.code.as_str(), &e.reason);
+    }
     let (parts, body) = match tenancy
         .exchange(
             t,

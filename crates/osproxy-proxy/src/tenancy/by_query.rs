@@ -88,6 +88,7 @@ pub(crate) async fn serve(
     let raw = read_limited(req.into_body()).await?;
     let body = if shared { confine(&raw, t)? } else { raw };
     tenancy.ensure_shared_mapping(t).await?;
+    tenancy.gate(t)?;
     let upstream = t.path(endpoint, None, &query.join("&"));
     let (parts, resp) = tenancy
         .exchange(t, Method::POST, &upstream, &headers, Some(body))

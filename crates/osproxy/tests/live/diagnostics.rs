@@ -433,7 +433,7 @@ impl Receiver {
 /// One instance (memory backend) in front of the shared node with the
 /// tenancy catalogue, a passthrough prefix, an unreachable cluster for one
 /// partition, and `extra` config.
-fn single(dir: &std::path::Path, extra: &str) -> ProxyInstance {
+pub(crate) fn single(dir: &std::path::Path, extra: &str) -> ProxyInstance {
     for (name, token) in [("acme", ACME), ("globex", GLOBEX), ("ops", OPS)] {
         std::fs::write(dir.join(name), token).unwrap();
     }

@@ -12,6 +12,7 @@ mod common;
 mod control;
 mod diagnostics;
 mod faults;
+mod gate;
 mod lifecycle;
 mod passthrough;
 mod streaming;

@@ -1,0 +1,104 @@
+//! The epoch gate: writes routed by a placement entry that changed before
+//! they were dispatched are refused (409 `stale_epoch`, retryable) and
+//! nothing is written.
+
+use std::time::Duration;
+
+use http::Method;
+use osproxy_testkit::Http;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::node;
+use crate::control::{ACME, OPS};
+use crate::diagnostics::single;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_items_routed_by_a_changed_placement_are_refused_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = single(dir.path(), "");
+    let http = Http::new();
+    // Two items for acme (shared placement, epoch 0); the body is still
+    // arriving when the operator gives acme its own index.
+    let first = "{\"index\":{\"_index\":\"orders\",\"_id\":\"g1\"}}\n{\"title\":\"gated\"}\n";
+    let rest = "{\"index\":{\"_index\":\"orders\",\"_id\":\"g2\"}}\n{\"title\":\"gated\"}\n";
+    let mut conn = tokio::net::TcpStream::connect(p.data_addr()).await.unwrap();
+    let head = format!(
+        "POST /_bulk?refresh=true HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {ACME}\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
+        first.len() + rest.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let auth = format!("Bearer {OPS}");
+    let moved = http
+        .send_with(
+            Method::PUT,
+            &format!("{}/v1/placements/orders/acme", p.admin_url()),
+            Some(r#"{"kind":"index","cluster":"main","index":"gate-acme-own"}"#.into()),
+            &[("authorization", auth.as_str())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    conn.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    // The response is chunked: find the JSON object inside.
+    let json = &body[body.find('{').unwrap_or(0)..body.rfind('}').map_or(0, |i| i + 1)];
+    let json: String = json
+        .lines()
+        .filter(|l| !l.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
+    let v: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{v}");
+    for item in items {
+        assert_eq!(item["index"]["status"], 409, "{v}");
+        assert_eq!(item["index"]["error"]["type"], "stale_epoch", "{v}");
+    }
+    assert_eq!(v["errors"], true);
+    // Nothing was written to either placement.
+    for index in ["dg-shared", "gate-acme-own"] {
+        let r = http
+            .send(
+                Method::GET,
+                &format!("{}/{index}/_search?q=title:gated", node().url()),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.json()["hits"]["total"]["value"].as_u64().unwrap_or(0),
+            0,
+            "{index}: {}",
+            r.text()
+        );
+    }
+    // A retry is routed by the new placement and lands there.
+    let auth = format!("Bearer {ACME}");
+    let r = http
+        .send_with(
+            Method::POST,
+            &format!("{}/_bulk?refresh=true", p.url()),
+            Some(format!("{first}{rest}").into()),
+            &[
+                ("authorization", auth.as_str()),
+                ("content-type", "application/x-ndjson"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.json()["errors"], false, "{}", r.text());
+    let r = http
+        .send(
+            Method::GET,
+            &format!("{}/gate-acme-own/_count", node().url()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.json()["count"], 2, "{}", r.text());
+}

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn,
-    TxnOp, WatchOptions, WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
+    WatchOptions, WatchStream,
 };
 use osproxy_config::{Config, EtcdConfig};
 use tokio::sync::watch;
@@ -153,13 +153,18 @@ impl EtcdStore {
 
     /// Writes `value` at `key` if its revision is still `expected` (0:
     /// absent) and, with `guard`, if that other key is at its revision too.
-    /// Returns the revision of the write (the key's new epoch).
+    /// With `applied`, also only if nothing in the catalogue or the
+    /// placement table changed after that revision: the writer's checks
+    /// that span keys (one owner per physical index) were made on a view
+    /// that is still the store's. Returns the revision of the write (the
+    /// key's new epoch).
     pub async fn cas_put(
         &self,
         key: &str,
         value: Vec<u8>,
         expected: u64,
         guard: Option<(String, u64)>,
+        applied: Option<u64>,
     ) -> Result<u64, CasFailure> {
         let mut compares = vec![Compare::mod_revision(
             key,
@@ -168,6 +173,18 @@ impl EtcdStore {
         )];
         if let Some((k, r)) = guard {
             compares.push(Compare::mod_revision(k, CompareOp::Equal, signed(r)));
+        }
+        if let Some(applied) = applied {
+            for table in ["catalogue/", "placements/"] {
+                compares.push(
+                    Compare::mod_revision(
+                        format!("{}{table}", self.prefix),
+                        CompareOp::Less,
+                        signed(applied.saturating_add(1)),
+                    )
+                    .with_prefix(),
+                );
+            }
         }
         let txn = Txn::new()
             .when(compares)
@@ -253,14 +270,10 @@ impl EtcdStore {
         if config.indices.is_empty() && config.placements.is_empty() {
             return Ok(());
         }
-        let mut ops = Vec::new();
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
         for idx in &config.indices {
             let v = serde_json::to_vec(idx).map_err(|e| e.to_string())?;
-            ops.push(TxnOp::put(
-                store::catalogue_key(&self.prefix, &idx.name),
-                v,
-                None,
-            ));
+            entries.push((store::catalogue_key(&self.prefix, &idx.name), v));
         }
         for p in &config.placements {
             let value = PlacementValue {
@@ -268,10 +281,9 @@ impl EtcdStore {
                 state: State::Active,
             };
             let v = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
-            ops.push(TxnOp::put(
+            entries.push((
                 store::placement_key(&self.prefix, &p.index, &p.partition),
                 v,
-                None,
             ));
         }
         let catalogue = format!("{}catalogue/", self.prefix);
@@ -280,8 +292,11 @@ impl EtcdStore {
             Compare::create_revision(catalogue, CompareOp::Equal, 0).with_prefix(),
             Compare::create_revision(placements, CompareOp::Equal, 0).with_prefix(),
         ];
-        let mut chunks = ops.chunks(MAX_TXN_OPS);
-        let first = chunks.next().map(<[TxnOp]>::to_vec).unwrap_or_default();
+        let split = entries.len().min(MAX_TXN_OPS);
+        let first: Vec<TxnOp> = entries[..split]
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
+            .collect();
         let mut client = self.client.clone();
         let resp = self
             .call(client.txn(Txn::new().when(empty).and_then(first)))
@@ -290,12 +305,18 @@ impl EtcdStore {
             info!(prefix = %self.prefix, "the store already holds a catalogue or placements: the store wins; [[indices]] and [[placements]] of the config file are not applied");
             return Ok(());
         }
-        // Beyond etcd's per-transaction limit, the rest follows without
-        // overwriting anything written meanwhile.
-        for chunk in chunks {
+        // Beyond etcd's per-transaction limit, the rest follows key by key,
+        // each only if still absent (never over a write made meanwhile).
+        for (key, value) in &entries[split..] {
             let mut client = self.client.clone();
-            self.call(client.txn(Txn::new().and_then(chunk.to_vec())))
-                .await?;
+            let txn = Txn::new()
+                .when(vec![Compare::create_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then(vec![TxnOp::put(key.as_str(), value.clone(), None)]);
+            self.call(client.txn(txn)).await?;
         }
         info!(prefix = %self.prefix, indices = config.indices.len(), placements = config.placements.len(), "seeded an empty store from the config file");
         Ok(())
@@ -628,9 +649,12 @@ fn apply_events(plane: &ControlPlane, store: &EtcdStore, events: &[etcd_client::
             continue;
         }
         let snap = next.get_or_insert_with(|| (*plane.load()).clone());
-        let value = match ev.event_type() {
-            EventType::Put => Some(kv.value()),
-            EventType::Delete => None,
+        // A deleted key's last state has version 0 (etcd-client's
+        // `event_type` panics on a type it does not know; this cannot).
+        let value = if kv.version() == 0 {
+            None
+        } else {
+            Some(kv.value())
         };
         if plane.apply_event(snap, &store.prefix, kv.key(), value, revision) == Outcome::Changed {
             changed = true;

@@ -108,6 +108,10 @@ pub struct ControlPlane {
     pub(crate) record_changed: Notify,
     revision_tx: watch::Sender<u64>,
     etcd: OnceLock<Arc<EtcdStore>>,
+    /// Set while an etcd store is being connected: writes are refused
+    /// until it is attached (they would otherwise land in memory and be
+    /// replaced by the store's snapshot).
+    store_pending: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -129,6 +133,7 @@ impl ControlPlane {
             record_changed: Notify::new(),
             revision_tx: watch::Sender::new(revision),
             etcd: OnceLock::new(),
+            store_pending: std::sync::atomic::AtomicBool::new(false),
         };
         plane.standing.applied.store(revision, Ordering::Release);
         plane
@@ -160,6 +165,34 @@ impl ControlPlane {
 
     pub(crate) fn attach_etcd(&self, store: Arc<EtcdStore>) {
         let _ = self.etcd.set(store);
+        self.store_pending.store(false, Ordering::Release);
+    }
+
+    /// Marks that an external store is being connected: writes answer
+    /// "unavailable" until it is attached.
+    pub fn expect_store(&self) {
+        self.store_pending.store(true, Ordering::Release);
+    }
+
+    fn writable(&self) -> Result<(), WriteError> {
+        if self.store_pending.load(Ordering::Acquire) && self.etcd.get().is_none() {
+            return Err(WriteError::Unavailable(
+                "the control store is still being connected".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// After a store write at `revision` to `key`: waits until this
+    /// instance has applied it, and reports a value the instances refuse.
+    async fn applied_or_refused(&self, key: &str, revision: u64) -> Result<(), WriteError> {
+        self.wait_applied(revision).await;
+        match self.rejected_keys().into_iter().find(|(k, _)| k == key) {
+            Some((_, reason)) => Err(WriteError::Invalid(format!(
+                "the store took the write but this instance refuses the value ({reason}); correct it"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Swaps in `next` and records `applied` as followed.
@@ -301,6 +334,8 @@ impl ControlPlane {
         placement: Placement,
         expected_epoch: Option<u64>,
     ) -> Result<Entry, WriteError> {
+        self.writable()?;
+        let expected_epoch = expected_epoch.filter(|e| *e != 0);
         self.known_cluster(placement.cluster())?;
         let current = self.load();
         let Some(logical) = current.index(index) else {
@@ -342,7 +377,13 @@ impl ControlPlane {
         let key = store::placement_key(store.prefix(), index, partition.as_str());
         let guard = (store::catalogue_key(store.prefix(), index), logical.epoch);
         let revision = store
-            .cas_put(&key, bytes, expected_epoch.unwrap_or(0), Some(guard))
+            .cas_put(
+                &key,
+                bytes,
+                expected_epoch.unwrap_or(0),
+                Some(guard),
+                Some(self.applied_revision()),
+            )
             .await
             .map_err(|f| {
                 f.into_write_error(|epoch, raw| {
@@ -352,7 +393,7 @@ impl ControlPlane {
                     })
                 })
             })?;
-        self.wait_applied(revision).await;
+        self.applied_or_refused(&key, revision).await?;
         Ok(match self.load().entry(index, partition) {
             Some(e) if e.epoch == revision => e.clone(),
             _ => Entry {
@@ -370,6 +411,8 @@ impl ControlPlane {
         idx: &osproxy_config::IndexConfig,
         expected_epoch: Option<u64>,
     ) -> Result<u64, WriteError> {
+        self.writable()?;
+        let expected_epoch = expected_epoch.filter(|e| *e != 0);
         osproxy_config::check_index(idx).map_err(WriteError::Invalid)?;
         self.known_cluster(idx.default.cluster())?;
         let current = self.load();
@@ -389,16 +432,23 @@ impl ControlPlane {
         let bytes = serde_json::to_vec(idx).map_err(|e| WriteError::Invalid(e.to_string()))?;
         let key = store::catalogue_key(store.prefix(), &idx.name);
         let revision = store
-            .cas_put(&key, bytes, expected_epoch.unwrap_or(0), None)
+            .cas_put(
+                &key,
+                bytes,
+                expected_epoch.unwrap_or(0),
+                None,
+                Some(self.applied_revision()),
+            )
             .await
             .map_err(|f| f.into_write_error(|_, _| None))?;
-        self.wait_applied(revision).await;
+        self.applied_or_refused(&key, revision).await?;
         Ok(revision)
     }
 
     /// Removes a logical index whose epoch is still `expected_epoch`, and
     /// only while no partition has an explicit placement.
     pub async fn delete_index(&self, name: &str, expected_epoch: u64) -> Result<(), WriteError> {
+        self.writable()?;
         let current = self.load();
         if current.index(name).is_none() {
             return Err(WriteError::Invalid(format!(
@@ -436,6 +486,8 @@ impl ControlPlane {
         bytes: &[u8],
         expected_epoch: Option<u64>,
     ) -> Result<u64, WriteError> {
+        self.writable()?;
+        let expected_epoch = expected_epoch.filter(|e| *e != 0);
         let set = DirectiveSet::decode(bytes).map_err(WriteError::Invalid)?;
         let Some(store) = self.etcd.get() else {
             let _guard = self.memory_writer()?;
@@ -453,7 +505,13 @@ impl ControlPlane {
         };
         let key = store::directives_key(store.prefix());
         let revision = store
-            .cas_put(&key, bytes.to_vec(), expected_epoch.unwrap_or(0), None)
+            .cas_put(
+                &key,
+                bytes.to_vec(),
+                expected_epoch.unwrap_or(0),
+                None,
+                None,
+            )
             .await
             .map_err(|f| f.into_write_error(|_, _| None))?;
         self.wait_applied(revision).await;
@@ -462,6 +520,7 @@ impl ControlPlane {
 
     /// Removes the directive set if its epoch is still `expected_epoch`.
     pub async fn clear_directives(&self, expected_epoch: u64) -> Result<(), WriteError> {
+        self.writable()?;
         let Some(store) = self.etcd.get() else {
             let _guard = self.memory_writer()?;
             let current = self.load();

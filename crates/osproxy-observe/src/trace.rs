@@ -355,6 +355,10 @@ impl Trace {
     }
 }
 
+/// At most this many capture rings (a set holds at most 64 directives;
+/// signed headers add their own).
+const MAX_RINGS: usize = 128;
+
 /// A finished, selected trace with what selected it.
 #[derive(Debug)]
 pub struct Kept {
@@ -400,6 +404,18 @@ impl Explanations {
         }
         if !capture.is_empty() {
             if let Ok(mut c) = self.captured.lock() {
+                // Rings of directives no longer published go first once
+                // there are more rings than a set may hold.
+                while c.len() >= MAX_RINGS && !c.contains_key(&capture[0]) {
+                    let oldest = c
+                        .iter()
+                        .min_by_key(|(_, r)| r.back().map(|k| k.trace.started))
+                        .map(|(id, _)| id.clone());
+                    match oldest {
+                        Some(id) => c.remove(&id),
+                        None => break,
+                    };
+                }
                 for id in capture {
                     let ring = c.entry(id.clone()).or_default();
                     if ring.len() == self.capacity {
@@ -414,23 +430,26 @@ impl Explanations {
 
     /// The explanation of one request, if this instance kept it.
     pub fn get(&self, request_id: &str) -> Option<Json> {
-        let r = self.recent.lock().ok()?;
-        r.iter()
-            .rev()
-            .find(|k| k.trace.request_id() == request_id)
-            .map(|k| self.render(k))
+        let found = {
+            let r = self.recent.lock().ok()?;
+            r.iter()
+                .rev()
+                .find(|k| k.trace.request_id() == request_id)
+                .cloned()
+        };
+        found.map(|k| self.render(&k))
     }
 
-    /// The explanations a directive captured, oldest first.
+    /// The explanations a directive captured, oldest first (rendered
+    /// after the ring's lock is released).
     pub fn captured(&self, directive: &str) -> Vec<Json> {
-        self.captured
+        let kept: Vec<Arc<Kept>> = self
+            .captured
             .lock()
             .ok()
-            .and_then(|c| {
-                c.get(directive)
-                    .map(|r| r.iter().map(|k| self.render(k)).collect())
-            })
-            .unwrap_or_default()
+            .and_then(|c| c.get(directive).map(|r| r.iter().cloned().collect()))
+            .unwrap_or_default();
+        kept.iter().map(|k| self.render(k)).collect()
     }
 
     /// Renders one kept trace.

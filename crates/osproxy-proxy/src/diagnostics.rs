@@ -63,6 +63,9 @@ pub(crate) fn traceparent() -> Option<HeaderValue> {
     out
 }
 
+/// How far ahead a signed header's directive may expire.
+const MAX_HEADER_LIFETIME_SECS: u64 = 3600;
+
 /// The header a signed per-request directive arrives in.
 pub static X_DEBUG_DIRECTIVE: http::HeaderName = http::HeaderName::from_static("x-debug-directive");
 
@@ -205,10 +208,16 @@ impl Diagnostics {
             return Err(HeaderIgnored::BadSignature);
         }
         let bytes = b64::decode_url(payload).ok_or(HeaderIgnored::Malformed)?;
-        let d = DirectiveSet::decode_one(&bytes).map_err(|_| HeaderIgnored::Malformed)?;
+        let mut d = DirectiveSet::decode_one(&bytes).map_err(|_| HeaderIgnored::Malformed)?;
         if d.expires_unix <= now {
             return Err(HeaderIgnored::Expired);
         }
+        // A leaked header stays useful for an hour at most.
+        if d.expires_unix > now + MAX_HEADER_LIFETIME_SECS {
+            return Err(HeaderIgnored::Malformed);
+        }
+        // Never mixed with a published directive's captures.
+        d.id = format!("header:{}", d.id);
         Ok(d)
     }
 

@@ -194,6 +194,9 @@ fn serve(config: Config) -> Result<(), String> {
         initial,
         config.clusters.iter().map(|c| c.id.clone()).collect(),
     ));
+    if etcd_backend {
+        plane.expect_store();
+    }
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

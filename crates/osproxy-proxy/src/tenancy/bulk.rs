@@ -608,7 +608,11 @@ impl<'t> Run<'_, 't> {
             Some(p) => format!("{index}\u{0}{p}"),
             None => index.to_string(),
         };
-        if !self.targets.contains_key(&cache_key) {
+        // A cached target whose placement changed since is resolved again,
+        // so items after a change go to the new placement.
+        let stale =
+            matches!(self.targets.get(&cache_key), Some(Ok(t)) if !self.tenancy.is_current(t));
+        if stale || !self.targets.contains_key(&cache_key) {
             let resolved = if self.tenancy.snapshot().is_logical(index) {
                 self.tenancy
                     .resolve(index, self.principal, self.headers, from_body)

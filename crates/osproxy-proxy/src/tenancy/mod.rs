@@ -336,15 +336,14 @@ impl Tenancy {
     /// retryably, before anything reaches a cluster.
     pub(crate) fn gate(&self, t: &Target<'_>) -> Result<(), ProxyError> {
         crate::diagnostics::enter(Stage::Dispatch);
-        let snap = self.snapshot();
-        let entry = snap
+        if self.is_current(t) {
+            return Ok(());
+        }
+        let entry = self
+            .snapshot()
             .entry(&t.logical.name, &t.partition)
             .map(|e| e.epoch)
             .unwrap_or(0);
-        let index = snap.index(&t.logical.name).map(|l| l.epoch);
-        if entry == t.epoch && index == Some(t.logical.epoch) {
-            return Ok(());
-        }
         Err(ProxyError::new(
             ErrorCode::StaleEpoch,
             format!(
@@ -353,6 +352,17 @@ impl Tenancy {
             ),
         )
         .retryable(true))
+    }
+
+    /// Whether the placement entry and logical index `t` was routed by are
+    /// still the current ones.
+    pub(crate) fn is_current(&self, t: &Target<'_>) -> bool {
+        let snap = self.snapshot();
+        let entry = snap
+            .entry(&t.logical.name, &t.partition)
+            .map(|e| e.epoch)
+            .unwrap_or(0);
+        entry == t.epoch && snap.index(&t.logical.name).map(|l| l.epoch) == Some(t.logical.epoch)
     }
 
     /// Records a resolved target on the request's trace and in the

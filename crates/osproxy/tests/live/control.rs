@@ -674,6 +674,45 @@ async fn two_concurrent_sets_of_one_entry_one_wins_one_gets_409() {
         assert!(err.contains("409"), "{err}");
         fleet.converge(1, 0, Duration::from_secs(2)).await;
     }
+    // Two partitions claiming the same dedicated index through two
+    // instances at once: the store takes one; the other is refused (its
+    // transaction saw the table change), and no instance ends up refusing
+    // a stored value.
+    for round in 0..3 {
+        let shared_name = format!("c-{tag}-own-{round}");
+        let (pa, pb) = (format!("x{round}"), format!("y{round}"));
+        let spawn = |i: usize, partition: &str| {
+            fleet
+                .ctl_command(
+                    i,
+                    &[
+                        "placement",
+                        "set",
+                        "orders",
+                        partition,
+                        "--kind",
+                        "index",
+                        "--cluster",
+                        "main",
+                        "--index-name",
+                        &shared_name,
+                    ],
+                )
+                .spawn()
+                .unwrap()
+        };
+        let (ca, cb) = (spawn(0, &pa), spawn(1, &pb));
+        let (oa, ob) = (
+            ca.wait_with_output().unwrap(),
+            cb.wait_with_output().unwrap(),
+        );
+        let wins = [&oa, &ob].iter().filter(|o| o.status.success()).count();
+        assert_eq!(wins, 1, "one owner per physical index:\n{oa:?}\n{ob:?}");
+        fleet.converge(1, 0, Duration::from_secs(2)).await;
+    }
+    for r in fleet.fleet_records(0) {
+        assert!(r["rejected_keys"].as_array().unwrap().is_empty(), "{r}");
+    }
     // With an epoch: both read the same epoch, one replaces it, the other loses.
     let epoch = fleet.entry(0, "r0").await.0.to_string();
     let spawn = |i: usize, index: &str| {

@@ -302,7 +302,7 @@ async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_ev
         let e = explain(&http, &p.admin_url(), &rid)
             .await
             .unwrap_or_else(|| panic!("header ignored on {i}"));
-        assert_eq!(e["selected_by"], json!(["hdr"]));
+        assert_eq!(e["selected_by"], json!(["header:hdr"]));
         assert_eq!(e["level"], "rewrite-diff");
         let rewrite = e["stages"]
             .as_array()

@@ -11,7 +11,15 @@ use serde_json::{json, Value};
 use crate::json_response;
 
 fn entry_json(index: &str, partition: &str, e: &Entry) -> Value {
-    json!({"index": index, "partition": partition, "placement": &*e.placement, "epoch": e.epoch, "state": "active"})
+    match &e.migrating {
+        None => {
+            json!({"index": index, "partition": partition, "placement": &*e.placement, "epoch": e.epoch, "state": "active"})
+        }
+        Some(m) => {
+            json!({"index": index, "partition": partition, "placement": &*e.placement, "epoch": e.epoch,
+                          "state": "migrating", "to": &*m.to, "phase": m.phase})
+        }
+    }
 }
 
 pub(crate) async fn route(

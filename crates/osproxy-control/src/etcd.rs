@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::plane::{now_ms, Conflict, ControlPlane, Member, WriteError};
 use crate::snapshot::{Entry, Snapshot};
-use crate::store::{self, Key, PlacementValue, State};
+use crate::store::{self, Key, PlacementValue};
 
 /// The largest number of operations etcd accepts in one transaction by
 /// default (`--max-txn-ops`), less room for the comparisons.
@@ -134,6 +134,12 @@ impl EtcdStore {
     /// The fleet prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// How long the watch may go without any answer before it is reopened;
+    /// also the bound within which an instance counts as fresh.
+    pub fn stale_after(&self) -> Duration {
+        (self.cfg.progress_interval.as_std() * 4).max(Duration::from_secs(2))
     }
 
     fn timeout(&self) -> Duration {
@@ -276,10 +282,7 @@ impl EtcdStore {
             entries.push((store::catalogue_key(&self.prefix, &idx.name), v));
         }
         for p in &config.placements {
-            let value = PlacementValue {
-                placement: p.placement.clone(),
-                state: State::Active,
-            };
+            let value = PlacementValue::active(p.placement.clone());
             let v = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
             entries.push((
                 store::placement_key(&self.prefix, &p.index, &p.partition),
@@ -375,6 +378,7 @@ impl ControlPlane {
         info!(prefix = %store.prefix, revision, keys = kvs.len(), indices = snap.index_count(), "control snapshot built from etcd");
         self.publish(snap, revision);
         self.mark_fresh();
+        self.set_freshness_bound(store.stale_after());
         self.attach_etcd(store.clone());
         let (stop, stop_rx) = watch::channel(false);
         let watch = tokio::spawn(follow(self.clone(), store.clone(), stop_rx.clone()));
@@ -571,7 +575,7 @@ async fn run_stream(
     backoff: &mut Backoff,
 ) -> StreamEnd {
     let interval = store.cfg.progress_interval.as_std();
-    let stale_after = (interval * 4).max(Duration::from_secs(2));
+    let stale_after = store.stale_after();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_message = Instant::now();

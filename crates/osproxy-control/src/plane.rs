@@ -21,7 +21,7 @@ use tokio::sync::{watch, Notify};
 use crate::directives::DirectiveSet;
 use crate::etcd::{EtcdStore, Outcome};
 use crate::snapshot::{Entry, Snapshot};
-use crate::store::{self, Key, PlacementValue, State};
+use crate::store::{self, Key, PlacementValue};
 
 /// A lost compare-and-swap: what the store holds now.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -112,6 +112,9 @@ pub struct ControlPlane {
     /// until it is attached (they would otherwise land in memory and be
     /// replaced by the store's snapshot).
     store_pending: std::sync::atomic::AtomicBool,
+    /// How long without an event or progress answer the snapshot still
+    /// counts as fresh (etcd only).
+    freshness_bound_ms: AtomicU64,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -134,6 +137,7 @@ impl ControlPlane {
             revision_tx: watch::Sender::new(revision),
             etcd: OnceLock::new(),
             store_pending: std::sync::atomic::AtomicBool::new(false),
+            freshness_bound_ms: AtomicU64::new(u64::MAX),
         };
         plane.standing.applied.store(revision, Ordering::Release);
         plane
@@ -166,6 +170,22 @@ impl ControlPlane {
     pub(crate) fn attach_etcd(&self, store: Arc<EtcdStore>) {
         let _ = self.etcd.set(store);
         self.store_pending.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn set_freshness_bound(&self, bound: Duration) {
+        self.freshness_bound_ms
+            .store(bound.as_millis() as u64, Ordering::Release);
+    }
+
+    /// Whether this instance can prove its snapshot is current: an event or
+    /// progress answer within the freshness bound (always, in memory).
+    /// Writes to migrating partitions need it (invariant M5).
+    pub fn is_fresh(&self) -> bool {
+        if self.etcd.get().is_none() {
+            return true;
+        }
+        let bound = self.freshness_bound_ms.load(Ordering::Acquire);
+        now_ms().saturating_sub(self.last_fresh_ms()) <= bound
     }
 
     /// Marks that an external store is being connected: writes answer
@@ -343,6 +363,14 @@ impl ControlPlane {
                 "{index:?} is not a logical index of the catalogue"
             )));
         };
+        if current
+            .entry(index, partition)
+            .is_some_and(|e| e.migrating.is_some())
+        {
+            return Err(WriteError::Invalid(
+                "the partition is being migrated; abort or finish the migration first".into(),
+            ));
+        }
         // Refuse what the snapshot would refuse, before touching the store.
         current
             .with_placement(index, partition, placement.clone())
@@ -351,6 +379,11 @@ impl ControlPlane {
             let _guard = self.memory_writer()?;
             let current = self.load();
             let existing = current.entry(index, partition).cloned();
+            if existing.as_ref().is_some_and(|e| e.migrating.is_some()) {
+                return Err(WriteError::Invalid(
+                    "the partition is being migrated; abort or finish the migration first".into(),
+                ));
+            }
             if existing.as_ref().map(|e| e.epoch) != expected_epoch {
                 let epoch = existing.as_ref().map(|e| e.epoch);
                 return Err(WriteError::Conflict(Conflict {
@@ -369,10 +402,7 @@ impl ControlPlane {
             self.publish(next, revision);
             return Ok(entry);
         };
-        let value = PlacementValue {
-            placement: placement.clone(),
-            state: State::Active,
-        };
+        let value = PlacementValue::active(placement.clone());
         let bytes = serde_json::to_vec(&value).map_err(|e| WriteError::Invalid(e.to_string()))?;
         let key = store::placement_key(store.prefix(), index, partition.as_str());
         let guard = (store::catalogue_key(store.prefix(), index), logical.epoch);
@@ -388,6 +418,7 @@ impl ControlPlane {
             .map_err(|f| {
                 f.into_write_error(|epoch, raw| {
                     store::decode_placement(raw).ok().map(|v| Entry {
+                        migrating: v.migrating().ok().flatten().map(Arc::new),
                         placement: Arc::new(v.placement),
                         epoch,
                     })
@@ -399,6 +430,7 @@ impl ControlPlane {
             _ => Entry {
                 placement: Arc::new(placement),
                 epoch: revision,
+                migrating: None,
             },
         })
     }

@@ -64,10 +64,21 @@ impl LogicalIndex {
 /// A placement entry with the epoch it was last changed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Where the data lives.
+    /// Where the data lives (the source while migrating).
     pub placement: Arc<Placement>,
     /// The control-plane revision of its last change.
     pub epoch: u64,
+    /// Set while the partition is being moved.
+    pub migrating: Option<Arc<Migrating>>,
+}
+
+/// A partition on its way to another placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrating {
+    /// The destination.
+    pub to: Arc<Placement>,
+    /// How far the move is.
+    pub phase: crate::store::Phase,
 }
 
 /// A routing decision: the logical index, its partition's placement, and
@@ -80,6 +91,8 @@ pub struct Resolved {
     pub placement: Arc<Placement>,
     /// The epoch of the placement entry (0 for the default placement).
     pub epoch: u64,
+    /// Set while the partition is being moved.
+    pub migrating: Option<Arc<Migrating>>,
 }
 
 /// The catalogue and placement table at one revision.
@@ -113,6 +126,7 @@ impl Snapshot {
             let entry = Entry {
                 placement: Arc::new(p.placement.clone()),
                 epoch: revision,
+                migrating: None,
             };
             placements
                 .entry(p.index.clone())
@@ -151,11 +165,13 @@ impl Snapshot {
                 index: logical.clone(),
                 placement: e.placement.clone(),
                 epoch: e.epoch,
+                migrating: e.migrating.clone(),
             }),
             None => Some(Resolved {
                 index: logical.clone(),
                 placement: logical.default.clone(),
                 epoch: 0,
+                migrating: None,
             }),
         }
     }
@@ -188,7 +204,7 @@ impl Snapshot {
     ) -> Result<Snapshot, String> {
         let mut next = self.clone();
         next.revision += 1;
-        next.put_placement_at(index, partition.as_str(), placement, next.revision)?;
+        next.put_placement_at(index, partition.as_str(), placement, next.revision, None)?;
         Ok(next)
     }
 
@@ -200,10 +216,12 @@ impl Snapshot {
         partition: &str,
         placement: Placement,
         epoch: u64,
+        migrating: Option<Arc<Migrating>>,
     ) -> Result<(), String> {
         let entry = Entry {
             placement: Arc::new(placement),
             epoch,
+            migrating,
         };
         let previous = self
             .placements
@@ -338,10 +356,13 @@ impl Snapshot {
             .indices
             .values()
             .map(|l| (l.name.clone(), None::<String>, l.default.clone()));
+        // A migrating entry holds its destination too.
         let entries = self.placements.iter().flat_map(|(i, by_partition)| {
-            by_partition
-                .iter()
-                .map(move |(p, e)| (i.clone(), Some(p.clone()), e.placement.clone()))
+            by_partition.iter().flat_map(move |(p, e)| {
+                std::iter::once(e.placement.clone())
+                    .chain(e.migrating.as_ref().map(|m| m.to.clone()))
+                    .map(move |pl| (i.clone(), Some(p.clone()), pl))
+            })
         });
         for (logical, partition, placement) in defaults.chain(entries) {
             let claim = match (&partition, placement.is_shared()) {

@@ -88,17 +88,66 @@ pub enum State {
     /// Reads and writes go to the placement.
     #[default]
     Active,
+    /// Being moved to `to`: reads go to the placement; writes too while
+    /// `copying`, and are refused (retryably) in `cutover`.
+    Migrating,
+}
+
+/// The phase of a migrating entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Documents are being copied; writes still go to the old placement.
+    Copying,
+    /// Writes are refused while the last changes are copied and checked.
+    Cutover,
 }
 
 /// A placement entry's stored value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementValue {
-    /// Where the partition's data lives.
+    /// Where the partition's data lives (the source while migrating).
     pub placement: Placement,
     /// Its state.
     #[serde(default)]
     pub state: State,
+    /// While migrating: the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Placement>,
+    /// While migrating: the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+}
+
+impl PlacementValue {
+    /// An active entry.
+    pub fn active(placement: Placement) -> Self {
+        PlacementValue {
+            placement,
+            state: State::Active,
+            to: None,
+            phase: None,
+        }
+    }
+
+    /// The entry's migration, checked: a migrating entry names `to` (another
+    /// placement) and `phase`; an active one names neither.
+    pub fn migrating(&self) -> Result<Option<crate::snapshot::Migrating>, String> {
+        match (self.state, &self.to, self.phase) {
+            (State::Active, None, None) => Ok(None),
+            (State::Migrating, Some(to), Some(phase)) if *to != self.placement => {
+                Ok(Some(crate::snapshot::Migrating {
+                    to: std::sync::Arc::new(to.clone()),
+                    phase,
+                }))
+            }
+            (State::Migrating, Some(_), Some(_)) => {
+                Err("a migrating entry's `to` must differ from its placement".into())
+            }
+            _ => Err("a migrating entry names `to` and `phase`; an active one neither".into()),
+        }
+    }
 }
 
 /// Why a value was not applied. `Display` is shape-only: it never quotes
@@ -231,8 +280,18 @@ pub fn apply(
             }
             let value = decode_placement(bytes)?;
             known(value.placement.cluster())?;
-            snap.put_placement_at(index, partition, value.placement, rev)
-                .map_err(Rejection::Refused)?;
+            let migrating = value.migrating().map_err(Rejection::Refused)?;
+            if let Some(m) = &migrating {
+                known(m.to.cluster())?;
+            }
+            snap.put_placement_at(
+                index,
+                partition,
+                value.placement,
+                rev,
+                migrating.map(std::sync::Arc::new),
+            )
+            .map_err(Rejection::Refused)?;
         }
         (Key::Placement(index, partition), None) => snap.remove_placement(index, partition),
         (Key::Directives, Some(bytes)) => {

@@ -31,6 +31,11 @@ pub enum ErrorCode {
     /// A write was routed by a placement entry that changed before it was
     /// dispatched (the epoch gate); nothing was written.
     StaleEpoch,
+    /// The partition is in the cutover of a migration: writes pause.
+    PartitionMoving,
+    /// This instance cannot prove its routing table is current, and the
+    /// write targets a migrating partition.
+    ControlPlaneStale,
     /// The instance is shutting down.
     ShuttingDown,
     /// A bug or an unexpected condition inside osproxy.
@@ -52,6 +57,8 @@ impl ErrorCode {
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::StaleEpoch => "stale_epoch",
+            ErrorCode::PartitionMoving => "partition_moving",
+            ErrorCode::ControlPlaneStale => "control_plane_stale",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal_error",
         }
@@ -70,6 +77,8 @@ impl ErrorCode {
             ErrorCode::UpstreamUnavailable => 502,
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::StaleEpoch => 409,
+            ErrorCode::PartitionMoving => 409,
+            ErrorCode::ControlPlaneStale => 503,
             ErrorCode::ShuttingDown => 503,
             ErrorCode::Internal => 500,
         }
@@ -100,6 +109,12 @@ impl ErrorCode {
             }
             ErrorCode::StaleEpoch => {
                 "the partition's placement changed while this write was in flight and nothing was written; retry it and it is routed by the current placement"
+            }
+            ErrorCode::PartitionMoving => {
+                "the partition is being moved to another placement and writes pause for a moment; retry with backoff"
+            }
+            ErrorCode::ControlPlaneStale => {
+                "this instance lost contact with the control store and cannot vouch for the partition's placement while it moves; retry, preferably on another instance"
             }
             ErrorCode::ShuttingDown => "this instance is draining; retry on another instance",
             ErrorCode::Internal => "report this with the request id",

@@ -54,6 +54,8 @@ pub(crate) struct Target<'a> {
     pub cluster: &'a UpstreamCluster,
     /// The epoch of the placement entry it was resolved by (0: default).
     pub epoch: u64,
+    /// Set while the partition is being moved.
+    pub migrating: Option<Arc<osproxy_control::snapshot::Migrating>>,
 }
 
 impl Target<'_> {
@@ -337,7 +339,23 @@ impl Tenancy {
     pub(crate) fn gate(&self, t: &Target<'_>) -> Result<(), ProxyError> {
         crate::diagnostics::enter(Stage::Dispatch);
         if self.is_current(t) {
-            return Ok(());
+            return match &t.migrating {
+                None => Ok(()),
+                Some(m) if m.phase == osproxy_control::store::Phase::Cutover => Err(ProxyError::new(
+                    ErrorCode::PartitionMoving,
+                    format!(
+                        "this partition of logical index {:?} is in the cutover of a move to another placement; writes pause until it completes",
+                        t.logical.name
+                    ),
+                )
+                .retryable(true)),
+                Some(_) if !self.control.is_fresh() => Err(ProxyError::new(
+                    ErrorCode::ControlPlaneStale,
+                    "this instance has not heard from the control store within its freshness bound, and the partition is moving; the write was not applied",
+                )
+                .retryable(true)),
+                Some(_) => Ok(()),
+            };
         }
         let entry = self
             .snapshot()
@@ -414,6 +432,7 @@ impl Tenancy {
             placement: resolved.placement,
             cluster,
             epoch: resolved.epoch,
+            migrating: resolved.migrating,
         })
     }
 

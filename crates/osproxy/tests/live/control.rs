@@ -816,3 +816,117 @@ fn start_up_with_etcd_down_fails_fast_and_names_the_endpoint() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moving_partition_pauses_writes_in_cutover_and_on_instances_cut_off_from_etcd() {
+    let tag = "moving";
+    let fleet = EtcdFleet::start(tag, 2, true);
+    let key = fleet.key("placements/orders/acme");
+    let source = format!("c-{tag}-shared");
+    let value = |phase: &str| {
+        format!(
+            r#"{{"placement":{{"kind":"shared","cluster":"main","index":"{source}"}},"state":"migrating","to":{{"kind":"index","cluster":"main","index":"c-{tag}-acme"}},"phase":"{phase}"}}"#
+        )
+    };
+    // Copying: writes still go to the source.
+    fleet
+        .etcd
+        .etcdctl(&["put", &key, &value("copying")])
+        .unwrap();
+    for i in 0..2 {
+        eventually(
+            "the migrating entry reached the instance",
+            Duration::from_secs(3),
+            || async {
+                fleet.admin(i, "/v1/placements/orders/acme").await.json()["phase"] == "copying"
+            },
+        )
+        .await;
+        let r = fleet.index_doc(i, &format!("copying-{i}")).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    assert_eq!(
+        direct_get(&format!("/{source}/_doc/acme:copying-1"))
+            .await
+            .status,
+        200
+    );
+    // A plain placement set cannot touch a moving partition.
+    let out = fleet.ctl(
+        0,
+        &[
+            "placement",
+            "set",
+            "orders",
+            "acme",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            "c-moving-x",
+            "--epoch",
+            "999",
+        ],
+    );
+    assert!(!out.status.success());
+
+    // Cutover: writes refused retryably everywhere; reads still served.
+    fleet
+        .etcd
+        .etcdctl(&["put", &key, &value("cutover")])
+        .unwrap();
+    for i in 0..2 {
+        eventually(
+            "cutover reached the instance",
+            Duration::from_secs(3),
+            || async {
+                fleet.admin(i, "/v1/placements/orders/acme").await.json()["phase"] == "cutover"
+            },
+        )
+        .await;
+        let r = fleet.index_doc(i, "during-cutover").await;
+        assert_eq!(r.status, 409, "{}", r.text());
+        let e = r.json();
+        assert_eq!(e["error"]["type"], "partition_moving");
+        assert_eq!(e["error"]["osproxy"]["retryable"], true);
+        let auth = format!("Bearer {ACME}");
+        let read = fleet
+            .http
+            .send_with(
+                Method::GET,
+                &format!("{}/orders/_doc/copying-0", fleet.instances[i].url()),
+                None,
+                &[("authorization", auth.as_str())],
+            )
+            .await
+            .unwrap();
+        assert_eq!(read.status, 200, "{}", read.text());
+    }
+
+    // Back to copying; then the instance behind the relay loses etcd: once
+    // past its freshness bound it refuses writes to the moving partition
+    // (M5) while the connected one accepts them.
+    fleet
+        .etcd
+        .etcdctl(&["put", &key, &value("copying")])
+        .unwrap();
+    eventually("copying again", Duration::from_secs(3), || async {
+        fleet.admin(1, "/v1/placements/orders/acme").await.json()["phase"] == "copying"
+    })
+    .await;
+    fleet.relay.as_ref().unwrap().cut();
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let r = fleet.index_doc(1, "cut-off").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "control_plane_stale");
+    let r = fleet.index_doc(0, "connected").await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    fleet.relay.as_ref().unwrap().restore();
+    eventually(
+        "the instance is fresh again and writes",
+        Duration::from_secs(10),
+        || async { fleet.index_doc(1, "reconnected").await.status == 201 },
+    )
+    .await;
+}

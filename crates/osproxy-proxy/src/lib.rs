@@ -10,6 +10,7 @@ pub mod body;
 pub mod diagnostics;
 pub mod headers;
 pub mod ingress;
+pub mod migrate;
 pub mod otlp;
 pub mod pipeline;
 pub mod probe;

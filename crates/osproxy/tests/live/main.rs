@@ -14,6 +14,7 @@ mod diagnostics;
 mod faults;
 mod gate;
 mod lifecycle;
+mod migrate;
 mod passthrough;
 mod streaming;
 mod tenancy;

@@ -1,0 +1,585 @@
+//! Moving one partition's documents between placements: the copy engine a
+//! migration controller drives.
+//!
+//! - **Copy** scrolls the source for the partition (confined to it in a
+//!   shared index) and bulk-writes each document to the destination under
+//!   its own physical id, converting between placement kinds (the partition
+//!   field injected or stripped, shared ids built or unwrapped, routing by
+//!   partition in shared indices). Only the controller writes to the
+//!   destination before the flip, one step after another, so a later copy
+//!   of a document simply replaces an earlier one: copying again is
+//!   harmless, and a copy can be restarted from the beginning at any time.
+//!   A move starts from a destination that holds nothing of the partition
+//!   ([`purge`]).
+//! - **Catch-up** is the same copy restricted to documents whose `_seq_no`
+//!   is above a checkpoint taken before the first copy (the lowest
+//!   `max_seq_no` of the source's shards): whatever was written during the
+//!   copy.
+//! - **Deletions** made during the copy cannot be found by sequence number;
+//!   when the destination holds more documents than the source, the ids of
+//!   both are compared and the extra ones deleted from the destination.
+//! - **Verify** compares counts (and, for small partitions, the id sets).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use osproxy_control::LogicalIndex;
+use osproxy_core::{PartitionId, Placement};
+use serde_json::{json, Value};
+
+use crate::body::RequestBody;
+use crate::tenancy::read_limited;
+use crate::upstream::UpstreamCluster;
+
+/// Documents per scroll page and bulk request.
+const PAGE: usize = 1000;
+
+/// One side of a move: a placement of one partition of a logical index.
+#[derive(Clone, Copy)]
+pub struct Side<'a> {
+    /// The cluster it lives on.
+    pub cluster: &'a UpstreamCluster,
+    /// The placement.
+    pub placement: &'a Placement,
+    /// The logical index.
+    pub logical: &'a LogicalIndex,
+    /// The partition.
+    pub partition: &'a PartitionId,
+}
+
+impl std::fmt::Debug for Side<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Side")
+            .field("placement", self.placement)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Side<'_> {
+    fn index(&self) -> &str {
+        self.placement.physical_index(&self.logical.name)
+    }
+
+    fn shared(&self) -> bool {
+        self.placement.is_shared()
+    }
+
+    /// The query that selects the partition's documents here.
+    fn scope(&self) -> Value {
+        if self.shared() {
+            json!({"term": {self.logical.field.as_str(): self.partition.as_str()}})
+        } else {
+            json!({"match_all": {}})
+        }
+    }
+
+    fn logical_id<'i>(&self, physical: &'i str) -> Option<&'i str> {
+        if self.shared() {
+            self.logical
+                .id_template
+                .logical(self.partition.as_str(), physical)
+        } else {
+            Some(physical)
+        }
+    }
+
+    fn physical_id(&self, logical: &str) -> String {
+        if self.shared() {
+            self.logical
+                .id_template
+                .physical(self.partition.as_str(), logical)
+        } else {
+            logical.to_string()
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// Documents written to the destination.
+    pub written: u64,
+    /// Source bytes read.
+    pub bytes: u64,
+}
+
+/// Why a step failed; the message names the cluster answer's shape, never
+/// a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveError(pub String);
+
+impl std::fmt::Display for MoveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+async fn call(
+    cluster: &UpstreamCluster,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    content_type: &str,
+    timeout: Duration,
+) -> Result<(u16, Bytes), MoveError> {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(match body {
+            Some(b) => RequestBody::Full(Some(Bytes::from(b))),
+            None => RequestBody::Empty,
+        })
+        .map_err(|e| MoveError(format!("cannot build a request: {e}")))?;
+    let resp = cluster
+        .send(req, timeout)
+        .await
+        .map_err(|e| MoveError(format!("cluster {}: {e}", cluster.id)))?;
+    let status = resp.status().as_u16();
+    let bytes = read_limited(resp.into_body())
+        .await
+        .map_err(|e| MoveError(e.reason))?;
+    Ok((status, bytes))
+}
+
+async fn json_call(
+    cluster: &UpstreamCluster,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    timeout: Duration,
+) -> Result<Value, MoveError> {
+    let (status, bytes) = call(
+        cluster,
+        method,
+        path,
+        body.map(|b| b.to_string().into_bytes()),
+        "application/json",
+        timeout,
+    )
+    .await?;
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
+        let kind = v
+            .pointer("/error/type")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        return Err(MoveError(format!(
+            "cluster {} answered {status} ({kind}) to {path}",
+            cluster.id
+        )));
+    }
+    Ok(v)
+}
+
+/// The lowest `max_seq_no` over the source index's shards: every write
+/// after this moment has a higher sequence number on its shard.
+pub async fn checkpoint(from: &Side<'_>, timeout: Duration) -> Result<i64, MoveError> {
+    let path = format!("/{}/_stats/docs?level=shards", from.index());
+    let v = json_call(from.cluster, Method::GET, &path, None, timeout).await?;
+    let shards = v
+        .pointer(&format!("/indices/{}/shards", from.index()))
+        .and_then(Value::as_object)
+        .ok_or_else(|| MoveError("no shard statistics for the source index".into()))?;
+    shards
+        .values()
+        .flat_map(|copies| copies.as_array().into_iter().flatten())
+        .filter(|c| c.pointer("/routing/primary").and_then(Value::as_bool) != Some(false))
+        .filter_map(|c| c.pointer("/seq_no/max_seq_no").and_then(Value::as_i64))
+        .min()
+        .ok_or_else(|| MoveError("no sequence numbers for the source index".into()))
+}
+
+/// Makes sure the destination index exists with the source's field
+/// mappings (and the partition field mapped `keyword` when shared).
+pub async fn prepare(from: &Side<'_>, to: &Side<'_>, timeout: Duration) -> Result<(), MoveError> {
+    let head = call(
+        to.cluster,
+        Method::HEAD,
+        &format!("/{}", to.index()),
+        None,
+        "application/json",
+        timeout,
+    )
+    .await?;
+    let mapping = json_call(
+        from.cluster,
+        Method::GET,
+        &format!("/{}/_mapping", from.index()),
+        None,
+        timeout,
+    )
+    .await?;
+    let mut properties = mapping
+        .pointer(&format!("/{}/mappings/properties", from.index()))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(p) = properties.as_object_mut() {
+        if to.shared() {
+            p.insert(to.logical.field.clone(), json!({"type": "keyword"}));
+        } else {
+            p.remove(&to.logical.field);
+        }
+    }
+    if head.0 == 404 {
+        let body = json!({"mappings": {"properties": properties}});
+        let created = call(
+            to.cluster,
+            Method::PUT,
+            &format!("/{}", to.index()),
+            Some(body.to_string().into_bytes()),
+            "application/json",
+            timeout,
+        )
+        .await?;
+        if created.0 == 200
+            || created.0 == 400
+                && String::from_utf8_lossy(&created.1).contains("resource_already_exists")
+        {
+            return Ok(());
+        }
+        return Err(MoveError(format!(
+            "cannot create the destination index (status {})",
+            created.0
+        )));
+    }
+    json_call(
+        to.cluster,
+        Method::PUT,
+        &format!("/{}/_mapping", to.index()),
+        Some(json!({"properties": properties})),
+        timeout,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Copies the partition's documents (those with `_seq_no` above `since`,
+/// when given) from `from` to `to`. `progress` is told each page's count.
+pub async fn copy(
+    from: &Side<'_>,
+    to: &Side<'_>,
+    since: Option<i64>,
+    timeout: Duration,
+    mut progress: impl FnMut(&Copied),
+) -> Result<Copied, MoveError> {
+    let mut query = json!({"bool": {"filter": [from.scope()]}});
+    if let Some(s) = since {
+        if let Some(f) = query
+            .pointer_mut("/bool/filter")
+            .and_then(Value::as_array_mut)
+        {
+            f.push(json!({"range": {"_seq_no": {"gt": s}}}));
+        }
+    }
+    // What was written before this moment must be searchable.
+    json_call(
+        from.cluster,
+        Method::POST,
+        &format!("/{}/_refresh", from.index()),
+        None,
+        timeout,
+    )
+    .await?;
+    let first =
+        json!({"size": PAGE, "query": query, "seq_no_primary_term": true, "sort": ["_doc"]});
+    let mut page = json_call(
+        from.cluster,
+        Method::POST,
+        &format!("/{}/_search?scroll=2m", from.index()),
+        Some(first),
+        timeout,
+    )
+    .await?;
+    let mut total = Copied::default();
+    loop {
+        let scroll_id = page
+            .get("_scroll_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let hits = page
+            .pointer("/hits/hits")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if hits.is_empty() {
+            if let Some(id) = scroll_id {
+                let _ = json_call(
+                    from.cluster,
+                    Method::DELETE,
+                    "/_search/scroll",
+                    Some(json!({"scroll_id": [id]})),
+                    timeout,
+                )
+                .await;
+            }
+            return Ok(total);
+        }
+        let done = write_page(from, to, &hits, timeout).await?;
+        total.written += done.written;
+        total.bytes += done.bytes;
+        progress(&total);
+        let Some(id) = scroll_id else {
+            return Err(MoveError(
+                "the source answered a page without a scroll id".into(),
+            ));
+        };
+        page = json_call(
+            from.cluster,
+            Method::POST,
+            "/_search/scroll",
+            Some(json!({"scroll": "2m", "scroll_id": id})),
+            timeout,
+        )
+        .await?;
+    }
+}
+
+async fn write_page(
+    from: &Side<'_>,
+    to: &Side<'_>,
+    hits: &[Value],
+    timeout: Duration,
+) -> Result<Copied, MoveError> {
+    let mut body = Vec::with_capacity(hits.len() * 256);
+    let mut done = Copied::default();
+    let field = from.logical.field.as_str();
+    for hit in hits {
+        let (Some(physical), Some(source)) =
+            (hit.get("_id").and_then(Value::as_str), hit.get("_source"))
+        else {
+            return Err(MoveError("a source hit lacks _id or _source".into()));
+        };
+        let Some(logical) = from.logical_id(physical) else {
+            return Err(MoveError(
+                "a source document's id is not the partition's".into(),
+            ));
+        };
+        let raw = serde_json::to_vec(source).map_err(|e| MoveError(e.to_string()))?;
+        done.bytes += raw.len() as u64;
+        let doc = match (from.shared(), to.shared()) {
+            (true, false) => osproxy_rewrite::source::strip_field(&raw, field)
+                .map(|c| c.into_owned())
+                .map_err(|e| MoveError(e.to_string()))?,
+            (false, true) => osproxy_rewrite::source::inject_field(
+                &raw,
+                &to.logical.field,
+                to.partition.as_str(),
+            )
+            .map_err(|e| MoveError(e.to_string()))?,
+            _ => raw,
+        };
+        let mut meta = json!({"_index": to.index(), "_id": to.physical_id(logical)});
+        if to.shared() {
+            meta["routing"] = Value::from(to.partition.as_str());
+        }
+        body.extend_from_slice(json!({"index": meta}).to_string().as_bytes());
+        body.push(b'\n');
+        body.extend_from_slice(&doc);
+        body.push(b'\n');
+    }
+    let (status, bytes) = call(
+        to.cluster,
+        Method::POST,
+        "/_bulk",
+        Some(body),
+        "application/x-ndjson",
+        timeout,
+    )
+    .await?;
+    if status != 200 {
+        return Err(MoveError(format!(
+            "the destination answered {status} to a bulk copy"
+        )));
+    }
+    let v: Value =
+        serde_json::from_slice(&bytes).map_err(|_| MoveError("unreadable bulk answer".into()))?;
+    for item in v
+        .get("items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let status = item
+            .pointer("/index/status")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        match status {
+            200 | 201 => done.written += 1,
+            other => {
+                let kind = item
+                    .pointer("/index/error/type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown");
+                return Err(MoveError(format!(
+                    "the destination refused a copied document ({other}, {kind})"
+                )));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Deletes every document of the partition from one side (a move's
+/// destination before its first copy). Returns how many.
+pub async fn purge(side: &Side<'_>, timeout: Duration) -> Result<u64, MoveError> {
+    let _ = json_call(
+        side.cluster,
+        Method::POST,
+        &format!("/{}/_refresh", side.index()),
+        None,
+        timeout,
+    )
+    .await;
+    let head = call(
+        side.cluster,
+        Method::HEAD,
+        &format!("/{}", side.index()),
+        None,
+        "application/json",
+        timeout,
+    )
+    .await?;
+    if head.0 == 404 {
+        return Ok(0);
+    }
+    let v = json_call(
+        side.cluster,
+        Method::POST,
+        &format!(
+            "/{}/_delete_by_query?refresh=true&conflicts=proceed",
+            side.index()
+        ),
+        Some(json!({"query": side.scope()})),
+        timeout,
+    )
+    .await?;
+    Ok(v.get("deleted").and_then(Value::as_u64).unwrap_or(0))
+}
+
+/// The partition's document count on one side (after a refresh).
+pub async fn count(side: &Side<'_>, timeout: Duration) -> Result<u64, MoveError> {
+    let _ = json_call(
+        side.cluster,
+        Method::POST,
+        &format!("/{}/_refresh", side.index()),
+        None,
+        timeout,
+    )
+    .await;
+    let v = json_call(
+        side.cluster,
+        Method::POST,
+        &format!("/{}/_count", side.index()),
+        Some(json!({"query": side.scope()})),
+        timeout,
+    )
+    .await?;
+    v.get("count")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| MoveError("no count in the answer".into()))
+}
+
+/// The partition's logical ids on one side.
+pub async fn ids(side: &Side<'_>, timeout: Duration) -> Result<HashSet<String>, MoveError> {
+    let _ = json_call(
+        side.cluster,
+        Method::POST,
+        &format!("/{}/_refresh", side.index()),
+        None,
+        timeout,
+    )
+    .await;
+    let mut out = HashSet::new();
+    let first = json!({"size": 5000, "query": side.scope(), "_source": false, "sort": ["_doc"]});
+    let mut page = json_call(
+        side.cluster,
+        Method::POST,
+        &format!("/{}/_search?scroll=2m", side.index()),
+        Some(first),
+        timeout,
+    )
+    .await?;
+    loop {
+        let hits = page
+            .pointer("/hits/hits")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let scroll_id = page
+            .get("_scroll_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if hits.is_empty() {
+            if let Some(id) = scroll_id {
+                let _ = json_call(
+                    side.cluster,
+                    Method::DELETE,
+                    "/_search/scroll",
+                    Some(json!({"scroll_id": [id]})),
+                    timeout,
+                )
+                .await;
+            }
+            return Ok(out);
+        }
+        for h in &hits {
+            if let Some(l) = h
+                .get("_id")
+                .and_then(Value::as_str)
+                .and_then(|p| side.logical_id(p))
+            {
+                out.insert(l.to_string());
+            }
+        }
+        let Some(id) = scroll_id else { return Ok(out) };
+        page = json_call(
+            side.cluster,
+            Method::POST,
+            "/_search/scroll",
+            Some(json!({"scroll": "2m", "scroll_id": id})),
+            timeout,
+        )
+        .await?;
+    }
+}
+
+/// Deletes from `to` the partition's documents `from` no longer has (the
+/// deletions made during the copy). Returns how many.
+pub async fn remove_extra(
+    from: &Side<'_>,
+    to: &Side<'_>,
+    timeout: Duration,
+) -> Result<u64, MoveError> {
+    let keep = ids(from, timeout).await?;
+    let have = ids(to, timeout).await?;
+    let extra: Vec<&String> = have.iter().filter(|i| !keep.contains(*i)).collect();
+    for chunk in extra.chunks(PAGE) {
+        let mut body = Vec::new();
+        for logical in chunk {
+            let mut meta = json!({"_index": to.index(), "_id": to.physical_id(logical)});
+            if to.shared() {
+                meta["routing"] = Value::from(to.partition.as_str());
+            }
+            body.extend_from_slice(json!({"delete": meta}).to_string().as_bytes());
+            body.push(b'\n');
+        }
+        let (status, _) = call(
+            to.cluster,
+            Method::POST,
+            "/_bulk?refresh=true",
+            Some(body),
+            "application/x-ndjson",
+            timeout,
+        )
+        .await?;
+        if status != 200 {
+            return Err(MoveError(format!(
+                "the destination answered {status} to deleting extra documents"
+            )));
+        }
+    }
+    Ok(extra.len() as u64)
+}

@@ -15,6 +15,7 @@ use osproxy_observe::{Metrics, Readiness};
 use serde_json::json;
 
 mod directives;
+mod migrations;
 mod placements;
 
 /// Decides whether a request carries an operator's credentials.
@@ -32,6 +33,7 @@ pub struct Admin {
     control: Option<Arc<osproxy_control::ControlPlane>>,
     operator: OperatorCheck,
     explanations: Option<Arc<osproxy_observe::trace::Explanations>>,
+    controller: Option<Arc<osproxy_proxy::controller::Controller>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -51,6 +53,7 @@ impl Admin {
             control: None,
             operator: Arc::new(|_| false),
             explanations: None,
+            controller: None,
         }
     }
 
@@ -68,6 +71,12 @@ impl Admin {
     ) -> Self {
         self.control = Some(control);
         self.operator = operator;
+        self
+    }
+
+    /// Serves `/v1/migrations` with this controller.
+    pub fn with_controller(mut self, c: Arc<osproxy_proxy::controller::Controller>) -> Self {
+        self.controller = Some(c);
         self
     }
 
@@ -146,6 +155,16 @@ impl Admin {
                     .await
                     .map(|c| c.to_bytes())
                     .unwrap_or_default();
+            if parts.uri.path().starts_with("/v1/migrations") {
+                return Ok(migrations::route(
+                    &control,
+                    self.controller.as_ref(),
+                    &parts.method,
+                    parts.uri.path(),
+                    &body,
+                )
+                .await);
+            }
             return Ok(placements::route(
                 &control,
                 &parts.method,

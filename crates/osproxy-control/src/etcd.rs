@@ -198,6 +198,40 @@ impl EtcdStore {
         self.commit(key, txn).await
     }
 
+    /// One migration step: the placement entry (when given) and the
+    /// migration record, written together if both keys are still at the
+    /// revisions read (0: absent) and, with an entry, if the tables did not
+    /// change after `applied`.
+    pub async fn cas_step(
+        &self,
+        entry: Option<(&str, Vec<u8>)>,
+        expect_entry: (&str, u64),
+        record: (&str, Vec<u8>),
+        expect_record: u64,
+        applied: u64,
+    ) -> Result<u64, CasFailure> {
+        let mut compares = vec![
+            Compare::mod_revision(expect_entry.0, CompareOp::Equal, signed(expect_entry.1)),
+            Compare::mod_revision(record.0, CompareOp::Equal, signed(expect_record)),
+        ];
+        let mut ops = vec![TxnOp::put(record.0, record.1, None)];
+        if let Some((key, value)) = entry {
+            ops.push(TxnOp::put(key, value, None));
+            for table in ["catalogue/", "placements/"] {
+                compares.push(
+                    Compare::mod_revision(
+                        format!("{}{table}", self.prefix),
+                        CompareOp::Less,
+                        signed(applied.saturating_add(1)),
+                    )
+                    .with_prefix(),
+                );
+            }
+        }
+        let txn = Txn::new().when(compares).and_then(ops);
+        self.commit(record.0, txn).await
+    }
+
     /// Deletes `key` if its revision is still `expected` and, when
     /// `empty_prefix` is not empty, no key under that prefix exists.
     pub async fn cas_delete(
@@ -647,7 +681,7 @@ fn apply_events(plane: &ControlPlane, store: &EtcdStore, events: &[etcd_client::
         group = revision;
         let relevant = matches!(
             Key::parse(&store.prefix, kv.key()),
-            Some(Key::Catalogue(_) | Key::Placement(..) | Key::Directives)
+            Some(Key::Catalogue(_) | Key::Placement(..) | Key::Directives | Key::Migration(..))
         );
         if !relevant {
             continue;

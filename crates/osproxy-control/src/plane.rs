@@ -576,6 +576,80 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// One migration step (see `osproxy_proxy::controller`): writes the
+    /// partition's placement entry (when given) and its migration record
+    /// together, if the entry is still at `expect_entry` and the record at
+    /// `expect_record` (0: absent). Returns the revision of the step.
+    pub async fn migration_step(
+        &self,
+        entry: Option<PlacementValue>,
+        expect_entry: u64,
+        record: &store::MigrationRecord,
+        expect_record: u64,
+    ) -> Result<u64, WriteError> {
+        self.writable()?;
+        let (index, partition) = (record.index.as_str(), record.partition.as_str());
+        let migrating = match &entry {
+            Some(v) => {
+                self.known_cluster(v.placement.cluster())?;
+                let m = v.migrating().map_err(WriteError::Invalid)?;
+                if let Some(m) = &m {
+                    self.known_cluster(m.to.cluster())?;
+                }
+                m.map(Arc::new)
+            }
+            None => None,
+        };
+        let Some(store) = self.etcd.get() else {
+            let _guard = self.memory_writer()?;
+            let current = self.load();
+            let pid = PartitionId::new(partition)
+                .map_err(|_| WriteError::Invalid("not a partition id".into()))?;
+            let entry_epoch = current.entry(index, &pid).map(|e| e.epoch).unwrap_or(0);
+            let record_epoch = current
+                .migration(index, partition)
+                .map(|m| m.1)
+                .unwrap_or(0);
+            if entry_epoch != expect_entry || record_epoch != expect_record {
+                return Err(WriteError::Conflict(Conflict {
+                    entry: current.entry(index, &pid).cloned(),
+                    epoch: Some(record_epoch),
+                }));
+            }
+            let mut next = (*current).clone();
+            let revision = current.revision() + 1;
+            next.set_revision(revision);
+            if let Some(v) = entry {
+                next.put_placement_at(index, partition, v.placement, revision, migrating)
+                    .map_err(WriteError::Invalid)?;
+            }
+            next.set_migration(index, partition, Some((Arc::new(record.clone()), revision)));
+            self.publish(next, revision);
+            return Ok(revision);
+        };
+        let entry_key = store::placement_key(store.prefix(), index, partition);
+        let record_key = store::migration_key(store.prefix(), index, partition);
+        let entry_bytes = match &entry {
+            Some(v) => Some(serde_json::to_vec(v).map_err(|e| WriteError::Invalid(e.to_string()))?),
+            None => None,
+        };
+        let record_bytes =
+            serde_json::to_vec(record).map_err(|e| WriteError::Invalid(e.to_string()))?;
+        let revision = store
+            .cas_step(
+                entry_bytes.map(|b| (entry_key.as_str(), b)),
+                (&entry_key, expect_entry),
+                (&record_key, record_bytes),
+                expect_record,
+                self.applied_revision(),
+            )
+            .await
+            .map_err(|f| f.into_write_error(|_, _| None))?;
+        self.applied_or_refused(&entry_key, revision).await?;
+        self.applied_or_refused(&record_key, revision).await?;
+        Ok(revision)
+    }
+
     /// Applies one store event to `snap`, recording a rejection (or
     /// clearing an earlier one) for its key.
     pub(crate) fn apply_event(

@@ -104,6 +104,8 @@ pub struct Snapshot {
     placements: HashMap<String, HashMap<String, Entry>>,
     /// The published directive set and its epoch.
     directives: Option<(Arc<DirectiveSet>, u64)>,
+    /// Migration records and their epochs, by `index\0partition`.
+    migrations: HashMap<String, (Arc<crate::store::MigrationRecord>, u64)>,
     revision: u64,
     /// While a whole table is loaded, ownership is checked once at the end
     /// (`check`) instead of after every value.
@@ -137,6 +139,7 @@ impl Snapshot {
             indices,
             placements,
             directives: None,
+            migrations: HashMap::new(),
             revision,
             deferred: false,
         })
@@ -281,6 +284,38 @@ impl Snapshot {
         self.indices.remove(name);
     }
 
+    /// Sets (or removes) one migration record.
+    pub(crate) fn set_migration(
+        &mut self,
+        index: &str,
+        partition: &str,
+        record: Option<(Arc<crate::store::MigrationRecord>, u64)>,
+    ) {
+        let k = migration_slot(index, partition);
+        match record {
+            Some(r) => {
+                self.migrations.insert(k, r);
+            }
+            None => {
+                self.migrations.remove(&k);
+            }
+        }
+    }
+
+    /// One partition's migration record and its epoch.
+    pub fn migration(
+        &self,
+        index: &str,
+        partition: &str,
+    ) -> Option<&(Arc<crate::store::MigrationRecord>, u64)> {
+        self.migrations.get(&migration_slot(index, partition))
+    }
+
+    /// Every migration record.
+    pub fn migrations(&self) -> impl Iterator<Item = &(Arc<crate::store::MigrationRecord>, u64)> {
+        self.migrations.values()
+    }
+
     /// Replaces the directive set.
     pub(crate) fn set_directives(&mut self, set: Option<(Arc<DirectiveSet>, u64)>) {
         self.directives = set;
@@ -330,7 +365,18 @@ impl Snapshot {
                 }
             }
             Key::Directives => self.directives = previous.directives.clone(),
-            Key::Fleet(_) | Key::Migration | Key::Other => {}
+            Key::Migration(index, partition) => {
+                let k = migration_slot(index, partition);
+                match previous.migrations.get(&k) {
+                    Some(m) => {
+                        self.migrations.insert(k, m.clone());
+                    }
+                    None => {
+                        self.migrations.remove(&k);
+                    }
+                }
+            }
+            Key::Fleet(_) | Key::Other => {}
         }
     }
 
@@ -414,6 +460,10 @@ impl Snapshot {
     pub fn revision(&self) -> u64 {
         self.revision
     }
+}
+
+fn migration_slot(index: &str, partition: &str) -> String {
+    format!("{index}\u{0}{partition}")
 }
 
 #[cfg(test)]

@@ -30,8 +30,8 @@ pub enum Key<'a> {
     Directives,
     /// `fleet/<instance id>`
     Fleet(&'a str),
-    /// `migrations/...`
-    Migration,
+    /// `migrations/<index>/<partition>`
+    Migration(&'a str, &'a str),
     /// Anything else under the prefix (ignored, never an error).
     Other,
 }
@@ -53,8 +53,11 @@ impl<'a> Key<'a> {
             Key::Directives
         } else if let Some(id) = rest.strip_prefix("fleet/") {
             Key::Fleet(id)
-        } else if rest.starts_with("migrations/") {
-            Key::Migration
+        } else if let Some(rest) = rest.strip_prefix("migrations/") {
+            match rest.split_once('/') {
+                Some((i, p)) => Key::Migration(i, p),
+                None => Key::Other,
+            }
         } else {
             Key::Other
         })
@@ -69,6 +72,82 @@ pub fn catalogue_key(prefix: &str, index: &str) -> String {
 /// The key of one partition's placement entry.
 pub fn placement_key(prefix: &str, index: &str, partition: &str) -> String {
     format!("{prefix}placements/{index}/{partition}")
+}
+
+/// A migration record's key.
+pub fn migration_key(prefix: &str, index: &str, partition: &str) -> String {
+    format!("{prefix}migrations/{index}/{partition}")
+}
+
+/// Where a migration is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationPhase {
+    /// Copying documents; writes go to the source.
+    Copying,
+    /// Writes refused; the last changes are copied and checked.
+    Cutover,
+    /// The partition is active at the destination.
+    Done,
+    /// Stopped by an operator; the partition is active at the source.
+    Aborted,
+    /// Stopped by an error; the partition is active at the source.
+    Failed,
+}
+
+impl MigrationPhase {
+    /// Whether the migration is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            MigrationPhase::Done | MigrationPhase::Aborted | MigrationPhase::Failed
+        )
+    }
+}
+
+/// The record of one partition's move (`migrations/<index>/<partition>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationRecord {
+    /// Logical index.
+    pub index: String,
+    /// Partition.
+    pub partition: String,
+    /// Where the data was.
+    pub from: Placement,
+    /// Where it goes.
+    pub to: Placement,
+    /// Where the move is.
+    pub phase: MigrationPhase,
+    /// Started, ms since the epoch.
+    pub started_ms: u64,
+    /// Last changed, ms since the epoch.
+    pub updated_ms: u64,
+    /// The instance driving it.
+    #[serde(default)]
+    pub controller: String,
+    /// Documents copied by the full copy.
+    #[serde(default)]
+    pub copied: u64,
+    /// Documents copied by the catch-up in cutover.
+    #[serde(default)]
+    pub caught_up: u64,
+    /// Documents deleted from the destination because the source no
+    /// longer had them.
+    #[serde(default)]
+    pub removed: u64,
+    /// The partition's document count at the source when verified.
+    #[serde(default)]
+    pub verified_count: Option<u64>,
+    /// Delete the partition's documents from the source after the flip.
+    #[serde(default)]
+    pub delete_source: bool,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// How long writes were refused, ms (set at the flip).
+    #[serde(default)]
+    pub cutover_ms: Option<u64>,
 }
 
 /// The directive set's key.
@@ -303,7 +382,17 @@ pub fn apply(
             snap.set_directives(Some((Arc::new(set), rev)));
         }
         (Key::Directives, None) => snap.set_directives(None),
-        (Key::Fleet(_) | Key::Migration | Key::Other, _) => return Ok(Applied::Ignored),
+        (Key::Migration(index, partition), Some(bytes)) => {
+            let record: MigrationRecord = decode("migration", bytes)?;
+            if record.index != index || record.partition != partition {
+                return Err(Rejection::Refused(
+                    "the record's index and partition differ from the key's".into(),
+                ));
+            }
+            snap.set_migration(index, partition, Some((Arc::new(record), rev)));
+        }
+        (Key::Migration(index, partition), None) => snap.set_migration(index, partition, None),
+        (Key::Fleet(_) | Key::Other, _) => return Ok(Applied::Ignored),
     }
     Ok(Applied::Changed)
 }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod controller;
 pub mod diagnostics;
 pub mod headers;
 pub mod ingress;

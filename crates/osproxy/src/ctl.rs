@@ -49,11 +49,42 @@ enum CtlCommand {
         #[arg(long)]
         directive: Option<String>,
     },
+    /// Move a partition between placements while it is written to.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
     /// The fleet's diagnostics directive set.
     Directives {
         #[command(subcommand)]
         command: DirectivesCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum MigrateCommand {
+    /// Start moving a partition to another placement.
+    Start {
+        index: String,
+        partition: String,
+        /// shared, index or cluster
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        cluster: String,
+        /// The destination's physical index (required for shared and index).
+        #[arg(long)]
+        index_name: Option<String>,
+        /// Delete the partition's documents from the old placement after the flip.
+        #[arg(long)]
+        delete_source: bool,
+    },
+    /// One migration's record: phase, progress, error.
+    Status { index: String, partition: String },
+    /// Stop a migration before its flip (the partition stays at its source).
+    Abort { index: String, partition: String },
+    /// Every migration record.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -206,6 +237,38 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
             (None, Some(d)) => (Method::GET, format!("/v1/explain?directive={d}"), None),
             (None, None) => return Err("give a REQUEST_ID or --directive ID".into()),
         },
+        CtlCommand::Migrate { command } => match command {
+            MigrateCommand::Start {
+                index,
+                partition,
+                kind,
+                cluster,
+                index_name,
+                delete_source,
+            } => {
+                let mut to = serde_json::json!({"kind": kind, "cluster": cluster});
+                if let Some(i) = index_name {
+                    to["index"] = Value::from(i.as_str());
+                }
+                let body = serde_json::json!({"index": index, "partition": partition, "to": to, "delete_source": delete_source});
+                (
+                    Method::POST,
+                    "/v1/migrations".to_string(),
+                    Some(body.to_string()),
+                )
+            }
+            MigrateCommand::Status { index, partition } => (
+                Method::GET,
+                format!("/v1/migrations/{index}/{partition}"),
+                None,
+            ),
+            MigrateCommand::Abort { index, partition } => (
+                Method::DELETE,
+                format!("/v1/migrations/{index}/{partition}"),
+                None,
+            ),
+            MigrateCommand::List => (Method::GET, "/v1/migrations".to_string(), None),
+        },
         CtlCommand::Directives { command } => match command {
             DirectivesCommand::Get => (Method::GET, "/v1/directives".to_string(), None),
             DirectivesCommand::Put { set, epoch } => {
@@ -271,7 +334,11 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
         CtlCommand::Catalogue {
             command: CatalogueCommand::List,
         } => print_catalogue(&v),
+        CtlCommand::Migrate {
+            command: MigrateCommand::List,
+        } => print_migrations(&v),
         CtlCommand::Catalogue { .. }
+        | CtlCommand::Migrate { .. }
         | CtlCommand::Directives { .. }
         | CtlCommand::Explain { .. } => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
@@ -314,6 +381,35 @@ fn print_table(v: &Value) {
         }
     } else {
         row(v.get("partition").and_then(Value::as_str).unwrap_or("?"), v);
+    }
+}
+
+fn print_migrations(v: &Value) {
+    println!(
+        "{:<20} {:<16} {:<9} {:<8} {:<10} TO",
+        "INDEX", "PARTITION", "PHASE", "COPIED", "CUTOVER"
+    );
+    for m in v
+        .get("migrations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let s = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        let cut = m
+            .get("cutover_ms")
+            .and_then(Value::as_u64)
+            .map(|ms| format!("{ms} ms"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<20} {:<16} {:<9} {:<8} {:<10} {}",
+            s("index"),
+            s("partition"),
+            s("phase"),
+            m.get("copied").and_then(Value::as_u64).unwrap_or(0),
+            cut,
+            placement_text(m.get("to").unwrap_or(&Value::Null))
+        );
     }
 }
 

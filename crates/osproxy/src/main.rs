@@ -12,6 +12,7 @@ use osproxy_control::{ControlPlane, Member, Snapshot};
 use osproxy_observe::trace::Explanations;
 use osproxy_observe::{Metrics, Readiness};
 use osproxy_proxy::auth::Authenticator;
+use osproxy_proxy::controller::Controller;
 use osproxy_proxy::diagnostics::Diagnostics;
 use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
 use osproxy_proxy::otlp::Exporter;
@@ -241,6 +242,12 @@ fn serve(config: Config) -> Result<(), String> {
     let admin_routes = Admin::new(metrics.clone(), readiness.clone())
         .with_instance(member.clone())
         .with_explanations(explanations.clone())
+        .with_controller(Arc::new(Controller::new(
+            plane.clone(),
+            probe_upstreams.clone(),
+            instance_id.clone(),
+            config.upstream.request_timeout.as_std(),
+        )))
         .with_control(
             plane.clone(),
             Arc::new(move |h| operator_auth.authenticate(h).is_ok_and(|p| p.operator)),

@@ -8,6 +8,7 @@
 //! real etcd cannot drop one client on demand.
 
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -929,4 +930,367 @@ async fn a_moving_partition_pauses_writes_in_cutover_and_on_instances_cut_off_fr
         || async { fleet.index_doc(1, "reconnected").await.status == 201 },
     )
     .await;
+}
+
+/// One writer's acknowledged state: id → Some(n) written, None deleted.
+type Acked = std::collections::BTreeMap<String, Option<u64>>;
+
+/// Writes (and deletes) acme documents through alternating instances until
+/// `stop`, retrying what is refused retryably; returns what was
+/// acknowledged.
+async fn writer(
+    fleet: &EtcdFleet,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+) -> Acked {
+    let mut acked = Acked::new();
+    let auth = format!("Bearer {ACME}");
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let i = (n % 2) as usize;
+        let id = format!("w{}", n % 40);
+        let delete = n.is_multiple_of(7);
+        loop {
+            let url = format!("{}/orders/_doc/{id}", fleet.instances[i].url());
+            let r = if delete {
+                fleet
+                    .http
+                    .send_with(
+                        Method::DELETE,
+                        &url,
+                        None,
+                        &[("authorization", auth.as_str())],
+                    )
+                    .await
+            } else {
+                fleet
+                    .http
+                    .send_with(
+                        Method::PUT,
+                        &url,
+                        Some(json!({"n": n}).to_string().into()),
+                        &[("authorization", auth.as_str())],
+                    )
+                    .await
+            };
+            let r = r.unwrap();
+            match r.status.as_u16() {
+                200 | 201 => {
+                    acked.insert(id.clone(), if delete { None } else { Some(n) });
+                    break;
+                }
+                404 if delete => {
+                    acked.insert(id.clone(), None);
+                    break;
+                }
+                409 | 503 if r.json()["error"]["osproxy"]["retryable"] == true => {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                s => panic!("unexpected answer {s}: {}", r.text()),
+            }
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_moves_while_written_to_through_two_instances_losing_nothing() {
+    let tag = "mig";
+    let fleet = Arc::new(EtcdFleet::start(tag, 2, false));
+    let dest = format!("c-{tag}-acme");
+    // Data before the move, and another tenant's, which must stay put.
+    for i in 0..100 {
+        let r = fleet.index_doc((i % 2) as usize, &format!("pre{i}")).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let auth = format!("Bearer {GLOBEX}");
+    fleet
+        .http
+        .send_with(
+            Method::PUT,
+            &format!("{}/orders/_doc/g1", fleet.instances[0].url()),
+            Some(json!({"n": 1}).to_string().into()),
+            &[("authorization", auth.as_str())],
+        )
+        .await
+        .unwrap();
+
+    // Bad input first.
+    let bad = |args: &[&str], says: &str| {
+        let out = fleet.ctl(0, args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    bad(
+        &[
+            "migrate",
+            "start",
+            "orders",
+            "acme",
+            "--kind",
+            "shared",
+            "--cluster",
+            "main",
+            "--index-name",
+            &format!("c-{tag}-shared"),
+        ],
+        "already at that placement",
+    );
+    bad(
+        &[
+            "migrate",
+            "start",
+            "orders",
+            "acme",
+            "--kind",
+            "index",
+            "--cluster",
+            "nowhere",
+            "--index-name",
+            "x",
+        ],
+        "unknown cluster",
+    );
+    bad(
+        &[
+            "migrate",
+            "start",
+            "nope",
+            "acme",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            "x",
+        ],
+        "not a logical index",
+    );
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let w = {
+        let (fleet, stop, refused) = (fleet.clone(), stop.clone(), refused.clone());
+        tokio::spawn(async move { writer(&fleet, stop, refused).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = fleet.ctl_json(
+        0,
+        &[
+            "migrate",
+            "start",
+            "orders",
+            "acme",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            &dest,
+        ],
+    );
+    assert_eq!(started["phase"], "copying");
+    bad(
+        &[
+            "migrate",
+            "start",
+            "orders",
+            "acme",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            "other",
+        ],
+        "running",
+    );
+    let mut record = Value::Null;
+    eventually("the migration to finish", Duration::from_secs(60), || {
+        record = fleet.ctl_json(1, &["migrate", "status", "orders", "acme"]);
+        let done = record["phase"] == "done" || record["phase"] == "failed";
+        async move { done }
+    })
+    .await;
+    assert_eq!(record["phase"], "done", "{record}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = w.await.unwrap();
+    eprintln!(
+        "migration record: {record}; writes refused and retried: {}",
+        refused.load(std::sync::atomic::Ordering::Relaxed)
+    );
+
+    // Every instance routes acme to the destination (M2).
+    for i in 0..2 {
+        let e = fleet.admin(i, "/v1/placements/orders/acme").await.json();
+        assert_eq!(e["state"], "active", "{e}");
+        assert_eq!(e["placement"]["index"], dest.as_str(), "{e}");
+    }
+    // The destination holds exactly the acknowledged state (M1, M4):
+    // nothing lost, nothing resurrected, nothing of another tenant.
+    Http::new()
+        .send(
+            Method::POST,
+            &format!("{}/{dest}/_refresh", node().url()),
+            None,
+        )
+        .await
+        .unwrap();
+    for (id, state) in &acked {
+        let doc = direct_get(&format!("/{dest}/_doc/{id}")).await;
+        match state {
+            Some(n) => {
+                assert_eq!(doc.status, 200, "{id} acknowledged as written is missing");
+                assert_eq!(
+                    doc.json()["_source"]["n"],
+                    *n,
+                    "{id}: not the last acknowledged write"
+                );
+                assert!(doc.json()["_source"].get("_tenant").is_none());
+            }
+            None => assert_eq!(doc.status, 404, "{id} acknowledged as deleted is present"),
+        }
+    }
+    for i in 0..100 {
+        assert_eq!(
+            direct_get(&format!("/{dest}/_doc/pre{i}")).await.status,
+            200
+        );
+    }
+    assert_eq!(direct_get(&format!("/{dest}/_doc/g1")).await.status, 404);
+    let count = Http::new()
+        .send(
+            Method::GET,
+            &format!("{}/{dest}/_count", node().url()),
+            None,
+        )
+        .await
+        .unwrap()
+        .json();
+    let live = acked.values().filter(|s| s.is_some()).count() as u64;
+    assert_eq!(count["count"], 100 + live, "{count}");
+    assert!(record["cutover_ms"].as_u64().is_some());
+
+    // Reads through the proxy come from the destination now.
+    let auth = format!("Bearer {ACME}");
+    let r = fleet
+        .http
+        .send_with(
+            Method::GET,
+            &format!("{}/orders/_doc/pre1", fleet.instances[1].url()),
+            None,
+            &[("authorization", auth.as_str())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+
+    // A partition with no data moves cleanly; an abort in copying leaves the
+    // partition at its source.
+    let empty = fleet.ctl_json(
+        0,
+        &[
+            "migrate",
+            "start",
+            "orders",
+            "nobody",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            &format!("c-{tag}-nobody"),
+        ],
+    );
+    assert_eq!(empty["phase"], "copying");
+    eventually(
+        "the empty migration to finish",
+        Duration::from_secs(30),
+        || {
+            let r = fleet.ctl_json(0, &["migrate", "status", "orders", "nobody"]);
+            async move { r["phase"] == "done" }
+        },
+    )
+    .await;
+    let list = String::from_utf8_lossy(&fleet.ctl(1, &["migrate", "list"]).stdout).into_owned();
+    assert!(
+        list.contains("acme") && list.contains("nobody") && list.contains("done"),
+        "{list}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aborted_migration_leaves_the_partition_at_its_source() {
+    let tag = "abort";
+    let fleet = EtcdFleet::start(tag, 2, false);
+    // Enough documents that the copy is still running when aborted.
+    let auth = format!("Bearer {ACME}");
+    let mut bulk = String::new();
+    for i in 0..20000 {
+        bulk.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"orders\",\"_id\":\"b{i}\"}}}}\n{{\"n\":{i}}}\n"
+        ));
+    }
+    let r = fleet
+        .http
+        .send_with(
+            Method::POST,
+            &format!("{}/_bulk?refresh=true", fleet.instances[0].url()),
+            Some(bulk.into()),
+            &[
+                ("authorization", auth.as_str()),
+                ("content-type", "application/x-ndjson"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.json()["errors"], false);
+    let started = fleet.ctl_json(
+        0,
+        &[
+            "migrate",
+            "start",
+            "orders",
+            "acme",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            &format!("c-{tag}-acme"),
+        ],
+    );
+    assert_eq!(started["phase"], "copying");
+    let aborted = fleet.ctl_json(1, &["migrate", "abort", "orders", "acme"]);
+    assert_eq!(aborted["phase"], "aborted", "{aborted}");
+    for i in 0..2 {
+        eventually(
+            "the abort reached the instance",
+            Duration::from_secs(3),
+            || async {
+                fleet.admin(i, "/v1/placements/orders/acme").await.json()["state"] == "active"
+            },
+        )
+        .await;
+        let e = fleet.admin(i, "/v1/placements/orders/acme").await.json();
+        assert_eq!(e["placement"]["index"], format!("c-{tag}-shared"), "{e}");
+        let r = fleet.index_doc(i, &format!("after-abort-{i}")).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    // The controller noticed and stopped: the record stays aborted.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rec = fleet.ctl_json(0, &["migrate", "status", "orders", "acme"]);
+    assert_eq!(rec["phase"], "aborted", "{rec}");
+    assert_eq!(
+        direct_get(&format!("/c-{tag}-shared/_doc/acme:after-abort-1"))
+            .await
+            .status,
+        200
+    );
+    let out = fleet.ctl(0, &["migrate", "abort", "orders", "acme"]);
+    assert!(!out.status.success(), "nothing left to abort");
 }

@@ -1,0 +1,478 @@
+//! The migration controller: drives one partition's move from its placement
+//! to another through the phases of the design, each a compare-and-swap
+//! step on the placement entry and the migration record together.
+//!
+//! ```text
+//! active(A) --start--> migrating{to B, copying}   writes still go to A; full copy A → B
+//!           --cutover--> migrating{to B, cutover} writes refused (409, retryable)
+//!                          barrier: every live instance applied the cutover,
+//!                          then in-flight writes settle; catch-up copy,
+//!                          deletions, count (and id) check
+//!           --flip--> active(B)                   optional: delete the partition from A
+//! abort or failure before the flip --> active(A)
+//! ```
+//!
+//! A step whose compare-and-swap fails (an operator aborted, another
+//! controller took over) ends this controller's run without touching
+//! anything else.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use osproxy_control::store::{MigrationPhase, MigrationRecord, Phase, PlacementValue, State};
+use osproxy_control::{ControlPlane, WriteError};
+use osproxy_core::{PartitionId, Placement};
+use tracing::{info, warn};
+
+use crate::migrate::{self, Side};
+use crate::upstream::Upstreams;
+
+/// How long a write admitted just before the cutover may still be on its
+/// way to the old placement; the catch-up starts after it.
+const WRITE_SETTLE: Duration = Duration::from_millis(1000);
+/// How long the barrier waits for every instance to apply the cutover.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Partitions up to this size are verified id by id, not only by count.
+const VERIFY_IDS_UP_TO: u64 = 10_000;
+
+/// Drives migrations from this instance.
+pub struct Controller {
+    plane: Arc<ControlPlane>,
+    upstreams: Arc<Upstreams>,
+    instance: String,
+    timeout: Duration,
+    running: Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why a migration could not start or stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationError {
+    /// The request is wrong (unknown index, same placement, ...).
+    Invalid(String),
+    /// A migration of this partition is running, or the state moved.
+    Conflict(String),
+    /// The control store did not take the write.
+    Unavailable(String),
+    /// Nothing to stop.
+    NotFound(String),
+}
+
+impl From<WriteError> for MigrationError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Invalid(m) => MigrationError::Invalid(m),
+            WriteError::Conflict(_) => MigrationError::Conflict(
+                "the partition's placement or migration changed meanwhile; read it and retry"
+                    .into(),
+            ),
+            WriteError::Unavailable(m) => MigrationError::Unavailable(m),
+        }
+    }
+}
+
+impl Controller {
+    /// A controller over this instance's control plane and upstreams (used
+    /// from the control runtime).
+    pub fn new(
+        plane: Arc<ControlPlane>,
+        upstreams: Arc<Upstreams>,
+        instance: String,
+        timeout: Duration,
+    ) -> Self {
+        Controller {
+            plane,
+            upstreams,
+            instance,
+            timeout,
+            running: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// Starts moving `partition` of `index` to `to`; the copy runs in the
+    /// background. Answers the record as started.
+    pub async fn start(
+        self: &Arc<Self>,
+        index: &str,
+        partition: &str,
+        to: Placement,
+        delete_source: bool,
+    ) -> Result<MigrationRecord, MigrationError> {
+        let pid = PartitionId::new(partition).map_err(|_| {
+            MigrationError::Invalid("a partition id is 1 to 128 of [A-Za-z0-9_.-]".into())
+        })?;
+        let snap = self.plane.load();
+        let resolved = snap.resolve(index, &pid).ok_or_else(|| {
+            MigrationError::Invalid(format!("{index:?} is not a logical index of the catalogue"))
+        })?;
+        if !self.plane.clusters().iter().any(|c| c == to.cluster()) {
+            return Err(MigrationError::Invalid(format!(
+                "unknown cluster {:?}; configured clusters: {:?}",
+                to.cluster(),
+                self.plane.clusters()
+            )));
+        }
+        let from = (*resolved.placement).clone();
+        if from == to {
+            return Err(MigrationError::Invalid(
+                "the partition is already at that placement; nothing to move".into(),
+            ));
+        }
+        if resolved.migrating.is_some() {
+            return Err(MigrationError::Conflict(
+                "a migration of this partition is running; see its status, or abort it".into(),
+            ));
+        }
+        // The destination may not belong to anyone else.
+        snap.with_placement(index, &pid, to.clone())
+            .map_err(MigrationError::Invalid)?;
+        let record_epoch = match snap.migration(index, partition) {
+            Some((r, _)) if !r.phase.is_terminal() => {
+                return Err(MigrationError::Conflict(
+                    "a migration of this partition is running; see its status, or abort it".into(),
+                ))
+            }
+            Some((_, e)) => *e,
+            None => 0,
+        };
+        let now = now_ms();
+        let record = MigrationRecord {
+            index: index.to_string(),
+            partition: partition.to_string(),
+            from: from.clone(),
+            to: to.clone(),
+            phase: MigrationPhase::Copying,
+            started_ms: now,
+            updated_ms: now,
+            controller: self.instance.clone(),
+            copied: 0,
+            caught_up: 0,
+            removed: 0,
+            verified_count: None,
+            delete_source,
+            error: None,
+            cutover_ms: None,
+        };
+        let entry = migrating(&from, &to, Phase::Copying);
+        self.plane
+            .migration_step(Some(entry), resolved.epoch, &record, record_epoch)
+            .await?;
+        info!(index, partition, ?from, ?to, "migration started");
+        let me = self.clone();
+        let (i, p) = (index.to_string(), partition.to_string());
+        tokio::spawn(async move { me.drive(i, p).await });
+        Ok(record)
+    }
+
+    /// Stops a running migration before its flip: the partition stays (or
+    /// is put back) active at its source.
+    pub async fn abort(
+        &self,
+        index: &str,
+        partition: &str,
+    ) -> Result<MigrationRecord, MigrationError> {
+        let snap = self.plane.load();
+        let Some((record, record_epoch)) = snap.migration(index, partition).cloned() else {
+            return Err(MigrationError::NotFound(format!(
+                "no migration of partition {partition:?} of {index:?}"
+            )));
+        };
+        if record.phase.is_terminal() {
+            return Err(MigrationError::Conflict(format!(
+                "the migration is already {:?}; nothing to abort",
+                record.phase
+            )));
+        }
+        let pid = PartitionId::new(partition)
+            .map_err(|_| MigrationError::Invalid("not a partition id".into()))?;
+        let entry_epoch = snap.entry(index, &pid).map(|e| e.epoch).unwrap_or(0);
+        let mut done = (*record).clone();
+        done.phase = MigrationPhase::Aborted;
+        done.updated_ms = now_ms();
+        self.plane
+            .migration_step(
+                Some(PlacementValue::active(record.from.clone())),
+                entry_epoch,
+                &done,
+                record_epoch,
+            )
+            .await?;
+        info!(
+            index,
+            partition, "migration aborted; the partition is active at its source"
+        );
+        Ok(done)
+    }
+
+    /// Runs the migration's remaining phases.
+    async fn drive(self: Arc<Self>, index: String, partition: String) {
+        let key = format!("{index}\u{0}{partition}");
+        if let Ok(mut r) = self.running.lock() {
+            if !r.insert(key.clone()) {
+                return;
+            }
+        }
+        match self.run(&index, &partition).await {
+            Ok(()) => {}
+            Err(Stop::Superseded) => {
+                info!(
+                    index,
+                    partition,
+                    "migration changed by someone else (aborted?); this controller stops"
+                );
+            }
+            Err(Stop::Failed(reason)) => {
+                warn!(index, partition, %reason, "migration failed; putting the partition back at its source");
+                self.fail(&index, &partition, &reason).await;
+            }
+        }
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&key);
+        }
+    }
+
+    async fn fail(&self, index: &str, partition: &str, reason: &str) {
+        let snap = self.plane.load();
+        let (Some((record, record_epoch)), Ok(pid)) = (
+            snap.migration(index, partition).cloned(),
+            PartitionId::new(partition),
+        ) else {
+            return;
+        };
+        if record.phase.is_terminal() {
+            return;
+        }
+        let entry_epoch = snap.entry(index, &pid).map(|e| e.epoch).unwrap_or(0);
+        let mut failed = (*record).clone();
+        failed.phase = MigrationPhase::Failed;
+        failed.error = Some(reason.to_string());
+        failed.updated_ms = now_ms();
+        if let Err(e) = self
+            .plane
+            .migration_step(
+                Some(PlacementValue::active(record.from.clone())),
+                entry_epoch,
+                &failed,
+                record_epoch,
+            )
+            .await
+        {
+            warn!(index, partition, error = ?e, "could not record the failed migration");
+        }
+    }
+
+    /// The current record and entry epochs, if this controller still owns
+    /// the migration in `phase`.
+    fn current(
+        &self,
+        index: &str,
+        partition: &PartitionId,
+        phase: MigrationPhase,
+    ) -> Result<(MigrationRecord, u64, u64), Stop> {
+        let snap = self.plane.load();
+        let (record, record_epoch) = snap
+            .migration(index, partition.as_str())
+            .cloned()
+            .ok_or(Stop::Superseded)?;
+        if record.phase != phase || record.controller != self.instance {
+            return Err(Stop::Superseded);
+        }
+        let entry_epoch = snap.entry(index, partition).map(|e| e.epoch).unwrap_or(0);
+        Ok(((*record).clone(), record_epoch, entry_epoch))
+    }
+
+    async fn step(
+        &self,
+        entry: Option<PlacementValue>,
+        entry_epoch: u64,
+        record: &MigrationRecord,
+        record_epoch: u64,
+    ) -> Result<u64, Stop> {
+        self.plane
+            .migration_step(entry, entry_epoch, record, record_epoch)
+            .await
+            .map_err(|e| match e {
+                WriteError::Conflict(_) => Stop::Superseded,
+                other => Stop::Failed(format!("the control store refused a step: {other:?}")),
+            })
+    }
+
+    async fn run(&self, index: &str, partition: &str) -> Result<(), Stop> {
+        let pid = PartitionId::new(partition).map_err(|_| Stop::Failed("bad partition".into()))?;
+        let (record, _, _) = self.current(index, &pid, MigrationPhase::Copying)?;
+        let snap = self.plane.load();
+        let logical = snap
+            .index(index)
+            .cloned()
+            .ok_or_else(|| Stop::Failed("the logical index left the catalogue".into()))?;
+        let cluster = |p: &Placement| {
+            self.upstreams
+                .by_id(p.cluster())
+                .ok_or_else(|| Stop::Failed(format!("unknown cluster {:?}", p.cluster())))
+        };
+        let from = Side {
+            cluster: cluster(&record.from)?,
+            placement: &record.from,
+            logical: &logical,
+            partition: &pid,
+        };
+        let to = Side {
+            cluster: cluster(&record.to)?,
+            placement: &record.to,
+            logical: &logical,
+            partition: &pid,
+        };
+        let t = self.timeout;
+        let failed = |e: migrate::MoveError| Stop::Failed(e.0);
+
+        // Copying: a clean destination, a checkpoint, the full copy.
+        migrate::prepare(&from, &to, t).await.map_err(failed)?;
+        migrate::purge(&to, t).await.map_err(failed)?;
+        let checkpoint = migrate::checkpoint(&from, t).await.map_err(failed)?;
+        let copied = migrate::copy(&from, &to, None, t, |_| {})
+            .await
+            .map_err(failed)?;
+
+        // Cutover: writes refused from here on.
+        let (mut rec, record_epoch, entry_epoch) =
+            self.current(index, &pid, MigrationPhase::Copying)?;
+        rec.copied = copied.written;
+        rec.phase = MigrationPhase::Cutover;
+        rec.updated_ms = now_ms();
+        let cut_started = std::time::Instant::now();
+        let cut_revision = self
+            .step(
+                Some(migrating(&record.from, &record.to, Phase::Cutover)),
+                entry_epoch,
+                &rec,
+                record_epoch,
+            )
+            .await?;
+        self.barrier(cut_revision).await?;
+        tokio::time::sleep(WRITE_SETTLE).await;
+
+        // Catch-up, deletions, verification.
+        let caught = migrate::copy(&from, &to, Some(checkpoint), t, |_| {})
+            .await
+            .map_err(failed)?;
+        let source = migrate::count(&from, t).await.map_err(failed)?;
+        let mut dest = migrate::count(&to, t).await.map_err(failed)?;
+        let mut removed = 0;
+        if dest != source {
+            removed = migrate::remove_extra(&from, &to, t).await.map_err(failed)?;
+            dest = migrate::count(&to, t).await.map_err(failed)?;
+        }
+        if dest != source {
+            return Err(Stop::Failed(format!(
+                "verification failed: the source holds {source} documents, the destination {dest}"
+            )));
+        }
+        if source <= VERIFY_IDS_UP_TO {
+            let (a, b) = (
+                migrate::ids(&from, t).await.map_err(failed)?,
+                migrate::ids(&to, t).await.map_err(failed)?,
+            );
+            if a != b {
+                return Err(Stop::Failed(
+                    "verification failed: the source and destination hold different ids".into(),
+                ));
+            }
+        }
+
+        // Flip.
+        let (mut rec, record_epoch, entry_epoch) =
+            self.current(index, &pid, MigrationPhase::Cutover)?;
+        rec.caught_up = caught.written;
+        rec.removed = removed;
+        rec.verified_count = Some(source);
+        rec.phase = MigrationPhase::Done;
+        rec.updated_ms = now_ms();
+        rec.cutover_ms = Some(cut_started.elapsed().as_millis() as u64);
+        self.step(
+            Some(PlacementValue::active(record.to.clone())),
+            entry_epoch,
+            &rec,
+            record_epoch,
+        )
+        .await?;
+        info!(
+            index,
+            partition,
+            documents = source,
+            cutover_ms = rec.cutover_ms,
+            "migration done"
+        );
+        if rec.delete_source {
+            if let Err(e) = migrate::purge(&from, t).await {
+                warn!(index, partition, error = %e, "the partition's documents could not be deleted from the old placement");
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every live instance has applied `revision`.
+    async fn barrier(&self, revision: u64) -> Result<(), Stop> {
+        let me = osproxy_control::Member::default();
+        let deadline = tokio::time::Instant::now() + BARRIER_TIMEOUT;
+        loop {
+            let fleet = self
+                .plane
+                .fleet(&me)
+                .await
+                .map_err(|e| Stop::Failed(format!("cannot read the fleet: {e}")))?;
+            let behind: Vec<String> = fleet
+                .iter()
+                .filter(|r| {
+                    r.get("applied_revision")
+                        .and_then(serde_json::Value::as_u64)
+                        .is_none_or(|a| a < revision)
+                })
+                .filter_map(|r| {
+                    r.get("id")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_string)
+                })
+                .collect();
+            if behind.is_empty() || self.plane.backend() == "memory" {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Stop::Failed(format!(
+                    "instances {behind:?} did not confirm the cutover within {BARRIER_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn migrating(from: &Placement, to: &Placement, phase: Phase) -> PlacementValue {
+    PlacementValue {
+        placement: from.clone(),
+        state: State::Migrating,
+        to: Some(to.clone()),
+        phase: Some(phase),
+    }
+}
+
+enum Stop {
+    /// Someone else changed the migration (aborted it, took it over).
+    Superseded,
+    /// An error: the migration fails and the partition goes back to its
+    /// source.
+    Failed(String),
+}

@@ -218,6 +218,60 @@ impl Controller {
         Ok(done)
     }
 
+    /// Takes over, every `every`, the running migrations whose controller
+    /// has left the fleet (its lease expired: it crashed or was cut off),
+    /// and drives them to the end. Runs until the process ends.
+    pub async fn adopt_orphans(self: Arc<Self>, every: Duration) {
+        let me = osproxy_control::Member::default();
+        loop {
+            tokio::time::sleep(every).await;
+            if self.plane.backend() != "etcd" {
+                continue;
+            }
+            let Ok(fleet) = self.plane.fleet(&me).await else {
+                continue;
+            };
+            let live: std::collections::HashSet<String> = fleet
+                .iter()
+                .filter_map(|r| {
+                    r.get("id")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_string)
+                })
+                .collect();
+            let snap = self.plane.load();
+            let orphans: Vec<(MigrationRecord, u64)> = snap
+                .migrations()
+                .filter(|(r, _)| !r.phase.is_terminal() && !live.contains(&r.controller))
+                .map(|(r, e)| ((**r).clone(), *e))
+                .collect();
+            for (record, epoch) in orphans {
+                let Ok(pid) = PartitionId::new(&record.partition) else {
+                    continue;
+                };
+                let entry_epoch = snap
+                    .entry(&record.index, &pid)
+                    .map(|e| e.epoch)
+                    .unwrap_or(0);
+                let mut mine = record.clone();
+                mine.controller = self.instance.clone();
+                mine.updated_ms = now_ms();
+                // Compare-and-swap: of several instances adopting at once,
+                // one wins.
+                if self
+                    .plane
+                    .migration_step(None, entry_epoch, &mine, epoch)
+                    .await
+                    .is_ok()
+                {
+                    info!(index = %record.index, partition = %record.partition, previous = %record.controller, "adopted a migration whose controller left the fleet");
+                    let me = self.clone();
+                    tokio::spawn(async move { me.drive(record.index, record.partition).await });
+                }
+            }
+        }
+    }
+
     /// Runs the migration's remaining phases.
     async fn drive(self: Arc<Self>, index: String, partition: String) {
         let key = format!("{index}\u{0}{partition}");
@@ -313,7 +367,11 @@ impl Controller {
 
     async fn run(&self, index: &str, partition: &str) -> Result<(), Stop> {
         let pid = PartitionId::new(partition).map_err(|_| Stop::Failed("bad partition".into()))?;
-        let (record, _, _) = self.current(index, &pid, MigrationPhase::Copying)?;
+        let resumed_in_cutover = self.current(index, &pid, MigrationPhase::Cutover).ok();
+        let record = match &resumed_in_cutover {
+            Some((r, _, _)) => r.clone(),
+            None => self.current(index, &pid, MigrationPhase::Copying)?.0,
+        };
         let snap = self.plane.load();
         let logical = snap
             .index(index)
@@ -339,36 +397,48 @@ impl Controller {
         let t = self.timeout;
         let failed = |e: migrate::MoveError| Stop::Failed(e.0);
 
-        // Copying: a clean destination, a checkpoint, the full copy.
-        migrate::prepare(&from, &to, t).await.map_err(failed)?;
-        migrate::purge(&to, t).await.map_err(failed)?;
-        let checkpoint = migrate::checkpoint(&from, t).await.map_err(failed)?;
-        let copied = migrate::copy(&from, &to, None, t, |_| {})
-            .await
-            .map_err(failed)?;
+        let mut cut_started = std::time::Instant::now();
+        let caught = if resumed_in_cutover.is_some() {
+            // Adopted in cutover: writes are already refused everywhere, so
+            // a full copy is complete; the checks below do the rest.
+            migrate::prepare(&from, &to, t).await.map_err(failed)?;
+            self.barrier(self.plane.applied_revision()).await?;
+            tokio::time::sleep(WRITE_SETTLE).await;
+            migrate::copy(&from, &to, None, t, |_| {})
+                .await
+                .map_err(failed)?
+        } else {
+            // Copying: a clean destination, a checkpoint, the full copy.
+            migrate::prepare(&from, &to, t).await.map_err(failed)?;
+            migrate::purge(&to, t).await.map_err(failed)?;
+            let checkpoint = migrate::checkpoint(&from, t).await.map_err(failed)?;
+            let copied = migrate::copy(&from, &to, None, t, |_| {})
+                .await
+                .map_err(failed)?;
 
-        // Cutover: writes refused from here on.
-        let (mut rec, record_epoch, entry_epoch) =
-            self.current(index, &pid, MigrationPhase::Copying)?;
-        rec.copied = copied.written;
-        rec.phase = MigrationPhase::Cutover;
-        rec.updated_ms = now_ms();
-        let cut_started = std::time::Instant::now();
-        let cut_revision = self
-            .step(
-                Some(migrating(&record.from, &record.to, Phase::Cutover)),
-                entry_epoch,
-                &rec,
-                record_epoch,
-            )
-            .await?;
-        self.barrier(cut_revision).await?;
-        tokio::time::sleep(WRITE_SETTLE).await;
+            // Cutover: writes refused from here on.
+            let (mut rec, record_epoch, entry_epoch) =
+                self.current(index, &pid, MigrationPhase::Copying)?;
+            rec.copied = copied.written;
+            rec.phase = MigrationPhase::Cutover;
+            rec.updated_ms = now_ms();
+            cut_started = std::time::Instant::now();
+            let cut_revision = self
+                .step(
+                    Some(migrating(&record.from, &record.to, Phase::Cutover)),
+                    entry_epoch,
+                    &rec,
+                    record_epoch,
+                )
+                .await?;
+            self.barrier(cut_revision).await?;
+            tokio::time::sleep(WRITE_SETTLE).await;
 
-        // Catch-up, deletions, verification.
-        let caught = migrate::copy(&from, &to, Some(checkpoint), t, |_| {})
-            .await
-            .map_err(failed)?;
+            // Catch-up.
+            migrate::copy(&from, &to, Some(checkpoint), t, |_| {})
+                .await
+                .map_err(failed)?
+        };
         let source = migrate::count(&from, t).await.map_err(failed)?;
         let mut dest = migrate::count(&to, t).await.map_err(failed)?;
         let mut removed = 0;

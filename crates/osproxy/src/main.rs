@@ -238,16 +238,17 @@ fn serve(config: Config) -> Result<(), String> {
     ));
     // The admin listener answers (readyz: 503) while the first snapshot is
     // read; a store that cannot be read fails start-up.
+    let controller = Arc::new(Controller::new(
+        plane.clone(),
+        probe_upstreams.clone(),
+        instance_id.clone(),
+        config.upstream.request_timeout.as_std(),
+    ));
     let operator_auth = auth.clone();
     let admin_routes = Admin::new(metrics.clone(), readiness.clone())
         .with_instance(member.clone())
         .with_explanations(explanations.clone())
-        .with_controller(Arc::new(Controller::new(
-            plane.clone(),
-            probe_upstreams.clone(),
-            instance_id.clone(),
-            config.upstream.request_timeout.as_std(),
-        )))
+        .with_controller(controller.clone())
         .with_control(
             plane.clone(),
             Arc::new(move |h| operator_auth.authenticate(h).is_ok_and(|p| p.operator)),
@@ -323,6 +324,8 @@ fn serve(config: Config) -> Result<(), String> {
 
     control.block_on(async move {
         osproxy_proxy::probe::spawn_probes(probe_upstreams, readiness.clone());
+        // Migrations whose controller left the fleet are adopted here.
+        tokio::spawn(controller.adopt_orphans(std::time::Duration::from_secs(1)));
 
         info!(%instance_id, workers, backend = plane.backend(), version = env!("CARGO_PKG_VERSION"), data = %data_addr, admin = %admin_addr, "osproxy listening");
         // One parseable line on stdout for scripts and the test harness.

@@ -1228,27 +1228,7 @@ async fn an_aborted_migration_leaves_the_partition_at_its_source() {
     let tag = "abort";
     let fleet = EtcdFleet::start(tag, 2, false);
     // Enough documents that the copy is still running when aborted.
-    let auth = format!("Bearer {ACME}");
-    let mut bulk = String::new();
-    for i in 0..20000 {
-        bulk.push_str(&format!(
-            "{{\"index\":{{\"_index\":\"orders\",\"_id\":\"b{i}\"}}}}\n{{\"n\":{i}}}\n"
-        ));
-    }
-    let r = fleet
-        .http
-        .send_with(
-            Method::POST,
-            &format!("{}/_bulk?refresh=true", fleet.instances[0].url()),
-            Some(bulk.into()),
-            &[
-                ("authorization", auth.as_str()),
-                ("content-type", "application/x-ndjson"),
-            ],
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.json()["errors"], false);
+    load_acme(&fleet, 20000).await;
     let started = fleet.ctl_json(
         0,
         &[
@@ -1293,4 +1273,140 @@ async fn an_aborted_migration_leaves_the_partition_at_its_source() {
     );
     let out = fleet.ctl(0, &["migrate", "abort", "orders", "acme"]);
     assert!(!out.status.success(), "nothing left to abort");
+}
+
+async fn load_acme(fleet: &EtcdFleet, docs: usize) {
+    let auth = format!("Bearer {ACME}");
+    let mut bulk = String::new();
+    for i in 0..docs {
+        bulk.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"orders\",\"_id\":\"b{i}\"}}}}\n{{\"n\":{i}}}\n"
+        ));
+    }
+    let r = fleet
+        .http
+        .send_with(
+            Method::POST,
+            &format!("{}/_bulk?refresh=true", fleet.instances[1].url()),
+            Some(bulk.into()),
+            &[
+                ("authorization", auth.as_str()),
+                ("content-type", "application/x-ndjson"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.json()["errors"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_whose_controller_is_killed_is_adopted_and_completed() {
+    let tag = "adopt";
+    let fleet = EtcdFleet::start(tag, 2, false);
+    load_acme(&fleet, 20000).await;
+    let dest = format!("c-{tag}-acme");
+    let started = fleet.ctl_json(
+        0,
+        &[
+            "migrate",
+            "start",
+            "orders",
+            "acme",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            &dest,
+        ],
+    );
+    assert_eq!(started["controller"], "adopt-0");
+    fleet.instances[0].signal(libc::SIGKILL);
+    let mut record = Value::Null;
+    eventually(
+        "another instance to adopt and finish the migration",
+        Duration::from_secs(60),
+        || {
+            record = fleet.ctl_json(1, &["migrate", "status", "orders", "acme"]);
+            let done = record["phase"] == "done" || record["phase"] == "failed";
+            async move { done }
+        },
+    )
+    .await;
+    assert_eq!(record["phase"], "done", "{record}");
+    assert_eq!(record["controller"], "adopt-1", "{record}");
+    assert_eq!(record["verified_count"], 20000, "{record}");
+    let count = Http::new()
+        .send(
+            Method::GET,
+            &format!("{}/{dest}/_count", node().url()),
+            None,
+        )
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(count["count"], 20000, "{count}");
+    let e = fleet.admin(1, "/v1/placements/orders/acme").await.json();
+    assert_eq!(e["placement"]["index"], dest.as_str(), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abort_in_cutover_puts_the_partition_back_with_every_write() {
+    let tag = "cutabort";
+    let fleet = EtcdFleet::start(tag, 2, false);
+    load_acme(&fleet, 50).await;
+    fleet.ctl_json(
+        0,
+        &[
+            "migrate",
+            "start",
+            "orders",
+            "acme",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            &format!("c-{tag}-acme"),
+        ],
+    );
+    eventually(
+        "the migration to reach cutover",
+        Duration::from_secs(20),
+        || {
+            let r = fleet.ctl_json(1, &["migrate", "status", "orders", "acme"]);
+            async move { r["phase"] == "cutover" }
+        },
+    )
+    .await;
+    let aborted = fleet.ctl_json(1, &["migrate", "abort", "orders", "acme"]);
+    assert_eq!(aborted["phase"], "aborted", "{aborted}");
+    for i in 0..2 {
+        eventually(
+            "the abort reached the instance",
+            Duration::from_secs(3),
+            || async {
+                fleet.admin(i, "/v1/placements/orders/acme").await.json()["state"] == "active"
+            },
+        )
+        .await;
+        let r = fleet.index_doc(i, &format!("after-{i}")).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        fleet.ctl_json(0, &["migrate", "status", "orders", "acme"])["phase"],
+        "aborted"
+    );
+    // Every write acknowledged before and after is at the source (M3).
+    let count = Http::new()
+        .send(
+            Method::POST,
+            &format!("{}/c-{tag}-shared/_count?q=_tenant:acme", node().url()),
+            None,
+        )
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(count["count"], 52, "{count}");
 }

@@ -174,9 +174,28 @@ async fn json_call(
     Ok(v)
 }
 
+/// Whether the side's physical index exists (a partition nobody wrote to
+/// yet may have none: it moves as an empty one).
+async fn exists(side: &Side<'_>, timeout: Duration) -> Result<bool, MoveError> {
+    let (status, _) = call(
+        side.cluster,
+        Method::HEAD,
+        &format!("/{}", side.index()),
+        None,
+        "application/json",
+        timeout,
+    )
+    .await?;
+    Ok(status != 404)
+}
+
 /// The lowest `max_seq_no` over the source index's shards: every write
-/// after this moment has a higher sequence number on its shard.
+/// after this moment has a higher sequence number on its shard (-1 when
+/// the index does not exist yet: everything is after).
 pub async fn checkpoint(from: &Side<'_>, timeout: Duration) -> Result<i64, MoveError> {
+    if !exists(from, timeout).await? {
+        return Ok(-1);
+    }
     let path = format!("/{}/_stats/docs?level=shards", from.index());
     let v = json_call(from.cluster, Method::GET, &path, None, timeout).await?;
     let shards = v
@@ -204,18 +223,21 @@ pub async fn prepare(from: &Side<'_>, to: &Side<'_>, timeout: Duration) -> Resul
         timeout,
     )
     .await?;
-    let mapping = json_call(
-        from.cluster,
-        Method::GET,
-        &format!("/{}/_mapping", from.index()),
-        None,
-        timeout,
-    )
-    .await?;
-    let mut properties = mapping
+    let mut properties = if exists(from, timeout).await? {
+        json_call(
+            from.cluster,
+            Method::GET,
+            &format!("/{}/_mapping", from.index()),
+            None,
+            timeout,
+        )
+        .await?
         .pointer(&format!("/{}/mappings/properties", from.index()))
         .cloned()
-        .unwrap_or_else(|| json!({}));
+        .unwrap_or_else(|| json!({}))
+    } else {
+        json!({})
+    };
     if let Some(p) = properties.as_object_mut() {
         if to.shared() {
             p.insert(to.logical.field.clone(), json!({"type": "keyword"}));
@@ -265,6 +287,9 @@ pub async fn copy(
     timeout: Duration,
     mut progress: impl FnMut(&Copied),
 ) -> Result<Copied, MoveError> {
+    if !exists(from, timeout).await? {
+        return Ok(Copied::default());
+    }
     let mut query = json!({"bool": {"filter": [from.scope()]}});
     if let Some(s) = since {
         if let Some(f) = query
@@ -461,6 +486,9 @@ pub async fn purge(side: &Side<'_>, timeout: Duration) -> Result<u64, MoveError>
 
 /// The partition's document count on one side (after a refresh).
 pub async fn count(side: &Side<'_>, timeout: Duration) -> Result<u64, MoveError> {
+    if !exists(side, timeout).await? {
+        return Ok(0);
+    }
     let _ = json_call(
         side.cluster,
         Method::POST,
@@ -484,6 +512,9 @@ pub async fn count(side: &Side<'_>, timeout: Duration) -> Result<u64, MoveError>
 
 /// The partition's logical ids on one side.
 pub async fn ids(side: &Side<'_>, timeout: Duration) -> Result<HashSet<String>, MoveError> {
+    if !exists(side, timeout).await? {
+        return Ok(HashSet::new());
+    }
     let _ = json_call(
         side.cluster,
         Method::POST,

@@ -1410,3 +1410,147 @@ async fn an_abort_in_cutover_puts_the_partition_back_with_every_write() {
         .json();
     assert_eq!(count["count"], 52, "{count}");
 }
+
+/// Checks that `index` on the node at `url` holds exactly the acknowledged
+/// state of the writer's documents (and the 100 preloaded ones).
+async fn holds_exactly(
+    url: &str,
+    index: &str,
+    id_of: impl Fn(&str) -> String,
+    acked: &Acked,
+    extra_field: Option<&str>,
+) {
+    let http = Http::new();
+    http.send(Method::POST, &format!("{url}/{index}/_refresh"), None)
+        .await
+        .unwrap();
+    for (id, state) in acked {
+        let doc = http
+            .send(
+                Method::GET,
+                &format!("{url}/{index}/_doc/{}?routing=acme", id_of(id)),
+                None,
+            )
+            .await
+            .unwrap();
+        match state {
+            Some(n) => {
+                assert_eq!(
+                    doc.status, 200,
+                    "{index}: {id} acknowledged as written is missing"
+                );
+                assert_eq!(
+                    doc.json()["_source"]["n"],
+                    *n,
+                    "{index}: {id} is not the last acknowledged write"
+                );
+                assert_eq!(
+                    doc.json()["_source"].get("_tenant").and_then(Value::as_str),
+                    extra_field,
+                    "{index}: {id}"
+                );
+            }
+            None => assert_eq!(
+                doc.status, 404,
+                "{index}: {id} acknowledged as deleted is present"
+            ),
+        }
+    }
+}
+
+/// (kind, cluster, physical index, node url, expected partition field)
+type Hop<'a> = (&'a str, &'a str, Option<String>, String, Option<&'a str>);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_moves_through_every_placement_kind_and_back_while_written_to() {
+    let tag = "kinds";
+    let second = osproxy_testkit::OpenSearchNode::start().unwrap();
+    let extra = format!(
+        "[[clusters]]\nid = \"second\"\nurl = \"{}\"\n",
+        second.url()
+    );
+    let fleet = Arc::new(EtcdFleet::start_with(tag, 2, false, &extra));
+    let mut acked = Acked::new();
+    let hops: [Hop; 4] = [
+        (
+            "index",
+            "main",
+            Some(format!("c-{tag}-acme")),
+            node().url(),
+            None,
+        ),
+        ("cluster", "second", None, second.url(), None),
+        (
+            "cluster",
+            "main",
+            Some(format!("c-{tag}-acme-own")),
+            node().url(),
+            None,
+        ),
+        (
+            "shared",
+            "main",
+            Some(format!("c-{tag}-shared")),
+            node().url(),
+            Some("acme"),
+        ),
+    ];
+    for (kind, cluster, index_name, url, field) in hops {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let w = {
+            let (fleet, stop, refused) = (fleet.clone(), stop.clone(), refused.clone());
+            tokio::spawn(async move { writer(&fleet, stop, refused).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut args = vec![
+            "migrate",
+            "start",
+            "orders",
+            "acme",
+            "--kind",
+            kind,
+            "--cluster",
+            cluster,
+        ];
+        if let Some(i) = &index_name {
+            args.extend(["--index-name", i.as_str()]);
+        }
+        let started = fleet.ctl_json(0, &args);
+        assert_eq!(started["phase"], "copying", "{started}");
+        let mut record = Value::Null;
+        eventually("the hop to finish", Duration::from_secs(60), || {
+            record = fleet.ctl_json(1, &["migrate", "status", "orders", "acme"]);
+            let done = record["phase"] == "done" || record["phase"] == "failed";
+            async move { done }
+        })
+        .await;
+        assert_eq!(record["phase"], "done", "{kind} on {cluster}: {record}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Later writes of the same id supersede earlier hops' acknowledgements.
+        for (id, state) in w.await.unwrap() {
+            acked.insert(id, state);
+        }
+        let physical = index_name.clone().unwrap_or_else(|| "orders".to_string());
+        let shared = kind == "shared";
+        holds_exactly(
+            &url,
+            &physical,
+            |id| {
+                if shared {
+                    format!("acme:{id}")
+                } else {
+                    id.to_string()
+                }
+            },
+            &acked,
+            field,
+        )
+        .await;
+        for i in 0..2 {
+            let e = fleet.admin(i, "/v1/placements/orders/acme").await.json();
+            assert_eq!(e["placement"]["kind"], kind, "{e}");
+            assert_eq!(e["placement"]["cluster"], cluster, "{e}");
+        }
+    }
+}

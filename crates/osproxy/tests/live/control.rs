@@ -1554,3 +1554,79 @@ async fn a_partition_moves_through_every_placement_kind_and_back_while_written_t
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_frozen_in_cutover_and_resumed_after_the_flip_never_writes_to_the_source() {
+    let tag = "frozen";
+    let fleet = EtcdFleet::start(tag, 2, false);
+    load_acme(&fleet, 5000).await;
+    let source = format!("c-{tag}-shared");
+    let dest = format!("c-{tag}-acme");
+    fleet.ctl_json(
+        0,
+        &[
+            "migrate",
+            "start",
+            "orders",
+            "acme",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            &dest,
+        ],
+    );
+    eventually("cutover", Duration::from_secs(30), || {
+        let r = fleet.ctl_json(0, &["migrate", "status", "orders", "acme"]);
+        async move { r["phase"] == "cutover" }
+    })
+    .await;
+    fleet.instances[1].signal(libc::SIGSTOP);
+    let mut record = Value::Null;
+    eventually(
+        "the flip without the frozen instance",
+        Duration::from_secs(30),
+        || {
+            record = fleet.ctl_json(0, &["migrate", "status", "orders", "acme"]);
+            let done = record["phase"] == "done" || record["phase"] == "failed";
+            async move { done }
+        },
+    )
+    .await;
+    assert_eq!(record["phase"], "done", "{record}");
+    fleet.instances[1].signal(libc::SIGCONT);
+    // Straight after waking up, and for a while: never a write to the
+    // source. Refused retryably until its snapshot catches up, then to B.
+    let mut landed = false;
+    for n in 0..40 {
+        let id = format!("woken-{n}");
+        let r = fleet.index_doc(1, &id).await;
+        match r.status.as_u16() {
+            201 => {
+                assert_eq!(
+                    direct_get(&format!("/{dest}/_doc/{id}")).await.status,
+                    200,
+                    "{id} not at the destination"
+                );
+                landed = true;
+            }
+            409 | 503 => assert_eq!(
+                r.json()["error"]["osproxy"]["retryable"],
+                true,
+                "{}",
+                r.text()
+            ),
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+        assert_eq!(
+            direct_get(&format!("/{source}/_doc/acme:{id}"))
+                .await
+                .status,
+            404,
+            "{id} reached the old placement"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(landed, "the woken instance never caught up");
+}

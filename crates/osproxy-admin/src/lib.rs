@@ -220,6 +220,26 @@ impl Admin {
                         .map(|(set, _)| set.live(now).count())
                         .unwrap_or(0);
                     self.metrics.set_directives_active(active);
+                    let snap = c.load();
+                    let mut phases = [
+                        ("copying", 0u64),
+                        ("cutover", 0),
+                        ("done", 0),
+                        ("aborted", 0),
+                        ("failed", 0),
+                    ];
+                    let mut copied = 0;
+                    for (r, _) in snap.migrations() {
+                        copied += r.copied;
+                        let name = serde_json::to_value(r.phase)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        if let Some(slot) = phases.iter_mut().find(|(p, _)| *p == name) {
+                            slot.1 += 1;
+                        }
+                    }
+                    self.metrics.set_migrations(&phases, copied);
                     let n = c.counters();
                     self.metrics.set_control(osproxy_observe::ControlStanding {
                         applied_revision: n.applied_revision,

@@ -129,6 +129,12 @@ pub struct MigrationRecord {
     /// Documents copied by the full copy.
     #[serde(default)]
     pub copied: u64,
+    /// Source bytes the full copy read.
+    #[serde(default)]
+    pub copied_bytes: u64,
+    /// How long the full copy took, ms.
+    #[serde(default)]
+    pub copy_ms: Option<u64>,
     /// Documents copied by the catch-up in cutover.
     #[serde(default)]
     pub caught_up: u64,

@@ -162,6 +162,13 @@ pub struct Metrics {
     clusters: Vec<ClusterMetrics>,
     control: ControlMetrics,
     diagnostics: DiagnosticsMetrics,
+    migrations: Family<PhaseLabels, Gauge>,
+    migration_documents: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
 }
 
 /// The control plane's standing, refreshed at scrape time.
@@ -391,6 +398,19 @@ impl Metrics {
             diagnostics.matched.clone(),
         );
 
+        let migrations = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "migrations",
+            "Migration records in the control plane, by phase",
+            migrations.clone(),
+        );
+        let migration_documents = Gauge::default();
+        registry.register(
+            "migration_documents_copied",
+            "Documents copied by the full copies of the migrations on record",
+            migration_documents.clone(),
+        );
+
         Metrics {
             registry,
             requests,
@@ -398,6 +418,8 @@ impl Metrics {
             clusters,
             control,
             diagnostics,
+            migrations,
+            migration_documents,
         }
     }
 
@@ -496,6 +518,19 @@ impl Metrics {
     /// A request was selected for diagnostics.
     pub fn directive_matched(&self) {
         self.diagnostics.matched.inc();
+    }
+
+    /// Migration records by phase, and documents copied (set at scrape time).
+    pub fn set_migrations(&self, by_phase: &[(&str, u64)], copied: u64) {
+        for (phase, n) in by_phase {
+            self.migrations
+                .get_or_create(&PhaseLabels {
+                    phase: (*phase).to_string(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        self.migration_documents
+            .set(i64::try_from(copied).unwrap_or(i64::MAX));
     }
 
     /// How many directives are live (set at scrape time).

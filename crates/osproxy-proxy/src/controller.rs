@@ -160,6 +160,8 @@ impl Controller {
             updated_ms: now,
             controller: self.instance.clone(),
             copied: 0,
+            copied_bytes: 0,
+            copy_ms: None,
             caught_up: 0,
             removed: 0,
             verified_count: None,
@@ -412,14 +414,18 @@ impl Controller {
             migrate::prepare(&from, &to, t).await.map_err(failed)?;
             migrate::purge(&to, t).await.map_err(failed)?;
             let checkpoint = migrate::checkpoint(&from, t).await.map_err(failed)?;
+            let copy_started = std::time::Instant::now();
             let copied = migrate::copy(&from, &to, None, t, |_| {})
                 .await
                 .map_err(failed)?;
+            let copy_ms = copy_started.elapsed().as_millis() as u64;
 
             // Cutover: writes refused from here on.
             let (mut rec, record_epoch, entry_epoch) =
                 self.current(index, &pid, MigrationPhase::Copying)?;
             rec.copied = copied.written;
+            rec.copied_bytes = copied.bytes;
+            rec.copy_ms = Some(copy_ms);
             rec.phase = MigrationPhase::Cutover;
             rec.updated_ms = now_ms();
             cut_started = std::time::Instant::now();

@@ -945,50 +945,89 @@ async fn writer(
 ) -> Acked {
     let mut acked = Acked::new();
     let auth = format!("Bearer {ACME}");
+    let retryable = ["stale_epoch", "partition_moving", "control_plane_stale"];
     let mut n = 0u64;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         n += 1;
-        let i = (n % 2) as usize;
+        let base = fleet.instances[(n % 2) as usize].url();
         let id = format!("w{}", n % 40);
-        let delete = n.is_multiple_of(7);
+        // Deletes, partial updates (upserting), single-item bulks and
+        // plain index requests, interleaved.
+        let (method, url, body, kind) = if n.is_multiple_of(7) {
+            (
+                Method::DELETE,
+                format!("{base}/orders/_doc/{id}"),
+                None,
+                "delete",
+            )
+        } else if n.is_multiple_of(5) {
+            let body = json!({"doc": {"n": n}, "doc_as_upsert": true}).to_string();
+            (
+                Method::POST,
+                format!("{base}/orders/_update/{id}"),
+                Some(body),
+                "update",
+            )
+        } else if n.is_multiple_of(3) {
+            let body = format!(
+                "{{\"index\":{{\"_index\":\"orders\",\"_id\":\"{id}\"}}}}\n{}\n",
+                json!({"n": n})
+            );
+            (Method::POST, format!("{base}/_bulk"), Some(body), "bulk")
+        } else {
+            (
+                Method::PUT,
+                format!("{base}/orders/_doc/{id}"),
+                Some(json!({"n": n}).to_string()),
+                "index",
+            )
+        };
         loop {
-            let url = format!("{}/orders/_doc/{id}", fleet.instances[i].url());
-            let r = if delete {
-                fleet
-                    .http
-                    .send_with(
-                        Method::DELETE,
-                        &url,
-                        None,
-                        &[("authorization", auth.as_str())],
-                    )
-                    .await
+            let content_type = if kind == "bulk" {
+                "application/x-ndjson"
             } else {
-                fleet
-                    .http
-                    .send_with(
-                        Method::PUT,
-                        &url,
-                        Some(json!({"n": n}).to_string().into()),
-                        &[("authorization", auth.as_str())],
-                    )
-                    .await
+                "application/json"
             };
-            let r = r.unwrap();
-            match r.status.as_u16() {
+            let r = fleet
+                .http
+                .send_with(
+                    method.clone(),
+                    &url,
+                    body.clone().map(Into::into),
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("content-type", content_type),
+                    ],
+                )
+                .await
+                .unwrap();
+            let v = r.json();
+            let (status, error_type) = if kind == "bulk" && r.status == 200 {
+                let item = &v["items"][0]["index"];
+                (
+                    item["status"].as_u64().unwrap_or(0) as u16,
+                    item["error"]["type"].as_str().unwrap_or("").to_string(),
+                )
+            } else {
+                (
+                    r.status.as_u16(),
+                    v["error"]["type"].as_str().unwrap_or("").to_string(),
+                )
+            };
+            match status {
                 200 | 201 => {
-                    acked.insert(id.clone(), if delete { None } else { Some(n) });
+                    acked.insert(id.clone(), if kind == "delete" { None } else { Some(n) });
                     break;
                 }
-                404 if delete => {
+                404 if kind == "delete" => {
                     acked.insert(id.clone(), None);
                     break;
                 }
-                409 | 503 if r.json()["error"]["osproxy"]["retryable"] == true => {
+                409 | 503 if retryable.contains(&error_type.as_str()) => {
                     refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                s => panic!("unexpected answer {s}: {}", r.text()),
+                s => panic!("unexpected answer {s} to a {kind}: {}", r.text()),
             }
         }
     }

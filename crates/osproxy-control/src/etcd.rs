@@ -181,21 +181,25 @@ impl EtcdStore {
             compares.push(Compare::mod_revision(k, CompareOp::Equal, signed(r)));
         }
         if let Some(applied) = applied {
-            for table in ["catalogue/", "placements/"] {
-                compares.push(
-                    Compare::mod_revision(
-                        format!("{}{table}", self.prefix),
-                        CompareOp::Less,
-                        signed(applied.saturating_add(1)),
-                    )
-                    .with_prefix(),
-                );
-            }
+            compares.extend(self.tables_unchanged_since(applied));
         }
         let txn = Txn::new()
             .when(compares)
             .and_then(vec![TxnOp::put(key, value, None)]);
         self.commit(key, txn).await
+    }
+
+    /// Nothing under `catalogue/` or `placements/` changed after
+    /// `applied`: checks made on a snapshot at that revision still hold.
+    fn tables_unchanged_since(&self, applied: u64) -> [Compare; 2] {
+        ["catalogue/", "placements/"].map(|table| {
+            Compare::mod_revision(
+                format!("{}{table}", self.prefix),
+                CompareOp::Less,
+                signed(applied.saturating_add(1)),
+            )
+            .with_prefix()
+        })
     }
 
     /// One migration step: the placement entry (when given) and the
@@ -217,16 +221,7 @@ impl EtcdStore {
         let mut ops = vec![TxnOp::put(record.0, record.1, None)];
         if let Some((key, value)) = entry {
             ops.push(TxnOp::put(key, value, None));
-            for table in ["catalogue/", "placements/"] {
-                compares.push(
-                    Compare::mod_revision(
-                        format!("{}{table}", self.prefix),
-                        CompareOp::Less,
-                        signed(applied.saturating_add(1)),
-                    )
-                    .with_prefix(),
-                );
-            }
+            compares.extend(self.tables_unchanged_since(applied));
         }
         let txn = Txn::new().when(compares).and_then(ops);
         self.commit(record.0, txn).await

@@ -85,6 +85,15 @@ impl Side<'_> {
         }
     }
 
+    /// A bulk action line (without its newline) for `logical` here.
+    fn action(&self, op: &str, logical: &str) -> String {
+        let mut meta = json!({"_index": self.index(), "_id": self.physical_id(logical)});
+        if self.shared() {
+            meta["routing"] = Value::from(self.partition.as_str());
+        }
+        json!({ op: meta }).to_string()
+    }
+
     fn physical_id(&self, logical: &str) -> String {
         if self.shared() {
             self.logical
@@ -396,11 +405,7 @@ async fn write_page(
             .map_err(|e| MoveError(e.to_string()))?,
             _ => raw,
         };
-        let mut meta = json!({"_index": to.index(), "_id": to.physical_id(logical)});
-        if to.shared() {
-            meta["routing"] = Value::from(to.partition.as_str());
-        }
-        body.extend_from_slice(json!({"index": meta}).to_string().as_bytes());
+        body.extend_from_slice(to.action("index", logical).as_bytes());
         body.push(b'\n');
         body.extend_from_slice(&doc);
         body.push(b'\n');
@@ -590,11 +595,7 @@ pub async fn remove_extra(
     for chunk in extra.chunks(PAGE) {
         let mut body = Vec::new();
         for logical in chunk {
-            let mut meta = json!({"_index": to.index(), "_id": to.physical_id(logical)});
-            if to.shared() {
-                meta["routing"] = Value::from(to.partition.as_str());
-            }
-            body.extend_from_slice(json!({"delete": meta}).to_string().as_bytes());
+            body.extend_from_slice(to.action("delete", logical).as_bytes());
             body.push(b'\n');
         }
         let (status, _) = call(

@@ -337,8 +337,13 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
         CtlCommand::Migrate {
             command: MigrateCommand::List,
         } => print_migrations(&v),
+        CtlCommand::Migrate { .. } => {
+            print_migrations(&serde_json::json!({"migrations": [&v]}));
+            if let Some(e) = v.get("error").and_then(Value::as_str) {
+                println!("error: {e}");
+            }
+        }
         CtlCommand::Catalogue { .. }
-        | CtlCommand::Migrate { .. }
         | CtlCommand::Directives { .. }
         | CtlCommand::Explain { .. } => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())

@@ -608,6 +608,15 @@ async fn run_stream(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_message = Instant::now();
+    // Freshness on a new stream is proven only once the watch has delivered
+    // an event at or past the store revision of the first progress answer
+    // (a fence): etcd 3.4 answers progress requests at once, even while the
+    // watch is still catching up, so before the fence an answer proves
+    // nothing. A fleet-record rewrite is asked for now so that an event
+    // past the fence comes soon.
+    let mut fence: Option<u64> = None;
+    let mut synced = false;
+    plane.record_changed.notify_one();
     loop {
         tokio::select! {
             _ = stopped(stop) => return StreamEnd::Stopped,
@@ -639,16 +648,22 @@ async fn run_stream(
                 if resp.events().is_empty() {
                     // A progress answer: etcd is there and the stream is
                     // alive. Its header revision does not advance the
-                    // applied revision: etcd 3.4 answers a progress request
-                    // with its current revision even while this watch is
-                    // still catching up, and resuming from a revision whose
-                    // events were never delivered would skip them. (Fleet
-                    // record rewrites keep the applied revision moving.)
-                    plane.mark_fresh();
+                    // applied revision (resuming from a revision whose
+                    // events were never delivered would skip them); once
+                    // past the fence it confirms freshness.
+                    let at = resp.header().map(|h| rev(h.revision())).unwrap_or(0);
+                    let f = *fence.get_or_insert(at);
+                    synced = synced || plane.applied_revision() >= f;
+                    if synced {
+                        plane.mark_fresh();
+                    }
                     continue;
                 }
                 apply_events(plane, store, resp.events());
-                plane.mark_fresh();
+                synced = synced || fence.is_some_and(|f| plane.applied_revision() >= f);
+                if synced {
+                    plane.mark_fresh();
+                }
             }
         }
     }

@@ -415,9 +415,7 @@ impl Controller {
             migrate::purge(&to, t).await.map_err(failed)?;
             let checkpoint = migrate::checkpoint(&from, t).await.map_err(failed)?;
             let copy_started = std::time::Instant::now();
-            let copied = migrate::copy(&from, &to, None, t, |_| {})
-                .await
-                .map_err(failed)?;
+            let copied = self.copy_reporting(index, &pid, &from, &to).await?;
             let copy_ms = copy_started.elapsed().as_millis() as u64;
 
             // Cutover: writes refused from here on.
@@ -498,6 +496,40 @@ impl Controller {
             }
         }
         Ok(())
+    }
+
+    /// The full copy, with its progress written to the record every
+    /// second (visible in `ctl migrate status`); a record changed by
+    /// someone else (an abort) stops it.
+    async fn copy_reporting(
+        &self,
+        index: &str,
+        pid: &PartitionId,
+        from: &Side<'_>,
+        to: &Side<'_>,
+    ) -> Result<migrate::Copied, Stop> {
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let bytes = std::sync::atomic::AtomicU64::new(0);
+        let copy = migrate::copy(from, to, None, self.timeout, |c| {
+            done.store(c.written, std::sync::atomic::Ordering::Relaxed);
+            bytes.store(c.bytes, std::sync::atomic::Ordering::Relaxed);
+        });
+        tokio::pin!(copy);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut copy => return r.map_err(|e| Stop::Failed(e.0)),
+                _ = tick.tick() => {
+                    let (mut rec, record_epoch, entry_epoch) =
+                        self.current(index, pid, MigrationPhase::Copying)?;
+                    rec.copied = done.load(std::sync::atomic::Ordering::Relaxed);
+                    rec.copied_bytes = bytes.load(std::sync::atomic::Ordering::Relaxed);
+                    rec.updated_ms = now_ms();
+                    self.step(None, entry_epoch, &rec, record_epoch).await?;
+                }
+            }
+        }
     }
 
     /// Waits until every live instance has applied `revision`.

@@ -1267,7 +1267,7 @@ async fn an_aborted_migration_leaves_the_partition_at_its_source() {
     let tag = "abort";
     let fleet = EtcdFleet::start(tag, 2, false);
     // Enough documents that the copy is still running when aborted.
-    load_acme(&fleet, 20000).await;
+    load_acme(&fleet, 40000).await;
     let started = fleet.ctl_json(
         0,
         &[
@@ -1284,6 +1284,17 @@ async fn an_aborted_migration_leaves_the_partition_at_its_source() {
         ],
     );
     assert_eq!(started["phase"], "copying");
+    // Progress is visible while the copy runs.
+    eventually(
+        "copy progress in the record",
+        Duration::from_secs(20),
+        || {
+            let r = fleet.ctl_json(1, &["migrate", "status", "orders", "acme"]);
+            let progressing = r["phase"] == "copying" && r["copied"].as_u64().unwrap_or(0) > 0;
+            async move { progressing }
+        },
+    )
+    .await;
     let aborted = fleet.ctl_json(1, &["migrate", "abort", "orders", "acme"]);
     assert_eq!(aborted["phase"], "aborted", "{aborted}");
     for i in 0..2 {

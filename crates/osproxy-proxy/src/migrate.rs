@@ -570,7 +570,13 @@ pub async fn ids(side: &Side<'_>, timeout: Duration) -> Result<HashSet<String>, 
                 out.insert(l.to_string());
             }
         }
-        let Some(id) = scroll_id else { return Ok(out) };
+        let Some(id) = scroll_id else {
+            // A partial set would make `remove_extra` delete documents the
+            // source still has.
+            return Err(MoveError(
+                "the cluster answered a page without a scroll id".into(),
+            ));
+        };
         page = json_call(
             side.cluster,
             Method::POST,

@@ -223,15 +223,7 @@ pub async fn checkpoint(from: &Side<'_>, timeout: Duration) -> Result<i64, MoveE
 /// Makes sure the destination index exists with the source's field
 /// mappings (and the partition field mapped `keyword` when shared).
 pub async fn prepare(from: &Side<'_>, to: &Side<'_>, timeout: Duration) -> Result<(), MoveError> {
-    let head = call(
-        to.cluster,
-        Method::HEAD,
-        &format!("/{}", to.index()),
-        None,
-        "application/json",
-        timeout,
-    )
-    .await?;
+    let dest_exists = exists(to, timeout).await?;
     let mut properties = if exists(from, timeout).await? {
         json_call(
             from.cluster,
@@ -254,7 +246,7 @@ pub async fn prepare(from: &Side<'_>, to: &Side<'_>, timeout: Duration) -> Resul
             p.remove(&to.logical.field);
         }
     }
-    if head.0 == 404 {
+    if !dest_exists {
         let body = json!({"mappings": {"properties": properties}});
         let created = call(
             to.cluster,
@@ -309,27 +301,69 @@ pub async fn copy(
         }
     }
     // What was written before this moment must be searchable.
-    json_call(
-        from.cluster,
-        Method::POST,
-        &format!("/{}/_refresh", from.index()),
-        None,
-        timeout,
-    )
-    .await?;
+    refresh(from, timeout).await?;
     let first =
         json!({"size": PAGE, "query": query, "seq_no_primary_term": true, "sort": ["_doc"]});
-    let mut page = json_call(
-        from.cluster,
-        Method::POST,
-        &format!("/{}/_search?scroll=2m", from.index()),
-        Some(first),
-        timeout,
-    )
-    .await?;
+    let mut scroll = Scroll::open(from, first, timeout).await?;
     let mut total = Copied::default();
-    loop {
-        let scroll_id = page
+    while let Some(hits) = scroll.next().await? {
+        let done = write_page(from, to, &hits, timeout).await?;
+        total.written += done.written;
+        total.bytes += done.bytes;
+        progress(&total);
+    }
+    Ok(total)
+}
+
+/// A scroll over one side's index: pages until the first empty one, then
+/// the scroll is cleared. A page without a scroll id is an error (reading
+/// on could only return part of the partition).
+struct Scroll<'s> {
+    side: &'s Side<'s>,
+    timeout: Duration,
+    /// The first page, from opening the scroll.
+    first: Option<Value>,
+    id: Option<String>,
+}
+
+impl<'s> Scroll<'s> {
+    async fn open(side: &'s Side<'s>, body: Value, timeout: Duration) -> Result<Self, MoveError> {
+        let first = json_call(
+            side.cluster,
+            Method::POST,
+            &format!("/{}/_search?scroll=2m", side.index()),
+            Some(body),
+            timeout,
+        )
+        .await?;
+        Ok(Scroll {
+            side,
+            timeout,
+            first: Some(first),
+            id: None,
+        })
+    }
+
+    async fn next(&mut self) -> Result<Option<Vec<Value>>, MoveError> {
+        let page = match self.first.take() {
+            Some(p) => p,
+            None => {
+                let Some(id) = self.id.take() else {
+                    return Err(MoveError(
+                        "the cluster answered a page without a scroll id".into(),
+                    ));
+                };
+                json_call(
+                    self.side.cluster,
+                    Method::POST,
+                    "/_search/scroll",
+                    Some(json!({"scroll": "2m", "scroll_id": id})),
+                    self.timeout,
+                )
+                .await?
+            }
+        };
+        self.id = page
             .get("_scroll_id")
             .and_then(Value::as_str)
             .map(str::to_string);
@@ -338,37 +372,34 @@ pub async fn copy(
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        if hits.is_empty() {
-            if let Some(id) = scroll_id {
-                let _ = json_call(
-                    from.cluster,
-                    Method::DELETE,
-                    "/_search/scroll",
-                    Some(json!({"scroll_id": [id]})),
-                    timeout,
-                )
-                .await;
-            }
-            return Ok(total);
+        if !hits.is_empty() {
+            return Ok(Some(hits));
         }
-        let done = write_page(from, to, &hits, timeout).await?;
-        total.written += done.written;
-        total.bytes += done.bytes;
-        progress(&total);
-        let Some(id) = scroll_id else {
-            return Err(MoveError(
-                "the source answered a page without a scroll id".into(),
-            ));
-        };
-        page = json_call(
-            from.cluster,
-            Method::POST,
-            "/_search/scroll",
-            Some(json!({"scroll": "2m", "scroll_id": id})),
-            timeout,
-        )
-        .await?;
+        if let Some(id) = self.id.take() {
+            let _ = json_call(
+                self.side.cluster,
+                Method::DELETE,
+                "/_search/scroll",
+                Some(json!({"scroll_id": [id]})),
+                self.timeout,
+            )
+            .await;
+        }
+        Ok(None)
     }
+}
+
+/// Makes what was written to one side searchable.
+async fn refresh(side: &Side<'_>, timeout: Duration) -> Result<(), MoveError> {
+    json_call(
+        side.cluster,
+        Method::POST,
+        &format!("/{}/_refresh", side.index()),
+        None,
+        timeout,
+    )
+    .await
+    .map(|_| ())
 }
 
 async fn write_page(
@@ -410,20 +441,7 @@ async fn write_page(
         body.extend_from_slice(&doc);
         body.push(b'\n');
     }
-    let (status, bytes) = call(
-        to.cluster,
-        Method::POST,
-        "/_bulk",
-        Some(body),
-        "application/x-ndjson",
-        timeout,
-    )
-    .await?;
-    if status != 200 {
-        return Err(MoveError(format!(
-            "the destination answered {status} to a bulk copy"
-        )));
-    }
+    let bytes = post_bulk(to, "/_bulk", body, "a bulk copy", timeout).await?;
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|_| MoveError("unreadable bulk answer".into()))?;
     for item in v
@@ -455,26 +473,10 @@ async fn write_page(
 /// Deletes every document of the partition from one side (a move's
 /// destination before its first copy). Returns how many.
 pub async fn purge(side: &Side<'_>, timeout: Duration) -> Result<u64, MoveError> {
-    let _ = json_call(
-        side.cluster,
-        Method::POST,
-        &format!("/{}/_refresh", side.index()),
-        None,
-        timeout,
-    )
-    .await;
-    let head = call(
-        side.cluster,
-        Method::HEAD,
-        &format!("/{}", side.index()),
-        None,
-        "application/json",
-        timeout,
-    )
-    .await?;
-    if head.0 == 404 {
+    if !exists(side, timeout).await? {
         return Ok(0);
     }
+    let _ = refresh(side, timeout).await;
     let v = json_call(
         side.cluster,
         Method::POST,
@@ -494,14 +496,7 @@ pub async fn count(side: &Side<'_>, timeout: Duration) -> Result<u64, MoveError>
     if !exists(side, timeout).await? {
         return Ok(0);
     }
-    let _ = json_call(
-        side.cluster,
-        Method::POST,
-        &format!("/{}/_refresh", side.index()),
-        None,
-        timeout,
-    )
-    .await;
+    let _ = refresh(side, timeout).await;
     let v = json_call(
         side.cluster,
         Method::POST,
@@ -520,47 +515,11 @@ pub async fn ids(side: &Side<'_>, timeout: Duration) -> Result<HashSet<String>, 
     if !exists(side, timeout).await? {
         return Ok(HashSet::new());
     }
-    let _ = json_call(
-        side.cluster,
-        Method::POST,
-        &format!("/{}/_refresh", side.index()),
-        None,
-        timeout,
-    )
-    .await;
+    let _ = refresh(side, timeout).await;
     let mut out = HashSet::new();
     let first = json!({"size": 5000, "query": side.scope(), "_source": false, "sort": ["_doc"]});
-    let mut page = json_call(
-        side.cluster,
-        Method::POST,
-        &format!("/{}/_search?scroll=2m", side.index()),
-        Some(first),
-        timeout,
-    )
-    .await?;
-    loop {
-        let hits = page
-            .pointer("/hits/hits")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let scroll_id = page
-            .get("_scroll_id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if hits.is_empty() {
-            if let Some(id) = scroll_id {
-                let _ = json_call(
-                    side.cluster,
-                    Method::DELETE,
-                    "/_search/scroll",
-                    Some(json!({"scroll_id": [id]})),
-                    timeout,
-                )
-                .await;
-            }
-            return Ok(out);
-        }
+    let mut scroll = Scroll::open(side, first, timeout).await?;
+    while let Some(hits) = scroll.next().await? {
         for h in &hits {
             if let Some(l) = h
                 .get("_id")
@@ -570,22 +529,8 @@ pub async fn ids(side: &Side<'_>, timeout: Duration) -> Result<HashSet<String>, 
                 out.insert(l.to_string());
             }
         }
-        let Some(id) = scroll_id else {
-            // A partial set would make `remove_extra` delete documents the
-            // source still has.
-            return Err(MoveError(
-                "the cluster answered a page without a scroll id".into(),
-            ));
-        };
-        page = json_call(
-            side.cluster,
-            Method::POST,
-            "/_search/scroll",
-            Some(json!({"scroll": "2m", "scroll_id": id})),
-            timeout,
-        )
-        .await?;
     }
+    Ok(out)
 }
 
 /// Deletes from `to` the partition's documents `from` no longer has (the
@@ -604,20 +549,40 @@ pub async fn remove_extra(
             body.extend_from_slice(to.action("delete", logical).as_bytes());
             body.push(b'\n');
         }
-        let (status, _) = call(
-            to.cluster,
-            Method::POST,
+        post_bulk(
+            to,
             "/_bulk?refresh=true",
-            Some(body),
-            "application/x-ndjson",
+            body,
+            "deleting extra documents",
             timeout,
         )
         .await?;
-        if status != 200 {
-            return Err(MoveError(format!(
-                "the destination answered {status} to deleting extra documents"
-            )));
-        }
     }
     Ok(extra.len() as u64)
+}
+
+/// Sends an NDJSON bulk body to one side; anything but 200 is an error
+/// naming `what` the bulk was for.
+async fn post_bulk(
+    side: &Side<'_>,
+    path: &str,
+    body: Vec<u8>,
+    what: &str,
+    timeout: Duration,
+) -> Result<Bytes, MoveError> {
+    let (status, bytes) = call(
+        side.cluster,
+        Method::POST,
+        path,
+        Some(body),
+        "application/x-ndjson",
+        timeout,
+    )
+    .await?;
+    if status != 200 {
+        return Err(MoveError(format!(
+            "the destination answered {status} to {what}"
+        )));
+    }
+    Ok(bytes)
 }

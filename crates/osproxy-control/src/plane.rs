@@ -216,6 +216,20 @@ impl ControlPlane {
     }
 
     /// Swaps in `next` and records `applied` as followed.
+    /// The memory backend's write: under the writer lock, `build` makes
+    /// the next snapshot from the current one (or refuses), and it is
+    /// published.
+    fn commit_memory(
+        &self,
+        build: impl FnOnce(&Snapshot) -> Result<Snapshot, WriteError>,
+    ) -> Result<Arc<Snapshot>, WriteError> {
+        let _guard = self.memory_writer()?;
+        let next = Arc::new(build(&self.load())?);
+        self.current.store(next.clone());
+        self.mark_applied(next.revision());
+        Ok(next)
+    }
+
     pub(crate) fn publish(&self, next: Snapshot, applied: u64) {
         self.current.store(Arc::new(next));
         self.mark_applied(applied);
@@ -376,31 +390,29 @@ impl ControlPlane {
             .with_placement(index, partition, placement.clone())
             .map_err(WriteError::Invalid)?;
         let Some(store) = self.etcd.get() else {
-            let _guard = self.memory_writer()?;
-            let current = self.load();
-            let existing = current.entry(index, partition).cloned();
-            if existing.as_ref().is_some_and(|e| e.migrating.is_some()) {
-                return Err(WriteError::Invalid(
-                    "the partition is being migrated; abort or finish the migration first".into(),
-                ));
-            }
-            if existing.as_ref().map(|e| e.epoch) != expected_epoch {
-                let epoch = existing.as_ref().map(|e| e.epoch);
-                return Err(WriteError::Conflict(Conflict {
-                    entry: existing,
-                    epoch,
-                }));
-            }
-            let next = current
-                .with_placement(index, partition, placement)
-                .map_err(WriteError::Invalid)?;
-            let entry = next
+            let next = self.commit_memory(|current| {
+                let existing = current.entry(index, partition).cloned();
+                if existing.as_ref().is_some_and(|e| e.migrating.is_some()) {
+                    return Err(WriteError::Invalid(
+                        "the partition is being migrated; abort or finish the migration first"
+                            .into(),
+                    ));
+                }
+                if existing.as_ref().map(|e| e.epoch) != expected_epoch {
+                    let epoch = existing.as_ref().map(|e| e.epoch);
+                    return Err(WriteError::Conflict(Conflict {
+                        entry: existing,
+                        epoch,
+                    }));
+                }
+                current
+                    .with_placement(index, partition, placement)
+                    .map_err(WriteError::Invalid)
+            })?;
+            return next
                 .entry(index, partition)
                 .cloned()
-                .ok_or_else(|| WriteError::Invalid("entry vanished".into()))?;
-            let revision = next.revision();
-            self.publish(next, revision);
-            return Ok(entry);
+                .ok_or_else(|| WriteError::Invalid("entry vanished".into()));
         };
         let value = PlacementValue::active(placement.clone());
         let bytes = serde_json::to_vec(&value).map_err(|e| WriteError::Invalid(e.to_string()))?;
@@ -450,16 +462,14 @@ impl ControlPlane {
         let current = self.load();
         current.with_index(idx).map_err(WriteError::Invalid)?;
         let Some(store) = self.etcd.get() else {
-            let _guard = self.memory_writer()?;
-            let current = self.load();
-            let epoch = current.index(&idx.name).map(|l| l.epoch);
-            if epoch != expected_epoch {
-                return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
-            }
-            let next = current.with_index(idx).map_err(WriteError::Invalid)?;
-            let revision = next.revision();
-            self.publish(next, revision);
-            return Ok(revision);
+            let next = self.commit_memory(|current| {
+                let epoch = current.index(&idx.name).map(|l| l.epoch);
+                if epoch != expected_epoch {
+                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                }
+                current.with_index(idx).map_err(WriteError::Invalid)
+            })?;
+            return Ok(next.revision());
         };
         let bytes = serde_json::to_vec(idx).map_err(|e| WriteError::Invalid(e.to_string()))?;
         let key = store::catalogue_key(store.prefix(), &idx.name);
@@ -489,15 +499,13 @@ impl ControlPlane {
         }
         current.without_index(name).map_err(WriteError::Invalid)?;
         let Some(store) = self.etcd.get() else {
-            let _guard = self.memory_writer()?;
-            let current = self.load();
-            let epoch = current.index(name).map(|l| l.epoch);
-            if epoch != Some(expected_epoch) {
-                return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
-            }
-            let next = current.without_index(name).map_err(WriteError::Invalid)?;
-            let revision = next.revision();
-            self.publish(next, revision);
+            self.commit_memory(|current| {
+                let epoch = current.index(name).map(|l| l.epoch);
+                if epoch != Some(expected_epoch) {
+                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                }
+                current.without_index(name).map_err(WriteError::Invalid)
+            })?;
             return Ok(());
         };
         let key = store::catalogue_key(store.prefix(), name);
@@ -522,18 +530,16 @@ impl ControlPlane {
         let expected_epoch = expected_epoch.filter(|e| *e != 0);
         let set = DirectiveSet::decode(bytes).map_err(WriteError::Invalid)?;
         let Some(store) = self.etcd.get() else {
-            let _guard = self.memory_writer()?;
-            let current = self.load();
-            let epoch = current.directives().map(|d| d.1);
-            if epoch != expected_epoch {
-                return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
-            }
-            let mut next = (*current).clone();
-            let revision = current.revision() + 1;
-            next.set_revision(revision);
-            next.set_directives(Some((Arc::new(set), revision)));
-            self.publish(next, revision);
-            return Ok(revision);
+            let next = self.commit_memory(|current| {
+                let epoch = current.directives().map(|d| d.1);
+                if epoch != expected_epoch {
+                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                }
+                let mut next = current.successor();
+                next.set_directives(Some((Arc::new(set), next.revision())));
+                Ok(next)
+            })?;
+            return Ok(next.revision());
         };
         let key = store::directives_key(store.prefix());
         let revision = store
@@ -554,17 +560,15 @@ impl ControlPlane {
     pub async fn clear_directives(&self, expected_epoch: u64) -> Result<(), WriteError> {
         self.writable()?;
         let Some(store) = self.etcd.get() else {
-            let _guard = self.memory_writer()?;
-            let current = self.load();
-            let epoch = current.directives().map(|d| d.1);
-            if epoch != Some(expected_epoch) {
-                return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
-            }
-            let mut next = (*current).clone();
-            let revision = current.revision() + 1;
-            next.set_revision(revision);
-            next.set_directives(None);
-            self.publish(next, revision);
+            self.commit_memory(|current| {
+                let epoch = current.directives().map(|d| d.1);
+                if epoch != Some(expected_epoch) {
+                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                }
+                let mut next = current.successor();
+                next.set_directives(None);
+                Ok(next)
+            })?;
             return Ok(());
         };
         let key = store::directives_key(store.prefix());
@@ -601,31 +605,30 @@ impl ControlPlane {
             None => None,
         };
         let Some(store) = self.etcd.get() else {
-            let _guard = self.memory_writer()?;
-            let current = self.load();
             let pid = PartitionId::new(partition)
                 .map_err(|_| WriteError::Invalid("not a partition id".into()))?;
-            let entry_epoch = current.entry(index, &pid).map(|e| e.epoch).unwrap_or(0);
-            let record_epoch = current
-                .migration(index, partition)
-                .map(|m| m.1)
-                .unwrap_or(0);
-            if entry_epoch != expect_entry || record_epoch != expect_record {
-                return Err(WriteError::Conflict(Conflict {
-                    entry: current.entry(index, &pid).cloned(),
-                    epoch: Some(record_epoch),
-                }));
-            }
-            let mut next = (*current).clone();
-            let revision = current.revision() + 1;
-            next.set_revision(revision);
-            if let Some(v) = entry {
-                next.put_placement_at(index, partition, v.placement, revision, migrating)
-                    .map_err(WriteError::Invalid)?;
-            }
-            next.set_migration(index, partition, Some((Arc::new(record.clone()), revision)));
-            self.publish(next, revision);
-            return Ok(revision);
+            let next = self.commit_memory(|current| {
+                let entry_epoch = current.entry(index, &pid).map(|e| e.epoch).unwrap_or(0);
+                let record_epoch = current
+                    .migration(index, partition)
+                    .map(|m| m.1)
+                    .unwrap_or(0);
+                if entry_epoch != expect_entry || record_epoch != expect_record {
+                    return Err(WriteError::Conflict(Conflict {
+                        entry: current.entry(index, &pid).cloned(),
+                        epoch: Some(record_epoch),
+                    }));
+                }
+                let mut next = current.successor();
+                let revision = next.revision();
+                if let Some(v) = entry {
+                    next.put_placement_at(index, partition, v.placement, revision, migrating)
+                        .map_err(WriteError::Invalid)?;
+                }
+                next.set_migration(index, partition, Some((Arc::new(record.clone()), revision)));
+                Ok(next)
+            })?;
+            return Ok(next.revision());
         };
         let entry_key = store::placement_key(store.prefix(), index, partition);
         let record_key = store::migration_key(store.prefix(), index, partition);

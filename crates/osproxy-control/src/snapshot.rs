@@ -205,8 +205,7 @@ impl Snapshot {
         partition: &PartitionId,
         placement: Placement,
     ) -> Result<Snapshot, String> {
-        let mut next = self.clone();
-        next.revision += 1;
+        let mut next = self.successor();
         next.put_placement_at(index, partition.as_str(), placement, next.revision, None)?;
         Ok(next)
     }
@@ -326,6 +325,13 @@ impl Snapshot {
         self.directives.as_ref()
     }
 
+    /// A copy at the next revision, to change and publish.
+    pub(crate) fn successor(&self) -> Snapshot {
+        let mut next = self.clone();
+        next.revision += 1;
+        next
+    }
+
     pub(crate) fn defer_checks(&mut self, deferred: bool) {
         self.deferred = deferred;
     }
@@ -437,8 +443,7 @@ impl Snapshot {
     /// A copy at the next revision with `idx` added or replaced (its epoch
     /// the new revision), refused when it would mix owners' data.
     pub fn with_index(&self, idx: &osproxy_config::IndexConfig) -> Result<Snapshot, String> {
-        let mut next = self.clone();
-        next.revision += 1;
+        let mut next = self.successor();
         next.put_index_at(idx, next.revision)?;
         Ok(next)
     }
@@ -449,8 +454,7 @@ impl Snapshot {
         if !self.entries(name).is_empty() {
             return Err(format!("{name:?} still has explicit placements; remove the logical index only when none remain"));
         }
-        let mut next = self.clone();
-        next.revision += 1;
+        let mut next = self.successor();
         next.indices.remove(name);
         next.placements.remove(name);
         Ok(next)

@@ -61,20 +61,39 @@ enum CtlCommand {
     },
 }
 
+/// A placement on the command line: `--kind --cluster [--index-name]`.
+#[derive(Args, Debug)]
+struct PlacementArgs {
+    /// shared, index or cluster
+    #[arg(long)]
+    kind: String,
+    #[arg(long)]
+    cluster: String,
+    /// The physical index (required for shared and index).
+    #[arg(long)]
+    index_name: Option<String>,
+}
+
+impl PlacementArgs {
+    /// The placement value the admin API takes.
+    fn value(&self) -> Value {
+        let mut v = serde_json::json!({"kind": self.kind, "cluster": self.cluster});
+        if let Some(i) = &self.index_name {
+            v["index"] = Value::from(i.as_str());
+        }
+        v
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum MigrateCommand {
     /// Start moving a partition to another placement.
     Start {
         index: String,
         partition: String,
-        /// shared, index or cluster
-        #[arg(long)]
-        kind: String,
-        #[arg(long)]
-        cluster: String,
-        /// The destination's physical index (required for shared and index).
-        #[arg(long)]
-        index_name: Option<String>,
+        /// The destination.
+        #[command(flatten)]
+        to: PlacementArgs,
         /// Delete the partition's documents from the old placement after the flip.
         #[arg(long)]
         delete_source: bool,
@@ -144,14 +163,8 @@ enum PlacementCommand {
     Set {
         index: String,
         partition: String,
-        /// shared, index or cluster
-        #[arg(long)]
-        kind: String,
-        #[arg(long)]
-        cluster: String,
-        /// The physical index (required for shared and index).
-        #[arg(long)]
-        index_name: Option<String>,
+        #[command(flatten)]
+        placement: PlacementArgs,
         /// The epoch you read; absent means the entry must not exist yet.
         #[arg(long)]
         epoch: Option<u64>,
@@ -212,15 +225,10 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
             PlacementCommand::Set {
                 index,
                 partition,
-                kind,
-                cluster,
-                index_name,
+                placement,
                 epoch,
             } => {
-                let mut placement = serde_json::json!({"kind": kind, "cluster": cluster});
-                if let Some(i) = index_name {
-                    placement["index"] = Value::from(i.as_str());
-                }
+                let placement = placement.value();
                 let query = epoch.map(|e| format!("?epoch={e}")).unwrap_or_default();
                 (
                     Method::PUT,
@@ -241,16 +249,10 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
             MigrateCommand::Start {
                 index,
                 partition,
-                kind,
-                cluster,
-                index_name,
+                to,
                 delete_source,
             } => {
-                let mut to = serde_json::json!({"kind": kind, "cluster": cluster});
-                if let Some(i) = index_name {
-                    to["index"] = Value::from(i.as_str());
-                }
-                let body = serde_json::json!({"index": index, "partition": partition, "to": to, "delete_source": delete_source});
+                let body = serde_json::json!({"index": index, "partition": partition, "to": to.value(), "delete_source": delete_source});
                 (
                     Method::POST,
                     "/v1/migrations".to_string(),

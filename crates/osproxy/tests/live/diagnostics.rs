@@ -807,34 +807,13 @@ async fn an_explanation_alone_diagnoses_each_failure_kind() {
 
     // Stale epoch: a write resolved under one placement whose body is
     // still arriving when the placement changes is refused at dispatch.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = br#"{"title":"late","pad":"xxxxxxxxxxxxxxxxxxxxxxxx"}"#;
-    let mut conn = tokio::net::TcpStream::connect(p.data_addr()).await.unwrap();
     let head = format!(
-        "PUT /orders/_doc/stale1 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ACME}\r\ncontent-type: application/json\r\nx-request-id: why-stale\r\ncontent-length: {}\r\n\r\n",
+        "PUT /orders/_doc/stale1 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ACME}\r\ncontent-type: application/json\r\nx-request-id: why-stale\r\ncontent-length: {}\r\n",
         body.len()
     );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(&body[..10]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let auth = format!("Bearer {OPS}");
-    let moved = http
-        .send_with(
-            Method::PUT,
-            &format!("{}/v1/placements/orders/acme", p.admin_url()),
-            Some(r#"{"kind":"index","cluster":"main","index":"dg-acme-own"}"#.into()),
-            &[("authorization", auth.as_str())],
-        )
-        .await
-        .unwrap();
-    assert_eq!(moved.status, 200, "{}", moved.text());
-    conn.write_all(&body[10..]).await.unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    let answer =
+        crate::gate::move_mid_upload(&p, &head, &body[..10], &body[10..], "dg-acme-own").await;
     assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
     assert!(answer.contains("stale_epoch"), "{answer}");
     let e = explain(&http, &p.admin_url(), "why-stale")

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use http::Method;
-use osproxy_testkit::Http;
+use osproxy_testkit::{Http, ProxyInstance};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::node;
@@ -21,29 +21,18 @@ async fn bulk_items_routed_by_a_changed_placement_are_refused_in_place() {
     // arriving when the operator gives acme its own index.
     let first = "{\"index\":{\"_index\":\"orders\",\"_id\":\"g1\"}}\n{\"title\":\"gated\"}\n";
     let rest = "{\"index\":{\"_index\":\"orders\",\"_id\":\"g2\"}}\n{\"title\":\"gated\"}\n";
-    let mut conn = tokio::net::TcpStream::connect(p.data_addr()).await.unwrap();
     let head = format!(
-        "POST /_bulk?refresh=true HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {ACME}\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
+        "POST /_bulk?refresh=true HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ACME}\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\n",
         first.len() + rest.len()
     );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(first.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let auth = format!("Bearer {OPS}");
-    let moved = http
-        .send_with(
-            Method::PUT,
-            &format!("{}/v1/placements/orders/acme", p.admin_url()),
-            Some(r#"{"kind":"index","cluster":"main","index":"gate-acme-own"}"#.into()),
-            &[("authorization", auth.as_str())],
-        )
-        .await
-        .unwrap();
-    assert_eq!(moved.status, 200, "{}", moved.text());
-    conn.write_all(rest.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
-    let text = String::from_utf8_lossy(&answer);
+    let text = move_mid_upload(
+        &p,
+        &head,
+        first.as_bytes(),
+        rest.as_bytes(),
+        "gate-acme-own",
+    )
+    .await;
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
     // The response is chunked: find the JSON object inside.
     let json = &body[body.find('{').unwrap_or(0)..body.rfind('}').map_or(0, |i| i + 1)];
@@ -101,4 +90,37 @@ async fn gated(http: &Http, index: &str) -> u64 {
         .await
         .unwrap();
     r.json()["hits"]["total"]["value"].as_u64().unwrap_or(0)
+}
+
+/// Sends `head` (without its final blank line) and `first` of a request,
+/// gives acme its own index `index` through the admin API while `rest` is
+/// still to come, then sends `rest` and returns the whole raw answer.
+pub(crate) async fn move_mid_upload(
+    p: &ProxyInstance,
+    head: &str,
+    first: &[u8],
+    rest: &[u8],
+    index: &str,
+) -> String {
+    let mut conn = tokio::net::TcpStream::connect(p.data_addr()).await.unwrap();
+    conn.write_all(format!("{head}connection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    conn.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let auth = format!("Bearer {OPS}");
+    let moved = Http::new()
+        .send_with(
+            Method::PUT,
+            &format!("{}/v1/placements/orders/acme", p.admin_url()),
+            Some(format!(r#"{{"kind":"index","cluster":"main","index":"{index}"}}"#).into()),
+            &[("authorization", auth.as_str())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    conn.write_all(rest).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }

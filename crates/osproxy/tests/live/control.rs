@@ -201,6 +201,19 @@ impl EtcdFleet {
             .unwrap()
     }
 
+    /// Waits (bounded) until acme's migration is over (done or failed),
+    /// asking instance `via`; returns its record.
+    async fn migration_over(&self, via: usize, what: &str, timeout: Duration) -> Value {
+        let mut record = Value::Null;
+        eventually(what, timeout, || {
+            record = self.ctl_json(via, &["migrate", "status", "orders", "acme"]);
+            let over = record["phase"] == "done" || record["phase"] == "failed";
+            async move { over }
+        })
+        .await;
+        record
+    }
+
     pub(crate) fn key(&self, rest: &str) -> String {
         format!("/osproxy/{}/{rest}", self.tag)
     }
@@ -932,6 +945,29 @@ async fn a_moving_partition_pauses_writes_in_cutover_and_on_instances_cut_off_fr
     .await;
 }
 
+/// `ctl` arguments that start moving `partition` of `index` to a
+/// placement of `kind` on `cluster` with physical index `index_name`.
+fn migrate_start<'a>(
+    index: &'a str,
+    partition: &'a str,
+    kind: &'a str,
+    cluster: &'a str,
+    index_name: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "migrate",
+        "start",
+        index,
+        partition,
+        "--kind",
+        kind,
+        "--cluster",
+        cluster,
+        "--index-name",
+        index_name,
+    ]
+}
+
 /// One writer's acknowledged state: id → Some(n) written, None deleted.
 type Acked = std::collections::BTreeMap<String, Option<u64>>;
 
@@ -1064,48 +1100,21 @@ async fn a_partition_moves_while_written_to_through_two_instances_losing_nothing
         assert!(err.contains(says), "{args:?}: {err}");
     };
     bad(
-        &[
-            "migrate",
-            "start",
+        &migrate_start(
             "orders",
             "acme",
-            "--kind",
             "shared",
-            "--cluster",
             "main",
-            "--index-name",
             &format!("c-{tag}-shared"),
-        ],
+        ),
         "already at that placement",
     );
     bad(
-        &[
-            "migrate",
-            "start",
-            "orders",
-            "acme",
-            "--kind",
-            "index",
-            "--cluster",
-            "nowhere",
-            "--index-name",
-            "x",
-        ],
+        &migrate_start("orders", "acme", "index", "nowhere", "x"),
         "unknown cluster",
     );
     bad(
-        &[
-            "migrate",
-            "start",
-            "nope",
-            "acme",
-            "--kind",
-            "index",
-            "--cluster",
-            "main",
-            "--index-name",
-            "x",
-        ],
+        &migrate_start("nope", "acme", "index", "main", "x"),
         "not a logical index",
     );
 
@@ -1116,44 +1125,15 @@ async fn a_partition_moves_while_written_to_through_two_instances_losing_nothing
         tokio::spawn(async move { writer(&fleet, stop, refused).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = fleet.ctl_json(
-        0,
-        &[
-            "migrate",
-            "start",
-            "orders",
-            "acme",
-            "--kind",
-            "index",
-            "--cluster",
-            "main",
-            "--index-name",
-            &dest,
-        ],
-    );
+    let started = fleet.ctl_json(0, &migrate_start("orders", "acme", "index", "main", &dest));
     assert_eq!(started["phase"], "copying");
     bad(
-        &[
-            "migrate",
-            "start",
-            "orders",
-            "acme",
-            "--kind",
-            "index",
-            "--cluster",
-            "main",
-            "--index-name",
-            "other",
-        ],
+        &migrate_start("orders", "acme", "index", "main", "other"),
         "running",
     );
-    let mut record = Value::Null;
-    eventually("the migration to finish", Duration::from_secs(60), || {
-        record = fleet.ctl_json(1, &["migrate", "status", "orders", "acme"]);
-        let done = record["phase"] == "done" || record["phase"] == "failed";
-        async move { done }
-    })
-    .await;
+    let record = fleet
+        .migration_over(1, "the migration to finish", Duration::from_secs(60))
+        .await;
     assert_eq!(record["phase"], "done", "{record}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1232,18 +1212,13 @@ async fn a_partition_moves_while_written_to_through_two_instances_losing_nothing
     // partition at its source.
     let empty = fleet.ctl_json(
         0,
-        &[
-            "migrate",
-            "start",
+        &migrate_start(
             "orders",
             "nobody",
-            "--kind",
             "index",
-            "--cluster",
             "main",
-            "--index-name",
             &format!("c-{tag}-nobody"),
-        ],
+        ),
     );
     assert_eq!(empty["phase"], "copying");
     eventually(
@@ -1270,18 +1245,7 @@ async fn an_aborted_migration_leaves_the_partition_at_its_source() {
     load_acme(&fleet, 40000).await;
     let started = fleet.ctl_json(
         0,
-        &[
-            "migrate",
-            "start",
-            "orders",
-            "acme",
-            "--kind",
-            "index",
-            "--cluster",
-            "main",
-            "--index-name",
-            &format!("c-{tag}-acme"),
-        ],
+        &migrate_start("orders", "acme", "index", "main", &format!("c-{tag}-acme")),
     );
     assert_eq!(started["phase"], "copying");
     // Progress is visible while the copy runs.
@@ -1355,34 +1319,16 @@ async fn a_migration_whose_controller_is_killed_is_adopted_and_completed() {
     let fleet = EtcdFleet::start(tag, 2, false);
     load_acme(&fleet, 20000).await;
     let dest = format!("c-{tag}-acme");
-    let started = fleet.ctl_json(
-        0,
-        &[
-            "migrate",
-            "start",
-            "orders",
-            "acme",
-            "--kind",
-            "index",
-            "--cluster",
-            "main",
-            "--index-name",
-            &dest,
-        ],
-    );
+    let started = fleet.ctl_json(0, &migrate_start("orders", "acme", "index", "main", &dest));
     assert_eq!(started["controller"], "adopt-0");
     fleet.instances[0].signal(libc::SIGKILL);
-    let mut record = Value::Null;
-    eventually(
-        "another instance to adopt and finish the migration",
-        Duration::from_secs(60),
-        || {
-            record = fleet.ctl_json(1, &["migrate", "status", "orders", "acme"]);
-            let done = record["phase"] == "done" || record["phase"] == "failed";
-            async move { done }
-        },
-    )
-    .await;
+    let record = fleet
+        .migration_over(
+            1,
+            "another instance to adopt and finish the migration",
+            Duration::from_secs(60),
+        )
+        .await;
     assert_eq!(record["phase"], "done", "{record}");
     assert_eq!(record["controller"], "adopt-1", "{record}");
     assert_eq!(record["verified_count"], 20000, "{record}");
@@ -1407,18 +1353,7 @@ async fn an_abort_in_cutover_puts_the_partition_back_with_every_write() {
     load_acme(&fleet, 50).await;
     fleet.ctl_json(
         0,
-        &[
-            "migrate",
-            "start",
-            "orders",
-            "acme",
-            "--kind",
-            "index",
-            "--cluster",
-            "main",
-            "--index-name",
-            &format!("c-{tag}-acme"),
-        ],
+        &migrate_start("orders", "acme", "index", "main", &format!("c-{tag}-acme")),
     );
     eventually(
         "the migration to reach cutover",
@@ -1568,13 +1503,9 @@ async fn a_partition_moves_through_every_placement_kind_and_back_while_written_t
         }
         let started = fleet.ctl_json(0, &args);
         assert_eq!(started["phase"], "copying", "{started}");
-        let mut record = Value::Null;
-        eventually("the hop to finish", Duration::from_secs(60), || {
-            record = fleet.ctl_json(1, &["migrate", "status", "orders", "acme"]);
-            let done = record["phase"] == "done" || record["phase"] == "failed";
-            async move { done }
-        })
-        .await;
+        let record = fleet
+            .migration_over(1, "the hop to finish", Duration::from_secs(60))
+            .await;
         assert_eq!(record["phase"], "done", "{kind} on {cluster}: {record}");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         // Later writes of the same id supersede earlier hops' acknowledgements.
@@ -1612,38 +1543,20 @@ async fn an_instance_frozen_in_cutover_and_resumed_after_the_flip_never_writes_t
     load_acme(&fleet, 5000).await;
     let source = format!("c-{tag}-shared");
     let dest = format!("c-{tag}-acme");
-    fleet.ctl_json(
-        0,
-        &[
-            "migrate",
-            "start",
-            "orders",
-            "acme",
-            "--kind",
-            "index",
-            "--cluster",
-            "main",
-            "--index-name",
-            &dest,
-        ],
-    );
+    fleet.ctl_json(0, &migrate_start("orders", "acme", "index", "main", &dest));
     eventually("cutover", Duration::from_secs(30), || {
         let r = fleet.ctl_json(0, &["migrate", "status", "orders", "acme"]);
         async move { r["phase"] == "cutover" }
     })
     .await;
     fleet.instances[1].signal(libc::SIGSTOP);
-    let mut record = Value::Null;
-    eventually(
-        "the flip without the frozen instance",
-        Duration::from_secs(30),
-        || {
-            record = fleet.ctl_json(0, &["migrate", "status", "orders", "acme"]);
-            let done = record["phase"] == "done" || record["phase"] == "failed";
-            async move { done }
-        },
-    )
-    .await;
+    let record = fleet
+        .migration_over(
+            0,
+            "the flip without the frozen instance",
+            Duration::from_secs(30),
+        )
+        .await;
     assert_eq!(record["phase"], "done", "{record}");
     fleet.instances[1].signal(libc::SIGCONT);
     // Straight after waking up, and for a while: never a write to the

@@ -153,6 +153,12 @@ impl ControlPlane {
         self.current.load_full()
     }
 
+    /// Runs `f` on the current snapshot without taking a reference to it
+    /// (no shared counter touched): for quick checks on the request path.
+    pub fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&self.current.load())
+    }
+
     /// The configured cluster ids.
     pub fn clusters(&self) -> &[String] {
         &self.clusters

@@ -227,9 +227,10 @@ impl Diagnostics {
         if !self.enabled {
             return None;
         }
-        let snap = self.control.load();
         let header = headers.get(&X_DEBUG_DIRECTIVE);
-        let published = snap.directives().map(|d| d.0.clone());
+        let published = self
+            .control
+            .with_snapshot(|snap| snap.directives().map(|d| d.0.clone()));
         if published.as_ref().is_none_or(|s| s.directives.is_empty())
             && header.is_none()
             && !self.log_all

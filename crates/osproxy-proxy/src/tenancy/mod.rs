@@ -136,13 +136,14 @@ impl Tenancy {
 
     /// Whether any index the path names is a logical index.
     pub fn claims<'a>(&self, mut names: impl Iterator<Item = &'a str>) -> bool {
-        names.any(|n| self.snapshot().is_logical(n))
+        self.control
+            .with_snapshot(|snap| names.any(|n| snap.is_logical(n)))
     }
 
     /// Whether a catalogue is configured (so an index-less `_bulk` is a
     /// tenancy bulk).
     pub fn has_catalogue(&self) -> bool {
-        self.snapshot().has_indices()
+        self.control.with_snapshot(Snapshot::has_indices)
     }
 
     /// Serves a `_bulk` on logical indices (`/_bulk`, whose items name
@@ -375,12 +376,14 @@ impl Tenancy {
     /// Whether the placement entry and logical index `t` was routed by are
     /// still the current ones.
     pub(crate) fn is_current(&self, t: &Target<'_>) -> bool {
-        let snap = self.snapshot();
-        let entry = snap
-            .entry(&t.logical.name, &t.partition)
-            .map(|e| e.epoch)
-            .unwrap_or(0);
-        entry == t.epoch && snap.index(&t.logical.name).map(|l| l.epoch) == Some(t.logical.epoch)
+        self.control.with_snapshot(|snap| {
+            let entry = snap
+                .entry(&t.logical.name, &t.partition)
+                .map(|e| e.epoch)
+                .unwrap_or(0);
+            entry == t.epoch
+                && snap.index(&t.logical.name).map(|l| l.epoch) == Some(t.logical.epoch)
+        })
     }
 
     /// Records a resolved target on the request's trace and in the

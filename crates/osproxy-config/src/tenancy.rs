@@ -327,12 +327,17 @@ mod tests {
     const SVC: &str =
         "[[principals]]\nname = \"svc\"\ntoken_env = \"PATH\"\npartitions = [\"acme\"]\n";
 
-    fn keys(extra: &str) -> Vec<String> {
-        let text = format!("{CLUSTERS}{ORDERS}{SVC}{extra}");
-        match from_str(&text, std::iter::empty(), &[]) {
+    /// The keys named by the validation errors of a whole config text.
+    fn error_keys(text: &str) -> Vec<String> {
+        match from_str(text, std::iter::empty(), &[]) {
             Ok(_) => vec![],
             Err(e) => e.0.into_iter().map(|e| e.key).collect(),
         }
+    }
+
+    /// The same, for the orders catalogue plus `extra`.
+    fn keys(extra: &str) -> Vec<String> {
+        error_keys(&format!("{CLUSTERS}{ORDERS}{SVC}{extra}"))
     }
 
     #[test]
@@ -348,14 +353,7 @@ mod tests {
             "{CLUSTERS}{SVC}{}",
             ORDERS.replace("{partition}:{id}", "{id}")
         );
-        let errs = from_str(&text, std::iter::empty(), &[])
-            .err()
-            .map(|e| e.0)
-            .unwrap_or_default();
-        assert_eq!(
-            errs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
-            ["indices[0].id"]
-        );
+        assert_eq!(error_keys(&text), ["indices[0].id"]);
     }
 
     #[test]
@@ -365,14 +363,7 @@ mod tests {
             "{CLUSTERS}{SVC}{}",
             ORDERS.replace("{partition}:{id}", "{partition}-{id}")
         );
-        let errs = from_str(&text, std::iter::empty(), &[])
-            .err()
-            .map(|e| e.0)
-            .unwrap_or_default();
-        assert_eq!(
-            errs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
-            ["indices[0].id"]
-        );
+        assert_eq!(error_keys(&text), ["indices[0].id"]);
     }
 
     #[test]
@@ -382,15 +373,7 @@ mod tests {
                 "{CLUSTERS}{SVC}{}",
                 ORDERS.replace("\"_tenant\"", &format!("{field:?}"))
             );
-            let errs = from_str(&text, std::iter::empty(), &[])
-                .err()
-                .map(|e| e.0)
-                .unwrap_or_default();
-            assert_eq!(
-                errs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
-                ["indices[0].field"],
-                "{field}"
-            );
+            assert_eq!(error_keys(&text), ["indices[0].field"], "{field}");
         }
     }
 
@@ -455,26 +438,12 @@ mod tests {
             "{CLUSTERS}{SVC}{}",
             ORDERS.replace("kind = \"shared\"", "kind = \"index\"")
         );
-        let errs = from_str(&text, std::iter::empty(), &[])
-            .err()
-            .map(|e| e.0)
-            .unwrap_or_default();
-        assert_eq!(
-            errs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
-            ["indices[0].default"]
-        );
+        assert_eq!(error_keys(&text), ["indices[0].default"]);
     }
 
     #[test]
     fn a_catalogue_needs_principals() {
         let text = format!("{CLUSTERS}{ORDERS}");
-        let errs = from_str(&text, std::iter::empty(), &[])
-            .err()
-            .map(|e| e.0)
-            .unwrap_or_default();
-        assert_eq!(
-            errs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
-            ["principals"]
-        );
+        assert_eq!(error_keys(&text), ["principals"]);
     }
 }

@@ -9,7 +9,7 @@ use osproxy_control::{ControlPlane, WriteError};
 use serde_json::json;
 
 use crate::json_response;
-use crate::placements::{epoch_param, write_error};
+use crate::placements::{changed, epoch_param, write_error};
 
 pub(crate) async fn route(
     control: &ControlPlane,
@@ -21,12 +21,7 @@ pub(crate) async fn route(
         Ok(e) => e,
         Err(m) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": m})),
     };
-    let conflict = |current: Option<u64>| {
-        json_response(
-            StatusCode::CONFLICT,
-            &json!({"error": "the directive set changed since it was read (or exists while ?epoch was absent); read it and retry with its epoch", "current_epoch": current}),
-        )
-    };
+    let conflict = |current| changed("the directive set", current);
     match *method {
         Method::GET => {
             let snap = control.load();

@@ -137,12 +137,7 @@ async fn catalogue(
         Ok(e) => e,
         Err(m) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": m})),
     };
-    let conflict = |current: Option<u64>| {
-        json_response(
-            StatusCode::CONFLICT,
-            &json!({"error": "the logical index changed since it was read (or exists while ?epoch was absent); read it and retry with its epoch", "current_epoch": current}),
-        )
-    };
+    let conflict = |current| changed("the logical index", current);
     match *method {
         Method::GET => {}
         Method::PUT => {
@@ -243,6 +238,14 @@ fn catalogue_list(control: &ControlPlane, method: &Method) -> Response<Full<Byte
     json_response(
         StatusCode::OK,
         &json!({"indices": indices, "revision": snap.revision()}),
+    )
+}
+
+/// A lost compare-and-swap on `what`: 409 with the epoch it has now.
+pub(crate) fn changed(what: &str, current: Option<u64>) -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::CONFLICT,
+        &json!({"error": format!("{what} changed since it was read (or exists while ?epoch was absent); read it and retry with its epoch"), "current_epoch": current}),
     )
 }
 

@@ -51,6 +51,7 @@ fn launch(dir: &Path, client_port: u16, peer_port: u16, log: &Path) -> Result<Ch
 impl Etcd {
     /// Starts etcd and waits until `/health` says it is healthy.
     pub fn start() -> Result<Etcd, String> {
+        crate::bound_test_binary();
         let dir = tempfile::Builder::new()
             .prefix("osproxy-etcd-")
             .tempdir()

@@ -66,10 +66,17 @@ impl HttpResponse {
     }
 }
 
-/// An async HTTP client for tests (one pooled client per instance).
+/// How long a test request may take, whole response included, unless
+/// [`Http::with_timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An async HTTP client for tests (one pooled client per instance). Every
+/// request is bounded: one with no complete answer in time fails, naming
+/// the request, instead of hanging the suite.
 #[derive(Clone, Debug)]
 pub struct Http {
     client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
 }
 
 impl Default for Http {
@@ -83,7 +90,14 @@ impl Http {
     pub fn new() -> Self {
         Http {
             client: Client::builder(TokioExecutor::new()).build_http(),
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The same client with another bound on each request.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// HTTP/2 with prior knowledge (h2c).
@@ -92,6 +106,7 @@ impl Http {
             client: Client::builder(TokioExecutor::new())
                 .http2_only(true)
                 .build_http(),
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 
@@ -109,6 +124,23 @@ impl Http {
 
     /// Like [`Http::send`] with extra headers.
     pub async fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpResponse, String> {
+        let exchange = self.exchange(method.clone(), url, body, headers);
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "{method} {url}: no complete response within {:?} (the test client's bound): the server hung",
+                self.timeout
+            )),
+        }
+    }
+
+    async fn exchange(
         &self,
         method: Method,
         url: &str,

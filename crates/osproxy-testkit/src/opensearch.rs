@@ -24,6 +24,7 @@ impl OpenSearchNode {
     /// Builds the launcher if needed, starts a node on a free port with a
     /// fresh data dir and waits until it is yellow.
     pub fn start() -> Result<OpenSearchNode, String> {
+        crate::bound_test_binary();
         build_launcher()?;
         let dir = tempfile::Builder::new()
             .prefix("osproxy-opensearch-")

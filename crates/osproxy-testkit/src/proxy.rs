@@ -25,6 +25,7 @@ impl ProxyInstance {
     /// waits for it to listen. It does not wait for readiness: see
     /// [`ProxyInstance::wait_ready`].
     pub fn start(binary: &Path, config_toml: &str) -> Result<ProxyInstance, String> {
+        crate::bound_test_binary();
         let dir = tempfile::Builder::new()
             .prefix("osproxy-instance-")
             .tempdir()

@@ -45,7 +45,7 @@ impl CheckedBulk {
     pub fn new(inner: Incoming, check: BulkCheck, violation: Arc<Mutex<Option<String>>>) -> Self {
         CheckedBulk {
             inner,
-            splitter: Some(LineSplitter::new(100 * 1024 * 1024)),
+            splitter: Some(LineSplitter::keeping_blank(100 * 1024 * 1024)),
             check,
             violation,
         }

@@ -161,8 +161,13 @@ impl BulkCheck {
     }
 
     /// Checks one line; `Err` says why the request must stop.
+    /// Blank lines count where OpenSearch counts them: skipped where an
+    /// action is expected, but taken as the source where one is expected.
     pub fn line(&mut self, line: &[u8]) -> Result<(), String> {
         if std::mem::take(&mut self.expect_source) {
+            return Ok(());
+        }
+        if osproxy_rewrite::bulk::is_blank(line) {
             return Ok(());
         }
         let action = osproxy_rewrite::bulk::parse_action(line).map_err(|e| {
@@ -284,6 +289,24 @@ mod tests {
             .is_err());
         let mut check = BulkCheck::new(vec!["legacy-".into()]);
         assert!(check.line(b"not json").is_err());
+        // A blank line after an action with a source is its source: the
+        // line after it is an action, and checked as one.
+        let mut check = BulkCheck::new(vec!["legacy-".into()]);
+        assert!(check.line(br#"{"index":{"_index":"legacy-x"}}"#).is_ok());
+        assert!(check.line(b"").is_ok());
+        assert!(check
+            .line(br#"{"delete":{"_index":"orders-shared","_id":"acme:1"}}"#)
+            .is_err());
+        // Where an action is expected, blank lines are skipped.
+        let mut check = BulkCheck::new(vec!["legacy-".into()]);
+        assert!(check.line(b"  ").is_ok());
+        assert!(check
+            .line(br#"{"delete":{"_index":"legacy-x","_id":"1"}}"#)
+            .is_ok());
+        assert!(check.line(b"").is_ok());
+        assert!(check
+            .line(br#"{"delete":{"_index":"other","_id":"1"}}"#)
+            .is_err());
     }
 
     #[test]

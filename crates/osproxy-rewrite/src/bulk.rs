@@ -105,7 +105,8 @@ fn bad_response(reason: impl Into<String>) -> BulkError {
     }
 }
 
-fn is_blank(line: &[u8]) -> bool {
+/// Whether a line holds only whitespace.
+pub fn is_blank(line: &[u8]) -> bool {
     line.iter()
         .all(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
@@ -129,6 +130,7 @@ pub struct LineSplitter {
     /// How much of `buf` is known to hold no `\n`.
     scanned: usize,
     max_line: usize,
+    keep_blank: bool,
 }
 
 impl LineSplitter {
@@ -138,6 +140,18 @@ impl LineSplitter {
             buf: BytesMut::new(),
             scanned: 0,
             max_line,
+            keep_blank: false,
+        }
+    }
+
+    /// A splitter that also returns blank lines (as they are), for readers
+    /// that must see them where OpenSearch does: a blank line where a bulk
+    /// expects an action is skipped, but where it expects a source it *is*
+    /// the source, and the line after it is read as the next action.
+    pub fn keeping_blank(max_line: usize) -> Self {
+        LineSplitter {
+            keep_blank: true,
+            ..LineSplitter::new(max_line)
         }
     }
 
@@ -158,7 +172,7 @@ impl LineSplitter {
             if line.len() > self.max_line {
                 return Err(BulkError::LineTooLong { max: self.max_line });
             }
-            if !is_blank(&line) {
+            if self.keep_blank || !is_blank(&line) {
                 lines.push(line);
             }
         }
@@ -657,6 +671,14 @@ mod tests {
         assert_eq!(split_all(b"  \r\n \r", 16).unwrap(), Vec::<Bytes>::new());
         // Only one trailing `\r` is removed; inner whitespace is kept.
         assert_eq!(split_all(b" x \r\r\n", 16).unwrap(), [&b" x \r"[..]]);
+    }
+
+    #[test]
+    fn blank_lines_can_be_kept() {
+        let mut s = LineSplitter::keeping_blank(16);
+        let mut lines = s.feed(b"a\r\n\n \nb\n").unwrap();
+        lines.extend(s.finish());
+        assert_eq!(lines, [&b"a"[..], b"", b" ", b"b"]);
     }
 
     #[test]

@@ -8,8 +8,10 @@ pub mod bulk;
 pub mod classify;
 pub mod id_template;
 pub mod members;
+pub mod query;
 pub mod search;
 pub mod source;
+pub mod strict;
 
 pub use classify::{classify, Classified, ClassifyError};
 pub use id_template::{IdTemplate, TemplateError};

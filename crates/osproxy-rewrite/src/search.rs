@@ -17,6 +17,57 @@ pub struct SearchPolicy<'a> {
     pub allow_scripts: bool,
 }
 
+/// Checks a search body of a dedicated placement (`index` or `cluster`),
+/// where the physical index holds one partition only: nothing is added to
+/// the query, but every construct that names another index or a document
+/// of one (terms lookup, like-documents, percolate by id, indexed shapes,
+/// `indices_boost`, point-in-time ids) is refused, and so is what osproxy
+/// does not know. The body comes back re-serialised: what is forwarded is
+/// what was checked.
+pub fn check_dedicated(body: &[u8], allow_scripts: bool) -> Result<Vec<u8>, Refusal> {
+    let top = parse_top(body)?;
+    let walker = Walker {
+        allow_scripts,
+        shared: false,
+    };
+    for (key, value) in &top {
+        walker.top_level(key, value).map_err(|r| match r {
+            Refusal::Construct {
+                construct,
+                path,
+                reason,
+                ..
+            } => Refusal::Construct {
+                construct,
+                path,
+                reason,
+                shared: false,
+            },
+            other => other,
+        })?;
+    }
+    if top.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(Value::Object(top).to_string().into_bytes())
+}
+
+fn parse_top(body: &[u8]) -> Result<Map<String, Value>, Refusal> {
+    if body
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(bad("the body", "a JSON object")),
+        Err(e) => Err(Refusal::BadBody {
+            reason: format!("it is not valid JSON: {e}"),
+        }),
+    }
+}
+
 /// Why a search body was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -34,6 +85,8 @@ pub enum Refusal {
         path: String,
         /// Why it is refused.
         reason: String,
+        /// Whether it was refused in a shared placement's check.
+        shared: bool,
     },
 }
 
@@ -47,9 +100,15 @@ impl fmt::Display for Refusal {
                 construct,
                 path,
                 reason,
+                shared,
             } => write!(
                 f,
-                "{construct} at `{path}` is refused in a shared placement: {reason}"
+                "{construct} at `{path}` is refused {}: {reason}",
+                if *shared {
+                    "in a shared placement"
+                } else {
+                    "for logical indices"
+                }
             ),
         }
     }
@@ -60,6 +119,7 @@ fn refuse(construct: impl Into<String>, path: &str, reason: &str) -> Refusal {
         construct: construct.into(),
         path: path.to_string(),
         reason: reason.to_string(),
+        shared: true,
     }
 }
 
@@ -73,14 +133,17 @@ const UNKNOWN: &str =
     "osproxy does not know it, so it cannot tell whether it reads other tenants' documents";
 const BY_ID: &str = "it fetches a document by id, which may belong to another tenant";
 const JOIN: &str = "it reaches joined documents that the partition filter does not cover";
+const OTHER_INDEX: &str = "it names an index, which may hold other tenants' documents";
+const STATS: &str = "it prints index-wide terms or statistics, which include other tenants' documents in a shared placement";
+const EXPANSION: &str = "it chooses which terms to expand by their index-wide frequency, which tells of other tenants' documents in a shared placement";
 
 /// Top-level keys whose values hold no queries and run no code of their own
 /// (scripts inside them are still found).
 const PLAIN_OPTIONS: &str =
     "from size timeout terminate_after min_score version seq_no_primary_term explain \
     _source stored_fields docvalue_fields fields track_scores \
-    include_named_queries_score track_total_hits indices_boost stats profile \
-    search_after collapse slice verbose_pipeline";
+    include_named_queries_score track_total_hits stats profile \
+    search_after collapse slice verbose_pipeline search_pipeline";
 
 /// Query types whose bodies hold no sub-queries.
 const LEAF_QUERIES: &str =
@@ -95,6 +158,9 @@ const COMPOUND_QUERIES: &[(&str, &[&str])] = &[
     // `mustNot` is a deprecated spelling OpenSearch still accepts.
     ("bool", &["must", "should", "filter", "must_not", "mustNot"]),
     ("nested", &["query"]),
+    // Refused in shared placements (see `check_key`); walked elsewhere.
+    ("has_child", &["query"]),
+    ("has_parent", &["query"]),
     ("script_score", &["query"]),
     ("function_score", &["query", "functions"]),
     ("constant_score", &["filter"]),
@@ -141,24 +207,10 @@ const PLAIN_AGGS: &str =
 /// assert!(refused.to_string().starts_with("`global` aggregation at `aggs.all.global` is refused"));
 /// ```
 pub fn confine_search(body: &[u8], policy: &SearchPolicy<'_>) -> Result<Vec<u8>, Refusal> {
-    let mut top = if body
-        .iter()
-        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
-        Map::new()
-    } else {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => return Err(bad("the body", "a JSON object")),
-            Err(e) => {
-                return Err(Refusal::BadBody {
-                    reason: format!("it is not valid JSON: {e}"),
-                })
-            }
-        }
-    };
+    let mut top = parse_top(body)?;
     let walker = Walker {
         allow_scripts: policy.allow_scripts,
+        shared: true,
     };
     for (key, value) in &top {
         walker.top_level(key, value)?;
@@ -211,6 +263,11 @@ type Checked = Result<(), Refusal>;
 
 struct Walker {
     allow_scripts: bool,
+    /// A shared placement: the partition filter confines the query, and
+    /// constructs that reach past it (joins, global aggregations, index
+    /// statistics) are refused too. Otherwise only what names another
+    /// index, or is unknown, is refused.
+    shared: bool,
 }
 
 impl Walker {
@@ -220,17 +277,22 @@ impl Walker {
             "aggs" | "aggregations" => self.aggs(v, key),
             "rescore" => self.rescore(v, key),
             "highlight" => self.highlight(v, key),
-            "suggest" => Err(refuse(
+            "suggest" if self.shared => Err(refuse(
                 "`suggest`",
                 key,
                 "suggesters read terms from every tenant's documents, outside the query",
             )),
+            "suggest" => self.generic(v, key),
             "pit" => Err(refuse(
                 "`pit`",
                 key,
-                "point-in-time searches are not supported for shared placements yet",
+                "a point in time is searched with `POST /_search` and the id osproxy returned, not inside an index's search",
             )),
-            "search_pipeline" => Err(refuse(
+            "indices_boost" => Err(refuse("`indices_boost`", key, OTHER_INDEX)),
+            "profile" | "explain" if self.shared && v != &Value::Bool(false) => {
+                Err(refuse(format!("`{key}`"), key, STATS))
+            }
+            "search_pipeline" if self.shared => Err(refuse(
                 "`search_pipeline`",
                 key,
                 "a search pipeline runs after osproxy and could rewrite the query, dropping the partition filter",
@@ -276,10 +338,16 @@ impl Walker {
                 path,
                 "the wrapped query is encoded, so osproxy cannot inspect it",
             )),
-            "has_child" | "has_parent" if v.is_object() => {
+            "has_child" | "has_parent" if self.shared && v.is_object() => {
                 Err(refuse(format!("`{key}` query"), path, JOIN))
             }
             "indexed_shape" => Err(refuse("`indexed_shape`", path, BY_ID)),
+            "max_expansions" | "min_doc_freq" | "max_doc_freq" if self.shared => {
+                Err(refuse(format!("`{key}`"), path, EXPANSION))
+            }
+            "rewrite" if self.shared && v.as_str().is_some_and(|r| r.starts_with("top_terms")) => {
+                Err(refuse(format!("`rewrite` {v}"), path, EXPANSION))
+            }
             "terms" => match v
                 .as_object()
                 .and_then(|o| o.iter().find(|(_, f)| is_lookup(f)))
@@ -296,8 +364,15 @@ impl Walker {
     }
 
     fn more_like_this(&self, v: &Value, path: &str) -> Checked {
+        if self.shared {
+            return Err(refuse(
+                "`more_like_this` query",
+                path,
+                "it picks its terms by their index-wide document frequency, which tells of other tenants' documents",
+            ));
+        }
         for key in ["ids", "docs"] {
-            if v.get(key).is_some() {
+            if v.get(key).is_some() && (self.shared || key == "docs") {
                 return Err(refuse(
                     "`more_like_this` document",
                     &child(path, key),
@@ -315,11 +390,13 @@ impl Walker {
                 let Some(item) = item.as_object() else {
                     continue;
                 };
-                // Only artificial documents (a `doc` and no index or id) pass.
-                let names_one = ["_id", "_index", "id", "index"]
-                    .iter()
-                    .any(|k| item.contains_key(*k));
-                if names_one || !item.contains_key("doc") {
+                // Only artificial documents (a `doc` and no index or id)
+                // pass; in a dedicated placement also a document of the
+                // searched index named by id alone.
+                let names_index = ["_index", "index"].iter().any(|k| item.contains_key(*k));
+                let names_id = ["_id", "id"].iter().any(|k| item.contains_key(*k));
+                let own = !self.shared && names_id && !names_index;
+                if !own && (names_index || names_id || !item.contains_key("doc")) {
                     let at = format!("{}[{i}]", child(path, key));
                     return Err(refuse("`more_like_this` document", &at, BY_ID));
                 }
@@ -481,6 +558,25 @@ impl Walker {
 
     fn agg(&self, kind: &str, body: &Value, path: &str) -> Checked {
         self.check_key(kind, body, path)?;
+        if !self.shared {
+            return match kind {
+                "filter" => self.query(body, path),
+                "filters" | "adjacency_matrix" => self.filters(body, path),
+                k if listed(PLAIN_AGGS, k)
+                    || listed(
+                        "global significant_terms significant_text children parent",
+                        k,
+                    ) =>
+                {
+                    self.generic(body, path)
+                }
+                other => Err(refuse(
+                    format!("unknown aggregation `{other}`"),
+                    path,
+                    UNKNOWN,
+                )),
+            };
+        }
         match kind {
             "global" => Err(refuse(
                 "`global` aggregation",

@@ -18,13 +18,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::bulk::{
-    item_error, item_status, parse_action, render_action, split_response, ActionLine, BulkOp,
-    LineSplitter,
+    is_blank, item_error, item_status, parse_action, render_action, split_response, ActionLine,
+    BulkOp, LineSplitter,
 };
 
 use super::document::confine_body;
 use super::params::{allow_only, Op};
-use super::{body_partition, reverse, Target, Tenancy, MAX_BUFFERED};
+use super::{body_partition, reverse, strict_body, Target, Tenancy, MAX_BUFFERED};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 use osproxy_control::PartitionRule;
@@ -82,10 +82,10 @@ pub(crate) async fn serve(
     let mut body = req.into_body();
     // Read up to the first line before answering, so that an empty body is
     // a 400 like OpenSearch's rather than an empty 200.
-    let mut splitter = LineSplitter::new(MAX_BUFFERED);
+    let mut splitter = LineSplitter::keeping_blank(MAX_BUFFERED);
     let mut first: Vec<Bytes> = Vec::new();
     let mut ended = false;
-    while first.is_empty() {
+    while first.iter().all(|l| is_blank(l)) {
         match body.frame().await {
             Some(frame) => {
                 let frame = frame.map_err(|e| {
@@ -112,7 +112,7 @@ pub(crate) async fn serve(
             first.push(last);
         }
     }
-    if first.is_empty() {
+    if first.iter().all(|l| is_blank(l)) {
         return Err(ProxyError::new(
             ErrorCode::BadRequest,
             "request body is required: a _bulk body of action and source lines",
@@ -331,14 +331,41 @@ impl<'t> Run<'_, 't> {
             return;
         }
         if let Some(p) = self.pending.take() {
+            // A blank line here is the item's (empty) source, as OpenSearch
+            // reads it; what is not strict JSON is refused for this item.
+            let refused = if is_blank(&line) {
+                Some("the source line of this item is empty".to_string())
+            } else {
+                strict_body(&line).err().map(|e| e.reason)
+            };
+            if let Some(reason) = refused {
+                self.out.set(
+                    p.position,
+                    item_error(
+                        p.action.op,
+                        Some(&p.index),
+                        p.action.id.as_deref(),
+                        400,
+                        "illegal_argument_exception",
+                        &reason,
+                    ),
+                );
+                return;
+            }
             self.source(p, &line).await;
             return;
         }
         if std::mem::take(&mut self.skip_source) {
             return;
         }
+        if is_blank(&line) {
+            return;
+        }
         let position = self.out.position();
-        match parse_action(&line) {
+        let parsed = strict_body(&line)
+            .map_err(|e| e.reason)
+            .and_then(|()| parse_action(&line).map_err(|e| e.to_string()));
+        match parsed {
             Ok(action) => self.action(position, action).await,
             Err(e) => {
                 let op = op_hint(&line);
@@ -350,7 +377,7 @@ impl<'t> Run<'_, 't> {
                         None,
                         400,
                         "illegal_argument_exception",
-                        &e.to_string(),
+                        &e,
                     ),
                 );
                 match op {

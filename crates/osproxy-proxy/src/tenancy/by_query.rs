@@ -8,10 +8,10 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
-use osproxy_rewrite::search::{confine_search, SearchPolicy};
+use osproxy_rewrite::search::{check_dedicated, confine_search, SearchPolicy};
 use serde_json::{Map, Value};
 
-use super::{json_response, read_limited, reverse, Target, Tenancy};
+use super::{json_response, read_json, reverse, Target, Tenancy};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 
@@ -50,15 +50,8 @@ pub(crate) async fn serve(
         ));
     }
     let shared = t.shared();
-    let mut query = Vec::new();
-    for pair in req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    let mut query = super::params::parse(req.uri().query())?;
+    for (key, value) in query.pairs() {
         let dedicated_only = matches!(
             key,
             "routing" | "q" | "df" | "analyzer" | "default_operator" | "lenient" | "preference"
@@ -70,34 +63,34 @@ pub(crate) async fn serve(
                 format!("query parameter `{shown}` is refused on {endpoint} of a logical index"),
             ));
         }
-        if key == "wait_for_completion"
-            && value == "false"
-            && !principal.is_some_and(|p| p.operator)
+        // Anything but an explicit `true` may leave a task running.
+        if key == "wait_for_completion" && value != "true" && !principal.is_some_and(|p| p.operator)
         {
             return Err(ProxyError::new(
                 ErrorCode::OperatorRequired,
                 "wait_for_completion=false starts a task only operators may follow; run it synchronously",
             ));
         }
-        query.push(pair.to_string());
     }
     if shared {
-        query.push(format!("routing={}", t.partition.as_str()));
+        query.set("routing".into(), t.partition.as_str().into());
     }
     let headers = req.headers().clone();
-    let raw = read_limited(req.into_body()).await?;
-    let body = if shared { confine(&raw, t)? } else { raw };
+    let raw = read_json(req.into_body()).await?;
+    let body = confine(&raw, t)?;
     tenancy.ensure_shared_mapping(t).await?;
     tenancy.gate(t)?;
-    let upstream = t.path(endpoint, None, &query.join("&"));
+    let upstream = t.path(endpoint, None, &query.encode());
     let (parts, resp) = tenancy
         .exchange(t, Method::POST, &upstream, &headers, Some(body))
         .await?;
     Ok(json_response(parts, reverse::error(&resp, t, None)))
 }
 
-/// The body with its `query` confined; `script` only where allowed;
-/// `max_docs`, `conflicts` and `slice` kept.
+/// The body with its `query` confined (shared placements) or checked for
+/// references to other indices (dedicated ones); `script` only where
+/// allowed (always, in a dedicated placement); `max_docs`, `conflicts` and
+/// `slice` kept. Re-serialised either way: what is forwarded was checked.
 fn confine(raw: &[u8], t: &Target<'_>) -> Result<Bytes, ProxyError> {
     let bad = |m: String| ProxyError::new(ErrorCode::BadRequest, m);
     let body: Map<String, Value> = if raw.iter().all(u8::is_ascii_whitespace) {
@@ -116,7 +109,7 @@ fn confine(raw: &[u8], t: &Target<'_>) -> Result<Bytes, ProxyError> {
             "max_docs" | "conflicts" | "slice" => {
                 kept.insert(k, v);
             }
-            "script" if t.logical.allow_scripts => {
+            "script" if t.logical.allow_scripts || !t.shared() => {
                 kept.insert(k, v);
             }
             "script" => {
@@ -133,10 +126,19 @@ fn confine(raw: &[u8], t: &Target<'_>) -> Result<Bytes, ProxyError> {
         partition: t.partition.as_str(),
         allow_scripts: t.logical.allow_scripts,
     };
-    let confined = confine_search(Value::Object(search).to_string().as_bytes(), &policy)
-        .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?;
-    let mut out: Map<String, Value> = serde_json::from_slice(&confined)
-        .map_err(|e| ProxyError::new(ErrorCode::Internal, e.to_string()))?;
+    let search = Value::Object(search).to_string();
+    let confined = if t.shared() {
+        confine_search(search.as_bytes(), &policy)
+    } else {
+        check_dedicated(search.as_bytes(), true)
+    }
+    .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?;
+    let mut out: Map<String, Value> = if confined.is_empty() {
+        Map::new()
+    } else {
+        serde_json::from_slice(&confined)
+            .map_err(|e| ProxyError::new(ErrorCode::Internal, e.to_string()))?
+    };
     out.extend(kept);
     Ok(Bytes::from(Value::Object(out).to_string()))
 }

@@ -83,6 +83,16 @@ pub struct Cursor {
     /// The upstream's own id.
     #[serde(rename = "u")]
     pub upstream: String,
+    /// The physical index it was opened on (absent in ids signed before
+    /// cursors were bound to it: such ids are refused as stale).
+    #[serde(rename = "x", default)]
+    pub physical: String,
+    /// The placement kind it was opened in (`shared`, `index`, `cluster`).
+    #[serde(rename = "s", default)]
+    pub placement: String,
+    /// The epoch of the placement entry it was opened by.
+    #[serde(rename = "e", default)]
+    pub epoch: u64,
 }
 
 /// Signs a cursor into the id clients see.
@@ -148,6 +158,9 @@ mod tests {
             partition: "acme".into(),
             index: "orders".into(),
             upstream: "FGluY2x1ZGU=".into(),
+            physical: "orders-shared".into(),
+            placement: "shared".into(),
+            epoch: 7,
         }
     }
 

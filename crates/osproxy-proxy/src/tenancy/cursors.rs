@@ -11,12 +11,12 @@ use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 use osproxy_core::{EndpointKind, ErrorCode, ProxyError};
 use osproxy_rewrite::members::{edit_members, Edit};
-use osproxy_rewrite::search::{confine_search, SearchPolicy};
+use osproxy_rewrite::search::{check_dedicated, confine_search, SearchPolicy};
 use serde_json::{json, Map, Value};
 
 use super::cursor::{unwrap, wrap, Cursor};
 use super::params::allow_only;
-use super::{json_ok, json_response, read_limited, reverse, Target, Tenancy};
+use super::{json_ok, json_response, read_json, reverse, Target, Tenancy};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 
@@ -45,6 +45,9 @@ fn sign(tenancy: &Tenancy, kind: &str, t: &Target<'_>, upstream: String) -> Stri
             partition: t.partition.as_str().into(),
             index: t.logical.name.clone(),
             upstream,
+            physical: t.physical_index().to_string(),
+            placement: t.placement.kind().to_string(),
+            epoch: t.epoch,
         },
     );
     if let Ok(mut open) = open_cursors().lock() {
@@ -101,10 +104,19 @@ fn open<'t>(
 ) -> Result<(Cursor, Target<'t>), ProxyError> {
     let cursor = unwrap(&tenancy.cursor_key, kind, id)?;
     let target = tenancy.resolve_partition(&cursor.index, principal, &cursor.partition)?;
-    if target.cluster.id != cursor.cluster {
-        return Err(bad(format!(
-            "this {kind} id belongs to a placement that has since moved; start a new one"
-        )));
+    // Bound to where it was opened: the same cluster is not enough (a
+    // partition moved from the shared index to its own index on the same
+    // cluster would otherwise be searched unconfined in the shared one).
+    if target.cluster.id != cursor.cluster
+        || target.physical_index() != cursor.physical
+        || target.placement.kind() != cursor.placement
+        || target.epoch != cursor.epoch
+    {
+        return Err(ProxyError::new(
+            ErrorCode::StaleEpoch,
+            format!("this {kind} id was opened on a placement of this partition that has since changed; open a new one"),
+        )
+        .retryable(true));
     }
     Ok((cursor, target))
 }
@@ -153,7 +165,7 @@ pub(crate) async fn serve(
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let headers = req.headers().clone();
-    let raw = read_limited(req.into_body()).await?;
+    let raw = read_json(req.into_body()).await?;
     let body: Map<String, Value> = if raw.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
@@ -364,7 +376,13 @@ async fn pit_search(
         confine_search(raw.as_bytes(), &policy)
             .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?
     } else {
-        raw.into_bytes()
+        let checked = check_dedicated(raw.as_bytes(), true)
+            .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?;
+        if checked.is_empty() {
+            b"{}".to_vec()
+        } else {
+            checked
+        }
     };
     let mut upstream: Map<String, Value> = serde_json::from_slice(&confined)
         .map_err(|e| ProxyError::new(ErrorCode::Internal, e.to_string()))?;

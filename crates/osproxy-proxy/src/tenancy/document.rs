@@ -11,7 +11,7 @@ use osproxy_rewrite::source::{inject_field, strip_field};
 use percent_encoding::percent_decode_str;
 
 use super::params::{rewrite_query, Op};
-use super::{json_response, read_limited, reverse, Target, Tenancy};
+use super::{json_response, read_json, reverse, Target, Tenancy};
 use crate::body::ResponseBody;
 
 /// `/{index}/{endpoint}[/{id}]`, decoded.
@@ -112,7 +112,7 @@ pub(crate) async fn serve(
         Op::Write | Op::Update => {
             let raw = match body {
                 Body::Read(b) => b,
-                Body::Stream(s) => read_limited(s).await?,
+                Body::Stream(s) => read_json(s).await?,
             };
             Some(if shared {
                 confine_body(&raw, op, t)?

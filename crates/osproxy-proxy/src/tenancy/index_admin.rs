@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
 use serde_json::{Map, Value};
 
-use super::{json_response, read_limited, reverse, Target, Tenancy};
+use super::{json_response, read_json, reverse, Target, Tenancy};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 
@@ -44,8 +44,11 @@ pub(crate) async fn serve(
             Ok(resp)
         }
         (None, &Method::PUT) => {
-            let raw = read_limited(body).await?;
+            let raw = read_json(body).await?;
             let create = if shared {
+                if !principal.is_some_and(|p| p.operator) {
+                    tenant_shape_only(&raw, t)?;
+                }
                 with_partition_field(&raw, &t.logical.field)?
             } else {
                 raw
@@ -84,7 +87,7 @@ pub(crate) async fn serve(
                     format!("the mapping of logical index {:?} is shared by every tenant of its shared placement; only an operator may change it", t.logical.name),
                 ));
             }
-            let raw = read_limited(body).await?;
+            let raw = read_json(body).await?;
             if shared && mentions_field(&raw, &t.logical.field) {
                 return Err(ProxyError::new(
                     ErrorCode::BadRequest,
@@ -166,6 +169,54 @@ fn with_partition_field(raw: &Bytes, field: &str) -> Result<Bytes, ProxyError> {
     }
     properties.insert(field.to_string(), serde_json::json!({"type": "keyword"}));
     Ok(Bytes::from(v.to_string()))
+}
+
+/// What a tenant (not an operator) may put in the create-index body of a
+/// shared placement: field definitions under `mappings.properties`, and
+/// nothing that shapes the index for the other tenants in it — no
+/// `settings` (a default pipeline, analysers), no `aliases`, no dynamic
+/// templates or `dynamic` switch, and no `copy_to` (which could write into
+/// the partition field or another tenant's field).
+fn tenant_shape_only(raw: &[u8], t: &Target<'_>) -> Result<(), ProxyError> {
+    let refuse = |what: &str| {
+        ProxyError::new(
+            ErrorCode::OperatorRequired,
+            format!("{what} in the create-index body of logical index {:?} would shape the shared index of every tenant in its placement; only an operator may set it", t.logical.name),
+        )
+    };
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let v: Value = serde_json::from_slice(raw).map_err(bad_json)?;
+    let Some(root) = v.as_object() else {
+        return Ok(()); // refused as not an object further on
+    };
+    for (key, value) in root {
+        if key != "mappings" {
+            return Err(refuse(&format!("`{key}`")));
+        }
+        let Some(m) = value.as_object() else {
+            continue;
+        };
+        if let Some(other) = m.keys().find(|k| *k != "properties") {
+            return Err(refuse(&format!("`mappings.{other}`")));
+        }
+        if let Some(props) = m.get("properties") {
+            if mentions_key(props, "copy_to") {
+                return Err(refuse("`copy_to`"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `key` occurs as an object key anywhere in `v`.
+fn mentions_key(v: &Value, key: &str) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, v)| k == key || mentions_key(v, key)),
+        Value::Array(a) => a.iter().any(|v| mentions_key(v, key)),
+        _ => false,
+    }
 }
 
 fn mentions_field(raw: &[u8], field: &str) -> bool {

@@ -233,7 +233,7 @@ impl Tenancy {
                 });
             return match body_rule {
                 Some(field) => {
-                    let bytes = read_limited(body).await?;
+                    let bytes = read_json(body).await?;
                     let partition = body_partition(&bytes, &field, index)?;
                     let target =
                         self.resolve(index, principal, &parts.headers, Some(&partition))?;
@@ -551,16 +551,27 @@ impl Tenancy {
         body: Option<Bytes>,
     ) -> Result<(http::response::Parts, Bytes), ProxyError> {
         let mut req = Request::builder().method(method).uri(path_and_query);
-        for name in ["content-type", "accept", "x-opaque-id", "x-request-id"] {
+        // The client's content type and `accept` are not forwarded: osproxy
+        // checked the body as JSON and reads only JSON answers, so it says
+        // so itself (a YAML or CBOR answer would pass unreversed).
+        for name in ["x-opaque-id", "x-request-id"] {
             if let Some(v) = headers.get(name) {
                 req = req.header(name, v);
             }
         }
+        req = req.header("accept", "application/json");
         let body = match body {
             Some(b) => {
-                if !headers.contains_key("content-type") {
-                    req = req.header("content-type", "application/json");
-                }
+                let ndjson =
+                    path_and_query.contains("/_msearch") || path_and_query.contains("/_bulk");
+                req = req.header(
+                    "content-type",
+                    if ndjson {
+                        "application/x-ndjson"
+                    } else {
+                        "application/json"
+                    },
+                );
                 RequestBody::Full(Some(b))
             }
             None => RequestBody::Empty,
@@ -619,6 +630,33 @@ where
         })
 }
 
+/// Reads a JSON request body whole (bounded) and checks it is strict JSON
+/// (see [`strict_body`]).
+pub(crate) async fn read_json<B>(body: B) -> Result<Bytes, ProxyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let bytes = read_limited(body).await?;
+    strict_body(&bytes)?;
+    Ok(bytes)
+}
+
+/// Refuses a body that is not strict JSON (comments, a name twice, trailing
+/// data, ...): OpenSearch's lenient parser could read it differently from
+/// osproxy. An empty (or all-blank) body passes: it means "no body".
+pub(crate) fn strict_body(bytes: &[u8]) -> Result<(), ProxyError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    osproxy_rewrite::strict::check(bytes).map_err(|e| {
+        ProxyError::new(
+            ErrorCode::BadRequest,
+            format!("the request body is refused: {e}; send standard JSON"),
+        )
+    })
+}
+
 /// A 200 JSON response osproxy assembled itself.
 pub(crate) fn json_ok(body: Vec<u8>) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
@@ -665,6 +703,7 @@ pub(crate) fn body_partition(doc: &[u8], field: &str, index: &str) -> Result<Str
 /// uncompressed; a compressed one is refused with a clear error rather than
 /// misread as malformed JSON.
 pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
+    check_media_types(headers)?;
     match headers.get(http::header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
         None => Ok(()),
         Some(e) if e.is_empty() || e == "identity" => Ok(()),
@@ -673,4 +712,41 @@ pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
             format!("request bodies for logical indices must not be compressed (content-encoding: {e}); send them uncompressed (opensearch-py: http_compress=False)"),
         )),
     }
+}
+
+/// Only JSON goes in and out of a logical index: a request body declared
+/// as YAML, CBOR or SMILE (which OpenSearch would parse as such, while
+/// osproxy reads JSON), or a form, is refused; so is an `Accept` that asks
+/// for an answer osproxy could not reverse.
+pub(crate) fn check_media_types(headers: &HeaderMap) -> Result<(), ProxyError> {
+    if let Some(v) = headers.get(http::header::CONTENT_TYPE) {
+        let v = v.to_str().unwrap_or("?").to_ascii_lowercase();
+        let essence = v.split(';').next().unwrap_or("").trim();
+        let json = matches!(essence, "application/json" | "application/x-ndjson")
+            || (essence.starts_with("application/") && essence.ends_with("+json"));
+        if !json {
+            let shown: String = essence
+                .chars()
+                .take(80)
+                .filter(|c| !c.is_control())
+                .collect();
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("Content-Type header [{shown}] is not supported for logical indices: send `application/json` (or `application/x-ndjson` for _bulk and _msearch)"),
+            ));
+        }
+    }
+    for v in headers.get_all(http::header::ACCEPT) {
+        let v = v.to_str().unwrap_or("?").to_ascii_lowercase();
+        if ["yaml", "cbor", "smile"].iter().any(|f| v.contains(f)) {
+            let shown: String = v.chars().take(80).filter(|c| !c.is_control()).collect();
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "Accept [{shown}] is refused for logical indices: osproxy answers in JSON only"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

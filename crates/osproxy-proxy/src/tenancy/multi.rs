@@ -10,11 +10,11 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
-use osproxy_rewrite::search::{confine_search, SearchPolicy};
+use osproxy_rewrite::search::{check_dedicated, confine_search, SearchPolicy};
 use serde_json::{json, Map, Value};
 
 use super::params::allow_only;
-use super::{json_ok, read_limited, reverse, Target, Tenancy};
+use super::{json_ok, read_json, read_limited, reverse, Target, Tenancy};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 
@@ -94,7 +94,7 @@ pub(crate) async fn mget(
         "on an _mget of logical indices",
     )?;
     let headers = req.headers().clone();
-    let body: Value = serde_json::from_slice(&read_limited(req.into_body()).await?)
+    let body: Value = serde_json::from_slice(&read_json(req.into_body()).await?)
         .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
     let specs: Vec<Value> = match (body.get("docs"), body.get("ids")) {
         (Some(Value::Array(docs)), None) => docs.clone(),
@@ -253,6 +253,10 @@ pub(crate) async fn msearch(
         .split(|b| *b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .collect();
+    // Every line strict JSON, or nothing is searched.
+    for line in &lines {
+        super::strict_body(line)?;
+    }
     if !lines.len().is_multiple_of(2) {
         return Err(bad(
             "an _msearch body is pairs of header and body lines; the last header has no body",
@@ -332,7 +336,15 @@ pub(crate) async fn msearch(
                 }
             }
         } else {
-            lines[2 * pos + 1].to_vec()
+            match check_dedicated(lines[2 * pos + 1], true) {
+                Ok(b) if b.is_empty() => b"{}".to_vec(),
+                Ok(b) => b,
+                Err(r) => {
+                    answers[pos] =
+                        refuse(ProxyError::new(ErrorCode::ConstructRefused, r.to_string()));
+                    continue;
+                }
+            }
         };
         if let Err(e) = tenancy.ensure_shared_mapping(&target).await {
             answers[pos] = refuse(e);

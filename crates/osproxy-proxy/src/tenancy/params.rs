@@ -5,7 +5,7 @@
 //! rather than forwarded blind.
 
 use osproxy_core::{ErrorCode, ProxyError};
-use percent_encoding::percent_decode_str;
+use osproxy_rewrite::query::Query;
 
 /// What the request does, for the parameter allow-list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,20 +127,39 @@ fn dedicated_only(op: Op) -> &'static [&'static str] {
     }
 }
 
-/// The upstream query string for a tenancy request: the allowed parameters
-/// verbatim, plus `routing=<partition>` in shared placements
-/// (`refresh=true` becomes `refresh=true&routing=acme`).
+/// The client's query string read as OpenSearch reads it (split on `&`
+/// and `;`, names and values percent-decoded); a malformed one is refused.
+pub(crate) fn parse(query: Option<&str>) -> Result<Query, ProxyError> {
+    Query::parse(query).map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+/// Refuses response formats osproxy cannot reverse: only JSON answers are
+/// read back and rewritten, so `format` other than `json` is refused
+/// rather than returned unreversed.
+fn check_common(name: &str, value: &str) -> Result<(), ProxyError> {
+    if name == "format" && !value.eq_ignore_ascii_case("json") {
+        return Err(ProxyError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "query parameter `format={}` is refused for logical indices: osproxy reads and rewrites JSON answers only; drop `format` or use `format=json`",
+                shown(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The upstream query string for a tenancy request: the allowed parameters,
+/// decoded, checked and re-encoded, plus `routing=<partition>` in shared
+/// placements (`refresh=true` becomes `refresh=true&routing=acme`).
 pub(crate) fn rewrite_query(
     query: Option<&str>,
     op: Op,
     shared: bool,
     partition: &str,
 ) -> Result<String, ProxyError> {
-    let mut out = String::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let raw_key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        let key = percent_decode_str(raw_key).decode_utf8_lossy();
-        let key = key.as_ref();
+    let mut q = parse(query)?;
+    for (key, value) in q.pairs() {
         let ok = COMMON.contains(&key)
             || allowed(op).contains(&key)
             || (!shared && dedicated_only(op).contains(&key));
@@ -155,32 +174,30 @@ pub(crate) fn rewrite_query(
                 format!("query parameter `{}` is refused: {why}", shown(key)),
             ));
         }
-        if !out.is_empty() {
-            out.push('&');
+        check_common(key, value)?;
+        if shared && key == "explain" && value != "false" {
+            return Err(ProxyError::new(
+                ErrorCode::ConstructRefused,
+                "query parameter `explain` is refused in a shared placement: explanations print index-wide term statistics of every tenant's documents",
+            ));
         }
-        out.push_str(pair);
     }
     if shared {
-        if !out.is_empty() {
-            out.push('&');
-        }
         // Partition ids are [A-Za-z0-9_.-]: nothing to encode.
-        out.push_str("routing=");
-        out.push_str(partition);
+        q.set("routing".into(), partition.into());
     }
-    Ok(out)
+    Ok(q.encode())
 }
 
-/// The query string with only `allowed` parameters, verbatim; any other
+/// The query string with only `allowed` parameters, re-encoded; any other
 /// parameter is refused, naming it and what is accepted `where_`.
 pub(crate) fn allow_only(
     query: Option<&str>,
     allowed: &[&str],
     where_: &str,
 ) -> Result<String, ProxyError> {
-    let mut out = Vec::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+    let q = parse(query)?;
+    for (key, value) in q.pairs() {
         if !allowed.contains(&key) {
             return Err(ProxyError::new(
                 ErrorCode::BadRequest,
@@ -191,9 +208,9 @@ pub(crate) fn allow_only(
                 ),
             ));
         }
-        out.push(pair);
+        check_common(key, value)?;
     }
-    Ok(out.join("&"))
+    Ok(q.encode())
 }
 
 fn shown(key: &str) -> String {
@@ -233,7 +250,36 @@ mod tests {
     }
 
     #[test]
-    fn allow_only_keeps_listed_pairs_verbatim() {
+    fn smuggled_and_encoded_parameters_are_seen() {
+        for q in [
+            "size=100;q=*:*",
+            "size=1%3Bq=x;q=y",
+            "from=0&size=1;routing=globex",
+            "size=1;search_pipeline=p",
+            "size=1;suggest_field=title",
+            "%71=*:*",
+            "q%00=1",
+            "size=1&format=yaml",
+            "format=cbor",
+            "size=%zz",
+            "=q",
+            "explain=true",
+        ] {
+            assert!(
+                rewrite_query(Some(q), Op::Search, true, "acme").is_err(),
+                "{q}"
+            );
+        }
+        // A client's own routing is replaced, never added beside it.
+        assert_eq!(
+            rewrite_query(Some("size=1;size=2&format=json"), Op::Search, true, "acme").unwrap(),
+            "size=2&format=json&routing=acme"
+        );
+        assert!(allow_only(Some("keep_alive=1m;routing=x"), &["keep_alive"], "here").is_err());
+    }
+
+    #[test]
+    fn allow_only_keeps_listed_pairs() {
         assert_eq!(
             allow_only(
                 Some("refresh=true&timeout=1m"),
@@ -256,7 +302,7 @@ mod tests {
     fn dedicated_keeps_routing_and_q() {
         assert_eq!(
             rewrite_query(Some("q=title:x&routing=r"), Op::Search, false, "acme").unwrap(),
-            "q=title:x&routing=r"
+            "q=title%3Ax&routing=r"
         );
         assert!(rewrite_query(Some("scroll=1m"), Op::Search, false, "acme").is_ok());
         assert!(rewrite_query(Some("search_pipeline=x"), Op::Search, false, "acme").is_err());

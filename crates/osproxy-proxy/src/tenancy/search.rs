@@ -7,10 +7,10 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use osproxy_core::{EndpointKind, ErrorCode, ProxyError};
 use osproxy_observe::trace::{Change, Name, Value};
-use osproxy_rewrite::search::{confine_search, SearchPolicy};
+use osproxy_rewrite::search::{check_dedicated, confine_search, SearchPolicy};
 
 use super::params::{rewrite_query, Op};
-use super::{cursors, json_response, read_limited, reverse, Target, Tenancy};
+use super::{cursors, json_response, read_json, reverse, Target, Tenancy};
 use crate::body::ResponseBody;
 
 pub(crate) async fn serve(
@@ -47,7 +47,7 @@ pub(crate) async fn serve(
     tenancy.ensure_shared_mapping(t).await?;
     let query = rewrite_query(req.uri().query(), op, shared, t.partition.as_str())?;
     let headers = req.headers().clone();
-    let raw = read_limited(req.into_body()).await?;
+    let raw = read_json(req.into_body()).await?;
     let body = if shared {
         let policy = SearchPolicy {
             field: &t.logical.field,
@@ -67,7 +67,10 @@ pub(crate) async fn serve(
         });
         confined
     } else {
-        raw
+        // Scripts cannot reach outside the partition's own index.
+        check_dedicated(&raw, true)
+            .map(bytes::Bytes::from)
+            .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?
     };
     let body = if body.is_empty() { None } else { Some(body) };
     let path = t.path(endpoint, None, &query);

@@ -176,25 +176,34 @@ fn terms_lookup_anywhere() {
 
 #[test]
 fn more_like_this_documents() {
+    // Shared: refused whole, its term selection reads index-wide frequencies.
+    let ok_elsewhere =
+        json!({"query": {"more_like_this": {"like": ["some text", {"doc": {"t": "x"}}]}}});
+    assert_eq!(refused(ok_elsewhere.clone()).1, "query.more_like_this");
+    assert!(check_dedicated(ok_elsewhere.to_string().as_bytes(), true).is_ok());
+    // Dedicated: a like-document of another index, or one naming nothing.
     let docs = [
-        json!({"_id": "1"}),
         json!({"_index": "other", "_id": "1"}),
         json!({"_index": "i", "doc": {}}),
-        json!({"id": "1", "doc": {}}),
+        json!({"index": "i", "id": "1"}),
         json!({"fields": ["t"]}),
     ];
     for like in docs {
         let body = json!({"query": {"more_like_this": {"fields": ["t"], "like": ["text", like]}}});
-        assert_eq!(refused(body).1, "query.more_like_this.like[1]");
+        match check_dedicated(body.to_string().as_bytes(), true) {
+            Err(Refusal::Construct { path, .. }) => {
+                assert_eq!(path, "query.more_like_this.like[1]")
+            }
+            other => panic!("{body}: {other:?}"),
+        }
     }
-    let unlike =
-        json!({"query": {"bool": {"must_not": {"more_like_this": {"unlike": {"_id": "1"}}}}}});
-    assert_eq!(
-        refused(unlike).1,
-        "query.bool.must_not.more_like_this.unlike[0]"
-    );
-    let ok = json!({"query": {"more_like_this": {"like": ["some text", {"doc": {"t": "x"}}]}}});
-    assert!(confine(ok, &POLICY).is_ok());
+    let unlike = json!({"query": {"bool": {"must_not": {"more_like_this": {"unlike": {"_index": "x", "_id": "1"}}}}}});
+    match check_dedicated(unlike.to_string().as_bytes(), true) {
+        Err(Refusal::Construct { path, .. }) => {
+            assert_eq!(path, "query.bool.must_not.more_like_this.unlike[0]")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -656,4 +665,63 @@ proptest! {
     fn never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         let _ = confine_search(&bytes, &POLICY);
     }
+}
+
+/// The construct a dedicated placement's check refused, or a panic.
+fn refused_dedicated(body: Value) -> String {
+    match check_dedicated(body.to_string().as_bytes(), true) {
+        Err(Refusal::Construct { construct, .. }) => construct,
+        other => panic!("{body} was not refused in a dedicated placement: {other:?}"),
+    }
+}
+
+#[test]
+fn dedicated_placements_refuse_what_names_another_index() {
+    for body in [
+        json!({"query": {"terms": {"f": {"index": "orders-shared", "id": "acme:1", "path": "f"}}}}),
+        json!({"query": {"bool": {"filter": [{"terms": {"f": {"index": "x", "id": "1", "path": "f"}}}]}}}),
+        json!({"query": {"more_like_this": {"like": [{"_index": "orders-shared", "_id": "globex:1"}]}}}),
+        json!({"query": {"more_like_this": {"docs": [{"_index": "orders-shared", "_id": "1"}]}}}),
+        json!({"query": {"percolate": {"field": "q", "index": "orders-shared", "id": "1"}}}),
+        json!({"query": {"geo_shape": {"g": {"indexed_shape": {"index": "orders-shared", "id": "1", "path": "g"}}}}}),
+        json!({"indices_boost": [{"orders-shared": 2.0}]}),
+        json!({"query": {"wrapper": {"query": "e30="}}}),
+        json!({"pit": {"id": "abc"}}),
+        json!({"ext": {"x": {}}}),
+        json!({"query": {"no_such_query": {}}}),
+        json!({"aggs": {"a": {"no_such_agg": {}}}}),
+        json!({"aggs": {"a": {"filter": {"terms": {"f": {"index": "x", "id": "1", "path": "f"}}}}}}),
+    ] {
+        refused_dedicated(body);
+    }
+    // What only reaches the partition's own index passes, re-serialised.
+    for body in [
+        json!({"query": {"match_all": {}}, "aggs": {"all": {"global": {}}}}),
+        json!({"query": {"more_like_this": {"fields": ["t"], "like": [{"_id": "1"}, "text"]}}}),
+        json!({"query": {"has_child": {"type": "c", "query": {"match_all": {}}}}}),
+        json!({"profile": true, "explain": true, "suggest": {"s": {"text": "x", "term": {"field": "t"}}}}),
+        json!({"aggs": {"s": {"significant_terms": {"field": "t"}}}}),
+        json!({"query": {"script_score": {"query": {"match_all": {}}, "script": {"source": "1"}}}}),
+    ] {
+        let out = check_dedicated(body.to_string().as_bytes(), true).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), body);
+    }
+    assert_eq!(check_dedicated(b"", true).unwrap(), b"");
+}
+
+#[test]
+fn shared_placements_refuse_statistics_and_expansion_oracles() {
+    for body in [
+        json!({"profile": true, "query": {"prefix": {"t": "a"}}}),
+        json!({"explain": true}),
+        json!({"query": {"fuzzy": {"t": {"value": "x", "max_expansions": 1}}}}),
+        json!({"query": {"prefix": {"t": {"value": "a", "rewrite": "top_terms_1"}}}}),
+        json!({"query": {"match_phrase_prefix": {"t": {"query": "a", "max_expansions": 1}}}}),
+        json!({"query": {"more_like_this": {"like": ["text"], "min_doc_freq": 1}}}),
+        json!({"query": {"more_like_this": {"like": [{"doc": {"t": "x"}}]}}}),
+        json!({"indices_boost": [{"orders": 1.0}]}),
+    ] {
+        refused(body);
+    }
+    assert!(confine(json!({"profile": false, "explain": false}), &POLICY).is_ok());
 }

@@ -1378,8 +1378,33 @@ async fn logical_index_management() {
             .status,
         404
     );
+    // A tenant may not shape the shared index for the others in it.
+    for body in [
+        json!({"settings": {"number_of_shards": 1}, "mappings": {"properties": {"title": {"type": "text"}}}}),
+        json!({"aliases": {"everyone": {}}}),
+        json!({"settings": {"index.default_pipeline": "p"}}),
+        json!({"mappings": {"dynamic_templates": [{"s": {"match": "*", "mapping": {"type": "keyword"}}}]}}),
+        json!({"mappings": {"properties": {"t": {"type": "text", "copy_to": "_tenant"}}}}),
+        json!({"mappings": {"properties": {"o": {"properties": {"t": {"type": "text", "copy_to": "x"}}}}}}),
+    ] {
+        let refused = f
+            .call("acme-svc", Method::PUT, "/orders", Some(body.clone()), &[])
+            .await;
+        assert_eq!(refused.status, 403, "{body}: {}", refused.text());
+        assert_eq!(
+            refused.json()["error"]["type"],
+            "operator_required",
+            "{body}"
+        );
+    }
     let created = f
-        .call("acme-svc", Method::PUT, "/orders", Some(json!({"settings": {"number_of_shards": 1}, "mappings": {"properties": {"title": {"type": "text"}}}})), &[])
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/orders",
+            Some(json!({"mappings": {"properties": {"title": {"type": "text"}}}})),
+            &[],
+        )
         .await;
     assert_eq!(created.status, 200, "{}", created.text());
     assert_eq!(created.json()["index"], "orders");

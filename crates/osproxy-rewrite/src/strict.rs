@@ -1,0 +1,216 @@
+//! Strict JSON: the one reading of a request body that osproxy and
+//! OpenSearch share.
+//!
+//! OpenSearch's JSON parser is lenient in ways a proxy's is not: it accepts
+//! `/* */` and `//` comments, and what it does with a name given twice
+//! depends on a node setting. A body that two parsers read differently can
+//! hide a member from the proxy (`{"doc":{..}/*"*/}`). osproxy therefore
+//! accepts only bodies that every JSON parser reads the same way: RFC 8259
+//! JSON, no comments, no name twice in one object, nothing after the value,
+//! at most 128 levels deep; everything else is refused before any of it is
+//! inspected or forwarded.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Why a body is not strict JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StrictError {
+    /// What is wrong, and where (line and column).
+    pub reason: String,
+}
+
+impl std::error::Error for StrictError {}
+
+impl fmt::Display for StrictError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// Checks that `body` is one strict JSON value (see the module doc).
+///
+/// ```
+/// use osproxy_rewrite::strict::check;
+/// assert!(check(br#"{"a":{"b":[1,2,{"c":null}]}}"#).is_ok());
+/// assert!(check(br#"{"a":1,"a":2}"#).unwrap_err().reason.contains("`a`"));
+/// assert!(check(br#"{"a":1}/* hidden */"#).is_err());
+/// assert!(check(br#"{"a":1} {"b":2}"#).is_err());
+/// ```
+pub fn check(body: &[u8]) -> Result<(), StrictError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    Strict
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| StrictError {
+            reason: describe(&e),
+        })
+}
+
+/// Like [`check`], and also requires the value to be an object.
+pub fn check_object(body: &[u8]) -> Result<(), StrictError> {
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        check(body)?;
+        return Err(StrictError {
+            reason: "the body must be a JSON object".into(),
+        });
+    }
+    check(body)
+}
+
+fn describe(e: &serde_json::Error) -> String {
+    let what = e.to_string();
+    // serde_json names a comment as an unexpected character; say what it is.
+    if what.starts_with("expected value") || what.starts_with("trailing characters") {
+        format!("{what} (comments, trailing data and other non-standard JSON are refused)")
+    } else {
+        what
+    }
+}
+
+/// Visits a value without building it, refusing a name given twice.
+struct Strict;
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Strict)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen: HashSet<std::borrow::Cow<'de, str>> = HashSet::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            if !seen.insert(key.clone()) {
+                let shown: String = key.chars().take(64).filter(|c| !c.is_control()).collect();
+                return Err(de::Error::custom(format!(
+                    "duplicate field `{shown}`: a name may occur once in an object"
+                )));
+            }
+            map.next_value_seed(Strict)?;
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed where the input allows.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn refuses_what_a_lenient_parser_reads_differently() {
+        for bad in [
+            &br#"{"_source":[/*"*/],"doc_as_upsert":true,"doc":{"_tenant":"globex"}/*"*/}"#[..],
+            br#"{"a":1 // comment
+            }"#,
+            br#"{"a":1,"a":2}"#,
+            br#"{"a":{"b":1,"b":1}}"#,
+            br#"[{"x":1,"x":1}]"#,
+            br#"{"a":1}{"a":2}"#,
+            br#"{"a":1,}"#,
+            br#"{'a':1}"#,
+            br#"{a:1}"#,
+            br#"{"a":NaN}"#,
+            br#"{"a":01}"#,
+            b"{\"a\":\"\x01\"}",
+            b"{\"a\":\"\xff\"}",
+            br#"{"a\u0000":1,"a\u0000":2}"#,
+            br#"{"\u0061":1,"a":2}"#,
+            b"",
+        ] {
+            assert!(check(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(check(deep.as_bytes()).is_err());
+        assert!(check_object(b"[1]").is_err());
+        assert!(check_object(b" {\"a\":[1,{}]} \n").is_ok());
+    }
+
+    proptest! {
+        /// Whatever serde_json writes is strict JSON.
+        #[test]
+        fn accepts_what_serde_writes(v in proptest::collection::btree_map("[a-z]{1,3}", proptest::collection::vec(0i64..5, 0..3), 0..5)) {
+            let text = serde_json::to_vec(&v).unwrap();
+            prop_assert!(check(&text).is_ok());
+        }
+
+        /// A body strict JSON accepts reads the same in serde_json, which
+        /// keeps the last of repeated names: no name was repeated, so the
+        /// value re-serialised has every name of the input once.
+        #[test]
+        fn accepted_bodies_have_one_reading(keys in proptest::collection::vec("[ab]", 1..4)) {
+            let body = format!("{{{}}}", keys.iter().enumerate().map(|(i, k)| format!("\"{k}\":{i}")).collect::<Vec<_>>().join(","));
+            let distinct: HashSet<&String> = keys.iter().collect();
+            prop_assert_eq!(check(body.as_bytes()).is_ok(), distinct.len() == keys.len());
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The adversarial isolation suite, by class of attack, against the real
+//! binary and a real OpenSearch node. Two tenants (acme, globex) share
+//! `orders` in one shared index, a third (initech) has its own index, and
+//! `legacy-` indices pass through. globex's document holds a secret word;
+//! every attack by acme must be refused (4xx) or confined (nothing of
+//! globex's in the answer), and at the end globex's document is checked,
+//! straight on the node, to be exactly as written.
+
+use bytes::Bytes;
+use http::Method;
+use osproxy_testkit::{Http, HttpResponse, ProxyInstance};
+use serde_json::{json, Value};
+
+use crate::common::node;
+
+const ACME: &str = "Bearer iso-acme-token-0123456789";
+const GLOBEX: &str = "Bearer iso-globex-token-0123456789";
+const INITECH: &str = "Bearer iso-initech-token-0123456789";
+const SECRET: &str = "zanzibar";
+
+struct Site {
+    proxy: ProxyInstance,
+    http: Http,
+    _dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn start() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let mut principals = String::new();
+        for (name, token, partition) in [
+            ("acme", ACME, "acme"),
+            ("globex", GLOBEX, "globex"),
+            ("initech", INITECH, "initech"),
+        ] {
+            let file = dir.path().join(name);
+            std::fs::write(&file, token.trim_start_matches("Bearer ")).unwrap();
+            principals.push_str(&format!(
+                "[[principals]]\nname = \"{name}\"\ntoken_file = \"{}\"\npartitions = [\"{partition}\"]\n\n",
+                file.display()
+            ));
+        }
+        let config = format!(
+            "[[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n[passthrough]\ncluster = \"main\"\nindices = [\"legacy-\"]\n\n{principals}\
+             [[indices]]\nname = \"orders\"\nid = \"{{partition}}:{{id}}\"\nfield = \"_tenant\"\n\
+             default = {{ kind = \"shared\", cluster = \"main\", index = \"iso-shared\" }}\n\n\
+             [[placements]]\nindex = \"orders\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"iso-initech\" }}\n",
+            node().url()
+        );
+        let proxy =
+            ProxyInstance::start(std::path::Path::new(env!("CARGO_BIN_EXE_osproxy")), &config)
+                .unwrap();
+        proxy
+            .wait_ready(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+        Site {
+            proxy,
+            http: Http::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn send(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> HttpResponse {
+        let mut headers = vec![("authorization", token)];
+        headers.extend_from_slice(extra);
+        self.http
+            .send_with(
+                method,
+                &format!("{}{path}", self.proxy.url()),
+                body.map(|b| Bytes::from(b.to_string())),
+                &headers,
+            )
+            .await
+            .unwrap()
+    }
+}
+
+/// One attack: what it tries, and the request.
+struct Attack {
+    class: &'static str,
+    what: &'static str,
+    token: &'static str,
+    method: Method,
+    path: &'static str,
+    body: Option<&'static str>,
+    headers: &'static [(&'static str, &'static str)],
+}
+
+fn attack(
+    class: &'static str,
+    what: &'static str,
+    method: Method,
+    path: &'static str,
+    body: Option<&'static str>,
+) -> Attack {
+    Attack {
+        class,
+        what,
+        token: ACME,
+        method,
+        path,
+        body,
+        headers: &[],
+    }
+}
+
+fn suite() -> Vec<Attack> {
+    use Method as M;
+    let qs = "query-string smuggling";
+    let enc = "encodings and formats";
+    let lenient = "lenient JSON";
+    let refs = "cross-index references";
+    let stats = "statistics";
+    let pt = "passthrough bodies";
+    let mut v = vec![
+        attack(qs, "`;q=` replaces the query", M::GET, "/orders/_search?size=100;q=*:*", None),
+        attack(qs, "`;q=` on _count", M::GET, "/orders/_count?terminate_after=10;q=_tenant:globex", None),
+        attack(qs, "percent-encoded name", M::GET, "/orders/_search?%71=*:*", None),
+        attack(qs, "routing smuggled after `;`", M::GET, "/orders/_search?size=5;routing=globex", None),
+        attack(qs, "encoded routing name", M::GET, "/orders/_doc/1?rout%69ng=globex", None),
+        attack(qs, "update_by_query with `;q=`", M::POST, "/orders/_update_by_query?conflicts=proceed;q=_tenant:globex", Some(r#"{}"#)),
+        attack(qs, "delete_by_query with `;q=`", M::POST, "/orders/_delete_by_query?refresh=true;q=title:zanzibar", Some(r#"{}"#)),
+        attack(qs, "pipeline after `;`", M::PUT, "/orders/_doc/9?refresh=true;pipeline=p", Some(r#"{"t":1}"#)),
+        attack(qs, "search_pipeline after `;`", M::GET, "/orders/_search?size=1;search_pipeline=p", None),
+        attack(qs, "suggest_field after `;`", M::GET, "/orders/_search?size=1;suggest_field=title", None),
+        attack(qs, "async by-query, encoded `false`", M::POST, "/orders/_delete_by_query?wait_for_completion=%66alse", Some(r#"{"query":{"match_all":{}}}"#)),
+        attack(qs, "async by-query, empty value", M::POST, "/orders/_delete_by_query?wait_for_completion=", Some(r#"{"query":{"match_all":{}}}"#)),
+        attack(qs, "empty name", M::GET, "/orders/_search?=q", None),
+        attack(qs, "bad escape", M::GET, "/orders/_search?size=%zz", None),
+        attack(enc, "format=yaml", M::GET, "/orders/_search?format=yaml", None),
+        attack(enc, "format=cbor on a get", M::GET, "/orders/_doc/1?format=cbor", None),
+        attack(lenient, "comment hides `doc` in an update", M::POST, "/orders/_update/1", Some(r#"{"_source":[/*"*/],"doc_as_upsert":true,"doc":{"_tenant":"globex","title":"planted"}/*"*/}"#)),
+        attack(lenient, "comment hides a script in an update", M::POST, "/orders/_update/1", Some(r#"{"doc":{}/*"*/,"script":{"source":"ctx._source._tenant='globex'"}/*"*/}"#)),
+        attack(lenient, "duplicate `query` in a search", M::POST, "/orders/_search", Some(r#"{"query":{"match_all":{}},"query":{"match_all":{}}}"#)),
+        attack(lenient, "trailing data after a search", M::POST, "/orders/_search", Some(r#"{"size":1} {"query":{"match_all":{}}}"#)),
+        attack(lenient, "line comment in a document", M::PUT, "/orders/_doc/7", Some("{\"t\":1 // \"_tenant\":\"globex\"\n}")),
+        attack(lenient, "duplicate partition field in a document", M::PUT, "/orders/_doc/8", Some(r#"{"_tenant":"acme","_tenant":"globex"}"#)),
+        attack(lenient, "comment in a bulk update line", M::POST, "/orders/_bulk", Some("{\"update\":{\"_id\":\"1\"}}\n{\"_source\":[/*\"*/],\"doc_as_upsert\":true,\"doc\":{\"_tenant\":\"globex\"}/*\"*/}\n")),
+        attack(refs, "terms lookup into the shared index", M::POST, "/orders/_search", Some(r#"{"query":{"terms":{"title":{"index":"iso-shared","id":"globex:1","path":"title"}}}}"#)),
+        attack(refs, "indices_boost", M::POST, "/orders/_search", Some(r#"{"indices_boost":[{"iso-*":2}]}"#)),
+        attack(refs, "percolate by id", M::POST, "/orders/_search", Some(r#"{"query":{"percolate":{"field":"q","index":"iso-shared","id":"globex:1"}}}"#)),
+        attack(refs, "a raw pit id in the body", M::POST, "/orders/_search", Some(r#"{"pit":{"id":"abc"}}"#)),
+        attack(stats, "profile", M::POST, "/orders/_search", Some(r#"{"profile":true,"query":{"prefix":{"title":"z"}}}"#)),
+        attack(stats, "explain in the body", M::POST, "/orders/_search", Some(r#"{"explain":true}"#)),
+        attack(stats, "explain as a parameter", M::GET, "/orders/_search?explain=true", None),
+        attack(stats, "fuzzy with max_expansions", M::POST, "/orders/_search", Some(r#"{"query":{"fuzzy":{"title":{"value":"zanzibor","max_expansions":1}}}}"#)),
+        attack(stats, "top_terms rewrite", M::POST, "/orders/_search", Some(r#"{"query":{"prefix":{"title":{"value":"z","rewrite":"top_terms_1"}}}}"#)),
+        attack(stats, "more_like_this term statistics", M::POST, "/orders/_search", Some(r#"{"query":{"more_like_this":{"fields":["title"],"like":"zanzibar","min_doc_freq":1,"min_term_freq":1}}}"#)),
+        attack(pt, "blank source line hides a delete", M::POST, "/legacy-x/_bulk", Some("{\"index\":{\"_index\":\"legacy-x\"}}\n\n{\"delete\":{\"_index\":\"iso-shared\",\"_id\":\"globex:1\",\"routing\":\"globex\"}}\n")),
+        attack(pt, "blank source line, index-less bulk path", M::POST, "/legacy-y/_bulk", Some("{\"create\":{}}\n   \n{\"delete\":{\"_index\":\"iso-shared\",\"_id\":\"globex:1\"}}\n")),
+    ];
+    // Dedicated placement (initech's own index): references into the shared one.
+    for (what, body) in [
+        (
+            "terms lookup from a dedicated placement",
+            r#"{"query":{"terms":{"title":{"index":"iso-shared","id":"globex:1","path":"title","routing":"globex"}}}}"#,
+        ),
+        (
+            "more_like_this of a shared document",
+            r#"{"query":{"more_like_this":{"fields":["title"],"like":[{"_index":"iso-shared","_id":"globex:1","routing":"globex"}],"min_term_freq":1,"min_doc_freq":1}}}"#,
+        ),
+        (
+            "indexed shape in the shared index",
+            r#"{"query":{"geo_shape":{"g":{"indexed_shape":{"index":"iso-shared","id":"globex:1","path":"g"}}}}}"#,
+        ),
+        (
+            "percolate a shared document",
+            r#"{"query":{"percolate":{"field":"q","index":"iso-shared","id":"globex:1"}}}"#,
+        ),
+        (
+            "indices_boost from a dedicated placement",
+            r#"{"indices_boost":[{"iso-shared":2}]}"#,
+        ),
+        (
+            "wrapper query from a dedicated placement",
+            r#"{"query":{"wrapper":{"query":"eyJtYXRjaF9hbGwiOnt9fQ=="}}}"#,
+        ),
+    ] {
+        v.push(Attack {
+            class: refs,
+            what,
+            token: INITECH,
+            method: M::POST,
+            path: "/orders/_search",
+            body: Some(body),
+            headers: &[],
+        });
+    }
+    for (what, headers) in [
+        ("Accept: YAML", &[("accept", "application/yaml")][..]),
+        ("Accept: CBOR", &[("accept", "application/cbor")]),
+        ("Accept: SMILE", &[("accept", "application/smile")]),
+    ] {
+        v.push(Attack {
+            class: enc,
+            what,
+            token: ACME,
+            method: M::GET,
+            path: "/orders/_search",
+            body: None,
+            headers,
+        });
+    }
+    for (what, ct, body) in [
+        (
+            "a YAML search body",
+            "application/yaml",
+            "query:\n  match_all: {}\n",
+        ),
+        (
+            "a form body",
+            "application/x-www-form-urlencoded",
+            "{\"query\":{\"match_all\":{}}}",
+        ),
+        ("a text body", "text/plain", "{\"title\":\"x\"}"),
+    ] {
+        let _ = ct;
+        v.push(Attack {
+            class: enc,
+            what,
+            token: ACME,
+            method: M::POST,
+            path: "/orders/_search",
+            body: Some(body),
+            headers: match ct {
+                "application/yaml" => &[("content-type", "application/yaml")],
+                "text/plain" => &[("content-type", "text/plain")],
+                _ => &[("content-type", "application/x-www-form-urlencoded")],
+            },
+        });
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_attack_is_refused_or_confined() {
+    let site = Site::start();
+    // Seed: globex's secret, acme's own document, initech's own.
+    for (token, doc) in [
+        (
+            GLOBEX,
+            json!({"title": format!("{SECRET} plans"), "g": null}),
+        ),
+        (ACME, json!({"title": "acme anvils"})),
+        (INITECH, json!({"title": "initech staplers"})),
+    ] {
+        let r = site
+            .send(
+                token,
+                Method::PUT,
+                "/orders/_doc/1?refresh=true",
+                Some(&doc.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let http = Http::new();
+    let before = http
+        .send(
+            Method::GET,
+            &format!("{}/iso-shared/_doc/globex:1?routing=globex", node().url()),
+            None,
+        )
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(before["found"], true, "{before}");
+
+    let mut report = Vec::new();
+    let mut leaks = Vec::new();
+    for a in suite() {
+        let r = site
+            .send(a.token, a.method.clone(), a.path, a.body, a.headers)
+            .await;
+        let text = r.text();
+        let refused = r.status.is_client_error();
+        let leaked = text.contains(SECRET) || text.contains("globex");
+        let outcome = if refused { "refused" } else { "confined" };
+        report.push(format!(
+            "{:<26} {:<48} {} {}",
+            a.class,
+            a.what,
+            r.status.as_u16(),
+            outcome
+        ));
+        if leaked || r.status.is_server_error() || (!refused && !r.status.is_success()) {
+            leaks.push(format!("[{}] {}: {} {}", a.class, a.what, r.status, text));
+        }
+        // Refusals are OpenSearch-shaped and say what was wrong.
+        if refused {
+            let v: Value = r.json();
+            assert!(
+                v["error"]["reason"].as_str().is_some_and(|s| !s.is_empty()),
+                "[{}] {}: unshaped refusal {text}",
+                a.class,
+                a.what
+            );
+        }
+    }
+    eprintln!("isolation suite:\n{}", report.join("\n"));
+    assert!(
+        leaks.is_empty(),
+        "attacks that got through:\n{}",
+        leaks.join("\n")
+    );
+
+    // Nothing of globex's changed, and nothing was planted in its partition.
+    let after = http
+        .send(
+            Method::GET,
+            &format!("{}/iso-shared/_doc/globex:1?routing=globex", node().url()),
+            None,
+        )
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        after["_source"], before["_source"],
+        "globex's document changed"
+    );
+    let _ = http
+        .send(
+            Method::POST,
+            &format!("{}/iso-shared/_refresh", node().url()),
+            None,
+        )
+        .await;
+    let planted = http
+        .send(
+            Method::POST,
+            &format!("{}/iso-shared/_count", node().url()),
+            Some(r#"{"query":{"term":{"_tenant":"globex"}}}"#),
+        )
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        planted["count"], 1,
+        "documents planted in globex's partition: {planted}"
+    );
+    // The legitimate forms of the refused requests still work.
+    for (path, body) in [
+        (
+            "/orders/_search?size=10&format=json",
+            Some(r#"{"query":{"match_all":{}}}"#),
+        ),
+        (
+            "/orders/_search?size=10",
+            Some(r#"{"profile":false,"query":{"fuzzy":{"title":"anvil"}}}"#),
+        ),
+    ] {
+        let r = site.send(ACME, Method::POST, path, body, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert!(!r.text().contains(SECRET));
+        assert_eq!(r.json()["hits"]["total"]["value"], 1, "{}", r.text());
+    }
+}

@@ -20,8 +20,8 @@ use crate::auth::Authenticator;
 use crate::body::{CheckedBulk, RequestBody, ResponseBody};
 use crate::diagnostics::{self, Diagnostics, X_DEBUG_DIRECTIVE};
 use crate::headers::strip_hop_by_hop;
-use crate::route::BulkCheck;
 use crate::route::Router;
+use crate::route::{check_references, BodyCheck, BulkCheck};
 use crate::tenancy::Tenancy;
 use crate::upstream::{UpstreamError, Upstreams};
 use osproxy_control::ControlPlane;
@@ -248,7 +248,7 @@ impl Proxy {
             return match self.router.operator_cluster(req.headers()) {
                 Ok(cluster) => (
                     kind,
-                    self.dispatch(cluster, req, request_id, in_flight, None)
+                    self.dispatch(cluster, req, request_id, in_flight, BodyCheck::None)
                         .await,
                 ),
                 Err(e) => (kind, Err(e)),
@@ -261,14 +261,8 @@ impl Proxy {
         };
         (
             kind,
-            self.dispatch(
-                passed.cluster,
-                req,
-                request_id,
-                in_flight,
-                passed.bulk_prefixes,
-            )
-            .await,
+            self.dispatch(passed.cluster, req, request_id, in_flight, passed.body)
+                .await,
         )
     }
 
@@ -278,7 +272,7 @@ impl Proxy {
         req: Request<Incoming>,
         request_id: &HeaderValue,
         in_flight: InFlight,
-        bulk_prefixes: Option<Vec<String>>,
+        check: BodyCheck,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let upstream = self.upstreams.get(cluster).ok_or_else(|| {
             ProxyError::new(
@@ -307,13 +301,29 @@ impl Proxy {
             .headers
             .insert(X_REQUEST_ID.clone(), request_id.clone());
         let violation = Arc::new(std::sync::Mutex::new(None::<String>));
-        let body = match bulk_prefixes {
-            Some(prefixes) => RequestBody::Checked(Box::new(CheckedBulk::new(
+        let body = match check {
+            BodyCheck::Bulk(prefixes) => RequestBody::Checked(Box::new(CheckedBulk::new(
                 body,
                 BulkCheck::new(prefixes),
                 violation.clone(),
             ))),
-            None => RequestBody::Client(body),
+            BodyCheck::References(prefixes) => {
+                // Read whole (bounded), checked, then sent as read.
+                let bytes = crate::tenancy::read_body(body).await?;
+                check_references(&bytes, &prefixes).map_err(|reason| {
+                    ProxyError::new(
+                        ErrorCode::UnsupportedEndpoint,
+                        format!("the request was not forwarded: {reason}"),
+                    )
+                })?;
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+                if bytes.is_empty() {
+                    RequestBody::Empty
+                } else {
+                    RequestBody::Full(Some(bytes))
+                }
+            }
+            BodyCheck::None => RequestBody::Client(body),
         };
         let upstream_req = Request::from_parts(parts, body);
 

@@ -83,14 +83,14 @@ impl Router {
         let Some(prefixes) = &p.prefixes else {
             return Ok(Passed {
                 cluster: p.cluster,
-                bulk_prefixes: None,
+                body: BodyCheck::None,
             });
         };
         // The banner is harmless and some clients read it on connect.
         if c.kind == EndpointKind::Root && (method == Method::GET || method == Method::HEAD) {
             return Ok(Passed {
                 cluster: p.cluster,
-                bulk_prefixes: None,
+                body: BodyCheck::None,
             });
         }
         if !is_canonical(path) {
@@ -115,7 +115,7 @@ impl Router {
                 // Every action line is checked as the body streams through.
                 return Ok(Passed {
                     cluster: p.cluster,
-                    bulk_prefixes: Some(prefixes.clone()),
+                    body: BodyCheck::Bulk(prefixes.clone()),
                 });
             }
             return Err(unsupported(
@@ -124,10 +124,68 @@ impl Router {
                 "its body can name indices outside the passthrough prefixes, which osproxy does not inspect for this endpoint; send one request per document or search instead",
             ));
         }
+        // A search template renders a body osproxy never sees.
+        if c.kind == EndpointKind::Search
+            && path
+                .split('/')
+                .any(|s| s == "template" || s == "_render" || s == "_search_template")
+        {
+            return Err(unsupported(
+                method,
+                path,
+                "a search template renders a query osproxy cannot inspect for references to other indices; send the search itself",
+            ));
+        }
+        // Bodies that hold queries can name other indices by reference.
+        let body = if matches!(
+            c.kind,
+            EndpointKind::Search
+                | EndpointKind::Count
+                | EndpointKind::ByQuery
+                | EndpointKind::Other
+        ) {
+            BodyCheck::References(prefixes.clone())
+        } else {
+            BodyCheck::None
+        };
         Ok(Passed {
             cluster: p.cluster,
-            bulk_prefixes: None,
+            body,
         })
+    }
+}
+
+/// What must be checked in a passed-through body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyCheck {
+    /// Nothing: the path says everything.
+    None,
+    /// A `_bulk`: every action line must stay within these prefixes.
+    Bulk(Vec<String>),
+    /// A body that holds queries: every index it names by reference (terms
+    /// lookups, like-documents, ...) must start with one of these prefixes.
+    /// It is read whole (bounded) and strict JSON.
+    References(Vec<String>),
+}
+
+/// Checks the indices a passthrough query body names: all within
+/// `prefixes`, or why not.
+pub fn check_references(body: &[u8], prefixes: &[String]) -> Result<(), String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    osproxy_rewrite::strict::check(body).map_err(|e| format!("the body is refused: {e}"))?;
+    let names = osproxy_rewrite::search::named_indices(body).map_err(|e| e.to_string())?;
+    match names
+        .iter()
+        .flat_map(|n| n.split(','))
+        .find(|n| !within(n, prefixes))
+    {
+        Some(name) => {
+            let shown: String = name.chars().take(200).collect();
+            Err(format!("the body names index {shown:?} by reference, which does not start with a passthrough prefix {prefixes:?}"))
+        }
+        None => Ok(()),
     }
 }
 
@@ -137,8 +195,8 @@ impl Router {
 pub struct Passed {
     /// The cluster position.
     pub cluster: usize,
-    /// Set when the body must be checked line by line.
-    pub bulk_prefixes: Option<Vec<String>>,
+    /// What of the body must be checked.
+    pub body: BodyCheck,
 }
 
 /// Checks the action lines of a passthrough `_bulk` as they stream: every

@@ -15,6 +15,10 @@ pub struct SearchPolicy<'a> {
     pub partition: &'a str,
     /// Whether scripts (and runtime or derived fields) are let through.
     pub allow_scripts: bool,
+    /// The partition's id template: document ids a query names (`ids`, a
+    /// `term`, `terms` or `match` on `_id`) are translated to physical ids.
+    /// `None`: ids are passed as given.
+    pub ids: Option<&'a crate::IdTemplate>,
 }
 
 /// Checks a search body of a dedicated placement (`index` or `cluster`),
@@ -50,6 +54,69 @@ pub fn check_dedicated(body: &[u8], allow_scripts: bool) -> Result<Vec<u8>, Refu
         return Ok(Vec::new());
     }
     Ok(Value::Object(top).to_string().into_bytes())
+}
+
+/// Every index a passthrough body names by reference: the string values of
+/// `index` and `_index` members anywhere in it (terms lookups, like-documents,
+/// percolated and indexed-shape documents, ...), `indices` lists, and the
+/// names `indices_boost` boosts. Constructs whose references cannot be
+/// seen (an encoded `wrapper` query, a `pit` id, a search template's
+/// `source` or stored `id`) are refused. The caller checks the names.
+///
+/// ```
+/// use osproxy_rewrite::search::named_indices;
+/// let names = named_indices(br#"{"query":{"terms":{"f":{"index":"orders-shared","id":"1","path":"f"}}}}"#).unwrap();
+/// assert_eq!(names, ["orders-shared"]);
+/// ```
+pub fn named_indices(body: &[u8]) -> Result<Vec<String>, Refusal> {
+    let top = parse_top(body)?;
+    let mut names = Vec::new();
+    collect_names(&Value::Object(top), "", &mut names)?;
+    Ok(names)
+}
+
+fn collect_names(v: &Value, path: &str, names: &mut Vec<String>) -> Result<(), Refusal> {
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map {
+                let at = child(path, key);
+                match (key.as_str(), value) {
+                    ("index" | "_index", Value::String(name)) => names.push(name.clone()),
+                    ("indices", Value::Array(items)) => {
+                        names.extend(items.iter().filter_map(Value::as_str).map(str::to_string));
+                    }
+                    ("indices_boost", Value::Array(items)) => {
+                        for item in items {
+                            if let Some(o) = item.as_object() {
+                                names.extend(o.keys().cloned());
+                            }
+                        }
+                    }
+                    ("indices_boost", Value::Object(o)) => names.extend(o.keys().cloned()),
+                    ("wrapper", Value::Object(_)) => {
+                        return Err(refuse(
+                            "`wrapper` query",
+                            &at,
+                            "the wrapped query is encoded, so osproxy cannot see which indices it names",
+                        ))
+                    }
+                    ("pit", Value::Object(_)) => {
+                        return Err(refuse("`pit`", &at, "a point-in-time id can name any index"))
+                    }
+                    _ => {}
+                }
+                collect_names(value, &at, names)?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                collect_names(item, &format!("{path}[{i}]"), names)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn parse_top(body: &[u8]) -> Result<Map<String, Value>, Refusal> {
@@ -197,7 +264,7 @@ const PLAIN_AGGS: &str =
 ///
 /// ```
 /// use osproxy_rewrite::search::{confine_search, SearchPolicy};
-/// let policy = SearchPolicy { field: "_tenant", partition: "acme", allow_scripts: false };
+/// let policy = SearchPolicy { field: "_tenant", partition: "acme", allow_scripts: false, ids: None };
 /// let out = confine_search(br#"{"query":{"match":{"title":"x"}},"size":5}"#, &policy).unwrap();
 /// assert_eq!(
 ///     out,
@@ -224,13 +291,73 @@ pub fn confine_search(body: &[u8], policy: &SearchPolicy<'_>) -> Result<Vec<u8>,
         "filter".to_string(),
         Value::Array(vec![Value::Object(filter)]),
     );
-    if let Some(query) = top.remove("query") {
+    if let Some(mut query) = top.remove("query") {
+        if let Some(template) = policy.ids {
+            physical_ids(&mut query, &|id| template.physical(policy.partition, id));
+        }
         confined.insert("must".to_string(), Value::Array(vec![query]));
+    }
+    if let (Some(template), Some(post)) = (policy.ids, top.get_mut("post_filter")) {
+        physical_ids(post, &|id| template.physical(policy.partition, id));
     }
     let mut wrapper = Map::new();
     wrapper.insert("bool".to_string(), Value::Object(confined));
     top.insert("query".to_string(), Value::Object(wrapper));
     Ok(Value::Object(top).to_string().into_bytes())
+}
+
+/// Translates the document ids a query names to physical ids, wherever the
+/// query holds them: `{"ids":{"values":[..]}}`, and `term`, `terms`,
+/// `match` and `prefix`-free forms on `_id` (`{"term":{"_id":"1"}}`,
+/// `{"term":{"_id":{"value":"1"}}}`, `{"terms":{"_id":["1","2"]}}`).
+fn physical_ids(v: &mut Value, to_physical: &dyn Fn(&str) -> String) {
+    let map_str = |v: &mut Value| {
+        if let Value::String(s) = v {
+            *s = to_physical(s);
+        }
+    };
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match key.as_str() {
+                    "ids" => {
+                        if let Some(Value::Array(values)) = value.get_mut("values") {
+                            values.iter_mut().for_each(map_str);
+                            continue;
+                        }
+                    }
+                    "term" | "match" | "match_phrase" => {
+                        if let Some(id) = value.get_mut("_id") {
+                            match id {
+                                Value::String(_) => map_str(id),
+                                Value::Object(o) => {
+                                    for k in ["value", "query"] {
+                                        if let Some(x) = o.get_mut(k) {
+                                            map_str(x);
+                                        }
+                                    }
+                                }
+                                _ => {}
+                            }
+                            continue;
+                        }
+                    }
+                    "terms" => {
+                        if let Some(Value::Array(values)) = value.get_mut("_id") {
+                            values.iter_mut().for_each(map_str);
+                            continue;
+                        }
+                    }
+                    _ => {}
+                }
+                physical_ids(value, to_physical);
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| physical_ids(item, to_physical)),
+        _ => {}
+    }
 }
 
 /// Whether `name` is one of the whitespace-separated names of `list`.
@@ -306,9 +433,53 @@ impl Walker {
                 self.script(key, key)?;
                 self.generic(v, key)
             }
-            "sort" => self.sort(v, key),
+            "sort" => {
+                self.physical_fields(v, key)?;
+                self.sort(v, key)
+            }
+            "collapse" => {
+                self.physical_fields(v, key)?;
+                self.generic(v, key)
+            }
             k if listed(PLAIN_OPTIONS, k) => self.generic(v, key),
             other => Err(refuse(format!("unknown search option `{other}`"), key, UNKNOWN)),
+        }
+    }
+
+    /// In a shared placement, sorting, collapsing or aggregating on the
+    /// physical `_id`, `_routing`, `_index` or the partition field would
+    /// answer with values osproxy does not reverse (partition-scoped ids,
+    /// the shared index's name): refused, naming the field.
+    fn physical_fields(&self, v: &Value, path: &str) -> Checked {
+        if !self.shared {
+            return Ok(());
+        }
+        let physical = |name: &str| matches!(name, "_id" | "_routing" | "_index" | "_seq_no");
+        let found = match v {
+            Value::String(s) => physical(s).then(|| s.clone()),
+            Value::Array(items) => items.iter().find_map(|i| match i {
+                Value::String(s) if physical(s) => Some(s.clone()),
+                Value::Object(o) => o.keys().find(|k| physical(k)).cloned(),
+                _ => None,
+            }),
+            Value::Object(o) => {
+                o.keys()
+                    .find(|k| physical(k))
+                    .cloned()
+                    .or_else(|| match o.get("field") {
+                        Some(Value::String(f)) if physical(f) => Some(f.clone()),
+                        _ => None,
+                    })
+            }
+            _ => None,
+        };
+        match found {
+            Some(f) => Err(refuse(
+                format!("`{f}`"),
+                path,
+                "in a shared placement it holds physical values (partition-scoped ids, the shared index) that osproxy does not translate back",
+            )),
+            None => Ok(()),
         }
     }
 
@@ -558,6 +729,9 @@ impl Walker {
 
     fn agg(&self, kind: &str, body: &Value, path: &str) -> Checked {
         self.check_key(kind, body, path)?;
+        if let Some(field) = body.get("field") {
+            self.physical_fields(&Value::Array(vec![field.clone()]), path)?;
+        }
         if !self.shared {
             return match kind {
                 "filter" => self.query(body, path),

@@ -125,6 +125,7 @@ fn confine(raw: &[u8], t: &Target<'_>) -> Result<Bytes, ProxyError> {
         field: &t.logical.field,
         partition: t.partition.as_str(),
         allow_scripts: t.logical.allow_scripts,
+        ids: Some(&t.logical.id_template),
     };
     let search = Value::Object(search).to_string();
     let confined = if t.shared() {

@@ -372,6 +372,7 @@ async fn pit_search(
             field: &t.logical.field,
             partition: t.partition.as_str(),
             allow_scripts: t.logical.allow_scripts,
+            ids: Some(&t.logical.id_template),
         };
         confine_search(raw.as_bytes(), &policy)
             .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?

@@ -612,6 +612,12 @@ impl Tenancy {
     }
 }
 
+/// Reads a client body whole, up to [`MAX_BUFFERED`] bytes (for the data
+/// path's checks outside tenancy).
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ProxyError> {
+    read_limited(body).await
+}
+
 /// Reads a body whole, up to [`MAX_BUFFERED`] bytes.
 pub(crate) async fn read_limited<B>(body: B) -> Result<Bytes, ProxyError>
 where
@@ -669,14 +675,51 @@ pub(crate) fn json_ok(body: Vec<u8>) -> Response<ResponseBody> {
 
 /// A JSON response with the upstream's status.
 pub(crate) fn json_response(parts: http::response::Parts, body: Vec<u8>) -> Response<ResponseBody> {
+    let status = if parts.status.is_server_error() && client_mistake(&body) {
+        http::StatusCode::BAD_REQUEST
+    } else {
+        parts.status
+    };
     let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
-    *resp.status_mut() = parts.status;
+    *resp.status_mut() = status;
     for name in ["content-type", "warning", "x-opaque-id"] {
         if let Some(v) = parts.headers.get(name) {
             resp.headers_mut().insert(name, v.clone());
         }
     }
     resp
+}
+
+/// Whether an upstream 5xx error is a client's mistake all the same: every
+/// root cause is a parse or argument error (OpenSearch wraps some of those,
+/// such as `slice` outside a cursor, in a 500 of the search phase). Such an
+/// answer is the client's to fix, so it is a 400, and a client library does
+/// not retry it.
+fn client_mistake(body: &[u8]) -> bool {
+    const CLIENT: [&str; 8] = [
+        "illegal_argument_exception",
+        "query_shard_exception",
+        "parsing_exception",
+        "x_content_parse_exception",
+        "number_format_exception",
+        "mapper_parsing_exception",
+        "search_parse_exception",
+        "json_parse_exception",
+    ];
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let types: Vec<&str> = match v.pointer("/error/root_cause").and_then(|r| r.as_array()) {
+        Some(causes) if !causes.is_empty() => causes
+            .iter()
+            .map(|c| c.get("type").and_then(|t| t.as_str()).unwrap_or(""))
+            .collect(),
+        _ => vec![v
+            .pointer("/error/type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("")],
+    };
+    types.iter().all(|t| CLIENT.contains(t))
 }
 
 /// The partition a document names in `field` (a top-level string), for

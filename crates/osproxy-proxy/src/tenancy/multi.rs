@@ -326,6 +326,7 @@ pub(crate) async fn msearch(
                 field: &target.logical.field,
                 partition: target.partition.as_str(),
                 allow_scripts: target.logical.allow_scripts,
+                ids: Some(&target.logical.id_template),
             };
             match confine_search(lines[2 * pos + 1], &policy) {
                 Ok(b) => b,

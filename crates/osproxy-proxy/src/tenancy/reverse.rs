@@ -48,6 +48,8 @@ pub(crate) fn document(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
             }
         }
         "_routing" if shared => Edit::Drop,
+        // `[physical-index][shard]` and node ids (with `explain`).
+        "_shard" | "_node" => Edit::Drop,
         "_source" | "fields" | "highlight" if shared => stripped(value, field),
         "get" => Edit::Replace(document(value, t)),
         "inner_hits" => Edit::Replace(edit(value, |_, named| {
@@ -57,17 +59,39 @@ pub(crate) fn document(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
     })
 }
 
-/// A search (or inner-hits) response: every hit under `hits.hits` reversed.
+/// A search (or inner-hits) response: every hit under `hits.hits` reversed,
+/// and so is every `top_hits` result among the aggregations.
 pub(crate) fn search_response(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
     edit(raw, |key, value| match key {
-        "hits" => Edit::Replace(edit(value, |k, v| match k {
-            "hits" => Edit::Replace(
-                map_elements(v, |hit| Ok(document(hit, t))).unwrap_or_else(|_| v.to_vec()),
-            ),
-            _ => Edit::Keep,
-        })),
+        "hits" => Edit::Replace(hits(value, t)),
+        "aggregations" => Edit::Replace(aggregations(value, t)),
         _ => Edit::Keep,
     })
+}
+
+/// The `hits` level: `{"total":..,"hits":[hit, ...]}`.
+fn hits(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+    edit(raw, |k, v| match k {
+        "hits" => Edit::Replace(
+            map_elements(v, |hit| Ok(document(hit, t))).unwrap_or_else(|_| aggregations(v, t)),
+        ),
+        _ => Edit::Keep,
+    })
+}
+
+/// Aggregation results, walked to any depth (buckets, sub-aggregations):
+/// wherever a result holds `hits` (a `top_hits`), its hits are reversed.
+fn aggregations(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+    match raw.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => edit(raw, |key, value| match key {
+            "hits" => Edit::Replace(hits(value, t)),
+            _ => Edit::Replace(aggregations(value, t)),
+        }),
+        Some(b'[') => {
+            map_elements(raw, |el| Ok(aggregations(el, t))).unwrap_or_else(|_| raw.to_vec())
+        }
+        _ => raw.to_vec(),
+    }
 }
 
 /// An error body: physical names replaced by logical ones.

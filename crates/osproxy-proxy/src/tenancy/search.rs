@@ -48,11 +48,15 @@ pub(crate) async fn serve(
     let query = rewrite_query(req.uri().query(), op, shared, t.partition.as_str())?;
     let headers = req.headers().clone();
     let raw = read_json(req.into_body()).await?;
+    if op == Op::Search && memchr::memmem::find(&raw, b"\"slice\"").is_some() {
+        slice_needs_a_cursor(&raw, &query)?;
+    }
     let body = if shared {
         let policy = SearchPolicy {
             field: &t.logical.field,
             partition: t.partition.as_str(),
             allow_scripts: t.logical.allow_scripts,
+            ids: Some(&t.logical.id_template),
         };
         let confined = confine_search(&raw, &policy)
             .map(bytes::Bytes::from)
@@ -87,4 +91,19 @@ pub(crate) async fn serve(
         reverse::error(&resp, t, None)
     };
     Ok(json_response(parts, out))
+}
+
+/// `slice` splits a scroll or a point in time; OpenSearch answers a plain
+/// search with one with a 500, which is the client's mistake: a 400 here.
+fn slice_needs_a_cursor(raw: &[u8], upstream_query: &str) -> Result<(), ProxyError> {
+    let sliced = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(raw)
+        .is_ok_and(|m| m.contains_key("slice"));
+    let scrolled = upstream_query.split('&').any(|p| p.starts_with("scroll="));
+    if sliced && !scrolled {
+        return Err(ProxyError::new(
+            ErrorCode::BadRequest,
+            "`slice` can only be used with a scroll (`?scroll=1m`) or a point in time",
+        ));
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@ const POLICY: SearchPolicy<'static> = SearchPolicy {
     field: "_tenant",
     partition: "acme",
     allow_scripts: false,
+    ids: None,
 };
 
 const SCRIPTS: SearchPolicy<'static> = SearchPolicy {
@@ -64,6 +65,7 @@ fn field_and_partition_are_escaped() {
         field: "we\"ird",
         partition: "a\\b",
         allow_scripts: false,
+        ids: None,
     };
     let out = confine(json!({}), &policy).unwrap();
     assert_eq!(
@@ -724,4 +726,47 @@ fn shared_placements_refuse_statistics_and_expansion_oracles() {
         refused(body);
     }
     assert!(confine(json!({"profile": false, "explain": false}), &POLICY).is_ok());
+}
+
+#[test]
+fn queries_naming_ids_are_translated_to_physical_ids() {
+    let template = crate::IdTemplate::parse("{partition}:{id}").unwrap();
+    let policy = SearchPolicy {
+        ids: Some(&template),
+        ..POLICY
+    };
+    let out = confine(
+        json!({"query": {"bool": {"should": [
+            {"ids": {"values": ["1", "2"]}},
+            {"term": {"_id": "3"}},
+            {"term": {"_id": {"value": "4"}}},
+            {"terms": {"_id": ["5"]}},
+            {"match": {"title": "_id"}}
+        ]}}, "post_filter": {"ids": {"values": ["6"]}}}),
+        &policy,
+    )
+    .unwrap();
+    let should = &out["query"]["bool"]["must"][0]["bool"]["should"];
+    assert_eq!(should[0]["ids"]["values"], json!(["acme:1", "acme:2"]));
+    assert_eq!(should[1]["term"]["_id"], json!("acme:3"));
+    assert_eq!(should[2]["term"]["_id"]["value"], json!("acme:4"));
+    assert_eq!(should[3]["terms"]["_id"], json!(["acme:5"]));
+    assert_eq!(should[4]["match"]["title"], json!("_id"));
+    assert_eq!(out["post_filter"]["ids"]["values"], json!(["acme:6"]));
+}
+
+#[test]
+fn physical_fields_are_refused_in_shared_placements() {
+    for body in [
+        json!({"sort": ["_id"]}),
+        json!({"sort": [{"_id": "asc"}]}),
+        json!({"sort": {"_routing": "asc"}}),
+        json!({"collapse": {"field": "_id"}}),
+        json!({"aggs": {"a": {"terms": {"field": "_index"}}}}),
+        json!({"aggs": {"a": {"terms": {"field": "_id"}}}}),
+    ] {
+        refused(body);
+    }
+    assert!(check_dedicated(json!({"sort": ["_id"]}).to_string().as_bytes(), true).is_ok());
+    assert!(confine(json!({"sort": ["title", {"n": "desc"}]}), &POLICY).is_ok());
 }

@@ -16,6 +16,7 @@ use crate::common::node;
 const ACME: &str = "Bearer iso-acme-token-0123456789";
 const GLOBEX: &str = "Bearer iso-globex-token-0123456789";
 const INITECH: &str = "Bearer iso-initech-token-0123456789";
+const OPS: &str = "Bearer iso-ops-token-0123456789";
 const SECRET: &str = "zanzibar";
 
 struct Site {
@@ -25,26 +26,28 @@ struct Site {
 }
 
 impl Site {
-    fn start() -> Site {
+    /// `shared` and `own` name the shared index and initech's own index.
+    fn start(shared: &str, own: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let mut principals = String::new();
-        for (name, token, partition) in [
-            ("acme", ACME, "acme"),
-            ("globex", GLOBEX, "globex"),
-            ("initech", INITECH, "initech"),
+        for (name, token, grant) in [
+            ("acme", ACME, "partitions = [\"acme\"]"),
+            ("globex", GLOBEX, "partitions = [\"globex\"]"),
+            ("initech", INITECH, "partitions = [\"initech\"]"),
+            ("ops", OPS, "operator = true\nany_partition = true"),
         ] {
             let file = dir.path().join(name);
             std::fs::write(&file, token.trim_start_matches("Bearer ")).unwrap();
             principals.push_str(&format!(
-                "[[principals]]\nname = \"{name}\"\ntoken_file = \"{}\"\npartitions = [\"{partition}\"]\n\n",
+                "[[principals]]\nname = \"{name}\"\ntoken_file = \"{}\"\n{grant}\n\n",
                 file.display()
             ));
         }
         let config = format!(
             "[[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n[passthrough]\ncluster = \"main\"\nindices = [\"legacy-\"]\n\n{principals}\
              [[indices]]\nname = \"orders\"\nid = \"{{partition}}:{{id}}\"\nfield = \"_tenant\"\n\
-             default = {{ kind = \"shared\", cluster = \"main\", index = \"iso-shared\" }}\n\n\
-             [[placements]]\nindex = \"orders\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"iso-initech\" }}\n",
+             default = {{ kind = \"shared\", cluster = \"main\", index = \"{shared}\" }}\n\n\
+             [[placements]]\nindex = \"orders\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"{own}\" }}\n",
             node().url()
         );
         let proxy =
@@ -155,6 +158,14 @@ fn suite() -> Vec<Attack> {
         attack(stats, "more_like_this term statistics", M::POST, "/orders/_search", Some(r#"{"query":{"more_like_this":{"fields":["title"],"like":"zanzibar","min_doc_freq":1,"min_term_freq":1}}}"#)),
         attack(pt, "blank source line hides a delete", M::POST, "/legacy-x/_bulk", Some("{\"index\":{\"_index\":\"legacy-x\"}}\n\n{\"delete\":{\"_index\":\"iso-shared\",\"_id\":\"globex:1\",\"routing\":\"globex\"}}\n")),
         attack(pt, "blank source line, index-less bulk path", M::POST, "/legacy-y/_bulk", Some("{\"create\":{}}\n   \n{\"delete\":{\"_index\":\"iso-shared\",\"_id\":\"globex:1\"}}\n")),
+        attack(pt, "terms lookup into the shared index", M::POST, "/legacy-x/_search", Some(r#"{"query":{"terms":{"title":{"index":"iso-shared","id":"globex:1","path":"title","routing":"globex"}}}}"#)),
+        attack(pt, "like-document in the shared index", M::POST, "/legacy-x/_search", Some(r#"{"query":{"more_like_this":{"fields":["title"],"like":[{"_index":"iso-shared","_id":"globex:1"}],"min_term_freq":1,"min_doc_freq":1}}}"#)),
+        attack(pt, "lookup naming a list of indices", M::POST, "/legacy-x/_count", Some(r#"{"query":{"bool":{"filter":[{"terms":{"t":{"index":"iso-shared,legacy-x","id":"1","path":"t"}}}]}}}"#)),
+        attack(pt, "search template", M::POST, "/legacy-x/_search/template", Some(r#"{"source":"{\"query\":{\"match_all\":{}}}"}"#)),
+        attack(pt, "comment in a passthrough search", M::POST, "/legacy-x/_search", Some(r#"{"query":{"match_all":{}}/*,"x":{"index":"iso-shared"}*/}"#)),
+        attack(pt, "delete_by_query with a lookup", M::POST, "/legacy-x/_delete_by_query", Some(r#"{"query":{"terms":{"t":{"index":"iso-shared","id":"globex:1","path":"title"}}}}"#)),
+        attack(stats, "sort on the physical _id", M::POST, "/orders/_search", Some(r#"{"sort":["_id"]}"#)),
+        attack(stats, "terms aggregation on _index", M::POST, "/orders/_search", Some(r#"{"size":0,"aggs":{"i":{"terms":{"field":"_index"}}}}"#)),
     ];
     // Dedicated placement (initech's own index): references into the shared one.
     for (what, body) in [
@@ -241,7 +252,7 @@ fn suite() -> Vec<Attack> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_attack_is_refused_or_confined() {
-    let site = Site::start();
+    let site = Site::start("iso-shared", "iso-initech");
     // Seed: globex's secret, acme's own document, initech's own.
     for (token, doc) in [
         (
@@ -346,6 +357,52 @@ async fn every_attack_is_refused_or_confined() {
         planted["count"], 1,
         "documents planted in globex's partition: {planted}"
     );
+    // Answers are reversed everywhere: top_hits inside aggregations too, and
+    // queries naming ids find the caller's own documents.
+    let r = site
+        .send(
+            ACME,
+            Method::POST,
+            "/orders/_search",
+            Some(r#"{"query":{"ids":{"values":["1"]}},"aggs":{"t":{"terms":{"field":"title.keyword"},"aggs":{"top":{"top_hits":{"size":1}}}}}}"#),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["hits"]["total"]["value"], 1, "{v}");
+    assert_eq!(v["hits"]["hits"][0]["_id"], "1", "{v}");
+    let top = &v["aggregations"]["t"]["buckets"][0]["top"]["hits"]["hits"][0];
+    assert_eq!(top["_id"], "1", "{v}");
+    assert_eq!(top["_index"], "orders", "{v}");
+    assert!(top["_source"].get("_tenant").is_none(), "{v}");
+    assert!(
+        !r.text().contains("iso-shared") && !r.text().contains("acme:1"),
+        "{v}"
+    );
+    // A client mistake OpenSearch answers with a 5xx is a 400.
+    let r = site
+        .send(
+            ACME,
+            Method::POST,
+            "/orders/_search",
+            Some(r#"{"slice":{"id":0,"max":2}}"#),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // A passthrough search that stays within its prefixes still works.
+    let r = site
+        .send(
+            ACME,
+            Method::POST,
+            "/legacy-x/_search",
+            Some(r#"{"query":{"terms":{"t":{"index":"legacy-x","id":"1","path":"t"}}}}"#),
+            &[],
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 404, "{}", r.text());
+
     // The legitimate forms of the refused requests still work.
     for (path, body) in [
         (
@@ -362,4 +419,79 @@ async fn every_attack_is_refused_or_confined() {
         assert!(!r.text().contains(SECRET));
         assert_eq!(r.json()["hits"]["total"]["value"], 1, "{}", r.text());
     }
+}
+
+/// A cursor opened while the partition was in the shared index must not
+/// outlive a move to its own index on the same cluster: searched there it
+/// would run unconfined over the shared index.
+#[tokio::test(flavor = "multi_thread")]
+async fn cursors_are_refused_after_the_placement_changes() {
+    let site = Site::start("isc-shared", "isc-initech");
+    for token in [GLOBEX, ACME] {
+        let r = site
+            .send(
+                token,
+                Method::PUT,
+                "/orders/_doc/1?refresh=true",
+                Some(r#"{"title":"x"}"#),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let pit = site
+        .send(
+            ACME,
+            Method::POST,
+            "/orders/_search/point_in_time?keep_alive=1m",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(pit.status, 200, "{}", pit.text());
+    let pit_id = pit.json()["pit_id"].as_str().unwrap().to_string();
+    let scroll = site
+        .send(
+            ACME,
+            Method::POST,
+            "/orders/_search?scroll=1m&size=1",
+            Some("{}"),
+            &[],
+        )
+        .await;
+    assert_eq!(scroll.status, 200, "{}", scroll.text());
+    let scroll_id = scroll.json()["_scroll_id"].as_str().unwrap().to_string();
+    let search = json!({"pit": {"id": pit_id, "keep_alive": "1m"}, "size": 10}).to_string();
+    let r = site
+        .send(ACME, Method::POST, "/_search", Some(&search), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["hits"]["total"]["value"], 1, "{}", r.text());
+
+    // The operator moves acme to an index of its own on the same cluster.
+    let moved = Http::new()
+        .send_with(
+            Method::PUT,
+            &format!("{}/v1/placements/orders/acme", site.proxy.admin_url()),
+            Some(Bytes::from(
+                r#"{"kind":"index","cluster":"main","index":"isc-acme"}"#,
+            )),
+            &[("authorization", OPS)],
+        )
+        .await
+        .unwrap();
+    assert!(moved.status.is_success(), "{}", moved.text());
+
+    let r = site
+        .send(ACME, Method::POST, "/_search", Some(&search), &[])
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "stale_epoch", "{}", r.text());
+    assert!(!r.text().contains("globex"));
+    let body = json!({"scroll": "1m", "scroll_id": scroll_id}).to_string();
+    let r = site
+        .send(ACME, Method::POST, "/_search/scroll", Some(&body), &[])
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(!r.text().contains("globex"));
 }

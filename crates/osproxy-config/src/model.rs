@@ -242,6 +242,15 @@ pub struct IndexConfig {
     /// Whether scripts are allowed in shared placements.
     #[serde(default)]
     pub allow_scripts: bool,
+    /// The mappings of its shared physical indices, declared by the
+    /// operator (an OpenSearch `mappings` object): osproxy creates a shared
+    /// index with them, and tenants see them as the logical index's mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mappings: Option<serde_json::Value>,
+    /// The index settings of its shared physical indices (an OpenSearch
+    /// `settings` object), applied when osproxy creates one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
 }
 
 fn default_partition_source() -> PartitionSource {

@@ -294,6 +294,34 @@ fn index_problems(idx: &crate::IndexConfig) -> Vec<(&'static str, String)> {
         }
         _ => {}
     }
+    if let Some(m) = &idx.mappings {
+        match m.as_object() {
+            None => out.push((
+                "mappings",
+                "must be an object (OpenSearch's `mappings`)".to_string(),
+            )),
+            Some(o) => {
+                if o.get("properties")
+                    .and_then(|p| p.get(&idx.field))
+                    .is_some()
+                {
+                    out.push((
+                        "mappings",
+                        format!("`{}` is the partition field: osproxy maps it itself (keyword); remove it", idx.field),
+                    ));
+                }
+                if o.get("properties").is_some_and(|p| !p.is_object()) {
+                    out.push(("mappings", "`properties` must be an object".to_string()));
+                }
+            }
+        }
+    }
+    if idx.settings.as_ref().is_some_and(|s| !s.is_object()) {
+        out.push((
+            "settings",
+            "must be an object (OpenSearch's index `settings`)".to_string(),
+        ));
+    }
     if !idx.default.is_shared() {
         out.push((
             "default",
@@ -333,6 +361,26 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.0.into_iter().map(|e| e.key).collect(),
         }
+    }
+
+    #[test]
+    fn declared_mappings_and_settings() {
+        let ok = "[[indices]]\nname = \"books\"\ndefault = { kind = \"shared\", cluster = \"main\", index = \"books-shared\" }\nsettings = { number_of_shards = 1 }\n[indices.mappings]\ndynamic = \"strict\"\nproperties = { title = { type = \"text\" } }\n";
+        assert!(keys(ok).is_empty(), "{:?}", keys(ok));
+        let cfg = from_str(
+            &format!("{CLUSTERS}{ORDERS}{SVC}{ok}"),
+            std::iter::empty(),
+            &[],
+        )
+        .unwrap();
+        let books = cfg.indices.iter().find(|i| i.name == "books").unwrap();
+        assert_eq!(
+            books.mappings.as_ref().unwrap()["properties"]["title"]["type"],
+            "text"
+        );
+        assert_eq!(books.settings.as_ref().unwrap()["number_of_shards"], 1);
+        let field = "[[indices]]\nname = \"books\"\ndefault = { kind = \"shared\", cluster = \"main\", index = \"books-shared\" }\nmappings = { properties = { _tenant = { type = \"text\" } } }\n";
+        assert_eq!(keys(field), ["indices[1].mappings"]);
     }
 
     /// The same, for the orders catalogue plus `extra`.

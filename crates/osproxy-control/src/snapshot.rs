@@ -36,6 +36,10 @@ pub struct LogicalIndex {
     pub default: Arc<Placement>,
     /// Whether scripts are allowed in shared placements.
     pub allow_scripts: bool,
+    /// The operator's declared mappings of its shared indices, if any.
+    pub mappings: Option<Arc<serde_json::Value>>,
+    /// The operator's declared settings of its shared indices, if any.
+    pub settings: Option<Arc<serde_json::Value>>,
     /// The control-plane revision of its last change.
     pub epoch: u64,
 }
@@ -56,6 +60,8 @@ impl LogicalIndex {
             field: idx.field.clone(),
             default: Arc::new(idx.default.clone()),
             allow_scripts: idx.allow_scripts,
+            mappings: idx.mappings.clone().map(Arc::new),
+            settings: idx.settings.clone().map(Arc::new),
             epoch,
         })
     }

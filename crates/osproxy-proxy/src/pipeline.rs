@@ -248,7 +248,7 @@ impl Proxy {
             return match self.router.operator_cluster(req.headers()) {
                 Ok(cluster) => (
                     kind,
-                    self.dispatch(cluster, req, request_id, in_flight, BodyCheck::None)
+                    self.dispatch(cluster, req, request_id, in_flight, BodyCheck::None, false)
                         .await,
                 ),
                 Err(e) => (kind, Err(e)),
@@ -261,8 +261,15 @@ impl Proxy {
         };
         (
             kind,
-            self.dispatch(passed.cluster, req, request_id, in_flight, passed.body)
-                .await,
+            self.dispatch(
+                passed.cluster,
+                req,
+                request_id,
+                in_flight,
+                passed.body,
+                passed.prefixed,
+            )
+            .await,
         )
     }
 
@@ -273,6 +280,7 @@ impl Proxy {
         request_id: &HeaderValue,
         in_flight: InFlight,
         check: BodyCheck,
+        prefixed: bool,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let upstream = self.upstreams.get(cluster).ok_or_else(|| {
             ProxyError::new(
@@ -300,6 +308,9 @@ impl Proxy {
         parts
             .headers
             .insert(X_REQUEST_ID.clone(), request_id.clone());
+        if prefixed {
+            confine_passthrough(&mut parts, &check)?;
+        }
         let violation = Arc::new(std::sync::Mutex::new(None::<String>));
         let body = match check {
             BodyCheck::Bulk(prefixes) => RequestBody::Checked(Box::new(CheckedBulk::new(
@@ -366,6 +377,49 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Prefix-confined passthrough forwards only what it read: the query string
+/// parsed as OpenSearch parses it and rebuilt (a `source` parameter, which
+/// OpenSearch reads as the request body, is refused: osproxy would not see
+/// it), and a checked body only when it is uncompressed JSON.
+fn confine_passthrough(
+    parts: &mut http::request::Parts,
+    check: &BodyCheck,
+) -> Result<(), ProxyError> {
+    let query = osproxy_rewrite::query::Query::parse(parts.uri.query())
+        .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
+    if let Some(name) = ["source", "source_content_type"]
+        .into_iter()
+        .find(|n| query.contains(n))
+    {
+        return Err(ProxyError::new(
+            ErrorCode::UnsupportedEndpoint,
+            format!("query parameter `{name}` is refused on passthrough: OpenSearch reads it as the request body, which osproxy checks; send the body instead"),
+        ));
+    }
+    if parts.uri.query().is_some() {
+        let rebuilt = if query.is_empty() {
+            parts.uri.path().to_string()
+        } else {
+            format!("{}?{}", parts.uri.path(), query.encode())
+        };
+        parts.uri = rebuilt.parse().map_err(|e| {
+            ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("the request target cannot be rebuilt: {e}"),
+            )
+        })?;
+    }
+    if !matches!(check, BodyCheck::None) {
+        crate::tenancy::check_plain_json(&parts.headers).map_err(|e| {
+            ProxyError::new(
+                ErrorCode::UnsupportedEndpoint,
+                format!("the request was not forwarded: {}", e.reason),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Methods whose repetition cannot change the outcome, so a timed-out or

@@ -84,6 +84,7 @@ impl Router {
             return Ok(Passed {
                 cluster: p.cluster,
                 body: BodyCheck::None,
+                prefixed: false,
             });
         };
         // The banner is harmless and some clients read it on connect.
@@ -91,6 +92,7 @@ impl Router {
             return Ok(Passed {
                 cluster: p.cluster,
                 body: BodyCheck::None,
+                prefixed: true,
             });
         }
         if !is_canonical(path) {
@@ -110,12 +112,22 @@ impl Router {
                 &format!("index {name:?} does not start with a passthrough prefix {prefixes:?}"),
             ));
         }
+        // Names later in the path create or point at indices too: an alias,
+        // the target of a clone, split, shrink or rollover.
+        if let Some(name) = named_targets(path).find(|n| !within(n, prefixes)) {
+            return Err(unsupported(
+                method,
+                path,
+                &format!("it names {name:?}, which does not start with a passthrough prefix {prefixes:?}"),
+            ));
+        }
         if c.body_names_indices {
             if c.kind == EndpointKind::Bulk {
                 // Every action line is checked as the body streams through.
                 return Ok(Passed {
                     cluster: p.cluster,
                     body: BodyCheck::Bulk(prefixes.clone()),
+                    prefixed: true,
                 });
             }
             return Err(unsupported(
@@ -136,13 +148,14 @@ impl Router {
                 "a search template renders a query osproxy cannot inspect for references to other indices; send the search itself",
             ));
         }
-        // Bodies that hold queries can name other indices by reference.
+        // Bodies that hold queries (or aliases) can name other indices.
         let body = if matches!(
             c.kind,
             EndpointKind::Search
                 | EndpointKind::Count
                 | EndpointKind::ByQuery
                 | EndpointKind::Other
+                | EndpointKind::IndexAdmin
         ) {
             BodyCheck::References(prefixes.clone())
         } else {
@@ -151,8 +164,29 @@ impl Router {
         Ok(Passed {
             cluster: p.cluster,
             body,
+            prefixed: true,
         })
     }
+}
+
+/// The names a path gives after its endpoint: `/{i}/_alias/{names}`,
+/// `/{i}/_aliases/{names}`, `/{i}/_clone|_split|_shrink/{target}`,
+/// `/{alias}/_rollover/{new index}` — decoded, comma lists split.
+fn named_targets(path: &str) -> impl Iterator<Item = String> + '_ {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut out = Vec::new();
+    for pair in segments.windows(2) {
+        if matches!(
+            pair[0],
+            "_alias" | "_aliases" | "_clone" | "_split" | "_shrink" | "_rollover"
+        ) {
+            let decoded = percent_encoding::percent_decode_str(pair[1])
+                .decode_utf8_lossy()
+                .into_owned();
+            out.extend(decoded.split(',').map(str::to_string));
+        }
+    }
+    out.into_iter()
 }
 
 /// What must be checked in a passed-through body.
@@ -197,6 +231,9 @@ pub struct Passed {
     pub cluster: usize,
     /// What of the body must be checked.
     pub body: BodyCheck,
+    /// Confined by prefixes: the query string is parsed and rebuilt, and
+    /// checked bodies must be uncompressed JSON.
+    pub prefixed: bool,
 }
 
 /// Checks the action lines of a passthrough `_bulk` as they stream: every
@@ -365,6 +402,45 @@ mod tests {
         assert!(check
             .line(br#"{"delete":{"_index":"other","_id":"1"}}"#)
             .is_err());
+    }
+
+    #[test]
+    fn names_later_in_the_path_are_checked() {
+        let names: Vec<String> = named_targets("/legacy-x/_alias/orders-shared,legacy-a").collect();
+        assert_eq!(names, ["orders-shared", "legacy-a"]);
+        let names: Vec<String> = named_targets("/legacy-x/_clone/orders%2Dshared").collect();
+        assert_eq!(names, ["orders-shared"]);
+        assert_eq!(named_targets("/legacy-x/_search").count(), 0);
+    }
+
+    #[test]
+    fn references_in_bodies_are_checked() {
+        let p = vec!["legacy-".to_string()];
+        assert!(check_references(
+            br#"{"query":{"terms":{"f":{"index":"legacy-b","id":"1","path":"f"}}}}"#,
+            &p
+        )
+        .is_ok());
+        for bad in [
+            &br#"{"query":{"terms":{"f":{"index":"orders-shared","id":"1","path":"f"}}}}"#[..],
+            br#"{"aliases":{"orders-shared":{}}}"#,
+            br#"{"actions":[{"add":{"index":"legacy-x","alias":"orders"}}]}"#,
+            br#"{"templates":[{"id":"t","template":{"source":"{}"}}]}"#,
+            br#"{"query":{"geo_shape":{"g":{"indexed_shape":{"id":"1","path":"g"}}}}}"#,
+            br#"{"query":{"match_all":{}}/*x*/}"#,
+        ] {
+            assert!(
+                check_references(bad, &p).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // A mapping parameter named `index` is not an index name.
+        assert!(check_references(
+            br#"{"mappings":{"properties":{"x":{"type":"text","index":"false"}}}}"#,
+            &p
+        )
+        .is_ok());
     }
 
     #[test]

@@ -81,7 +81,24 @@ fn collect_names(v: &Value, path: &str, names: &mut Vec<String>) -> Result<(), R
             for (key, value) in map {
                 let at = child(path, key);
                 match (key.as_str(), value) {
-                    ("index" | "_index", Value::String(name)) => names.push(name.clone()),
+                    // `"index": "false"` is also a mapping parameter.
+                    ("index", Value::String(name)) if name == "true" || name == "false" => {}
+                    ("index" | "_index" | "alias", Value::String(name)) => names.push(name.clone()),
+                    ("aliases", Value::Object(o)) => names.extend(o.keys().cloned()),
+                    ("aliases", Value::Array(items)) => {
+                        names.extend(items.iter().filter_map(Value::as_str).map(str::to_string));
+                    }
+                    // Without `index`, an indexed shape is read from `shapes`.
+                    ("indexed_shape", Value::Object(o)) if !o.contains_key("index") => {
+                        names.push("shapes".to_string());
+                    }
+                    ("templates" | "template_id" | "search_template", _) => {
+                        return Err(refuse(
+                            format!("`{key}`"),
+                            &at,
+                            "a template renders a query osproxy cannot see, so it cannot tell which indices it names",
+                        ))
+                    }
                     ("indices", Value::Array(items)) => {
                         names.extend(items.iter().filter_map(Value::as_str).map(str::to_string));
                     }
@@ -437,7 +454,7 @@ impl Walker {
                 self.physical_fields(v, key)?;
                 self.sort(v, key)
             }
-            "collapse" => {
+            "collapse" | "docvalue_fields" | "stored_fields" | "fields" => {
                 self.physical_fields(v, key)?;
                 self.generic(v, key)
             }
@@ -454,7 +471,10 @@ impl Walker {
         if !self.shared {
             return Ok(());
         }
-        let physical = |name: &str| matches!(name, "_id" | "_routing" | "_index" | "_seq_no");
+        let physical = |name: &str| {
+            matches!(name, "_id" | "_routing" | "_index" | "_seq_no")
+                || (name.starts_with('_') && name.contains('*'))
+        };
         let found = match v {
             Value::String(s) => physical(s).then(|| s.clone()),
             Value::Array(items) => items.iter().find_map(|i| match i {
@@ -481,6 +501,31 @@ impl Walker {
             )),
             None => Ok(()),
         }
+    }
+
+    /// In a shared placement a leaf query on `_index`, `_routing` or
+    /// `_seq_no` (or on `_id`, other than the `term`/`terms`/`match` forms
+    /// whose ids are translated) is an oracle for physical names: refused.
+    fn leaf_on_physical(&self, kind: &str, body: &Value, path: &str) -> Checked {
+        if !self.shared {
+            return Ok(());
+        }
+        let Some(fields) = body.as_object() else {
+            return Ok(());
+        };
+        let translated = matches!(kind, "term" | "terms" | "match" | "match_phrase" | "ids");
+        for field in fields.keys() {
+            let physical = matches!(field.as_str(), "_index" | "_routing" | "_seq_no")
+                || (field == "_id" && !translated);
+            if physical {
+                return Err(refuse(
+                    format!("`{kind}` on `{field}`"),
+                    &child(path, field),
+                    "in a shared placement it matches physical values (partition-scoped ids, the shared index) that osproxy does not translate",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn script(&self, key: &str, path: &str) -> Checked {
@@ -513,11 +558,22 @@ impl Walker {
                 Err(refuse(format!("`{key}` query"), path, JOIN))
             }
             "indexed_shape" => Err(refuse("`indexed_shape`", path, BY_ID)),
-            "max_expansions" | "min_doc_freq" | "max_doc_freq" if self.shared => {
+            "max_expansions" | "fuzzy_max_expansions" | "min_doc_freq" | "max_doc_freq"
+                if self.shared =>
+            {
                 Err(refuse(format!("`{key}`"), path, EXPANSION))
             }
-            "rewrite" if self.shared && v.as_str().is_some_and(|r| r.starts_with("top_terms")) => {
-                Err(refuse(format!("`rewrite` {v}"), path, EXPANSION))
+            "rewrite" | "fuzzy_rewrite"
+                if self.shared && v.as_str().is_some_and(|r| r.starts_with("top_terms")) =>
+            {
+                Err(refuse(format!("`{key}` {v}"), path, EXPANSION))
+            }
+            // `explain` in `top_hits` or `inner_hits` as well as at the top.
+            "explain" | "profile" if self.shared && v != &Value::Bool(false) => {
+                Err(refuse(format!("`{key}`"), path, STATS))
+            }
+            "field" | "docvalue_fields" | "stored_fields" | "fields" | "_source" if self.shared => {
+                self.physical_fields(v, path)
             }
             "terms" => match v
                 .as_object()
@@ -671,6 +727,7 @@ impl Walker {
                     self.compound(kind, params, &child(&at, field), &["filter"])?;
                 }
             } else if listed(LEAF_QUERIES, kind) {
+                self.leaf_on_physical(kind, body, &at)?;
                 self.generic(body, &at)?;
             } else {
                 return Err(refuse(format!("unknown query `{kind}`"), &at, UNKNOWN));

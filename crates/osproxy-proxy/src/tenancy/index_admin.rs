@@ -46,11 +46,31 @@ pub(crate) async fn serve(
         (None, &Method::PUT) => {
             let raw = read_json(body).await?;
             let create = if shared {
-                if !principal.is_some_and(|p| p.operator) {
+                let operator = principal.is_some_and(|p| p.operator);
+                if !operator {
                     tenant_shape_only(&raw, t)?;
                 }
-                with_partition_field(&raw, &t.logical.field)?
+                // Checks the body's own mapping of the partition field.
+                let checked = with_partition_field(&raw, &t.logical.field)?;
+                let body: Map<String, Value> =
+                    serde_json::from_slice(&checked).map_err(bad_json)?;
+                if !operator {
+                    consistent_with_declared(&body, t)?;
+                }
+                Bytes::from(super::shared_create_body(&t.logical, Some(&body)).to_string())
             } else {
+                // An alias is a name in the cluster's namespace: it could
+                // claim another partition's index before that is created.
+                if !principal.is_some_and(|p| p.operator)
+                    && serde_json::from_slice::<Value>(&raw)
+                        .ok()
+                        .is_some_and(|v| v.get("aliases").is_some())
+                {
+                    return Err(ProxyError::new(
+                        ErrorCode::OperatorRequired,
+                        format!("`aliases` in the create-index body of logical index {:?} would name indices outside this partition's own; only an operator may set them", t.logical.name),
+                    ));
+                }
                 raw
             };
             let (p, b) = tenancy
@@ -77,6 +97,9 @@ pub(crate) async fn serve(
                 .await?;
             if !p.status.is_success() {
                 return Ok(json_response(p, reverse::error(&b, t, None)));
+            }
+            if shared && endpoint != Some("_settings") {
+                return Ok(json_response(p, declared_mapping(t)));
             }
             Ok(json_response(p, logical_view(&b, t)))
         }
@@ -208,6 +231,54 @@ fn tenant_shape_only(raw: &[u8], t: &Target<'_>) -> Result<(), ProxyError> {
         }
     }
     Ok(())
+}
+
+/// Where the catalogue declares the shared index's mappings, a tenant's
+/// create body may only repeat declared field definitions: it cannot
+/// shape the index for the others in it.
+fn consistent_with_declared(body: &Map<String, Value>, t: &Target<'_>) -> Result<(), ProxyError> {
+    let Some(declared) = t.logical.mappings.as_deref() else {
+        return Ok(());
+    };
+    let given = body
+        .get("mappings")
+        .and_then(|m| m.get("properties"))
+        .and_then(Value::as_object);
+    for (field, def) in given.into_iter().flatten() {
+        if field == &t.logical.field {
+            continue;
+        }
+        if declared.get("properties").and_then(|p| p.get(field)) != Some(def) {
+            let shown: String = field.chars().take(64).collect();
+            return Err(ProxyError::new(
+                ErrorCode::OperatorRequired,
+                format!("field `{shown}` is not declared so in the catalogue's mapping of logical index {:?}; the shared index's mapping is the operator's (declare it in the catalogue)", t.logical.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A shared placement's mapping as tenants see it: the catalogue's
+/// declaration (`{"properties":{}}` when none), never the physical index,
+/// whose fields include those other tenants' documents created.
+fn declared_mapping(t: &Target<'_>) -> Vec<u8> {
+    let mut mappings = t
+        .logical
+        .mappings
+        .as_deref()
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    mappings
+        .entry("properties")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let mut out = Map::new();
+    out.insert(
+        t.logical.name.clone(),
+        serde_json::json!({ "mappings": Value::Object(mappings) }),
+    );
+    Value::Object(out).to_string().into_bytes()
 }
 
 /// Whether `key` occurs as an object key anywhere in `v`.

@@ -482,6 +482,7 @@ impl Tenancy {
                 )
                 .await?;
             if parts.status.is_success() {
+                self.check_concrete_index(t).await?;
                 if let Ok(mut v) = self.verified.lock() {
                     v.entry(t.cluster.id.clone())
                         .or_default()
@@ -499,9 +500,10 @@ impl Tenancy {
                     format!("the shared index of logical index {:?} does not map the partition field as keyword, so a filter on it would not isolate tenants; osproxy refuses to use it (cluster said: {reason})", t.logical.name),
                 ));
             }
-            // Missing: create it with the field mapped, then check again
-            // (a concurrent creation answers resource_already_exists).
-            let create = format!("{{\"mappings\":{properties}}}");
+            // Missing: create it from the catalogue's declaration with the
+            // field mapped, then check again (a concurrent creation answers
+            // resource_already_exists).
+            let create = shared_create_body(&t.logical, None).to_string();
             let index_path = format!("/{}", utf8_percent_encode(t.physical_index(), SEGMENT));
             self.exchange(
                 t,
@@ -517,6 +519,30 @@ impl Tenancy {
             "the shared index could not be prepared; retry",
         )
         .retryable(true))
+    }
+
+    /// Refuses a shared physical name that is an alias rather than an index:
+    /// `PUT {alias}/_mapping` succeeds too, and an alias someone else made
+    /// could point the partition's documents into an index of theirs.
+    async fn check_concrete_index(&self, t: &Target<'_>) -> Result<(), ProxyError> {
+        let path = format!(
+            "/{}?filter_path=*.settings.index.provided_name",
+            utf8_percent_encode(t.physical_index(), SEGMENT)
+        );
+        let (parts, body) = self
+            .exchange(t, http::Method::GET, &path, &HeaderMap::new(), None)
+            .await?;
+        let names: Vec<String> =
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+        if parts.status.is_success() && names.len() == 1 && names[0] == t.physical_index() {
+            return Ok(());
+        }
+        Err(ProxyError::new(
+            ErrorCode::Internal,
+            format!("the shared index of logical index {:?} is not a concrete index of that name (an alias, or several indices, answer to it); osproxy refuses to use it", t.logical.name),
+        ))
     }
 
     /// The target a cursor belongs to, for a principal that must be granted
@@ -610,6 +636,46 @@ impl Tenancy {
         });
         Ok((parts, bytes))
     }
+}
+
+/// The create-index body of a shared physical index: the catalogue's
+/// declared settings and mappings, with `extra` (an operator's or a
+/// tenant's already checked create body) laid over them, and the partition
+/// field mapped as `keyword`.
+pub(crate) fn shared_create_body(
+    logical: &LogicalIndex,
+    extra: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let object = |v: Option<&Value>| v.and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut settings = object(logical.settings.as_deref());
+    let mut mappings = object(logical.mappings.as_deref());
+    if let Some(extra) = extra {
+        settings.extend(object(extra.get("settings")));
+        for (k, v) in object(extra.get("mappings")) {
+            match (k.as_str(), mappings.get_mut("properties")) {
+                ("properties", Some(Value::Object(props))) => props.extend(object(Some(&v))),
+                _ => {
+                    mappings.insert(k, v);
+                }
+            }
+        }
+    }
+    let props = mappings
+        .entry("properties")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(props) = props {
+        props.insert(logical.field.clone(), json!({"type": "keyword"}));
+    }
+    let mut body = Map::new();
+    if !settings.is_empty() {
+        body.insert("settings".into(), Value::Object(settings));
+    }
+    body.insert("mappings".into(), Value::Object(mappings));
+    if let Some(aliases) = extra.and_then(|e| e.get("aliases")) {
+        body.insert("aliases".into(), aliases.clone());
+    }
+    Value::Object(body)
 }
 
 /// Reads a client body whole, up to [`MAX_BUFFERED`] bytes (for the data
@@ -747,6 +813,10 @@ pub(crate) fn body_partition(doc: &[u8], field: &str, index: &str) -> Result<Str
 /// misread as malformed JSON.
 pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
     check_media_types(headers)?;
+    identity_encoding(headers)
+}
+
+fn identity_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
     match headers.get(http::header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
         None => Ok(()),
         Some(e) if e.is_empty() || e == "identity" => Ok(()),
@@ -757,11 +827,23 @@ pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
     }
 }
 
+/// An uncompressed JSON (or NDJSON) body: what osproxy can check byte for
+/// byte.
+pub(crate) fn check_plain_json(headers: &HeaderMap) -> Result<(), ProxyError> {
+    check_content_type(headers)?;
+    identity_encoding(headers)
+}
+
 /// Only JSON goes in and out of a logical index: a request body declared
 /// as YAML, CBOR or SMILE (which OpenSearch would parse as such, while
 /// osproxy reads JSON), or a form, is refused; so is an `Accept` that asks
 /// for an answer osproxy could not reverse.
 pub(crate) fn check_media_types(headers: &HeaderMap) -> Result<(), ProxyError> {
+    check_content_type(headers)?;
+    check_accept(headers)
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ProxyError> {
     if let Some(v) = headers.get(http::header::CONTENT_TYPE) {
         let v = v.to_str().unwrap_or("?").to_ascii_lowercase();
         let essence = v.split(';').next().unwrap_or("").trim();
@@ -779,6 +861,10 @@ pub(crate) fn check_media_types(headers: &HeaderMap) -> Result<(), ProxyError> {
             ));
         }
     }
+    Ok(())
+}
+
+fn check_accept(headers: &HeaderMap) -> Result<(), ProxyError> {
     for v in headers.get_all(http::header::ACCEPT) {
         let v = v.to_str().unwrap_or("?").to_ascii_lowercase();
         if ["yaml", "cbor", "smile"].iter().any(|f| v.contains(f)) {

@@ -770,3 +770,24 @@ fn physical_fields_are_refused_in_shared_placements() {
     assert!(check_dedicated(json!({"sort": ["_id"]}).to_string().as_bytes(), true).is_ok());
     assert!(confine(json!({"sort": ["title", {"n": "desc"}]}), &POLICY).is_ok());
 }
+
+#[test]
+fn red_team_variants_are_refused() {
+    for body in [
+        json!({"query": {"match": {"t": "x"}}, "aggs": {"t": {"top_hits": {"explain": true}}}}),
+        json!({"query": {"match": {"t": {"query": "x", "fuzziness": 2, "fuzzy_rewrite": "top_terms_1"}}}}),
+        json!({"query": {"query_string": {"query": "x~", "fuzzy_max_expansions": 1}}}),
+        json!({"docvalue_fields": ["_index"]}),
+        json!({"docvalue_fields": [{"field": "_routing"}]}),
+        json!({"fields": ["_i*"]}),
+        json!({"aggs": {"m": {"multi_terms": {"terms": [{"field": "_index"}, {"field": "t"}]}}}}),
+        json!({"aggs": {"c": {"composite": {"sources": [{"i": {"terms": {"field": "_index"}}}]}}}}),
+        json!({"query": {"prefix": {"_index": "iso-s"}}}),
+        json!({"query": {"wildcard": {"_id": "acme*"}}}),
+        json!({"query": {"exists": {"field": "_routing"}}}),
+        json!({"query": {"nested": {"path": "p", "query": {"match_all": {}}, "inner_hits": {"explain": true}}}}),
+    ] {
+        refused(body);
+    }
+    assert!(confine(json!({"query": {"term": {"_id": "1"}}}), &POLICY).is_ok());
+}

@@ -164,6 +164,18 @@ fn suite() -> Vec<Attack> {
         attack(pt, "search template", M::POST, "/legacy-x/_search/template", Some(r#"{"source":"{\"query\":{\"match_all\":{}}}"}"#)),
         attack(pt, "comment in a passthrough search", M::POST, "/legacy-x/_search", Some(r#"{"query":{"match_all":{}}/*,"x":{"index":"iso-shared"}*/}"#)),
         attack(pt, "delete_by_query with a lookup", M::POST, "/legacy-x/_delete_by_query", Some(r#"{"query":{"terms":{"t":{"index":"iso-shared","id":"globex:1","path":"title"}}}}"#)),
+        attack(pt, "a query in the `source` parameter", M::GET, "/legacy-x/_validate/query?rewrite=true&source_content_type=application/json&source=%7B%22query%22%3A%7B%22terms%22%3A%7B%22title%22%3A%7B%22index%22%3A%22iso-shared%22%2C%22id%22%3A%22globex%3A1%22%2C%22path%22%3A%22title%22%7D%7D%7D%7D", None),
+        attack(pt, "`source` smuggled after `;`", M::GET, "/legacy-x/_search?size=1;source=%7B%7D", None),
+        attack(pt, "an alias claiming a name outside the prefixes", M::PUT, "/legacy-x/_alias/iso-newco", None),
+        attack(pt, "aliases in a create body", M::PUT, "/legacy-z", Some(r#"{"aliases":{"iso-newco":{}}}"#)),
+        attack(pt, "a clone target outside the prefixes", M::POST, "/legacy-x/_clone/iso-newco", None),
+        attack(pt, "rank_eval with a template", M::POST, "/legacy-x/_rank_eval", Some(r#"{"templates":[{"id":"t","template":{"source":"{\"query\":{\"terms\":{\"title\":{\"index\":\"iso-shared\",\"id\":\"globex:1\",\"path\":\"title\"}}}}"}}],"requests":[{"id":"r","template_id":"t","ratings":[]}],"metric":{"precision":{}}}"#)),
+        attack(stats, "explain inside top_hits", M::POST, "/orders/_search", Some(r#"{"query":{"match":{"title":"zanzibar"}},"aggs":{"t":{"top_hits":{"explain":true}}}}"#)),
+        attack(stats, "fuzzy_rewrite top_terms", M::POST, "/orders/_search", Some(r#"{"query":{"match":{"title":{"query":"zanzibor","fuzziness":2,"fuzzy_rewrite":"top_terms_1"}}}}"#)),
+        attack(stats, "fuzzy_max_expansions", M::POST, "/orders/_search", Some(r#"{"query":{"query_string":{"query":"zanzibor~","fuzzy_max_expansions":1}}}"#)),
+        attack(stats, "docvalue_fields on _index", M::POST, "/orders/_search", Some(r#"{"docvalue_fields":["_index"]}"#)),
+        attack(stats, "prefix query on _index", M::POST, "/orders/_search", Some(r#"{"query":{"prefix":{"_index":"iso-s"}}}"#)),
+        attack(stats, "multi_terms on _index", M::POST, "/orders/_search", Some(r#"{"size":0,"aggs":{"m":{"multi_terms":{"terms":[{"field":"_index"},{"field":"_routing"}]}}}}"#)),
         attack(stats, "sort on the physical _id", M::POST, "/orders/_search", Some(r#"{"sort":["_id"]}"#)),
         attack(stats, "terms aggregation on _index", M::POST, "/orders/_search", Some(r#"{"size":0,"aggs":{"i":{"terms":{"field":"_index"}}}}"#)),
     ];
@@ -204,6 +216,24 @@ fn suite() -> Vec<Attack> {
             headers: &[],
         });
     }
+    v.push(Attack {
+        class: refs,
+        what: "aliases in a dedicated tenant's create body",
+        token: INITECH,
+        method: M::PUT,
+        path: "/orders",
+        body: Some(r#"{"aliases":{"iso-shared2":{}}}"#),
+        headers: &[],
+    });
+    v.push(Attack {
+        class: pt,
+        what: "a compressed passthrough search body",
+        token: ACME,
+        method: M::POST,
+        path: "/legacy-x/_search",
+        body: Some("not really gzip"),
+        headers: &[("content-encoding", "gzip")],
+    });
     for (what, headers) in [
         ("Accept: YAML", &[("accept", "application/yaml")][..]),
         ("Accept: CBOR", &[("accept", "application/cbor")]),

@@ -45,7 +45,8 @@ impl Fleet {
         let config = format!(
             "[[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n[[clusters]]\nid = \"dedicated\"\nurl = \"{dedicated_url}\"\n\n{principals}\
              [[indices]]\nname = \"orders\"\nid = \"{{partition}}:{{id}}\"\nfield = \"_tenant\"\n\
-             default = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-shared\" }}\n\n\
+             default = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-shared\" }}\n\
+             mappings = {{ properties = {{ title = {{ type = \"text\" }} }} }}\n\n\
              [[indices]]\nname = \"invoices\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-invoices\" }}\n\n\
              [[indices]]\nname = \"events\"\npartition = {{ body = \"tenant_id\" }}\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-events\" }}\n\n\
              [[indices]]\nname = \"tickets\"\npartition = {{ header = \"x-tenant\" }}\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-tickets\" }}\n\n\
@@ -1422,11 +1423,37 @@ async fn logical_index_management() {
         physical["t-admin-shared"]["mappings"]["properties"]["_tenant"]["type"],
         "keyword"
     );
-    // The logical view hides it.
+    // A field the catalogue does not declare is the operator's to add.
+    let undeclared = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/orders",
+            Some(json!({"mappings": {"properties": {"title": {"type": "keyword"}}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(undeclared.status, 403, "{}", undeclared.text());
+    // Tenants see the catalogue's declared mapping, not the physical one:
+    // a field only globex's documents created stays invisible to acme.
+    let w = f
+        .call(
+            "globex-svc",
+            Method::PUT,
+            "/orders/_doc/m1",
+            Some(json!({"globex_only_field": 1})),
+            &[],
+        )
+        .await;
+    assert_eq!(w.status, 201, "{}", w.text());
     let mapping = f
         .call("acme-svc", Method::GET, "/orders/_mapping", None, &[])
         .await
         .json();
+    assert!(
+        !mapping.to_string().contains("globex_only_field"),
+        "{mapping}"
+    );
     assert_eq!(
         mapping["orders"]["mappings"]["properties"]["title"]["type"], "text",
         "{mapping}"

@@ -149,6 +149,15 @@ async fn shared_placement_confines_documents_and_searches() {
     .await
     .json();
     assert_eq!(raw["_source"]["_tenant"], "globex");
+    // The shared index was created from the catalogue's declared mapping
+    // (`title` as plain `text`, where dynamic mapping would have added a
+    // `keyword` sub-field), with the partition field as keyword.
+    let mapping = direct(&node().url(), Method::GET, "/t-docs-shared/_mapping")
+        .await
+        .json();
+    let props = &mapping["t-docs-shared"]["mappings"]["properties"];
+    assert_eq!(props["title"], json!({"type": "text"}), "{mapping}");
+    assert_eq!(props["_tenant"]["type"], "keyword", "{mapping}");
 
     // Each tenant reads its own document, in logical form.
     let got = f

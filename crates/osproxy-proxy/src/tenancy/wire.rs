@@ -1,0 +1,214 @@
+//! What goes in and out of a logical index on the wire: bodies read with a
+//! bound and checked as strict JSON, media types and encodings, and the
+//! JSON responses osproxy answers with.
+
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use osproxy_core::{ErrorCode, ProxyError};
+
+use super::MAX_BUFFERED;
+use crate::body::ResponseBody;
+
+/// Reads a client body whole, up to [`MAX_BUFFERED`] bytes (for the data
+/// path's checks outside tenancy).
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ProxyError> {
+    read_limited(body).await
+}
+
+/// Reads a body whole, up to [`MAX_BUFFERED`] bytes.
+pub(crate) async fn read_limited<B>(body: B) -> Result<Bytes, ProxyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Limited::new(body, MAX_BUFFERED)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| {
+            ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("body could not be read (limit {MAX_BUFFERED} bytes): {e}"),
+            )
+        })
+}
+
+/// Reads a JSON request body whole (bounded) and checks it is strict JSON
+/// (see [`strict_body`]).
+pub(crate) async fn read_json<B>(body: B) -> Result<Bytes, ProxyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let bytes = read_limited(body).await?;
+    strict_body(&bytes)?;
+    Ok(bytes)
+}
+
+/// Refuses a body that is not strict JSON (comments, a name twice, trailing
+/// data, ...): OpenSearch's lenient parser could read it differently from
+/// osproxy. An empty (or all-blank) body passes: it means "no body".
+pub(crate) fn strict_body(bytes: &[u8]) -> Result<(), ProxyError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    osproxy_rewrite::strict::check(bytes).map_err(|e| {
+        ProxyError::new(
+            ErrorCode::BadRequest,
+            format!("the request body is refused: {e}; send standard JSON"),
+        )
+    })
+}
+
+/// A 200 JSON response osproxy assembled itself.
+pub(crate) fn json_ok(body: Vec<u8>) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    resp
+}
+
+/// A JSON response with the upstream's status.
+pub(crate) fn json_response(parts: http::response::Parts, body: Vec<u8>) -> Response<ResponseBody> {
+    let status = if parts.status.is_server_error() && client_mistake(&body) {
+        http::StatusCode::BAD_REQUEST
+    } else {
+        parts.status
+    };
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
+    *resp.status_mut() = status;
+    for name in ["content-type", "warning", "x-opaque-id"] {
+        if let Some(v) = parts.headers.get(name) {
+            resp.headers_mut().insert(name, v.clone());
+        }
+    }
+    resp
+}
+
+/// Whether an upstream 5xx error is a client's mistake all the same: every
+/// root cause is a parse or argument error (OpenSearch wraps some of those,
+/// such as `slice` outside a cursor, in a 500 of the search phase). Such an
+/// answer is the client's to fix, so it is a 400, and a client library does
+/// not retry it.
+fn client_mistake(body: &[u8]) -> bool {
+    const CLIENT: [&str; 8] = [
+        "illegal_argument_exception",
+        "query_shard_exception",
+        "parsing_exception",
+        "x_content_parse_exception",
+        "number_format_exception",
+        "mapper_parsing_exception",
+        "search_parse_exception",
+        "json_parse_exception",
+    ];
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let types: Vec<&str> = match v.pointer("/error/root_cause").and_then(|r| r.as_array()) {
+        Some(causes) if !causes.is_empty() => causes
+            .iter()
+            .map(|c| c.get("type").and_then(|t| t.as_str()).unwrap_or(""))
+            .collect(),
+        _ => vec![v
+            .pointer("/error/type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("")],
+    };
+    types.iter().all(|t| CLIENT.contains(t))
+}
+
+/// The partition a document names in `field` (a top-level string), for
+/// logical indices whose partition comes from the body.
+pub(crate) fn body_partition(doc: &[u8], field: &str, index: &str) -> Result<String, ProxyError> {
+    let mut found: Option<Result<String, ()>> = None;
+    osproxy_rewrite::members::edit_members(doc, |key, value| {
+        if key == field {
+            found = Some(serde_json::from_slice::<String>(value).map_err(|_| ()));
+        }
+        osproxy_rewrite::members::Edit::Keep
+    })
+    .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
+    match found {
+        Some(Ok(v)) => Ok(v),
+        _ => Err(ProxyError::new(
+            ErrorCode::PartitionRequired,
+            format!("logical index {index:?} takes the partition from the document's top-level string field `{field}`, which is missing"),
+        )),
+    }
+}
+
+/// Tenancy rewrites request bodies byte by byte, so they must arrive
+/// uncompressed; a compressed one is refused with a clear error rather than
+/// misread as malformed JSON.
+pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
+    check_media_types(headers)?;
+    identity_encoding(headers)
+}
+
+fn identity_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
+    match headers.get(http::header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+        None => Ok(()),
+        Some(e) if e.is_empty() || e == "identity" => Ok(()),
+        Some(e) => Err(ProxyError::new(
+            ErrorCode::BadRequest,
+            format!("request bodies for logical indices must not be compressed (content-encoding: {e}); send them uncompressed (opensearch-py: http_compress=False)"),
+        )),
+    }
+}
+
+/// An uncompressed JSON (or NDJSON) body: what osproxy can check byte for
+/// byte.
+pub(crate) fn check_plain_json(headers: &HeaderMap) -> Result<(), ProxyError> {
+    check_content_type(headers)?;
+    identity_encoding(headers)
+}
+
+/// Only JSON goes in and out of a logical index: a request body declared
+/// as YAML, CBOR or SMILE (which OpenSearch would parse as such, while
+/// osproxy reads JSON), or a form, is refused; so is an `Accept` that asks
+/// for an answer osproxy could not reverse.
+pub(crate) fn check_media_types(headers: &HeaderMap) -> Result<(), ProxyError> {
+    check_content_type(headers)?;
+    check_accept(headers)
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ProxyError> {
+    if let Some(v) = headers.get(http::header::CONTENT_TYPE) {
+        let v = v.to_str().unwrap_or("?").to_ascii_lowercase();
+        let essence = v.split(';').next().unwrap_or("").trim();
+        let json = matches!(essence, "application/json" | "application/x-ndjson")
+            || (essence.starts_with("application/") && essence.ends_with("+json"));
+        if !json {
+            let shown: String = essence
+                .chars()
+                .take(80)
+                .filter(|c| !c.is_control())
+                .collect();
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("Content-Type header [{shown}] is not supported for logical indices: send `application/json` (or `application/x-ndjson` for _bulk and _msearch)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_accept(headers: &HeaderMap) -> Result<(), ProxyError> {
+    for v in headers.get_all(http::header::ACCEPT) {
+        let v = v.to_str().unwrap_or("?").to_ascii_lowercase();
+        if ["yaml", "cbor", "smile"].iter().any(|f| v.contains(f)) {
+            let shown: String = v.chars().take(80).filter(|c| !c.is_control()).collect();
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "Accept [{shown}] is refused for logical indices: osproxy answers in JSON only"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

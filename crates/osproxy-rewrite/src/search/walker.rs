@@ -1,0 +1,614 @@
+//! The walk of a search body: every construct checked against the
+//! placement's rules (see the parent module for what is refused where).
+
+use serde_json::Value;
+
+use super::{bad, child, listed, refuse, Refusal};
+
+const UNKNOWN: &str =
+    "osproxy does not know it, so it cannot tell whether it reads other tenants' documents";
+const BY_ID: &str = "it fetches a document by id, which may belong to another tenant";
+const JOIN: &str = "it reaches joined documents that the partition filter does not cover";
+const OTHER_INDEX: &str = "it names an index, which may hold other tenants' documents";
+const STATS: &str = "it prints index-wide terms or statistics, which include other tenants' documents in a shared placement";
+const EXPANSION: &str = "it chooses which terms to expand by their index-wide frequency, which tells of other tenants' documents in a shared placement";
+
+/// Top-level keys whose values hold no queries and run no code of their own
+/// (scripts inside them are still found).
+const PLAIN_OPTIONS: &str =
+    "from size timeout terminate_after min_score version seq_no_primary_term explain \
+    _source stored_fields docvalue_fields fields track_scores \
+    include_named_queries_score track_total_hits stats profile \
+    search_after collapse slice verbose_pipeline search_pipeline";
+
+/// Query types whose bodies hold no sub-queries.
+const LEAF_QUERIES: &str =
+    "match_all match_none match match_phrase match_phrase_prefix match_bool_prefix \
+    multi_match combined_fields query_string simple_query_string common term terms_set \
+    range exists prefix wildcard regexp fuzzy ids intervals distance_feature \
+    rank_feature geo_bounding_box geo_distance geo_polygon geo_shape shape xy_shape \
+    parent_id percolate more_like_this span_term script neural_sparse";
+
+/// Compound query types and the keys of their bodies that hold queries.
+const COMPOUND_QUERIES: &[(&str, &[&str])] = &[
+    // `mustNot` is a deprecated spelling OpenSearch still accepts.
+    ("bool", &["must", "should", "filter", "must_not", "mustNot"]),
+    ("nested", &["query"]),
+    // Refused in shared placements (see `check_key`); walked elsewhere.
+    ("has_child", &["query"]),
+    ("has_parent", &["query"]),
+    ("script_score", &["query"]),
+    ("function_score", &["query", "functions"]),
+    ("constant_score", &["filter"]),
+    ("boosting", &["positive", "negative"]),
+    ("dis_max", &["queries"]),
+    ("hybrid", &["queries", "filter"]),
+    ("span_near", &["clauses"]),
+    ("span_or", &["clauses"]),
+    ("span_not", &["include", "exclude"]),
+    ("span_first", &["match"]),
+    ("span_multi", &["match"]),
+    ("span_containing", &["big", "little"]),
+    ("span_within", &["big", "little"]),
+    ("field_masking_span", &["query"]),
+];
+
+/// Aggregation types that only see the documents the query matched.
+const PLAIN_AGGS: &str =
+    "avg sum min max value_count cardinality stats extended_stats percentiles \
+    percentile_ranks median_absolute_deviation weighted_avg geo_bounds geo_centroid \
+    top_hits matrix_stats scripted_metric terms multi_terms rare_terms histogram \
+    date_histogram auto_date_histogram variable_width_histogram range date_range \
+    ip_range geo_distance missing nested reverse_nested sampler diversified_sampler \
+    composite geohash_grid geotile_grid avg_bucket sum_bucket min_bucket max_bucket \
+    stats_bucket extended_stats_bucket percentiles_bucket derivative cumulative_sum \
+    moving_avg moving_fn serial_diff bucket_script bucket_selector bucket_sort";
+
+pub(super) fn is_script_key(key: &str) -> bool {
+    key == "script"
+        || key == "scripted_metric"
+        || key.starts_with("script_")
+        || key.ends_with("_script")
+}
+
+/// Whether a terms-lookup-shaped object: `{"index":..,"id":..,"path":..}`.
+fn is_lookup(v: &Value) -> bool {
+    v.as_object()
+        .is_some_and(|o| ["index", "id", "path"].iter().any(|k| o.contains_key(*k)))
+}
+
+type Checked = Result<(), Refusal>;
+
+pub(super) struct Walker {
+    pub(super) allow_scripts: bool,
+    /// A shared placement: the partition filter confines the query, and
+    /// constructs that reach past it (joins, global aggregations, index
+    /// statistics) are refused too. Otherwise only what names another
+    /// index, or is unknown, is refused.
+    pub(super) shared: bool,
+}
+
+impl Walker {
+    pub(super) fn top_level(&self, key: &str, v: &Value) -> Checked {
+        match key {
+            "query" | "post_filter" => self.query(v, key),
+            "aggs" | "aggregations" => self.aggs(v, key),
+            "rescore" => self.rescore(v, key),
+            "highlight" => self.highlight(v, key),
+            "suggest" if self.shared => Err(refuse(
+                "`suggest`",
+                key,
+                "suggesters read terms from every tenant's documents, outside the query",
+            )),
+            "suggest" => self.generic(v, key),
+            "pit" => Err(refuse(
+                "`pit`",
+                key,
+                "a point in time is searched with `POST /_search` and the id osproxy returned, not inside an index's search",
+            )),
+            "indices_boost" => Err(refuse("`indices_boost`", key, OTHER_INDEX)),
+            "profile" | "explain" if self.shared && v != &Value::Bool(false) => {
+                Err(refuse(format!("`{key}`"), key, STATS))
+            }
+            "search_pipeline" if self.shared => Err(refuse(
+                "`search_pipeline`",
+                key,
+                "a search pipeline runs after osproxy and could rewrite the query, dropping the partition filter",
+            )),
+            "ext" => Err(refuse(
+                "`ext`",
+                key,
+                "search extensions go to plugins osproxy cannot inspect, so it cannot tell whether they read other tenants' documents",
+            )),
+            "script_fields" | "runtime_mappings" | "derived" => {
+                self.script(key, key)?;
+                self.generic(v, key)
+            }
+            "sort" => {
+                self.physical_fields(v, key)?;
+                self.sort(v, key)
+            }
+            "collapse" | "docvalue_fields" | "stored_fields" | "fields" => {
+                self.physical_fields(v, key)?;
+                self.generic(v, key)
+            }
+            k if listed(PLAIN_OPTIONS, k) => self.generic(v, key),
+            other => Err(refuse(format!("unknown search option `{other}`"), key, UNKNOWN)),
+        }
+    }
+
+    /// In a shared placement, sorting, collapsing or aggregating on the
+    /// physical `_id`, `_routing`, `_index` or the partition field would
+    /// answer with values osproxy does not reverse (partition-scoped ids,
+    /// the shared index's name): refused, naming the field.
+    fn physical_fields(&self, v: &Value, path: &str) -> Checked {
+        if !self.shared {
+            return Ok(());
+        }
+        let physical = |name: &str| {
+            matches!(name, "_id" | "_routing" | "_index" | "_seq_no")
+                || (name.starts_with('_') && name.contains('*'))
+        };
+        let found = match v {
+            Value::String(s) => physical(s).then(|| s.clone()),
+            Value::Array(items) => items.iter().find_map(|i| match i {
+                Value::String(s) if physical(s) => Some(s.clone()),
+                Value::Object(o) => o.keys().find(|k| physical(k)).cloned(),
+                _ => None,
+            }),
+            Value::Object(o) => {
+                o.keys()
+                    .find(|k| physical(k))
+                    .cloned()
+                    .or_else(|| match o.get("field") {
+                        Some(Value::String(f)) if physical(f) => Some(f.clone()),
+                        _ => None,
+                    })
+            }
+            _ => None,
+        };
+        match found {
+            Some(f) => Err(refuse(
+                format!("`{f}`"),
+                path,
+                "in a shared placement it holds physical values (partition-scoped ids, the shared index) that osproxy does not translate back",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// In a shared placement a leaf query on `_index`, `_routing` or
+    /// `_seq_no` (or on `_id`, other than the `term`/`terms`/`match` forms
+    /// whose ids are translated) is an oracle for physical names: refused.
+    fn leaf_on_physical(&self, kind: &str, body: &Value, path: &str) -> Checked {
+        if !self.shared {
+            return Ok(());
+        }
+        let Some(fields) = body.as_object() else {
+            return Ok(());
+        };
+        let translated = matches!(kind, "term" | "terms" | "match" | "match_phrase" | "ids");
+        for field in fields.keys() {
+            let physical = matches!(field.as_str(), "_index" | "_routing" | "_seq_no")
+                || (field == "_id" && !translated);
+            if physical {
+                return Err(refuse(
+                    format!("`{kind}` on `{field}`"),
+                    &child(path, field),
+                    "in a shared placement it matches physical values (partition-scoped ids, the shared index) that osproxy does not translate",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn script(&self, key: &str, path: &str) -> Checked {
+        if self.allow_scripts {
+            Ok(())
+        } else {
+            Err(refuse(
+                format!("`{key}`"),
+                path,
+                "scripts and script-defined fields are refused unless the logical index allows scripts",
+            ))
+        }
+    }
+
+    /// Checks that apply to a key wherever it occurs, so that constructs
+    /// which read documents by reference are refused even in places this
+    /// walker does not model. Field names that collide with them are refused
+    /// too; that is the conservative side.
+    fn check_key(&self, key: &str, v: &Value, path: &str) -> Checked {
+        if is_script_key(key) {
+            self.script(key, path)?;
+        }
+        match key {
+            "wrapper" if v.is_object() => Err(refuse(
+                "`wrapper` query",
+                path,
+                "the wrapped query is encoded, so osproxy cannot inspect it",
+            )),
+            "has_child" | "has_parent" if self.shared && v.is_object() => {
+                Err(refuse(format!("`{key}` query"), path, JOIN))
+            }
+            "indexed_shape" => Err(refuse("`indexed_shape`", path, BY_ID)),
+            "max_expansions" | "fuzzy_max_expansions" | "min_doc_freq" | "max_doc_freq"
+                if self.shared =>
+            {
+                Err(refuse(format!("`{key}`"), path, EXPANSION))
+            }
+            "rewrite" | "fuzzy_rewrite"
+                if self.shared && v.as_str().is_some_and(|r| r.starts_with("top_terms")) =>
+            {
+                Err(refuse(format!("`{key}` {v}"), path, EXPANSION))
+            }
+            // `explain` in `top_hits` or `inner_hits` as well as at the top.
+            "explain" | "profile" if self.shared && v != &Value::Bool(false) => {
+                Err(refuse(format!("`{key}`"), path, STATS))
+            }
+            "field" | "docvalue_fields" | "stored_fields" | "fields" | "_source" if self.shared => {
+                self.physical_fields(v, path)
+            }
+            "terms" => match v
+                .as_object()
+                .and_then(|o| o.iter().find(|(_, f)| is_lookup(f)))
+            {
+                Some((f, _)) => Err(refuse("`terms` lookup", &child(path, f), BY_ID)),
+                None => Ok(()),
+            },
+            "percolate" if v.get("id").is_some() || v.get("index").is_some() => {
+                Err(refuse("`percolate` of a stored document", path, BY_ID))
+            }
+            "more_like_this" => self.more_like_this(v, path),
+            _ => Ok(()),
+        }
+    }
+
+    fn more_like_this(&self, v: &Value, path: &str) -> Checked {
+        if self.shared {
+            return Err(refuse(
+                "`more_like_this` query",
+                path,
+                "it picks its terms by their index-wide document frequency, which tells of other tenants' documents",
+            ));
+        }
+        for key in ["ids", "docs"] {
+            if v.get(key).is_some() && (self.shared || key == "docs") {
+                return Err(refuse(
+                    "`more_like_this` document",
+                    &child(path, key),
+                    BY_ID,
+                ));
+            }
+        }
+        for key in ["like", "unlike"] {
+            let items = match v.get(key) {
+                Some(Value::Array(items)) => items.iter().collect(),
+                Some(item) => vec![item],
+                None => Vec::new(),
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                let Some(item) = item.as_object() else {
+                    continue;
+                };
+                // Only artificial documents (a `doc` and no index or id)
+                // pass; in a dedicated placement also a document of the
+                // searched index named by id alone.
+                let names_index = ["_index", "index"].iter().any(|k| item.contains_key(*k));
+                let names_id = ["_id", "id"].iter().any(|k| item.contains_key(*k));
+                let own = !self.shared && names_id && !names_index;
+                if !own && (names_index || names_id || !item.contains_key("doc")) {
+                    let at = format!("{}[{i}]", child(path, key));
+                    return Err(refuse("`more_like_this` document", &at, BY_ID));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks any value, applying [`Walker::check_key`] to every object key.
+    fn generic(&self, v: &Value, path: &str) -> Checked {
+        match v {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    let at = child(path, key);
+                    self.check_key(key, value, &at)?;
+                    // Sorts and highlights also occur in `inner_hits` and
+                    // `top_hits`; their queries get the full query checks.
+                    match key.as_str() {
+                        "sort" => self.sort(value, &at)?,
+                        "highlight" => self.highlight(value, &at)?,
+                        _ => self.generic(value, &at)?,
+                    }
+                }
+                Ok(())
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.generic(item, &format!("{path}[{i}]"))?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sorts: like [`Walker::generic`], but the `filter` of a `nested` sort
+    /// option (and the deprecated `nested_filter`) is a query.
+    fn sort(&self, v: &Value, path: &str) -> Checked {
+        match v {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    let at = child(path, key);
+                    self.check_key(key, value, &at)?;
+                    if key == "nested" && value.is_object() {
+                        self.compound("nested sort", value, &at, &["filter"])?;
+                    } else if key == "nested_filter" {
+                        // The deprecated spelling of `nested.filter`.
+                        self.query(value, &at)?;
+                    } else {
+                        self.sort(value, &at)?;
+                    }
+                }
+                Ok(())
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.sort(item, &format!("{path}[{i}]"))?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A query, or an array of queries where the DSL allows one.
+    fn queries(&self, v: &Value, path: &str) -> Checked {
+        match v {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.query(item, &format!("{path}[{i}]"))?;
+                }
+                Ok(())
+            }
+            _ => self.query(v, path),
+        }
+    }
+
+    fn query(&self, v: &Value, path: &str) -> Checked {
+        let Some(map) = v.as_object() else {
+            return Err(bad(path, "a query object"));
+        };
+        for (kind, body) in map {
+            let at = child(path, kind);
+            self.check_key(kind, body, &at)?;
+            if let Some((_, slots)) = COMPOUND_QUERIES.iter().find(|(k, _)| k == kind) {
+                self.compound(kind, body, &at, slots)?;
+            } else if kind == "terms" {
+                // The only object a terms query takes for a field is a lookup.
+                if let Some((f, _)) = body
+                    .as_object()
+                    .and_then(|o| o.iter().find(|(_, f)| f.is_object()))
+                {
+                    return Err(refuse("`terms` lookup", &child(&at, f), BY_ID));
+                }
+                self.generic(body, &at)?;
+            } else if let (true, Some(fields)) =
+                (kind == "knn" || kind == "neural", body.as_object())
+            {
+                // `{field: {..., "filter": query}}`
+                for (field, params) in fields {
+                    self.compound(kind, params, &child(&at, field), &["filter"])?;
+                }
+            } else if listed(LEAF_QUERIES, kind) {
+                self.leaf_on_physical(kind, body, &at)?;
+                self.generic(body, &at)?;
+            } else {
+                return Err(refuse(format!("unknown query `{kind}`"), &at, UNKNOWN));
+            }
+        }
+        Ok(())
+    }
+
+    /// A query body whose `slots` keys hold queries; `function_score`'s
+    /// `functions` hold a `filter` query each.
+    fn compound(&self, kind: &str, body: &Value, path: &str, slots: &[&str]) -> Checked {
+        let Some(map) = body.as_object() else {
+            return self.generic(body, path);
+        };
+        for (key, value) in map {
+            let at = child(path, key);
+            if let ("function_score", "functions", Value::Array(functions)) =
+                (kind, key.as_str(), value)
+            {
+                for (i, function) in functions.iter().enumerate() {
+                    self.compound("function", function, &format!("{at}[{i}]"), &["filter"])?;
+                }
+            } else if slots.contains(&key.as_str()) {
+                self.queries(value, &at)?;
+            } else if kind == "nested sort" && key == "nested" && value.is_object() {
+                self.compound(kind, value, &at, slots)?;
+            } else {
+                self.check_key(key, value, &at)?;
+                self.generic(value, &at)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn aggs(&self, v: &Value, path: &str) -> Checked {
+        let Some(aggs) = v.as_object() else {
+            return Err(bad(path, "an object of named aggregations"));
+        };
+        for (name, agg) in aggs {
+            let at = child(path, name);
+            let Some(agg) = agg.as_object() else {
+                return Err(bad(&at, "an aggregation object"));
+            };
+            for (key, body) in agg {
+                let key_at = child(&at, key);
+                match key.as_str() {
+                    "aggs" | "aggregations" => self.aggs(body, &key_at)?,
+                    // Returned verbatim, never evaluated; walked all the same.
+                    "meta" => self.generic(body, &key_at)?,
+                    kind => self.agg(kind, body, &key_at)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn agg(&self, kind: &str, body: &Value, path: &str) -> Checked {
+        self.check_key(kind, body, path)?;
+        if let Some(field) = body.get("field") {
+            self.physical_fields(&Value::Array(vec![field.clone()]), path)?;
+        }
+        if !self.shared {
+            return match kind {
+                "filter" => self.query(body, path),
+                "filters" | "adjacency_matrix" => self.filters(body, path),
+                k if listed(PLAIN_AGGS, k)
+                    || listed(
+                        "global significant_terms significant_text children parent",
+                        k,
+                    ) =>
+                {
+                    self.generic(body, path)
+                }
+                other => Err(refuse(
+                    format!("unknown aggregation `{other}`"),
+                    path,
+                    UNKNOWN,
+                )),
+            };
+        }
+        match kind {
+            "global" => Err(refuse(
+                "`global` aggregation",
+                path,
+                "it would aggregate over every tenant's documents",
+            )),
+            "significant_terms" | "significant_text" => Err(refuse(
+                format!("`{kind}` aggregation"),
+                path,
+                "its background frequencies (`bg_count`) are computed over every tenant's documents",
+            )),
+            "children" | "parent" => Err(refuse(format!("`{kind}` aggregation"), path, JOIN)),
+            "filter" => self.query(body, path),
+            "filters" | "adjacency_matrix" => self.filters(body, path),
+            "terms" | "multi_terms" if !min_doc_count_positive(body) => Err(refuse(
+                format!("`{kind}` aggregation with `min_doc_count` 0"),
+                &child(path, "min_doc_count"),
+                "it would list terms that only other tenants' documents contain",
+            )),
+            k if listed(PLAIN_AGGS, k) => self.generic(body, path),
+            other => Err(refuse(format!("unknown aggregation `{other}`"), path, UNKNOWN)),
+        }
+    }
+
+    /// `filters` and `adjacency_matrix` bodies: `filters` holds named queries
+    /// (or, for `filters`, an array of queries).
+    fn filters(&self, body: &Value, path: &str) -> Checked {
+        let Some(map) = body.as_object() else {
+            return Err(bad(path, "an object"));
+        };
+        for (key, value) in map {
+            let at = child(path, key);
+            match (key.as_str(), value) {
+                ("filters", Value::Object(named)) => {
+                    for (name, query) in named {
+                        self.query(query, &child(&at, name))?;
+                    }
+                }
+                ("filters", _) => self.queries(value, &at)?,
+                _ => {
+                    self.check_key(key, value, &at)?;
+                    self.generic(value, &at)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rescore(&self, v: &Value, path: &str) -> Checked {
+        let items = match v {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("{path}[{i}]"), r))
+                .collect(),
+            other => vec![(path.to_string(), other)],
+        };
+        for (at, rescorer) in items {
+            let Some(map) = rescorer.as_object() else {
+                return Err(bad(&at, "a rescorer object"));
+            };
+            for (key, value) in map {
+                let key_at = child(&at, key);
+                match key.as_str() {
+                    "window_size" => self.generic(value, &key_at)?,
+                    "query" => self.compound("rescore", value, &key_at, &["rescore_query"])?,
+                    other => {
+                        return Err(refuse(
+                            format!("unknown rescorer `{other}`"),
+                            &key_at,
+                            UNKNOWN,
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn highlight(&self, v: &Value, path: &str) -> Checked {
+        let Some(map) = v.as_object() else {
+            return self.generic(v, path);
+        };
+        for (key, value) in map {
+            let at = child(path, key);
+            match (key.as_str(), value) {
+                ("fields", Value::Object(fields)) => {
+                    for (field, options) in fields {
+                        self.compound(
+                            "highlight",
+                            options,
+                            &child(&at, field),
+                            &["highlight_query"],
+                        )?;
+                    }
+                }
+                ("fields", Value::Array(fields)) => {
+                    for (i, one) in fields.iter().enumerate() {
+                        let one_at = format!("{at}[{i}]");
+                        let Some(one) = one.as_object() else {
+                            self.generic(one, &one_at)?;
+                            continue;
+                        };
+                        for (field, options) in one {
+                            let field_at = child(&one_at, field);
+                            self.compound("highlight", options, &field_at, &["highlight_query"])?;
+                        }
+                    }
+                }
+                ("highlight_query", _) => self.query(value, &at)?,
+                _ => {
+                    self.check_key(key, value, &at)?;
+                    self.generic(value, &at)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `min_doc_count` is absent or a number (or numeric string) of at
+/// least 1. Anything else counts as 0, the conservative reading.
+fn min_doc_count_positive(body: &Value) -> bool {
+    match body.get("min_doc_count") {
+        None => true,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|n| n >= 1.0),
+        Some(Value::String(s)) => s.trim().parse::<f64>().is_ok_and(|n| n >= 1.0),
+        Some(_) => false,
+    }
+}

@@ -13,7 +13,7 @@ mod validate;
 
 pub use duration::Duration;
 pub use model::*;
-pub use tenancy::check_index;
+pub use tenancy::{check_index, is_valid_index_name};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -260,7 +260,9 @@ fn check_field(f: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_valid_index_name(s: &str) -> bool {
+/// Whether `s` is a name OpenSearch accepts for a concrete index (no
+/// wildcards, commas or path characters).
+pub fn is_valid_index_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
         && !s.starts_with(['_', '-', '+', '.'])

@@ -431,6 +431,14 @@ impl Snapshot {
                 placement.cluster().to_string(),
                 placement.physical_index(&logical).to_string(),
             );
+            // Runtime writes get the name check config validation gives: a
+            // wildcard or comma would make one placement reach many indices.
+            if !osproxy_config::is_valid_index_name(&slot.1) {
+                return Err(format!(
+                    "{:?} is not a valid concrete index name (lower-case; no wildcards, commas, spaces or path characters)",
+                    slot.1
+                ));
+            }
             match owners.get(&slot) {
                 Some(existing) if *existing != claim => {
                     return Err(format!(

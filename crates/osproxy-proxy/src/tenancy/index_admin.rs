@@ -45,6 +45,7 @@ pub(crate) async fn serve(
         }
         (None, &Method::PUT) => {
             let raw = read_json(body).await?;
+            no_percolator(&raw, t, principal)?;
             let create = if shared {
                 let operator = principal.is_some_and(|p| p.operator);
                 if !operator {
@@ -111,6 +112,7 @@ pub(crate) async fn serve(
                 ));
             }
             let raw = read_json(body).await?;
+            no_percolator(&raw, t, principal)?;
             if shared && mentions_field(&raw, &t.logical.field) {
                 return Err(ProxyError::new(
                     ErrorCode::BadRequest,
@@ -279,6 +281,36 @@ fn declared_mapping(t: &Target<'_>) -> Vec<u8> {
         serde_json::json!({ "mappings": Value::Object(mappings) }),
     );
     Value::Object(out).to_string().into_bytes()
+}
+
+/// A `percolator` field stores queries that OpenSearch runs (terms lookups
+/// and indexed shapes fetched from any index) whenever a document is
+/// written: a tenant may not map one.
+fn no_percolator(
+    raw: &[u8],
+    t: &Target<'_>,
+    principal: Option<&Principal>,
+) -> Result<(), ProxyError> {
+    if principal.is_some_and(|p| p.operator) {
+        return Ok(());
+    }
+    fn has(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .any(|(k, v)| (k == "type" && v == "percolator") || has(v)),
+            Value::Array(a) => a.iter().any(has),
+            _ => false,
+        }
+    }
+    let found = serde_json::from_slice::<Value>(raw).is_ok_and(|v| has(&v));
+    if found {
+        return Err(ProxyError::new(
+            ErrorCode::OperatorRequired,
+            format!("a `percolator` field in logical index {:?} would run stored queries that can read other indices; only an operator may map one", t.logical.name),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `key` occurs as an object key anywhere in `v`.

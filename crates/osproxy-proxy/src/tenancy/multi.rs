@@ -220,8 +220,16 @@ pub(crate) async fn mget(
 fn reverse_docs(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
     osproxy_rewrite::members::edit_members(raw, |k, v| match k {
         "docs" => osproxy_rewrite::members::Edit::Replace(
-            osproxy_rewrite::members::map_elements(v, |d| Ok(reverse::document(d, t)))
-                .unwrap_or_else(|_| v.to_vec()),
+            osproxy_rewrite::members::map_elements(v, |d| {
+                // A per-document error names the physical index.
+                let doc = reverse::document(d, t);
+                Ok(if reverse::is_error(&doc) {
+                    reverse::error(&doc, t, None)
+                } else {
+                    doc
+                })
+            })
+            .unwrap_or_else(|_| v.to_vec()),
         ),
         _ => osproxy_rewrite::members::Edit::Keep,
     })

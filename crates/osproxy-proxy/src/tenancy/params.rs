@@ -149,6 +149,22 @@ fn check_common(name: &str, value: &str) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Whether a field-list parameter (`sort=_id:asc`, `docvalue_fields=_index`)
+/// names a physical metadata field.
+fn names_physical_field(key: &str, value: &str) -> bool {
+    if !matches!(
+        key,
+        "sort" | "docvalue_fields" | "stored_fields" | "_source" | "_source_includes"
+    ) {
+        return false;
+    }
+    value.split(',').any(|f| {
+        let f = f.split(':').next().unwrap_or("").trim();
+        matches!(f, "_id" | "_index" | "_routing" | "_seq_no")
+            || (f.starts_with('_') && f.contains('*'))
+    })
+}
+
 /// The upstream query string for a tenancy request: the allowed parameters,
 /// decoded, checked and re-encoded, plus `routing=<partition>` in shared
 /// placements (`refresh=true` becomes `refresh=true&routing=acme`).
@@ -175,6 +191,12 @@ pub(crate) fn rewrite_query(
             ));
         }
         check_common(key, value)?;
+        if shared && names_physical_field(key, value) {
+            return Err(ProxyError::new(
+                ErrorCode::ConstructRefused,
+                format!("query parameter `{}` names a physical metadata field (`_id`, `_index`, `_routing`, `_seq_no`), whose values osproxy does not translate back in a shared placement", shown(key)),
+            ));
+        }
         if shared && key == "explain" && value != "false" {
             return Err(ProxyError::new(
                 ErrorCode::ConstructRefused,
@@ -264,6 +286,9 @@ mod tests {
             "size=%zz",
             "=q",
             "explain=true",
+            "sort=_id:asc",
+            "docvalue_fields=title,_index",
+            "stored_fields=_routing",
         ] {
             assert!(
                 rewrite_query(Some(q), Op::Search, true, "acme").is_err(),

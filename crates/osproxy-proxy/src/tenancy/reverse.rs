@@ -65,8 +65,26 @@ pub(crate) fn search_response(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
     edit(raw, |key, value| match key {
         "hits" => Edit::Replace(hits(value, t)),
         "aggregations" => Edit::Replace(aggregations(value, t)),
+        // Shard failures name the physical index.
+        "_shards" => Edit::Replace(error(value, t, None)),
         _ => Edit::Keep,
     })
+}
+
+/// Whether an aggregation result is a `top_hits` one: its `hits` member is
+/// an object whose own `hits` is an array.
+fn is_top_hits(raw: &[u8]) -> bool {
+    let mut found = false;
+    let _ = edit_members(raw, |key, value| {
+        if key == "hits" {
+            let _ = edit_members(value, |k, v| {
+                found |= k == "hits" && v.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+                Edit::Keep
+            });
+        }
+        Edit::Keep
+    });
+    found
 }
 
 /// The `hits` level: `{"total":..,"hits":[hit, ...]}`.
@@ -80,13 +98,15 @@ fn hits(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
 }
 
 /// Aggregation results, walked to any depth (buckets, sub-aggregations):
-/// wherever a result holds `hits` (a `top_hits`), its hits are reversed.
+/// a result shaped like a `top_hits` one (`{"hits":{"hits":[...]}}`) has
+/// its hits reversed, whatever the aggregations are named.
 fn aggregations(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
     match raw.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => edit(raw, |key, value| match key {
+        Some(b'{') if is_top_hits(raw) => edit(raw, |key, value| match key {
             "hits" => Edit::Replace(hits(value, t)),
             _ => Edit::Replace(aggregations(value, t)),
         }),
+        Some(b'{') => edit(raw, |_, value| Edit::Replace(aggregations(value, t))),
         Some(b'[') => {
             map_elements(raw, |el| Ok(aggregations(el, t))).unwrap_or_else(|_| raw.to_vec())
         }

@@ -40,7 +40,16 @@ fn collect_names(v: &Value, path: &str, names: &mut Vec<String>) -> Result<(), R
                     ("indexed_shape", Value::Object(o)) if !o.contains_key("index") => {
                         names.push("shapes".to_string());
                     }
-                    ("templates" | "template_id" | "search_template", _) => {
+                    // A percolator field runs its stored queries (terms
+                    // lookups included) when documents are indexed.
+                    ("type", Value::String(t)) if t == "percolator" => {
+                        return Err(refuse(
+                            "a `percolator` field",
+                            &at,
+                            "its stored queries can fetch documents of other indices when documents are written",
+                        ))
+                    }
+                    ("templates" | "template_id" | "search_template" | "collate", _) => {
                         return Err(refuse(
                             format!("`{key}`"),
                             &at,

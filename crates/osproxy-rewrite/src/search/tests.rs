@@ -786,8 +786,13 @@ fn red_team_variants_are_refused() {
         json!({"query": {"wildcard": {"_id": "acme*"}}}),
         json!({"query": {"exists": {"field": "_routing"}}}),
         json!({"query": {"nested": {"path": "p", "query": {"match_all": {}}, "inner_hits": {"explain": true}}}}),
+        json!({"query": {"query_string": {"query": "x", "default_field": "_index"}}}),
+        json!({"query": {"query_string": {"query": "_index:orders-shared"}}}),
+        json!({"suggest": {"s": {"text": "w", "phrase": {"field": "t", "collate": {"query": {"source": "{}"}}}}}}),
     ] {
         refused(body);
     }
     assert!(confine(json!({"query": {"term": {"_id": "1"}}}), &POLICY).is_ok());
+    let collate = json!({"suggest": {"s": {"text": "w", "phrase": {"field": "t", "collate": {"query": {"source": "{}"}}}}}});
+    assert!(check_dedicated(collate.to_string().as_bytes(), true).is_err());
 }

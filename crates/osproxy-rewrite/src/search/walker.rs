@@ -187,6 +187,20 @@ impl Walker {
         let Some(fields) = body.as_object() else {
             return Ok(());
         };
+        // Query syntax can name fields in its text: `_index:orders-shared`.
+        if matches!(kind, "query_string" | "simple_query_string") {
+            let text = body.get("query").and_then(Value::as_str).unwrap_or("");
+            if ["_index", "_id", "_routing", "_seq_no"]
+                .iter()
+                .any(|f| text.contains(f))
+            {
+                return Err(refuse(
+                    format!("`{kind}` naming a metadata field"),
+                    &child(path, "query"),
+                    "in a shared placement it matches physical values (partition-scoped ids, the shared index) that osproxy does not translate",
+                ));
+            }
+        }
         let translated = matches!(kind, "term" | "terms" | "match" | "match_phrase" | "ids");
         for field in fields.keys() {
             let physical = matches!(field.as_str(), "_index" | "_routing" | "_seq_no")
@@ -232,6 +246,12 @@ impl Walker {
                 Err(refuse(format!("`{key}` query"), path, JOIN))
             }
             "indexed_shape" => Err(refuse("`indexed_shape`", path, BY_ID)),
+            // A collate query is a template string osproxy cannot inspect.
+            "collate" => Err(refuse(
+                "`collate`",
+                path,
+                "its query is a template string, so osproxy cannot tell which documents it reads",
+            )),
             "max_expansions" | "fuzzy_max_expansions" | "min_doc_freq" | "max_doc_freq"
                 if self.shared =>
             {
@@ -246,7 +266,10 @@ impl Walker {
             "explain" | "profile" if self.shared && v != &Value::Bool(false) => {
                 Err(refuse(format!("`{key}`"), path, STATS))
             }
-            "field" | "docvalue_fields" | "stored_fields" | "fields" | "_source" if self.shared => {
+            "field" | "default_field" | "docvalue_fields" | "stored_fields" | "fields"
+            | "_source"
+                if self.shared =>
+            {
                 self.physical_fields(v, path)
             }
             "terms" => match v

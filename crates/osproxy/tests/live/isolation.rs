@@ -177,6 +177,11 @@ fn suite() -> Vec<Attack> {
         attack(stats, "prefix query on _index", M::POST, "/orders/_search", Some(r#"{"query":{"prefix":{"_index":"iso-s"}}}"#)),
         attack(stats, "multi_terms on _index", M::POST, "/orders/_search", Some(r#"{"size":0,"aggs":{"m":{"multi_terms":{"terms":[{"field":"_index"},{"field":"_routing"}]}}}}"#)),
         attack(stats, "sort on the physical _id", M::POST, "/orders/_search", Some(r#"{"sort":["_id"]}"#)),
+        attack(stats, "sort on _id as a parameter", M::GET, "/orders/_search?sort=_id:asc", None),
+        attack(stats, "docvalue_fields=_index as a parameter", M::GET, "/orders/_search?docvalue_fields=_index", None),
+        attack(stats, "query_string naming _index", M::POST, "/orders/_search", Some(r#"{"query":{"query_string":{"query":"_index:iso-shared"}}}"#)),
+        attack(pt, "a percolator mapping through passthrough", M::PUT, "/legacy-p", Some(r#"{"mappings":{"properties":{"q":{"type":"percolator"}}}}"#)),
+        attack(refs, "a percolator field in a shared create body", M::PUT, "/orders", Some(r#"{"mappings":{"properties":{"q":{"type":"percolator"}}}}"#)),
         attack(stats, "terms aggregation on _index", M::POST, "/orders/_search", Some(r#"{"size":0,"aggs":{"i":{"terms":{"field":"_index"}}}}"#)),
     ];
     // Dedicated placement (initech's own index): references into the shared one.
@@ -204,6 +209,10 @@ fn suite() -> Vec<Attack> {
         (
             "wrapper query from a dedicated placement",
             r#"{"query":{"wrapper":{"query":"eyJtYXRjaF9hbGwiOnt9fQ=="}}}"#,
+        ),
+        (
+            "phrase suggester collate",
+            r#"{"suggest":{"s":{"text":"w1 w2","phrase":{"field":"title","collate":{"prune":true,"query":{"source":"{\"match_all\":{}}"}}}}}}"#,
         ),
     ] {
         v.push(Attack {
@@ -410,6 +419,38 @@ async fn every_attack_is_refused_or_confined() {
         !r.text().contains("iso-shared") && !r.text().contains("acme:1"),
         "{v}"
     );
+    // Reversed by shape, whatever the aggregation is named.
+    let r = site
+        .send(ACME, Method::POST, "/orders/_search", Some(r#"{"size":0,"aggs":{"hits":{"top_hits":{"size":1}},"f":{"filter":{"match_all":{}},"aggs":{"hits":{"top_hits":{}}}}}}"#), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        !r.text().contains("iso-shared")
+            && !r.text().contains("acme:1")
+            && !r.text().contains("_tenant"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        r.json()["aggregations"]["hits"]["hits"]["hits"][0]["_id"],
+        "1",
+        "{}",
+        r.text()
+    );
+    // An operator's runtime placement is checked like the config: no
+    // wildcard that would reach every index.
+    let bad = Http::new()
+        .send_with(
+            Method::PUT,
+            &format!("{}/v1/placements/orders/acme", site.proxy.admin_url()),
+            Some(Bytes::from(
+                r#"{"kind":"index","cluster":"main","index":"iso-*"}"#,
+            )),
+            &[("authorization", OPS)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.text());
     // A client mistake OpenSearch answers with a 5xx is a 400.
     let r = site
         .send(

@@ -84,7 +84,7 @@ pub(crate) async fn serve(
     let (parts, resp) = tenancy
         .exchange(t, Method::POST, &upstream, &headers, Some(body))
         .await?;
-    Ok(json_response(parts, reverse::error(&resp, t, None)))
+    Ok(json_response(parts, reverse::by_query(&resp, t)))
 }
 
 /// The body with its `query` confined (shared placements) or checked for

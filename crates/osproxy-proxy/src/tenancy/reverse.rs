@@ -114,6 +114,27 @@ fn aggregations(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
     }
 }
 
+/// A by-query answer: its `failures` name documents by physical index and
+/// id, translated back; the rest as an error body.
+pub(crate) fn by_query(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+    let out = edit(raw, |key, value| match key {
+        "failures" => Edit::Replace(
+            map_elements(value, |f| {
+                Ok(edit(f, |k, v| match k {
+                    "id" if t.shared() => as_str(v)
+                        .as_deref()
+                        .and_then(|p| t.logical.id_template.logical(t.partition.as_str(), p))
+                        .map_or(Edit::Keep, |l| Edit::Replace(json_string(l))),
+                    _ => Edit::Keep,
+                }))
+            })
+            .unwrap_or_else(|_| value.to_vec()),
+        ),
+        _ => Edit::Keep,
+    });
+    error(&out, t, None)
+}
+
 /// An error body: physical names replaced by logical ones.
 pub(crate) fn error(raw: &[u8], t: &Target<'_>, physical_id: Option<(&str, &str)>) -> Vec<u8> {
     let mut out = replace_all(

@@ -1,9 +1,13 @@
 //! The osproxy data path.
 //!
-//! A request's life is a fixed list of stages in [`pipeline::Proxy::handle`]:
-//! identify (request id), classify, route, dispatch, respond. Each stage lives
-//! in its own module. Nothing on this path panics, blocks or buffers a body
-//! whole: bodies stream in both directions.
+//! A request's life is one list of stages, named like
+//! `osproxy_observe::trace::Stage` and docs/architecture.md: ingress (the
+//! request id, in [`pipeline::Proxy::handle`]) → authenticate → classify →
+//! resolve (a pure [`pipeline::Route`] decision, [`pipeline::decide`]) →
+//! rewrite → dispatch → reverse (the route's own: [`tenancy`] for logical
+//! indices, [`route`] and the pipeline's dispatch for passthrough). Nothing
+//! on this path panics or blocks; passthrough and bulk bodies stream in both
+//! directions, tenancy documents and searches are read whole (bounded).
 
 pub mod auth;
 pub mod body;

@@ -86,8 +86,8 @@ impl Proxy {
         }
     }
 
-    /// Serves one request: identify → authenticate → classify → route →
-    /// dispatch → respond.
+    /// Serves one request: ingress (its id) → authenticate → classify →
+    /// resolve → rewrite → dispatch → reverse (see [`Proxy::serve`]).
     /// Never fails: every error becomes an OpenSearch-shaped response.
     pub async fn handle(
         self: Arc<Self>,
@@ -145,132 +145,148 @@ impl Proxy {
         }
     }
 
+    /// The stages, in order: authenticate → classify → resolve (the route,
+    /// a pure decision) → the route's own rewrite, dispatch and reverse.
     async fn serve(
         &self,
         req: Request<Incoming>,
         request_id: &HeaderValue,
         in_flight: InFlight,
     ) -> (EndpointKind, Result<Response<ResponseBody>, ProxyError>) {
-        diagnostics::enter(Stage::Authenticate);
-        let principal = if self.auth.required() {
-            match self.auth.authenticate(req.headers()) {
-                Ok(p) => Some(p),
+        let principal = match self.authenticate(&req) {
+            Ok(p) => p,
+            Err(e) => return (EndpointKind::Other, Err(e)),
+        };
+        // Classify and resolve borrow the path; what they decide is owned.
+        let (kind, route, passed) = {
+            let classified = match Self::classify(req.uri().path()) {
+                Ok(c) => c,
                 Err(e) => return (EndpointKind::Other, Err(e)),
-            }
-        } else {
-            None
-        };
-        if let Some(p) = &principal {
-            diagnostics::with(|t| {
-                let name = Name::ident(&p.name);
-                t.record("principal", Value::Name(name.clone()));
-                t.subject.principal = Some(name);
+            };
+            let route = decide(
+                &classified,
+                self.tenancy.has_catalogue(),
+                |names| self.tenancy.claims(names),
+                self.auth.required(),
+            );
+            let passed = (route == Route::Passthrough).then(|| {
+                self.router
+                    .route(req.method(), req.uri().path(), &classified)
             });
-        }
-        diagnostics::enter(Stage::Classify);
-        let path = req.uri().path();
-        let classified = match classify(path) {
-            Ok(c) => c,
-            Err(e) => {
-                return (
-                    EndpointKind::Other,
-                    Err(ProxyError::new(ErrorCode::BadRequest, e.to_string())),
-                )
-            }
+            (classified.kind, route, passed)
         };
-        let kind = classified.kind;
+        diagnostics::record("route", Value::Name(Name::fixed(route.name())));
+        let outcome = match route {
+            Route::TenancyBulk { index } => {
+                Tenancy::serve_bulk(self.tenancy.clone(), req, principal, index, in_flight).await
+            }
+            Route::Cursor => {
+                let out = self
+                    .tenancy
+                    .serve_cursor(req, principal.as_deref(), kind)
+                    .await;
+                drop(in_flight);
+                out
+            }
+            Route::UnscopedMulti => {
+                let out = self
+                    .tenancy
+                    .serve_unscoped(req, principal.as_deref(), kind)
+                    .await;
+                drop(in_flight);
+                out
+            }
+            Route::Logical { index } => {
+                let out = self
+                    .tenancy
+                    .serve(req, principal.as_deref(), kind, &index)
+                    .await;
+                drop(in_flight);
+                out
+            }
+            Route::Operator => {
+                self.operator(req, principal.as_deref(), request_id, in_flight)
+                    .await
+            }
+            Route::Passthrough => match passed {
+                Some(Ok(passed)) => {
+                    self.dispatch(
+                        passed.cluster,
+                        req,
+                        request_id,
+                        in_flight,
+                        passed.body,
+                        passed.prefixed,
+                    )
+                    .await
+                }
+                Some(Err(e)) => Err(e),
+                None => Err(ProxyError::new(
+                    ErrorCode::Internal,
+                    "no passthrough decision",
+                )),
+            },
+        };
+        (kind, outcome)
+    }
+
+    /// Authenticate: the principal, when principals are configured.
+    fn authenticate(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<Option<Arc<crate::auth::Principal>>, ProxyError> {
+        diagnostics::enter(Stage::Authenticate);
+        if !self.auth.required() {
+            return Ok(None);
+        }
+        let p = self.auth.authenticate(req.headers())?;
         diagnostics::with(|t| {
-            t.subject.endpoint = Some(kind.as_str());
-            t.record("endpoint", Value::Name(Name::fixed(kind.as_str())));
+            let name = Name::ident(&p.name);
+            t.record("principal", Value::Name(name.clone()));
+            t.subject.principal = Some(name);
+        });
+        Ok(Some(p))
+    }
+
+    /// Classify: the endpoint and the indices the path names.
+    fn classify(path: &str) -> Result<osproxy_rewrite::Classified<'_>, ProxyError> {
+        diagnostics::enter(Stage::Classify);
+        let classified =
+            classify(path).map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
+        diagnostics::with(|t| {
+            t.subject.endpoint = Some(classified.kind.as_str());
+            t.record(
+                "endpoint",
+                Value::Name(Name::fixed(classified.kind.as_str())),
+            );
             t.record(
                 "indices",
                 Value::Count(classified.index_names().count() as u64),
             );
             t.enter(Stage::Resolve);
         });
-        let tenancy_bulk = kind == EndpointKind::Bulk
-            && match classified.index.as_deref() {
-                None => self.tenancy.has_catalogue(),
-                Some(_) => self.tenancy.claims(classified.index_names()),
-            };
-        if tenancy_bulk {
-            let index = classified.index.as_deref().map(str::to_string);
-            let outcome =
-                Tenancy::serve_bulk(self.tenancy.clone(), req, principal, index, in_flight).await;
-            return (kind, outcome);
+        Ok(classified)
+    }
+
+    /// A cluster-wide endpoint: operators only, to the cluster they name.
+    async fn operator(
+        &self,
+        req: Request<Incoming>,
+        principal: Option<&crate::auth::Principal>,
+        request_id: &HeaderValue,
+        in_flight: InFlight,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let operator = principal.is_some_and(|p| p.operator);
+        if !operator {
+            let name = principal.map(|p| p.name.as_str()).unwrap_or("");
+            return Err(ProxyError::new(
+                ErrorCode::OperatorRequired,
+                format!("principal {name} may not call cluster-wide endpoints"),
+            ));
         }
-        if matches!(
-            kind,
-            EndpointKind::Scroll | EndpointKind::Pit | EndpointKind::Search
-        ) && classified.index.is_none()
-            && self.tenancy.has_catalogue()
-        {
-            let outcome = self
-                .tenancy
-                .serve_cursor(req, principal.as_deref(), kind)
-                .await;
-            drop(in_flight);
-            return (kind, outcome);
-        }
-        if matches!(kind, EndpointKind::Mget | EndpointKind::Msearch)
-            && classified.index.is_none()
-            && self.tenancy.has_catalogue()
-        {
-            let outcome = self
-                .tenancy
-                .serve_unscoped(req, principal.as_deref(), kind)
-                .await;
-            drop(in_flight);
-            return (kind, outcome);
-        }
-        if self.tenancy.claims(classified.index_names()) {
-            let index = classified.index.as_deref().unwrap_or_default().to_string();
-            let outcome = self
-                .tenancy
-                .serve(req, principal.as_deref(), kind, &index)
-                .await;
-            drop(in_flight);
-            return (kind, outcome);
-        }
-        // Cluster-wide endpoints: operators only, once principals exist.
-        if self.auth.required() && matches!(kind, EndpointKind::Cat | EndpointKind::ClusterAdmin) {
-            let operator = principal.as_deref().is_some_and(|p| p.operator);
-            if !operator {
-                let name = principal.as_deref().map(|p| p.name.as_str()).unwrap_or("");
-                return (
-                    kind,
-                    Err(ProxyError::new(
-                        ErrorCode::OperatorRequired,
-                        format!("principal {name} may not call cluster-wide endpoints"),
-                    )),
-                );
-            }
-            return match self.router.operator_cluster(req.headers()) {
-                Ok(cluster) => (
-                    kind,
-                    self.dispatch(cluster, req, request_id, in_flight, BodyCheck::None, false)
-                        .await,
-                ),
-                Err(e) => (kind, Err(e)),
-            };
-        }
-        diagnostics::record("route", Value::Name(Name::fixed("passthrough")));
-        let passed = match self.router.route(req.method(), path, &classified) {
-            Ok(p) => p,
-            Err(e) => return (kind, Err(e)),
-        };
-        (
-            kind,
-            self.dispatch(
-                passed.cluster,
-                req,
-                request_id,
-                in_flight,
-                passed.body,
-                passed.prefixed,
-            )
-            .await,
-        )
+        let cluster = self.router.operator_cluster(req.headers())?;
+        self.dispatch(cluster, req, request_id, in_flight, BodyCheck::None, false)
+            .await
     }
 
     async fn dispatch(
@@ -422,6 +438,84 @@ fn confine_passthrough(
     Ok(())
 }
 
+/// Where a classified request goes, decided without I/O from what the path
+/// says and what the catalogue holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A `_bulk` whose items name logical indices (the path's index, if any).
+    TenancyBulk {
+        /// The logical index of the path.
+        index: Option<String>,
+    },
+    /// A scroll, PIT or PIT search naming no index: the cursor says where.
+    Cursor,
+    /// `_mget` or `_msearch` naming no index: each part names its own.
+    UnscopedMulti,
+    /// A request for a logical index.
+    Logical {
+        /// The index expression of the path.
+        index: String,
+    },
+    /// A cluster-wide endpoint (`_cat`, `_cluster`, ...), operators only.
+    Operator,
+    /// Everything else: the passthrough router decides, or refuses.
+    Passthrough,
+}
+
+impl Route {
+    /// Its name in explanations and traces.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Route::TenancyBulk { .. } => "tenancy_bulk",
+            Route::Cursor => "cursor",
+            Route::UnscopedMulti => "unscoped_multi",
+            Route::Logical { .. } => "logical",
+            Route::Operator => "operator",
+            Route::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// The route of a classified request. `claims` says whether any of the
+/// path's index names is a logical index; `auth_required` whether
+/// principals are configured (cluster-wide endpoints are then operators').
+pub fn decide<'a>(
+    c: &'a osproxy_rewrite::Classified<'a>,
+    has_catalogue: bool,
+    claims: impl Fn(&mut dyn Iterator<Item = &'a str>) -> bool,
+    auth_required: bool,
+) -> Route {
+    let kind = c.kind;
+    let claimed = || claims(&mut c.index_names());
+    match (kind, c.index.as_deref()) {
+        (EndpointKind::Bulk, None) if has_catalogue => return Route::TenancyBulk { index: None },
+        (EndpointKind::Bulk, Some(i)) if claimed() => {
+            return Route::TenancyBulk {
+                index: Some(i.to_string()),
+            }
+        }
+        (EndpointKind::Bulk, _) => return Route::Passthrough,
+        (EndpointKind::Scroll | EndpointKind::Pit | EndpointKind::Search, None)
+            if has_catalogue =>
+        {
+            return Route::Cursor
+        }
+        (EndpointKind::Mget | EndpointKind::Msearch, None) if has_catalogue => {
+            return Route::UnscopedMulti
+        }
+        _ => {}
+    }
+    if claimed() {
+        return Route::Logical {
+            index: c.index.as_deref().unwrap_or_default().to_string(),
+        };
+    }
+    if auth_required && matches!(kind, EndpointKind::Cat | EndpointKind::ClusterAdmin) {
+        return Route::Operator;
+    }
+    Route::Passthrough
+}
+
 /// Methods whose repetition cannot change the outcome, so a timed-out or
 /// broken exchange may be retried by the client.
 fn is_idempotent(m: &Method) -> bool {
@@ -448,4 +542,65 @@ pub fn error_response(e: &ProxyError, request_id: &HeaderValue) -> Response<Resp
         );
     }
     resp
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    /// The route of `path` with a catalogue holding `logical`.
+    fn route(path: &str, catalogue: bool, auth: bool) -> Route {
+        let c = classify(path).unwrap();
+        decide(
+            &c,
+            catalogue,
+            |names: &mut dyn Iterator<Item = &str>| {
+                let mut found = false;
+                for n in names {
+                    found |= n == "orders";
+                }
+                found
+            },
+            auth,
+        )
+    }
+
+    #[test]
+    fn every_route_is_decided_from_the_path_and_the_catalogue() {
+        assert_eq!(
+            route("/_bulk", true, true),
+            Route::TenancyBulk { index: None }
+        );
+        assert_eq!(
+            route("/orders/_bulk", true, true),
+            Route::TenancyBulk {
+                index: Some("orders".into())
+            }
+        );
+        assert_eq!(route("/legacy-x/_bulk", true, true), Route::Passthrough);
+        assert_eq!(route("/_bulk", false, false), Route::Passthrough);
+        assert_eq!(route("/_search/scroll", true, true), Route::Cursor);
+        assert_eq!(route("/_search", true, true), Route::Cursor);
+        assert_eq!(route("/_search/point_in_time", true, true), Route::Cursor);
+        assert_eq!(route("/_search", false, true), Route::Passthrough);
+        assert_eq!(route("/_mget", true, true), Route::UnscopedMulti);
+        assert_eq!(route("/_msearch", true, true), Route::UnscopedMulti);
+        assert_eq!(
+            route("/orders/_search", true, true),
+            Route::Logical {
+                index: "orders".into()
+            }
+        );
+        assert_eq!(
+            route("/orders,legacy-x/_search", true, true),
+            Route::Logical {
+                index: "orders,legacy-x".into()
+            }
+        );
+        assert_eq!(route("/_cat/indices", true, true), Route::Operator);
+        assert_eq!(route("/_cluster/health", true, true), Route::Operator);
+        assert_eq!(route("/_cluster/health", true, false), Route::Passthrough);
+        assert_eq!(route("/legacy-x/_doc/1", true, true), Route::Passthrough);
+        assert_eq!(route("/", true, true), Route::Passthrough);
+    }
 }

@@ -33,7 +33,7 @@ pub struct Admin {
     control: Option<Arc<osproxy_control::ControlPlane>>,
     operator: OperatorCheck,
     explanations: Option<Arc<osproxy_observe::trace::Explanations>>,
-    controller: Option<Arc<osproxy_proxy::controller::Controller>>,
+    controller: Option<Arc<osproxy_migrate::controller::Controller>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -75,7 +75,7 @@ impl Admin {
     }
 
     /// Serves `/v1/migrations` with this controller.
-    pub fn with_controller(mut self, c: Arc<osproxy_proxy::controller::Controller>) -> Self {
+    pub fn with_controller(mut self, c: Arc<osproxy_migrate::controller::Controller>) -> Self {
         self.controller = Some(c);
         self
     }

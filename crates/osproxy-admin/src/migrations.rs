@@ -5,7 +5,7 @@ use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use osproxy_control::ControlPlane;
 use osproxy_core::Placement;
-use osproxy_proxy::controller::{Controller, MigrationError};
+use osproxy_migrate::controller::{Controller, MigrationError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -586,7 +586,7 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// One migration step (see `osproxy_proxy::controller`): writes the
+    /// One migration step (see `osproxy_migrate::controller`): writes the
     /// partition's placement entry (when given) and its migration record
     /// together, if the entry is still at `expect_entry` and the record at
     /// `expect_record` (0: absent). Returns the revision of the step.

@@ -1,5 +1,6 @@
 //! Body types of the data path. Both stream: a client body is handed to the
-//! upstream frame by frame, an upstream body to the client frame by frame.
+//! upstream frame by frame (a checked `_bulk` through [`CheckedBulk`]), an
+//! upstream body to the client frame by frame.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,23 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::route::BulkCheck;
 
-/// A body sent upstream: the client's, streamed, or nothing (probes).
-#[derive(Debug)]
-pub enum RequestBody {
-    /// The client's body, relayed frame by frame.
-    Client(Incoming),
-    /// The client's `_bulk` body, relayed frame by frame while every action
-    /// line is checked; a violation ends the body with an error (the cluster
-    /// then never sees a complete request) and is recorded for the answer.
-    Checked(Box<CheckedBulk>),
-    /// A body osproxy rewrote (a document with its partition injected).
-    Full(Option<Bytes>),
-    /// No body.
-    Empty,
-}
-
-/// Errors of bodies sent upstream.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub use osproxy_upstream::{BodyError, RequestBody};
 
 /// A streaming `_bulk` body under a [`BulkCheck`].
 #[derive(Debug)]
@@ -91,7 +76,7 @@ impl CheckedBulk {
     }
 }
 
-impl Body for RequestBody {
+impl Body for CheckedBulk {
     type Data = Bytes;
     type Error = BodyError;
 
@@ -99,30 +84,15 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            RequestBody::Checked(c) => c.poll_checked(cx),
-            RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Empty => Poll::Ready(None),
-        }
+        self.get_mut().poll_checked(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Client(b) => b.is_end_stream(),
-            RequestBody::Checked(c) => c.inner.is_end_stream() && c.splitter.is_none(),
-            RequestBody::Full(b) => b.is_none(),
-            RequestBody::Empty => true,
-        }
+        self.inner.is_end_stream() && self.splitter.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Client(b) => b.size_hint(),
-            RequestBody::Checked(c) => c.inner.size_hint(),
-            RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            RequestBody::Full(None) | RequestBody::Empty => SizeHint::with_exact(0),
-        }
+        self.inner.size_hint()
     }
 }
 

@@ -11,16 +11,13 @@
 
 pub mod auth;
 pub mod body;
-pub mod controller;
 pub mod diagnostics;
 pub mod headers;
 pub mod ingress;
-pub mod migrate;
 pub mod otlp;
 pub mod pipeline;
-pub mod probe;
 pub mod route;
 pub mod tenancy;
-pub mod upstream;
 
+pub use osproxy_upstream as upstream;
 pub use pipeline::Proxy;

@@ -329,7 +329,7 @@ impl Proxy {
         }
         let violation = Arc::new(std::sync::Mutex::new(None::<String>));
         let body = match check {
-            BodyCheck::Bulk(prefixes) => RequestBody::Checked(Box::new(CheckedBulk::new(
+            BodyCheck::Bulk(prefixes) => RequestBody::Checked(Box::pin(CheckedBulk::new(
                 body,
                 BulkCheck::new(prefixes),
                 violation.clone(),

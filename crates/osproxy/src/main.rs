@@ -9,17 +9,17 @@ use clap::{Parser, Subcommand};
 use osproxy_admin::Admin;
 use osproxy_config::{Config, ControlBackend, LogFormat};
 use osproxy_control::{ControlPlane, Member, Snapshot};
+use osproxy_migrate::Controller;
 use osproxy_observe::trace::Explanations;
 use osproxy_observe::{Metrics, Readiness};
 use osproxy_proxy::auth::Authenticator;
-use osproxy_proxy::controller::Controller;
 use osproxy_proxy::diagnostics::Diagnostics;
 use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
 use osproxy_proxy::otlp::Exporter;
 use osproxy_proxy::pipeline::Parts;
 use osproxy_proxy::tenancy::cursor::CursorKey;
-use osproxy_proxy::upstream::Upstreams;
 use osproxy_proxy::Proxy;
+use osproxy_upstream::Upstreams;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -323,7 +323,7 @@ fn serve(config: Config) -> Result<(), String> {
     }
 
     control.block_on(async move {
-        osproxy_proxy::probe::spawn_probes(probe_upstreams, readiness.clone());
+        osproxy_upstream::probe::spawn_probes(probe_upstreams, readiness.clone());
         // Migrations whose controller left the fleet are adopted here.
         tokio::spawn(controller.adopt_orphans(std::time::Duration::from_secs(1)));
 

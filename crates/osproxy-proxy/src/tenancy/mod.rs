@@ -41,7 +41,7 @@ use osproxy_observe::trace::{Name, Stage, Value};
 
 /// Largest request or response body osproxy reads whole in tenancy mode
 /// (documents and search bodies); OpenSearch's own default limit.
-pub(crate) const MAX_BUFFERED: usize = 100 * 1024 * 1024;
+pub(crate) use osproxy_upstream::MAX_BUFFERED;
 
 /// Characters kept as they are in a path segment; everything else is
 /// percent-encoded, so a document id can never add a path segment.

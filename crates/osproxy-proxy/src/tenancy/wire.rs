@@ -4,11 +4,9 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Response};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
 
-use super::MAX_BUFFERED;
 use crate::body::ResponseBody;
 
 /// Reads a client body whole, up to [`MAX_BUFFERED`] bytes (for the data
@@ -17,23 +15,7 @@ pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ProxyError> {
     read_limited(body).await
 }
 
-/// Reads a body whole, up to [`MAX_BUFFERED`] bytes.
-pub(crate) async fn read_limited<B>(body: B) -> Result<Bytes, ProxyError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    Limited::new(body, MAX_BUFFERED)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| {
-            ProxyError::new(
-                ErrorCode::BadRequest,
-                format!("body could not be read (limit {MAX_BUFFERED} bytes): {e}"),
-            )
-        })
-}
+pub(crate) use osproxy_upstream::read_limited;
 
 /// Reads a JSON request body whole (bounded) and checks it is strict JSON
 /// (see [`strict_body`]).

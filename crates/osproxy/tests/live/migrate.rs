@@ -8,10 +8,10 @@ use std::time::Duration;
 use http::Method;
 use osproxy_control::LogicalIndex;
 use osproxy_core::{PartitionId, Placement};
+use osproxy_migrate::copy::{self as migrate, Side};
 use osproxy_observe::Metrics;
-use osproxy_proxy::migrate::{self, Side};
-use osproxy_proxy::upstream::Upstreams;
 use osproxy_testkit::{Http, ProxyInstance};
+use osproxy_upstream::Upstreams;
 use serde_json::{json, Value};
 
 use crate::common::node;

@@ -29,9 +29,7 @@ use osproxy_control::LogicalIndex;
 use osproxy_core::{PartitionId, Placement};
 use serde_json::{json, Value};
 
-use crate::body::RequestBody;
-use crate::tenancy::read_limited;
-use crate::upstream::UpstreamCluster;
+use osproxy_upstream::{read_limited, RequestBody, UpstreamCluster};
 
 /// Documents per scroll page and bulk request.
 const PAGE: usize = 1000;

@@ -24,8 +24,8 @@ use osproxy_control::{ControlPlane, WriteError};
 use osproxy_core::{PartitionId, Placement};
 use tracing::{info, warn};
 
-use crate::migrate::{self, Side};
-use crate::upstream::Upstreams;
+use crate::copy::{self as migrate, Side};
+use osproxy_upstream::Upstreams;
 
 /// How long a write admitted just before the cutover may still be on its
 /// way to the old placement; the catch-up starts after it.

@@ -8,7 +8,7 @@ use http::{Method, Request};
 use osproxy_observe::Readiness;
 
 use crate::body::RequestBody;
-use crate::upstream::Upstreams;
+use crate::client::Upstreams;
 
 /// Spawns one probe task per cluster; each ends once its cluster answered.
 pub fn spawn_probes(upstreams: Arc<Upstreams>, readiness: Arc<Readiness>) {

@@ -1,0 +1,104 @@
+//! Bodies sent upstream, and bounded reads of bodies.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use osproxy_core::{ErrorCode, ProxyError};
+
+/// Errors of bodies sent upstream.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body that streams to the upstream under a check of the data path's
+/// (a prefix-confined `_bulk` whose action lines are checked as they pass).
+pub type CheckedBody = Pin<Box<dyn Body<Data = Bytes, Error = BodyError> + Send>>;
+
+/// A body sent upstream: the client's, streamed, or nothing (probes).
+pub enum RequestBody {
+    /// The client's body, relayed frame by frame.
+    Client(Incoming),
+    /// The client's body relayed frame by frame through a check; the check
+    /// ends the body with an error (the cluster then never sees a complete
+    /// request) when it finds a violation.
+    Checked(CheckedBody),
+    /// A body osproxy made or rewrote (a document with its partition injected).
+    Full(Option<Bytes>),
+    /// No body.
+    Empty,
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestBody::Client(_) => f.write_str("RequestBody::Client"),
+            RequestBody::Checked(_) => f.write_str("RequestBody::Checked"),
+            RequestBody::Full(b) => write!(
+                f,
+                "RequestBody::Full({:?} bytes)",
+                b.as_ref().map(Bytes::len)
+            ),
+            RequestBody::Empty => f.write_str("RequestBody::Empty"),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::Checked(c) => c.as_mut().poll_frame(cx),
+            RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::Checked(c) => c.is_end_stream(),
+            RequestBody::Full(b) => b.is_none(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Client(b) => b.size_hint(),
+            RequestBody::Checked(c) => c.size_hint(),
+            RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            RequestBody::Full(None) | RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Largest body osproxy reads whole (documents, search bodies and answers,
+/// copy pages); OpenSearch's own default limit.
+pub const MAX_BUFFERED: usize = 100 * 1024 * 1024;
+
+/// Reads a body whole, up to [`MAX_BUFFERED`] bytes; beyond, or when the
+/// body breaks off, a 400 saying so.
+pub async fn read_limited<B>(body: B) -> Result<Bytes, ProxyError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Limited::new(body, MAX_BUFFERED)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| {
+            ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("body could not be read (limit {MAX_BUFFERED} bytes): {e}"),
+            )
+        })
+}

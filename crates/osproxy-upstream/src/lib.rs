@@ -1,0 +1,12 @@
+//! The upstream side of osproxy: one pooled client per configured cluster
+//! ([`client::Upstreams`]), the single exchange function every request and
+//! migration step goes through ([`client::UpstreamCluster::send`], with its
+//! deadline and connection accounting), the bodies sent upstream, bounded
+//! reads, and the readiness probes.
+
+pub mod body;
+pub mod client;
+pub mod probe;
+
+pub use body::{read_limited, BodyError, CheckedBody, RequestBody, MAX_BUFFERED};
+pub use client::{UpstreamCluster, UpstreamError, Upstreams};

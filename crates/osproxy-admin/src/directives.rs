@@ -9,7 +9,7 @@ use osproxy_control::{ControlPlane, WriteError};
 use serde_json::json;
 
 use crate::json_response;
-use crate::placements::{changed, epoch_param, write_error};
+use crate::writes::{changed, epoch_param, write_error};
 
 pub(crate) async fn route(
     control: &ControlPlane,

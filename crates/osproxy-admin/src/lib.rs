@@ -17,6 +17,7 @@ use serde_json::json;
 mod directives;
 mod migrations;
 mod placements;
+mod writes;
 
 /// Decides whether a request carries an operator's credentials.
 pub type OperatorCheck = Arc<dyn Fn(&http::HeaderMap) -> bool + Send + Sync>;
@@ -164,6 +165,11 @@ impl Admin {
                     &body,
                 )
                 .await);
+            }
+            if parts.uri.path() == "/v1/directives" {
+                return Ok(
+                    directives::route(&control, &parts.method, parts.uri.query(), &body).await,
+                );
             }
             return Ok(placements::route(
                 &control,

@@ -9,6 +9,7 @@ use osproxy_core::{PartitionId, Placement};
 use serde_json::{json, Value};
 
 use crate::json_response;
+use crate::writes::{changed, epoch_param, write_error};
 
 fn entry_json(index: &str, partition: &str, e: &Entry) -> Value {
     match &e.migrating {
@@ -34,9 +35,6 @@ pub(crate) async fn route(
     }
     if path.starts_with("/v1/catalogue/") {
         return catalogue(control, method, path, query, body).await;
-    }
-    if path == "/v1/directives" {
-        return crate::directives::route(control, method, query, body).await;
     }
     let rest = path.trim_start_matches("/v1/placements/");
     if !path.starts_with("/v1/placements/") || rest.is_empty() {
@@ -205,22 +203,6 @@ async fn catalogue(
     )
 }
 
-/// A refused or failed write (conflicts are answered by each route, with
-/// what it read).
-pub(crate) fn write_error(e: WriteError) -> Response<Full<Bytes>> {
-    match e {
-        WriteError::Invalid(m) => json_response(StatusCode::BAD_REQUEST, &json!({"error": m})),
-        WriteError::Unavailable(m) => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"error": format!("the control store did not take the write: {m}; nothing was changed, retry when it is back")}),
-        ),
-        WriteError::Conflict(c) => json_response(
-            StatusCode::CONFLICT,
-            &json!({"error": "changed since it was read; read it and retry with its epoch", "current_epoch": c.epoch}),
-        ),
-    }
-}
-
 /// `GET /v1/catalogue`: every logical index's name and epoch.
 fn catalogue_list(control: &ControlPlane, method: &Method) -> Response<Full<Bytes>> {
     if method != Method::GET {
@@ -239,27 +221,4 @@ fn catalogue_list(control: &ControlPlane, method: &Method) -> Response<Full<Byte
         StatusCode::OK,
         &json!({"indices": indices, "revision": snap.revision()}),
     )
-}
-
-/// A lost compare-and-swap on `what`: 409 with the epoch it has now.
-pub(crate) fn changed(what: &str, current: Option<u64>) -> Response<Full<Bytes>> {
-    json_response(
-        StatusCode::CONFLICT,
-        &json!({"error": format!("{what} changed since it was read (or exists while ?epoch was absent); read it and retry with its epoch"), "current_epoch": current}),
-    )
-}
-
-/// `?epoch=N`, absent when not given.
-pub(crate) fn epoch_param(query: Option<&str>) -> Result<Option<u64>, &'static str> {
-    match query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("epoch="))
-    {
-        Some(v) => v
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| "epoch must be a number"),
-        None => Ok(None),
-    }
 }

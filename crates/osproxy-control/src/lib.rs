@@ -2,16 +2,18 @@
 //! placement table, as one immutable snapshot the request path reads without
 //! locks or I/O.
 //!
-//! Today the snapshot is built from the config file (the embedded memory
-//! backend); the etcd backend and the watch-and-cache loop replace the
-//! source, not the shape.
+//! The snapshot is built from the config file (the embedded memory backend)
+//! or followed from etcd ([`etcd`]); writes go through [`plane`] to either.
 
+mod apply;
 pub mod directives;
 pub mod etcd;
 pub mod plane;
 pub mod snapshot;
 pub mod store;
+mod write;
 
 pub use etcd::EtcdHandle;
-pub use plane::{Conflict, ControlPlane, Counters, Member, WriteError};
+pub use plane::{ControlPlane, Counters};
 pub use snapshot::{Entry, LogicalIndex, PartitionRule, Resolved, Snapshot};
+pub use write::{Conflict, Member, WriteError};

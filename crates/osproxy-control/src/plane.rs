@@ -18,45 +18,13 @@ use arc_swap::ArcSwap;
 use osproxy_core::{PartitionId, Placement};
 use tokio::sync::{watch, Notify};
 
+use crate::apply::Outcome;
 use crate::directives::DirectiveSet;
-use crate::etcd::{EtcdStore, Outcome};
+use crate::etcd::client::EtcdStore;
 use crate::snapshot::{Entry, Snapshot};
 use crate::store::{self, Key, PlacementValue};
-
-/// A lost compare-and-swap: what the store holds now.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Conflict {
-    /// The placement entry now, when the write was a placement.
-    pub entry: Option<Entry>,
-    /// The key's current epoch (its revision), `None` when it does not exist.
-    pub epoch: Option<u64>,
-}
-
-/// Why a write did not happen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteError {
-    /// Someone else changed the key since it was read.
-    Conflict(Conflict),
-    /// The change itself is not acceptable; the message says why.
-    Invalid(String),
-    /// The store could not be reached; nothing was written.
-    Unavailable(String),
-}
-
-/// This instance, as the fleet list shows it.
-#[derive(Debug, Clone, Default)]
-pub struct Member {
-    /// Instance id.
-    pub id: String,
-    /// The data listener's address.
-    pub address: String,
-    /// The admin listener's address.
-    pub admin: String,
-    /// osproxy's version.
-    pub version: String,
-    /// Start time, seconds since the Unix epoch.
-    pub started: u64,
-}
+use crate::write::now_ms;
+pub use crate::write::{Conflict, Member, WriteError};
 
 /// How far this instance has followed the store.
 #[derive(Debug, Default)]
@@ -115,13 +83,6 @@ pub struct ControlPlane {
     /// How long without an event or progress answer the snapshot still
     /// counts as fresh (etcd only).
     freshness_bound_ms: AtomicU64,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl ControlPlane {
@@ -673,13 +634,13 @@ impl ControlPlane {
             return Outcome::Ignored;
         };
         let name = String::from_utf8_lossy(key);
-        match store::apply(snap, parsed, value, revision, &self.clusters) {
-            Ok(store::Applied::Changed) => {
+        match crate::apply::apply(snap, parsed, value, revision, &self.clusters) {
+            Ok(crate::apply::Applied::Changed) => {
                 self.standing.events.fetch_add(1, Ordering::Relaxed);
                 self.accept(&name);
                 Outcome::Changed
             }
-            Ok(store::Applied::Ignored) => Outcome::Ignored,
+            Ok(crate::apply::Applied::Ignored) => Outcome::Ignored,
             Err(reason) => {
                 let reason = reason.to_string();
                 tracing::warn!(key = %name, revision, %reason, "control-plane value refused; the last good value stays");
@@ -697,7 +658,7 @@ mod tests {
     fn plane() -> ControlPlane {
         let mut snap = Snapshot::default();
         let cat = br#"{"default":{"kind":"shared","cluster":"main","index":"orders-shared"}}"#;
-        store::apply(
+        crate::apply::apply(
             &mut snap,
             Key::Catalogue("orders"),
             Some(cat),

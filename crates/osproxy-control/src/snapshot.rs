@@ -78,14 +78,7 @@ pub struct Entry {
     pub migrating: Option<Arc<Migrating>>,
 }
 
-/// A partition on its way to another placement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Migrating {
-    /// The destination.
-    pub to: Arc<Placement>,
-    /// How far the move is.
-    pub phase: crate::store::Phase,
-}
+pub use crate::store::Migrating;
 
 /// A routing decision: the logical index, its partition's placement, and
 /// the epoch it was made at.

@@ -10,14 +10,9 @@
 //! | `fleet/<instance id>`               | an instance's record (lease-bound)      |
 //! | `migrations/<index>/<partition>`    | a migration record                      |
 
-use std::sync::Arc;
-
 use osproxy_config::IndexConfig;
-use osproxy_core::{PartitionId, Placement};
+use osproxy_core::Placement;
 use serde::{Deserialize, Serialize};
-
-use crate::directives::DirectiveSet;
-use crate::snapshot::Snapshot;
 
 /// What a key under the prefix names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,11 +213,11 @@ impl PlacementValue {
 
     /// The entry's migration, checked: a migrating entry names `to` (another
     /// placement) and `phase`; an active one names neither.
-    pub fn migrating(&self) -> Result<Option<crate::snapshot::Migrating>, String> {
+    pub fn migrating(&self) -> Result<Option<Migrating>, String> {
         match (self.state, &self.to, self.phase) {
             (State::Active, None, None) => Ok(None),
             (State::Migrating, Some(to), Some(phase)) if *to != self.placement => {
-                Ok(Some(crate::snapshot::Migrating {
+                Ok(Some(Migrating {
                     to: std::sync::Arc::new(to.clone()),
                     phase,
                 }))
@@ -262,7 +257,7 @@ impl std::fmt::Display for Rejection {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
 ) -> Result<T, Rejection> {
@@ -317,104 +312,28 @@ pub fn decode_index(name: &str, bytes: &[u8]) -> Result<IndexConfig, Rejection> 
     Ok(idx)
 }
 
+/// A partition on its way to another placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrating {
+    /// The destination.
+    pub to: std::sync::Arc<Placement>,
+    /// How far the move is.
+    pub phase: Phase,
+}
+
 /// Decodes a placement entry's value.
 pub fn decode_placement(bytes: &[u8]) -> Result<PlacementValue, Rejection> {
     decode("placement", bytes)
 }
 
-/// Whether a change was about the data path's view or something else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The snapshot changed.
-    Changed,
-    /// A key the snapshot does not hold (fleet records, migrations, ...).
-    Ignored,
-}
-
-/// Applies one key's new value (`None`: deleted) at revision `rev` to
-/// `snap`. On `Err` the snapshot is unchanged for that key: its last good
-/// value stays.
-pub fn apply(
-    snap: &mut Snapshot,
-    key: Key<'_>,
-    value: Option<&[u8]>,
-    rev: u64,
-    clusters: &[String],
-) -> Result<Applied, Rejection> {
-    let known = |cluster: &str| -> Result<(), Rejection> {
-        if clusters.iter().any(|c| c == cluster) {
-            Ok(())
-        } else {
-            Err(Rejection::Refused(format!(
-                "unknown cluster {cluster:?}: this instance is configured with {clusters:?}"
-            )))
-        }
-    };
-    match (key, value) {
-        (Key::Catalogue(name), Some(bytes)) => {
-            let idx = decode_index(name, bytes)?;
-            known(idx.default.cluster())?;
-            snap.put_index_at(&idx, rev).map_err(Rejection::Refused)?;
-        }
-        (Key::Catalogue(name), None) => snap.remove_index(name),
-        (Key::Placement(index, partition), Some(bytes)) => {
-            if PartitionId::new(partition).is_err() {
-                return Err(Rejection::Refused(
-                    "the key's partition is not 1 to 128 of [A-Za-z0-9_.-]".into(),
-                ));
-            }
-            let value = decode_placement(bytes)?;
-            known(value.placement.cluster())?;
-            let migrating = value.migrating().map_err(Rejection::Refused)?;
-            if let Some(m) = &migrating {
-                known(m.to.cluster())?;
-            }
-            snap.put_placement_at(
-                index,
-                partition,
-                value.placement,
-                rev,
-                migrating.map(std::sync::Arc::new),
-            )
-            .map_err(Rejection::Refused)?;
-        }
-        (Key::Placement(index, partition), None) => snap.remove_placement(index, partition),
-        (Key::Directives, Some(bytes)) => {
-            let set = DirectiveSet::decode(bytes).map_err(|e| {
-                // The decoder names fields, never values, except in its
-                // JSON syntax errors: keep only the shape here.
-                Rejection::Refused(format!("directive set refused: {}", shape_of(&e)))
-            })?;
-            snap.set_directives(Some((Arc::new(set), rev)));
-        }
-        (Key::Directives, None) => snap.set_directives(None),
-        (Key::Migration(index, partition), Some(bytes)) => {
-            let record: MigrationRecord = decode("migration", bytes)?;
-            if record.index != index || record.partition != partition {
-                return Err(Rejection::Refused(
-                    "the record's index and partition differ from the key's".into(),
-                ));
-            }
-            snap.set_migration(index, partition, Some((Arc::new(record), rev)));
-        }
-        (Key::Migration(index, partition), None) => snap.set_migration(index, partition, None),
-        (Key::Fleet(_) | Key::Other, _) => return Ok(Applied::Ignored),
-    }
-    Ok(Applied::Changed)
-}
-
 /// The part of a decoder message before any quoted value.
-fn shape_of(message: &str) -> &str {
+pub(crate) fn shape_of(message: &str) -> &str {
     message.split(['"', '`']).next().unwrap_or("").trim_end()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn clusters() -> Vec<String> {
-        vec!["main".to_string()]
-    }
 
     #[test]
     fn keys_under_the_prefix() {
@@ -440,96 +359,5 @@ mod tests {
             Some(Key::Other)
         );
         assert_eq!(Key::parse(p, b"/other/catalogue/x"), None);
-    }
-
-    #[test]
-    fn a_bad_value_is_rejected_for_its_key_alone() {
-        let mut snap = Snapshot::default();
-        let cat = br#"{"default":{"kind":"shared","cluster":"main","index":"orders-shared"}}"#;
-        assert_eq!(
-            apply(
-                &mut snap,
-                Key::Catalogue("orders"),
-                Some(cat),
-                5,
-                &clusters()
-            ),
-            Ok(Applied::Changed)
-        );
-        let good = br#"{"placement":{"kind":"index","cluster":"main","index":"orders-acme"}}"#;
-        apply(
-            &mut snap,
-            Key::Placement("orders", "acme"),
-            Some(good),
-            6,
-            &clusters(),
-        )
-        .unwrap();
-        let acme = PartitionId::new("acme").unwrap();
-        assert_eq!(snap.entry("orders", &acme).unwrap().epoch, 6);
-
-        // Not JSON, wrong shape, unknown cluster, a second owner: each is
-        // refused and the last good value stays.
-        for (bad, says) in [
-            (&b"{not json"[..], "not valid JSON"),
-            (
-                br#"{"placement":{"kind":"index","cluster":"main"}}"#,
-                "schema",
-            ),
-            (
-                br#"{"placement":{"kind":"index","cluster":"secret-x","index":"i"}}"#,
-                "unknown cluster",
-            ),
-            (
-                br#"{"placement":{"kind":"index","cluster":"main","index":"orders-shared"}}"#,
-                "already used",
-            ),
-            (
-                br#"{"placement":{"kind":"index","cluster":"main","index":"i"},"extra":1}"#,
-                "schema",
-            ),
-        ] {
-            let err = apply(
-                &mut snap,
-                Key::Placement("orders", "acme"),
-                Some(bad),
-                7,
-                &clusters(),
-            )
-            .unwrap_err();
-            assert!(err.to_string().contains(says), "{err}");
-            assert_eq!(snap.entry("orders", &acme).unwrap().epoch, 6);
-            assert_eq!(
-                snap.entry("orders", &acme)
-                    .unwrap()
-                    .placement
-                    .physical_index("orders"),
-                "orders-acme"
-            );
-        }
-        // Shape-only: a value's content never appears in the reason.
-        let err = apply(
-            &mut snap,
-            Key::Catalogue("orders"),
-            Some(br#"{"default":{"kind":"shared","cluster":"main","index":"orders-shared"},"field":{"canary-value":1}}"#),
-            8,
-            &clusters(),
-        )
-        .unwrap_err();
-        assert!(!err.to_string().contains("canary"), "{err}");
-
-        apply(
-            &mut snap,
-            Key::Placement("orders", "acme"),
-            None,
-            9,
-            &clusters(),
-        )
-        .unwrap();
-        assert!(snap.entry("orders", &acme).is_none());
-        assert_eq!(
-            apply(&mut snap, Key::Fleet("x"), Some(b"junk"), 10, &clusters()),
-            Ok(Applied::Ignored)
-        );
     }
 }

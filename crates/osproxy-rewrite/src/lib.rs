@@ -11,6 +11,7 @@ pub mod members;
 pub mod query;
 pub mod search;
 pub mod source;
+mod source_error;
 pub mod strict;
 
 pub use classify::{classify, Classified, ClassifyError};

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use crate::source::SourceError;
+use crate::source_error::SourceError;
 
 /// What to do with one member.
 #[derive(Debug, Clone, PartialEq, Eq)]

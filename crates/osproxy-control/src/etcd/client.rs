@@ -1,0 +1,362 @@
+//! The etcd client of the control plane: connecting, seeding an empty
+//! prefix, consistent reads and compare-and-swap transactions.
+//!
+//! Reading follows the design's recipe: one consistent range read of the
+//! prefix at revision R, a snapshot swapped in, then a watch from R+1 with
+//! progress requests, applied revision by revision. A dropped stream resumes
+//! from the last applied revision after a jittered, capped backoff; a
+//! compacted start revision means re-reading everything. A value that does
+//! not decode is refused for its key alone.
+
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, Txn, TxnOp};
+use osproxy_config::{Config, EtcdConfig};
+use tracing::info;
+
+use crate::snapshot::Entry;
+use crate::store::{self, PlacementValue};
+use crate::write::{now_ms, Conflict, WriteError};
+
+/// The largest number of operations etcd accepts in one transaction by
+/// default (`--max-txn-ops`), less room for the comparisons.
+const MAX_TXN_OPS: usize = 120;
+
+/// A connected store under one fleet prefix.
+pub struct EtcdStore {
+    pub(crate) client: Client,
+    pub(crate) prefix: String,
+    pub(crate) cfg: EtcdConfig,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.cfg.endpoints)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CasFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CasFailure::Conflict { epoch, .. } => write!(f, "conflict at epoch {epoch:?}"),
+            CasFailure::Unavailable(m) => write!(f, "unavailable: {m}"),
+        }
+    }
+}
+
+/// Why a compare-and-swap did not write.
+pub enum CasFailure {
+    /// The key moved: its epoch and raw value now (`None`: absent).
+    Conflict {
+        /// The key's current revision.
+        epoch: Option<u64>,
+        /// Its current value.
+        value: Option<Vec<u8>>,
+    },
+    /// etcd did not answer.
+    Unavailable(String),
+}
+
+impl CasFailure {
+    /// The admin API's view: `decode` turns the current value into an
+    /// entry when the caller wants one.
+    pub(crate) fn into_write_error(
+        self,
+        decode: impl FnOnce(u64, &[u8]) -> Option<Entry>,
+    ) -> WriteError {
+        match self {
+            CasFailure::Conflict { epoch, value } => {
+                let entry = match (epoch, value.as_deref()) {
+                    (Some(e), Some(v)) => decode(e, v),
+                    _ => None,
+                };
+                WriteError::Conflict(Conflict { entry, epoch })
+            }
+            CasFailure::Unavailable(m) => WriteError::Unavailable(m),
+        }
+    }
+}
+
+pub(crate) fn rev(r: i64) -> u64 {
+    u64::try_from(r).unwrap_or(0)
+}
+
+pub(crate) fn signed(r: u64) -> i64 {
+    i64::try_from(r).unwrap_or(i64::MAX)
+}
+
+impl EtcdStore {
+    /// Connects and proves etcd answers, within `connect_timeout`.
+    pub async fn connect(cfg: &EtcdConfig) -> Result<EtcdStore, String> {
+        let t = cfg.connect_timeout.as_std();
+        let endpoints = cfg.endpoints.join(", ");
+        let fail = |what: String| {
+            format!(
+                "control.etcd: cannot reach etcd at {endpoints} ({what}); start etcd or fix control.etcd.endpoints"
+            )
+        };
+        let options = ConnectOptions::new()
+            .with_connect_timeout(t)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        let client = tokio::time::timeout(t, Client::connect(&cfg.endpoints, Some(options)))
+            .await
+            .map_err(|_| fail(format!("no answer within {t:?}")))?
+            .map_err(|e| fail(e.to_string()))?;
+        let store = EtcdStore {
+            client,
+            prefix: cfg.prefix.clone(),
+            cfg: cfg.clone(),
+        };
+        // The client connects lazily: one read proves the endpoint works.
+        let mut probe = store.client.clone();
+        tokio::time::timeout(
+            t,
+            probe.get(
+                store.prefix.as_bytes(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            ),
+        )
+        .await
+        .map_err(|_| fail(format!("no answer within {t:?}")))?
+        .map_err(|e| fail(e.to_string()))?;
+        Ok(store)
+    }
+
+    /// The fleet prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// How long the watch may go without any answer before it is reopened;
+    /// also the bound within which an instance counts as fresh.
+    pub fn stale_after(&self) -> Duration {
+        (self.cfg.progress_interval.as_std() * 4).max(Duration::from_secs(2))
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.cfg.connect_timeout.as_std()
+    }
+
+    pub(crate) async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(self.timeout(), f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("etcd: {e}")),
+            Err(_) => Err(format!("etcd did not answer within {:?}", self.timeout())),
+        }
+    }
+
+    /// Writes `value` at `key` if its revision is still `expected` (0:
+    /// absent) and, with `guard`, if that other key is at its revision too.
+    /// With `applied`, also only if nothing in the catalogue or the
+    /// placement table changed after that revision: the writer's checks
+    /// that span keys (one owner per physical index) were made on a view
+    /// that is still the store's. Returns the revision of the write (the
+    /// key's new epoch).
+    pub async fn cas_put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: u64,
+        guard: Option<(String, u64)>,
+        applied: Option<u64>,
+    ) -> Result<u64, CasFailure> {
+        let mut compares = vec![Compare::mod_revision(
+            key,
+            CompareOp::Equal,
+            signed(expected),
+        )];
+        if let Some((k, r)) = guard {
+            compares.push(Compare::mod_revision(k, CompareOp::Equal, signed(r)));
+        }
+        if let Some(applied) = applied {
+            compares.extend(self.tables_unchanged_since(applied));
+        }
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(vec![TxnOp::put(key, value, None)]);
+        self.commit(key, txn).await
+    }
+
+    /// Nothing under `catalogue/` or `placements/` changed after
+    /// `applied`: checks made on a snapshot at that revision still hold.
+    fn tables_unchanged_since(&self, applied: u64) -> [Compare; 2] {
+        ["catalogue/", "placements/"].map(|table| {
+            Compare::mod_revision(
+                format!("{}{table}", self.prefix),
+                CompareOp::Less,
+                signed(applied.saturating_add(1)),
+            )
+            .with_prefix()
+        })
+    }
+
+    /// One migration step: the placement entry (when given) and the
+    /// migration record, written together if both keys are still at the
+    /// revisions read (0: absent) and, with an entry, if the tables did not
+    /// change after `applied`.
+    pub async fn cas_step(
+        &self,
+        entry: Option<(&str, Vec<u8>)>,
+        expect_entry: (&str, u64),
+        record: (&str, Vec<u8>),
+        expect_record: u64,
+        applied: u64,
+    ) -> Result<u64, CasFailure> {
+        let mut compares = vec![
+            Compare::mod_revision(expect_entry.0, CompareOp::Equal, signed(expect_entry.1)),
+            Compare::mod_revision(record.0, CompareOp::Equal, signed(expect_record)),
+        ];
+        let mut ops = vec![TxnOp::put(record.0, record.1, None)];
+        if let Some((key, value)) = entry {
+            ops.push(TxnOp::put(key, value, None));
+            compares.extend(self.tables_unchanged_since(applied));
+        }
+        let txn = Txn::new().when(compares).and_then(ops);
+        self.commit(record.0, txn).await
+    }
+
+    /// Deletes `key` if its revision is still `expected` and, when
+    /// `empty_prefix` is not empty, no key under that prefix exists.
+    pub async fn cas_delete(
+        &self,
+        key: &str,
+        expected: u64,
+        empty_prefix: &str,
+    ) -> Result<u64, CasFailure> {
+        let mut compares = vec![Compare::mod_revision(
+            key,
+            CompareOp::Equal,
+            signed(expected),
+        )];
+        if !empty_prefix.is_empty() {
+            compares
+                .push(Compare::create_revision(empty_prefix, CompareOp::Equal, 0).with_prefix());
+        }
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(vec![TxnOp::delete(key, None)]);
+        self.commit(key, txn).await
+    }
+
+    pub(crate) async fn commit(&self, key: &str, txn: Txn) -> Result<u64, CasFailure> {
+        let mut client = self.client.clone();
+        let resp = self
+            .call(client.txn(txn))
+            .await
+            .map_err(CasFailure::Unavailable)?;
+        if resp.succeeded() {
+            return Ok(resp.header().map(|h| rev(h.revision())).unwrap_or(0));
+        }
+        let mut client = self.client.clone();
+        let current = self
+            .call(client.get(key, None))
+            .await
+            .map_err(CasFailure::Unavailable)?;
+        Err(match current.kvs().first() {
+            Some(kv) => CasFailure::Conflict {
+                epoch: Some(rev(kv.mod_revision())),
+                value: Some(kv.value().to_vec()),
+            },
+            None => CasFailure::Conflict {
+                epoch: None,
+                value: None,
+            },
+        })
+    }
+
+    /// Every live fleet record, with how long ago each was confirmed fresh.
+    pub async fn fleet(&self) -> Result<Vec<serde_json::Value>, String> {
+        let mut client = self.client.clone();
+        let resp = self
+            .call(client.get(
+                store::fleet_key(&self.prefix, ""),
+                Some(GetOptions::new().with_prefix()),
+            ))
+            .await?;
+        let now = now_ms();
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<serde_json::Value>(kv.value()).ok())
+            .map(|mut v| {
+                if let Some(f) = v.get("last_fresh_ms").and_then(serde_json::Value::as_u64) {
+                    v["fresh_age_ms"] = serde_json::Value::from(now.saturating_sub(f));
+                }
+                v
+            })
+            .collect())
+    }
+
+    /// Seeds the catalogue and placements of `config` into an empty prefix;
+    /// a prefix that already holds either keeps what it holds.
+    pub(crate) async fn seed(&self, config: &Config) -> Result<(), String> {
+        if config.indices.is_empty() && config.placements.is_empty() {
+            return Ok(());
+        }
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        for idx in &config.indices {
+            let v = serde_json::to_vec(idx).map_err(|e| e.to_string())?;
+            entries.push((store::catalogue_key(&self.prefix, &idx.name), v));
+        }
+        for p in &config.placements {
+            let value = PlacementValue::active(p.placement.clone());
+            let v = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+            entries.push((
+                store::placement_key(&self.prefix, &p.index, &p.partition),
+                v,
+            ));
+        }
+        let catalogue = format!("{}catalogue/", self.prefix);
+        let placements = format!("{}placements/", self.prefix);
+        let empty = vec![
+            Compare::create_revision(catalogue, CompareOp::Equal, 0).with_prefix(),
+            Compare::create_revision(placements, CompareOp::Equal, 0).with_prefix(),
+        ];
+        let split = entries.len().min(MAX_TXN_OPS);
+        let first: Vec<TxnOp> = entries[..split]
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
+            .collect();
+        let mut client = self.client.clone();
+        let resp = self
+            .call(client.txn(Txn::new().when(empty).and_then(first)))
+            .await?;
+        if !resp.succeeded() {
+            info!(prefix = %self.prefix, "the store already holds a catalogue or placements: the store wins; [[indices]] and [[placements]] of the config file are not applied");
+            return Ok(());
+        }
+        // Beyond etcd's per-transaction limit, the rest follows key by key,
+        // each only if still absent (never over a write made meanwhile).
+        for (key, value) in &entries[split..] {
+            let mut client = self.client.clone();
+            let txn = Txn::new()
+                .when(vec![Compare::create_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then(vec![TxnOp::put(key.as_str(), value.clone(), None)]);
+            self.call(client.txn(txn)).await?;
+        }
+        info!(prefix = %self.prefix, indices = config.indices.len(), placements = config.placements.len(), "seeded an empty store from the config file");
+        Ok(())
+    }
+
+    pub(crate) async fn read_all(&self) -> Result<(Vec<KeyValue>, u64), String> {
+        let mut client = self.client.clone();
+        let mut resp = self
+            .call(client.get(
+                self.prefix.as_bytes(),
+                Some(GetOptions::new().with_prefix()),
+            ))
+            .await?;
+        let revision = resp.header().map(|h| rev(h.revision())).unwrap_or(0);
+        Ok((resp.take_kvs(), revision))
+    }
+}

@@ -6,6 +6,7 @@
 //! or followed from etcd ([`etcd`]); writes go through [`plane`] to either.
 
 mod apply;
+mod commit;
 pub mod directives;
 pub mod etcd;
 pub mod plane;

@@ -3,7 +3,7 @@
 //! A request's life is one list of stages, named like
 //! `osproxy_observe::trace::Stage` and docs/architecture.md: ingress (the
 //! request id, in [`pipeline::Proxy::handle`]) → authenticate → classify →
-//! resolve (a pure [`pipeline::Route`] decision, [`pipeline::decide`]) →
+//! resolve (a pure [`resolve::Route`] decision, [`resolve::decide`]) →
 //! rewrite → dispatch → reverse (the route's own: [`tenancy`] for logical
 //! indices, [`route`] and the pipeline's dispatch for passthrough). Nothing
 //! on this path panics or blocks; passthrough and bulk bodies stream in both
@@ -16,6 +16,7 @@ pub mod headers;
 pub mod ingress;
 pub mod otlp;
 pub mod pipeline;
+pub mod resolve;
 pub mod route;
 pub mod tenancy;
 

@@ -199,6 +199,7 @@ fn child(path: &str, key: &str) -> String {
 
 mod ids;
 mod references;
+mod vocabulary;
 mod walker;
 
 use ids::physical_ids;
@@ -209,3 +210,5 @@ use walker::Walker;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_placements;

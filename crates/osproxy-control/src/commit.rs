@@ -1,0 +1,374 @@
+//! Control-plane writes: every change is a compare-and-swap, committed to
+//! etcd as one transaction (then applied by the watch, on every instance
+//! alike) or, with the memory backend, applied to the snapshot through the
+//! same decode-and-apply step.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use osproxy_core::{PartitionId, Placement};
+
+use crate::directives::DirectiveSet;
+use crate::plane::ControlPlane;
+use crate::snapshot::{Entry, Snapshot};
+use crate::store::{self, PlacementValue};
+use crate::write::{Conflict, WriteError};
+
+impl ControlPlane {
+    fn writable(&self) -> Result<(), WriteError> {
+        if self.store_pending.load(Ordering::Acquire) && self.etcd.get().is_none() {
+            return Err(WriteError::Unavailable(
+                "the control store is still being connected".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// After a store write at `revision` to `key`: waits until this
+    /// instance has applied it, and reports a value the instances refuse.
+    async fn applied_or_refused(&self, key: &str, revision: u64) -> Result<(), WriteError> {
+        self.wait_applied(revision).await;
+        match self.rejected_keys().into_iter().find(|(k, _)| k == key) {
+            Some((_, reason)) => Err(WriteError::Invalid(format!(
+                "the store took the write but this instance refuses the value ({reason}); correct it"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Swaps in `next` and records `applied` as followed.
+    /// The memory backend's write: under the writer lock, `build` makes
+    /// the next snapshot from the current one (or refuses), and it is
+    /// published.
+    fn commit_memory(
+        &self,
+        build: impl FnOnce(&Snapshot) -> Result<Snapshot, WriteError>,
+    ) -> Result<Arc<Snapshot>, WriteError> {
+        let _guard = self.memory_writer()?;
+        let next = Arc::new(build(&self.load())?);
+        self.current.store(next.clone());
+        self.mark_applied(next.revision());
+        Ok(next)
+    }
+
+    /// Waits (bounded) until the snapshot has applied `revision`, so that a
+    /// writer reads its own write on this instance.
+    async fn wait_applied(&self, revision: u64) -> bool {
+        let mut rx = self.revision_tx.subscribe();
+        tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn memory_writer(&self) -> Result<std::sync::MutexGuard<'_, ()>, WriteError> {
+        self.writer
+            .lock()
+            .map_err(|_| WriteError::Invalid("control plane writer poisoned".into()))
+    }
+
+    fn known_cluster(&self, cluster: &str) -> Result<(), WriteError> {
+        if self.clusters.iter().any(|c| c == cluster) {
+            Ok(())
+        } else {
+            Err(WriteError::Invalid(format!(
+                "unknown cluster {cluster:?}; configured clusters: {:?}",
+                self.clusters
+            )))
+        }
+    }
+
+    /// Sets one partition's placement if its epoch is still
+    /// `expected_epoch` (`None`: the entry must not exist yet).
+    pub async fn set_placement(
+        &self,
+        index: &str,
+        partition: &PartitionId,
+        placement: Placement,
+        expected_epoch: Option<u64>,
+    ) -> Result<Entry, WriteError> {
+        self.writable()?;
+        let expected_epoch = expected_epoch.filter(|e| *e != 0);
+        self.known_cluster(placement.cluster())?;
+        let current = self.load();
+        let Some(logical) = current.index(index) else {
+            return Err(WriteError::Invalid(format!(
+                "{index:?} is not a logical index of the catalogue"
+            )));
+        };
+        if current
+            .entry(index, partition)
+            .is_some_and(|e| e.migrating.is_some())
+        {
+            return Err(WriteError::Invalid(
+                "the partition is being migrated; abort or finish the migration first".into(),
+            ));
+        }
+        // Refuse what the snapshot would refuse, before touching the store.
+        current
+            .with_placement(index, partition, placement.clone())
+            .map_err(WriteError::Invalid)?;
+        let Some(store) = self.etcd.get() else {
+            let next = self.commit_memory(|current| {
+                let existing = current.entry(index, partition).cloned();
+                if existing.as_ref().is_some_and(|e| e.migrating.is_some()) {
+                    return Err(WriteError::Invalid(
+                        "the partition is being migrated; abort or finish the migration first"
+                            .into(),
+                    ));
+                }
+                if existing.as_ref().map(|e| e.epoch) != expected_epoch {
+                    let epoch = existing.as_ref().map(|e| e.epoch);
+                    return Err(WriteError::Conflict(Conflict {
+                        entry: existing,
+                        epoch,
+                    }));
+                }
+                current
+                    .with_placement(index, partition, placement)
+                    .map_err(WriteError::Invalid)
+            })?;
+            return next
+                .entry(index, partition)
+                .cloned()
+                .ok_or_else(|| WriteError::Invalid("entry vanished".into()));
+        };
+        let value = PlacementValue::active(placement.clone());
+        let bytes = serde_json::to_vec(&value).map_err(|e| WriteError::Invalid(e.to_string()))?;
+        let key = store::placement_key(store.prefix(), index, partition.as_str());
+        let guard = (store::catalogue_key(store.prefix(), index), logical.epoch);
+        let revision = store
+            .cas_put(
+                &key,
+                bytes,
+                expected_epoch.unwrap_or(0),
+                Some(guard),
+                Some(self.applied_revision()),
+            )
+            .await
+            .map_err(|f| {
+                f.into_write_error(|epoch, raw| {
+                    store::decode_placement(raw).ok().map(|v| Entry {
+                        migrating: v.migrating().ok().flatten().map(Arc::new),
+                        placement: Arc::new(v.placement),
+                        epoch,
+                    })
+                })
+            })?;
+        self.applied_or_refused(&key, revision).await?;
+        Ok(match self.load().entry(index, partition) {
+            Some(e) if e.epoch == revision => e.clone(),
+            _ => Entry {
+                placement: Arc::new(placement),
+                epoch: revision,
+                migrating: None,
+            },
+        })
+    }
+
+    /// Adds or replaces a logical index if its epoch is still
+    /// `expected_epoch` (`None`: it must not exist yet). Returns the new
+    /// epoch.
+    pub async fn put_index(
+        &self,
+        idx: &osproxy_config::IndexConfig,
+        expected_epoch: Option<u64>,
+    ) -> Result<u64, WriteError> {
+        self.writable()?;
+        let expected_epoch = expected_epoch.filter(|e| *e != 0);
+        osproxy_config::check_index(idx).map_err(WriteError::Invalid)?;
+        self.known_cluster(idx.default.cluster())?;
+        let current = self.load();
+        current.with_index(idx).map_err(WriteError::Invalid)?;
+        let Some(store) = self.etcd.get() else {
+            let next = self.commit_memory(|current| {
+                let epoch = current.index(&idx.name).map(|l| l.epoch);
+                if epoch != expected_epoch {
+                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                }
+                current.with_index(idx).map_err(WriteError::Invalid)
+            })?;
+            return Ok(next.revision());
+        };
+        let bytes = serde_json::to_vec(idx).map_err(|e| WriteError::Invalid(e.to_string()))?;
+        let key = store::catalogue_key(store.prefix(), &idx.name);
+        let revision = store
+            .cas_put(
+                &key,
+                bytes,
+                expected_epoch.unwrap_or(0),
+                None,
+                Some(self.applied_revision()),
+            )
+            .await
+            .map_err(|f| f.into_write_error(|_, _| None))?;
+        self.applied_or_refused(&key, revision).await?;
+        Ok(revision)
+    }
+
+    /// Removes a logical index whose epoch is still `expected_epoch`, and
+    /// only while no partition has an explicit placement.
+    pub async fn delete_index(&self, name: &str, expected_epoch: u64) -> Result<(), WriteError> {
+        self.writable()?;
+        let current = self.load();
+        if current.index(name).is_none() {
+            return Err(WriteError::Invalid(format!(
+                "{name:?} is not a logical index"
+            )));
+        }
+        current.without_index(name).map_err(WriteError::Invalid)?;
+        let Some(store) = self.etcd.get() else {
+            self.commit_memory(|current| {
+                let epoch = current.index(name).map(|l| l.epoch);
+                if epoch != Some(expected_epoch) {
+                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                }
+                current.without_index(name).map_err(WriteError::Invalid)
+            })?;
+            return Ok(());
+        };
+        let key = store::catalogue_key(store.prefix(), name);
+        let entries = format!("{}placements/{name}/", store.prefix());
+        let revision = store
+            .cas_delete(&key, expected_epoch, &entries)
+            .await
+            .map_err(|f| f.into_write_error(|_, _| None))?;
+        self.wait_applied(revision).await;
+        Ok(())
+    }
+
+    /// Publishes a directive set (decoded strictly first) if its epoch is
+    /// still `expected_epoch` (`None`: no set is published yet). Returns
+    /// the new epoch.
+    pub async fn put_directives(
+        &self,
+        bytes: &[u8],
+        expected_epoch: Option<u64>,
+    ) -> Result<u64, WriteError> {
+        self.writable()?;
+        let expected_epoch = expected_epoch.filter(|e| *e != 0);
+        let set = DirectiveSet::decode(bytes).map_err(WriteError::Invalid)?;
+        let Some(store) = self.etcd.get() else {
+            let next = self.commit_memory(|current| {
+                let epoch = current.directives().map(|d| d.1);
+                if epoch != expected_epoch {
+                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                }
+                let mut next = current.successor();
+                next.set_directives(Some((Arc::new(set), next.revision())));
+                Ok(next)
+            })?;
+            return Ok(next.revision());
+        };
+        let key = store::directives_key(store.prefix());
+        let revision = store
+            .cas_put(
+                &key,
+                bytes.to_vec(),
+                expected_epoch.unwrap_or(0),
+                None,
+                None,
+            )
+            .await
+            .map_err(|f| f.into_write_error(|_, _| None))?;
+        self.wait_applied(revision).await;
+        Ok(revision)
+    }
+
+    /// Removes the directive set if its epoch is still `expected_epoch`.
+    pub async fn clear_directives(&self, expected_epoch: u64) -> Result<(), WriteError> {
+        self.writable()?;
+        let Some(store) = self.etcd.get() else {
+            self.commit_memory(|current| {
+                let epoch = current.directives().map(|d| d.1);
+                if epoch != Some(expected_epoch) {
+                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                }
+                let mut next = current.successor();
+                next.set_directives(None);
+                Ok(next)
+            })?;
+            return Ok(());
+        };
+        let key = store::directives_key(store.prefix());
+        let revision = store
+            .cas_delete(&key, expected_epoch, "")
+            .await
+            .map_err(|f| f.into_write_error(|_, _| None))?;
+        self.wait_applied(revision).await;
+        Ok(())
+    }
+
+    /// One migration step (see `osproxy_migrate::controller`): writes the
+    /// partition's placement entry (when given) and its migration record
+    /// together, if the entry is still at `expect_entry` and the record at
+    /// `expect_record` (0: absent). Returns the revision of the step.
+    pub async fn migration_step(
+        &self,
+        entry: Option<PlacementValue>,
+        expect_entry: u64,
+        record: &store::MigrationRecord,
+        expect_record: u64,
+    ) -> Result<u64, WriteError> {
+        self.writable()?;
+        let (index, partition) = (record.index.as_str(), record.partition.as_str());
+        let migrating = match &entry {
+            Some(v) => {
+                self.known_cluster(v.placement.cluster())?;
+                let m = v.migrating().map_err(WriteError::Invalid)?;
+                if let Some(m) = &m {
+                    self.known_cluster(m.to.cluster())?;
+                }
+                m.map(Arc::new)
+            }
+            None => None,
+        };
+        let Some(store) = self.etcd.get() else {
+            let pid = PartitionId::new(partition)
+                .map_err(|_| WriteError::Invalid("not a partition id".into()))?;
+            let next = self.commit_memory(|current| {
+                let entry_epoch = current.entry(index, &pid).map(|e| e.epoch).unwrap_or(0);
+                let record_epoch = current
+                    .migration(index, partition)
+                    .map(|m| m.1)
+                    .unwrap_or(0);
+                if entry_epoch != expect_entry || record_epoch != expect_record {
+                    return Err(WriteError::Conflict(Conflict {
+                        entry: current.entry(index, &pid).cloned(),
+                        epoch: Some(record_epoch),
+                    }));
+                }
+                let mut next = current.successor();
+                let revision = next.revision();
+                if let Some(v) = entry {
+                    next.put_placement_at(index, partition, v.placement, revision, migrating)
+                        .map_err(WriteError::Invalid)?;
+                }
+                next.set_migration(index, partition, Some((Arc::new(record.clone()), revision)));
+                Ok(next)
+            })?;
+            return Ok(next.revision());
+        };
+        let entry_key = store::placement_key(store.prefix(), index, partition);
+        let record_key = store::migration_key(store.prefix(), index, partition);
+        let entry_bytes = match &entry {
+            Some(v) => Some(serde_json::to_vec(v).map_err(|e| WriteError::Invalid(e.to_string()))?),
+            None => None,
+        };
+        let record_bytes =
+            serde_json::to_vec(record).map_err(|e| WriteError::Invalid(e.to_string()))?;
+        let revision = store
+            .cas_step(
+                entry_bytes.map(|b| (entry_key.as_str(), b)),
+                (&entry_key, expect_entry),
+                (&record_key, record_bytes),
+                expect_record,
+                self.applied_revision(),
+            )
+            .await
+            .map_err(|f| f.into_write_error(|_, _| None))?;
+        self.applied_or_refused(&entry_key, revision).await?;
+        self.applied_or_refused(&record_key, revision).await?;
+        Ok(revision)
+    }
+}

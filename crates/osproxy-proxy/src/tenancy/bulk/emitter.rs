@@ -1,0 +1,166 @@
+//! The answer of a tenancy bulk, written as items complete.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use osproxy_rewrite::bulk::{item_error, item_status, BulkOp};
+
+/// Writes item results to the client in the client's order as soon as they
+/// are contiguous: `{"items":[...],"took":N,"errors":B}` (the keys after the
+/// items, since they are known last). Results that complete ahead of an
+/// earlier item wait here; batches are flushed so that this wait stays short.
+pub(super) struct Emitter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    /// Positions handed out so far.
+    pub(super) count: usize,
+    /// The next position to write.
+    next: usize,
+    waiting: BTreeMap<usize, Vec<u8>>,
+    ready: Vec<u8>,
+    errors: bool,
+    metrics: Arc<osproxy_observe::Metrics>,
+}
+
+/// Which of [`osproxy_observe::BULK_OUTCOMES`] an item result is.
+fn outcome(item: &[u8], status: Option<u16>) -> usize {
+    let result = memchr::memmem::find(item, b"\"result\":\"").and_then(|at| {
+        let rest = &item[at + 10..];
+        let end = memchr::memchr(b'"', rest)?;
+        Some(&rest[..end])
+    });
+    match (status, result) {
+        (_, Some(b"not_found")) => 4,
+        (Some(s), _) if s >= 300 => 5,
+        (None, _) => 5,
+        (_, Some(b"created")) => 0,
+        (_, Some(b"updated")) => 1,
+        (_, Some(b"deleted")) => 2,
+        (_, Some(b"noop")) => 3,
+        (Some(201), _) => 0,
+        _ => 1,
+    }
+}
+
+impl Emitter {
+    pub(super) fn new(
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+        metrics: Arc<osproxy_observe::Metrics>,
+    ) -> Self {
+        Emitter {
+            tx,
+            count: 0,
+            next: 0,
+            waiting: BTreeMap::new(),
+            ready: Vec::new(),
+            errors: false,
+            metrics,
+        }
+    }
+
+    pub(super) async fn open(&mut self) {
+        self.ready.extend_from_slice(b"{\"items\":[");
+        self.pump().await;
+    }
+
+    pub(super) fn position(&mut self) -> usize {
+        self.count += 1;
+        self.count - 1
+    }
+
+    pub(super) fn set(&mut self, position: usize, item: Vec<u8>) {
+        let status = item_status(&item);
+        if status.is_none_or(|s| s >= 300) {
+            self.errors = true;
+        }
+        self.metrics.bulk_item(outcome(&item, status));
+        self.waiting.insert(position, item);
+        while let Some(item) = self.waiting.remove(&self.next) {
+            if self.next > 0 {
+                self.ready.push(b',');
+            }
+            self.ready.extend_from_slice(&item);
+            self.next += 1;
+        }
+    }
+
+    /// Sends what is ready (waiting while the client reads slowly). A
+    /// client that went away is not an error: the writes still apply.
+    pub(super) async fn pump(&mut self) {
+        if !self.ready.is_empty() {
+            let chunk = Bytes::from(std::mem::take(&mut self.ready));
+            let _ = self.tx.send(chunk).await;
+        }
+    }
+
+    pub(super) async fn close(&mut self, took: u64) {
+        for position in self.next..self.count {
+            if !self.waiting.contains_key(&position) {
+                self.set(
+                    position,
+                    item_error(
+                        BulkOp::Index,
+                        None,
+                        None,
+                        500,
+                        "internal_error",
+                        "no result for this item",
+                    ),
+                );
+            }
+        }
+        self.ready.extend_from_slice(
+            format!("],\"took\":{took},\"errors\":{}}}", self.errors).as_bytes(),
+        );
+        self.pump().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn results_are_written_in_the_clients_order() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut out = Emitter::new(tx, Arc::new(osproxy_observe::Metrics::new(["main"])));
+        out.open().await;
+        let p: Vec<usize> = (0..3).map(|_| out.position()).collect();
+        out.set(p[2], br#"{"index":{"status":201}}"#.to_vec());
+        out.set(p[1], br#"{"delete":{"status":404}}"#.to_vec());
+        out.pump().await;
+        out.set(p[0], br#"{"create":{"status":201}}"#.to_vec());
+        out.close(7).await;
+        drop(out);
+        let mut body = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            body.extend_from_slice(&chunk);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["took"], 7);
+        assert_eq!(v["errors"], true, "a 404 delete is an error item");
+        let ops: Vec<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_object().unwrap().keys().next().unwrap().as_str())
+            .collect();
+        assert_eq!(ops, ["create", "delete", "index"]);
+    }
+
+    #[tokio::test]
+    async fn missing_results_are_reported_not_dropped() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut out = Emitter::new(tx, Arc::new(osproxy_observe::Metrics::new(["main"])));
+        out.open().await;
+        let _ = out.position();
+        out.close(1).await;
+        drop(out);
+        let mut body = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            body.extend_from_slice(&chunk);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["items"][0]["index"]["status"], 500);
+    }
+}

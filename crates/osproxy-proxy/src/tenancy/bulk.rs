@@ -13,18 +13,17 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::bulk::{
-    is_blank, item_error, parse_action, render_action, split_response, ActionLine, BulkOp,
-    LineSplitter,
+    is_blank, item_error, parse_action, render_action, ActionLine, BulkOp, LineSplitter,
 };
 
 use super::document::confine_body;
 use super::params::{allow_only, Op};
-use super::{body_partition, reverse, strict_body, Target, Tenancy, MAX_BUFFERED};
+use super::{body_partition, strict_body, Target, Tenancy, MAX_BUFFERED};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 use osproxy_control::PartitionRule;
@@ -624,119 +623,6 @@ impl<'t> Run<'_, 't> {
     }
 }
 
-/// Sends one batch; returns every item's reversed result by position.
-async fn send(
-    tenancy: &Tenancy,
-    query: &str,
-    headers: &HeaderMap,
-    mut batch: Batch<'_>,
-) -> Vec<(usize, Vec<u8>)> {
-    let t = &batch.target;
-    let path = if query.is_empty() {
-        "/_bulk".to_string()
-    } else {
-        format!("/_bulk?{query}")
-    };
-    let mut h = HeaderMap::new();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/x-ndjson"),
-    );
-    for name in ["x-opaque-id", "x-request-id"] {
-        if let Some(v) = headers.get(name) {
-            h.insert(name, v.clone());
-        }
-    }
-    let failed = |status: u16, kind: &str, reason: &str| -> Vec<(usize, Vec<u8>)> {
-        batch
-            .items
-            .iter()
-            .map(|c| {
-                (
-                    c.position,
-                    item_error(
-                        c.op,
-                        Some(&t.logical.name),
-                        c.logical_id.as_deref(),
-                        status,
-                        kind,
-                        reason,
-                    ),
-                )
-            })
-            .collect()
-    };
-    if let Err(e) = tenancy.ensure_shared_mapping(t).await {
-        return failed(e.status(), e.code.as_str(), &e.reason);
-    }
-    // The epoch gate, per batch: items routed by a placement that changed
-    // since are refused in place (retryable), none of them written.
-    if let Err(e) = tenancy.gate(t) {
-        return failed(e.status(), e.code.as_str(), &e.reason);
-    }
-    let (parts, body) = match tenancy
-        .exchange(
-            t,
-            Method::POST,
-            &path,
-            &h,
-            Some(Bytes::from(std::mem::take(&mut batch.body))),
-        )
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return failed(e.status(), e.code.as_str(), &e.reason),
-    };
-    if !parts.status.is_success() {
-        let reason = String::from_utf8_lossy(&reverse::error(&body, t, None))
-            .chars()
-            .take(1000)
-            .collect::<String>();
-        return failed(parts.status.as_u16(), "upstream_bulk_failed", &reason);
-    }
-    let split = match split_response(&body) {
-        Ok(s) if s.items.len() == batch.items.len() => s,
-        Ok(s) => {
-            let reason = format!(
-                "the cluster answered {} items for {} sent",
-                s.items.len(),
-                batch.items.len()
-            );
-            return failed(502, "upstream_bulk_mismatch", &reason);
-        }
-        Err(e) => return failed(502, "upstream_bulk_unreadable", &e.to_string()),
-    };
-    split
-        .items
-        .iter()
-        .zip(&batch.items)
-        .map(|(item, c)| {
-            let ids = c.physical_id.as_deref().zip(c.logical_id.as_deref());
-            // The item answers under the client's op (an auto-id `index` is
-            // sent as `create` in a shared placement).
-            let mut inner_raw: Option<Vec<u8>> = None;
-            let _ = osproxy_rewrite::members::edit_members(item, |_, inner| {
-                inner_raw = Some(inner.to_vec());
-                osproxy_rewrite::members::Edit::Keep
-            });
-            let reversed = match inner_raw {
-                Some(inner) => {
-                    let inner = reverse::error(&reverse::document(&inner, t), t, ids);
-                    let mut out = Vec::with_capacity(inner.len() + 16);
-                    out.extend_from_slice(b"{\"");
-                    out.extend_from_slice(c.op.as_str().as_bytes());
-                    out.extend_from_slice(b"\":");
-                    out.extend_from_slice(&inner);
-                    out.push(b'}');
-                    out
-                }
-                None => item.clone(),
-            };
-            (c.position, reversed)
-        })
-        .collect()
-}
-
 /// The op of an action line that does not parse fully, when its single key
 /// says which op it is (so its source line can be skipped safely).
 fn op_hint(line: &[u8]) -> Option<BulkOp> {
@@ -754,4 +640,6 @@ fn op_hint(line: &[u8]) -> Option<BulkOp> {
 }
 
 mod emitter;
+mod send;
 use emitter::Emitter;
+use send::send;

@@ -1,0 +1,169 @@
+//! The answer side of a bulk: an upstream answer split into its items,
+//! item statuses, errors in OpenSearch's shape, and the assembled answer.
+
+use serde::de::IgnoredAny;
+
+use super::{bad_response, push_json_str, BulkError, BulkOp, Members};
+use crate::members::{edit_members, map_elements, Edit};
+use crate::source::SourceError;
+
+/// The upstream `_bulk` response split into its items, raw, in order, plus
+/// `errors`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamItems {
+    /// The response's `errors` flag (computed from the items if absent).
+    pub errors: bool,
+    /// Each item, such as `{"index":{"_index":...,"status":201}}`, verbatim.
+    pub items: Vec<Vec<u8>>,
+}
+
+/// Splits an upstream `_bulk` response into its raw items, in order.
+///
+/// ```
+/// use osproxy_rewrite::bulk::split_response;
+/// let r = split_response(br#"{"took":3,"errors":false,"items":[{"index":{"status":201}}, {"delete":{"status":200}}]}"#).unwrap();
+/// assert_eq!(r.items, [&br#"{"index":{"status":201}}"#[..], br#"{"delete":{"status":200}}"#]);
+/// ```
+pub fn split_response(body: &[u8]) -> Result<UpstreamItems, BulkError> {
+    let mut errors = None;
+    let mut items: Option<Vec<Vec<u8>>> = None;
+    let mut problem: Option<String> = None;
+    edit_members(body, |key, value| {
+        match key {
+            "errors" => match value {
+                b"true" => errors = Some(true),
+                b"false" => errors = Some(false),
+                _ => {
+                    problem.get_or_insert_with(|| "`errors` is not a boolean".to_string());
+                }
+            },
+            "items" if items.is_some() => {
+                problem.get_or_insert_with(|| "`items` occurs more than once".to_string());
+            }
+            "items" => {
+                let mut found = Vec::new();
+                let scanned = map_elements(value, |element| {
+                    if element.first() != Some(&b'{') {
+                        return Err(SourceError::NotAnObject);
+                    }
+                    found.push(element.to_vec());
+                    Ok(Vec::new())
+                });
+                match scanned {
+                    Ok(_) => items = Some(found),
+                    Err(SourceError::NotAnObject) => {
+                        problem.get_or_insert_with(|| "an item is not an object".to_string());
+                    }
+                    Err(e) => {
+                        problem.get_or_insert_with(|| format!("`items` is malformed: {e}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Edit::Keep
+    })
+    .map_err(|e| bad_response(e.to_string()))?;
+    if let Some(problem) = problem {
+        return Err(bad_response(problem));
+    }
+    let items = items.ok_or_else(|| bad_response("it has no `items` array"))?;
+    let errors = errors.unwrap_or_else(|| items.iter().any(|item| item_failed(item)));
+    Ok(UpstreamItems { errors, items })
+}
+
+/// The fields of an item's inner object that matter here.
+#[derive(serde::Deserialize)]
+struct ItemMeta {
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+/// The inner object of a one-member item `{"<op>":{...}}`.
+fn item_meta(item: &[u8]) -> Option<ItemMeta> {
+    let text = std::str::from_utf8(item).ok()?;
+    let Members(members) = serde_json::from_str(text).ok()?;
+    match members.as_slice() {
+        [(_, inner)] => serde_json::from_str(inner.get()).ok(),
+        _ => None,
+    }
+}
+
+/// The nested `status` of an item such as `{"index":{...,"status":201}}`.
+pub fn item_status(item: &[u8]) -> Option<u16> {
+    item_meta(item)?.status
+}
+
+/// Whether an item failed: `status` >= 300, an `error` member, or unreadable.
+fn item_failed(item: &[u8]) -> bool {
+    match item_meta(item) {
+        Some(meta) => meta.error.is_some() || meta.status.is_none_or(|s| s >= 300),
+        None => true,
+    }
+}
+
+/// Assembles the client's response:
+/// `{"took":<took>,"errors":<errors>,"items":[<items in order>]}`, where
+/// `errors` is true iff an item has a `status` >= 300 or an `error` member.
+///
+/// ```
+/// use osproxy_rewrite::bulk::assemble_response;
+/// let out = assemble_response(5, &[br#"{"index":{"status":409,"error":{}}}"#.to_vec()]);
+/// assert_eq!(out, br#"{"took":5,"errors":true,"items":[{"index":{"status":409,"error":{}}}]}"#);
+/// ```
+pub fn assemble_response(took_ms: u64, items: &[Vec<u8>]) -> Vec<u8> {
+    let errors = items.iter().any(|item| item_failed(item));
+    let len: usize = items.iter().map(|i| i.len() + 1).sum();
+    let mut out = Vec::with_capacity(48 + len);
+    out.extend_from_slice(b"{\"took\":");
+    out.extend_from_slice(took_ms.to_string().as_bytes());
+    out.extend_from_slice(if errors {
+        b",\"errors\":true,\"items\":["
+    } else {
+        b",\"errors\":false,\"items\":["
+    });
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// A per-item error object shaped like OpenSearch's, for items osproxy
+/// refused or could not route:
+/// `{"<op>":{"_index":<index or null>,"_id":<id or null>,"status":<status>,"error":{"type":<type>,"reason":<reason>}}}`
+pub fn item_error(
+    op: BulkOp,
+    index: Option<&str>,
+    id: Option<&str>,
+    status: u16,
+    error_type: &str,
+    reason: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + reason.len());
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(op.as_str().as_bytes());
+    out.extend_from_slice(b"\":{\"_index\":");
+    match index {
+        Some(index) => push_json_str(&mut out, index),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"_id\":");
+    match id {
+        Some(id) => push_json_str(&mut out, id),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.extend_from_slice(b",\"error\":{\"type\":");
+    push_json_str(&mut out, error_type);
+    out.extend_from_slice(b",\"reason\":");
+    push_json_str(&mut out, reason);
+    out.extend_from_slice(b"}}}");
+    out
+}

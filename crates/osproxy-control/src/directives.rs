@@ -1,7 +1,7 @@
 //! The diagnostics directive set and its one strict decoder.
 //!
-//! The same decoder serves the admin API, the etcd watcher and (later) the
-//! signed request header, so a directive means the same thing on every path.
+//! The same decoder serves the admin API, the etcd watcher and the signed
+//! request header, so a directive means the same thing on every path.
 //! Anything it does not understand rejects the whole set: an unknown key, a
 //! bad level, a missing expiry, a rate outside [0, 1], a duplicate id.
 

@@ -1,5 +1,5 @@
-//! Observability for osproxy: metrics today; directives, shape-only traces
-//! and explain join later.
+//! Observability for osproxy: Prometheus metrics, readiness, shape-only
+//! request traces and the explain rings they are kept in.
 //!
 //! Nothing here may record a tenant's values or a secret: labels are endpoint
 //! kinds, status classes and configured cluster ids only.

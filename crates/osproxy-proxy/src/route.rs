@@ -1,7 +1,7 @@
-//! Routing: which cluster serves a classified request, or why none does.
-//!
-//! Today the only route is passthrough (verbatim forwarding to one cluster,
-//! optionally only for index-name prefixes); tenancy routes join here.
+//! The passthrough router: which cluster serves a request that addresses
+//! no logical index (verbatim forwarding to one cluster, optionally only
+//! for index-name prefixes), what of its body must be checked, or why it is
+//! refused. Logical indices are routed by the tenancy module.
 
 use http::Method;
 use osproxy_config::Config;

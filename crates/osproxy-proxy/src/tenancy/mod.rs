@@ -3,7 +3,7 @@
 //!
 //! Stages (each a function here): resolve the partition and its placement →
 //! check the endpoint is served → rewrite (path, parameters, body) →
-//! dispatch → reverse the response. Endpoints not yet served for logical
+//! dispatch → reverse the response. Endpoints not served for logical
 //! indices are refused with `unsupported_endpoint`, never forwarded blind.
 
 mod bulk;

@@ -51,11 +51,17 @@ impl ProxyInstance {
         // The first stdout line names the bound addresses.
         let stdout = child.stdout.take().ok_or("no stdout pipe")?;
         let (tx, rx) = mpsc::channel();
+        let out_path = dir.path().join("osproxy.out");
+        let mut out_file = std::fs::File::create(&out_path).map_err(|e| e.to_string())?;
         std::thread::spawn(move || {
+            use std::io::Write;
             let mut lines = BufReader::new(stdout).lines();
             let _ = tx.send(lines.next());
-            // Keep draining so the child never blocks on a full pipe.
-            for _ in lines {}
+            // Keep draining (so the child never blocks on a full pipe) into
+            // a file a test can read.
+            for line in lines.map_while(Result::ok) {
+                let _ = writeln!(out_file, "{line}");
+            }
         });
         let line = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Some(Ok(line))) => line,
@@ -82,6 +88,11 @@ impl ProxyInstance {
             log,
             _dir: dir,
         })
+    }
+
+    /// What the process wrote to stdout after its first line.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.log.with_file_name("osproxy.out")).unwrap_or_default()
     }
 
     /// Waits until `/readyz` answers 200.

@@ -1,6 +1,8 @@
 //! A TCP relay in front of a real server, for one fault a real server
 //! cannot produce on demand: cutting one client's connections (and refusing
-//! its reconnects) while the server and its other clients carry on.
+//! its reconnects) while the server and its other clients carry on. It also
+//! records what the client sent (the first MiB), so a test can check what
+//! reached the server — headers osproxy must strip or add.
 
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -16,6 +18,7 @@ pub struct Relay {
     open: Arc<AtomicBool>,
     live: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
+    sent: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Relay {
@@ -30,8 +33,9 @@ impl Relay {
         let open = Arc::new(AtomicBool::new(true));
         let live: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let sent: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
         let target = target.to_string();
-        let (o, l, s) = (open.clone(), live.clone(), stop.clone());
+        let (o, l, s, rec) = (open.clone(), live.clone(), stop.clone(), sent.clone());
         std::thread::Builder::new()
             .name("testkit-relay".into())
             .spawn(move || {
@@ -61,8 +65,8 @@ impl Relay {
                             }
                         }
                     }
-                    pipe(&client, &server);
-                    pipe(&server, &client);
+                    pipe(&client, &server, Some(rec.clone()));
+                    pipe(&server, &client, None);
                 }
             })
             .map_err(|e| e.to_string())?;
@@ -71,6 +75,7 @@ impl Relay {
             open,
             live,
             stop,
+            sent,
         })
     }
 
@@ -89,20 +94,54 @@ impl Relay {
         }
     }
 
+    /// What clients sent through the relay so far (the first MiB), as text.
+    pub fn sent(&self) -> String {
+        self.sent
+            .lock()
+            .map(|s| String::from_utf8_lossy(&s).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Forgets what was recorded.
+    pub fn clear_sent(&self) {
+        if let Ok(mut s) = self.sent.lock() {
+            s.clear();
+        }
+    }
+
     /// Relays new connections again.
     pub fn restore(&self) {
         self.open.store(true, Ordering::Release);
     }
 }
 
-fn pipe(from: &TcpStream, to: &TcpStream) {
+/// How much of what clients send is kept for [`Relay::sent`].
+const RECORDED: usize = 1 << 20;
+
+fn pipe(from: &TcpStream, to: &TcpStream, record: Option<Arc<Mutex<Vec<u8>>>>) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
     let _ = std::thread::Builder::new()
         .name("testkit-relay-pipe".into())
         .spawn(move || {
-            let _ = io::copy(&mut from, &mut to);
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if let Some(rec) = &record {
+                    if let Ok(mut r) = rec.lock() {
+                        let room = RECORDED.saturating_sub(r.len());
+                        r.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
             let _ = to.shutdown(Shutdown::Write);
         });
 }

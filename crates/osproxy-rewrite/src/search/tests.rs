@@ -627,6 +627,25 @@ fn planted_body() -> impl Strategy<Value = (Value, bool)> {
         })
 }
 
+/// The property below checks what passes; it proves something only if a
+/// fair share of the generated hostile bodies does pass.
+#[test]
+fn hostile_bodies_are_often_let_through() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = hostile();
+    let passed = (0..400)
+        .filter(|_| {
+            let body = strategy.new_tree(&mut runner).unwrap().current();
+            confine(body, &POLICY).is_ok()
+        })
+        .count();
+    assert!(
+        passed >= 40,
+        "only {passed} of 400 hostile bodies passed: the property is vacuous"
+    );
+}
+
 proptest! {
     #[test]
     fn confined_queries_stay_confined(q in query(), size in 0u32..100) {

@@ -376,8 +376,14 @@ async fn writes_made_while_an_instance_is_cut_off_are_all_applied_in_order() {
         .etcd
         .etcdctl(&["del", &fleet.key("placements/orders/p5")])
         .unwrap();
-    fleet.converge(0, 0, Duration::from_secs(1)).await;
-    assert_eq!(fleet.entries(0).await.len(), 9);
+    // The connected instance applies every change (it is compared with the
+    // count the writes above produce, not with itself).
+    eventually(
+        "the connected instance applied every change",
+        Duration::from_secs(3),
+        || async { fleet.entries(0).await.len() == 9 },
+    )
+    .await;
     // The cut-off instance still serves its last good snapshot.
     assert!(fleet.entries(1).await.is_empty());
     let resp = fleet.index_doc(1, "during-cut").await;
@@ -865,7 +871,12 @@ async fn a_moving_partition_pauses_writes_in_cutover_and_on_instances_cut_off_fr
             .status,
         200
     );
-    // A plain placement set cannot touch a moving partition.
+    // A plain placement set cannot touch a moving partition, even at the
+    // entry's current epoch (so the compare-and-swap itself would pass).
+    let epoch = fleet.admin(0, "/v1/placements/orders/acme").await.json()["epoch"]
+        .as_u64()
+        .expect("the moving entry has an epoch")
+        .to_string();
     let out = fleet.ctl(
         0,
         &[
@@ -880,10 +891,21 @@ async fn a_moving_partition_pauses_writes_in_cutover_and_on_instances_cut_off_fr
             "--index-name",
             "c-moving-x",
             "--epoch",
-            "999",
+            &epoch,
         ],
     );
     assert!(!out.status.success());
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("being migrated"),
+        "refused for another reason: {said}"
+    );
+    assert_eq!(
+        fleet.admin(0, "/v1/placements/orders/acme").await.json()["phase"],
+        "copying",
+        "the moving entry changed"
+    );
 
     // Cutover: writes refused retryably everywhere; reads still served.
     fleet

@@ -412,6 +412,17 @@ impl Receiver {
         Receiver { addr, bodies }
     }
 
+    /// Every exported body as received (protobuf carries strings as UTF-8,
+    /// so a value recorded anywhere in a span shows up here verbatim).
+    fn raw(&self) -> String {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+
     fn spans(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
         self.bodies
@@ -476,8 +487,10 @@ async fn no_tenant_value_or_secret_appears_in_logs_explanations_metrics_or_spans
     let dir = tempfile::tempdir().unwrap();
     let p = single(
         dir.path(),
+        // `level` lands in `single`'s `[log]` table: the most verbose logs
+        // are searched too.
         &format!(
-            "[diagnostics]\nlog_all_requests = true\notlp_endpoint = \"http://{}\"\npartition_metrics = 10\n",
+            "level = \"debug\"\n[diagnostics]\nlog_all_requests = true\notlp_endpoint = \"http://{}\"\npartition_metrics = 10\n",
             receiver.addr
         ),
     );
@@ -570,19 +583,36 @@ async fn no_tenant_value_or_secret_appears_in_logs_explanations_metrics_or_spans
             "canary7f3a-not-a-token-0123",
         ),
     ];
+    let mut statuses = Vec::new();
     for (n, (method, path, body, token)) in steps.into_iter().enumerate() {
         let rid = go(&format!("leak-{n}"));
-        call(
+        let r = call(
             &http,
             &base,
             token,
-            method,
+            method.clone(),
             &path,
             body,
             &[("x-request-id", &rid)],
         )
         .await;
+        assert!(
+            !r.status.is_server_error(),
+            "{method} {path}: {} {}",
+            r.status,
+            r.text()
+        );
+        statuses.push(r.status.as_u16());
     }
+    // The requests did what they say: the writes and reads succeeded, the
+    // refused script and the wrong token failed as they should.
+    assert_eq!(&statuses[..4], &[201, 201, 200, 200], "{statuses:?}");
+    assert_eq!(statuses[10], 400, "the script query: {statuses:?}");
+    assert_eq!(
+        statuses[13], 404,
+        "globex reading acme's document: {statuses:?}"
+    );
+    assert_eq!(statuses[14], 401, "an unknown token: {statuses:?}");
     // Bulk and msearch (NDJSON).
     let bulk = format!(
         "{{\"index\":{{\"_index\":\"orders\",\"_id\":\"{c}-b1\"}}}}\n{}\n{{\"delete\":{{\"_index\":\"orders\",\"_id\":\"{c}-b2\"}}}}\n",
@@ -646,9 +676,10 @@ async fn no_tenant_value_or_secret_appears_in_logs_explanations_metrics_or_spans
         .text();
     recorded.push_str(&metrics);
     let spans = receiver.spans();
-    recorded.push_str(&format!("{spans:?}"));
+    recorded.push_str(&receiver.raw());
     let log = p.log();
     recorded.push_str(&log);
+    recorded.push_str(&p.stdout());
 
     assert!(
         explained >= rids.len() - 1,
@@ -664,7 +695,14 @@ async fn no_tenant_value_or_secret_appears_in_logs_explanations_metrics_or_spans
         metrics.contains("osproxy_partition_requests_total{partition=\"acme\"}"),
         "{metrics}"
     );
-    for secret in [c, ACME, GLOBEX, OPS, "not-a-token"] {
+    for secret in [
+        c,
+        ACME,
+        GLOBEX,
+        OPS,
+        "multi-token-0123456789",
+        "not-a-token",
+    ] {
         if let Some(at) = recorded.find(secret) {
             panic!(
                 "{secret:?} was recorded: …{}…",

@@ -1,5 +1,6 @@
-//! Process lifecycle: SIGTERM drains in-flight requests, refuses new
-//! connections, and exits 0.
+//! Process lifecycle: SIGTERM and SIGINT drain in-flight requests (readiness
+//! off, new connections refused, keep-alive connections closed after their
+//! answer), cut what is still running at the deadline, and exit 0.
 
 use std::net::TcpStream;
 use std::time::Duration;
@@ -54,4 +55,86 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         .wait_exit(Duration::from_secs(15))
         .unwrap_or_else(|| panic!("osproxy did not exit after draining"));
     assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+/// SIGINT drains like SIGTERM: `/readyz` answers 503 while the in-flight
+/// request finishes, the keep-alive connection that carried it is closed
+/// after its answer (`connection: close`), and the process exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_turns_readiness_off_and_closes_keep_alive_connections() {
+    use std::io::{Read, Write};
+    let mut proxy = ready_proxy("[server]\ndrain_timeout = \"30s\"\n");
+    let addr = proxy.data_addr().to_string();
+    // A keep-alive connection carrying a real slow request (3 s).
+    let client = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            s,
+            "GET /_cluster/health?wait_for_nodes=5&timeout=3s HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).to_ascii_lowercase()
+    });
+    wait_metric(
+        &proxy,
+        "osproxy_in_flight_requests",
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    proxy.signal(libc::SIGINT);
+    let ready = Http::new()
+        .send(Method::GET, &format!("{}/readyz", proxy.admin_url()), None)
+        .await;
+    assert_eq!(
+        ready.as_ref().map(|r| r.status.as_u16()).ok(),
+        Some(503),
+        "readiness while draining: {ready:?}"
+    );
+    // read_to_end returns only because the server closed the connection.
+    let answer = client.await.unwrap();
+    assert!(answer.starts_with("http/1.1 408"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    let status = proxy
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("osproxy did not exit after SIGINT"));
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+/// A request still running at the drain deadline is cut, and the process
+/// exits 0 at the deadline instead of waiting for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drain_deadline_cuts_what_is_still_running() {
+    let mut proxy = ready_proxy("[server]\ndrain_timeout = \"1s\"\n");
+    let url = format!(
+        "{}/_cluster/health?wait_for_nodes=5&timeout=8s",
+        proxy.url()
+    );
+    let slow = tokio::spawn(async move { Http::new().send(Method::GET, &url, None).await });
+    wait_metric(
+        &proxy,
+        "osproxy_in_flight_requests",
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    let signalled = std::time::Instant::now();
+    proxy.sigterm();
+    let status = proxy
+        .wait_exit(Duration::from_secs(6))
+        .unwrap_or_else(|| panic!("osproxy did not exit at its drain deadline"));
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(6),
+        "exit took {:?}",
+        signalled.elapsed()
+    );
+    let cut = slow.await.unwrap();
+    assert!(
+        cut.is_err(),
+        "the 8 s request was answered instead of cut: {cut:?}"
+    );
 }

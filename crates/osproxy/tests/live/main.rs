@@ -13,6 +13,7 @@ mod control;
 mod diagnostics;
 mod faults;
 mod gate;
+mod hygiene;
 mod isolation;
 mod lifecycle;
 mod migrate;

@@ -1,7 +1,8 @@
 //! The copy engine of partition moves, against the real node: a shared →
 //! dedicated copy while the partition keeps changing, catch-up by sequence
 //! number, deletions found by id comparison, idempotent re-copies, and the
-//! way back (dedicated → shared) with the partition field and ids rebuilt.
+//! way back (dedicated → shared) with the partition field and ids rebuilt,
+//! and a purge of the source that takes the moving partition only.
 
 use std::time::Duration;
 
@@ -217,5 +218,20 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
     assert_eq!(
         mapping["mv-shared2"]["mappings"]["properties"]["_tenant"]["type"], "keyword",
         "{mapping}"
+    );
+
+    // `--delete-source` from a shared index purges the moving partition and
+    // nothing of the tenants that stay there.
+    let _ = direct(&http, Method::POST, "/mv-shared/_refresh").await;
+    let globex_before = direct(&http, Method::POST, "/mv-shared/_count?q=_tenant:globex").await;
+    assert_eq!(globex_before["count"], 10, "{globex_before}");
+    assert_eq!(migrate::purge(&from, T).await.unwrap(), 51);
+    let _ = direct(&http, Method::POST, "/mv-shared/_refresh").await;
+    let acme_after = direct(&http, Method::POST, "/mv-shared/_count?q=_tenant:acme").await;
+    assert_eq!(acme_after["count"], 0, "{acme_after}");
+    let globex_after = direct(&http, Method::POST, "/mv-shared/_count?q=_tenant:globex").await;
+    assert_eq!(
+        globex_after["count"], 10,
+        "the other tenant's documents were purged: {globex_after}"
     );
 }

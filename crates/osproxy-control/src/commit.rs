@@ -37,18 +37,29 @@ impl ControlPlane {
         }
     }
 
-    /// Swaps in `next` and records `applied` as followed.
-    /// The memory backend's write: under the writer lock, `build` makes
-    /// the next snapshot from the current one (or refuses), and it is
-    /// published.
+    /// The memory backend's commit of one write: under the writer lock,
+    /// `compare` checks the epochs the writer read (the compare of the
+    /// compare-and-swap), then every key's *encoded* value is applied to the
+    /// next snapshot through [`crate::apply::apply`] — the very step the
+    /// etcd watch applies store values with — and the snapshot is published.
+    /// So the two backends cannot mean different things by one write.
     fn commit_memory(
         &self,
-        build: impl FnOnce(&Snapshot) -> Result<Snapshot, WriteError>,
+        compare: impl FnOnce(&Snapshot) -> Result<(), WriteError>,
+        changes: &[(store::Key<'_>, Option<&[u8]>)],
     ) -> Result<Arc<Snapshot>, WriteError> {
         let _guard = self.memory_writer()?;
-        let next = Arc::new(build(&self.load())?);
+        let current = self.load();
+        compare(&current)?;
+        let mut next = current.successor();
+        let revision = next.revision();
+        for (key, value) in changes {
+            crate::apply::apply(&mut next, *key, *value, revision, &self.clusters)
+                .map_err(|r| WriteError::Invalid(r.to_string()))?;
+        }
+        let next = Arc::new(next);
         self.current.store(next.clone());
-        self.mark_applied(next.revision());
+        self.mark_applied(revision);
         Ok(next)
     }
 
@@ -108,33 +119,37 @@ impl ControlPlane {
         current
             .with_placement(index, partition, placement.clone())
             .map_err(WriteError::Invalid)?;
+        let value = PlacementValue::active(placement.clone());
+        let bytes = serde_json::to_vec(&value).map_err(|e| WriteError::Invalid(e.to_string()))?;
         let Some(store) = self.etcd.get() else {
-            let next = self.commit_memory(|current| {
-                let existing = current.entry(index, partition).cloned();
-                if existing.as_ref().is_some_and(|e| e.migrating.is_some()) {
-                    return Err(WriteError::Invalid(
-                        "the partition is being migrated; abort or finish the migration first"
-                            .into(),
-                    ));
-                }
-                if existing.as_ref().map(|e| e.epoch) != expected_epoch {
-                    let epoch = existing.as_ref().map(|e| e.epoch);
-                    return Err(WriteError::Conflict(Conflict {
-                        entry: existing,
-                        epoch,
-                    }));
-                }
-                current
-                    .with_placement(index, partition, placement)
-                    .map_err(WriteError::Invalid)
-            })?;
+            let next = self.commit_memory(
+                |current| {
+                    let existing = current.entry(index, partition).cloned();
+                    if existing.as_ref().is_some_and(|e| e.migrating.is_some()) {
+                        return Err(WriteError::Invalid(
+                            "the partition is being migrated; abort or finish the migration first"
+                                .into(),
+                        ));
+                    }
+                    if existing.as_ref().map(|e| e.epoch) != expected_epoch {
+                        let epoch = existing.as_ref().map(|e| e.epoch);
+                        return Err(WriteError::Conflict(Conflict {
+                            entry: existing,
+                            epoch,
+                        }));
+                    }
+                    Ok(())
+                },
+                &[(
+                    store::Key::Placement(index, partition.as_str()),
+                    Some(&bytes),
+                )],
+            )?;
             return next
                 .entry(index, partition)
                 .cloned()
                 .ok_or_else(|| WriteError::Invalid("entry vanished".into()));
         };
-        let value = PlacementValue::active(placement.clone());
-        let bytes = serde_json::to_vec(&value).map_err(|e| WriteError::Invalid(e.to_string()))?;
         let key = store::placement_key(store.prefix(), index, partition.as_str());
         let guard = (store::catalogue_key(store.prefix(), index), logical.epoch);
         let revision = store
@@ -180,17 +195,20 @@ impl ControlPlane {
         self.known_cluster(idx.default.cluster())?;
         let current = self.load();
         current.with_index(idx).map_err(WriteError::Invalid)?;
+        let bytes = serde_json::to_vec(idx).map_err(|e| WriteError::Invalid(e.to_string()))?;
         let Some(store) = self.etcd.get() else {
-            let next = self.commit_memory(|current| {
-                let epoch = current.index(&idx.name).map(|l| l.epoch);
-                if epoch != expected_epoch {
-                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
-                }
-                current.with_index(idx).map_err(WriteError::Invalid)
-            })?;
+            let next = self.commit_memory(
+                |current| {
+                    let epoch = current.index(&idx.name).map(|l| l.epoch);
+                    if epoch != expected_epoch {
+                        return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                    }
+                    Ok(())
+                },
+                &[(store::Key::Catalogue(&idx.name), Some(&bytes))],
+            )?;
             return Ok(next.revision());
         };
-        let bytes = serde_json::to_vec(idx).map_err(|e| WriteError::Invalid(e.to_string()))?;
         let key = store::catalogue_key(store.prefix(), &idx.name);
         let revision = store
             .cas_put(
@@ -218,13 +236,20 @@ impl ControlPlane {
         }
         current.without_index(name).map_err(WriteError::Invalid)?;
         let Some(store) = self.etcd.get() else {
-            self.commit_memory(|current| {
-                let epoch = current.index(name).map(|l| l.epoch);
-                if epoch != Some(expected_epoch) {
-                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
-                }
-                current.without_index(name).map_err(WriteError::Invalid)
-            })?;
+            self.commit_memory(
+                |current| {
+                    let epoch = current.index(name).map(|l| l.epoch);
+                    if epoch != Some(expected_epoch) {
+                        return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                    }
+                    // etcd's transaction guards the same: no entry left.
+                    current
+                        .without_index(name)
+                        .map(|_| ())
+                        .map_err(WriteError::Invalid)
+                },
+                &[(store::Key::Catalogue(name), None)],
+            )?;
             return Ok(());
         };
         let key = store::catalogue_key(store.prefix(), name);
@@ -248,16 +273,18 @@ impl ControlPlane {
         self.writable()?;
         let expected_epoch = expected_epoch.filter(|e| *e != 0);
         let set = DirectiveSet::decode(bytes).map_err(WriteError::Invalid)?;
+        drop(set);
         let Some(store) = self.etcd.get() else {
-            let next = self.commit_memory(|current| {
-                let epoch = current.directives().map(|d| d.1);
-                if epoch != expected_epoch {
-                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
-                }
-                let mut next = current.successor();
-                next.set_directives(Some((Arc::new(set), next.revision())));
-                Ok(next)
-            })?;
+            let next = self.commit_memory(
+                |current| {
+                    let epoch = current.directives().map(|d| d.1);
+                    if epoch != expected_epoch {
+                        return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                    }
+                    Ok(())
+                },
+                &[(store::Key::Directives, Some(bytes))],
+            )?;
             return Ok(next.revision());
         };
         let key = store::directives_key(store.prefix());
@@ -279,15 +306,16 @@ impl ControlPlane {
     pub async fn clear_directives(&self, expected_epoch: u64) -> Result<(), WriteError> {
         self.writable()?;
         let Some(store) = self.etcd.get() else {
-            self.commit_memory(|current| {
-                let epoch = current.directives().map(|d| d.1);
-                if epoch != Some(expected_epoch) {
-                    return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
-                }
-                let mut next = current.successor();
-                next.set_directives(None);
-                Ok(next)
-            })?;
+            self.commit_memory(
+                |current| {
+                    let epoch = current.directives().map(|d| d.1);
+                    if epoch != Some(expected_epoch) {
+                        return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
+                    }
+                    Ok(())
+                },
+                &[(store::Key::Directives, None)],
+            )?;
             return Ok(());
         };
         let key = store::directives_key(store.prefix());
@@ -312,51 +340,51 @@ impl ControlPlane {
     ) -> Result<u64, WriteError> {
         self.writable()?;
         let (index, partition) = (record.index.as_str(), record.partition.as_str());
-        let migrating = match &entry {
-            Some(v) => {
-                self.known_cluster(v.placement.cluster())?;
-                let m = v.migrating().map_err(WriteError::Invalid)?;
-                if let Some(m) = &m {
-                    self.known_cluster(m.to.cluster())?;
-                }
-                m.map(Arc::new)
+        // Checked before either backend is touched (apply checks it again).
+        if let Some(v) = &entry {
+            self.known_cluster(v.placement.cluster())?;
+            if let Some(m) = v.migrating().map_err(WriteError::Invalid)? {
+                self.known_cluster(m.to.cluster())?;
             }
-            None => None,
-        };
-        let Some(store) = self.etcd.get() else {
-            let pid = PartitionId::new(partition)
-                .map_err(|_| WriteError::Invalid("not a partition id".into()))?;
-            let next = self.commit_memory(|current| {
-                let entry_epoch = current.entry(index, &pid).map(|e| e.epoch).unwrap_or(0);
-                let record_epoch = current
-                    .migration(index, partition)
-                    .map(|m| m.1)
-                    .unwrap_or(0);
-                if entry_epoch != expect_entry || record_epoch != expect_record {
-                    return Err(WriteError::Conflict(Conflict {
-                        entry: current.entry(index, &pid).cloned(),
-                        epoch: Some(record_epoch),
-                    }));
-                }
-                let mut next = current.successor();
-                let revision = next.revision();
-                if let Some(v) = entry {
-                    next.put_placement_at(index, partition, v.placement, revision, migrating)
-                        .map_err(WriteError::Invalid)?;
-                }
-                next.set_migration(index, partition, Some((Arc::new(record.clone()), revision)));
-                Ok(next)
-            })?;
-            return Ok(next.revision());
-        };
-        let entry_key = store::placement_key(store.prefix(), index, partition);
-        let record_key = store::migration_key(store.prefix(), index, partition);
+        }
         let entry_bytes = match &entry {
             Some(v) => Some(serde_json::to_vec(v).map_err(|e| WriteError::Invalid(e.to_string()))?),
             None => None,
         };
         let record_bytes =
             serde_json::to_vec(record).map_err(|e| WriteError::Invalid(e.to_string()))?;
+        let Some(store) = self.etcd.get() else {
+            let pid = PartitionId::new(partition)
+                .map_err(|_| WriteError::Invalid("not a partition id".into()))?;
+            let mut changes = Vec::with_capacity(2);
+            if let Some(b) = &entry_bytes {
+                changes.push((store::Key::Placement(index, partition), Some(b.as_slice())));
+            }
+            changes.push((
+                store::Key::Migration(index, partition),
+                Some(record_bytes.as_slice()),
+            ));
+            let next = self.commit_memory(
+                |current| {
+                    let entry_epoch = current.entry(index, &pid).map(|e| e.epoch).unwrap_or(0);
+                    let record_epoch = current
+                        .migration(index, partition)
+                        .map(|m| m.1)
+                        .unwrap_or(0);
+                    if entry_epoch != expect_entry || record_epoch != expect_record {
+                        return Err(WriteError::Conflict(Conflict {
+                            entry: current.entry(index, &pid).cloned(),
+                            epoch: Some(record_epoch),
+                        }));
+                    }
+                    Ok(())
+                },
+                &changes,
+            )?;
+            return Ok(next.revision());
+        };
+        let entry_key = store::placement_key(store.prefix(), index, partition);
+        let record_key = store::migration_key(store.prefix(), index, partition);
         let revision = store
             .cas_step(
                 entry_bytes.map(|b| (entry_key.as_str(), b)),

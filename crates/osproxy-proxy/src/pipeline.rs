@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::header::{
     HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, EXPECT, HOST, WWW_AUTHENTICATE,
 };
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use osproxy_config::Config;
 use osproxy_core::request_id::is_well_formed;
@@ -24,7 +24,7 @@ use crate::resolve::{decide, Route};
 use crate::route::Router;
 use crate::route::{check_references, BodyCheck, BulkCheck};
 use crate::tenancy::Tenancy;
-use crate::upstream::{UpstreamError, Upstreams};
+use crate::upstream::Upstreams;
 use osproxy_control::ControlPlane;
 use osproxy_observe::trace::{Name, Stage, Value};
 
@@ -305,7 +305,7 @@ impl Proxy {
                 format!("no upstream at position {cluster}"),
             )
         })?;
-        let idempotent = is_idempotent(req.method());
+        let idempotent = osproxy_upstream::is_idempotent(req.method());
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(&X_DEBUG_DIRECTIVE);
@@ -382,15 +382,7 @@ impl Proxy {
                     ));
                 }
                 warn!(cluster = %upstream.id, request_id = ?request_id, error = %e, "upstream exchange failed");
-                let (code, retryable) = match &e {
-                    UpstreamError::Connect(_) => (ErrorCode::UpstreamUnavailable, true),
-                    UpstreamError::Timeout(_) => (ErrorCode::UpstreamTimeout, idempotent),
-                    UpstreamError::Io(_) => (ErrorCode::UpstreamUnavailable, idempotent),
-                };
-                Err(
-                    ProxyError::new(code, format!("cluster {}: {e}", upstream.id))
-                        .retryable(retryable),
-                )
+                Err(e.to_proxy_error(&upstream.id, idempotent))
             }
         }
     }
@@ -437,15 +429,6 @@ fn confine_passthrough(
         })?;
     }
     Ok(())
-}
-
-/// Methods whose repetition cannot change the outcome, so a timed-out or
-/// broken exchange may be retried by the client.
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
-    )
 }
 
 /// An OpenSearch-shaped error response.

@@ -188,6 +188,33 @@ impl UpstreamCluster {
     }
 }
 
+impl UpstreamError {
+    /// The one mapping of a failed exchange to the client's error, and the
+    /// one retry rule: a connection that never opened sent nothing, so a
+    /// retry is always safe; after a timeout or a broken connection the
+    /// request may have been applied, so only an idempotent one
+    /// ([`is_idempotent`]) may be retried.
+    pub fn to_proxy_error(&self, cluster: &str, idempotent: bool) -> osproxy_core::ProxyError {
+        use osproxy_core::{ErrorCode, ProxyError};
+        let (code, retryable) = match self {
+            UpstreamError::Connect(_) => (ErrorCode::UpstreamUnavailable, true),
+            UpstreamError::Timeout(_) => (ErrorCode::UpstreamTimeout, idempotent),
+            UpstreamError::Io(_) => (ErrorCode::UpstreamUnavailable, idempotent),
+        };
+        ProxyError::new(code, format!("cluster {cluster}: {self}")).retryable(retryable)
+    }
+}
+
+/// Methods whose repetition cannot change the outcome, so a timed-out or
+/// broken exchange may be retried by the client.
+pub fn is_idempotent(m: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    )
+}
+
 impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

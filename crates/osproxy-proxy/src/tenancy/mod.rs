@@ -36,7 +36,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::auth::Principal;
 use crate::body::{RequestBody, ResponseBody};
-use crate::upstream::{UpstreamCluster, UpstreamError, Upstreams};
+use crate::upstream::{UpstreamCluster, Upstreams};
 use osproxy_observe::trace::{Name, Stage, Value};
 
 /// Largest request or response body osproxy reads whole in tenancy mode
@@ -513,18 +513,12 @@ impl Tenancy {
             t.enter(Stage::Dispatch);
             t.record("cluster", Value::Name(Name::ident(&target.cluster.id)));
         });
+        let idempotent = osproxy_upstream::is_idempotent(req.method());
         let resp = target
             .cluster
             .send(req, self.request_timeout)
             .await
-            .map_err(|e| {
-                let code = match e {
-                    UpstreamError::Timeout(_) => ErrorCode::UpstreamTimeout,
-                    _ => ErrorCode::UpstreamUnavailable,
-                };
-                ProxyError::new(code, format!("cluster {}: {e}", target.cluster.id))
-                    .retryable(matches!(e, UpstreamError::Connect(_)))
-            })?;
+            .map_err(|e| e.to_proxy_error(&target.cluster.id, idempotent))?;
         let (parts, body) = resp.into_parts();
         let bytes = read_limited(body).await?;
         crate::diagnostics::with(|t| {

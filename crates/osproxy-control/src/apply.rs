@@ -92,7 +92,7 @@ pub fn apply(
 
 /// What applying one store value did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub(crate) enum EventOutcome {
     /// The snapshot changed.
     Changed,
     /// Not a key the snapshot holds.

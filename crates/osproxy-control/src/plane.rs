@@ -1,6 +1,6 @@
 //! The control plane as the rest of osproxy sees it: one atomically swapped
 //! snapshot for the request path, compare-and-swap writes for the admin API,
-//! and the instance's standing (applied revision, freshness, rejected keys)
+//! and the instance's following (applied revision, freshness, rejected keys)
 //! for the fleet list.
 //!
 //! Two backends sit behind it. `memory` changes the snapshot directly (one
@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{watch, Notify};
 
-use crate::apply::Outcome;
+use crate::apply::EventOutcome;
 use crate::etcd::client::EtcdStore;
 use crate::snapshot::Snapshot;
 use crate::store::Key;
@@ -26,7 +26,7 @@ pub use crate::write::{Conflict, Member, WriteError};
 
 /// How far this instance has followed the store.
 #[derive(Debug, Default)]
-pub(crate) struct Standing {
+pub(crate) struct Following {
     /// The store revision every event up to which has been applied.
     pub applied: AtomicU64,
     /// When the snapshot was last confirmed current (an event or a progress
@@ -69,7 +69,7 @@ pub struct ControlPlane {
     pub(crate) current: ArcSwap<Snapshot>,
     pub(crate) writer: Mutex<()>,
     pub(crate) clusters: Vec<String>,
-    pub(crate) standing: Standing,
+    pub(crate) following: Following,
     /// Woken when something the fleet record shows has changed.
     pub(crate) record_changed: Notify,
     pub(crate) revision_tx: watch::Sender<u64>,
@@ -91,16 +91,16 @@ impl ControlPlane {
             current: ArcSwap::from_pointee(initial),
             writer: Mutex::new(()),
             clusters,
-            standing: Standing::default(),
+            following: Following::default(),
             record_changed: Notify::new(),
             revision_tx: watch::Sender::new(revision),
             etcd: OnceLock::new(),
             store_pending: std::sync::atomic::AtomicBool::new(false),
             freshness_bound_ms: AtomicU64::new(u64::MAX),
         };
-        plane.standing.applied.store(revision, Ordering::Release);
+        plane.following.applied.store(revision, Ordering::Release);
         plane
-            .standing
+            .following
             .last_fresh_ms
             .store(now_ms(), Ordering::Release);
         plane
@@ -165,7 +165,7 @@ impl ControlPlane {
     }
 
     pub(crate) fn mark_applied(&self, applied: u64) {
-        self.standing.applied.fetch_max(applied, Ordering::AcqRel);
+        self.following.applied.fetch_max(applied, Ordering::AcqRel);
         self.revision_tx.send_if_modified(|r| {
             if applied > *r {
                 *r = applied;
@@ -177,21 +177,21 @@ impl ControlPlane {
     }
 
     pub(crate) fn mark_fresh(&self) {
-        self.standing
+        self.following
             .last_fresh_ms
             .store(now_ms(), Ordering::Release);
     }
 
     pub(crate) fn reject(&self, key: &str, reason: String) {
-        self.standing.rejections.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut r) = self.standing.rejected.lock() {
+        self.following.rejections.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut r) = self.following.rejected.lock() {
             r.insert(key.to_string(), reason);
         }
         self.record_changed.notify_one();
     }
 
     pub(crate) fn accept(&self, key: &str) {
-        if let Ok(mut r) = self.standing.rejected.lock() {
+        if let Ok(mut r) = self.following.rejected.lock() {
             if r.remove(key).is_some() {
                 self.record_changed.notify_one();
             }
@@ -201,7 +201,7 @@ impl ControlPlane {
     /// Keys whose latest value this instance refused, with shape-only
     /// reasons.
     pub fn rejected_keys(&self) -> Vec<(String, String)> {
-        self.standing
+        self.following
             .rejected
             .lock()
             .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -210,7 +210,7 @@ impl ControlPlane {
 
     /// The revision through which every store event has been applied.
     pub fn applied_revision(&self) -> u64 {
-        self.standing.applied.load(Ordering::Acquire)
+        self.following.applied.load(Ordering::Acquire)
     }
 
     /// When the snapshot was last confirmed current (ms since the epoch).
@@ -219,12 +219,12 @@ impl ControlPlane {
         if self.etcd.get().is_none() {
             return now_ms();
         }
-        self.standing.last_fresh_ms.load(Ordering::Acquire)
+        self.following.last_fresh_ms.load(Ordering::Acquire)
     }
 
     /// Scrape-time counters.
     pub fn counters(&self) -> Counters {
-        let s = &self.standing;
+        let s = &self.following;
         Counters {
             applied_revision: self.applied_revision(),
             fresh_age_ms: now_ms().saturating_sub(self.last_fresh_ms()),
@@ -271,23 +271,23 @@ impl ControlPlane {
         key: &[u8],
         value: Option<&[u8]>,
         revision: u64,
-    ) -> Outcome {
+    ) -> EventOutcome {
         let Some(parsed) = Key::parse(prefix, key) else {
-            return Outcome::Ignored;
+            return EventOutcome::Ignored;
         };
         let name = String::from_utf8_lossy(key);
         match crate::apply::apply(snap, parsed, value, revision, &self.clusters) {
             Ok(crate::apply::Applied::Changed) => {
-                self.standing.events.fetch_add(1, Ordering::Relaxed);
+                self.following.events.fetch_add(1, Ordering::Relaxed);
                 self.accept(&name);
-                Outcome::Changed
+                EventOutcome::Changed
             }
-            Ok(crate::apply::Applied::Ignored) => Outcome::Ignored,
+            Ok(crate::apply::Applied::Ignored) => EventOutcome::Ignored,
             Err(reason) => {
                 let reason = reason.to_string();
                 tracing::warn!(key = %name, revision, %reason, "control-plane value refused; the last good value stays");
                 self.reject(&name, reason);
-                Outcome::Rejected
+                EventOutcome::Rejected
             }
         }
     }

@@ -49,7 +49,7 @@ pub struct Proxy {
 
 /// What one worker's data path is built from, besides the config.
 #[derive(Debug)]
-pub struct Parts {
+pub struct Wiring {
     /// Principals and tokens.
     pub auth: Arc<Authenticator>,
     /// The control plane.
@@ -66,7 +66,7 @@ pub struct Parts {
 
 impl Proxy {
     /// Wires the data path from a validated config.
-    pub fn new(config: &Config, parts: Parts, instance_nonce: u64) -> Self {
+    pub fn new(config: &Config, parts: Wiring, instance_nonce: u64) -> Self {
         let timeout = config.upstream.request_timeout.as_std();
         Proxy {
             auth: parts.auth,

@@ -16,7 +16,7 @@ use osproxy_proxy::auth::Authenticator;
 use osproxy_proxy::diagnostics::Diagnostics;
 use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
 use osproxy_proxy::otlp::Exporter;
-use osproxy_proxy::pipeline::Parts;
+use osproxy_proxy::pipeline::Wiring;
 use osproxy_proxy::tenancy::cursor::CursorKey;
 use osproxy_proxy::Proxy;
 use osproxy_upstream::Upstreams;
@@ -301,7 +301,7 @@ fn serve(config: Config) -> Result<(), String> {
                         &config.upstream,
                         &metrics,
                     )?);
-                    let parts = Parts {
+                    let parts = Wiring {
                         auth,
                         control: plane,
                         upstreams,

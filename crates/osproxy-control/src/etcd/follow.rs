@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::client::{rev, signed, EtcdStore};
-use crate::apply::Outcome;
+use crate::apply::EventOutcome;
 use crate::plane::ControlPlane;
 use crate::snapshot::Snapshot;
 use crate::store::{self, Key};
@@ -88,7 +88,7 @@ impl ControlPlane {
                     Some(kv.value()),
                     rev(kv.mod_revision()),
                 );
-                if outcome == Outcome::Rejected {
+                if outcome == EventOutcome::Rejected {
                     if let (Some(prev), Some(key)) = (previous, Key::parse(&store.prefix, kv.key()))
                     {
                         snap.carry(prev, key);
@@ -107,7 +107,7 @@ impl ControlPlane {
         } else {
             build(true)
         };
-        if let Ok(mut rejected) = self.standing.rejected.lock() {
+        if let Ok(mut rejected) = self.following.rejected.lock() {
             rejected.retain(|k, _| seen.contains(k));
         }
         snap
@@ -205,7 +205,7 @@ async fn follow(plane: Arc<ControlPlane>, store: Arc<EtcdStore>, mut stop: watch
                             plane.publish(snap, revision);
                             plane.mark_fresh();
                             plane
-                                .standing
+                                .following
                                 .reloads
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             plane.record_changed.notify_one();
@@ -223,7 +223,7 @@ async fn follow(plane: Arc<ControlPlane>, store: Arc<EtcdStore>, mut stop: watch
             }
             StreamEnd::Dropped(reason) => {
                 plane
-                    .standing
+                    .following
                     .reconnects
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let wait = backoff.next();
@@ -344,7 +344,9 @@ fn apply_events(plane: &ControlPlane, store: &EtcdStore, events: &[etcd_client::
         } else {
             Some(kv.value())
         };
-        if plane.apply_event(snap, &store.prefix, kv.key(), value, revision) == Outcome::Changed {
+        if plane.apply_event(snap, &store.prefix, kv.key(), value, revision)
+            == EventOutcome::Changed
+        {
             changed = true;
         }
     }

@@ -120,7 +120,7 @@ pub(crate) async fn serve(
 
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
-        let mut run = Run {
+        let mut run = BulkStream {
             tenancy: &tenancy,
             principal: principal.as_deref(),
             headers: &headers,
@@ -194,7 +194,7 @@ fn bulk_query(query: Option<&str>) -> Result<String, ProxyError> {
     allow_only(query, &ALLOWED, "on a bulk of logical indices")
 }
 
-struct Run<'a, 't> {
+struct BulkStream<'a, 't> {
     tenancy: &'t Tenancy,
     principal: Option<&'a Principal>,
     headers: &'a HeaderMap,
@@ -211,7 +211,7 @@ struct Run<'a, 't> {
     poisoned: bool,
 }
 
-impl<'t> Run<'_, 't> {
+impl<'t> BulkStream<'_, 't> {
     async fn line(&mut self, line: Bytes) {
         self.line_inner(line).await;
         self.flush_stragglers().await;

@@ -65,13 +65,13 @@ async fn sigint_turns_readiness_off_and_closes_keep_alive_connections() {
     use std::io::{Read, Write};
     let mut proxy = ready_proxy("[server]\ndrain_timeout = \"30s\"\n");
     let addr = proxy.data_addr().to_string();
-    // A keep-alive connection carrying a real slow request (3 s).
+    // A keep-alive connection carrying a real slow request (5 s).
     let client = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         write!(
             s,
-            "GET /_cluster/health?wait_for_nodes=5&timeout=3s HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+            "GET /_cluster/health?wait_for_nodes=5&timeout=5s HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
         )
         .unwrap();
         let mut all = Vec::new();
@@ -86,14 +86,23 @@ async fn sigint_turns_readiness_off_and_closes_keep_alive_connections() {
     )
     .await;
     proxy.signal(libc::SIGINT);
-    let ready = Http::new()
-        .send(Method::GET, &format!("{}/readyz", proxy.admin_url()), None)
-        .await;
-    assert_eq!(
-        ready.as_ref().map(|r| r.status.as_u16()).ok(),
-        Some(503),
-        "readiness while draining: {ready:?}"
-    );
+    // The signal is handled asynchronously: readiness turns off within a
+    // moment, while the 5 s request is still in flight.
+    let readyz = format!("{}/readyz", proxy.admin_url());
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut last = None;
+    while std::time::Instant::now() < deadline {
+        last = Http::new()
+            .send(Method::GET, &readyz, None)
+            .await
+            .ok()
+            .map(|r| r.status.as_u16());
+        if last == Some(503) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last, Some(503), "readiness while draining");
     // read_to_end returns only because the server closed the connection.
     let answer = client.await.unwrap();
     assert!(answer.starts_with("http/1.1 408"), "{answer}");

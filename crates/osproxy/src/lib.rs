@@ -1,0 +1,411 @@
+//! An osproxy instance as a library: [`Instance::build`] wires the crates
+//! from a validated config, [`Instance::run`] serves until shutdown and
+//! drains. The binary only parses the command line and calls both.
+
+use std::sync::Arc;
+
+use osproxy_admin::Admin;
+use osproxy_config::{Config, ControlBackend};
+use osproxy_control::{ControlPlane, EtcdHandle, Member, Snapshot};
+use osproxy_migrate::Controller;
+use osproxy_observe::trace::Explanations;
+use osproxy_observe::{Metrics, Readiness};
+use osproxy_proxy::auth::Authenticator;
+use osproxy_proxy::diagnostics::Diagnostics;
+use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
+use osproxy_proxy::otlp::Exporter;
+use osproxy_proxy::pipeline::Wiring;
+use osproxy_proxy::tenancy::cursor::CursorKey;
+use osproxy_proxy::Proxy;
+use osproxy_upstream::Upstreams;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// The background services an instance runs beside its data workers, by
+/// name, in the order they start: the admin listener, the etcd follower and
+/// fleet record (etcd backend), the OTLP exporter (when configured), the
+/// readiness probes, and the adoption of migrations whose controller left.
+pub const SERVICES: [&str; 5] = [
+    "admin listener",
+    "etcd follower and fleet record",
+    "otlp exporter",
+    "readiness probes",
+    "migration adoption",
+];
+
+/// A built instance, not yet serving data requests.
+pub struct Instance {
+    config: Config,
+    nonce: u64,
+    instance_id: String,
+    workers: usize,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    data: Vec<std::net::TcpListener>,
+    data_addr: std::net::SocketAddr,
+    admin_addr: std::net::SocketAddr,
+    probe_upstreams: Arc<Upstreams>,
+    auth: Arc<Authenticator>,
+    plane: Arc<ControlPlane>,
+    control: tokio::runtime::Runtime,
+    export_task: Option<tokio::task::JoinHandle<()>>,
+    diagnostics: Arc<Diagnostics>,
+    controller: Arc<Controller>,
+    stop_admin: tokio::sync::oneshot::Sender<()>,
+    admin_task: tokio::task::JoinHandle<Drained>,
+    etcd: Option<EtcdHandle>,
+}
+
+/// Random bits for request ids and the instance id, from the OS-seeded
+/// hasher keys std already draws (no extra dependency).
+fn instance_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish()
+}
+
+/// An instance runs `workers` data-path threads, each a single-threaded
+/// event loop with its own listening socket and upstream pools (a request
+/// never hops threads, so no cross-thread wake-ups on the hot path), plus a
+/// control thread for the admin listener, the control plane's services and
+/// signals.
+impl Instance {
+    /// Builds an instance from a validated config: binds the listeners
+    /// (failing with the address that could not be bound), builds the
+    /// control plane (with etcd: reads the first snapshot, failing fast
+    /// naming the endpoint), the upstream pools, the principals and the
+    /// admin listener. Nothing serves data requests until [`Instance::run`].
+    pub fn build(config: Config) -> Result<Instance, String> {
+        let nonce = instance_nonce();
+        let instance_id = config
+            .server
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{nonce:016x}"));
+        let workers = config.server.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let cluster_ids: Vec<&str> = config.clusters.iter().map(|c| c.id.as_str()).collect();
+        let metrics = Arc::new(
+            Metrics::new(cluster_ids.iter().copied())
+                .with_partition_metrics(config.diagnostics.partition_metrics),
+        );
+        let readiness = Arc::new(Readiness::new(cluster_ids.iter().copied()));
+
+        let data = bind_reuseport(config.listen.data, workers)
+            .map_err(|e| format!("cannot listen on listen.data = {}: {e}", config.listen.data))?;
+        let admin = std::net::TcpListener::bind(config.listen.admin)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| {
+                format!(
+                    "cannot listen on listen.admin = {}: {e}",
+                    config.listen.admin
+                )
+            })?;
+        let data_addr = data
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .ok_or("no data listener")?;
+        let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+
+        // Built before any worker starts so that an unusable cluster entry
+        // (an unreadable password file) fails start-up instead of a worker.
+        let probe_upstreams = Arc::new(Upstreams::new(
+            &config.clusters,
+            &config.upstream,
+            &metrics,
+        )?);
+        let auth = Arc::new(Authenticator::from_config(&config)?);
+        let etcd_backend = config.control.backend == ControlBackend::Etcd;
+        // The memory backend starts from the config; etcd's first snapshot is
+        // read from the store before any worker starts.
+        let initial = if etcd_backend {
+            Snapshot::default()
+        } else {
+            Snapshot::from_config(&config)?
+        };
+        let plane = Arc::new(ControlPlane::new(
+            initial,
+            config.clusters.iter().map(|c| c.id.clone()).collect(),
+        ));
+        if etcd_backend {
+            plane.expect_store();
+        }
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let member = Member {
+            id: instance_id.clone(),
+            address: data_addr.to_string(),
+            admin: admin_addr.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started,
+        };
+        let control = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the control runtime: {e}"))?;
+        let explanations = Arc::new(Explanations::new(
+            &instance_id,
+            config.diagnostics.explain_capacity,
+        ));
+        // The exporter's task lives on the control runtime; workers only queue.
+        let (exporter, export_task) = match &config.diagnostics.otlp_endpoint {
+            Some(endpoint) => {
+                let _guard = control.enter();
+                let (e, task) =
+                    Exporter::start(endpoint, &config.diagnostics.service_name, &instance_id);
+                (Some(e), Some(task))
+            }
+            None => (None, None),
+        };
+        let diagnostics = Arc::new(Diagnostics::new(
+            &config.diagnostics,
+            plane.clone(),
+            debug_header_key(&config)?,
+            explanations.clone(),
+            exporter,
+            metrics.clone(),
+            instance_id.clone(),
+        ));
+        // The admin listener answers (readyz: 503) while the first snapshot is
+        // read; a store that cannot be read fails start-up.
+        let controller = Arc::new(Controller::new(
+            plane.clone(),
+            probe_upstreams.clone(),
+            instance_id.clone(),
+            config.upstream.request_timeout.as_std(),
+        ));
+        let operator_auth = auth.clone();
+        let admin_routes = Admin::new(metrics.clone(), readiness.clone())
+            .with_instance(member.clone())
+            .with_explanations(explanations.clone())
+            .with_controller(controller.clone())
+            .with_control(
+                plane.clone(),
+                Arc::new(move |h| operator_auth.authenticate(h).is_ok_and(|p| p.operator)),
+            );
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = control.block_on(async {
+            let admin = TcpListener::from_std(admin).map_err(|e| e.to_string())?;
+            Ok::<_, String>(tokio::spawn(serve_listener(
+                admin,
+                move |req| admin_routes.clone().handle(req),
+                async {
+                    let _ = admin_stopped.await;
+                },
+                std::time::Duration::from_secs(1),
+            )))
+        })?;
+        let etcd = if etcd_backend {
+            readiness.set_control_pending(Some(
+                "the control snapshot is not built yet (reading etcd)".into(),
+            ));
+            let handle = control.block_on(plane.start_etcd(&config, member.clone()))?;
+            readiness.set_control_pending(None);
+            Some(handle)
+        } else {
+            None
+        };
+        Ok(Instance {
+            config,
+            nonce,
+            instance_id,
+            workers,
+            metrics,
+            readiness,
+            data,
+            data_addr,
+            admin_addr,
+            probe_upstreams,
+            auth,
+            plane,
+            control,
+            export_task,
+            diagnostics,
+            controller,
+            stop_admin,
+            admin_task,
+            etcd,
+        })
+    }
+
+    /// The data listener's address.
+    pub fn data_addr(&self) -> std::net::SocketAddr {
+        self.data_addr
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.admin_addr
+    }
+
+    /// Runs the instance: one worker per data listener, then its background
+    /// services ([`SERVICES`]), until `shutdown` resolves (naming why); then
+    /// drains (readiness off, listeners closed, in-flight requests finished
+    /// up to the drain deadline), leaves the fleet and stops the services.
+    pub fn run(
+        self,
+        shutdown: impl std::future::Future<Output = &'static str> + Send,
+    ) -> Result<(), String> {
+        let Instance {
+            config,
+            nonce,
+            instance_id,
+            workers,
+            metrics,
+            readiness,
+            data,
+            data_addr,
+            admin_addr,
+            probe_upstreams,
+            auth,
+            plane,
+            control,
+            export_task,
+            diagnostics,
+            controller,
+            stop_admin,
+            admin_task,
+            etcd,
+        } = self;
+        let cursor_key = cursor_key(&config)?;
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let drain = config.server.drain_timeout.as_std();
+        let mut threads = Vec::with_capacity(workers);
+        for (i, listener) in data.into_iter().enumerate() {
+            let config = config.clone();
+            let metrics = metrics.clone();
+            let auth = auth.clone();
+            let plane = plane.clone();
+            let cursor_key = cursor_key.clone();
+            let diagnostics = diagnostics.clone();
+            let mut shutdown = shutdown_rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("osproxy-worker-{i}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    rt.block_on(async move {
+                        let listener =
+                            TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+                        let upstreams = Arc::new(Upstreams::new(
+                            &config.clusters,
+                            &config.upstream,
+                            &metrics,
+                        )?);
+                        let parts = Wiring {
+                            auth,
+                            control: plane,
+                            upstreams,
+                            metrics,
+                            cursor_key,
+                            diagnostics,
+                        };
+                        let proxy =
+                            Arc::new(Proxy::new(&config, parts, nonce.wrapping_add(i as u64)));
+                        let stop = async move {
+                            let _ = shutdown.wait_for(|stop| *stop).await;
+                        };
+                        Ok::<Drained, String>(
+                            serve_listener(
+                                listener,
+                                move |req| proxy.clone().handle(req),
+                                stop,
+                                drain,
+                            )
+                            .await,
+                        )
+                    })
+                });
+            threads.push(spawned.map_err(|e| format!("cannot start worker thread {i}: {e}"))?);
+        }
+
+        control.block_on(async move {
+            osproxy_upstream::probe::spawn_probes(probe_upstreams, readiness.clone());
+            // Migrations whose controller left the fleet are adopted here.
+            tokio::spawn(controller.adopt_orphans(std::time::Duration::from_secs(1)));
+
+            info!(%instance_id, workers, backend = plane.backend(), version = env!("CARGO_PKG_VERSION"), data = %data_addr, admin = %admin_addr, "osproxy listening");
+            // One parseable line on stdout for scripts and the test harness.
+            println!("osproxy listening data={data_addr} admin={admin_addr}");
+
+            let signal = shutdown.await;
+            info!(signal, "shutting down: refusing new connections, draining in-flight requests");
+            readiness.start_draining();
+            let _ = shutdown_tx.send(true);
+            let outcomes = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join()).collect::<Vec<_>>())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut failure = None;
+            for outcome in outcomes {
+                match outcome {
+                    Ok(Ok(Drained::Complete)) => {}
+                    Ok(Ok(Drained::TimedOut)) => {
+                        warn!(deadline_ms = drain.as_millis() as u64, "drain deadline passed; cut the remaining requests");
+                    }
+                    Ok(Err(e)) => failure = Some(e),
+                    Err(_) => failure = Some("a worker thread panicked".to_string()),
+                }
+            }
+            info!("drained");
+            if let Some(etcd) = etcd {
+                etcd.shutdown().await;
+            }
+            // The workers' queues are gone with them: the exporter sends what
+            // is left and ends.
+            drop(diagnostics);
+            if let Some(task) = export_task {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+            }
+            let _ = stop_admin.send(());
+            let _ = admin_task.await;
+            failure.map_or(Ok(()), Err)
+        })
+    }
+}
+
+/// The key scroll and PIT ids are signed with: the configured fleet key, or
+/// a random one for this instance alone.
+fn cursor_key(config: &Config) -> Result<CursorKey, String> {
+    let secret = match (&config.cursors.key_env, &config.cursors.key_file) {
+        (Some(var), _) => {
+            std::env::var(var).map_err(|_| format!("cursors.key_env: {var} is not set"))?
+        }
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| format!("cursors.key_file: cannot read {file}: {e}"))?,
+        (None, None) => {
+            let mut bytes = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+                .map_err(|e| format!("cannot read random bytes for the cursor key: {e}"))?;
+            if !config.indices.is_empty() {
+                warn!("no [cursors] key configured: scroll and PIT ids are valid on this instance only; set cursors.key_env for a fleet");
+            }
+            return Ok(CursorKey::new(&bytes));
+        }
+    };
+    Ok(CursorKey::new(secret.trim().as_bytes()))
+}
+
+/// The key `X-Debug-Directive` headers are signed with, if configured.
+fn debug_header_key(config: &Config) -> Result<Option<CursorKey>, String> {
+    let d = &config.diagnostics;
+    let secret = match (&d.header_key_env, &d.header_key_file) {
+        (Some(var), _) => std::env::var(var)
+            .map_err(|_| format!("diagnostics.header_key_env: {var} is not set"))?,
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| format!("diagnostics.header_key_file: cannot read {file}: {e}"))?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(CursorKey::new(secret.trim().as_bytes())))
+}

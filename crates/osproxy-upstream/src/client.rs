@@ -34,6 +34,60 @@ pub enum UpstreamError {
     Io(String),
 }
 
+/// Why a configured cluster could not be given a client (what validation
+/// cannot see: an environment variable or a file read at start-up).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The URL does not parse, or names no host.
+    #[error("cluster {cluster}: bad url: {reason}")]
+    BadUrl {
+        /// The cluster id.
+        cluster: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `password_env` names a variable that is not set.
+    #[error("cluster {cluster}: environment variable {var} is not set")]
+    EnvNotSet {
+        /// The cluster id.
+        cluster: String,
+        /// The variable.
+        var: String,
+    },
+    /// `password_file` cannot be read.
+    #[error("cluster {cluster}: cannot read {file}")]
+    Unreadable {
+        /// The cluster id.
+        cluster: String,
+        /// The file.
+        file: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `username` without a password source.
+    #[error("cluster {cluster}: username without a password")]
+    NoPassword {
+        /// The cluster id.
+        cluster: String,
+    },
+    /// The credentials do not make a header value.
+    #[error("cluster {cluster}: the credentials are not a valid header value")]
+    BadCredentials {
+        /// The cluster id.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: http::header::InvalidHeaderValue,
+    },
+    /// No metrics were registered for the cluster (a wiring mistake).
+    #[error("no metrics for cluster {cluster}")]
+    NoMetrics {
+        /// The cluster id.
+        cluster: String,
+    },
+}
+
 /// Every configured cluster, by position in the config.
 #[derive(Debug)]
 pub struct Upstreams {
@@ -60,7 +114,7 @@ impl Upstreams {
         clusters: &[Cluster],
         config: &UpstreamConfig,
         metrics: &Metrics,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let built = clusters
             .iter()
             .enumerate()
@@ -68,7 +122,9 @@ impl Upstreams {
                 let m = metrics
                     .cluster(i)
                     .cloned()
-                    .ok_or_else(|| format!("no metrics for cluster {}", c.id))?;
+                    .ok_or_else(|| SetupError::NoMetrics {
+                        cluster: c.id.clone(),
+                    })?;
                 UpstreamCluster::new(c, config, m)
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -97,16 +153,23 @@ impl Upstreams {
 }
 
 impl UpstreamCluster {
-    fn new(c: &Cluster, config: &UpstreamConfig, metrics: ClusterMetrics) -> Result<Self, String> {
+    fn new(
+        c: &Cluster,
+        config: &UpstreamConfig,
+        metrics: ClusterMetrics,
+    ) -> Result<Self, SetupError> {
         let uri: Uri = c
             .url
             .parse()
-            .map_err(|e| format!("cluster {}: bad url: {e}", c.id))?;
+            .map_err(|e: http::uri::InvalidUri| SetupError::BadUrl {
+                cluster: c.id.clone(),
+                reason: e.to_string(),
+            })?;
         let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("cluster {}: url has no host", c.id))?;
+        let authority = uri.authority().cloned().ok_or_else(|| SetupError::BadUrl {
+            cluster: c.id.clone(),
+            reason: "it names no host".into(),
+        })?;
         let authorization = basic_auth(c)?;
 
         let mut http = HttpConnector::new();
@@ -238,21 +301,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn basic_auth(c: &Cluster) -> Result<Option<HeaderValue>, String> {
+fn basic_auth(c: &Cluster) -> Result<Option<HeaderValue>, SetupError> {
     let Some(user) = &c.username else {
         return Ok(None);
     };
+    let cluster = || c.id.clone();
     let password = match (&c.password_env, &c.password_file) {
-        (Some(var), _) => std::env::var(var)
-            .map_err(|_| format!("cluster {}: environment variable {var} is not set", c.id))?,
+        (Some(var), _) => std::env::var(var).map_err(|_| SetupError::EnvNotSet {
+            cluster: cluster(),
+            var: var.clone(),
+        })?,
         (None, Some(file)) => std::fs::read_to_string(file)
             .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-            .map_err(|e| format!("cluster {}: cannot read {file}: {e}", c.id))?,
-        (None, None) => return Err(format!("cluster {}: username without a password", c.id)),
+            .map_err(|source| SetupError::Unreadable {
+                cluster: cluster(),
+                file: file.clone(),
+                source,
+            })?,
+        (None, None) => return Err(SetupError::NoPassword { cluster: cluster() }),
     };
     let token = osproxy_core::b64::encode(format!("{user}:{password}").as_bytes());
-    let mut value = HeaderValue::try_from(format!("Basic {token}"))
-        .map_err(|e| format!("cluster {}: {e}", c.id))?;
+    let mut value = HeaderValue::try_from(format!("Basic {token}")).map_err(|source| {
+        SetupError::BadCredentials {
+            cluster: cluster(),
+            source,
+        }
+    })?;
     value.set_sensitive(true);
     Ok(Some(value))
 }

@@ -9,4 +9,4 @@ pub mod client;
 pub mod probe;
 
 pub use body::{read_limited, BodyError, CheckedBody, RequestBody, MAX_BUFFERED};
-pub use client::{is_idempotent, UpstreamCluster, UpstreamError, Upstreams};
+pub use client::{is_idempotent, SetupError, UpstreamCluster, UpstreamError, Upstreams};

@@ -33,6 +33,56 @@ pub const SERVICES: [&str; 5] = [
     "migration adoption",
 ];
 
+/// Why an instance could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {key} = {addr}")]
+    Bind {
+        /// The config key (`listen.data`, `listen.admin`).
+        key: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A cluster could not be given a client.
+    #[error(transparent)]
+    Upstream(#[from] osproxy_upstream::SetupError),
+    /// The control plane could not start (the store did not answer, the
+    /// first snapshot was refused, ...).
+    #[error("control plane: {0}")]
+    Control(String),
+    /// A key or credential named by the config could not be read.
+    #[error("{0}")]
+    Secret(String),
+    /// A thread or runtime of the instance failed.
+    #[error("{what}")]
+    Runtime {
+        /// What failed.
+        what: String,
+        /// Why, when an I/O error says.
+        #[source]
+        source: Option<std::io::Error>,
+    },
+}
+
+impl InstanceError {
+    fn runtime(what: impl Into<String>, source: std::io::Error) -> Self {
+        InstanceError::Runtime {
+            what: what.into(),
+            source: Some(source),
+        }
+    }
+}
+
+impl From<String> for InstanceError {
+    fn from(what: String) -> Self {
+        InstanceError::Runtime { what, source: None }
+    }
+}
+
 /// A built instance, not yet serving data requests.
 pub struct Instance {
     config: Config,
@@ -79,7 +129,7 @@ impl Instance {
     /// control plane (with etcd: reads the first snapshot, failing fast
     /// naming the endpoint), the upstream pools, the principals and the
     /// admin listener. Nothing serves data requests until [`Instance::run`].
-    pub fn build(config: Config) -> Result<Instance, String> {
+    pub fn build(config: Config) -> Result<Instance, InstanceError> {
         let nonce = instance_nonce();
         let instance_id = config
             .server
@@ -98,21 +148,26 @@ impl Instance {
         );
         let readiness = Arc::new(Readiness::new(cluster_ids.iter().copied()));
 
-        let data = bind_reuseport(config.listen.data, workers)
-            .map_err(|e| format!("cannot listen on listen.data = {}: {e}", config.listen.data))?;
+        let data =
+            bind_reuseport(config.listen.data, workers).map_err(|source| InstanceError::Bind {
+                key: "listen.data",
+                addr: config.listen.data,
+                source,
+            })?;
         let admin = std::net::TcpListener::bind(config.listen.admin)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| {
-                format!(
-                    "cannot listen on listen.admin = {}: {e}",
-                    config.listen.admin
-                )
+            .map_err(|source| InstanceError::Bind {
+                key: "listen.admin",
+                addr: config.listen.admin,
+                source,
             })?;
         let data_addr = data
             .first()
             .and_then(|l| l.local_addr().ok())
-            .ok_or("no data listener")?;
-        let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+            .ok_or_else(|| InstanceError::from("no data listener".to_string()))?;
+        let admin_addr = admin
+            .local_addr()
+            .map_err(|e| InstanceError::runtime("the admin listener has no address", e))?;
 
         // Built before any worker starts so that an unusable cluster entry
         // (an unreadable password file) fails start-up instead of a worker.
@@ -121,14 +176,14 @@ impl Instance {
             &config.upstream,
             &metrics,
         )?);
-        let auth = Arc::new(Authenticator::from_config(&config)?);
+        let auth = Arc::new(Authenticator::from_config(&config).map_err(InstanceError::Secret)?);
         let etcd_backend = config.control.backend == ControlBackend::Etcd;
         // The memory backend starts from the config; etcd's first snapshot is
         // read from the store before any worker starts.
         let initial = if etcd_backend {
             Snapshot::default()
         } else {
-            Snapshot::from_config(&config)?
+            Snapshot::from_config(&config).map_err(InstanceError::Control)?
         };
         let plane = Arc::new(ControlPlane::new(
             initial,
@@ -151,7 +206,7 @@ impl Instance {
         let control = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the control runtime: {e}"))?;
+            .map_err(|e| InstanceError::runtime("cannot start the control runtime", e))?;
         let explanations = Arc::new(Explanations::new(
             &instance_id,
             config.diagnostics.explain_capacity,
@@ -169,7 +224,7 @@ impl Instance {
         let diagnostics = Arc::new(Diagnostics::new(
             &config.diagnostics,
             plane.clone(),
-            debug_header_key(&config)?,
+            debug_header_key(&config).map_err(InstanceError::Secret)?,
             explanations.clone(),
             exporter,
             metrics.clone(),
@@ -194,8 +249,9 @@ impl Instance {
             );
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_task = control.block_on(async {
-            let admin = TcpListener::from_std(admin).map_err(|e| e.to_string())?;
-            Ok::<_, String>(tokio::spawn(serve_listener(
+            let admin = TcpListener::from_std(admin)
+                .map_err(|e| InstanceError::runtime("cannot serve the admin listener", e))?;
+            Ok::<_, InstanceError>(tokio::spawn(serve_listener(
                 admin,
                 move |req| admin_routes.clone().handle(req),
                 async {
@@ -208,7 +264,9 @@ impl Instance {
             readiness.set_control_pending(Some(
                 "the control snapshot is not built yet (reading etcd)".into(),
             ));
-            let handle = control.block_on(plane.start_etcd(&config, member.clone()))?;
+            let handle = control
+                .block_on(plane.start_etcd(&config, member.clone()))
+                .map_err(InstanceError::Control)?;
             readiness.set_control_pending(None);
             Some(handle)
         } else {
@@ -254,7 +312,7 @@ impl Instance {
     pub fn run(
         self,
         shutdown: impl std::future::Future<Output = &'static str> + Send,
-    ) -> Result<(), String> {
+    ) -> Result<(), InstanceError> {
         let Instance {
             config,
             nonce,
@@ -276,7 +334,7 @@ impl Instance {
             admin_task,
             etcd,
         } = self;
-        let cursor_key = cursor_key(&config)?;
+        let cursor_key = cursor_key(&config).map_err(InstanceError::Secret)?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let drain = config.server.drain_timeout.as_std();
         let mut threads = Vec::with_capacity(workers);
@@ -298,11 +356,10 @@ impl Instance {
                     rt.block_on(async move {
                         let listener =
                             TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-                        let upstreams = Arc::new(Upstreams::new(
-                            &config.clusters,
-                            &config.upstream,
-                            &metrics,
-                        )?);
+                        let upstreams = Arc::new(
+                            Upstreams::new(&config.clusters, &config.upstream, &metrics)
+                                .map_err(|e| e.to_string())?,
+                        );
                         let parts = Wiring {
                             auth,
                             control: plane,
@@ -327,7 +384,9 @@ impl Instance {
                         )
                     })
                 });
-            threads.push(spawned.map_err(|e| format!("cannot start worker thread {i}: {e}"))?);
+            threads.push(spawned.map_err(|e| {
+                InstanceError::runtime(format!("cannot start worker thread {i}"), e)
+            })?);
         }
 
         control.block_on(async move {
@@ -345,7 +404,7 @@ impl Instance {
             let _ = shutdown_tx.send(true);
             let outcomes = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join()).collect::<Vec<_>>())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| InstanceError::from(e.to_string()))?;
             let mut failure = None;
             for outcome in outcomes {
                 match outcome {
@@ -369,7 +428,7 @@ impl Instance {
             }
             let _ = stop_admin.send(());
             let _ = admin_task.await;
-            failure.map_or(Ok(()), Err)
+            failure.map_or(Ok(()), |e| Err(InstanceError::from(e)))
         })
     }
 }

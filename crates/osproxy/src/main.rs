@@ -87,7 +87,14 @@ fn main() -> ExitCode {
             match osproxy::Instance::build(config).and_then(|i| i.run(shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("osproxy: {e}");
+                    // The error and its causes, one line.
+                    let mut line = e.to_string();
+                    let mut cause = std::error::Error::source(&e);
+                    while let Some(c) = cause {
+                        line.push_str(&format!(": {c}"));
+                        cause = c.source();
+                    }
+                    eprintln!("osproxy: {line}");
                     ExitCode::FAILURE
                 }
             }

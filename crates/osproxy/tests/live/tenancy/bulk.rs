@@ -1,0 +1,231 @@
+//! Tenancy `_bulk`: items routed one by one, answered in order, streamed.
+
+use http::Method;
+use serde_json::json;
+
+use super::*;
+use crate::common::node;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_routes_each_item_and_answers_in_order() {
+    let f = Fleet::start(&node().url(), "bulk");
+    let body = ndjson(&[
+        json!({"index": {"_index": "orders", "_id": "1"}}),
+        json!({"title": "one"}),
+        json!({"create": {"_index": "invoices", "_id": "1"}}),
+        json!({"amount": 10}),
+        json!({"index": {"_index": "orders"}}),
+        json!({"title": "auto"}),
+        json!({"index": {"_index": "not-logical", "_id": "x"}}),
+        json!({"title": "nowhere"}),
+        json!({"index": {"_index": "orders", "_id": "r", "routing": "globex"}}),
+        json!({"title": "forged routing"}),
+        json!({"index": {"_index": "orders", "_id": "f"}}),
+        json!({"_tenant": "globex", "title": "forged field"}),
+        json!({"index": {"_index": "orders", "_id": 5}}),
+        json!({"title": "bad id type"}),
+        json!({"update": {"_index": "orders", "_id": "1"}}),
+        json!({"doc": {"n": 2}}),
+        json!({"create": {"_index": "orders", "_id": "1"}}),
+        json!({"title": "duplicate create"}),
+        json!({"delete": {"_index": "invoices", "_id": "missing"}}),
+        json!({"index": {"_index": "orders", "_id": "6"}}),
+        json!({"title": "six"}),
+    ]);
+    let r = f
+        .http
+        .send_with(
+            Method::POST,
+            &format!("{}/_bulk?refresh=true", f.proxy.url()),
+            Some(body.into()),
+            &[
+                ("authorization", "Bearer acme-token-0123456789"),
+                ("content-type", "application/x-ndjson"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    let summary: Vec<(String, u64)> = items
+        .iter()
+        .map(|i| {
+            let (op, inner) = i
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unwrap();
+            (op, inner["status"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = [
+        ("index", 201),
+        ("create", 201),
+        ("index", 201),
+        ("index", 400),
+        ("index", 400),
+        ("index", 400),
+        ("index", 400),
+        ("update", 200),
+        ("create", 409),
+        ("delete", 404),
+        ("index", 201),
+    ]
+    .iter()
+    .map(|(o, s)| (o.to_string(), *s))
+    .collect();
+    assert_eq!(summary, expected, "{}", r.text());
+    assert_eq!(v["errors"], true);
+    // Logical names and ids in the answers; no physical names anywhere.
+    assert_eq!(items[0]["index"]["_index"], "orders");
+    assert_eq!(items[0]["index"]["_id"], "1");
+    assert_eq!(items[1]["create"]["_index"], "invoices");
+    assert!(
+        !r.text().contains("t-bulk-") && !r.text().contains("acme:"),
+        "physical names leaked: {}",
+        r.text()
+    );
+    let auto_id = items[2]["index"]["_id"].as_str().unwrap().to_string();
+
+    // Physically: every landed item is in its partition's place, with the field.
+    let raw = direct(
+        &node().url(),
+        Method::GET,
+        "/t-bulk-shared/_doc/acme:1?routing=acme",
+    )
+    .await
+    .json();
+    assert_eq!(
+        raw["_source"],
+        json!({"_tenant": "acme", "title": "one", "n": 2})
+    );
+    let raw = direct(
+        &node().url(),
+        Method::GET,
+        "/t-bulk-invoices/_doc/acme:1?routing=acme",
+    )
+    .await
+    .json();
+    assert_eq!(raw["_source"], json!({"_tenant": "acme", "amount": 10}));
+    let raw = direct(
+        &node().url(),
+        Method::GET,
+        &format!("/t-bulk-shared/_doc/acme:{auto_id}?routing=acme"),
+    )
+    .await
+    .json();
+    assert_eq!(raw["_source"]["title"], "auto");
+    for refused in ["acme:r", "globex:r", "acme:f", "acme:5"] {
+        let r = direct(
+            &node().url(),
+            Method::GET,
+            &format!("/t-bulk-shared/_doc/{refused}?routing=acme"),
+        )
+        .await;
+        assert_eq!(r.status, 404, "{refused} must not have been written");
+    }
+    let six = direct(
+        &node().url(),
+        Method::GET,
+        "/t-bulk-shared/_doc/acme:6?routing=acme",
+    )
+    .await
+    .json();
+    assert_eq!(
+        six["_source"]["title"], "six",
+        "items after refused ones still land"
+    );
+
+    // The same via the path index, for another tenant; it sees only its own.
+    let body = ndjson(&[
+        json!({"index": {"_id": "1"}}),
+        json!({"title": "globex one"}),
+    ]);
+    let r = f
+        .http
+        .send_with(
+            Method::POST,
+            &format!("{}/orders/_bulk?refresh=true", f.proxy.url()),
+            Some(body.into()),
+            &[("authorization", "Bearer globex-token-0123456789")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.json()["errors"], false, "{}", r.text());
+    let mine = f
+        .call("globex-svc", Method::GET, "/orders/_count", None, &[])
+        .await
+        .json();
+    assert_eq!(mine["count"], 1);
+    let theirs = f
+        .call("acme-svc", Method::GET, "/orders/_count", None, &[])
+        .await
+        .json();
+    assert_eq!(theirs["count"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_mib_tenancy_bulk_streams_in_bounded_memory() {
+    let f = Fleet::start(&node().url(), "big");
+    let filler = "y".repeat(10_000);
+    let mut body = String::with_capacity(106 * 1024 * 1024);
+    let docs = 10_500;
+    for i in 0..docs {
+        body.push_str(&json!({"index": {"_index": "events", "_id": format!("b{i}")}}).to_string());
+        body.push('\n');
+        body.push_str(&json!({"tenant_id": format!("t{}", i % 10), "payload": filler}).to_string());
+        body.push('\n');
+    }
+    assert!(
+        body.len() >= 100 * 1024 * 1024,
+        "body is {} bytes",
+        body.len()
+    );
+    let _ = f
+        .call(
+            "gateway",
+            Method::GET,
+            "/events/_count",
+            None,
+            &[("x-osproxy-partition", "t0")],
+        )
+        .await;
+    let (before, _) = f.proxy.rss_kib().unwrap();
+    let r = f
+        .http
+        .send_with(
+            Method::POST,
+            &format!("{}/_bulk", f.proxy.url()),
+            Some(body.into()),
+            &[
+                ("authorization", "Bearer gateway-token-0123456789"),
+                ("content-type", "application/x-ndjson"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "{}",
+        r.text().chars().take(300).collect::<String>()
+    );
+    let v = r.json();
+    assert_eq!(v["errors"], false);
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(docs));
+    let (_, peak) = f.proxy.rss_kib().unwrap();
+    let grown = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "tenancy bulk of 100 MiB: proxy RSS {before} KiB before, peak {peak} KiB (+{grown} MiB)"
+    );
+    assert!(
+        grown < 64,
+        "proxy RSS grew by {grown} MiB for a 100 MiB bulk"
+    );
+    let _ = direct(&node().url(), Method::POST, "/t-big-events/_refresh").await;
+    let count = direct(&node().url(), Method::GET, "/t-big-events/_count")
+        .await
+        .json();
+    assert_eq!(count["count"], docs as u64);
+}

@@ -1,0 +1,133 @@
+//! Tenancy through the real binary against real OpenSearch nodes: each
+//! placement kind, checked by reading the physical indices directly, and
+//! tenants that cannot reach each other. The fixtures live here; the tests
+//! are split by topic.
+
+use http::Method;
+use osproxy_testkit::{Http, HttpResponse, ProxyInstance};
+use serde_json::Value;
+
+use crate::common::node;
+
+mod admin;
+mod bulk;
+mod cursors;
+mod documents;
+mod multi;
+mod refusals;
+
+pub(super) const TOKENS: [(&str, &str); 5] = [
+    ("acme-svc", "acme-token-0123456789"),
+    ("globex-svc", "globex-token-0123456789"),
+    ("multi-svc", "multi-token-0123456789"),
+    ("gateway", "gateway-token-0123456789"),
+    ("ops", "ops-token-0123456789"),
+];
+
+pub(super) struct Fleet {
+    pub(super) proxy: ProxyInstance,
+    pub(super) http: Http,
+    pub(super) _dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// `tag` keeps each test's physical indices apart on the shared node.
+    pub(super) fn start(dedicated_url: &str, tag: &str) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let mut principals = String::new();
+        for (name, token) in TOKENS {
+            let file = dir.path().join(name);
+            std::fs::write(&file, token).unwrap();
+            let grants = match name {
+                "acme-svc" => "partitions = [\"acme\"]",
+                "globex-svc" => "partitions = [\"globex\"]",
+                "multi-svc" => "partitions = [\"acme\", \"initech\"]",
+                "ops" => "operator = true\nany_partition = true",
+                _ => "any_partition = true",
+            };
+            principals.push_str(&format!(
+                "[[principals]]\nname = \"{name}\"\ntoken_file = \"{}\"\n{grants}\n\n",
+                file.display()
+            ));
+        }
+        let config = format!(
+            "[[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n[[clusters]]\nid = \"dedicated\"\nurl = \"{dedicated_url}\"\n\n{principals}\
+             [[indices]]\nname = \"orders\"\nid = \"{{partition}}:{{id}}\"\nfield = \"_tenant\"\n\
+             default = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-shared\" }}\n\
+             mappings = {{ properties = {{ title = {{ type = \"text\" }} }} }}\n\n\
+             [[indices]]\nname = \"invoices\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-invoices\" }}\n\n\
+             [[indices]]\nname = \"events\"\npartition = {{ body = \"tenant_id\" }}\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-events\" }}\n\n\
+             [[indices]]\nname = \"tickets\"\npartition = {{ header = \"x-tenant\" }}\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-tickets\" }}\n\n\
+             [[placements]]\nindex = \"events\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"t-{tag}-events-initech\" }}\n\n\
+             [[placements]]\nindex = \"orders\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"t-{tag}-initech\" }}\n\n\
+             [[placements]]\nindex = \"orders\"\npartition = \"umbrella\"\nplacement = {{ kind = \"cluster\", cluster = \"dedicated\" }}\n",
+            node().url()
+        );
+        let proxy =
+            ProxyInstance::start(std::path::Path::new(env!("CARGO_BIN_EXE_osproxy")), &config)
+                .unwrap();
+        proxy
+            .wait_ready(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+        Fleet {
+            proxy,
+            http: Http::new(),
+            _dir: dir,
+        }
+    }
+
+    pub(super) async fn call(
+        &self,
+        who: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        extra: &[(&str, &str)],
+    ) -> HttpResponse {
+        let token = TOKENS
+            .iter()
+            .find(|(n, _)| *n == who)
+            .map(|(_, t)| format!("Bearer {t}"))
+            .unwrap();
+        let mut headers = vec![("authorization", token.as_str())];
+        headers.extend_from_slice(extra);
+        self.http
+            .send_with(
+                method,
+                &format!("{}{path}", self.proxy.url()),
+                body.map(|b| b.to_string().into()),
+                &headers,
+            )
+            .await
+            .unwrap()
+    }
+}
+
+pub(super) async fn direct(base: &str, method: Method, path: &str) -> HttpResponse {
+    Http::new()
+        .send(method, &format!("{base}{path}"), None)
+        .await
+        .unwrap()
+}
+
+pub(super) fn ndjson(lines: &[Value]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// A call by the gateway principal acting for `partition`.
+pub(super) async fn gw(
+    f: &Fleet,
+    partition: &str,
+    m: Method,
+    path: &str,
+    body: Option<Value>,
+) -> HttpResponse {
+    f.call(
+        "gateway",
+        m,
+        path,
+        body,
+        &[("x-osproxy-partition", partition)],
+    )
+    .await
+}

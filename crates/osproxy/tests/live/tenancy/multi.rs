@@ -1,0 +1,231 @@
+//! `_mget`, `_msearch` and by-query, each part confined.
+
+use http::Method;
+use serde_json::json;
+
+use super::*;
+use crate::common::node;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mget_and_msearch_confine_each_part() {
+    let f = Fleet::start(&node().url(), "multi");
+    for (who, id, title) in [
+        ("acme-svc", "1", "a1"),
+        ("acme-svc", "2", "a2"),
+        ("globex-svc", "1", "g1"),
+    ] {
+        let r = f
+            .call(
+                who,
+                Method::PUT,
+                &format!("/orders/_doc/{id}?refresh=true"),
+                Some(json!({"title": title})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_mget",
+            Some(json!({"ids": ["1", "2", "3"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let docs = r.json()["docs"].as_array().cloned().unwrap();
+    assert_eq!(
+        docs.iter()
+            .map(|d| d["found"].as_bool())
+            .collect::<Vec<_>>(),
+        [Some(true), Some(true), Some(false)],
+        "{}",
+        r.text()
+    );
+    assert_eq!(docs[0]["_source"], json!({"title": "a1"}));
+    assert_eq!(docs[0]["_index"], "orders");
+    assert_eq!(docs[0]["_id"], "1");
+    assert!(
+        !r.text().contains("_tenant") && !r.text().contains("acme:"),
+        "{}",
+        r.text()
+    );
+
+    let forged = json!({"docs": [
+        {"_index": "orders", "_id": "1"},
+        {"_index": "t-multi-shared", "_id": "globex:1"},
+        {"_index": "orders", "_id": "1", "routing": "globex"},
+    ]});
+    let r = f
+        .call("acme-svc", Method::POST, "/_mget", Some(forged), &[])
+        .await;
+    let docs = r.json()["docs"].as_array().cloned().unwrap();
+    assert_eq!(docs[0]["_source"], json!({"title": "a1"}), "{}", r.text());
+    assert!(
+        docs[1].get("error").is_some() && docs[2].get("error").is_some(),
+        "{}",
+        r.text()
+    );
+    assert!(
+        !r.text().contains("g1"),
+        "another tenant's document leaked: {}",
+        r.text()
+    );
+
+    // msearch across placements: initech's orders are in its own index,
+    // its invoices in a shared one.
+    let initech: &[(&str, &str)] = &[("x-osproxy-partition", "initech")];
+    f.call(
+        "multi-svc",
+        Method::PUT,
+        "/orders/_doc/i1?refresh=true",
+        Some(json!({"title": "i-order"})),
+        initech,
+    )
+    .await;
+    f.call(
+        "multi-svc",
+        Method::PUT,
+        "/invoices/_doc/v1?refresh=true",
+        Some(json!({"title": "i-invoice"})),
+        initech,
+    )
+    .await;
+    let body = ndjson(&[
+        json!({"index": "orders"}),
+        json!({"query": {"match_all": {}}}),
+        json!({"index": "invoices"}),
+        json!({"query": {"match_all": {}}}),
+        json!({"index": "t-multi-shared"}),
+        json!({"query": {"match_all": {}}}),
+        json!({"index": "invoices"}),
+        json!({"size": 0, "aggs": {"g": {"global": {}}}}),
+        json!({"index": "invoices", "routing": "acme"}),
+        json!({"query": {"match_all": {}}}),
+    ]);
+    let r = f
+        .http
+        .send_with(
+            Method::POST,
+            &format!("{}/_msearch", f.proxy.url()),
+            Some(body.into()),
+            &[
+                ("authorization", "Bearer multi-token-0123456789"),
+                ("x-osproxy-partition", "initech"),
+                ("content-type", "application/x-ndjson"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let responses = r.json()["responses"].as_array().cloned().unwrap();
+    assert_eq!(responses.len(), 5, "{}", r.text());
+    assert_eq!(responses[0]["hits"]["hits"][0]["_id"], "i1");
+    assert_eq!(responses[0]["hits"]["hits"][0]["_index"], "orders");
+    assert_eq!(responses[1]["hits"]["total"]["value"], 1);
+    assert_eq!(
+        responses[1]["hits"]["hits"][0]["_source"],
+        json!({"title": "i-invoice"})
+    );
+    assert_eq!(responses[2]["status"], 400);
+    assert_eq!(responses[3]["status"], 400);
+    assert_eq!(responses[3]["error"]["type"], "construct_refused");
+    assert_eq!(responses[4]["status"], 400);
+    assert!(
+        !r.text().contains("a1") && !r.text().contains("g1"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn by_query_is_confined_to_the_partition() {
+    let f = Fleet::start(&node().url(), "byq");
+    for (who, id, n) in [
+        ("acme-svc", "a1", 1),
+        ("acme-svc", "a2", 2),
+        ("globex-svc", "g1", 1),
+    ] {
+        let r = f
+            .call(
+                who,
+                Method::PUT,
+                &format!("/orders/_doc/{id}?refresh=true"),
+                Some(json!({"n": n})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_update_by_query?refresh=true",
+            Some(json!({"query": {"match_all": {}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["total"], 2, "{}", r.text());
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_update_by_query",
+            Some(json!({"script": {"source": "ctx._source._tenant = 'globex'"}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "construct_refused");
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_delete_by_query?wait_for_completion=false",
+            Some(json!({"query": {"match_all": {}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_delete_by_query?q=*",
+            Some(json!({})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Deleting n = 1 deletes acme's only.
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_delete_by_query?refresh=true",
+            Some(json!({"query": {"term": {"n": 1}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["deleted"], 1, "{}", r.text());
+    let g1 = direct(
+        &node().url(),
+        Method::GET,
+        "/t-byq-shared/_doc/globex:g1?routing=globex",
+    )
+    .await;
+    assert_eq!(g1.status, 200, "another tenant's document was deleted");
+    let a2 = direct(
+        &node().url(),
+        Method::GET,
+        "/t-byq-shared/_doc/acme:a2?routing=acme",
+    )
+    .await
+    .json();
+    assert_eq!(a2["_source"], json!({"_tenant": "acme", "n": 2}));
+}

@@ -78,6 +78,20 @@ impl ControlPlane {
             .map_err(|_| WriteError::Invalid("control plane writer poisoned".into()))
     }
 
+    /// Refuses a placement whose physical index passthrough would forward.
+    fn outside_passthrough(&self, placement: &Placement, logical: &str) -> Result<(), WriteError> {
+        let Some((cluster, prefixes)) = self.passthrough.get() else {
+            return Ok(());
+        };
+        let physical = placement.physical_index(logical);
+        match prefixes.iter().find(|p| physical.starts_with(p.as_str())) {
+            Some(prefix) if placement.cluster() == cluster => Err(WriteError::Invalid(format!(
+                "index {physical:?} on cluster {cluster:?} starts with the passthrough prefix {prefix:?}: passthrough would forward every caller's requests to it; choose another name"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn known_cluster(&self, cluster: &str) -> Result<(), WriteError> {
         if self.clusters.iter().any(|c| c == cluster) {
             Ok(())
@@ -101,6 +115,7 @@ impl ControlPlane {
         self.writable()?;
         let expected_epoch = expected_epoch.filter(|e| *e != 0);
         self.known_cluster(placement.cluster())?;
+        self.outside_passthrough(&placement, index)?;
         let current = self.load();
         let Some(logical) = current.index(index) else {
             return Err(WriteError::Invalid(format!(
@@ -193,6 +208,7 @@ impl ControlPlane {
         let expected_epoch = expected_epoch.filter(|e| *e != 0);
         osproxy_config::check_index(idx).map_err(WriteError::Invalid)?;
         self.known_cluster(idx.default.cluster())?;
+        self.outside_passthrough(&idx.default, &idx.name)?;
         let current = self.load();
         current.with_index(idx).map_err(WriteError::Invalid)?;
         let bytes = serde_json::to_vec(idx).map_err(|e| WriteError::Invalid(e.to_string()))?;
@@ -345,6 +361,7 @@ impl ControlPlane {
             self.known_cluster(v.placement.cluster())?;
             if let Some(m) = v.migrating().map_err(WriteError::Invalid)? {
                 self.known_cluster(m.to.cluster())?;
+                self.outside_passthrough(&m.to, index)?;
             }
         }
         let entry_bytes = match &entry {

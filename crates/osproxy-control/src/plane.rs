@@ -69,6 +69,9 @@ pub struct ControlPlane {
     pub(crate) current: ArcSwap<Snapshot>,
     pub(crate) writer: Mutex<()>,
     pub(crate) clusters: Vec<String>,
+    /// The passthrough cluster and its index prefixes: no placement may put
+    /// a tenant's data under a name passthrough would forward.
+    pub(crate) passthrough: OnceLock<(String, Vec<String>)>,
     pub(crate) following: Following,
     /// Woken when something the fleet record shows has changed.
     pub(crate) record_changed: Notify,
@@ -91,6 +94,7 @@ impl ControlPlane {
             current: ArcSwap::from_pointee(initial),
             writer: Mutex::new(()),
             clusters,
+            passthrough: OnceLock::new(),
             following: Following::default(),
             record_changed: Notify::new(),
             revision_tx: watch::Sender::new(revision),
@@ -151,6 +155,13 @@ impl ControlPlane {
         }
         let bound = self.freshness_bound_ms.load(Ordering::Acquire);
         now_ms().saturating_sub(self.last_fresh_ms()) <= bound
+    }
+
+    /// Reserves passthrough's names: placements written at runtime may not
+    /// put a partition's data in an index of `cluster` that starts with one
+    /// of `prefixes` (config validation checks the same for the file).
+    pub fn reserve_passthrough(&self, cluster: String, prefixes: Vec<String>) {
+        let _ = self.passthrough.set((cluster, prefixes));
     }
 
     /// Marks that an external store is being connected: writes answer

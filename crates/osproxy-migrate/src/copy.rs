@@ -218,11 +218,27 @@ pub async fn checkpoint(from: &Side<'_>, timeout: Duration) -> Result<i64, MoveE
         .ok_or_else(|| MoveError("no sequence numbers for the source index".into()))
 }
 
-/// Makes sure the destination index exists with the source's field
+/// Makes sure the destination index exists with the partition's field
 /// mappings (and the partition field mapped `keyword` when shared).
+///
+/// The mappings come from the source when it is the partition's own index;
+/// a shared source's mapping holds every tenant's fields, so from a shared
+/// source only the catalogue's declared fields are taken (the partition's
+/// documents map the rest as they are copied). Into a shared destination,
+/// `copy_to` is dropped: a tenant's own mapping could otherwise copy its
+/// values into the partition field, or another tenant's field, of every
+/// document in the shared index.
 pub async fn prepare(from: &Side<'_>, to: &Side<'_>, timeout: Duration) -> Result<(), MoveError> {
     let dest_exists = exists(to, timeout).await?;
-    let mut properties = if exists(from, timeout).await? {
+    let declared = to
+        .logical
+        .mappings
+        .as_deref()
+        .and_then(|m| m.get("properties"))
+        .cloned();
+    let mut properties = if from.shared() {
+        declared.unwrap_or_else(|| json!({}))
+    } else if exists(from, timeout).await? {
         json_call(
             from.cluster,
             Method::GET,
@@ -237,6 +253,9 @@ pub async fn prepare(from: &Side<'_>, to: &Side<'_>, timeout: Duration) -> Resul
     } else {
         json!({})
     };
+    if to.shared() {
+        drop_copy_to(&mut properties);
+    }
     if let Some(p) = properties.as_object_mut() {
         if to.shared() {
             p.insert(to.logical.field.clone(), json!({"type": "keyword"}));
@@ -275,6 +294,18 @@ pub async fn prepare(from: &Side<'_>, to: &Side<'_>, timeout: Duration) -> Resul
     )
     .await
     .map(|_| ())
+}
+
+/// Removes every `copy_to` member, at any depth of a mapping.
+fn drop_copy_to(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("copy_to");
+            m.values_mut().for_each(drop_copy_to);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_copy_to),
+        _ => {}
+    }
 }
 
 /// Copies the partition's documents (those with `_seq_no` above `since`,
@@ -583,4 +614,21 @@ async fn post_bulk(
         )));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_to_is_dropped_at_any_depth() {
+        let mut m = json!({
+            "t": {"type": "text", "copy_to": "_tenant"},
+            "o": {"properties": {"x": {"type": "keyword", "copy_to": ["a", "b"]}}},
+            "k": {"type": "text", "fields": {"raw": {"type": "keyword", "copy_to": "c"}}}
+        });
+        drop_copy_to(&mut m);
+        assert!(!m.to_string().contains("copy_to"), "{m}");
+        assert_eq!(m["t"]["type"], "text");
+    }
 }

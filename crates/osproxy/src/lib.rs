@@ -192,6 +192,11 @@ impl Instance {
         if etcd_backend {
             plane.expect_store();
         }
+        if let Some(pt) = &config.passthrough {
+            if let Some(prefixes) = &pt.indices {
+                plane.reserve_passthrough(pt.cluster.clone(), prefixes.clone());
+            }
+        }
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -42,13 +42,20 @@ const MAX_CONCURRENT_BATCHES: usize = 4;
 /// What is needed to reverse one item's result.
 struct ItemCtx {
     position: usize,
+    /// Which of its batch's targets (partitions) the item belongs to.
+    target: usize,
     op: BulkOp,
     logical_id: Option<String>,
     physical_id: Option<String>,
 }
 
+/// Items for one physical index, sent as one upstream `_bulk`. A shared
+/// index's batch may hold several partitions' items: each partition keeps
+/// its own target, so the batch is gated by every partition's placement
+/// entry (a moving partition's items never ride on another's gate) and each
+/// item is reversed with its own partition's ids.
 struct Batch<'t> {
-    target: Target<'t>,
+    targets: Vec<Target<'t>>,
     body: Vec<u8>,
     items: Vec<ItemCtx>,
 }
@@ -356,6 +363,28 @@ impl<'t> BulkStream<'_, 't> {
             return;
         };
         let target = &prepared.target;
+        let kept = match (&target.logical.partition, op) {
+            (PartitionRule::Body(f), BulkOp::Update) => {
+                super::update_keeps_partition(line, f, target.partition.as_str())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = kept {
+            let id = prepared.ctx.logical_id.clone();
+            let name = target.logical.name.clone();
+            self.out.set(
+                p.position,
+                item_error(
+                    op,
+                    Some(&name),
+                    id.as_deref(),
+                    e.status(),
+                    e.code.as_str(),
+                    &e.reason,
+                ),
+            );
+            return;
+        }
         let source = if target.shared() {
             let body_op = if op == BulkOp::Update {
                 Op::Update
@@ -483,6 +512,7 @@ impl<'t> BulkStream<'_, 't> {
         );
         let ctx = ItemCtx {
             position,
+            target: 0,
             op,
             logical_id,
             physical_id,
@@ -502,11 +532,23 @@ impl<'t> BulkStream<'_, 't> {
             action,
             ctx,
         } = p;
+        let mut ctx = ctx;
         let batch = self.batches.entry(key.clone()).or_insert_with(|| Batch {
-            target,
+            targets: Vec::new(),
             body: Vec::new(),
             items: Vec::new(),
         });
+        ctx.target = match batch
+            .targets
+            .iter()
+            .position(|t| t.partition == target.partition && t.epoch == target.epoch)
+        {
+            Some(i) => i,
+            None => {
+                batch.targets.push(target);
+                batch.targets.len() - 1
+            }
+        };
         batch.body.extend_from_slice(&action);
         batch.body.push(b'\n');
         if let Some(s) = source {
@@ -607,10 +649,15 @@ impl<'t> BulkStream<'_, 't> {
     async fn abort(&mut self, reason: &str) {
         let batches: Vec<Batch<'t>> = self.batches.drain().map(|(_, b)| b).collect();
         for b in batches {
+            let name = b
+                .targets
+                .first()
+                .map(|t| t.logical.name.clone())
+                .unwrap_or_default();
             for c in b.items {
                 let e = item_error(
                     c.op,
-                    Some(&b.target.logical.name),
+                    Some(&name),
                     c.logical_id.as_deref(),
                     400,
                     "illegal_argument_exception",

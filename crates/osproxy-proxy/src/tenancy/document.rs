@@ -114,6 +114,11 @@ pub(crate) async fn serve(
                 Body::Read(b) => b,
                 Body::Stream(s) => read_json(s).await?,
             };
+            if let (Op::Update, osproxy_control::PartitionRule::Body(f)) =
+                (op, &t.logical.partition)
+            {
+                super::update_keeps_partition(&raw, f, t.partition.as_str())?;
+            }
             Some(if shared {
                 confine_body(&raw, op, t)?
             } else {

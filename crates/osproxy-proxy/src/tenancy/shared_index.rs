@@ -23,7 +23,7 @@ impl Tenancy {
         }
         let known = |v: &std::collections::HashMap<String, std::collections::HashSet<String>>| {
             v.get(&t.cluster.id)
-                .is_some_and(|set| set.contains(t.physical_index()))
+                .is_some_and(|set| set.contains(&verified_key(t)))
         };
         if self.verified.lock().map(|v| known(&v)).unwrap_or(false) {
             return Ok(());
@@ -58,7 +58,7 @@ impl Tenancy {
                 if let Ok(mut v) = self.verified.lock() {
                     v.entry(t.cluster.id.clone())
                         .or_default()
-                        .insert(t.physical_index().to_string());
+                        .insert(verified_key(t));
                 }
                 return Ok(());
             }
@@ -156,4 +156,10 @@ pub(crate) fn shared_create_body(
         body.insert("aliases".into(), aliases.clone());
     }
     Value::Object(body)
+}
+
+/// What the verified set remembers: the physical index *and* the partition
+/// field, so a catalogue change of the field is checked again.
+fn verified_key(t: &Target<'_>) -> String {
+    format!("{}\u{0}{}", t.physical_index(), t.logical.field)
 }

@@ -103,6 +103,30 @@ fn client_mistake(body: &[u8]) -> bool {
     types.iter().all(|t| CLIENT.contains(t))
 }
 
+/// For logical indices whose partition comes from a body field: an update
+/// (its `doc` or `upsert`) may not name another partition in that field —
+/// the document would claim a partition its writer is not granted.
+pub(crate) fn update_keeps_partition(
+    body: &[u8],
+    field: &str,
+    partition: &str,
+) -> Result<(), ProxyError> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(()); // refused as malformed where it is read
+    };
+    for part in ["doc", "upsert"] {
+        if let Some(named) = v.get(part).and_then(|d| d.get(field)) {
+            if named.as_str() != Some(partition) {
+                return Err(ProxyError::new(
+                    ErrorCode::PartitionForbidden,
+                    format!("the update's `{part}.{field}` names another partition than the document's ({partition}); a document cannot be moved to another partition by an update"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The partition a document names in `field` (a top-level string), for
 /// logical indices whose partition comes from the body.
 pub(crate) fn body_partition(doc: &[u8], field: &str, index: &str) -> Result<String, ProxyError> {
@@ -193,4 +217,28 @@ fn check_accept(headers: &HeaderMap) -> Result<(), ProxyError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_cannot_move_a_document_to_another_partition() {
+        let ok = br#"{"doc":{"tenant_id":"acme","n":1},"upsert":{"n":0}}"#;
+        assert!(update_keeps_partition(ok, "tenant_id", "acme").is_ok());
+        for bad in [
+            &br#"{"doc":{"tenant_id":"globex"}}"#[..],
+            br#"{"doc":{"n":1},"upsert":{"tenant_id":"globex"}}"#,
+            br#"{"doc":{"tenant_id":1}}"#,
+        ] {
+            let e = update_keeps_partition(bad, "tenant_id", "acme").unwrap_err();
+            assert_eq!(
+                e.code,
+                ErrorCode::PartitionForbidden,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }

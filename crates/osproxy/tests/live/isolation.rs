@@ -451,6 +451,20 @@ async fn every_attack_is_refused_or_confined() {
         .await
         .unwrap();
     assert_eq!(bad.status, 400, "{}", bad.text());
+    // Nor a name passthrough would forward to every caller.
+    let bad = Http::new()
+        .send_with(
+            Method::PUT,
+            &format!("{}/v1/placements/orders/acme", site.proxy.admin_url()),
+            Some(Bytes::from(
+                r#"{"kind":"index","cluster":"main","index":"legacy-acme"}"#,
+            )),
+            &[("authorization", OPS)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("passthrough"), "{}", bad.text());
     // A client mistake OpenSearch answers with a 5xx is a 400.
     let r = site
         .send(

@@ -14,7 +14,9 @@ pub(super) async fn send(
     headers: &HeaderMap,
     mut batch: Batch<'_>,
 ) -> Vec<(usize, Vec<u8>)> {
-    let t = &batch.target;
+    let Some(t) = batch.targets.first() else {
+        return Vec::new();
+    };
     let path = if query.is_empty() {
         "/_bulk".to_string()
     } else {
@@ -52,10 +54,13 @@ pub(super) async fn send(
     if let Err(e) = tenancy.ensure_shared_mapping(t).await {
         return failed(e.status(), e.code.as_str(), &e.reason);
     }
-    // The epoch gate, per batch: items routed by a placement that changed
-    // since are refused in place (retryable), none of them written.
-    if let Err(e) = tenancy.gate(t) {
-        return failed(e.status(), e.code.as_str(), &e.reason);
+    // The epoch gate, for every partition in the batch: when one was routed
+    // by a placement that changed since (or is in cutover), the batch's
+    // items are refused in place (retryable), none of them written.
+    for target in &batch.targets {
+        if let Err(e) = tenancy.gate(target) {
+            return failed(e.status(), e.code.as_str(), &e.reason);
+        }
     }
     let (parts, body) = match tenancy
         .exchange(
@@ -94,6 +99,7 @@ pub(super) async fn send(
         .iter()
         .zip(&batch.items)
         .map(|(item, c)| {
+            let t = batch.targets.get(c.target).unwrap_or(t);
             let ids = c.physical_id.as_deref().zip(c.logical_id.as_deref());
             // The item answers under the client's op (an auto-id `index` is
             // sent as `create` in a shared placement).

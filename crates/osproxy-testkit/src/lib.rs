@@ -8,6 +8,7 @@
 //! and say what did not come up.
 
 mod etcd;
+mod fixture;
 mod http;
 mod load;
 mod opensearch;
@@ -16,6 +17,7 @@ mod proxy;
 mod relay;
 
 pub use etcd::Etcd;
+pub use fixture::{eventually, As, ConfigBuilder, Grant};
 pub use http::{Http, HttpResponse};
 pub use load::wrk_rps;
 pub use opensearch::{shared_opensearch, OpenSearchNode};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use osproxy_testkit::{free_port, Etcd, Http, HttpResponse, ProxyInstance, Relay};
+use osproxy_testkit::{eventually, free_port, Etcd, Http, HttpResponse, ProxyInstance, Relay};
 use serde_json::{json, Value};
 
 use crate::common::{metric, node};
@@ -231,19 +231,6 @@ async fn direct_get(path: &str) -> HttpResponse {
         .send(Method::GET, &format!("{}{path}", node().url()), None)
         .await
         .unwrap()
-}
-
-/// Polls until `check` holds, failing with `what` after `timeout`.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

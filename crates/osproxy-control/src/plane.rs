@@ -266,7 +266,10 @@ impl ControlPlane {
 
     /// The live fleet: with etcd, every record under `fleet/`; with the
     /// memory backend, this instance alone.
-    pub async fn fleet(&self, me: &Member) -> Result<Vec<serde_json::Value>, String> {
+    pub async fn fleet(
+        &self,
+        me: &Member,
+    ) -> Result<Vec<serde_json::Value>, crate::etcd::StoreError> {
         match self.etcd.get() {
             Some(store) => store.fleet().await,
             None => Ok(vec![self.record(me)]),

@@ -88,15 +88,50 @@ pub(crate) fn signed(r: u64) -> i64 {
     i64::try_from(r).unwrap_or(i64::MAX)
 }
 
+/// Why the etcd store did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// At start-up: no etcd answered at the configured endpoints.
+    #[error("control.etcd: cannot reach etcd at {endpoints} ({reason}); start etcd or fix control.etcd.endpoints")]
+    Unreachable {
+        /// The configured endpoints.
+        endpoints: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A call got no answer within the connect timeout.
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+    /// etcd answered with an error.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// A value could not be encoded.
+    #[error("cannot encode {what}")]
+    Encode {
+        /// What was encoded.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// At the boundaries that still speak text (start-up messages, the fleet
+/// list), a store error is its message.
+impl From<StoreError> for String {
+    fn from(e: StoreError) -> String {
+        e.to_string()
+    }
+}
+
 impl EtcdStore {
     /// Connects and proves etcd answers, within `connect_timeout`.
-    pub async fn connect(cfg: &EtcdConfig) -> Result<EtcdStore, String> {
+    pub async fn connect(cfg: &EtcdConfig) -> Result<EtcdStore, StoreError> {
         let t = cfg.connect_timeout.as_std();
         let endpoints = cfg.endpoints.join(", ");
-        let fail = |what: String| {
-            format!(
-                "control.etcd: cannot reach etcd at {endpoints} ({what}); start etcd or fix control.etcd.endpoints"
-            )
+        let fail = |reason: String| StoreError::Unreachable {
+            endpoints: endpoints.clone(),
+            reason,
         };
         let options = ConnectOptions::new()
             .with_connect_timeout(t)
@@ -143,11 +178,11 @@ impl EtcdStore {
     pub(crate) async fn call<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, String> {
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout(), f).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(format!("etcd: {e}")),
-            Err(_) => Err(format!("etcd did not answer within {:?}", self.timeout())),
+            Ok(Err(e)) => Err(StoreError::Etcd(e)),
+            Err(_) => Err(StoreError::Timeout(self.timeout())),
         }
     }
 
@@ -249,7 +284,7 @@ impl EtcdStore {
         let resp = self
             .call(client.txn(txn))
             .await
-            .map_err(CasFailure::Unavailable)?;
+            .map_err(|e| CasFailure::Unavailable(e.to_string()))?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| rev(h.revision())).unwrap_or(0));
         }
@@ -257,7 +292,7 @@ impl EtcdStore {
         let current = self
             .call(client.get(key, None))
             .await
-            .map_err(CasFailure::Unavailable)?;
+            .map_err(|e| CasFailure::Unavailable(e.to_string()))?;
         Err(match current.kvs().first() {
             Some(kv) => CasFailure::Conflict {
                 epoch: Some(rev(kv.mod_revision())),
@@ -271,7 +306,7 @@ impl EtcdStore {
     }
 
     /// Every live fleet record, with how long ago each was confirmed fresh.
-    pub async fn fleet(&self) -> Result<Vec<serde_json::Value>, String> {
+    pub async fn fleet(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut client = self.client.clone();
         let resp = self
             .call(client.get(
@@ -295,18 +330,24 @@ impl EtcdStore {
 
     /// Seeds the catalogue and placements of `config` into an empty prefix;
     /// a prefix that already holds either keeps what it holds.
-    pub(crate) async fn seed(&self, config: &Config) -> Result<(), String> {
+    pub(crate) async fn seed(&self, config: &Config) -> Result<(), StoreError> {
         if config.indices.is_empty() && config.placements.is_empty() {
             return Ok(());
         }
         let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
         for idx in &config.indices {
-            let v = serde_json::to_vec(idx).map_err(|e| e.to_string())?;
+            let v = serde_json::to_vec(idx).map_err(|source| StoreError::Encode {
+                what: "a catalogue entry",
+                source,
+            })?;
             entries.push((store::catalogue_key(&self.prefix, &idx.name), v));
         }
         for p in &config.placements {
             let value = PlacementValue::active(p.placement.clone());
-            let v = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+            let v = serde_json::to_vec(&value).map_err(|source| StoreError::Encode {
+                what: "a placement entry",
+                source,
+            })?;
             entries.push((
                 store::placement_key(&self.prefix, &p.index, &p.partition),
                 v,
@@ -348,7 +389,7 @@ impl EtcdStore {
         Ok(())
     }
 
-    pub(crate) async fn read_all(&self) -> Result<(Vec<KeyValue>, u64), String> {
+    pub(crate) async fn read_all(&self) -> Result<(Vec<KeyValue>, u64), StoreError> {
         let mut client = self.client.clone();
         let mut resp = self
             .call(client.get(

@@ -10,5 +10,5 @@
 pub mod client;
 pub mod follow;
 
-pub use client::EtcdStore;
+pub use client::{EtcdStore, StoreError};
 pub use follow::EtcdHandle;

@@ -124,3 +124,76 @@ pub(crate) async fn move_mid_upload(
     let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// A shared bulk batch holding two partitions' items is gated by both
+/// placement entries: when one partition moves while the body is still
+/// arriving, its item (routed by the old entry) is refused in place rather
+/// than riding on the other partition's gate into the index it left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mixed_partition_batch_is_gated_by_every_partition_in_it() {
+    use osproxy_testkit::{ConfigBuilder, Grant};
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = "gate-gateway-token-0123456789";
+    let ops = "gate-ops-token-0123456789";
+    let p = ConfigBuilder::new(dir.path())
+        .cluster("main", &node().url())
+        .principal("gateway", gateway, Grant::Any)
+        .principal("ops", ops, Grant::Operator)
+        .raw("[[indices]]\nname = \"events\"\npartition = { body = \"tenant_id\" }\ndefault = { kind = \"shared\", cluster = \"main\", index = \"gm-shared\" }\n")
+        .start(std::path::Path::new(env!("CARGO_BIN_EXE_osproxy")));
+    // acme's and globex's items land in one batch for `gm-shared`.
+    let first = "{\"index\":{\"_index\":\"events\",\"_id\":\"a1\"}}\n{\"tenant_id\":\"acme\",\"title\":\"mixed\"}\n\
+                 {\"index\":{\"_index\":\"events\",\"_id\":\"g1\"}}\n{\"tenant_id\":\"globex\",\"title\":\"mixed\"}\n";
+    let rest = "{\"index\":{\"_index\":\"events\",\"_id\":\"a2\"}}\n{\"tenant_id\":\"acme\",\"title\":\"mixed\"}\n";
+    let mut conn = tokio::net::TcpStream::connect(p.data_addr()).await.unwrap();
+    let head = format!(
+        "POST /_bulk?refresh=true HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {gateway}\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        first.len() + rest.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // globex moves to an index of its own while the batch is still open.
+    let moved = Http::new()
+        .send_with(
+            Method::PUT,
+            &format!("{}/v1/placements/events/globex", p.admin_url()),
+            Some(r#"{"kind":"index","cluster":"main","index":"gm-globex"}"#.into()),
+            &[("authorization", &format!("Bearer {ops}"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    conn.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json: String = body[body.find('{').unwrap_or(0)..body.rfind('}').map_or(0, |i| i + 1)]
+        .lines()
+        .filter(|l| !l.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
+    let v: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{v}");
+    // globex's item was routed by the entry that changed: refused in place.
+    assert_eq!(items[1]["index"]["status"], 409, "{v}");
+    assert_eq!(items[1]["index"]["error"]["type"], "stale_epoch", "{v}");
+    assert_eq!(items[1]["index"]["_id"], "g1", "{v}");
+    // Nothing of globex's reached the index it left.
+    let leaked = Http::new()
+        .send(
+            Method::GET,
+            &format!("{}/gm-shared/_search?q=_tenant:globex", node().url()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        leaked.json()["hits"]["total"]["value"],
+        0,
+        "{}",
+        leaked.text()
+    );
+}

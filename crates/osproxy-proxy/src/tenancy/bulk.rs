@@ -363,6 +363,18 @@ impl<'t> BulkStream<'_, 't> {
             return;
         };
         let target = &prepared.target;
+        // An item refused after it was routed: answered with its logical
+        // index and id.
+        let refused = |e: ProxyError| {
+            item_error(
+                op,
+                Some(&target.logical.name),
+                prepared.ctx.logical_id.as_deref(),
+                e.status(),
+                e.code.as_str(),
+                &e.reason,
+            )
+        };
         let kept = match (&target.logical.partition, op) {
             (PartitionRule::Body(f), BulkOp::Update) => {
                 super::update_keeps_partition(line, f, target.partition.as_str())
@@ -370,19 +382,8 @@ impl<'t> BulkStream<'_, 't> {
             _ => Ok(()),
         };
         if let Err(e) = kept {
-            let id = prepared.ctx.logical_id.clone();
-            let name = target.logical.name.clone();
-            self.out.set(
-                p.position,
-                item_error(
-                    op,
-                    Some(&name),
-                    id.as_deref(),
-                    e.status(),
-                    e.code.as_str(),
-                    &e.reason,
-                ),
-            );
+            let item = refused(e);
+            self.out.set(p.position, item);
             return;
         }
         let source = if target.shared() {
@@ -394,19 +395,8 @@ impl<'t> BulkStream<'_, 't> {
             match confine_body(&Bytes::copy_from_slice(line), body_op, target) {
                 Ok(b) => b.to_vec(),
                 Err(e) => {
-                    let id = prepared.ctx.logical_id.clone();
-                    let name = target.logical.name.clone();
-                    self.out.set(
-                        p.position,
-                        item_error(
-                            op,
-                            Some(&name),
-                            id.as_deref(),
-                            e.status(),
-                            e.code.as_str(),
-                            &e.reason,
-                        ),
-                    );
+                    let item = refused(e);
+                    self.out.set(p.position, item);
                     return;
                 }
             }

@@ -2,7 +2,7 @@ use super::*;
 use proptest::prelude::*;
 use serde_json::json;
 
-const POLICY: SearchPolicy<'static> = SearchPolicy {
+pub(super) const POLICY: SearchPolicy<'static> = SearchPolicy {
     field: "_tenant",
     partition: "acme",
     allow_scripts: false,
@@ -14,13 +14,13 @@ const SCRIPTS: SearchPolicy<'static> = SearchPolicy {
     ..POLICY
 };
 
-fn confine(body: Value, policy: &SearchPolicy) -> Result<Value, Refusal> {
+pub(super) fn confine(body: Value, policy: &SearchPolicy) -> Result<Value, Refusal> {
     confine_search(body.to_string().as_bytes(), policy)
         .map(|out| serde_json::from_slice(&out).unwrap())
 }
 
 /// The refused construct and path, or a panic if the body was let through.
-fn refused(body: Value) -> (String, String) {
+pub(super) fn refused(body: Value) -> (String, String) {
     match confine(body.clone(), &POLICY) {
         Err(Refusal::Construct {
             construct, path, ..

@@ -2,30 +2,9 @@
 //! reference checks, shared placements' statistics and physical-field
 //! refusals, id translation.
 
+use super::tests::{confine, refused, POLICY};
 use super::*;
 use serde_json::json;
-
-const POLICY: SearchPolicy<'static> = SearchPolicy {
-    field: "_tenant",
-    partition: "acme",
-    allow_scripts: false,
-    ids: None,
-};
-
-fn confine(body: Value, policy: &SearchPolicy) -> Result<Value, Refusal> {
-    confine_search(body.to_string().as_bytes(), policy)
-        .map(|out| serde_json::from_slice(&out).unwrap())
-}
-
-/// The refused construct and path, or a panic if the body was let through.
-fn refused(body: Value) -> (String, String) {
-    match confine(body.clone(), &POLICY) {
-        Err(Refusal::Construct {
-            construct, path, ..
-        }) => (construct, path),
-        other => panic!("{body} was not refused: {other:?}"),
-    }
-}
 
 /// The construct a dedicated placement's check refused, or a panic.
 fn refused_dedicated(body: Value) -> String {

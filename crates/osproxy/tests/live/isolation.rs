@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use http::Method;
-use osproxy_testkit::{Http, HttpResponse, ProxyInstance};
+use osproxy_testkit::{ConfigBuilder, Grant, Http, HttpResponse, ProxyInstance};
 use serde_json::{json, Value};
 
 use crate::common::node;
@@ -29,38 +29,36 @@ impl Site {
     /// `shared` and `own` name the shared index and initech's own index.
     fn start(shared: &str, own: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
-        let mut principals = String::new();
-        for (name, token, grant) in [
-            ("acme", ACME, "partitions = [\"acme\"]"),
-            ("globex", GLOBEX, "partitions = [\"globex\"]"),
-            ("initech", INITECH, "partitions = [\"initech\"]"),
-            ("ops", OPS, "operator = true\nany_partition = true"),
-        ] {
-            let file = dir.path().join(name);
-            std::fs::write(&file, token.trim_start_matches("Bearer ")).unwrap();
-            principals.push_str(&format!(
-                "[[principals]]\nname = \"{name}\"\ntoken_file = \"{}\"\n{grant}\n\n",
-                file.display()
-            ));
-        }
-        let config = format!(
-            "[[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n[passthrough]\ncluster = \"main\"\nindices = [\"legacy-\"]\n\n{principals}\
-             [[indices]]\nname = \"orders\"\nid = \"{{partition}}:{{id}}\"\nfield = \"_tenant\"\n\
-             default = {{ kind = \"shared\", cluster = \"main\", index = \"{shared}\" }}\n\n\
-             [[placements]]\nindex = \"orders\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"{own}\" }}\n",
-            node().url()
-        );
-        let proxy =
-            ProxyInstance::start(std::path::Path::new(env!("CARGO_BIN_EXE_osproxy")), &config)
-                .unwrap();
-        proxy
-            .wait_ready(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+        let token = |t: &'static str| t.trim_start_matches("Bearer ");
+        let one = |p: &str| Grant::Partitions(vec![p.to_string()]);
+        let proxy = ConfigBuilder::new(dir.path())
+            .cluster("main", &node().url())
+            .passthrough("main", &["legacy-"])
+            .principal("acme", token(ACME), one("acme"))
+            .principal("globex", token(GLOBEX), one("globex"))
+            .principal("initech", token(INITECH), one("initech"))
+            .principal("ops", token(OPS), Grant::Operator)
+            .shared_index("orders", "main", shared)
+            .own_index("orders", "initech", "main", own)
+            .start(std::path::Path::new(env!("CARGO_BIN_EXE_osproxy")));
         Site {
             proxy,
             http: Http::new(),
             _dir: dir,
         }
+    }
+
+    /// An operator's `PUT /v1/placements/orders/acme` with `placement`.
+    async fn place_acme(&self, placement: &str) -> HttpResponse {
+        Http::new()
+            .send_with(
+                Method::PUT,
+                &format!("{}/v1/placements/orders/acme", self.proxy.admin_url()),
+                Some(Bytes::from(placement.to_string())),
+                &[("authorization", OPS)],
+            )
+            .await
+            .unwrap()
     }
 
     async fn send(
@@ -439,30 +437,14 @@ async fn every_attack_is_refused_or_confined() {
     );
     // An operator's runtime placement is checked like the config: no
     // wildcard that would reach every index.
-    let bad = Http::new()
-        .send_with(
-            Method::PUT,
-            &format!("{}/v1/placements/orders/acme", site.proxy.admin_url()),
-            Some(Bytes::from(
-                r#"{"kind":"index","cluster":"main","index":"iso-*"}"#,
-            )),
-            &[("authorization", OPS)],
-        )
-        .await
-        .unwrap();
+    let bad = site
+        .place_acme(r#"{"kind":"index","cluster":"main","index":"iso-*"}"#)
+        .await;
     assert_eq!(bad.status, 400, "{}", bad.text());
     // Nor a name passthrough would forward to every caller.
-    let bad = Http::new()
-        .send_with(
-            Method::PUT,
-            &format!("{}/v1/placements/orders/acme", site.proxy.admin_url()),
-            Some(Bytes::from(
-                r#"{"kind":"index","cluster":"main","index":"legacy-acme"}"#,
-            )),
-            &[("authorization", OPS)],
-        )
-        .await
-        .unwrap();
+    let bad = site
+        .place_acme(r#"{"kind":"index","cluster":"main","index":"legacy-acme"}"#)
+        .await;
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert!(bad.text().contains("passthrough"), "{}", bad.text());
     // A client mistake OpenSearch answers with a 5xx is a 400.
@@ -554,17 +536,9 @@ async fn cursors_are_refused_after_the_placement_changes() {
     assert_eq!(r.json()["hits"]["total"]["value"], 1, "{}", r.text());
 
     // The operator moves acme to an index of its own on the same cluster.
-    let moved = Http::new()
-        .send_with(
-            Method::PUT,
-            &format!("{}/v1/placements/orders/acme", site.proxy.admin_url()),
-            Some(Bytes::from(
-                r#"{"kind":"index","cluster":"main","index":"isc-acme"}"#,
-            )),
-            &[("authorization", OPS)],
-        )
-        .await
-        .unwrap();
+    let moved = site
+        .place_acme(r#"{"kind":"index","cluster":"main","index":"isc-acme"}"#)
+        .await;
     assert!(moved.status.is_success(), "{}", moved.text());
 
     let r = site

@@ -198,7 +198,7 @@ fn bulk_query(query: Option<&str>) -> Result<String, ProxyError> {
         "human",
         "error_trace",
     ];
-    allow_only(query, &ALLOWED, "on a bulk of logical indices")
+    allow_only(query, &ALLOWED, "on a bulk of logical indices").map(|q| q.encode())
 }
 
 struct BulkStream<'a, 't> {

@@ -138,12 +138,12 @@ pub(crate) async fn open_pit(
         &["keep_alive", "pretty", "human", "error_trace"],
         "when opening a point in time",
     )?;
-    let mut query: Vec<String> = Some(kept).filter(|q| !q.is_empty()).into_iter().collect();
+    let mut query = kept;
     if t.shared() {
-        query.push(format!("routing={}", t.partition.as_str()));
+        query.set("routing".into(), t.partition.as_str().into());
     }
     tenancy.ensure_shared_mapping(t).await?;
-    let path = t.path("_search/point_in_time", None, &query.join("&"));
+    let path = t.path("_search/point_in_time", None, &query.encode());
     let (parts, resp) = tenancy
         .exchange(t, Method::POST, &path, req.headers(), None)
         .await?;
@@ -208,11 +208,12 @@ async fn scroll_continue(
         .get("scroll_id")
         .and_then(Value::as_str)
         .map(str::to_string);
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("scroll", v)) => scroll = Some(v.to_string()),
-            Some(("scroll_id", v)) => id = Some(v.to_string()),
-            Some(("rest_total_hits_as_int" | "pretty" | "human" | "error_trace", _)) => {}
+    // Read as OpenSearch reads it (`;` too, percent-decoded).
+    for (name, v) in super::params::parse(query)?.pairs() {
+        match name {
+            "scroll" => scroll = Some(v.to_string()),
+            "scroll_id" => id = Some(v.to_string()),
+            "rest_total_hits_as_int" | "pretty" | "human" | "error_trace" => {}
             _ => {
                 return Err(bad(
                     "only `scroll` and `scroll_id` are accepted when continuing a scroll",
@@ -355,17 +356,15 @@ async fn pit_search(
         .ok_or_else(|| bad("`pit.id` is required"))?
         .to_string();
     let (cursor, t) = open(tenancy, principal, "pit", &id)?;
-    let kept = super::params::rewrite_query(
+    let mut kept = super::params::rewrite_query(
         query,
         super::params::Op::Search,
         t.shared(),
         t.partition.as_str(),
     )?;
     // PIT searches may not name routing; the filter confines them.
-    let kept: Vec<&str> = kept
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("routing=") && !p.starts_with("scroll="))
-        .collect();
+    kept.remove("routing");
+    kept.remove("scroll");
     let raw = Value::Object(body).to_string();
     let confined = if t.shared() {
         let policy = SearchPolicy {
@@ -392,7 +391,7 @@ async fn pit_search(
     let path = if kept.is_empty() {
         "/_search".to_string()
     } else {
-        format!("/_search?{}", kept.join("&"))
+        format!("/_search?{}", kept.encode())
     };
     let (parts, resp) = tenancy
         .exchange(

@@ -92,7 +92,7 @@ pub(crate) async fn serve(
             id.clone()
         }
     });
-    let query = rewrite_query(req.uri.query(), op, shared, t.partition.as_str())?;
+    let query = rewrite_query(req.uri.query(), op, shared, t.partition.as_str())?.encode();
     if shared {
         crate::diagnostics::with(|tr| {
             tr.change(Change::Added, Name::fixed("_id.partition_scope"));

@@ -92,7 +92,8 @@ pub(crate) async fn mget(
             "error_trace",
         ],
         "on an _mget of logical indices",
-    )?;
+    )?
+    .encode();
     let headers = req.headers().clone();
     let body: Value = serde_json::from_slice(&read_json(req.into_body()).await?)
         .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
@@ -254,7 +255,8 @@ pub(crate) async fn msearch(
             "error_trace",
         ],
         "on an _msearch of logical indices",
-    )?;
+    )?
+    .encode();
     let headers = req.headers().clone();
     let raw = read_limited(req.into_body()).await?;
     let lines: Vec<&[u8]> = raw

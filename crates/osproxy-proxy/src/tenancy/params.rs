@@ -165,15 +165,15 @@ fn names_physical_field(key: &str, value: &str) -> bool {
     })
 }
 
-/// The upstream query string for a tenancy request: the allowed parameters,
-/// decoded, checked and re-encoded, plus `routing=<partition>` in shared
+/// The upstream parameters of a tenancy request: the allowed parameters,
+/// decoded and checked (send them with [`Query::encode`]), plus `routing=<partition>` in shared
 /// placements (`refresh=true` becomes `refresh=true&routing=acme`).
 pub(crate) fn rewrite_query(
     query: Option<&str>,
     op: Op,
     shared: bool,
     partition: &str,
-) -> Result<String, ProxyError> {
+) -> Result<Query, ProxyError> {
     let mut q = parse(query)?;
     for (key, value) in q.pairs() {
         let ok = COMMON.contains(&key)
@@ -208,16 +208,16 @@ pub(crate) fn rewrite_query(
         // Partition ids are [A-Za-z0-9_.-]: nothing to encode.
         q.set("routing".into(), partition.into());
     }
-    Ok(q.encode())
+    Ok(q)
 }
 
-/// The query string with only `allowed` parameters, re-encoded; any other
+/// The parameters, when only `allowed` ones are given; any other
 /// parameter is refused, naming it and what is accepted `where_`.
 pub(crate) fn allow_only(
     query: Option<&str>,
     allowed: &[&str],
     where_: &str,
-) -> Result<String, ProxyError> {
+) -> Result<Query, ProxyError> {
     let q = parse(query)?;
     for (key, value) in q.pairs() {
         if !allowed.contains(&key) {
@@ -232,7 +232,7 @@ pub(crate) fn allow_only(
         }
         check_common(key, value)?;
     }
-    Ok(q.encode())
+    Ok(q)
 }
 
 fn shown(key: &str) -> String {
@@ -246,11 +246,13 @@ mod tests {
     #[test]
     fn shared_adds_routing_and_refuses_overrides() {
         assert_eq!(
-            rewrite_query(Some("refresh=true"), Op::Write, true, "acme").unwrap(),
+            rewrite_query(Some("refresh=true"), Op::Write, true, "acme")
+                .unwrap()
+                .encode(),
             "refresh=true&routing=acme"
         );
         assert_eq!(
-            rewrite_query(None, Op::Get, true, "acme").unwrap(),
+            rewrite_query(None, Op::Get, true, "acme").unwrap().encode(),
             "routing=acme"
         );
         for q in [
@@ -297,7 +299,9 @@ mod tests {
         }
         // A client's own routing is replaced, never added beside it.
         assert_eq!(
-            rewrite_query(Some("size=1;size=2&format=json"), Op::Search, true, "acme").unwrap(),
+            rewrite_query(Some("size=1;size=2&format=json"), Op::Search, true, "acme")
+                .unwrap()
+                .encode(),
             "size=2&format=json&routing=acme"
         );
         assert!(allow_only(Some("keep_alive=1m;routing=x"), &["keep_alive"], "here").is_err());
@@ -311,10 +315,11 @@ mod tests {
                 &["refresh", "timeout"],
                 "here"
             )
-            .unwrap(),
+            .unwrap()
+            .encode(),
             "refresh=true&timeout=1m"
         );
-        assert_eq!(allow_only(None, &["refresh"], "here").unwrap(), "");
+        assert!(allow_only(None, &["refresh"], "here").unwrap().is_empty());
         let e = allow_only(Some("refresh=true&routing=x"), &["refresh"], "on a bulk").unwrap_err();
         assert!(
             e.reason.contains("`routing`") && e.reason.contains("on a bulk"),
@@ -326,7 +331,9 @@ mod tests {
     #[test]
     fn dedicated_keeps_routing_and_q() {
         assert_eq!(
-            rewrite_query(Some("q=title:x&routing=r"), Op::Search, false, "acme").unwrap(),
+            rewrite_query(Some("q=title:x&routing=r"), Op::Search, false, "acme")
+                .unwrap()
+                .encode(),
             "q=title%3Ax&routing=r"
         );
         assert!(rewrite_query(Some("scroll=1m"), Op::Search, false, "acme").is_ok());

@@ -45,11 +45,11 @@ pub(crate) async fn serve(
     }
     let shared = t.shared();
     tenancy.ensure_shared_mapping(t).await?;
-    let query = rewrite_query(req.uri().query(), op, shared, t.partition.as_str())?;
+    let params = rewrite_query(req.uri().query(), op, shared, t.partition.as_str())?;
     let headers = req.headers().clone();
     let raw = read_json(req.into_body()).await?;
     if op == Op::Search && memchr::memmem::find(&raw, b"\"slice\"").is_some() {
-        slice_needs_a_cursor(&raw, &query)?;
+        slice_needs_a_cursor(&raw, params.contains("scroll"))?;
     }
     let body = if shared {
         let policy = SearchPolicy {
@@ -77,7 +77,7 @@ pub(crate) async fn serve(
             .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?
     };
     let body = if body.is_empty() { None } else { Some(body) };
-    let path = t.path(endpoint, None, &query);
+    let path = t.path(endpoint, None, &params.encode());
     let (parts, resp) = tenancy
         .exchange(t, Method::POST, &path, &headers, body)
         .await?;
@@ -95,10 +95,9 @@ pub(crate) async fn serve(
 
 /// `slice` splits a scroll or a point in time; OpenSearch answers a plain
 /// search with one with a 500, which is the client's mistake: a 400 here.
-fn slice_needs_a_cursor(raw: &[u8], upstream_query: &str) -> Result<(), ProxyError> {
+fn slice_needs_a_cursor(raw: &[u8], scrolled: bool) -> Result<(), ProxyError> {
     let sliced = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(raw)
         .is_ok_and(|m| m.contains_key("slice"));
-    let scrolled = upstream_query.split('&').any(|p| p.starts_with("scroll="));
     if sliced && !scrolled {
         return Err(ProxyError::new(
             ErrorCode::BadRequest,

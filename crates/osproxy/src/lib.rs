@@ -96,6 +96,7 @@ pub struct Instance {
     admin_addr: std::net::SocketAddr,
     probe_upstreams: Arc<Upstreams>,
     auth: Arc<Authenticator>,
+    cursor_key: CursorKey,
     plane: Arc<ControlPlane>,
     control: tokio::runtime::Runtime,
     export_task: Option<tokio::task::JoinHandle<()>>,
@@ -177,6 +178,7 @@ impl Instance {
             &metrics,
         )?);
         let auth = Arc::new(Authenticator::from_config(&config).map_err(InstanceError::Secret)?);
+        let cursor_key = cursor_key(&config).map_err(InstanceError::Secret)?;
         let etcd_backend = config.control.backend == ControlBackend::Etcd;
         // The memory backend starts from the config; etcd's first snapshot is
         // read from the store before any worker starts.
@@ -289,6 +291,7 @@ impl Instance {
             admin_addr,
             probe_upstreams,
             auth,
+            cursor_key,
             plane,
             control,
             export_task,
@@ -330,6 +333,7 @@ impl Instance {
             admin_addr,
             probe_upstreams,
             auth,
+            cursor_key,
             plane,
             control,
             export_task,
@@ -339,7 +343,6 @@ impl Instance {
             admin_task,
             etcd,
         } = self;
-        let cursor_key = cursor_key(&config).map_err(InstanceError::Secret)?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let drain = config.server.drain_timeout.as_std();
         let mut threads = Vec::with_capacity(workers);

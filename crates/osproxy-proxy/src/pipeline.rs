@@ -337,7 +337,7 @@ impl Proxy {
             ))),
             BodyCheck::References(prefixes) => {
                 // Read whole (bounded), checked, then sent as read.
-                let bytes = crate::tenancy::read_body(body).await?;
+                let bytes = osproxy_upstream::read_limited(body).await?;
                 check_references(&bytes, &prefixes).map_err(|reason| {
                     ProxyError::new(
                         ErrorCode::UnsupportedEndpoint,

@@ -4,16 +4,9 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Response};
-use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
 
 use crate::body::ResponseBody;
-
-/// Reads a client body whole, up to [`MAX_BUFFERED`] bytes (for the data
-/// path's checks outside tenancy).
-pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ProxyError> {
-    read_limited(body).await
-}
 
 pub(crate) use osproxy_upstream::read_limited;
 
@@ -151,7 +144,8 @@ pub(crate) fn body_partition(doc: &[u8], field: &str, index: &str) -> Result<Str
 /// uncompressed; a compressed one is refused with a clear error rather than
 /// misread as malformed JSON.
 pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
-    check_media_types(headers)?;
+    check_content_type(headers)?;
+    check_accept(headers)?;
     identity_encoding(headers)
 }
 
@@ -173,15 +167,9 @@ pub(crate) fn check_plain_json(headers: &HeaderMap) -> Result<(), ProxyError> {
     identity_encoding(headers)
 }
 
-/// Only JSON goes in and out of a logical index: a request body declared
-/// as YAML, CBOR or SMILE (which OpenSearch would parse as such, while
-/// osproxy reads JSON), or a form, is refused; so is an `Accept` that asks
-/// for an answer osproxy could not reverse.
-pub(crate) fn check_media_types(headers: &HeaderMap) -> Result<(), ProxyError> {
-    check_content_type(headers)?;
-    check_accept(headers)
-}
-
+/// Only JSON goes in: a request body declared as YAML, CBOR or SMILE
+/// (which OpenSearch would parse as such, while osproxy reads JSON), or a
+/// form, is refused.
 fn check_content_type(headers: &HeaderMap) -> Result<(), ProxyError> {
     if let Some(v) = headers.get(http::header::CONTENT_TYPE) {
         let v = v.to_str().unwrap_or("?").to_ascii_lowercase();
@@ -203,6 +191,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Only JSON comes out: an `Accept` that asks for an answer osproxy could
+/// not reverse is refused.
 fn check_accept(headers: &HeaderMap) -> Result<(), ProxyError> {
     for v in headers.get_all(http::header::ACCEPT) {
         let v = v.to_str().unwrap_or("?").to_ascii_lowercase();

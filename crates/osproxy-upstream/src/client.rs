@@ -420,3 +420,25 @@ impl hyper::rt::Write for TrackedConnection {
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_cannot_have_been_applied_twice_is_retryable() {
+        let connect = UpstreamError::Connect("refused".into());
+        let timeout = UpstreamError::Timeout(Duration::from_secs(1));
+        let io = UpstreamError::Io("reset".into());
+        assert!(connect.to_proxy_error("main", false).retryable);
+        assert!(!timeout.to_proxy_error("main", false).retryable);
+        assert!(!io.to_proxy_error("main", false).retryable);
+        assert!(timeout.to_proxy_error("main", true).retryable);
+        assert_eq!(
+            timeout.to_proxy_error("main", false).code,
+            osproxy_core::ErrorCode::UpstreamTimeout
+        );
+        assert!(!is_idempotent(&http::Method::POST));
+        assert!(is_idempotent(&http::Method::GET));
+    }
+}

@@ -513,12 +513,16 @@ impl Tenancy {
             t.enter(Stage::Dispatch);
             t.record("cluster", Value::Name(Name::ident(&target.cluster.id)));
         });
-        let idempotent = osproxy_upstream::is_idempotent(req.method());
+        // Never "idempotent" here, whatever the upstream method: a tenancy
+        // write is sent as PUT even when the client's request was not one
+        // (an auto-id POST becomes `PUT _create/{minted id}`), and a timed-out
+        // write may still land after the client's retry. Only a failed
+        // connect, which sent nothing, is retryable.
         let resp = target
             .cluster
             .send(req, self.request_timeout)
             .await
-            .map_err(|e| e.to_proxy_error(&target.cluster.id, idempotent))?;
+            .map_err(|e| e.to_proxy_error(&target.cluster.id, false))?;
         let (parts, body) = resp.into_parts();
         let bytes = read_limited(body).await?;
         crate::diagnostics::with(|t| {

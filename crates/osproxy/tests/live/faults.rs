@@ -179,3 +179,45 @@ async fn client_disconnect_mid_stream_releases_everything() {
     )
     .await;
 }
+
+/// A tenancy write is sent upstream as a PUT even when the client's was a
+/// POST (an auto-id document becomes `PUT _create/{minted id}`): when it
+/// times out it may still be applied, so it is not retryable — a retry
+/// would mint a second document.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_out_tenancy_write_is_not_retryable() {
+    use osproxy_testkit::{As, ConfigBuilder, Grant, ProxyInstance};
+    let (port, _peer) = hung_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let token = "faults-acme-token-0123456789";
+    let proxy = ProxyInstance::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_osproxy")),
+        ConfigBuilder::new(dir.path())
+            .cluster("main", &format!("http://127.0.0.1:{port}"))
+            .principal("acme", token, Grant::Partitions(vec!["acme".into()]))
+            .shared_index("orders", "main", "orders-shared")
+            .raw("[upstream]\nrequest_timeout = \"1s\"\n")
+            .toml(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let acme = As::new(&proxy, token);
+    for (method, path) in [
+        (Method::POST, "/orders/_doc"),
+        (Method::PUT, "/orders/_doc/1"),
+    ] {
+        let r = acme
+            .call(
+                method.clone(),
+                path,
+                Some(&serde_json::json!({"n": 1})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 504, "{method} {path}: {}", r.text());
+        assert_eq!(
+            r.json()["error"]["osproxy"]["retryable"],
+            false,
+            "{method} {path}: a write that timed out may have been applied"
+        );
+    }
+}

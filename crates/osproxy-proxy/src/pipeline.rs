@@ -407,6 +407,15 @@ fn confine_passthrough(
             format!("query parameter `{name}` is refused on passthrough: OpenSearch reads it as the request body, which osproxy checks; send the body instead"),
         ));
     }
+    if let Some(name) = ["pipeline", "search_pipeline"]
+        .into_iter()
+        .find(|n| query.contains(n))
+    {
+        return Err(ProxyError::new(
+            ErrorCode::UnsupportedEndpoint,
+            format!("query parameter `{name}` is refused on passthrough: a pipeline runs after osproxy and can write to or read indices outside the prefixes"),
+        ));
+    }
     if parts.uri.query().is_some() {
         let rebuilt = if query.is_empty() {
             parts.uri.path().to_string()

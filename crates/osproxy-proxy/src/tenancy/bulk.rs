@@ -435,12 +435,12 @@ impl<'t> BulkStream<'_, 't> {
             Err(e) => return refuse(self, e),
         };
         let shared = target.shared();
-        if shared && action.rest.iter().any(|(k, _)| k == "pipeline") {
+        if action.rest.iter().any(|(k, _)| k == "pipeline") {
             return refuse(
                 self,
                 ProxyError::new(
                     ErrorCode::BadRequest,
-                    "`pipeline` is refused in a shared placement: an ingest pipeline could rewrite the partition field, `_id` or routing",
+                    "`pipeline` is refused for logical indices: an ingest pipeline could rewrite the partition field, `_id`, routing or the target index",
                 ),
             );
         }

@@ -37,11 +37,24 @@ pub(crate) async fn serve(
     req: Request<Incoming>,
     principal: Option<&Principal>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let path = req.uri().path().to_string();
-    let endpoint = if path.ends_with("/_update_by_query") {
-        "_update_by_query"
-    } else {
-        "_delete_by_query"
+    // The endpoint as OpenSearch routes it: `/{index}/{endpoint}` exactly,
+    // the endpoint not percent-decoded (OpenSearch matches it literally).
+    // A guess from the path's end read `/_update_by_query/` as a delete.
+    let segments: Vec<&str> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let endpoint = match segments.as_slice() {
+        [_, "_update_by_query"] => "_update_by_query",
+        [_, "_delete_by_query"] => "_delete_by_query",
+        _ => {
+            return Err(ProxyError::new(
+                ErrorCode::UnsupportedEndpoint,
+                "only `POST /{index}/_update_by_query` and `POST /{index}/_delete_by_query` are served for logical indices",
+            ))
+        }
     };
     if req.method() != Method::POST {
         return Err(ProxyError::new(

@@ -62,14 +62,28 @@ pub(crate) async fn serve(
             } else {
                 // An alias is a name in the cluster's namespace: it could
                 // claim another partition's index before that is created.
-                if !principal.is_some_and(|p| p.operator)
-                    && serde_json::from_slice::<Value>(&raw)
-                        .ok()
-                        .is_some_and(|v| v.get("aliases").is_some())
+                // A default or final pipeline can set a document's `_index`.
+                let body = serde_json::from_slice::<Value>(&raw).ok();
+                let named = |key: &str| body.as_ref().is_some_and(|v| mentions_key(v, key));
+                let refused = if body.as_ref().is_some_and(|v| v.get("aliases").is_some()) {
+                    Some("`aliases`")
+                } else if [
+                    "default_pipeline",
+                    "final_pipeline",
+                    "index.default_pipeline",
+                    "index.final_pipeline",
+                ]
+                .iter()
+                .any(|k| named(k))
                 {
+                    Some("a default or final pipeline")
+                } else {
+                    None
+                };
+                if let (Some(what), false) = (refused, principal.is_some_and(|p| p.operator)) {
                     return Err(ProxyError::new(
                         ErrorCode::OperatorRequired,
-                        format!("`aliases` in the create-index body of logical index {:?} would name indices outside this partition's own; only an operator may set them", t.logical.name),
+                        format!("{what} in the create-index body of logical index {:?} could reach indices outside this partition's own; only an operator may set it", t.logical.name),
                     ));
                 }
                 raw

@@ -111,8 +111,9 @@ fn allowed(op: Op) -> &'static [&'static str] {
 /// Allowed only where the physical index is the partition's own.
 fn dedicated_only(op: Op) -> &'static [&'static str] {
     match op {
-        // An ingest pipeline could rewrite the partition field, `_id` or routing.
-        Op::Write => &["routing", "preference", "pipeline"],
+        // No `pipeline` on any placement: an ingest pipeline could rewrite
+        // the partition field, `_id`, routing or the target `_index`.
+        Op::Write => &["routing", "preference"],
         Op::Get | Op::Delete | Op::Update => &["routing", "preference"],
         Op::Search | Op::Count => &[
             "routing",
@@ -269,7 +270,8 @@ mod tests {
         }
         assert!(rewrite_query(Some("q=*:*"), Op::Search, true, "acme").is_err());
         assert!(rewrite_query(Some("pipeline=rewrite"), Op::Write, true, "acme").is_err());
-        assert!(rewrite_query(Some("pipeline=enrich"), Op::Write, false, "acme").is_ok());
+        // A pipeline can set `_index`: refused on dedicated placements too.
+        assert!(rewrite_query(Some("pipeline=enrich"), Op::Write, false, "acme").is_err());
         assert!(rewrite_query(Some("df=x"), Op::Count, true, "acme").is_err());
     }
 

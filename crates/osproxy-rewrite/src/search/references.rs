@@ -49,6 +49,17 @@ fn collect_names(v: &Value, path: &str, names: &mut Vec<String>) -> Result<(), R
                             "its stored queries can fetch documents of other indices when documents are written",
                         ))
                     }
+                    // Pipelines run after osproxy: a search pipeline can
+                    // rewrite the query from a template, an ingest pipeline
+                    // (default or final) can set a document's `_index`.
+                    ("search_pipeline" | "default_pipeline" | "final_pipeline"
+                    | "index.default_pipeline" | "index.final_pipeline", _) => {
+                        return Err(refuse(
+                            format!("`{key}`"),
+                            &at,
+                            "a pipeline runs after osproxy and can reach indices it cannot see",
+                        ))
+                    }
                     ("templates" | "template_id" | "search_template" | "collate", _) => {
                         return Err(refuse(
                             format!("`{key}`"),

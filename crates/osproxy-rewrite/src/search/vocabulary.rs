@@ -16,7 +16,7 @@ pub(super) const PLAIN_OPTIONS: &str =
     "from size timeout terminate_after min_score version seq_no_primary_term explain \
     _source stored_fields docvalue_fields fields track_scores \
     include_named_queries_score track_total_hits stats profile \
-    search_after collapse slice verbose_pipeline search_pipeline";
+    search_after collapse slice verbose_pipeline";
 
 /// Query types whose bodies hold no sub-queries.
 pub(super) const LEAF_QUERIES: &str =

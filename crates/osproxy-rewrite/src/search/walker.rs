@@ -53,10 +53,10 @@ impl Walker {
             "profile" | "explain" if self.shared && v != &Value::Bool(false) => {
                 Err(refuse(format!("`{key}`"), key, STATS))
             }
-            "search_pipeline" if self.shared => Err(refuse(
+            "search_pipeline" => Err(refuse(
                 "`search_pipeline`",
                 key,
-                "a search pipeline runs after osproxy and could rewrite the query, dropping the partition filter",
+                "a search pipeline runs after osproxy and could rewrite the query (dropping the partition filter, or reading another index from a template)",
             )),
             "ext" => Err(refuse(
                 "`ext`",

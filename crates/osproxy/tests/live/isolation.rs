@@ -176,6 +176,12 @@ fn suite() -> Vec<Attack> {
         attack(stats, "multi_terms on _index", M::POST, "/orders/_search", Some(r#"{"size":0,"aggs":{"m":{"multi_terms":{"terms":[{"field":"_index"},{"field":"_routing"}]}}}}"#)),
         attack(stats, "sort on the physical _id", M::POST, "/orders/_search", Some(r#"{"sort":["_id"]}"#)),
         attack(stats, "sort on _id as a parameter", M::GET, "/orders/_search?sort=_id:asc", None),
+        attack(qs, "update_by_query with a trailing slash (read as a delete before)", M::POST, "/orders/_update_by_query/", Some(r#"{}"#)),
+        attack(qs, "encoded by-query endpoint", M::POST, "/orders/_update%5Fby_query", Some(r#"{}"#)),
+        attack(pt, "an ingest pipeline on a passthrough write", M::PUT, "/legacy-x/_doc/p1?pipeline=p", Some(r#"{"t":1}"#)),
+        attack(pt, "a search pipeline parameter on passthrough", M::GET, "/legacy-x/_search?search_pipeline=p", None),
+        attack(pt, "a search pipeline in a passthrough body", M::POST, "/legacy-x/_search", Some(r#"{"search_pipeline":{"request_processors":[]}}"#)),
+        attack(pt, "a default pipeline in a passthrough create body", M::PUT, "/legacy-q", Some(r#"{"settings":{"index":{"default_pipeline":"p"}}}"#)),
         attack(stats, "docvalue_fields=_index as a parameter", M::GET, "/orders/_search?docvalue_fields=_index", None),
         attack(stats, "query_string naming _index", M::POST, "/orders/_search", Some(r#"{"query":{"query_string":{"query":"_index:iso-shared"}}}"#)),
         attack(pt, "a percolator mapping through passthrough", M::PUT, "/legacy-p", Some(r#"{"mappings":{"properties":{"q":{"type":"percolator"}}}}"#)),
@@ -209,6 +215,10 @@ fn suite() -> Vec<Attack> {
             r#"{"query":{"wrapper":{"query":"eyJtYXRjaF9hbGwiOnt9fQ=="}}}"#,
         ),
         (
+            "a search pipeline from a dedicated placement",
+            r#"{"search_pipeline":{"request_processors":[{"ml_inference":{"model_id":"m","query_template":"{}"}}]}}"#,
+        ),
+        (
             "phrase suggester collate",
             r#"{"suggest":{"s":{"text":"w1 w2","phrase":{"field":"title","collate":{"prune":true,"query":{"source":"{\"match_all\":{}}"}}}}}}"#,
         ),
@@ -223,6 +233,15 @@ fn suite() -> Vec<Attack> {
             headers: &[],
         });
     }
+    v.push(Attack {
+        class: refs,
+        what: "an ingest pipeline on a dedicated write",
+        token: INITECH,
+        method: M::PUT,
+        path: "/orders/_doc/p1?pipeline=p",
+        body: Some(r#"{"t":1}"#),
+        headers: &[],
+    });
     v.push(Attack {
         class: refs,
         what: "aliases in a dedicated tenant's create body",
@@ -417,6 +436,34 @@ async fn every_attack_is_refused_or_confined() {
         !r.text().contains("iso-shared") && !r.text().contains("acme:1"),
         "{v}"
     );
+    // A dedicated tenant's create body may not set a default or final
+    // pipeline, and its bulk actions may not name one.
+    let r = site
+        .send(
+            INITECH,
+            Method::PUT,
+            "/orders",
+            Some(r#"{"settings":{"index.final_pipeline":"p"}}"#),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        r.json()["error"]["type"],
+        "operator_required",
+        "{}",
+        r.text()
+    );
+    let r = site
+        .send(
+            INITECH,
+            Method::POST,
+            "/orders/_bulk",
+            Some("{\"index\":{\"_id\":\"p2\",\"pipeline\":\"p\"}}\n{\"t\":1}\n"),
+            &[("content-type", "application/x-ndjson")],
+        )
+        .await;
+    assert_eq!(r.json()["items"][0]["index"]["status"], 400, "{}", r.text());
+
     // Reversed by shape, whatever the aggregation is named.
     let r = site
         .send(ACME, Method::POST, "/orders/_search", Some(r#"{"size":0,"aggs":{"hits":{"top_hits":{"size":1}},"f":{"filter":{"match_all":{}},"aggs":{"hits":{"top_hits":{}}}}}}"#), &[])

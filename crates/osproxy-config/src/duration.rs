@@ -6,6 +6,11 @@ use serde::{Deserialize, Deserializer};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Duration(std::time::Duration);
 
+/// A duration that is not a whole number and a unit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {0:?}: write a whole number followed by ms, s, m or h, like \"30s\"")]
+pub struct DurationError(pub String);
+
 impl Duration {
     /// From milliseconds.
     pub const fn from_millis(ms: u64) -> Self {
@@ -29,13 +34,11 @@ impl Duration {
     /// assert_eq!(Duration::parse("250ms").unwrap().as_std().as_millis(), 250);
     /// assert!(Duration::parse("5x").is_err());
     /// ```
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, DurationError> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let bad = || {
-            format!("invalid duration {s:?}: write a whole number followed by ms, s, m or h, like \"30s\"")
-        };
+        let bad = || DurationError(s.to_string());
         let n: u64 = num.parse().map_err(|_| bad())?;
         let d = match unit {
             "ms" => std::time::Duration::from_millis(n),

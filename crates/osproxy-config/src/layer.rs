@@ -20,7 +20,7 @@ where
             .map(|s| s.to_ascii_lowercase())
             .collect();
         set_path(table, &path, &value)
-            .map_err(|m| ConfigError::new(format!("environment variable {name}"), m))?;
+            .map_err(|m| ConfigError::new(format!("environment variable {name}"), m.to_string()))?;
     }
     Ok(())
 }
@@ -35,7 +35,8 @@ pub(crate) fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<(),
             ));
         };
         let path: Vec<String> = key.trim().split('.').map(str::to_string).collect();
-        set_path(table, &path, value).map_err(|m| ConfigError::new(format!("--set {key}"), m))?;
+        set_path(table, &path, value)
+            .map_err(|m| ConfigError::new(format!("--set {key}"), m.to_string()))?;
     }
     Ok(())
 }
@@ -52,9 +53,22 @@ fn parse_value(raw: &str) -> toml::Value {
     }
 }
 
-fn set_path(table: &mut toml::Table, path: &[String], raw: &str) -> Result<(), String> {
+/// Why a layered value (`--set`, `OSPROXY_...`) cannot be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum SetError {
+    #[error("a key segment is empty")]
+    EmptySegment,
+    #[error("{0:?} is not an array index")]
+    NotAnIndex(String),
+    #[error("index {0} is past the end of the array")]
+    PastTheEnd(usize),
+    #[error("{0:?}: a parent of this key is not a table")]
+    NotATable(String),
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], raw: &str) -> Result<(), SetError> {
     if path.is_empty() || path.iter().any(|p| p.is_empty()) {
-        return Err("a key segment is empty".to_string());
+        return Err(SetError::EmptySegment);
     }
     let mut root = toml::Value::Table(std::mem::take(table));
     let result = set_in(&mut root, path, raw);
@@ -64,10 +78,10 @@ fn set_path(table: &mut toml::Table, path: &[String], raw: &str) -> Result<(), S
     result
 }
 
-fn set_in(root: &mut toml::Value, path: &[String], raw: &str) -> Result<(), String> {
+fn set_in(root: &mut toml::Value, path: &[String], raw: &str) -> Result<(), SetError> {
     let mut cur = root;
     let Some((last, parents)) = path.split_last() else {
-        return Err("empty key".to_string());
+        return Err(SetError::EmptySegment);
     };
     for seg in parents {
         cur = step(cur, seg)?;
@@ -80,18 +94,16 @@ fn set_in(root: &mut toml::Value, path: &[String], raw: &str) -> Result<(), Stri
         toml::Value::Array(a) => {
             let i: usize = last
                 .parse()
-                .map_err(|_| format!("{last:?} is not an array index"))?;
-            let slot = a
-                .get_mut(i)
-                .ok_or_else(|| format!("index {i} is past the end of the array"))?;
+                .map_err(|_| SetError::NotAnIndex(last.clone()))?;
+            let slot = a.get_mut(i).ok_or(SetError::PastTheEnd(i))?;
             *slot = parse_value(raw);
             Ok(())
         }
-        _ => Err("a parent of this key is not a table".to_string()),
+        _ => Err(SetError::NotATable(last.clone())),
     }
 }
 
-fn step<'a>(cur: &'a mut toml::Value, seg: &str) -> Result<&'a mut toml::Value, String> {
+fn step<'a>(cur: &'a mut toml::Value, seg: &str) -> Result<&'a mut toml::Value, SetError> {
     match cur {
         toml::Value::Table(t) => Ok(t
             .entry(seg.to_string())
@@ -99,11 +111,10 @@ fn step<'a>(cur: &'a mut toml::Value, seg: &str) -> Result<&'a mut toml::Value, 
         toml::Value::Array(a) => {
             let i: usize = seg
                 .parse()
-                .map_err(|_| format!("{seg:?} is not an array index"))?;
-            a.get_mut(i)
-                .ok_or_else(|| format!("index {i} is past the end of the array"))
+                .map_err(|_| SetError::NotAnIndex(seg.to_string()))?;
+            a.get_mut(i).ok_or(SetError::PastTheEnd(i))
         }
-        _ => Err(format!("{seg:?}: a parent of this key is not a table")),
+        _ => Err(SetError::NotATable(seg.to_string())),
     }
 }
 

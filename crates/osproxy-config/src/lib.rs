@@ -8,12 +8,14 @@
 mod duration;
 mod layer;
 mod model;
+mod secret;
 mod tenancy;
 mod validate;
 
-pub use duration::Duration;
+pub use duration::{Duration, DurationError};
 pub use model::*;
-pub use tenancy::{check_index, is_valid_index_name};
+pub use secret::{read_secret, SecretError};
+pub use tenancy::{check_index, is_valid_index_name, IndexProblem};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -111,38 +111,14 @@ fn principals(config: &Config, errs: &mut Vec<ConfigError>) {
                 format!("{:?} is empty or not unique", p.name),
             ));
         }
-        match (&p.token_env, &p.token_file) {
-            (None, None) => errs.push(ConfigError::new(
-                key("token_env"),
-                "set token_env or token_file (tokens are never written inline)",
-            )),
-            (Some(_), Some(_)) => errs.push(ConfigError::new(
-                key("token_env"),
-                "set token_env or token_file, not both",
-            )),
-            (Some(var), None) => match std::env::var(var) {
-                Ok(v) if v.trim().len() >= 16 => {}
-                Ok(_) => errs.push(ConfigError::new(
-                    key("token_env"),
-                    format!("the token in {var} is shorter than 16 characters"),
-                )),
-                Err(_) => errs.push(ConfigError::new(
-                    key("token_env"),
-                    format!("environment variable {var} is not set"),
-                )),
-            },
-            (None, Some(file)) => match std::fs::read_to_string(file) {
-                Ok(v) if v.trim().len() >= 16 => {}
-                Ok(_) => errs.push(ConfigError::new(
-                    key("token_file"),
-                    format!("the token in {file} is shorter than 16 characters"),
-                )),
-                Err(e) => errs.push(ConfigError::new(
-                    key("token_file"),
-                    format!("cannot read {file}: {e}"),
-                )),
-            },
-        }
+        crate::secret::check_secret(
+            errs,
+            &key("token"),
+            (p.token_env.as_ref(), p.token_file.as_ref()),
+            16,
+            "token",
+            true,
+        );
         if p.any_partition && !p.partitions.is_empty() {
             errs.push(ConfigError::new(
                 key("partitions"),
@@ -241,23 +217,25 @@ fn passthrough_overlap(
     }
 }
 
-fn check_template(t: &str) -> Result<(), String> {
+/// What is wrong with an id template, if anything.
+fn template_problem(t: &str) -> Option<String> {
     // The same parser the data path uses, so `check` and `serve` agree.
     osproxy_rewrite::IdTemplate::parse(t)
-        .map(|_| ())
-        .map_err(|e| format!("{t:?} is not a usable id template: {e}"))
+        .err()
+        .map(|e| format!("{t:?} is not a usable id template: {e}"))
 }
 
-fn check_field(f: &str) -> Result<(), String> {
+/// What is wrong with a partition field name, if anything.
+fn field_problem(f: &str) -> Option<String> {
     if METADATA_FIELDS.contains(&f) {
-        return Err(format!("{f:?} collides with an OpenSearch metadata field"));
+        return Some(format!("{f:?} collides with an OpenSearch metadata field"));
     }
     if f.is_empty() || f.contains(['.', '*', ' ', '"', '\\']) {
-        return Err(format!(
+        return Some(format!(
             "{f:?} is not a usable field name: non-empty, no dots, stars, quotes or spaces"
         ));
     }
-    Ok(())
+    None
 }
 
 /// Whether `s` is a name OpenSearch accepts for a concrete index (no
@@ -278,17 +256,17 @@ fn index_problems(idx: &crate::IndexConfig) -> Vec<(&'static str, String)> {
     if !is_valid_index_name(&idx.name) {
         out.push(("name", format!("{:?} is not a valid index name: lower-case, not starting with _ - + or ., no , * / \\ ? \" < > | # : or spaces", idx.name)));
     }
-    if let Err(m) = check_template(&idx.id) {
+    if let Some(m) = template_problem(&idx.id) {
         out.push(("id", m));
     }
-    if let Err(m) = check_field(&idx.field) {
+    if let Some(m) = field_problem(&idx.field) {
         out.push(("field", m));
     }
     match &idx.partition {
         PartitionSource::Header(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
             out.push(("partition.header", format!("{h:?} is not a header name")));
         }
-        PartitionSource::Body(f) if check_field(f).is_err() => {
+        PartitionSource::Body(f) if field_problem(f).is_some() => {
             out.push((
                 "partition.body",
                 format!("{f:?} is not a usable top-level field name"),
@@ -335,14 +313,27 @@ fn index_problems(idx: &crate::IndexConfig) -> Vec<(&'static str, String)> {
 
 /// The checks of one `[[indices]]` entry that do not depend on the rest of
 /// the configuration (the control plane applies them to runtime writes).
-pub fn check_index(idx: &crate::IndexConfig) -> Result<(), String> {
-    if let Some((k, m)) = index_problems(idx).into_iter().next() {
-        return Err(format!("{k}: {m}"));
+pub fn check_index(idx: &crate::IndexConfig) -> Result<(), IndexProblem> {
+    if let Some((key, message)) = index_problems(idx).into_iter().next() {
+        return Err(IndexProblem { key, message });
     }
     if !is_valid_index_name(idx.default.physical_index(&idx.name)) {
-        return Err("default.index: not a valid index name".to_string());
+        return Err(IndexProblem {
+            key: "default.index",
+            message: "not a valid index name".to_string(),
+        });
     }
     Ok(())
+}
+
+/// The first problem of a catalogue entry: the key under the entry and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct IndexProblem {
+    /// The key under the entry (`id`, `field`, `default.index`, ...).
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub message: String,
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
                 format!("duplicate cluster id {:?}", c.id),
             ));
         }
-        if let Err(m) = check_url(&c.url) {
+        if let Some(m) = url_problem(&c.url) {
             errs.push(ConfigError::new(key("url"), m));
         }
         match (&c.username, &c.password_env, &c.password_file) {
@@ -125,36 +125,17 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             ));
         }
     }
-    let c = &config.cursors;
-    match (&c.key_env, &c.key_file) {
-        (Some(_), Some(_)) => errs.push(ConfigError::new(
-            "cursors.key_env",
-            "set key_env or key_file, not both",
-        )),
-        (Some(var), None) => match std::env::var(var) {
-            Ok(v) if v.trim().len() >= 32 => {}
-            Ok(_) => errs.push(ConfigError::new(
-                "cursors.key_env",
-                format!("the key in {var} is shorter than 32 characters"),
-            )),
-            Err(_) => errs.push(ConfigError::new(
-                "cursors.key_env",
-                format!("environment variable {var} is not set"),
-            )),
-        },
-        (None, Some(file)) => match std::fs::read_to_string(file) {
-            Ok(v) if v.trim().len() >= 32 => {}
-            Ok(_) => errs.push(ConfigError::new(
-                "cursors.key_file",
-                format!("the key in {file} is shorter than 32 characters"),
-            )),
-            Err(e) => errs.push(ConfigError::new(
-                "cursors.key_file",
-                format!("cannot read {file}: {e}"),
-            )),
-        },
-        (None, None) => {}
-    }
+    crate::secret::check_secret(
+        &mut errs,
+        "cursors.key",
+        (
+            config.cursors.key_env.as_ref(),
+            config.cursors.key_file.as_ref(),
+        ),
+        32,
+        "key",
+        false,
+    );
     crate::tenancy::validate(config, &mut errs);
     if errs.is_empty() {
         Ok(())
@@ -172,32 +153,14 @@ fn is_valid_id(id: &str) -> bool {
 }
 
 fn check_diagnostics(d: &crate::Diagnostics, errs: &mut Vec<ConfigError>) {
-    let key = match (&d.header_key_env, &d.header_key_file) {
-        (Some(_), Some(_)) => {
-            errs.push(ConfigError::new(
-                "diagnostics.header_key_env",
-                "set header_key_env or header_key_file, not both",
-            ));
-            None
-        }
-        (Some(var), None) => Some((
-            "diagnostics.header_key_env",
-            std::env::var(var).map_err(|_| format!("{var} is not set")),
-        )),
-        (None, Some(file)) => Some((
-            "diagnostics.header_key_file",
-            std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}")),
-        )),
-        (None, None) => None,
-    };
-    match key {
-        Some((k, Err(m))) => errs.push(ConfigError::new(k, m)),
-        Some((k, Ok(v))) if v.trim().len() < 32 => errs.push(ConfigError::new(
-            k,
-            "the debug header key is shorter than 32 characters",
-        )),
-        _ => {}
-    }
+    crate::secret::check_secret(
+        errs,
+        "diagnostics.header_key",
+        (d.header_key_env.as_ref(), d.header_key_file.as_ref()),
+        32,
+        "debug header key",
+        false,
+    );
     if d.explain_capacity == 0 || d.explain_capacity > 100_000 {
         errs.push(ConfigError::new(
             "diagnostics.explain_capacity",
@@ -211,7 +174,7 @@ fn check_diagnostics(d: &crate::Diagnostics, errs: &mut Vec<ConfigError>) {
         ));
     }
     if let Some(url) = &d.otlp_endpoint {
-        if let Err(m) = check_url(url) {
+        if let Some(m) = url_problem(url) {
             errs.push(ConfigError::new("diagnostics.otlp_endpoint", m));
         }
     }
@@ -240,7 +203,7 @@ fn check_control(control: &crate::Control, errs: &mut Vec<ConfigError>) {
         ));
     }
     for (i, e) in etcd.endpoints.iter().enumerate() {
-        if let Err(m) = check_url(e) {
+        if let Some(m) = url_problem(e) {
             errs.push(ConfigError::new(format!("control.etcd.endpoints[{i}]"), m));
         }
     }
@@ -273,28 +236,30 @@ fn check_control(control: &crate::Control, errs: &mut Vec<ConfigError>) {
     }
 }
 
-fn check_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+/// What is wrong with an upstream or endpoint URL, if anything.
+fn url_problem(url: &str) -> Option<String> {
+    let uri: http::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(e) => return Some(format!("{url:?} is not a URL: {e}")),
+    };
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            return Err(
+            return Some(
                 "https upstreams are not supported by this version yet; use http://".to_string(),
             )
         }
-        _ => return Err(format!("{url:?} must start with http://")),
+        _ => return Some(format!("{url:?} must start with http://")),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} has no host"));
+        return Some(format!("{url:?} has no host"));
     }
     if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
-        return Err(format!(
+        return Some(format!(
             "{url:?} must not have a path or query: give only scheme, host and port"
         ));
     }
-    Ok(())
+    None
 }
 
 #[cfg(test)]

@@ -41,7 +41,8 @@ pub fn apply(
         (Key::Catalogue(name), Some(bytes)) => {
             let idx = decode_index(name, bytes)?;
             known(idx.default.cluster())?;
-            snap.put_index_at(&idx, rev).map_err(Rejection::Refused)?;
+            snap.put_index_at(&idx, rev)
+                .map_err(|e| Rejection::Refused(e.to_string()))?;
         }
         (Key::Catalogue(name), None) => snap.remove_index(name),
         (Key::Placement(index, partition), Some(bytes)) => {
@@ -52,7 +53,9 @@ pub fn apply(
             }
             let value = decode_placement(bytes)?;
             known(value.placement.cluster())?;
-            let migrating = value.migrating().map_err(Rejection::Refused)?;
+            let migrating = value
+                .migrating()
+                .map_err(|e| Rejection::Refused(e.to_string()))?;
             if let Some(m) = &migrating {
                 known(m.to.cluster())?;
             }
@@ -63,14 +66,17 @@ pub fn apply(
                 rev,
                 migrating.map(std::sync::Arc::new),
             )
-            .map_err(Rejection::Refused)?;
+            .map_err(|e| Rejection::Refused(e.to_string()))?;
         }
         (Key::Placement(index, partition), None) => snap.remove_placement(index, partition),
         (Key::Directives, Some(bytes)) => {
             let set = DirectiveSet::decode(bytes).map_err(|e| {
                 // The decoder names fields, never values, except in its
                 // JSON syntax errors: keep only the shape here.
-                Rejection::Refused(format!("directive set refused: {}", shape_of(&e)))
+                Rejection::Refused(format!(
+                    "directive set refused: {}",
+                    shape_of(&e.to_string())
+                ))
             })?;
             snap.set_directives(Some((Arc::new(set), rev)));
         }

@@ -131,9 +131,7 @@ impl ControlPlane {
             ));
         }
         // Refuse what the snapshot would refuse, before touching the store.
-        current
-            .with_placement(index, partition, placement.clone())
-            .map_err(WriteError::Invalid)?;
+        current.with_placement(index, partition, placement.clone())?;
         let value = PlacementValue::active(placement.clone());
         let bytes = serde_json::to_vec(&value).map_err(|e| WriteError::Invalid(e.to_string()))?;
         let Some(store) = self.etcd.get() else {
@@ -206,11 +204,11 @@ impl ControlPlane {
     ) -> Result<u64, WriteError> {
         self.writable()?;
         let expected_epoch = expected_epoch.filter(|e| *e != 0);
-        osproxy_config::check_index(idx).map_err(WriteError::Invalid)?;
+        osproxy_config::check_index(idx).map_err(|e| WriteError::Invalid(e.to_string()))?;
         self.known_cluster(idx.default.cluster())?;
         self.outside_passthrough(&idx.default, &idx.name)?;
         let current = self.load();
-        current.with_index(idx).map_err(WriteError::Invalid)?;
+        current.with_index(idx)?;
         let bytes = serde_json::to_vec(idx).map_err(|e| WriteError::Invalid(e.to_string()))?;
         let Some(store) = self.etcd.get() else {
             let next = self.commit_memory(
@@ -250,7 +248,7 @@ impl ControlPlane {
                 "{name:?} is not a logical index"
             )));
         }
-        current.without_index(name).map_err(WriteError::Invalid)?;
+        current.without_index(name)?;
         let Some(store) = self.etcd.get() else {
             self.commit_memory(
                 |current| {
@@ -262,7 +260,7 @@ impl ControlPlane {
                     current
                         .without_index(name)
                         .map(|_| ())
-                        .map_err(WriteError::Invalid)
+                        .map_err(WriteError::from)
                 },
                 &[(store::Key::Catalogue(name), None)],
             )?;
@@ -288,7 +286,7 @@ impl ControlPlane {
     ) -> Result<u64, WriteError> {
         self.writable()?;
         let expected_epoch = expected_epoch.filter(|e| *e != 0);
-        let set = DirectiveSet::decode(bytes).map_err(WriteError::Invalid)?;
+        let set = DirectiveSet::decode(bytes).map_err(|e| WriteError::Invalid(e.to_string()))?;
         drop(set);
         let Some(store) = self.etcd.get() else {
             let next = self.commit_memory(
@@ -359,7 +357,10 @@ impl ControlPlane {
         // Checked before either backend is touched (apply checks it again).
         if let Some(v) = &entry {
             self.known_cluster(v.placement.cluster())?;
-            if let Some(m) = v.migrating().map_err(WriteError::Invalid)? {
+            if let Some(m) = v
+                .migrating()
+                .map_err(|e| WriteError::Invalid(e.to_string()))?
+            {
                 self.known_cluster(m.to.cluster())?;
                 self.outside_passthrough(&m.to, index)?;
             }

@@ -75,6 +75,51 @@ pub struct DirectiveSet {
     pub directives: Vec<Directive>,
 }
 
+/// Why a directive (set) was refused; every message names the directive
+/// and the field, never a value's secret.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DirectiveError {
+    /// A field is missing or of the wrong type.
+    #[error("{path}: {reason}")]
+    Field {
+        /// Where, like `directives[0].level`.
+        path: String,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// Bytes after the set.
+    #[error("trailing data after the set: {0}")]
+    Trailing(String),
+    /// More directives than may be active (or, for one, none).
+    #[error("{0} directives; between 1 and {MAX_DIRECTIVES} may be active")]
+    TooMany(usize),
+    /// An id is empty or too long.
+    #[error("directives[{0}].id: 1 to {MAX_ID_LEN} characters")]
+    IdLength(usize),
+    /// Two directives share an id.
+    #[error("directives[{0}].id: duplicate id {1:?}")]
+    DuplicateId(usize, String),
+    /// A sample rate outside [0, 1].
+    #[error("directives[{0}].sample_rate: {1} is outside [0, 1]")]
+    SampleRate(usize, f64),
+    /// An expiry that is not a time.
+    #[error("directives[{0}].expires_at: {1}; write a UTC time like \"2026-11-27T12:00:00Z\"")]
+    ExpiresAt(usize, NotRfc3339),
+    /// A debug header's payload that is not JSON.
+    #[error("not JSON (line {line}, column {column})")]
+    NotJson {
+        /// Line.
+        line: usize,
+        /// Column.
+        column: usize,
+    },
+}
+
+/// A time that is not `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an RFC 3339 time")]
+pub struct NotRfc3339(pub String);
+
 /// Upper bounds that keep a published set cheap to match on every request.
 const MAX_DIRECTIVES: usize = 64;
 const MAX_ID_LEN: usize = 128;
@@ -82,40 +127,31 @@ const MAX_ID_LEN: usize = 128;
 impl DirectiveSet {
     /// Decodes and checks a published set; every problem names the
     /// directive and the field.
-    pub fn decode(bytes: &[u8]) -> Result<DirectiveSet, String> {
+    pub fn decode(bytes: &[u8]) -> Result<DirectiveSet, DirectiveError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let mut set: DirectiveSet = serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        let mut set: DirectiveSet =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| DirectiveError::Field {
+                path: e.path().to_string(),
+                reason: e.inner().to_string(),
+            })?;
         de.end()
-            .map_err(|e| format!("trailing data after the set: {e}"))?;
+            .map_err(|e| DirectiveError::Trailing(e.to_string()))?;
         if set.directives.len() > MAX_DIRECTIVES {
-            return Err(format!(
-                "{} directives; at most {MAX_DIRECTIVES} may be active",
-                set.directives.len()
-            ));
+            return Err(DirectiveError::TooMany(set.directives.len()));
         }
         for i in 0..set.directives.len() {
             let d = &set.directives[i];
-            let at = |field: &str| format!("directives[{i}].{field}");
             if d.id.is_empty() || d.id.len() > MAX_ID_LEN {
-                return Err(format!("{}: 1 to {MAX_ID_LEN} characters", at("id")));
+                return Err(DirectiveError::IdLength(i));
             }
             if set.directives[..i].iter().any(|o| o.id == d.id) {
-                return Err(format!("{}: duplicate id {:?}", at("id"), d.id));
+                return Err(DirectiveError::DuplicateId(i, d.id.clone()));
             }
             if !(0.0..=1.0).contains(&d.sample_rate) {
-                return Err(format!(
-                    "{}: {} is outside [0, 1]",
-                    at("sample_rate"),
-                    d.sample_rate
-                ));
+                return Err(DirectiveError::SampleRate(i, d.sample_rate));
             }
-            let expires = parse_rfc3339(&d.expires_at).map_err(|m| {
-                format!(
-                    "{}: {m}; write a UTC time like \"2026-11-27T12:00:00Z\"",
-                    at("expires_at")
-                )
-            })?;
+            let expires =
+                parse_rfc3339(&d.expires_at).map_err(|e| DirectiveError::ExpiresAt(i, e))?;
             set.directives[i].expires_unix = expires;
         }
         Ok(set)
@@ -123,15 +159,17 @@ impl DirectiveSet {
 
     /// Decodes one directive (the signed debug header's payload) with the
     /// same rules as a published set.
-    pub fn decode_one(bytes: &[u8]) -> Result<Directive, String> {
-        let one: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| format!("not JSON (line {}, column {})", e.line(), e.column()))?;
+    pub fn decode_one(bytes: &[u8]) -> Result<Directive, DirectiveError> {
+        let one: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| DirectiveError::NotJson {
+                line: e.line(),
+                column: e.column(),
+            })?;
         let wrapped = serde_json::json!({ "directives": [one] });
-        let bytes = serde_json::to_vec(&wrapped).map_err(|e| e.to_string())?;
-        DirectiveSet::decode(&bytes)?
+        DirectiveSet::decode(wrapped.to_string().as_bytes())?
             .directives
             .pop()
-            .ok_or_else(|| "no directive".to_string())
+            .ok_or(DirectiveError::TooMany(0))
     }
 
     /// The directives not yet expired at `now` (seconds since the epoch).
@@ -142,8 +180,8 @@ impl DirectiveSet {
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)` to seconds since the
 /// Unix epoch (fractions are dropped).
-pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not an RFC 3339 time");
+pub fn parse_rfc3339(s: &str) -> Result<u64, NotRfc3339> {
+    let bad = || NotRfc3339(s.to_string());
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return Err(bad());
@@ -151,7 +189,7 @@ pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
     if b[13] != b':' || b[16] != b':' {
         return Err(bad());
     }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+    let num = |r: std::ops::Range<usize>| -> Result<i64, NotRfc3339> {
         let part = s.get(r).ok_or_else(bad)?;
         if !part.bytes().all(|c| c.is_ascii_digit()) {
             return Err(bad());
@@ -199,7 +237,7 @@ pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
     }
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    u64::try_from(secs).map_err(|_| format!("{s:?} is before 1970"))
+    u64::try_from(secs).map_err(|_| bad()) // before 1970
 }
 
 fn is_leap(y: i64) -> bool {
@@ -299,7 +337,7 @@ mod tests {
             (r#"{"directives":[]} x"#, "trailing"),
         ] {
             let err = DirectiveSet::decode(bad.as_bytes()).unwrap_err();
-            assert!(err.contains(names), "{bad}: {err}");
+            assert!(err.to_string().contains(names), "{bad}: {err}");
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod snapshot;
 pub mod store;
 mod write;
 
-pub use etcd::EtcdHandle;
+pub use etcd::{EtcdHandle, StoreError};
 pub use plane::{ControlPlane, Counters};
-pub use snapshot::{Entry, LogicalIndex, PartitionRule, Resolved, Snapshot};
+pub use snapshot::{CatalogueError, Entry, LogicalIndex, PartitionRule, Resolved, Snapshot};
 pub use write::{Conflict, Member, WriteError};

@@ -9,6 +9,37 @@ use osproxy_rewrite::IdTemplate;
 
 use crate::directives::DirectiveSet;
 
+/// Why a catalogue entry or placement is not acceptable to the table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogueError {
+    /// The logical index's `id` template does not parse.
+    #[error("id: {0}")]
+    IdTemplate(#[source] osproxy_rewrite::TemplateError),
+    /// One `[[indices]]` entry of the config is not acceptable.
+    #[error("indices {index}: {source}")]
+    Index {
+        /// The logical index's name.
+        index: String,
+        /// Why.
+        #[source]
+        source: Box<CatalogueError>,
+    },
+    /// A placement names an index that is not one concrete index.
+    #[error("{0:?} is not a valid concrete index name (lower-case; no wildcards, commas, spaces or path characters)")]
+    NotConcrete(String),
+    /// A physical index would hold two owners' data.
+    #[error("index {index:?} on cluster {cluster:?} is already used by another placement; each physical index serves one logical index, and a dedicated one serves one partition")]
+    Owned {
+        /// The cluster.
+        cluster: String,
+        /// The physical index.
+        index: String,
+    },
+    /// A logical index is removed while partitions are still placed in it.
+    #[error("{0:?} still has explicit placements; remove the logical index only when none remain")]
+    StillPlaced(String),
+}
+
 /// Where a logical index finds a request's partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionRule {
@@ -46,8 +77,11 @@ pub struct LogicalIndex {
 
 impl LogicalIndex {
     /// From a catalogue entry as written in config or sent to the admin API.
-    pub fn from_config(idx: &osproxy_config::IndexConfig, epoch: u64) -> Result<Self, String> {
-        let id_template = IdTemplate::parse(&idx.id).map_err(|e| format!("id: {e}"))?;
+    pub fn from_config(
+        idx: &osproxy_config::IndexConfig,
+        epoch: u64,
+    ) -> Result<Self, CatalogueError> {
+        let id_template = IdTemplate::parse(&idx.id).map_err(CatalogueError::IdTemplate)?;
         let partition = match &idx.partition {
             PartitionSource::From(_) => PartitionRule::Principal,
             PartitionSource::Header(h) => PartitionRule::Header(h.to_ascii_lowercase()),
@@ -114,12 +148,15 @@ pub struct Snapshot {
 impl Snapshot {
     /// The snapshot a memory-backed instance starts from: the config's
     /// `[[indices]]` and `[[placements]]` at revision 1.
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    pub fn from_config(config: &Config) -> Result<Self, CatalogueError> {
         let revision = 1;
         let mut indices = HashMap::new();
         for idx in &config.indices {
-            let logical = LogicalIndex::from_config(idx, revision)
-                .map_err(|e| format!("indices {}: {e}", idx.name))?;
+            let logical =
+                LogicalIndex::from_config(idx, revision).map_err(|e| CatalogueError::Index {
+                    index: idx.name.clone(),
+                    source: Box::new(e),
+                })?;
             indices.insert(idx.name.clone(), Arc::new(logical));
         }
         let mut placements: HashMap<String, HashMap<String, Entry>> = HashMap::new();
@@ -203,7 +240,7 @@ impl Snapshot {
         index: &str,
         partition: &PartitionId,
         placement: Placement,
-    ) -> Result<Snapshot, String> {
+    ) -> Result<Snapshot, CatalogueError> {
         let mut next = self.successor();
         next.put_placement_at(index, partition.as_str(), placement, next.revision, None)?;
         Ok(next)
@@ -218,7 +255,7 @@ impl Snapshot {
         placement: Placement,
         epoch: u64,
         migrating: Option<Arc<Migrating>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CatalogueError> {
         let entry = Entry {
             placement: Arc::new(placement),
             epoch,
@@ -263,7 +300,7 @@ impl Snapshot {
         &mut self,
         idx: &osproxy_config::IndexConfig,
         epoch: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), CatalogueError> {
         let logical = LogicalIndex::from_config(idx, epoch)?;
         let previous = self.indices.insert(idx.name.clone(), Arc::new(logical));
         if let Err(e) = self.checked() {
@@ -335,7 +372,7 @@ impl Snapshot {
         self.deferred = deferred;
     }
 
-    fn checked(&self) -> Result<(), String> {
+    fn checked(&self) -> Result<(), CatalogueError> {
         if self.deferred {
             Ok(())
         } else {
@@ -344,7 +381,7 @@ impl Snapshot {
     }
 
     /// The whole table's consistency (after a deferred load).
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), CatalogueError> {
         self.check_ownership()
     }
 
@@ -401,7 +438,7 @@ impl Snapshot {
 
     /// Each physical index serves one logical index, and a dedicated one a
     /// single partition; defaults are shared.
-    fn check_ownership(&self) -> Result<(), String> {
+    fn check_ownership(&self) -> Result<(), CatalogueError> {
         let mut owners: HashMap<(String, String), String> = HashMap::new();
         let defaults = self
             .indices
@@ -427,17 +464,14 @@ impl Snapshot {
             // Runtime writes get the name check config validation gives: a
             // wildcard or comma would make one placement reach many indices.
             if !osproxy_config::is_valid_index_name(&slot.1) {
-                return Err(format!(
-                    "{:?} is not a valid concrete index name (lower-case; no wildcards, commas, spaces or path characters)",
-                    slot.1
-                ));
+                return Err(CatalogueError::NotConcrete(slot.1));
             }
             match owners.get(&slot) {
                 Some(existing) if *existing != claim => {
-                    return Err(format!(
-                        "index {:?} on cluster {:?} is already used by another placement; each physical index serves one logical index, and a dedicated one serves one partition",
-                        slot.1, slot.0
-                    ))
+                    return Err(CatalogueError::Owned {
+                        cluster: slot.0,
+                        index: slot.1,
+                    })
                 }
                 _ => {
                     owners.insert(slot, claim);
@@ -449,7 +483,10 @@ impl Snapshot {
 
     /// A copy at the next revision with `idx` added or replaced (its epoch
     /// the new revision), refused when it would mix owners' data.
-    pub fn with_index(&self, idx: &osproxy_config::IndexConfig) -> Result<Snapshot, String> {
+    pub fn with_index(
+        &self,
+        idx: &osproxy_config::IndexConfig,
+    ) -> Result<Snapshot, CatalogueError> {
         let mut next = self.successor();
         next.put_index_at(idx, next.revision)?;
         Ok(next)
@@ -457,9 +494,9 @@ impl Snapshot {
 
     /// A copy at the next revision without the logical index `name`; refused
     /// while partitions have explicit placements in it.
-    pub fn without_index(&self, name: &str) -> Result<Snapshot, String> {
+    pub fn without_index(&self, name: &str) -> Result<Snapshot, CatalogueError> {
         if !self.entries(name).is_empty() {
-            return Err(format!("{name:?} still has explicit placements; remove the logical index only when none remain"));
+            return Err(CatalogueError::StillPlaced(name.to_string()));
         }
         let mut next = self.successor();
         next.indices.remove(name);

@@ -213,7 +213,7 @@ impl PlacementValue {
 
     /// The entry's migration, checked: a migrating entry names `to` (another
     /// placement) and `phase`; an active one names neither.
-    pub fn migrating(&self) -> Result<Option<Migrating>, String> {
+    pub fn migrating(&self) -> Result<Option<Migrating>, EntryShapeError> {
         match (self.state, &self.to, self.phase) {
             (State::Active, None, None) => Ok(None),
             (State::Migrating, Some(to), Some(phase)) if *to != self.placement => {
@@ -222,12 +222,21 @@ impl PlacementValue {
                     phase,
                 }))
             }
-            (State::Migrating, Some(_), Some(_)) => {
-                Err("a migrating entry's `to` must differ from its placement".into())
-            }
-            _ => Err("a migrating entry names `to` and `phase`; an active one neither".into()),
+            (State::Migrating, Some(_), Some(_)) => Err(EntryShapeError::MovesNowhere),
+            _ => Err(EntryShapeError::Inconsistent),
         }
     }
+}
+
+/// Why a placement entry's migration fields do not fit together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EntryShapeError {
+    /// A migrating entry's destination is its placement.
+    #[error("a migrating entry's `to` must differ from its placement")]
+    MovesNowhere,
+    /// `state`, `to` and `phase` disagree.
+    #[error("a migrating entry names `to` and `phase`; an active one neither")]
+    Inconsistent,
 }
 
 /// Why a value was not applied. `Display` is shape-only: it never quotes
@@ -308,7 +317,7 @@ pub fn decode_index(name: &str, bytes: &[u8]) -> Result<IndexConfig, Rejection> 
     }
     let idx: IndexConfig =
         serde_path_to_error::deserialize(value).map_err(|e| schema("catalogue", e))?;
-    osproxy_config::check_index(&idx).map_err(Rejection::Refused)?;
+    osproxy_config::check_index(&idx).map_err(|e| Rejection::Refused(e.to_string()))?;
     Ok(idx)
 }
 

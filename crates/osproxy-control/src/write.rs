@@ -23,6 +23,12 @@ pub enum WriteError {
     Unavailable(String),
 }
 
+impl From<crate::snapshot::CatalogueError> for WriteError {
+    fn from(e: crate::snapshot::CatalogueError) -> Self {
+        WriteError::Invalid(e.to_string())
+    }
+}
+
 /// This instance, as the fleet list shows it.
 #[derive(Debug, Clone, Default)]
 pub struct Member {

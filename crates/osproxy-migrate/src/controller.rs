@@ -139,7 +139,7 @@ impl Controller {
         }
         // The destination may not belong to anyone else.
         snap.with_placement(index, &pid, to.clone())
-            .map_err(MigrationError::Invalid)?;
+            .map_err(|e| MigrationError::Invalid(e.to_string()))?;
         let record_epoch = match snap.migration(index, partition) {
             Some((r, _)) if !r.phase.is_terminal() => {
                 return Err(MigrationError::Conflict(

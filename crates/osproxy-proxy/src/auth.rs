@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
-use osproxy_config::Config;
+use osproxy_config::{read_secret, Config, SecretError};
 use osproxy_core::partition::is_valid_partition;
 use osproxy_core::{ErrorCode, PartitionId, ProxyError};
 use sha2::{Digest, Sha256};
@@ -74,6 +74,25 @@ impl Principal {
     }
 }
 
+/// Why the configured principals do not make an authenticator.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    /// A token could not be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// Two principals have one token: a caller could not be told apart.
+    #[error("principal {0}: its token is also another principal's; tokens must be distinct")]
+    SharedToken(String),
+    /// A granted partition is not a partition id.
+    #[error("principal {principal}: {reason}")]
+    Partition {
+        /// The principal.
+        principal: String,
+        /// Why the id is not one.
+        reason: String,
+    },
+}
+
 /// The principals of one instance, keyed by token digest.
 #[derive(Debug, Default)]
 pub struct Authenticator {
@@ -82,22 +101,15 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Reads every principal's token from its environment variable or file.
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    pub fn from_config(config: &Config) -> Result<Self, AuthConfigError> {
         let mut entries: Vec<([u8; 32], Arc<Principal>)> = Vec::new();
         for p in &config.principals {
-            let token = match (&p.token_env, &p.token_file) {
-                (Some(var), _) => std::env::var(var)
-                    .map_err(|_| format!("principal {}: {var} is not set", p.name))?,
-                (None, Some(file)) => std::fs::read_to_string(file)
-                    .map_err(|e| format!("principal {}: cannot read {file}: {e}", p.name))?,
-                (None, None) => return Err(format!("principal {}: no token source", p.name)),
-            };
-            let digest = digest(token.trim().as_bytes());
+            let key = format!("principal {}: token", p.name);
+            let token = read_secret(&key, p.token_env.as_deref(), p.token_file.as_deref())?
+                .ok_or(SecretError::Missing { key })?;
+            let digest = digest(token.as_bytes());
             if entries.iter().any(|(d, _)| *d == digest) {
-                return Err(format!(
-                    "principal {}: its token is also another principal's; tokens must be distinct",
-                    p.name
-                ));
+                return Err(AuthConfigError::SharedToken(p.name.clone()));
             }
             let grants = if p.any_partition {
                 Grants::Any
@@ -106,7 +118,10 @@ impl Authenticator {
                     p.partitions
                         .iter()
                         .map(|s| {
-                            PartitionId::new(s).map_err(|e| format!("principal {}: {e}", p.name))
+                            PartitionId::new(s).map_err(|e| AuthConfigError::Partition {
+                                principal: p.name.clone(),
+                                reason: e.to_string(),
+                            })
                         })
                         .collect::<Result<_, _>>()?,
                 )

@@ -56,7 +56,7 @@ impl CheckedBulk {
                     };
                     for line in lines {
                         if let Err(reason) = self.check.line(&line) {
-                            return self.refuse(reason);
+                            return self.refuse(reason.to_string());
                         }
                     }
                 }
@@ -65,7 +65,7 @@ impl CheckedBulk {
             Poll::Ready(None) => {
                 if let Some(last) = self.splitter.take().and_then(LineSplitter::finish) {
                     if let Err(reason) = self.check.line(&last) {
-                        return self.refuse(reason);
+                        return self.refuse(reason.to_string());
                     }
                 }
                 Poll::Ready(None)

@@ -204,23 +204,52 @@ pub enum BodyCheck {
 
 /// Checks the indices a passthrough query body names: all within
 /// `prefixes`, or why not.
-pub fn check_references(body: &[u8], prefixes: &[String]) -> Result<(), String> {
+pub fn check_references(body: &[u8], prefixes: &[String]) -> Result<(), Outside> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
-    osproxy_rewrite::strict::check(body).map_err(|e| format!("the body is refused: {e}"))?;
-    let names = osproxy_rewrite::search::named_indices(body).map_err(|e| e.to_string())?;
+    osproxy_rewrite::strict::check(body).map_err(|e| Outside::Unreadable(e.to_string()))?;
+    let names = osproxy_rewrite::search::named_indices(body)
+        .map_err(|e| Outside::Unreadable(e.to_string()))?;
     match names
         .iter()
         .flat_map(|n| n.split(','))
         .find(|n| !within(n, prefixes))
     {
-        Some(name) => {
-            let shown: String = name.chars().take(200).collect();
-            Err(format!("the body names index {shown:?} by reference, which does not start with a passthrough prefix {prefixes:?}"))
-        }
+        Some(name) => Err(Outside::Reference {
+            index: name.chars().take(200).collect(),
+            prefixes: prefixes.to_vec(),
+        }),
         None => Ok(()),
     }
+}
+
+/// Why a passthrough body is not forwarded: it names an index outside the
+/// prefixes, or cannot be read well enough to tell.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Outside {
+    /// The body is not the strict JSON (or bulk action) the check reads.
+    #[error("the body is refused: {0}")]
+    Unreadable(String),
+    /// A bulk action line that does not parse: item boundaries are unknown.
+    #[error("a bulk action line could not be read ({0}), so its target cannot be checked")]
+    Action(String),
+    /// A query names an index by reference outside the prefixes.
+    #[error("the body names index {index:?} by reference, which does not start with a passthrough prefix {prefixes:?}")]
+    Reference {
+        /// The name (its first 200 characters).
+        index: String,
+        /// The prefixes.
+        prefixes: Vec<String>,
+    },
+    /// A bulk action targets an index outside the prefixes.
+    #[error("a bulk action names index {index:?}, which does not start with a passthrough prefix {prefixes:?}")]
+    Target {
+        /// The name (its first 200 characters).
+        index: String,
+        /// The prefixes.
+        prefixes: Vec<String>,
+    },
 }
 
 /// A request allowed through: its cluster, and for a prefix-confined `_bulk`
@@ -258,21 +287,22 @@ impl BulkCheck {
     /// Checks one line; `Err` says why the request must stop.
     /// Blank lines count where OpenSearch counts them: skipped where an
     /// action is expected, but taken as the source where one is expected.
-    pub fn line(&mut self, line: &[u8]) -> Result<(), String> {
+    pub fn line(&mut self, line: &[u8]) -> Result<(), Outside> {
         if std::mem::take(&mut self.expect_source) {
             return Ok(());
         }
         if osproxy_rewrite::bulk::is_blank(line) {
             return Ok(());
         }
-        let action = osproxy_rewrite::bulk::parse_action(line).map_err(|e| {
-            format!("a bulk action line could not be read ({e}), so its target cannot be checked")
-        })?;
+        let action = osproxy_rewrite::bulk::parse_action(line)
+            .map_err(|e| Outside::Action(e.to_string()))?;
         if let Some(index) = &action.index {
             let all_within = index.split(',').all(|n| within(n, &self.prefixes));
             if !all_within {
-                let shown: String = index.chars().take(200).collect();
-                return Err(format!("a bulk action names index {shown:?}, which does not start with a passthrough prefix {:?}", self.prefixes));
+                return Err(Outside::Target {
+                    index: index.chars().take(200).collect(),
+                    prefixes: self.prefixes.clone(),
+                });
             }
         }
         self.expect_source = action.op.has_source();

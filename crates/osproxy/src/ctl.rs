@@ -191,7 +191,46 @@ pub fn run(args: CtlArgs) -> ExitCode {
     }
 }
 
-async fn execute(args: &CtlArgs) -> Result<(), String> {
+/// Why a `ctl` command did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum CtlError {
+    /// The arguments do not make a command.
+    #[error("{0}")]
+    Usage(&'static str),
+    /// A `@file` argument could not be read.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin URL does not make a request.
+    #[error("bad request for {url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: http::Error,
+    },
+    /// The admin API did not answer.
+    #[error("cannot reach {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The answer broke off.
+    #[error("reading the answer from {url}: {source}")]
+    Answer {
+        url: String,
+        #[source]
+        source: hyper::Error,
+    },
+    /// The admin API answered with an error: status, message, current state.
+    #[error("{0}")]
+    Refused(String),
+}
+
+async fn execute(args: &CtlArgs) -> Result<(), CtlError> {
     let (method, path, body) = match &args.command {
         CtlCommand::Fleet => (Method::GET, "/v1/fleet".to_string(), None),
         CtlCommand::Catalogue { command } => match command {
@@ -243,7 +282,7 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
         } => match (request_id, directive) {
             (Some(id), _) => (Method::GET, format!("/v1/explain/{id}"), None),
             (None, Some(d)) => (Method::GET, format!("/v1/explain?directive={d}"), None),
-            (None, None) => return Err("give a REQUEST_ID or --directive ID".into()),
+            (None, None) => return Err(CtlError::Usage("give a REQUEST_ID or --directive ID")),
         },
         CtlCommand::Migrate { command } => match command {
             MigrateCommand::Start {
@@ -275,8 +314,12 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
             DirectivesCommand::Get => (Method::GET, "/v1/directives".to_string(), None),
             DirectivesCommand::Put { set, epoch } => {
                 let body = match set.strip_prefix('@') {
-                    Some(file) => std::fs::read_to_string(file)
-                        .map_err(|e| format!("cannot read {file}: {e}"))?,
+                    Some(file) => {
+                        std::fs::read_to_string(file).map_err(|source| CtlError::Read {
+                            file: file.to_string(),
+                            source,
+                        })?
+                    }
                     None => set.clone(),
                 };
                 let query = epoch.map(|e| format!("?epoch={e}")).unwrap_or_default();
@@ -296,18 +339,24 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| format!("bad request for {url}: {e}"))?;
+        .map_err(|source| CtlError::Request {
+            url: url.clone(),
+            source,
+        })?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let resp = client
         .request(req)
         .await
-        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        .map_err(|source| CtlError::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
     let status = resp.status();
     let bytes = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|source| CtlError::Answer { url, source })?
         .to_bytes();
     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if !status.is_success() {
@@ -325,7 +374,7 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
             }
             _ => String::new(),
         };
-        return Err(format!("{status}: {msg}{current}"));
+        return Err(CtlError::Refused(format!("{status}: {msg}{current}")));
     }
     if args.json {
         println!("{v}");

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use osproxy_admin::Admin;
-use osproxy_config::{Config, ControlBackend};
+use osproxy_config::{read_secret, Config, ControlBackend, SecretError};
 use osproxy_control::{ControlPlane, EtcdHandle, Member, Snapshot};
 use osproxy_migrate::Controller;
 use osproxy_observe::trace::Explanations;
@@ -53,10 +53,16 @@ pub enum InstanceError {
     /// The control plane could not start (the store did not answer, the
     /// first snapshot was refused, ...).
     #[error("control plane: {0}")]
-    Control(String),
+    Catalogue(#[from] osproxy_control::CatalogueError),
+    /// The etcd store could not be reached or read at start-up.
+    #[error("control plane: {0}")]
+    Store(#[from] osproxy_control::StoreError),
     /// A key or credential named by the config could not be read.
-    #[error("{0}")]
-    Secret(String),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The principals' tokens do not make an authenticator.
+    #[error(transparent)]
+    Principals(#[from] osproxy_proxy::auth::AuthConfigError),
     /// A thread or runtime of the instance failed.
     #[error("{what}")]
     Runtime {
@@ -177,15 +183,15 @@ impl Instance {
             &config.upstream,
             &metrics,
         )?);
-        let auth = Arc::new(Authenticator::from_config(&config).map_err(InstanceError::Secret)?);
-        let cursor_key = cursor_key(&config).map_err(InstanceError::Secret)?;
+        let auth = Arc::new(Authenticator::from_config(&config)?);
+        let cursor_key = cursor_key(&config)?;
         let etcd_backend = config.control.backend == ControlBackend::Etcd;
         // The memory backend starts from the config; etcd's first snapshot is
         // read from the store before any worker starts.
         let initial = if etcd_backend {
             Snapshot::default()
         } else {
-            Snapshot::from_config(&config).map_err(InstanceError::Control)?
+            Snapshot::from_config(&config)?
         };
         let plane = Arc::new(ControlPlane::new(
             initial,
@@ -231,7 +237,7 @@ impl Instance {
         let diagnostics = Arc::new(Diagnostics::new(
             &config.diagnostics,
             plane.clone(),
-            debug_header_key(&config).map_err(InstanceError::Secret)?,
+            debug_header_key(&config)?,
             explanations.clone(),
             exporter,
             metrics.clone(),
@@ -271,9 +277,7 @@ impl Instance {
             readiness.set_control_pending(Some(
                 "the control snapshot is not built yet (reading etcd)".into(),
             ));
-            let handle = control
-                .block_on(plane.start_etcd(&config, member.clone()))
-                .map_err(InstanceError::Control)?;
+            let handle = control.block_on(plane.start_etcd(&config, member.clone()))?;
             readiness.set_control_pending(None);
             Some(handle)
         } else {
@@ -443,36 +447,28 @@ impl Instance {
 
 /// The key scroll and PIT ids are signed with: the configured fleet key, or
 /// a random one for this instance alone.
-fn cursor_key(config: &Config) -> Result<CursorKey, String> {
-    let secret = match (&config.cursors.key_env, &config.cursors.key_file) {
-        (Some(var), _) => {
-            std::env::var(var).map_err(|_| format!("cursors.key_env: {var} is not set"))?
-        }
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .map_err(|e| format!("cursors.key_file: cannot read {file}: {e}"))?,
-        (None, None) => {
-            let mut bytes = [0u8; 32];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-                .map_err(|e| format!("cannot read random bytes for the cursor key: {e}"))?;
-            if !config.indices.is_empty() {
-                warn!("no [cursors] key configured: scroll and PIT ids are valid on this instance only; set cursors.key_env for a fleet");
-            }
-            return Ok(CursorKey::new(&bytes));
-        }
-    };
-    Ok(CursorKey::new(secret.trim().as_bytes()))
+fn cursor_key(config: &Config) -> Result<CursorKey, InstanceError> {
+    let c = &config.cursors;
+    if let Some(secret) = read_secret("cursors.key", c.key_env.as_deref(), c.key_file.as_deref())? {
+        return Ok(CursorKey::new(secret.as_bytes()));
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| InstanceError::runtime("cannot read random bytes for the cursor key", e))?;
+    if !config.indices.is_empty() {
+        warn!("no [cursors] key configured: scroll and PIT ids are valid on this instance only; set cursors.key_env for a fleet");
+    }
+    Ok(CursorKey::new(&bytes))
 }
 
 /// The key `X-Debug-Directive` headers are signed with, if configured.
-fn debug_header_key(config: &Config) -> Result<Option<CursorKey>, String> {
+fn debug_header_key(config: &Config) -> Result<Option<CursorKey>, SecretError> {
     let d = &config.diagnostics;
-    let secret = match (&d.header_key_env, &d.header_key_file) {
-        (Some(var), _) => std::env::var(var)
-            .map_err(|_| format!("diagnostics.header_key_env: {var} is not set"))?,
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .map_err(|e| format!("diagnostics.header_key_file: cannot read {file}: {e}"))?,
-        (None, None) => return Ok(None),
-    };
-    Ok(Some(CursorKey::new(secret.trim().as_bytes())))
+    let secret = read_secret(
+        "diagnostics.header_key",
+        d.header_key_env.as_deref(),
+        d.header_key_file.as_deref(),
+    )?;
+    Ok(secret.map(|s| CursorKey::new(s.as_bytes())))
 }

@@ -87,11 +87,15 @@ fn main() -> ExitCode {
             match osproxy::Instance::build(config).and_then(|i| i.run(shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    // The error and its causes, one line.
+                    // The error and its causes, one line; a cause an error
+                    // already quotes in its own message is not repeated.
                     let mut line = e.to_string();
                     let mut cause = std::error::Error::source(&e);
                     while let Some(c) = cause {
-                        line.push_str(&format!(": {c}"));
+                        let text = c.to_string();
+                        if !line.contains(&text) {
+                            line.push_str(&format!(": {text}"));
+                        }
                         cause = c.source();
                     }
                     eprintln!("osproxy: {line}");

@@ -91,6 +91,9 @@ pub(crate) fn signed(r: u64) -> i64 {
 /// Why the etcd store did not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// `backend = "etcd"` without a `[control.etcd]` table.
+    #[error("control.etcd: missing (backend = \"etcd\"); add [control.etcd] with its endpoints")]
+    NotConfigured,
     /// At start-up: no etcd answered at the configured endpoints.
     #[error("control.etcd: cannot reach etcd at {endpoints} ({reason}); start etcd or fix control.etcd.endpoints")]
     Unreachable {
@@ -114,14 +117,6 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
-}
-
-/// At the boundaries that still speak text (start-up messages, the fleet
-/// list), a store error is its message.
-impl From<StoreError> for String {
-    fn from(e: StoreError) -> String {
-        e.to_string()
-    }
 }
 
 impl EtcdStore {

@@ -11,7 +11,7 @@ use osproxy_config::Config;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::client::{rev, signed, EtcdStore};
+use super::client::{rev, signed, EtcdStore, StoreError};
 use crate::apply::EventOutcome;
 use crate::plane::ControlPlane;
 use crate::snapshot::Snapshot;
@@ -45,12 +45,12 @@ impl ControlPlane {
         self: &Arc<Self>,
         config: &Config,
         member: Member,
-    ) -> Result<EtcdHandle, String> {
+    ) -> Result<EtcdHandle, StoreError> {
         let cfg = config
             .control
             .etcd
             .as_ref()
-            .ok_or("control.etcd: missing (backend = \"etcd\")")?;
+            .ok_or(StoreError::NotConfigured)?;
         let store = Arc::new(EtcdStore::connect(cfg).await?);
         store.seed(config).await?;
         let (kvs, revision) = store.read_all().await?;

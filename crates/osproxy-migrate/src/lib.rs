@@ -6,5 +6,6 @@
 
 pub mod controller;
 pub mod copy;
+pub mod side;
 
 pub use controller::{Controller, MigrationError};

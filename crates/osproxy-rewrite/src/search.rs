@@ -212,3 +212,5 @@ use walker::Walker;
 mod tests;
 #[cfg(test)]
 mod tests_placements;
+#[cfg(test)]
+mod tests_properties;

@@ -1,0 +1,439 @@
+//! One side of a move (a placement of one partition of a logical index)
+//! and what is read from it or set up on it: the mapping and settings a
+//! destination is created with, the catch-up checkpoint, scroll pages,
+//! counts and id sets.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use osproxy_control::LogicalIndex;
+use osproxy_core::{PartitionId, Placement};
+use serde_json::{json, Value};
+
+use osproxy_upstream::{read_limited, RequestBody, UpstreamCluster};
+
+/// One side of a move: a placement of one partition of a logical index.
+#[derive(Clone, Copy)]
+pub struct Side<'a> {
+    /// The cluster it lives on.
+    pub cluster: &'a UpstreamCluster,
+    /// The placement.
+    pub placement: &'a Placement,
+    /// The logical index.
+    pub logical: &'a LogicalIndex,
+    /// The partition.
+    pub partition: &'a PartitionId,
+}
+
+impl std::fmt::Debug for Side<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Side")
+            .field("placement", self.placement)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Side<'_> {
+    pub(crate) fn index(&self) -> &str {
+        self.placement.physical_index(&self.logical.name)
+    }
+
+    pub(crate) fn shared(&self) -> bool {
+        self.placement.is_shared()
+    }
+
+    /// The query that selects the partition's documents here.
+    pub(crate) fn scope(&self) -> Value {
+        if self.shared() {
+            json!({"term": {self.logical.field.as_str(): self.partition.as_str()}})
+        } else {
+            json!({"match_all": {}})
+        }
+    }
+
+    pub(crate) fn logical_id<'i>(&self, physical: &'i str) -> Option<&'i str> {
+        if self.shared() {
+            self.logical
+                .id_template
+                .logical(self.partition.as_str(), physical)
+        } else {
+            Some(physical)
+        }
+    }
+
+    /// A bulk action line (without its newline) for `logical` here.
+    pub(crate) fn action(&self, op: &str, logical: &str) -> String {
+        let mut meta = json!({"_index": self.index(), "_id": self.physical_id(logical)});
+        if self.shared() {
+            meta["routing"] = Value::from(self.partition.as_str());
+        }
+        json!({ op: meta }).to_string()
+    }
+
+    pub(crate) fn physical_id(&self, logical: &str) -> String {
+        if self.shared() {
+            self.logical
+                .id_template
+                .physical(self.partition.as_str(), logical)
+        } else {
+            logical.to_string()
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// Documents written to the destination.
+    pub written: u64,
+    /// Source bytes read.
+    pub bytes: u64,
+}
+
+/// Why a step failed; the message names the cluster answer's shape, never
+/// a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveError(pub String);
+
+impl std::fmt::Display for MoveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub(crate) async fn call(
+    cluster: &UpstreamCluster,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    content_type: &str,
+    timeout: Duration,
+) -> Result<(u16, Bytes), MoveError> {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(match body {
+            Some(b) => RequestBody::Full(Some(Bytes::from(b))),
+            None => RequestBody::Empty,
+        })
+        .map_err(|e| MoveError(format!("cannot build a request: {e}")))?;
+    let resp = cluster
+        .send(req, timeout)
+        .await
+        .map_err(|e| MoveError(format!("cluster {}: {e}", cluster.id)))?;
+    let status = resp.status().as_u16();
+    let bytes = read_limited(resp.into_body())
+        .await
+        .map_err(|e| MoveError(e.reason))?;
+    Ok((status, bytes))
+}
+
+pub(crate) async fn json_call(
+    cluster: &UpstreamCluster,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    timeout: Duration,
+) -> Result<Value, MoveError> {
+    let (status, bytes) = call(
+        cluster,
+        method,
+        path,
+        body.map(|b| b.to_string().into_bytes()),
+        "application/json",
+        timeout,
+    )
+    .await?;
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
+        let kind = v
+            .pointer("/error/type")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        return Err(MoveError(format!(
+            "cluster {} answered {status} ({kind}) to {path}",
+            cluster.id
+        )));
+    }
+    Ok(v)
+}
+
+/// Whether the side's physical index exists (a partition nobody wrote to
+/// yet may have none: it moves as an empty one).
+pub(crate) async fn exists(side: &Side<'_>, timeout: Duration) -> Result<bool, MoveError> {
+    let (status, _) = call(
+        side.cluster,
+        Method::HEAD,
+        &format!("/{}", side.index()),
+        None,
+        "application/json",
+        timeout,
+    )
+    .await?;
+    Ok(status != 404)
+}
+
+/// The lowest `max_seq_no` over the source index's shards: every write
+/// after this moment has a higher sequence number on its shard (-1 when
+/// the index does not exist yet: everything is after).
+pub async fn checkpoint(from: &Side<'_>, timeout: Duration) -> Result<i64, MoveError> {
+    if !exists(from, timeout).await? {
+        return Ok(-1);
+    }
+    let path = format!("/{}/_stats/docs?level=shards", from.index());
+    let v = json_call(from.cluster, Method::GET, &path, None, timeout).await?;
+    let shards = v
+        .pointer(&format!("/indices/{}/shards", from.index()))
+        .and_then(Value::as_object)
+        .ok_or_else(|| MoveError("no shard statistics for the source index".into()))?;
+    shards
+        .values()
+        .flat_map(|copies| copies.as_array().into_iter().flatten())
+        .filter(|c| c.pointer("/routing/primary").and_then(Value::as_bool) != Some(false))
+        .filter_map(|c| c.pointer("/seq_no/max_seq_no").and_then(Value::as_i64))
+        .min()
+        .ok_or_else(|| MoveError("no sequence numbers for the source index".into()))
+}
+
+/// Makes sure the destination index exists with the partition's field
+/// mappings (and the partition field mapped `keyword` when shared).
+///
+/// The mappings come from the source when it is the partition's own index;
+/// a shared source's mapping holds every tenant's fields, so from a shared
+/// source only the catalogue's declared fields are taken (the partition's
+/// documents map the rest as they are copied). Into a shared destination,
+/// `copy_to` is dropped: a tenant's own mapping could otherwise copy its
+/// values into the partition field, or another tenant's field, of every
+/// document in the shared index.
+pub async fn prepare(from: &Side<'_>, to: &Side<'_>, timeout: Duration) -> Result<(), MoveError> {
+    let dest_exists = exists(to, timeout).await?;
+    let declared = to
+        .logical
+        .mappings
+        .as_deref()
+        .and_then(|m| m.get("properties"))
+        .cloned();
+    let mut properties = if from.shared() {
+        declared.unwrap_or_else(|| json!({}))
+    } else if exists(from, timeout).await? {
+        json_call(
+            from.cluster,
+            Method::GET,
+            &format!("/{}/_mapping", from.index()),
+            None,
+            timeout,
+        )
+        .await?
+        .pointer(&format!("/{}/mappings/properties", from.index()))
+        .cloned()
+        .unwrap_or_else(|| json!({}))
+    } else {
+        json!({})
+    };
+    if to.shared() {
+        drop_copy_to(&mut properties);
+    }
+    if let Some(p) = properties.as_object_mut() {
+        if to.shared() {
+            p.insert(to.logical.field.clone(), json!({"type": "keyword"}));
+        } else {
+            p.remove(&to.logical.field);
+        }
+    }
+    if !dest_exists {
+        let body = json!({"mappings": {"properties": properties}});
+        let created = call(
+            to.cluster,
+            Method::PUT,
+            &format!("/{}", to.index()),
+            Some(body.to_string().into_bytes()),
+            "application/json",
+            timeout,
+        )
+        .await?;
+        if created.0 == 200
+            || created.0 == 400
+                && String::from_utf8_lossy(&created.1).contains("resource_already_exists")
+        {
+            return Ok(());
+        }
+        return Err(MoveError(format!(
+            "cannot create the destination index (status {})",
+            created.0
+        )));
+    }
+    json_call(
+        to.cluster,
+        Method::PUT,
+        &format!("/{}/_mapping", to.index()),
+        Some(json!({"properties": properties})),
+        timeout,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Removes every `copy_to` member, at any depth of a mapping.
+fn drop_copy_to(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("copy_to");
+            m.values_mut().for_each(drop_copy_to);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_copy_to),
+        _ => {}
+    }
+}
+
+/// A scroll over one side's index: pages until the first empty one, then
+/// the scroll is cleared. A page without a scroll id is an error (reading
+/// on could only return part of the partition).
+pub(crate) struct Scroll<'s> {
+    side: &'s Side<'s>,
+    timeout: Duration,
+    /// The first page, from opening the scroll.
+    first: Option<Value>,
+    id: Option<String>,
+}
+
+impl<'s> Scroll<'s> {
+    pub(crate) async fn open(
+        side: &'s Side<'s>,
+        body: Value,
+        timeout: Duration,
+    ) -> Result<Self, MoveError> {
+        let first = json_call(
+            side.cluster,
+            Method::POST,
+            &format!("/{}/_search?scroll=2m", side.index()),
+            Some(body),
+            timeout,
+        )
+        .await?;
+        Ok(Scroll {
+            side,
+            timeout,
+            first: Some(first),
+            id: None,
+        })
+    }
+
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<Value>>, MoveError> {
+        let page = match self.first.take() {
+            Some(p) => p,
+            None => {
+                let Some(id) = self.id.take() else {
+                    return Err(MoveError(
+                        "the cluster answered a page without a scroll id".into(),
+                    ));
+                };
+                json_call(
+                    self.side.cluster,
+                    Method::POST,
+                    "/_search/scroll",
+                    Some(json!({"scroll": "2m", "scroll_id": id})),
+                    self.timeout,
+                )
+                .await?
+            }
+        };
+        self.id = page
+            .get("_scroll_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let hits = page
+            .pointer("/hits/hits")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !hits.is_empty() {
+            return Ok(Some(hits));
+        }
+        if let Some(id) = self.id.take() {
+            let _ = json_call(
+                self.side.cluster,
+                Method::DELETE,
+                "/_search/scroll",
+                Some(json!({"scroll_id": [id]})),
+                self.timeout,
+            )
+            .await;
+        }
+        Ok(None)
+    }
+}
+
+/// Makes what was written to one side searchable.
+pub(crate) async fn refresh(side: &Side<'_>, timeout: Duration) -> Result<(), MoveError> {
+    json_call(
+        side.cluster,
+        Method::POST,
+        &format!("/{}/_refresh", side.index()),
+        None,
+        timeout,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The partition's document count on one side (after a refresh).
+pub async fn count(side: &Side<'_>, timeout: Duration) -> Result<u64, MoveError> {
+    if !exists(side, timeout).await? {
+        return Ok(0);
+    }
+    let _ = refresh(side, timeout).await;
+    let v = json_call(
+        side.cluster,
+        Method::POST,
+        &format!("/{}/_count", side.index()),
+        Some(json!({"query": side.scope()})),
+        timeout,
+    )
+    .await?;
+    v.get("count")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| MoveError("no count in the answer".into()))
+}
+
+/// The partition's logical ids on one side.
+pub async fn ids(side: &Side<'_>, timeout: Duration) -> Result<HashSet<String>, MoveError> {
+    if !exists(side, timeout).await? {
+        return Ok(HashSet::new());
+    }
+    let _ = refresh(side, timeout).await;
+    let mut out = HashSet::new();
+    let first = json!({"size": 5000, "query": side.scope(), "_source": false, "sort": ["_doc"]});
+    let mut scroll = Scroll::open(side, first, timeout).await?;
+    while let Some(hits) = scroll.next().await? {
+        for h in &hits {
+            if let Some(l) = h
+                .get("_id")
+                .and_then(Value::as_str)
+                .and_then(|p| side.logical_id(p))
+            {
+                out.insert(l.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_to_is_dropped_at_any_depth() {
+        let mut m = json!({
+            "t": {"type": "text", "copy_to": "_tenant"},
+            "o": {"properties": {"x": {"type": "keyword", "copy_to": ["a", "b"]}}},
+            "k": {"type": "text", "fields": {"raw": {"type": "keyword", "copy_to": "c"}}}
+        });
+        drop_copy_to(&mut m);
+        assert!(!m.to_string().contains("copy_to"), "{m}");
+        assert_eq!(m["t"]["type"], "text");
+    }
+}

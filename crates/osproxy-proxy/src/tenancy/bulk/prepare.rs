@@ -1,0 +1,150 @@
+//! Resolving a bulk item's target and rendering its upstream action line.
+
+use osproxy_core::{ErrorCode, ProxyError};
+use osproxy_rewrite::bulk::{item_error, render_action, ActionLine, BulkOp};
+
+use super::{BulkStream, ItemCtx, Prepared};
+use crate::tenancy::Target;
+
+impl<'t> BulkStream<'_, 't> {
+    /// Resolves an item's target and renders its upstream action line; a
+    /// refusal is recorded at its position.
+    pub(super) fn prepare(
+        &mut self,
+        position: usize,
+        index: &str,
+        action: &ActionLine,
+        from_body: Option<&str>,
+    ) -> Option<Prepared<'t>> {
+        let op = action.op;
+        let refuse = |run: &mut Self, e: ProxyError| {
+            run.out.set(
+                position,
+                item_error(
+                    op,
+                    Some(index),
+                    action.id.as_deref(),
+                    e.status(),
+                    e.code.as_str(),
+                    &e.reason,
+                ),
+            );
+            None
+        };
+        let target = match self.target(index, from_body) {
+            Ok(t) => t,
+            Err(e) => return refuse(self, e),
+        };
+        let shared = target.shared();
+        if action.rest.iter().any(|(k, _)| k == "pipeline") {
+            return refuse(
+                self,
+                ProxyError::new(
+                    ErrorCode::BadRequest,
+                    "`pipeline` is refused for logical indices: an ingest pipeline could rewrite the partition field, `_id`, routing or the target index",
+                ),
+            );
+        }
+        if shared && action.routing.is_some() {
+            return refuse(
+                self,
+                ProxyError::new(
+                    ErrorCode::BadRequest,
+                    "`routing` is refused in a shared placement: osproxy routes by partition",
+                ),
+            );
+        }
+        let logical_id = match (&action.id, shared, op) {
+            (Some(id), _, _) => Some(id.clone()),
+            (None, true, BulkOp::Index | BulkOp::Create) => Some(self.tenancy.mint_id()),
+            (None, true, _) => {
+                return refuse(
+                    self,
+                    ProxyError::new(
+                        ErrorCode::BadRequest,
+                        format!("`{}` needs an `_id`", op.as_str()),
+                    ),
+                )
+            }
+            (None, false, _) => None,
+        };
+        let physical_id = logical_id.as_deref().map(|id| {
+            if shared {
+                target
+                    .logical
+                    .id_template
+                    .physical(target.partition.as_str(), id)
+            } else {
+                id.to_string()
+            }
+        });
+        // An auto-id index in a shared placement is written create-only,
+        // as OpenSearch treats its own auto ids.
+        let upstream_op = if shared && action.id.is_none() {
+            BulkOp::Create
+        } else {
+            op
+        };
+        let routing = if shared {
+            Some(target.partition.as_str().to_string())
+        } else {
+            action.routing.clone()
+        };
+        let rendered = render_action(
+            upstream_op,
+            target.physical_index(),
+            physical_id.as_deref(),
+            routing.as_deref(),
+            &action.rest,
+        );
+        let key = (
+            target.cluster.id.clone(),
+            target.physical_index().to_string(),
+        );
+        let ctx = ItemCtx {
+            position,
+            target: 0,
+            op,
+            logical_id,
+            physical_id,
+        };
+        Some(Prepared {
+            key,
+            target,
+            action: rendered,
+            ctx,
+        })
+    }
+
+    pub(super) fn target(
+        &mut self,
+        index: &str,
+        from_body: Option<&str>,
+    ) -> Result<Target<'t>, ProxyError> {
+        let cache_key = match from_body {
+            Some(p) => format!("{index}\u{0}{p}"),
+            None => index.to_string(),
+        };
+        // A cached target whose placement changed since is resolved again,
+        // so items after a change go to the new placement.
+        let stale =
+            matches!(self.targets.get(&cache_key), Some(Ok(t)) if !self.tenancy.is_current(t));
+        if stale || !self.targets.contains_key(&cache_key) {
+            let resolved = if self.tenancy.snapshot().is_logical(index) {
+                self.tenancy
+                    .resolve(index, self.principal, self.headers, from_body)
+            } else {
+                Err(ProxyError::new(
+                    ErrorCode::BadRequest,
+                    format!("{index:?} is not a logical index; a bulk on logical indices may only name logical indices"),
+                ))
+            };
+            self.targets.insert(cache_key.clone(), resolved);
+        }
+        match self.targets.get(&cache_key) {
+            Some(Ok(t)) => Ok(t.clone()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(ProxyError::new(ErrorCode::Internal, "target cache miss")),
+        }
+    }
+}

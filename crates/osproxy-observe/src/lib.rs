@@ -1,10 +1,12 @@
 //! Observability for osproxy: Prometheus metrics, readiness, shape-only
-//! request traces and the explain rings they are kept in.
+//! request traces, the explain rings they are kept in, and the OTLP/HTTP
+//! exporter that sends selected traces as spans.
 //!
 //! Nothing here may record a tenant's values or a secret: labels are endpoint
 //! kinds, status classes and configured cluster ids only.
 
 pub mod metrics;
+pub mod otlp;
 
 pub use metrics::{
     ClusterMetrics, ControlStanding, HeaderIgnored, InFlight, Metrics, BULK_OUTCOMES,

@@ -12,7 +12,7 @@ use osproxy_observe::InFlight;
 use osproxy_rewrite::bulk::LineSplitter;
 use std::sync::{Arc, Mutex};
 
-use crate::route::BulkCheck;
+use osproxy_rewrite::prefixes::BulkCheck;
 
 pub use osproxy_upstream::{BodyError, RequestBody};
 

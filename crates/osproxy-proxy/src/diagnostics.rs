@@ -17,8 +17,8 @@ use osproxy_core::{b64, ProxyError};
 use osproxy_observe::trace::{Detail, Explanations, Failure, Kept, Name, Stage, Trace, Value};
 use osproxy_observe::{HeaderIgnored, Metrics};
 
-use crate::otlp::{Exporter, SpanContext};
 use crate::tenancy::cursor::CursorKey;
+use osproxy_observe::otlp::{Exporter, SpanContext};
 
 tokio::task_local! {
     static CURRENT: Arc<Mutex<Trace>>;

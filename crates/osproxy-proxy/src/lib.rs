@@ -12,9 +12,7 @@
 pub mod auth;
 pub mod body;
 pub mod diagnostics;
-pub mod headers;
 pub mod ingress;
-pub mod otlp;
 pub mod pipeline;
 pub mod resolve;
 pub mod route;

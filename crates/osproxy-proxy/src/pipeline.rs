@@ -19,14 +19,15 @@ use tracing::warn;
 use crate::auth::Authenticator;
 use crate::body::{CheckedBulk, RequestBody, ResponseBody};
 use crate::diagnostics::{self, Diagnostics, X_DEBUG_DIRECTIVE};
-use crate::headers::strip_hop_by_hop;
+use osproxy_upstream::headers::strip_hop_by_hop;
 use crate::resolve::{decide, Route};
+use crate::route::BodyCheck;
 use crate::route::Router;
-use crate::route::{check_references, BodyCheck, BulkCheck};
 use crate::tenancy::Tenancy;
 use crate::upstream::Upstreams;
 use osproxy_control::ControlPlane;
 use osproxy_observe::trace::{Name, Stage, Value};
+use osproxy_rewrite::prefixes::{check_references, BulkCheck};
 
 /// W3C trace context, sent upstream when a request is exported.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");

@@ -7,6 +7,7 @@ use http::Method;
 use osproxy_config::Config;
 use osproxy_core::{EndpointKind, ErrorCode, ProxyError};
 use osproxy_rewrite::classify::is_canonical;
+use osproxy_rewrite::prefixes::within;
 use osproxy_rewrite::Classified;
 
 /// The routing table built from the config.
@@ -202,56 +203,6 @@ pub enum BodyCheck {
     References(Vec<String>),
 }
 
-/// Checks the indices a passthrough query body names: all within
-/// `prefixes`, or why not.
-pub fn check_references(body: &[u8], prefixes: &[String]) -> Result<(), Outside> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
-    }
-    osproxy_rewrite::strict::check(body).map_err(|e| Outside::Unreadable(e.to_string()))?;
-    let names = osproxy_rewrite::search::named_indices(body)
-        .map_err(|e| Outside::Unreadable(e.to_string()))?;
-    match names
-        .iter()
-        .flat_map(|n| n.split(','))
-        .find(|n| !within(n, prefixes))
-    {
-        Some(name) => Err(Outside::Reference {
-            index: name.chars().take(200).collect(),
-            prefixes: prefixes.to_vec(),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Why a passthrough body is not forwarded: it names an index outside the
-/// prefixes, or cannot be read well enough to tell.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Outside {
-    /// The body is not the strict JSON (or bulk action) the check reads.
-    #[error("the body is refused: {0}")]
-    Unreadable(String),
-    /// A bulk action line that does not parse: item boundaries are unknown.
-    #[error("a bulk action line could not be read ({0}), so its target cannot be checked")]
-    Action(String),
-    /// A query names an index by reference outside the prefixes.
-    #[error("the body names index {index:?} by reference, which does not start with a passthrough prefix {prefixes:?}")]
-    Reference {
-        /// The name (its first 200 characters).
-        index: String,
-        /// The prefixes.
-        prefixes: Vec<String>,
-    },
-    /// A bulk action targets an index outside the prefixes.
-    #[error("a bulk action names index {index:?}, which does not start with a passthrough prefix {prefixes:?}")]
-    Target {
-        /// The name (its first 200 characters).
-        index: String,
-        /// The prefixes.
-        prefixes: Vec<String>,
-    },
-}
-
 /// A request allowed through: its cluster, and for a prefix-confined `_bulk`
 /// the prefixes every action line must stay within.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,58 +214,6 @@ pub struct Passed {
     /// Confined by prefixes: the query string is parsed and rebuilt, and
     /// checked bodies must be uncompressed JSON.
     pub prefixed: bool,
-}
-
-/// Checks the action lines of a passthrough `_bulk` as they stream: every
-/// `_index` an action names must stay within the prefixes. A line that does
-/// not read as an action stops the request (item boundaries are then
-/// unknown).
-#[derive(Debug)]
-pub struct BulkCheck {
-    prefixes: Vec<String>,
-    expect_source: bool,
-}
-
-impl BulkCheck {
-    /// A check for these prefixes.
-    pub fn new(prefixes: Vec<String>) -> Self {
-        BulkCheck {
-            prefixes,
-            expect_source: false,
-        }
-    }
-
-    /// Checks one line; `Err` says why the request must stop.
-    /// Blank lines count where OpenSearch counts them: skipped where an
-    /// action is expected, but taken as the source where one is expected.
-    pub fn line(&mut self, line: &[u8]) -> Result<(), Outside> {
-        if std::mem::take(&mut self.expect_source) {
-            return Ok(());
-        }
-        if osproxy_rewrite::bulk::is_blank(line) {
-            return Ok(());
-        }
-        let action = osproxy_rewrite::bulk::parse_action(line)
-            .map_err(|e| Outside::Action(e.to_string()))?;
-        if let Some(index) = &action.index {
-            let all_within = index.split(',').all(|n| within(n, &self.prefixes));
-            if !all_within {
-                return Err(Outside::Target {
-                    index: index.chars().take(200).collect(),
-                    prefixes: self.prefixes.clone(),
-                });
-            }
-        }
-        self.expect_source = action.op.has_source();
-        Ok(())
-    }
-}
-
-/// Whether one index name of a path stays within the prefixes. Exclusions
-/// (`-x`) and empty names are refused: they only make sense next to a
-/// wider pattern that is itself outside.
-fn within(name: &str, prefixes: &[String]) -> bool {
-    !name.is_empty() && prefixes.iter().any(|p| name.starts_with(p.as_str()))
 }
 
 fn unsupported(method: &Method, path: &str, why: &str) -> ProxyError {
@@ -392,85 +291,12 @@ mod tests {
     }
 
     #[test]
-    fn bulk_action_lines_stay_within_the_prefixes() {
-        let mut check = BulkCheck::new(vec!["legacy-".into()]);
-        assert!(check.line(br#"{"index":{"_id":"1"}}"#).is_ok());
-        assert!(check
-            .line(br#"{"_index":"orders-shared","evil":"as a source line this is fine"}"#)
-            .is_ok());
-        assert!(check
-            .line(br#"{"index":{"_index":"legacy-b","_id":"2"}}"#)
-            .is_ok());
-        assert!(check.line(br#"{"a":1}"#).is_ok());
-        assert!(check
-            .line(br#"{"delete":{"_index":"legacy-c","_id":"3"}}"#)
-            .is_ok());
-        assert!(check
-            .line(br#"{"delete":{"_index":"orders-shared","_id":"acme:1"}}"#)
-            .is_err());
-        let mut check = BulkCheck::new(vec!["legacy-".into()]);
-        assert!(check
-            .line(br#"{"create":{"_index":"legacy-a,orders"}}"#)
-            .is_err());
-        let mut check = BulkCheck::new(vec!["legacy-".into()]);
-        assert!(check.line(b"not json").is_err());
-        // A blank line after an action with a source is its source: the
-        // line after it is an action, and checked as one.
-        let mut check = BulkCheck::new(vec!["legacy-".into()]);
-        assert!(check.line(br#"{"index":{"_index":"legacy-x"}}"#).is_ok());
-        assert!(check.line(b"").is_ok());
-        assert!(check
-            .line(br#"{"delete":{"_index":"orders-shared","_id":"acme:1"}}"#)
-            .is_err());
-        // Where an action is expected, blank lines are skipped.
-        let mut check = BulkCheck::new(vec!["legacy-".into()]);
-        assert!(check.line(b"  ").is_ok());
-        assert!(check
-            .line(br#"{"delete":{"_index":"legacy-x","_id":"1"}}"#)
-            .is_ok());
-        assert!(check.line(b"").is_ok());
-        assert!(check
-            .line(br#"{"delete":{"_index":"other","_id":"1"}}"#)
-            .is_err());
-    }
-
-    #[test]
     fn names_later_in_the_path_are_checked() {
         let names: Vec<String> = named_targets("/legacy-x/_alias/orders-shared,legacy-a").collect();
         assert_eq!(names, ["orders-shared", "legacy-a"]);
         let names: Vec<String> = named_targets("/legacy-x/_clone/orders%2Dshared").collect();
         assert_eq!(names, ["orders-shared"]);
         assert_eq!(named_targets("/legacy-x/_search").count(), 0);
-    }
-
-    #[test]
-    fn references_in_bodies_are_checked() {
-        let p = vec!["legacy-".to_string()];
-        assert!(check_references(
-            br#"{"query":{"terms":{"f":{"index":"legacy-b","id":"1","path":"f"}}}}"#,
-            &p
-        )
-        .is_ok());
-        for bad in [
-            &br#"{"query":{"terms":{"f":{"index":"orders-shared","id":"1","path":"f"}}}}"#[..],
-            br#"{"aliases":{"orders-shared":{}}}"#,
-            br#"{"actions":[{"add":{"index":"legacy-x","alias":"orders"}}]}"#,
-            br#"{"templates":[{"id":"t","template":{"source":"{}"}}]}"#,
-            br#"{"query":{"geo_shape":{"g":{"indexed_shape":{"id":"1","path":"g"}}}}}"#,
-            br#"{"query":{"match_all":{}}/*x*/}"#,
-        ] {
-            assert!(
-                check_references(bad, &p).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        // A mapping parameter named `index` is not an index name.
-        assert!(check_references(
-            br#"{"mappings":{"properties":{"x":{"type":"text","index":"false"}}}}"#,
-            &p
-        )
-        .is_ok());
     }
 
     #[test]

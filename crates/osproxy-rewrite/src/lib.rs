@@ -8,6 +8,7 @@ pub mod bulk;
 pub mod classify;
 pub mod id_template;
 pub mod members;
+pub mod prefixes;
 pub mod query;
 pub mod search;
 pub mod source;

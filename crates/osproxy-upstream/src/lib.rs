@@ -2,10 +2,11 @@
 //! ([`client::Upstreams`]), the single exchange function every request and
 //! migration step goes through ([`client::UpstreamCluster::send`], with its
 //! deadline and connection accounting), the bodies sent upstream, bounded
-//! reads, and the readiness probes.
+//! reads, hop-by-hop header hygiene, and the readiness probes.
 
 pub mod body;
 pub mod client;
+pub mod headers;
 pub mod probe;
 
 pub use body::{read_limited, BodyError, CheckedBody, RequestBody, MAX_BUFFERED};

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::trace::{Detail, Trace};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::Full;
@@ -23,7 +24,6 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     span, status, ResourceSpans, ScopeSpans, Span, Status,
 };
-use osproxy_observe::trace::{Detail, Trace};
 use prost::Message;
 use serde_json::Value as Json;
 

@@ -24,7 +24,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// h.insert("connection", "close, x-private".parse().unwrap());
 /// h.insert("x-private", "1".parse().unwrap());
 /// h.insert("content-type", "application/json".parse().unwrap());
-/// osproxy_proxy::headers::strip_hop_by_hop(&mut h);
+/// osproxy_upstream::headers::strip_hop_by_hop(&mut h);
 /// assert_eq!(h.len(), 1);
 /// ```
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

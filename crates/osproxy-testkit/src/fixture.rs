@@ -121,17 +121,32 @@ impl ConfigBuilder {
 pub struct As {
     base: String,
     auth: String,
+    headers: Vec<(String, String)>,
     http: Http,
 }
 
 impl As {
     /// Speaks to `proxy` with bearer `token`.
     pub fn new(proxy: &ProxyInstance, token: &str) -> Self {
+        Self::at(&proxy.url(), token)
+    }
+
+    /// Speaks to the listener at `base` (a data or an admin URL) with
+    /// bearer `token`.
+    pub fn at(base: &str, token: &str) -> Self {
         As {
-            base: proxy.url(),
+            base: base.to_string(),
             auth: format!("Bearer {token}"),
+            headers: Vec::new(),
             http: Http::new(),
         }
+    }
+
+    /// The same client, sending header `name: value` with every request
+    /// (a gateway naming its partition, say).
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Any method, a JSON body, extra headers.
@@ -142,15 +157,29 @@ impl As {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> HttpResponse {
+        self.raw(
+            method,
+            path,
+            body.map(|b| Bytes::from(b.to_string())),
+            headers,
+        )
+        .await
+    }
+
+    /// Any method, a body sent as given (NDJSON, bytes that are not JSON),
+    /// extra headers.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> HttpResponse {
         let mut all = vec![("authorization", self.auth.as_str())];
+        all.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         all.extend_from_slice(headers);
         self.http
-            .send_with(
-                method.clone(),
-                &format!("{}{path}", self.base),
-                body.map(|b| Bytes::from(b.to_string())),
-                &all,
-            )
+            .send_with(method.clone(), &format!("{}{path}", self.base), body, &all)
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
@@ -168,6 +197,26 @@ impl As {
     /// `POST path` with a JSON body.
     pub async fn post(&self, path: &str, body: &Value) -> HttpResponse {
         self.call(Method::POST, path, Some(body), &[]).await
+    }
+
+    /// `POST path` without a body.
+    pub async fn post_empty(&self, path: &str) -> HttpResponse {
+        self.call(Method::POST, path, None, &[]).await
+    }
+
+    /// `HEAD path`.
+    pub async fn head(&self, path: &str) -> HttpResponse {
+        self.call(Method::HEAD, path, None, &[]).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> HttpResponse {
+        self.call(Method::DELETE, path, None, &[]).await
+    }
+
+    /// `DELETE path` with a JSON body (clearing scrolls and PITs).
+    pub async fn delete_json(&self, path: &str, body: &Value) -> HttpResponse {
+        self.call(Method::DELETE, path, Some(body), &[]).await
     }
 }
 

@@ -128,27 +128,51 @@ async fn search(
     r
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_every_instance() {
+/// A three-instance fleet on etcd whose instances accept debug headers
+/// signed with [`HEADER_KEY`]; keep the key file while the fleet runs.
+fn fleet_with_header_key(tag: &str) -> (EtcdFleet, tempfile::NamedTempFile) {
     let key_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key_file.path(), HEADER_KEY).unwrap();
     let extra = format!(
         "[diagnostics]\nheader_key_file = \"{}\"\n",
         key_file.path().display()
     );
-    let fleet = EtcdFleet::start_with("diag", 3, false, &extra);
+    (EtcdFleet::start_with(tag, 3, false, &extra), key_file)
+}
+
+/// Asserts that a `ctl` run succeeded.
+fn ctl_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The names of an explanation's stages.
+fn stage_names(e: &Value) -> Vec<&str> {
+    e["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect()
+}
+
+/// The published channels in turn, on every instance of a fleet: the admin
+/// API selects acme's searches only; a set published in etcd replaces it
+/// and selects globex's requests at its sampling rate (captured as
+/// sampled); a directive that expires selects until then and nothing after.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_every_instance() {
+    let (fleet, _key) = fleet_with_header_key("diag");
     let http = Http::new();
     let far = rfc3339(now() + 3600);
 
     // 1. The admin API: acme's searches, at timing.
     let set = json!({"directives": [{"id": "adm", "match": {"partition": "acme", "endpoint": "search"},
                                       "level": "timing", "expires_at": far}]});
-    let out = fleet.ctl(0, &["directives", "put", "--set", &set.to_string()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ctl_ok(&fleet.ctl(0, &["directives", "put", "--set", &set.to_string()]));
     wait_directive(&fleet, "adm").await;
     for (i, p) in fleet.instances.iter().enumerate() {
         let rid = format!("adm-acme-{i}");
@@ -160,12 +184,7 @@ async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_ev
         assert_eq!(e["level"], "timing");
         assert_eq!(e["partition"], "acme");
         assert!(e["duration_us"].is_u64(), "{e}");
-        let stages: Vec<&str> = e["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["stage"].as_str().unwrap())
-            .collect();
+        let stages = stage_names(&e);
         for s in [
             "authenticate",
             "classify",
@@ -181,6 +200,7 @@ async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_ev
         search(&http, &p.url(), GLOBEX, &other, &[]).await;
         assert!(explain(&http, &p.admin_url(), &other).await.is_none());
         let doc = format!("adm-doc-{i}");
+        let rid = [("x-request-id", doc.as_str())];
         call(
             &http,
             &p.url(),
@@ -188,7 +208,7 @@ async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_ev
             Method::GET,
             "/orders/_doc/x",
             None,
-            &[("x-request-id", &doc)],
+            &rid,
         )
         .await;
         assert!(explain(&http, &p.admin_url(), &doc).await.is_none());
@@ -225,14 +245,11 @@ async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_ev
         );
     }
     assert!((5..=25).contains(&expected), "{expected} of 30 sampled");
-    let captured: usize = {
-        let mut total = 0;
-        for i in 0..3 {
-            let v = fleet.admin(i, "/v1/explain?directive=etcd-d").await.json();
-            total += v["explanations"].as_array().unwrap().len();
-        }
-        total
-    };
+    let mut captured = 0;
+    for i in 0..3 {
+        let v = fleet.admin(i, "/v1/explain?directive=etcd-d").await.json();
+        captured += v["explanations"].as_array().unwrap().len();
+    }
     assert_eq!(captured, expected);
 
     // 3. Expiry: a directive that expires in a few seconds selects until
@@ -243,29 +260,17 @@ async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_ev
         .as_u64()
         .unwrap()
         .to_string();
-    let out = fleet.ctl(
+    let set = set.to_string();
+    ctl_ok(&fleet.ctl(
         0,
-        &[
-            "directives",
-            "put",
-            "--set",
-            &set.to_string(),
-            "--epoch",
-            &current,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        &["directives", "put", "--set", &set, "--epoch", &current],
+    ));
     wait_directive(&fleet, "brief").await;
-    search(&http, &fleet.instances[1].url(), ACME, "brief-before", &[]).await;
-    assert!(
-        explain(&http, &fleet.instances[1].admin_url(), "brief-before")
-            .await
-            .is_some()
-    );
+    let second = &fleet.instances[1];
+    search(&http, &second.url(), ACME, "brief-before", &[]).await;
+    assert!(explain(&http, &second.admin_url(), "brief-before")
+        .await
+        .is_some());
     while now() <= soon {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -277,10 +282,22 @@ async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_ev
             "expired directive still selects on {i}"
         );
     }
+    assert!(
+        metric(&fleet.instances[0], "osproxy_directives_matched_total")
+            .await
+            .unwrap()
+            >= 2.0
+    );
+}
 
-    // 4. The signed header: selects its own request, on any instance, with
-    // no published directive matching; unsigned, badly signed and expired
-    // headers are ignored and counted.
+/// The signed header selects its own request, on any instance of a fleet,
+/// with no published directive matching; unsigned, badly signed and
+/// expired headers are ignored and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_header_selects_its_own_request_on_any_instance_and_bad_ones_are_counted() {
+    let (fleet, _key) = fleet_with_header_key("diagh");
+    let http = Http::new();
+    let far = rfc3339(now() + 3600);
     let d = json!({"id": "hdr", "level": "rewrite-diff", "expires_at": far});
     let good = sign(&d, HEADER_KEY);
     let forged = sign(&d, "another-key-that-is-also-32-characters-long");
@@ -291,14 +308,8 @@ async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_ev
     let unsigned = osproxy_core::b64::encode_url(d.to_string().as_bytes());
     for (i, p) in fleet.instances.iter().enumerate() {
         let rid = format!("hdr-{i}");
-        search(
-            &http,
-            &p.url(),
-            GLOBEX,
-            &rid,
-            &[("x-debug-directive", &good)],
-        )
-        .await;
+        let header = [("x-debug-directive", good.as_str())];
+        search(&http, &p.url(), GLOBEX, &rid, &header).await;
         let e = explain(&http, &p.admin_url(), &rid)
             .await
             .unwrap_or_else(|| panic!("header ignored on {i}"));
@@ -326,14 +337,8 @@ async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_ev
             let sample = format!("osproxy_debug_header_ignored_total{{reason=\"{why}\"}}");
             let before = metric(p, &sample).await.unwrap();
             let rid = format!("hdr-{why}-{i}");
-            search(
-                &http,
-                &p.url(),
-                GLOBEX,
-                &rid,
-                &[("x-debug-directive", bad.as_str())],
-            )
-            .await;
+            let header = [("x-debug-directive", bad.as_str())];
+            search(&http, &p.url(), GLOBEX, &rid, &header).await;
             assert!(
                 explain(&http, &p.admin_url(), &rid).await.is_none(),
                 "{why} header selected"
@@ -341,12 +346,6 @@ async fn each_channel_selects_what_it_matches_at_its_rate_until_it_expires_on_ev
             assert_eq!(metric(p, &sample).await.unwrap(), before + 1.0, "{why}");
         }
     }
-    assert!(
-        metric(&fleet.instances[0], "osproxy_directives_matched_total")
-            .await
-            .unwrap()
-            >= 2.0
-    );
 }
 
 async fn wait_directive(fleet: &EtcdFleet, id: &str) {
@@ -481,37 +480,33 @@ async fn publish(http: &Http, admin: &str, set: Value) {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn no_tenant_value_or_secret_appears_in_logs_explanations_metrics_or_spans() {
-    let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = single(
-        dir.path(),
-        // `level` lands in `single`'s `[log]` table: the most verbose logs
-        // are searched too.
-        &format!(
-            "level = \"debug\"\n[diagnostics]\nlog_all_requests = true\notlp_endpoint = \"http://{}\"\npartition_metrics = 10\n",
-            receiver.addr
-        ),
-    );
-    // Not ready by design (the "down" cluster never answers); it serves.
-    let http = Http::new();
-    let base = p.url();
-    publish(
-        &http,
-        &p.admin_url(),
-        json!({"directives": [{"id": "all", "level": "rewrite-diff", "expires_at": rfc3339(now() + 3600), "capture": true}]}),
+/// `POST url` with an NDJSON `body` by `token`, tagged with request id
+/// `rid`.
+async fn post_ndjson(http: &Http, url: &str, token: &str, body: String, rid: &str) {
+    let auth = format!("Bearer {token}");
+    http.send_with(
+        Method::POST,
+        url,
+        Some(body.into()),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-ndjson"),
+            ("x-request-id", rid),
+        ],
     )
-    .await;
+    .await
+    .unwrap();
+}
 
-    let c = "canary7f3a";
-    let doc = json!({"title": format!("{c}-title"), "secret": format!("{c}-secret"), "n": 1});
-    let mut rids = Vec::new();
-    let mut go = |rid: &str| {
-        rids.push(rid.to_string());
-        rid.to_string()
-    };
-    let steps: Vec<(Method, String, Option<Value>, &str)> = vec![
+/// One request of the leak test: method, path, body, token.
+type Step = (Method, String, Option<Value>, &'static str);
+
+/// The requests of the leak test, each carrying the canary `c` (in ids,
+/// documents, queries, a script, a passthrough write, a token): writes,
+/// reads, update, searches, scroll, count, mget, delete by query, a refused
+/// script, a delete, another tenant's read, an unknown token.
+fn leak_steps(c: &str, doc: &Value) -> Vec<Step> {
+    vec![
         (
             Method::PUT,
             format!("/orders/_doc/{c}-id1?refresh=true"),
@@ -582,7 +577,43 @@ async fn no_tenant_value_or_secret_appears_in_logs_explanations_metrics_or_spans
             None,
             "canary7f3a-not-a-token-0123",
         ),
-    ];
+    ]
+}
+
+/// With every request explained at the most verbose level, captured,
+/// logged at debug and exported as spans, no canary value of a tenant's
+/// documents, queries or ids and no token is recorded anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_tenant_value_or_secret_appears_in_logs_explanations_metrics_or_spans() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = single(
+        dir.path(),
+        // `level` lands in `single`'s `[log]` table: the most verbose logs
+        // are searched too.
+        &format!(
+            "level = \"debug\"\n[diagnostics]\nlog_all_requests = true\notlp_endpoint = \"http://{}\"\npartition_metrics = 10\n",
+            receiver.addr
+        ),
+    );
+    // Not ready by design (the "down" cluster never answers); it serves.
+    let http = Http::new();
+    let base = p.url();
+    publish(
+        &http,
+        &p.admin_url(),
+        json!({"directives": [{"id": "all", "level": "rewrite-diff", "expires_at": rfc3339(now() + 3600), "capture": true}]}),
+    )
+    .await;
+
+    let c = "canary7f3a";
+    let doc = json!({"title": format!("{c}-title"), "secret": format!("{c}-secret"), "n": 1});
+    let mut rids = Vec::new();
+    let mut go = |rid: &str| {
+        rids.push(rid.to_string());
+        rid.to_string()
+    };
+    let steps = leak_steps(c, &doc);
     let mut statuses = Vec::new();
     for (n, (method, path, body, token)) in steps.into_iter().enumerate() {
         let rid = go(&format!("leak-{n}"));
@@ -619,34 +650,11 @@ async fn no_tenant_value_or_secret_appears_in_logs_explanations_metrics_or_spans
         doc
     );
     let rid = go("leak-bulk");
-    let auth = format!("Bearer {ACME}");
-    http.send_with(
-        Method::POST,
-        &format!("{base}/_bulk"),
-        Some(bulk.into()),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/x-ndjson"),
-            ("x-request-id", &rid),
-        ],
-    )
-    .await
-    .unwrap();
+    post_ndjson(&http, &format!("{base}/_bulk"), ACME, bulk, &rid).await;
     let ms =
         format!("{{\"index\":\"orders\"}}\n{{\"query\":{{\"match\":{{\"title\":\"{c}-ms\"}}}}}}\n");
     let rid = go("leak-msearch");
-    http.send_with(
-        Method::POST,
-        &format!("{base}/_msearch"),
-        Some(ms.into()),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/x-ndjson"),
-            ("x-request-id", &rid),
-        ],
-    )
-    .await
-    .unwrap();
+    post_ndjson(&http, &format!("{base}/_msearch"), ACME, ms, &rid).await;
 
     // Everything recorded, gathered.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -726,21 +734,9 @@ type Case<'a> = (
     bool,
 );
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_explanation_alone_diagnoses_each_failure_kind() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = single(dir.path(), "");
-    // Not ready by design (the "down" cluster never answers); it serves.
-    let http = Http::new();
-    let base = p.url();
-    publish(
-        &http,
-        &p.admin_url(),
-        json!({"directives": [{"id": "why", "level": "shape", "expires_at": rfc3339(now() + 3600)}]}),
-    )
-    .await;
-    // (name, token, method, path, body, extra headers, stage, code, retryable)
-    let cases: Vec<Case> = vec![
+/// A request failing at each stage, with what its explanation must say.
+fn failure_cases() -> Vec<Case<'static>> {
+    vec![
         (
             "no credentials",
             "",
@@ -807,7 +803,26 @@ async fn an_explanation_alone_diagnoses_each_failure_kind() {
             "upstream_client_error",
             false,
         ),
-    ];
+    ]
+}
+
+/// The explanation of a failed request alone says at which stage it
+/// failed, with which code, whether it is retryable and what to do, for
+/// each failure kind, a stale epoch at dispatch included.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_explanation_alone_diagnoses_each_failure_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = single(dir.path(), "");
+    // Not ready by design (the "down" cluster never answers); it serves.
+    let http = Http::new();
+    let base = p.url();
+    publish(
+        &http,
+        &p.admin_url(),
+        json!({"directives": [{"id": "why", "level": "shape", "expires_at": rfc3339(now() + 3600)}]}),
+    )
+    .await;
+    let cases = failure_cases();
     for (n, (what, token, method, path, body, extra, stage, code, retryable)) in
         cases.into_iter().enumerate()
     {

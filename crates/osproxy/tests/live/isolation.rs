@@ -306,10 +306,16 @@ fn suite() -> Vec<Attack> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_attack_is_refused_or_confined() {
-    let site = Site::start("iso-shared", "iso-initech");
-    // Seed: globex's secret, acme's own document, initech's own.
+/// `PUT path` with `body` by `token`, which must succeed.
+async fn seed_doc(site: &Site, token: &str, path: &str, body: &str) {
+    let r = site.send(token, Method::PUT, path, Some(body), &[]).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+/// A site whose shared index is `shared` and initech's own index `own`,
+/// seeded: globex's secret, acme's own document, initech's own, each `1`.
+async fn seeded_site(shared: &str, own: &str) -> Site {
+    let site = Site::start(shared, own);
     for (token, doc) in [
         (
             GLOBEX,
@@ -318,29 +324,30 @@ async fn every_attack_is_refused_or_confined() {
         (ACME, json!({"title": "acme anvils"})),
         (INITECH, json!({"title": "initech staplers"})),
     ] {
-        let r = site
-            .send(
-                token,
-                Method::PUT,
-                "/orders/_doc/1?refresh=true",
-                Some(&doc.to_string()),
-                &[],
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text());
-    }
-    let http = Http::new();
-    let before = http
-        .send(
-            Method::GET,
-            &format!("{}/iso-shared/_doc/globex:1?routing=globex", node().url()),
-            None,
+        seed_doc(
+            &site,
+            token,
+            "/orders/_doc/1?refresh=true",
+            &doc.to_string(),
         )
+        .await;
+    }
+    site
+}
+
+/// `method path` with an optional body straight on the shared node.
+async fn on_node(method: Method, path: &str, body: Option<&str>) -> Value {
+    Http::new()
+        .send(method, &format!("{}{path}", node().url()), body)
         .await
         .unwrap()
-        .json();
-    assert_eq!(before["found"], true, "{before}");
+        .json()
+}
 
+/// Runs every attack of the suite against `site`, asserting each refusal
+/// is OpenSearch-shaped, and returns the attacks that got through (a leak,
+/// a 5xx, or an answer neither refused nor successful).
+async fn attacks_that_got_through(site: &Site) -> Vec<String> {
     let mut report = Vec::new();
     let mut leaks = Vec::new();
     for a in suite() {
@@ -373,6 +380,20 @@ async fn every_attack_is_refused_or_confined() {
         }
     }
     eprintln!("isolation suite:\n{}", report.join("\n"));
+    leaks
+}
+
+/// Every attack of the suite is refused or confined; afterwards globex's
+/// document is exactly as written, nothing was planted in its partition,
+/// and the legitimate forms of the refused requests still work.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_attack_is_refused_or_confined() {
+    let site = seeded_site("iso-shared", "iso-initech").await;
+    let globex_doc = "/iso-shared/_doc/globex:1?routing=globex";
+    let before = on_node(Method::GET, globex_doc, None).await;
+    assert_eq!(before["found"], true, "{before}");
+
+    let leaks = attacks_that_got_through(&site).await;
     assert!(
         leaks.is_empty(),
         "attacks that got through:\n{}",
@@ -380,41 +401,43 @@ async fn every_attack_is_refused_or_confined() {
     );
 
     // Nothing of globex's changed, and nothing was planted in its partition.
-    let after = http
-        .send(
-            Method::GET,
-            &format!("{}/iso-shared/_doc/globex:1?routing=globex", node().url()),
-            None,
-        )
-        .await
-        .unwrap()
-        .json();
+    let after = on_node(Method::GET, globex_doc, None).await;
     assert_eq!(
         after["_source"], before["_source"],
         "globex's document changed"
     );
-    let _ = http
-        .send(
-            Method::POST,
-            &format!("{}/iso-shared/_refresh", node().url()),
-            None,
-        )
-        .await;
-    let planted = http
-        .send(
-            Method::POST,
-            &format!("{}/iso-shared/_count", node().url()),
-            Some(r#"{"query":{"term":{"_tenant":"globex"}}}"#),
-        )
-        .await
-        .unwrap()
-        .json();
+    let _ = on_node(Method::POST, "/iso-shared/_refresh", None).await;
+    let globex_only = r#"{"query":{"term":{"_tenant":"globex"}}}"#;
+    let planted = on_node(Method::POST, "/iso-shared/_count", Some(globex_only)).await;
     assert_eq!(
         planted["count"], 1,
         "documents planted in globex's partition: {planted}"
     );
-    // Answers are reversed everywhere: top_hits inside aggregations too, and
-    // queries naming ids find the caller's own documents.
+
+    // The legitimate forms of the refused requests still work.
+    for (path, body) in [
+        (
+            "/orders/_search?size=10&format=json",
+            Some(r#"{"query":{"match_all":{}}}"#),
+        ),
+        (
+            "/orders/_search?size=10",
+            Some(r#"{"profile":false,"query":{"fuzzy":{"title":"anvil"}}}"#),
+        ),
+    ] {
+        let r = site.send(ACME, Method::POST, path, body, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert!(!r.text().contains(SECRET));
+        assert_eq!(r.json()["hits"]["total"]["value"], 1, "{}", r.text());
+    }
+}
+
+/// Answers are reversed everywhere: top_hits inside aggregations too,
+/// whatever the aggregation is named, and queries naming ids find the
+/// caller's own documents; no physical name or partition field shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_are_reversed_in_aggregations_and_id_queries() {
+    let site = seeded_site("isr-shared", "isr-initech").await;
     let r = site
         .send(
             ACME,
@@ -433,11 +456,34 @@ async fn every_attack_is_refused_or_confined() {
     assert_eq!(top["_index"], "orders", "{v}");
     assert!(top["_source"].get("_tenant").is_none(), "{v}");
     assert!(
-        !r.text().contains("iso-shared") && !r.text().contains("acme:1"),
+        !r.text().contains("isr-shared") && !r.text().contains("acme:1"),
         "{v}"
     );
-    // A dedicated tenant's create body may not set a default or final
-    // pipeline, and its bulk actions may not name one.
+    // Reversed by shape, whatever the aggregation is named.
+    let r = site
+        .send(ACME, Method::POST, "/orders/_search", Some(r#"{"size":0,"aggs":{"hits":{"top_hits":{"size":1}},"f":{"filter":{"match_all":{}},"aggs":{"hits":{"top_hits":{}}}}}}"#), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        !r.text().contains("isr-shared")
+            && !r.text().contains("acme:1")
+            && !r.text().contains("_tenant"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        r.json()["aggregations"]["hits"]["hits"]["hits"][0]["_id"],
+        "1",
+        "{}",
+        r.text()
+    );
+}
+
+/// A dedicated tenant's create body may not set a default or final
+/// pipeline, and its bulk actions may not name one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dedicated_tenant_may_not_name_a_pipeline_when_creating_or_in_bulk() {
+    let site = seeded_site("isp-shared", "isp-initech").await;
     let r = site
         .send(
             INITECH,
@@ -463,27 +509,14 @@ async fn every_attack_is_refused_or_confined() {
         )
         .await;
     assert_eq!(r.json()["items"][0]["index"]["status"], 400, "{}", r.text());
+}
 
-    // Reversed by shape, whatever the aggregation is named.
-    let r = site
-        .send(ACME, Method::POST, "/orders/_search", Some(r#"{"size":0,"aggs":{"hits":{"top_hits":{"size":1}},"f":{"filter":{"match_all":{}},"aggs":{"hits":{"top_hits":{}}}}}}"#), &[])
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(
-        !r.text().contains("iso-shared")
-            && !r.text().contains("acme:1")
-            && !r.text().contains("_tenant"),
-        "{}",
-        r.text()
-    );
-    assert_eq!(
-        r.json()["aggregations"]["hits"]["hits"]["hits"][0]["_id"],
-        "1",
-        "{}",
-        r.text()
-    );
-    // An operator's runtime placement is checked like the config: no
-    // wildcard that would reach every index.
+/// An operator's runtime placement is checked like the config: no wildcard
+/// that would reach every index, nor a name passthrough would forward to
+/// every caller.
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_placements_are_checked_like_the_config() {
+    let site = seeded_site("isq-shared", "isq-initech").await;
     let bad = site
         .place_acme(r#"{"kind":"index","cluster":"main","index":"iso-*"}"#)
         .await;
@@ -494,7 +527,13 @@ async fn every_attack_is_refused_or_confined() {
         .await;
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert!(bad.text().contains("passthrough"), "{}", bad.text());
-    // A client mistake OpenSearch answers with a 5xx is a 400.
+}
+
+/// A client mistake OpenSearch answers with a 5xx is a 400; a passthrough
+/// search whose lookup stays within its prefixes still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_mistake_answered_with_a_5xx_is_a_400_and_lookups_within_prefixes_work() {
+    let site = seeded_site("isx-shared", "isx-initech").await;
     let r = site
         .send(
             ACME,
@@ -516,23 +555,6 @@ async fn every_attack_is_refused_or_confined() {
         )
         .await;
     assert!(r.status == 200 || r.status == 404, "{}", r.text());
-
-    // The legitimate forms of the refused requests still work.
-    for (path, body) in [
-        (
-            "/orders/_search?size=10&format=json",
-            Some(r#"{"query":{"match_all":{}}}"#),
-        ),
-        (
-            "/orders/_search?size=10",
-            Some(r#"{"profile":false,"query":{"fuzzy":{"title":"anvil"}}}"#),
-        ),
-    ] {
-        let r = site.send(ACME, Method::POST, path, body, &[]).await;
-        assert_eq!(r.status, 200, "{path}: {}", r.text());
-        assert!(!r.text().contains(SECRET));
-        assert_eq!(r.json()["hits"]["total"]["value"], 1, "{}", r.text());
-    }
 }
 
 /// A cursor opened while the partition was in the shared index must not

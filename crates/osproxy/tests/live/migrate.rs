@@ -12,7 +12,7 @@ use osproxy_core::{PartitionId, Placement};
 use osproxy_migrate::copy::{self as migrate, Side};
 use osproxy_observe::Metrics;
 use osproxy_testkit::{Http, ProxyInstance};
-use osproxy_upstream::Upstreams;
+use osproxy_upstream::{UpstreamCluster, Upstreams};
 use serde_json::{json, Value};
 
 use crate::common::node;
@@ -41,31 +41,90 @@ async fn direct(http: &Http, method: Method, path: &str) -> Value {
         .json()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("acme"), ACME).unwrap();
-    std::fs::write(dir.path().join("globex"), GLOBEX).unwrap();
+async fn delete(http: &Http, p: &ProxyInstance, token: &str, id: &str) {
+    let auth = format!("Bearer {token}");
+    http.send_with(
+        Method::DELETE,
+        &format!("{}/orders/_doc/{id}", p.url()),
+        None,
+        &[("authorization", auth.as_str())],
+    )
+    .await
+    .unwrap();
+}
+
+/// A proxy (memory backend) whose `orders` lives in the shared index
+/// `mv-shared`, with acme and globex as tenants; and its config text.
+fn start_proxy(dir: &std::path::Path) -> (ProxyInstance, String) {
+    std::fs::write(dir.join("acme"), ACME).unwrap();
+    std::fs::write(dir.join("globex"), GLOBEX).unwrap();
     let config = format!(
         "[[clusters]]\nid = \"main\"\nurl = \"{}\"\n\
          [[principals]]\nname = \"acme-svc\"\ntoken_file = \"{d}/acme\"\npartitions = [\"acme\"]\n\
          [[principals]]\nname = \"globex-svc\"\ntoken_file = \"{d}/globex\"\npartitions = [\"globex\"]\n\
          [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"mv-shared\" }}\n",
         node().url(),
-        d = dir.path().display()
+        d = dir.display()
     );
     let p =
         ProxyInstance::start(std::path::Path::new(env!("CARGO_BIN_EXE_osproxy")), &config).unwrap();
+    (p, config)
+}
+
+/// The writes made while copying: five updates, three new documents, a12
+/// deleted and written again (its `_version` starts over, its sequence
+/// number does not), a10 and a11 deleted.
+async fn write_while_copying(http: &Http, p: &ProxyInstance) {
+    for i in 0..5 {
+        let body = json!({"n": i, "title": "updated"});
+        put(http, p, ACME, &format!("a{i}"), body).await;
+    }
+    for i in 50..53 {
+        put(http, p, ACME, &format!("a{i}"), json!({"n": i})).await;
+    }
+    delete(http, p, ACME, "a12").await;
+    let recreated = json!({"n": 12, "title": "recreated"});
+    put(http, p, ACME, "a12", recreated).await;
+    for id in ["a10", "a11"] {
+        delete(http, p, ACME, id).await;
+    }
+}
+
+/// A shared placement on `main` in `index`.
+fn shared_in(index: &str) -> Placement {
+    Placement::Shared {
+        cluster: "main".into(),
+        index: index.into(),
+    }
+}
+
+fn side<'a>(
+    cluster: &'a UpstreamCluster,
+    placement: &'a Placement,
+    logical: &'a LogicalIndex,
+    partition: &'a PartitionId,
+) -> Side<'a> {
+    Side {
+        cluster,
+        placement,
+        logical,
+        partition,
+    }
+}
+
+/// acme's partition is copied from the shared index into its own while it
+/// keeps changing, caught up by sequence number, its deletions found by id
+/// comparison, copied again harmlessly, copied back into another shared
+/// index with the field and ids rebuilt, and purged from the source
+/// without touching the tenant that stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, config) = start_proxy(dir.path());
     let http = Http::new();
     for i in 0..50 {
-        put(
-            &http,
-            &p,
-            ACME,
-            &format!("a{i}"),
-            json!({"n": i, "title": format!("acme {i}")}),
-        )
-        .await;
+        let body = json!({"n": i, "title": format!("acme {i}")});
+        put(&http, &p, ACME, &format!("a{i}"), body).await;
     }
     for i in 0..10 {
         put(&http, &p, GLOBEX, &format!("g{i}"), json!({"n": i})).await;
@@ -77,26 +136,13 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
     let cluster = upstreams.by_id("main").unwrap();
     let logical = LogicalIndex::from_config(&cfg.indices[0], 1).unwrap();
     let acme = PartitionId::new("acme").unwrap();
-    let shared = Placement::Shared {
-        cluster: "main".into(),
-        index: "mv-shared".into(),
-    };
+    let shared = shared_in("mv-shared");
     let own = Placement::Index {
         cluster: "main".into(),
         index: "mv-acme".into(),
     };
-    let from = Side {
-        cluster,
-        placement: &shared,
-        logical: &logical,
-        partition: &acme,
-    };
-    let to = Side {
-        cluster,
-        placement: &own,
-        logical: &logical,
-        partition: &acme,
-    };
+    let from = side(cluster, &shared, &logical, &acme);
+    let to = side(cluster, &own, &logical, &acme);
 
     let checkpoint = migrate::checkpoint(&from, T).await.unwrap();
     migrate::prepare(&from, &to, T).await.unwrap();
@@ -110,48 +156,7 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
     assert_eq!(migrate::count(&to, T).await.unwrap(), 50);
 
     // Writes made while copying: updates, new documents, deletions.
-    for i in 0..5 {
-        put(
-            &http,
-            &p,
-            ACME,
-            &format!("a{i}"),
-            json!({"n": i, "title": "updated"}),
-        )
-        .await;
-    }
-    for i in 50..53 {
-        put(&http, &p, ACME, &format!("a{i}"), json!({"n": i})).await;
-    }
-    let auth = format!("Bearer {ACME}");
-    // a12 is deleted and written again: its `_version` starts over, its
-    // sequence number does not.
-    http.send_with(
-        Method::DELETE,
-        &format!("{}/orders/_doc/a12", p.url()),
-        None,
-        &[("authorization", auth.as_str())],
-    )
-    .await
-    .unwrap();
-    put(
-        &http,
-        &p,
-        ACME,
-        "a12",
-        json!({"n": 12, "title": "recreated"}),
-    )
-    .await;
-    for id in ["a10", "a11"] {
-        http.send_with(
-            Method::DELETE,
-            &format!("{}/orders/_doc/{id}", p.url()),
-            None,
-            &[("authorization", auth.as_str())],
-        )
-        .await
-        .unwrap();
-    }
+    write_while_copying(&http, &p).await;
     let caught = migrate::copy(&from, &to, Some(checkpoint), T, |_| {})
         .await
         .unwrap();
@@ -195,16 +200,8 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
     assert_eq!(doc["_source"]["title"], "recreated", "{doc}");
 
     // The way back, into another shared index: the field and ids rebuilt.
-    let shared2 = Placement::Shared {
-        cluster: "main".into(),
-        index: "mv-shared2".into(),
-    };
-    let back = Side {
-        cluster,
-        placement: &shared2,
-        logical: &logical,
-        partition: &acme,
-    };
+    let shared2 = shared_in("mv-shared2");
+    let back = side(cluster, &shared2, &logical, &acme);
     migrate::prepare(&to, &back, T).await.unwrap();
     let copied = migrate::copy(&to, &back, None, T, |_| {}).await.unwrap();
     assert_eq!(copied.written, 51);

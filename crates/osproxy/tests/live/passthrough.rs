@@ -3,7 +3,7 @@
 //! modulo `took` and opaque cursor ids).
 
 use http::Method;
-use osproxy_testkit::{Http, HttpResponse};
+use osproxy_testkit::{Http, HttpResponse, ProxyInstance};
 use serde_json::{json, Value};
 
 use crate::common::{metric, node, ready_proxy};
@@ -141,21 +141,47 @@ fn scrub(v: &mut Value) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn passthrough_is_transparent_for_the_everyday_api() {
-    let proxy = ready_proxy("");
-    let pair = Pair {
+/// A pair comparing `proxy` (with index `via`) against the shared node
+/// (with index `dir`).
+fn pair(proxy: &ProxyInstance, via: &'static str, dir: &'static str) -> Pair {
+    Pair {
         http: Http::new(),
         proxy: Side {
             base: proxy.url(),
-            index: "pt-via",
+            index: via,
         },
         direct: Side {
             base: node().url(),
-            index: "pt-dir",
+            index: dir,
         },
-    };
-    let ndjson = |lines: &[Value]| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    }
+}
+
+fn ndjson(lines: &[Value]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// Both sides' cursor ids (`key` of each answer), which must be present.
+fn cursors(p: &HttpResponse, d: &HttpResponse, key: &str) -> (String, String) {
+    let ids = (
+        p.json()[key].as_str().unwrap_or_default().to_string(),
+        d.json()[key].as_str().unwrap_or_default().to_string(),
+    );
+    assert!(
+        !ids.0.is_empty() && !ids.1.is_empty(),
+        "{key} missing: {}",
+        p.text()
+    );
+    ids
+}
+
+/// Index creation, documents, bulk, search, count, mget and msearch, _cat,
+/// deletes and errors (relayed as is) through passthrough answer exactly
+/// as OpenSearch itself does.
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_is_transparent_for_documents_bulk_searches_and_errors() {
+    let proxy = ready_proxy("");
+    let pair = pair(&proxy, "pt-via", "pt-dir");
 
     pair.same(Method::PUT, "/{i}", Some(r#"{"settings":{"number_of_shards":1,"number_of_replicas":0},"mappings":{"properties":{"n":{"type":"integer"},"title":{"type":"text"}}}}"#)).await;
     pair.same(Method::PUT, "/{i}", Some("{}")).await; // 400 resource_already_exists, relayed as is
@@ -223,6 +249,50 @@ async fn passthrough_is_transparent_for_the_everyday_api() {
     ]);
     pair.same(Method::POST, "/_msearch", Some(&msearch)).await;
 
+    pair.same(
+        Method::GET,
+        "/_cat/indices/{i}?h=index,health,status,pri,rep,docs.count",
+        None,
+    )
+    .await;
+    pair.same(
+        Method::GET,
+        "/_cat/indices/{i}?format=json&h=index,health,docs.count",
+        None,
+    )
+    .await;
+    pair.same(Method::DELETE, "/{i}/_doc/1", None).await;
+    pair.same(Method::DELETE, "/{i}/_doc/1", None).await; // 404 not_found
+    pair.same(Method::GET, "/{i}/_unknown_endpoint", None).await; // upstream's 4xx
+    pair.same(Method::DELETE, "/{i}", None).await;
+    pair.same(Method::GET, "/{i}/_search", None).await; // 404 index_not_found
+}
+
+/// Scroll and point in time through passthrough answer as OpenSearch does,
+/// each side continuing its own cursor; upstream connections are kept
+/// alive and reused, and searches are counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_is_transparent_for_scroll_and_point_in_time_over_reused_connections() {
+    let proxy = ready_proxy("");
+    let pair = pair(&proxy, "pt-vcu", "pt-dcu");
+    pair.same(Method::PUT, "/{i}", Some(r#"{"settings":{"number_of_shards":1,"number_of_replicas":0},"mappings":{"properties":{"n":{"type":"integer"},"title":{"type":"text"}}}}"#)).await;
+    let docs = ndjson(&[
+        json!({"index": {"_id": "1"}}),
+        json!({"title": "first", "n": 1}),
+        json!({"index": {"_id": "2"}}),
+        json!({"title": "second", "n": 2}),
+        json!({"index": {"_id": "3"}}),
+        json!({"title": "third", "n": 3}),
+    ]);
+    pair.same(Method::POST, "/{i}/_bulk?refresh=true", Some(&docs))
+        .await;
+    pair.same(
+        Method::POST,
+        "/{i}/_search",
+        Some(r#"{"query":{"match_all":{}},"sort":[{"n":"asc"}]}"#),
+    )
+    .await;
+
     // Scroll: each side continues its own cursor.
     let (p, d) = pair
         .same(
@@ -231,17 +301,7 @@ async fn passthrough_is_transparent_for_the_everyday_api() {
             Some(r#"{"size":2,"sort":[{"n":"asc"}]}"#),
         )
         .await;
-    let ids = (
-        p.json()["_scroll_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        d.json()["_scroll_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    );
-    assert!(!ids.0.is_empty() && !ids.1.is_empty(), "scroll ids missing");
+    let ids = cursors(&p, &d, "_scroll_id");
     pair.same_with_cursor(
         Method::POST,
         "/_search/scroll",
@@ -265,15 +325,7 @@ async fn passthrough_is_transparent_for_the_everyday_api() {
             None,
         )
         .await;
-    let pits = (
-        p.json()["pit_id"].as_str().unwrap_or_default().to_string(),
-        d.json()["pit_id"].as_str().unwrap_or_default().to_string(),
-    );
-    assert!(
-        !pits.0.is_empty() && !pits.1.is_empty(),
-        "pit ids missing: {}",
-        p.text()
-    );
+    let pits = cursors(&p, &d, "pit_id");
     pair.same_with_cursor(
         Method::POST,
         "/_search",
@@ -288,24 +340,7 @@ async fn passthrough_is_transparent_for_the_everyday_api() {
         (&pits.0, &pits.1),
     )
     .await;
-
-    pair.same(
-        Method::GET,
-        "/_cat/indices/{i}?h=index,health,status,pri,rep,docs.count",
-        None,
-    )
-    .await;
-    pair.same(
-        Method::GET,
-        "/_cat/indices/{i}?format=json&h=index,health,docs.count",
-        None,
-    )
-    .await;
-    pair.same(Method::DELETE, "/{i}/_doc/1", None).await;
-    pair.same(Method::DELETE, "/{i}/_doc/1", None).await; // 404 not_found
-    pair.same(Method::GET, "/{i}/_unknown_endpoint", None).await; // upstream's 4xx
     pair.same(Method::DELETE, "/{i}", None).await;
-    pair.same(Method::GET, "/{i}/_search", None).await; // 404 index_not_found
 
     // Keep-alive connections were reused, not reopened per request.
     let reused = metric(

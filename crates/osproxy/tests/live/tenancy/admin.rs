@@ -1,20 +1,44 @@
 //! Logical index management and placements changed at runtime.
 
 use http::Method;
+use osproxy_testkit::As;
 use serde_json::{json, Value};
 
 use super::*;
 use crate::common::node;
 
+/// A fleet tagged `tag` in which acme has created the shared logical index
+/// `orders` with `title` as text.
+async fn with_orders(tag: &str) -> Fleet {
+    let f = Fleet::start(&node().url(), tag);
+    let created = f
+        .client("acme-svc")
+        .put(
+            "/orders",
+            &json!({"mappings": {"properties": {"title": {"type": "text"}}}}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    assert_eq!(created.json()["index"], "orders");
+    f
+}
+
+/// The status of `HEAD path` straight on the shared node.
+async fn on_node_head(path: &str) -> u16 {
+    direct(&node().url(), Method::HEAD, path)
+        .await
+        .status
+        .as_u16()
+}
+
+/// A tenant creates the shared logical index (physically the shared index,
+/// the partition field as keyword) but may not shape it for the others in
+/// it; a second tenant sees that it exists, with no physical name.
 #[tokio::test(flavor = "multi_thread")]
-async fn logical_index_management() {
+async fn a_tenant_creates_the_shared_logical_index_but_may_not_shape_it() {
     let f = Fleet::start(&node().url(), "admin");
-    assert_eq!(
-        f.call("acme-svc", Method::HEAD, "/orders", None, &[])
-            .await
-            .status,
-        404
-    );
+    let acme = f.client("acme-svc");
+    assert_eq!(acme.head("/orders").await.status, 404);
     // A tenant may not shape the shared index for the others in it.
     for body in [
         json!({"settings": {"number_of_shards": 1}, "mappings": {"properties": {"title": {"type": "text"}}}}),
@@ -24,9 +48,7 @@ async fn logical_index_management() {
         json!({"mappings": {"properties": {"t": {"type": "text", "copy_to": "_tenant"}}}}),
         json!({"mappings": {"properties": {"o": {"properties": {"t": {"type": "text", "copy_to": "x"}}}}}}),
     ] {
-        let refused = f
-            .call("acme-svc", Method::PUT, "/orders", Some(body.clone()), &[])
-            .await;
+        let refused = acme.put("/orders", &body).await;
         assert_eq!(refused.status, 403, "{body}: {}", refused.text());
         assert_eq!(
             refused.json()["error"]["type"],
@@ -34,58 +56,52 @@ async fn logical_index_management() {
             "{body}"
         );
     }
-    let created = f
-        .call(
-            "acme-svc",
-            Method::PUT,
+    let created = acme
+        .put(
             "/orders",
-            Some(json!({"mappings": {"properties": {"title": {"type": "text"}}}})),
-            &[],
+            &json!({"mappings": {"properties": {"title": {"type": "text"}}}}),
         )
         .await;
     assert_eq!(created.status, 200, "{}", created.text());
     assert_eq!(created.json()["index"], "orders");
-    assert_eq!(
-        f.call("acme-svc", Method::HEAD, "/orders", None, &[])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(acme.head("/orders").await.status, 200);
     // Physically: the shared index, with the partition field as keyword.
-    let physical = direct(&node().url(), Method::GET, "/t-admin-shared/_mapping")
-        .await
-        .json();
+    let physical = on_node("/t-admin-shared/_mapping").await.json();
     assert_eq!(
         physical["t-admin-shared"]["mappings"]["properties"]["_tenant"]["type"],
         "keyword"
     );
     // A field the catalogue does not declare is the operator's to add.
-    let undeclared = f
-        .call(
-            "acme-svc",
-            Method::PUT,
+    let undeclared = acme
+        .put(
             "/orders",
-            Some(json!({"mappings": {"properties": {"title": {"type": "keyword"}}}})),
-            &[],
+            &json!({"mappings": {"properties": {"title": {"type": "keyword"}}}}),
         )
         .await;
     assert_eq!(undeclared.status, 403, "{}", undeclared.text());
-    // Tenants see the catalogue's declared mapping, not the physical one:
-    // a field only globex's documents created stays invisible to acme.
+    // A second tenant sees the same logical index exists.
+    let again = f.client("globex-svc").put("/orders", &json!({})).await;
+    assert_eq!(again.status, 400, "{}", again.text());
+    assert_eq!(
+        again.json()["error"]["type"],
+        "resource_already_exists_exception"
+    );
+    assert!(!again.text().contains("t-admin-shared"), "{}", again.text());
+}
+
+/// Tenants see the catalogue's declared mapping, not the physical one: a
+/// field only globex's documents created stays invisible to acme; and the
+/// settings under the logical name only.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_see_the_declared_mapping_and_logical_settings() {
+    let f = with_orders("admm").await;
+    let acme = f.client("acme-svc");
     let w = f
-        .call(
-            "globex-svc",
-            Method::PUT,
-            "/orders/_doc/m1",
-            Some(json!({"globex_only_field": 1})),
-            &[],
-        )
+        .client("globex-svc")
+        .put("/orders/_doc/m1", &json!({"globex_only_field": 1}))
         .await;
     assert_eq!(w.status, 201, "{}", w.text());
-    let mapping = f
-        .call("acme-svc", Method::GET, "/orders/_mapping", None, &[])
-        .await
-        .json();
+    let mapping = acme.get("/orders/_mapping").await.json();
     assert!(
         !mapping.to_string().contains("globex_only_field"),
         "{mapping}"
@@ -100,327 +116,167 @@ async fn logical_index_management() {
             .is_none(),
         "{mapping}"
     );
-    let settings = f
-        .call("acme-svc", Method::GET, "/orders/_settings", None, &[])
-        .await;
+    let settings = acme.get("/orders/_settings").await;
     assert!(
-        settings.json().get("orders").is_some() && !settings.text().contains("t-admin-shared"),
+        settings.json().get("orders").is_some() && !settings.text().contains("t-admm-shared"),
         "{}",
         settings.text()
     );
-    // A second tenant sees the same logical index exists.
-    let again = f
-        .call("globex-svc", Method::PUT, "/orders", Some(json!({})), &[])
-        .await;
-    assert_eq!(again.status, 400, "{}", again.text());
-    assert_eq!(
-        again.json()["error"]["type"],
-        "resource_already_exists_exception"
-    );
-    assert!(!again.text().contains("t-admin-shared"), "{}", again.text());
-    // The shared mapping: operators only; the partition field never.
+}
+
+/// The shared mapping is the operators' to extend, never with the
+/// partition field; tenants refresh the shared index but may not delete it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shared_mapping_is_for_operators_and_the_shared_index_stays() {
+    let f = with_orders("admo").await;
+    let acme = f.client("acme-svc");
+    let ops = f.client("ops").with("x-osproxy-partition", "acme");
     let add = json!({"properties": {"qty": {"type": "integer"}}});
-    let r = f
-        .call(
-            "acme-svc",
-            Method::PUT,
-            "/orders/_mapping",
-            Some(add.clone()),
-            &[],
-        )
-        .await;
+    let r = acme.put("/orders/_mapping", &add).await;
     assert_eq!(r.status, 403, "{}", r.text());
-    let r = f
-        .call(
-            "ops",
-            Method::PUT,
-            "/orders/_mapping",
-            Some(add),
-            &[("x-osproxy-partition", "acme")],
-        )
-        .await;
+    let r = ops.put("/orders/_mapping", &add).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = f
-        .call(
-            "ops",
-            Method::PUT,
+    let r = ops
+        .put(
             "/orders/_mapping",
-            Some(json!({"properties": {"_tenant": {"type": "text"}}})),
-            &[("x-osproxy-partition", "acme")],
+            &json!({"properties": {"_tenant": {"type": "text"}}}),
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
     // Refresh; delete refused for the shared placement.
-    assert_eq!(
-        f.call("acme-svc", Method::POST, "/orders/_refresh", None, &[])
-            .await
-            .status,
-        200
-    );
-    let r = f
-        .call("acme-svc", Method::DELETE, "/orders", None, &[])
-        .await;
+    assert_eq!(acme.post_empty("/orders/_refresh").await.status, 200);
+    let r = acme.delete("/orders").await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(
-        direct(&node().url(), Method::HEAD, "/t-admin-shared")
-            .await
-            .status,
-        200
-    );
-    // A dedicated index: created, and deleted, for its partition only.
-    let initech: &[(&str, &str)] = &[("x-osproxy-partition", "initech")];
-    let r = f
-        .call(
-            "multi-svc",
-            Method::PUT,
-            "/orders",
-            Some(json!({"mappings": {"properties": {"x": {"type": "keyword"}}}})),
-            initech,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        direct(&node().url(), Method::HEAD, "/t-admin-initech")
-            .await
-            .status,
-        200
-    );
-    let r = f
-        .call("multi-svc", Method::DELETE, "/orders", None, initech)
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        direct(&node().url(), Method::HEAD, "/t-admin-initech")
-            .await
-            .status,
-        404
-    );
-    assert_eq!(
-        direct(&node().url(), Method::HEAD, "/t-admin-shared")
-            .await
-            .status,
-        200
-    );
+    assert_eq!(on_node_head("/t-admo-shared").await, 200);
 }
 
+/// A dedicated index is created, and deleted, for its partition only: the
+/// shared index stays.
 #[tokio::test(flavor = "multi_thread")]
-async fn placements_change_at_runtime_with_compare_and_swap() {
-    let f = Fleet::start(&node().url(), "rt");
-    let admin = |path: &str| format!("{}{path}", f.proxy.admin_url());
-    let ops = [("authorization", "Bearer ops-token-0123456789")];
-    // The admin API is for operators only.
-    let r = f
-        .http
-        .send_with(
-            Method::GET,
-            &admin("/v1/placements/orders"),
-            None,
-            &[("authorization", "Bearer acme-token-0123456789")],
+async fn a_dedicated_index_is_created_and_deleted_for_its_partition_only() {
+    let f = with_orders("admd").await;
+    let initech = f.client("multi-svc").with("x-osproxy-partition", "initech");
+    let r = initech
+        .put(
+            "/orders",
+            &json!({"mappings": {"properties": {"x": {"type": "keyword"}}}}),
         )
-        .await
-        .unwrap();
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on_node_head("/t-admd-initech").await, 200);
+    let r = initech.delete("/orders").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on_node_head("/t-admd-initech").await, 404);
+    assert_eq!(on_node_head("/t-admd-shared").await, 200);
+}
+
+/// The operator's client for the admin listener of `f`.
+fn operator(f: &Fleet) -> As {
+    As::at(&f.proxy.admin_url(), token("ops"))
+}
+
+/// The admin API is for operators only: a tenant's token is not accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_is_for_operators_only() {
+    let f = Fleet::start(&node().url(), "rta");
+    let r = As::at(&f.proxy.admin_url(), token("acme-svc"))
+        .get("/v1/placements/orders")
+        .await;
     assert_eq!(r.status, 401);
-    let r = f
-        .http
-        .send_with(Method::GET, &admin("/v1/placements/orders"), None, &ops)
-        .await
-        .unwrap();
+    let r = operator(&f).get("/v1/placements/orders").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["default"]["kind"], "shared");
+}
 
+/// A placement set while the proxy runs is served at once; changing it is a
+/// compare-and-swap: an absent epoch on an existing entry, or a stale one,
+/// is a 409 with the current entry; the current epoch wins.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_placement_set_at_runtime_is_served_and_changed_by_compare_and_swap() {
+    let f = Fleet::start(&node().url(), "rt");
+    let ops = operator(&f);
     // Give partition hooli its own index, while the proxy runs.
-    let own = json!({"kind": "index", "cluster": "main", "index": "t-rt-hooli"}).to_string();
-    let r = f
-        .http
-        .send_with(
-            Method::PUT,
-            &admin("/v1/placements/orders/hooli"),
-            Some(own.clone().into()),
-            &ops,
-        )
-        .await
-        .unwrap();
+    let own = json!({"kind": "index", "cluster": "main", "index": "t-rt-hooli"});
+    let r = ops.put("/v1/placements/orders/hooli", &own).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let epoch = r.json()["epoch"].as_u64().unwrap();
     let put = f
-        .call(
-            "gateway",
-            Method::PUT,
-            "/orders/_doc/1?refresh=true",
-            Some(json!({"n": 1})),
-            &[("x-osproxy-partition", "hooli")],
-        )
+        .gateway_for("hooli")
+        .put("/orders/_doc/1?refresh=true", &json!({"n": 1}))
         .await;
     assert_eq!(put.status, 201, "{}", put.text());
     assert_eq!(
-        direct(&node().url(), Method::GET, "/t-rt-hooli/_doc/1")
-            .await
-            .json()["_source"],
+        on_node("/t-rt-hooli/_doc/1").await.json()["_source"],
         json!({"n": 1}),
         "served from the new placement without a restart"
     );
-
     // Compare-and-swap: absent epoch on an existing entry, or a stale one, is a 409 with the current entry.
-    let elsewhere =
-        json!({"kind": "index", "cluster": "main", "index": "t-rt-hooli-2"}).to_string();
-    let r = f
-        .http
-        .send_with(
-            Method::PUT,
-            &admin("/v1/placements/orders/hooli"),
-            Some(elsewhere.clone().into()),
-            &ops,
-        )
-        .await
-        .unwrap();
+    let elsewhere = json!({"kind": "index", "cluster": "main", "index": "t-rt-hooli-2"});
+    let r = ops.put("/v1/placements/orders/hooli", &elsewhere).await;
     assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(r.json()["current"]["epoch"], epoch);
-    let r = f
-        .http
-        .send_with(
-            Method::PUT,
-            &admin(&format!(
-                "/v1/placements/orders/hooli?epoch={}",
-                epoch + 100
-            )),
-            Some(elsewhere.clone().into()),
-            &ops,
-        )
-        .await
-        .unwrap();
+    let stale = format!("/v1/placements/orders/hooli?epoch={}", epoch + 100);
+    let r = ops.put(&stale, &elsewhere).await;
     assert_eq!(r.status, 409, "{}", r.text());
-    let r = f
-        .http
-        .send_with(
-            Method::PUT,
-            &admin(&format!("/v1/placements/orders/hooli?epoch={epoch}")),
-            Some(elsewhere.into()),
-            &ops,
-        )
-        .await
-        .unwrap();
+    let current = format!("/v1/placements/orders/hooli?epoch={epoch}");
+    let r = ops.put(&current, &elsewhere).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["epoch"].as_u64().unwrap() > epoch);
+}
 
-    // A placement that would put another partition into hooli's old index, or into the shared one as its own, is refused.
-    let steal = json!({"kind": "index", "cluster": "main", "index": "t-rt-shared"}).to_string();
-    let r = f
-        .http
-        .send_with(
-            Method::PUT,
-            &admin("/v1/placements/orders/wayne"),
-            Some(steal.into()),
-            &ops,
-        )
-        .await
-        .unwrap();
+/// A runtime placement that would put a partition into the shared index as
+/// its own, or onto an unknown cluster, is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_placement_into_the_shared_index_or_an_unknown_cluster_is_refused() {
+    let f = Fleet::start(&node().url(), "rts");
+    let ops = operator(&f);
+    let steal = json!({"kind": "index", "cluster": "main", "index": "t-rts-shared"});
+    let r = ops.put("/v1/placements/orders/wayne", &steal).await;
     assert_eq!(r.status, 400, "{}", r.text());
-    let r = f
-        .http
-        .send_with(
-            Method::PUT,
-            &admin("/v1/placements/orders/wayne"),
-            Some(
-                json!({"kind": "cluster", "cluster": "nope"})
-                    .to_string()
-                    .into(),
-            ),
-            &ops,
-        )
-        .await
-        .unwrap();
+    let nowhere = json!({"kind": "cluster", "cluster": "nope"});
+    let r = ops.put("/v1/placements/orders/wayne", &nowhere).await;
     assert_eq!(r.status, 400, "{}", r.text());
+}
 
-    // The catalogue too: a logical index added, served at once, removed.
-    let notes = json!({"default": {"kind": "shared", "cluster": "main", "index": "t-rt-notes"}})
-        .to_string();
-    let r = f
-        .http
-        .send_with(
-            Method::PUT,
-            &admin("/v1/catalogue/notes"),
-            Some(notes.clone().into()),
-            &ops,
-        )
-        .await
-        .unwrap();
+/// The catalogue changes at runtime too: a logical index added is served at
+/// once, changed by compare-and-swap only, refused with an ambiguous id
+/// template or another logical index's shared index, and removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logical_index_is_added_served_and_removed_at_runtime() {
+    let f = Fleet::start(&node().url(), "rtc");
+    let ops = operator(&f);
+    let acme = f.client("acme-svc");
+    let notes = json!({"default": {"kind": "shared", "cluster": "main", "index": "t-rtc-notes"}});
+    let r = ops.put("/v1/catalogue/notes", &notes).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let notes_epoch = r.json()["epoch"].as_u64().unwrap();
-    let put = f
-        .call(
-            "acme-svc",
-            Method::PUT,
-            "/notes/_doc/1?refresh=true",
-            Some(json!({"text": "hi"})),
-            &[],
-        )
+    let put = acme
+        .put("/notes/_doc/1?refresh=true", &json!({"text": "hi"}))
         .await;
     assert_eq!(put.status, 201, "{}", put.text());
-    let raw = direct(
-        &node().url(),
-        Method::GET,
-        "/t-rt-notes/_doc/acme:1?routing=acme",
-    )
-    .await
-    .json();
-    assert_eq!(raw["_source"], json!({"_tenant": "acme", "text": "hi"}));
-    let r = f
-        .http
-        .send_with(
-            Method::PUT,
-            &admin("/v1/catalogue/notes"),
-            Some(notes.into()),
-            &ops,
-        )
+    let raw = on_node("/t-rtc-notes/_doc/acme:1?routing=acme")
         .await
-        .unwrap();
+        .json();
+    assert_eq!(raw["_source"], json!({"_tenant": "acme", "text": "hi"}));
+    let r = ops.put("/v1/catalogue/notes", &notes).await;
     assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(r.json()["current_epoch"], notes_epoch);
-    let ambiguous = json!({"id": "{partition}-{id}", "default": {"kind": "shared", "cluster": "main", "index": "t-rt-notes"}}).to_string();
-    let r = f
-        .http
-        .send_with(
-            Method::PUT,
-            &admin(&format!("/v1/catalogue/notes?epoch={notes_epoch}")),
-            Some(ambiguous.into()),
-            &ops,
-        )
-        .await
-        .unwrap();
+    let ambiguous = json!({"id": "{partition}-{id}", "default": {"kind": "shared", "cluster": "main", "index": "t-rtc-notes"}});
+    let at_epoch = format!("/v1/catalogue/notes?epoch={notes_epoch}");
+    let r = ops.put(&at_epoch, &ambiguous).await;
     assert_eq!(r.status, 400, "{}", r.text());
     let stealing =
-        json!({"default": {"kind": "shared", "cluster": "main", "index": "t-rt-shared"}})
-            .to_string();
-    let r = f
-        .http
-        .send_with(
-            Method::PUT,
-            &admin("/v1/catalogue/letters"),
-            Some(stealing.into()),
-            &ops,
-        )
-        .await
-        .unwrap();
+        json!({"default": {"kind": "shared", "cluster": "main", "index": "t-rtc-shared"}});
+    let r = ops.put("/v1/catalogue/letters", &stealing).await;
     assert_eq!(
         r.status,
         400,
         "another logical index's shared index: {}",
         r.text()
     );
-    let r = f
-        .http
-        .send_with(
-            Method::DELETE,
-            &admin(&format!("/v1/catalogue/notes?epoch={notes_epoch}")),
-            None,
-            &ops,
-        )
-        .await
-        .unwrap();
+    let r = ops.delete(&at_epoch).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let gone = f
-        .call("acme-svc", Method::GET, "/notes/_doc/1", None, &[])
-        .await;
+    let gone = acme.get("/notes/_doc/1").await;
     assert_eq!(gone.status, 400, "{}", gone.text());
     assert_eq!(gone.json()["error"]["type"], "unsupported_endpoint");
 }

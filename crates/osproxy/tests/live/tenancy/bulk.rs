@@ -6,6 +6,9 @@ use serde_json::json;
 use super::*;
 use crate::common::node;
 
+/// One bulk of mixed items: each is routed (or refused) on its own and
+/// answered in order under logical names; the landed items are checked in
+/// their physical places; another tenant sees only its own.
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_routes_each_item_and_answers_in_order() {
     let f = Fleet::start(&node().url(), "bulk");
@@ -32,19 +35,16 @@ async fn bulk_routes_each_item_and_answers_in_order() {
         json!({"index": {"_index": "orders", "_id": "6"}}),
         json!({"title": "six"}),
     ]);
+    let ndjson_type = [("content-type", "application/x-ndjson")];
     let r = f
-        .http
-        .send_with(
+        .client("acme-svc")
+        .raw(
             Method::POST,
-            &format!("{}/_bulk?refresh=true", f.proxy.url()),
+            "/_bulk?refresh=true",
             Some(body.into()),
-            &[
-                ("authorization", "Bearer acme-token-0123456789"),
-                ("content-type", "application/x-ndjson"),
-            ],
+            &ndjson_type,
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     let items = v["items"].as_array().cloned().unwrap_or_default();
@@ -89,49 +89,28 @@ async fn bulk_routes_each_item_and_answers_in_order() {
     let auto_id = items[2]["index"]["_id"].as_str().unwrap().to_string();
 
     // Physically: every landed item is in its partition's place, with the field.
-    let raw = direct(
-        &node().url(),
-        Method::GET,
-        "/t-bulk-shared/_doc/acme:1?routing=acme",
-    )
-    .await
-    .json();
+    let raw = on_node("/t-bulk-shared/_doc/acme:1?routing=acme")
+        .await
+        .json();
     assert_eq!(
         raw["_source"],
         json!({"_tenant": "acme", "title": "one", "n": 2})
     );
-    let raw = direct(
-        &node().url(),
-        Method::GET,
-        "/t-bulk-invoices/_doc/acme:1?routing=acme",
-    )
-    .await
-    .json();
+    let raw = on_node("/t-bulk-invoices/_doc/acme:1?routing=acme")
+        .await
+        .json();
     assert_eq!(raw["_source"], json!({"_tenant": "acme", "amount": 10}));
-    let raw = direct(
-        &node().url(),
-        Method::GET,
-        &format!("/t-bulk-shared/_doc/acme:{auto_id}?routing=acme"),
-    )
-    .await
-    .json();
+    let raw = on_node(&format!("/t-bulk-shared/_doc/acme:{auto_id}?routing=acme"))
+        .await
+        .json();
     assert_eq!(raw["_source"]["title"], "auto");
     for refused in ["acme:r", "globex:r", "acme:f", "acme:5"] {
-        let r = direct(
-            &node().url(),
-            Method::GET,
-            &format!("/t-bulk-shared/_doc/{refused}?routing=acme"),
-        )
-        .await;
+        let r = on_node(&format!("/t-bulk-shared/_doc/{refused}?routing=acme")).await;
         assert_eq!(r.status, 404, "{refused} must not have been written");
     }
-    let six = direct(
-        &node().url(),
-        Method::GET,
-        "/t-bulk-shared/_doc/acme:6?routing=acme",
-    )
-    .await
-    .json();
+    let six = on_node("/t-bulk-shared/_doc/acme:6?routing=acme")
+        .await
+        .json();
     assert_eq!(
         six["_source"]["title"], "six",
         "items after refused ones still land"
@@ -142,26 +121,19 @@ async fn bulk_routes_each_item_and_answers_in_order() {
         json!({"index": {"_id": "1"}}),
         json!({"title": "globex one"}),
     ]);
-    let r = f
-        .http
-        .send_with(
+    let globex = f.client("globex-svc");
+    let r = globex
+        .raw(
             Method::POST,
-            &format!("{}/orders/_bulk?refresh=true", f.proxy.url()),
+            "/orders/_bulk?refresh=true",
             Some(body.into()),
-            &[("authorization", "Bearer globex-token-0123456789")],
+            &[],
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.json()["errors"], false, "{}", r.text());
-    let mine = f
-        .call("globex-svc", Method::GET, "/orders/_count", None, &[])
-        .await
-        .json();
+    let mine = globex.get("/orders/_count").await.json();
     assert_eq!(mine["count"], 1);
-    let theirs = f
-        .call("acme-svc", Method::GET, "/orders/_count", None, &[])
-        .await
-        .json();
+    let theirs = f.client("acme-svc").get("/orders/_count").await.json();
     assert_eq!(theirs["count"], 3);
 }
 

@@ -1,106 +1,75 @@
 //! Scroll and PIT ids bound to their tenant.
 
-use http::Method;
+use osproxy_testkit::As;
 use serde_json::json;
 
 use super::*;
 use crate::common::node;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn scroll_and_pit_are_bound_to_their_tenant() {
-    let f = Fleet::start(&node().url(), "cur");
-    for i in 0..5 {
-        f.call(
-            "acme-svc",
-            Method::PUT,
-            &format!("/orders/_doc/a{i}"),
-            Some(json!({"n": i})),
-            &[],
-        )
-        .await;
+/// A fleet tagged `tag` where acme has written `acme_docs` documents
+/// (`a0`, `a1`, ... with `n` = 0, 1, ...) and globex three (`g0`..`g2`),
+/// all refreshed; with a client for each.
+async fn seeded(tag: &str, acme_docs: u64) -> (Fleet, As, As) {
+    let f = Fleet::start(&node().url(), tag);
+    let (acme, globex) = (f.client("acme-svc"), f.client("globex-svc"));
+    for i in 0..acme_docs {
+        acme.put(&format!("/orders/_doc/a{i}"), &json!({"n": i}))
+            .await;
     }
     for i in 0..3 {
-        f.call(
-            "globex-svc",
-            Method::PUT,
-            &format!("/orders/_doc/g{i}"),
-            Some(json!({"n": i})),
-            &[],
-        )
-        .await;
+        globex
+            .put(&format!("/orders/_doc/g{i}"), &json!({"n": i}))
+            .await;
     }
-    f.call("acme-svc", Method::POST, "/orders/_refresh", None, &[])
-        .await;
+    acme.post_empty("/orders/_refresh").await;
+    (f, acme, globex)
+}
 
-    // Scroll across pages, with a deletion in between.
-    let first = f
-        .call(
-            "acme-svc",
-            Method::POST,
+/// The ids of the hits of a search answer.
+fn hit_ids(v: &serde_json::Value) -> Vec<String> {
+    v["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A scroll pages through a snapshot of its tenant's documents (a deletion
+/// in between does not show), in logical form; another tenant, a tampered
+/// id and a raw upstream id are refused, never dispatched; its tenant
+/// clears it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scroll_is_a_snapshot_of_its_tenants_documents_refused_to_anyone_else() {
+    let (_f, acme, globex) = seeded("cur", 5).await;
+    let first = acme
+        .post(
             "/orders/_search?scroll=1m",
-            Some(json!({"size": 2, "sort": [{"n": "asc"}]})),
-            &[],
+            &json!({"size": 2, "sort": [{"n": "asc"}]}),
         )
         .await;
     assert_eq!(first.status, 200, "{}", first.text());
     let mut id = first.json()["_scroll_id"].as_str().unwrap().to_string();
     assert!(id.starts_with("osp1."), "scroll id not wrapped: {id}");
-    let mut seen: Vec<String> = first.json()["hits"]["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["_id"].as_str().unwrap().to_string())
-        .collect();
-    f.call(
-        "acme-svc",
-        Method::DELETE,
-        "/orders/_doc/a4?refresh=true",
-        None,
-        &[],
-    )
-    .await;
+    let mut seen = hit_ids(&first.json());
+    acme.delete("/orders/_doc/a4?refresh=true").await;
     // Another tenant, a tampered id, a raw upstream id: refused, never dispatched.
-    let r = f
-        .call(
-            "globex-svc",
-            Method::POST,
-            "/_search/scroll",
-            Some(json!({"scroll": "1m", "scroll_id": id})),
-            &[],
-        )
+    let r = globex
+        .post("/_search/scroll", &json!({"scroll": "1m", "scroll_id": id}))
         .await;
     assert_eq!(r.status, 403, "{}", r.text());
     let mut tampered = id.clone();
     tampered.insert(10, 'x');
-    let r = f
-        .call(
-            "acme-svc",
-            Method::POST,
-            "/_search/scroll",
-            Some(json!({"scroll_id": tampered})),
-            &[],
-        )
+    let r = acme
+        .post("/_search/scroll", &json!({"scroll_id": tampered}))
         .await;
     assert!(r.status == 403 || r.status == 400, "{}", r.text());
-    let r = f
-        .call(
-            "acme-svc",
-            Method::POST,
-            "/_search/scroll",
-            Some(json!({"scroll_id": "FGluY2x1ZGVfY29udGV4dF91dWlk"})),
-            &[],
-        )
-        .await;
+    let raw = json!({"scroll_id": "FGluY2x1ZGVfY29udGV4dF91dWlk"});
+    let r = acme.post("/_search/scroll", &raw).await;
     assert_eq!(r.status, 400, "{}", r.text());
     loop {
-        let page = f
-            .call(
-                "acme-svc",
-                Method::POST,
-                "/_search/scroll",
-                Some(json!({"scroll": "1m", "scroll_id": id})),
-                &[],
-            )
+        let page = acme
+            .post("/_search/scroll", &json!({"scroll": "1m", "scroll_id": id}))
             .await;
         assert_eq!(page.status, 200, "{}", page.text());
         let hits = page.json()["hits"]["hits"]
@@ -113,7 +82,7 @@ async fn scroll_and_pit_are_bound_to_their_tenant() {
         assert!(hits
             .iter()
             .all(|h| h["_index"] == "orders" && h["_source"].get("_tenant").is_none()));
-        seen.extend(hits.iter().map(|h| h["_id"].as_str().unwrap().to_string()));
+        seen.extend(hit_ids(&page.json()));
         id = page.json()["_scroll_id"].as_str().unwrap().to_string();
     }
     assert_eq!(
@@ -121,70 +90,39 @@ async fn scroll_and_pit_are_bound_to_their_tenant() {
         ["a0", "a1", "a2", "a3", "a4"],
         "the scroll is a snapshot of acme's documents only"
     );
-    let r = f
-        .call(
-            "acme-svc",
-            Method::DELETE,
-            "/_search/scroll",
-            Some(json!({"scroll_id": [id]})),
-            &[],
-        )
+    let r = acme
+        .delete_json("/_search/scroll", &json!({"scroll_id": [id]}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["succeeded"], true);
-    // `_all` closes the caller's own scrolls, not another tenant's.
-    let mine = f
-        .call(
-            "acme-svc",
-            Method::POST,
-            "/orders/_search?scroll=1m",
-            Some(json!({"size": 1})),
-            &[],
-        )
-        .await
-        .json();
-    let theirs = f
-        .call(
-            "globex-svc",
-            Method::POST,
-            "/orders/_search?scroll=1m",
-            Some(json!({"size": 1})),
-            &[],
-        )
-        .await
-        .json();
-    let r = f
-        .call(
-            "acme-svc",
-            Method::DELETE,
-            "/_search/scroll/_all",
-            None,
-            &[],
-        )
-        .await;
+}
+
+/// Clearing `_all` scrolls closes the caller's own scrolls, not another
+/// tenant's.
+#[tokio::test(flavor = "multi_thread")]
+async fn clearing_all_scrolls_clears_only_the_callers_own() {
+    let (_f, acme, globex) = seeded("cura", 5).await;
+    let one = json!({"size": 1});
+    let mine = acme.post("/orders/_search?scroll=1m", &one).await.json();
+    let theirs = globex.post("/orders/_search?scroll=1m", &one).await.json();
+    let r = acme.delete("/_search/scroll/_all").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         r.json()["num_freed"].as_u64().unwrap_or(0) >= 1,
         "{}",
         r.text()
     );
-    let r = f
-        .call(
-            "acme-svc",
-            Method::POST,
+    let r = acme
+        .post(
             "/_search/scroll",
-            Some(json!({"scroll": "1m", "scroll_id": mine["_scroll_id"]})),
-            &[],
+            &json!({"scroll": "1m", "scroll_id": mine["_scroll_id"]}),
         )
         .await;
     assert_eq!(r.status, 404, "acme's scroll was cleared: {}", r.text());
-    let r = f
-        .call(
-            "globex-svc",
-            Method::POST,
+    let r = globex
+        .post(
             "/_search/scroll",
-            Some(json!({"scroll": "1m", "scroll_id": theirs["_scroll_id"]})),
-            &[],
+            &json!({"scroll": "1m", "scroll_id": theirs["_scroll_id"]}),
         )
         .await;
     assert_eq!(
@@ -193,21 +131,21 @@ async fn scroll_and_pit_are_bound_to_their_tenant() {
         "globex's scroll must survive acme's _all: {}",
         r.text()
     );
+}
 
-    // Point in time: open, page with search_after, refuse others, close.
-    let pit = f
-        .call(
-            "acme-svc",
-            Method::POST,
-            "/orders/_search/point_in_time?keep_alive=1m",
-            None,
-            &[],
-        )
+/// A point in time pages (with search_after sorting) through its tenant's
+/// documents only; another tenant may neither search nor close it; a
+/// search naming no index and no PIT is refused; its tenant closes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pit_sees_its_tenants_documents_and_is_refused_to_anyone_else() {
+    let (_f, acme, globex) = seeded("curp", 4).await;
+    let pit = acme
+        .post_empty("/orders/_search/point_in_time?keep_alive=1m")
         .await;
     assert_eq!(pit.status, 200, "{}", pit.text());
     let pit_id = pit.json()["pit_id"].as_str().unwrap().to_string();
     assert!(pit_id.starts_with("osp1."));
-    let page = f.call("acme-svc", Method::POST, "/_search", Some(json!({"size": 10, "pit": {"id": pit_id, "keep_alive": "1m"}, "sort": [{"n": "asc"}], "query": {"match_all": {}}})), &[]).await;
+    let page = acme.post("/_search", &json!({"size": 10, "pit": {"id": pit_id, "keep_alive": "1m"}, "sort": [{"n": "asc"}], "query": {"match_all": {}}})).await;
     assert_eq!(page.status, 200, "{}", page.text());
     let ids: Vec<&str> = page.json()["hits"]["hits"]
         .as_array()
@@ -218,24 +156,12 @@ async fn scroll_and_pit_are_bound_to_their_tenant() {
         .collect::<Vec<_>>();
     assert_eq!(ids, ["a", "a", "a", "a"], "{}", page.text());
     assert!(page.json()["pit_id"].as_str().unwrap().starts_with("osp1."));
-    let r = f
-        .call(
-            "globex-svc",
-            Method::POST,
-            "/_search",
-            Some(json!({"pit": {"id": pit_id}})),
-            &[],
-        )
+    let r = globex
+        .post("/_search", &json!({"pit": {"id": pit_id}}))
         .await;
     assert_eq!(r.status, 403, "{}", r.text());
-    let r = f
-        .call(
-            "acme-svc",
-            Method::POST,
-            "/_search",
-            Some(json!({"query": {"match_all": {}}})),
-            &[],
-        )
+    let r = acme
+        .post("/_search", &json!({"query": {"match_all": {}}}))
         .await;
     assert_eq!(
         r.status,
@@ -243,58 +169,23 @@ async fn scroll_and_pit_are_bound_to_their_tenant() {
         "a search naming no index and no PIT: {}",
         r.text()
     );
-    let r = f
-        .call(
-            "globex-svc",
-            Method::DELETE,
-            "/_search/point_in_time",
-            Some(json!({"pit_id": [pit_id]})),
-            &[],
-        )
-        .await;
+    let close = json!({"pit_id": [pit_id]});
+    let r = globex.delete_json("/_search/point_in_time", &close).await;
     assert_eq!(r.status, 403, "{}", r.text());
-    let r = f
-        .call(
-            "acme-svc",
-            Method::DELETE,
-            "/_search/point_in_time",
-            Some(json!({"pit_id": [pit_id]})),
-            &[],
-        )
-        .await;
+    let r = acme.delete_json("/_search/point_in_time", &close).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["pits"][0]["successful"], true, "{}", r.text());
     assert_eq!(r.json()["pits"][0]["pit_id"], pit_id);
-    // `_all` closes the caller's own PITs only.
-    let mine = f
-        .call(
-            "acme-svc",
-            Method::POST,
-            "/orders/_search/point_in_time?keep_alive=1m",
-            None,
-            &[],
-        )
-        .await
-        .json();
-    let theirs = f
-        .call(
-            "globex-svc",
-            Method::POST,
-            "/orders/_search/point_in_time?keep_alive=1m",
-            None,
-            &[],
-        )
-        .await
-        .json();
-    let r = f
-        .call(
-            "acme-svc",
-            Method::DELETE,
-            "/_search/point_in_time/_all",
-            None,
-            &[],
-        )
-        .await;
+}
+
+/// Closing `_all` PITs closes the caller's own PITs only.
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_all_pits_closes_only_the_callers_own() {
+    let (_f, acme, globex) = seeded("curq", 5).await;
+    let open = "/orders/_search/point_in_time?keep_alive=1m";
+    let mine = acme.post_empty(open).await.json();
+    let theirs = globex.post_empty(open).await.json();
+    let r = acme.delete("/_search/point_in_time/_all").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json()["pits"][0]["pit_id"],
@@ -302,14 +193,8 @@ async fn scroll_and_pit_are_bound_to_their_tenant() {
         "{}",
         r.text()
     );
-    let still = f
-        .call(
-            "globex-svc",
-            Method::POST,
-            "/_search",
-            Some(json!({"pit": {"id": theirs["pit_id"]}})),
-            &[],
-        )
+    let still = globex
+        .post("/_search", &json!({"pit": {"id": theirs["pit_id"]}}))
         .await;
     assert_eq!(
         still.status,

@@ -4,7 +4,7 @@
 //! are split by topic.
 
 use http::Method;
-use osproxy_testkit::{Http, HttpResponse, ProxyInstance};
+use osproxy_testkit::{As, Http, HttpResponse, ProxyInstance};
 use serde_json::Value;
 
 use crate::common::node;
@@ -76,6 +76,17 @@ impl Fleet {
         }
     }
 
+    /// A client speaking for principal `who` (a name in [`TOKENS`]).
+    pub(super) fn client(&self, who: &str) -> As {
+        As::new(&self.proxy, token(who))
+    }
+
+    /// The gateway acting for `partition` (named in `x-osproxy-partition`).
+    pub(super) fn gateway_for(&self, partition: &str) -> As {
+        self.client("gateway")
+            .with("x-osproxy-partition", partition)
+    }
+
     pub(super) async fn call(
         &self,
         who: &str,
@@ -84,11 +95,7 @@ impl Fleet {
         body: Option<Value>,
         extra: &[(&str, &str)],
     ) -> HttpResponse {
-        let token = TOKENS
-            .iter()
-            .find(|(n, _)| *n == who)
-            .map(|(_, t)| format!("Bearer {t}"))
-            .unwrap();
+        let token = format!("Bearer {}", token(who));
         let mut headers = vec![("authorization", token.as_str())];
         headers.extend_from_slice(extra);
         self.http
@@ -103,6 +110,20 @@ impl Fleet {
     }
 }
 
+/// The token of principal `who` (a name in [`TOKENS`]).
+pub(super) fn token(who: &str) -> &'static str {
+    TOKENS
+        .iter()
+        .find(|(n, _)| *n == who)
+        .map(|(_, t)| *t)
+        .unwrap_or_else(|| panic!("no principal {who}"))
+}
+
+/// `GET path` straight on the shared node.
+pub(super) async fn on_node(path: &str) -> HttpResponse {
+    direct(&node().url(), Method::GET, path).await
+}
+
 pub(super) async fn direct(base: &str, method: Method, path: &str) -> HttpResponse {
     Http::new()
         .send(method, &format!("{base}{path}"), None)
@@ -112,22 +133,4 @@ pub(super) async fn direct(base: &str, method: Method, path: &str) -> HttpRespon
 
 pub(super) fn ndjson(lines: &[Value]) -> String {
     lines.iter().map(|l| format!("{l}\n")).collect()
-}
-
-/// A call by the gateway principal acting for `partition`.
-pub(super) async fn gw(
-    f: &Fleet,
-    partition: &str,
-    m: Method,
-    path: &str,
-    body: Option<Value>,
-) -> HttpResponse {
-    f.call(
-        "gateway",
-        m,
-        path,
-        body,
-        &[("x-osproxy-partition", partition)],
-    )
-    .await
 }

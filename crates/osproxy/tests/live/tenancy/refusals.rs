@@ -1,34 +1,64 @@
-//! Tenants that try to reach each other, and cluster-wide endpoints.
+//! Tenants that try to reach each other, and cluster-wide endpoints. Each
+//! group of isolation attempts runs against its own fleet in which globex
+//! has written a secret document; acme tries to reach or change it, and the
+//! document is checked, straight on the node, to be exactly as written.
 
 use http::Method;
-use osproxy_testkit::HttpResponse;
+use osproxy_testkit::{As, HttpResponse};
 use serde_json::json;
 
 use super::*;
 use crate::common::node;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn isolation_attempts_are_refused_or_confined() {
-    let f = Fleet::start(&node().url(), "iso");
+/// A fleet tagged `tag` in which globex has written its secret document,
+/// and a client for acme.
+async fn with_globex_secret(tag: &str) -> (Fleet, As) {
+    let f = Fleet::start(&node().url(), tag);
     let seed = f
-        .call(
-            "globex-svc",
-            Method::PUT,
+        .client("globex-svc")
+        .put(
             "/orders/_doc/secret?refresh=true",
-            Some(json!({"title": "globex secret"})),
-            &[],
+            &json!({"title": "globex secret"}),
         )
         .await;
     assert_eq!(seed.status, 201, "{}", seed.text());
+    let acme = f.client("acme-svc");
+    (f, acme)
+}
 
-    let refused = |r: &HttpResponse, status: u16, code: &str, what: &str| {
-        assert_eq!(r.status, status, "{what}: {}", r.text());
-        assert_eq!(r.json()["error"]["type"], code, "{what}: {}", r.text());
-    };
-    // Another tenant's grant.
-    let r = f
+/// Nothing of globex's changed, and acme's forged document `x` was not
+/// written.
+async fn assert_globex_untouched(tag: &str) {
+    let raw = on_node(&format!(
+        "/t-{tag}-shared/_doc/globex:secret?routing=globex"
+    ))
+    .await
+    .json();
+    assert_eq!(
+        raw["_source"],
+        json!({"_tenant": "globex", "title": "globex secret"})
+    );
+    let x = on_node(&format!("/t-{tag}-shared/_doc/acme:x?routing=acme")).await;
+    assert_eq!(
+        x.status, 404,
+        "the forged document must not have been written"
+    );
+}
+
+/// Asserts that `r` is a refusal with `status` and error type `code`.
+fn refused(r: &HttpResponse, status: u16, code: &str, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", r.text());
+    assert_eq!(r.json()["error"]["type"], code, "{what}: {}", r.text());
+}
+
+/// Naming a partition outside the grant, none where several are granted,
+/// or an invalid partition id is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_outside_the_grant_none_of_several_or_an_invalid_one_is_refused() {
+    let tag = "isog";
+    let (f, acme) = with_globex_secret(tag).await;
+    let r = acme
         .call(
-            "acme-svc",
             Method::GET,
             "/orders/_doc/secret",
             None,
@@ -36,28 +66,28 @@ async fn isolation_attempts_are_refused_or_confined() {
         )
         .await;
     refused(&r, 403, "partition_forbidden", "naming another partition");
-    let r = f
-        .call("multi-svc", Method::GET, "/orders/_doc/secret", None, &[])
-        .await;
+    let r = f.client("multi-svc").get("/orders/_doc/secret").await;
     refused(&r, 400, "partition_required", "several grants, none named");
     let r = f
-        .call(
-            "gateway",
-            Method::GET,
-            "/orders/_doc/secret",
-            None,
-            &[("x-osproxy-partition", "bad partition!")],
-        )
+        .gateway_for("bad partition!")
+        .get("/orders/_doc/secret")
         .await;
     refused(&r, 400, "invalid_partition", "invalid partition id");
-    // Forging the injected field, routing, preference, q.
-    let r = f
-        .call(
-            "acme-svc",
-            Method::PUT,
+    assert_globex_untouched(tag).await;
+}
+
+/// Forging the injected field (in a document, an update's doc or upsert),
+/// routing, preference or `q`, a scripted update in a shared placement and
+/// an ingest pipeline (which could rewrite the partition field) are
+/// refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn forging_the_partition_field_routing_or_a_rewrite_is_refused() {
+    let tag = "isof";
+    let (_f, acme) = with_globex_secret(tag).await;
+    let r = acme
+        .put(
             "/orders/_doc/x",
-            Some(json!({"_tenant": "globex", "title": "forged"})),
-            &[],
+            &json!({"_tenant": "globex", "title": "forged"}),
         )
         .await;
     refused(
@@ -67,18 +97,41 @@ async fn isolation_attempts_are_refused_or_confined() {
         "document carrying the injected field",
     );
     for q in ["routing=globex", "preference=_shards:0", "q=*:*"] {
-        let r = f
-            .call(
-                "acme-svc",
-                Method::GET,
-                &format!("/orders/_search?{q}"),
-                None,
-                &[],
-            )
-            .await;
+        let r = acme.get(&format!("/orders/_search?{q}")).await;
         refused(&r, 400, "bad_request", q);
     }
-    // Constructs evaluated outside the query.
+    // Scripted updates in a shared placement.
+    let script = json!({"script": {"source": "ctx._source._tenant = 'acme'"}});
+    let r = acme.post("/orders/_update/secret", &script).await;
+    refused(&r, 400, "bad_request", "scripted update");
+    // An ingest pipeline could rewrite the partition field.
+    let r = acme
+        .put("/orders/_doc/p?pipeline=anything", &json!({"a": 1}))
+        .await;
+    refused(&r, 400, "bad_request", "pipeline parameter");
+    // Forging the field through an update's doc or upsert.
+    for body in [
+        json!({"doc": {"_tenant": "globex"}}),
+        json!({"doc": {"a": 1}, "upsert": {"_tenant": "globex"}}),
+    ] {
+        let r = acme.post("/orders/_update/secret", &body).await;
+        refused(
+            &r,
+            400,
+            "bad_request",
+            &format!("update forging the field: {body}"),
+        );
+    }
+    assert_globex_untouched(tag).await;
+}
+
+/// Constructs evaluated outside the query (a global aggregation, suggest,
+/// a terms lookup, more_like_this by document, a script query) are refused;
+/// the other tenant's id space cannot be read through the logical id.
+#[tokio::test(flavor = "multi_thread")]
+async fn constructs_evaluated_outside_the_query_are_refused() {
+    let tag = "iso";
+    let (_f, acme) = with_globex_secret(tag).await;
     for (what, body) in [
         (
             "global aggregation",
@@ -98,68 +151,24 @@ async fn isolation_attempts_are_refused_or_confined() {
         ),
         ("script", json!({"query": {"script": {"script": "true"}}})),
     ] {
-        let r = f
-            .call("acme-svc", Method::POST, "/orders/_search", Some(body), &[])
-            .await;
+        let r = acme.post("/orders/_search", &body).await;
         refused(&r, 400, "construct_refused", what);
     }
     // Reading the other tenant's id space through the logical id.
     for id in ["globex:secret", "secret"] {
-        let r = f
-            .call(
-                "acme-svc",
-                Method::GET,
-                &format!("/orders/_doc/{id}"),
-                None,
-                &[],
-            )
-            .await;
+        let r = acme.get(&format!("/orders/_doc/{id}")).await;
         assert_eq!(r.status, 404, "{id}: {}", r.text());
     }
-    // Scripted updates in a shared placement.
-    let r = f
-        .call(
-            "acme-svc",
-            Method::POST,
-            "/orders/_update/secret",
-            Some(json!({"script": {"source": "ctx._source._tenant = 'acme'"}})),
-            &[],
-        )
-        .await;
-    refused(&r, 400, "bad_request", "scripted update");
-    // An ingest pipeline could rewrite the partition field.
-    let r = f
-        .call(
-            "acme-svc",
-            Method::PUT,
-            "/orders/_doc/p?pipeline=anything",
-            Some(json!({"a": 1})),
-            &[],
-        )
-        .await;
-    refused(&r, 400, "bad_request", "pipeline parameter");
-    // Forging the field through an update's doc or upsert.
-    for body in [
-        json!({"doc": {"_tenant": "globex"}}),
-        json!({"doc": {"a": 1}, "upsert": {"_tenant": "globex"}}),
-    ] {
-        let r = f
-            .call(
-                "acme-svc",
-                Method::POST,
-                "/orders/_update/secret",
-                Some(body.clone()),
-                &[],
-            )
-            .await;
-        refused(
-            &r,
-            400,
-            "bad_request",
-            &format!("update forging the field: {body}"),
-        );
-    }
-    // Endpoints not served for logical indices are refused, never forwarded.
+    assert_globex_untouched(tag).await;
+}
+
+/// Endpoints not served for logical indices are refused, never forwarded;
+/// a tenant can neither delete nor remap the shared index; a multi-index
+/// path mixing a logical index is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn unserved_endpoints_and_changes_to_the_shared_index_are_refused() {
+    let tag = "isoe";
+    let (_f, acme) = with_globex_secret(tag).await;
     for (method, path) in [
         (Method::GET, "/orders/_explain/secret"),
         (Method::GET, "/orders/_termvectors/secret"),
@@ -169,15 +178,8 @@ async fn isolation_attempts_are_refused_or_confined() {
         (Method::POST, "/orders/_close"),
         (Method::GET, "/orders/_stats"),
     ] {
-        let r = f
-            .call(
-                "acme-svc",
-                method.clone(),
-                path,
-                Some(json!({"query": {"match_all": {}}})),
-                &[],
-            )
-            .await;
+        let body = json!({"query": {"match_all": {}}});
+        let r = acme.call(method.clone(), path, Some(&body), &[]).await;
         assert_eq!(r.status, 400, "{method} {path}: {}", r.text());
         assert_eq!(
             r.json()["error"]["type"],
@@ -186,17 +188,12 @@ async fn isolation_attempts_are_refused_or_confined() {
         );
     }
     // The shared index cannot be deleted or remapped by a tenant.
-    let r = f
-        .call("acme-svc", Method::DELETE, "/orders", None, &[])
-        .await;
+    let r = acme.delete("/orders").await;
     refused(&r, 400, "bad_request", "deleting a shared logical index");
-    let r = f
-        .call(
-            "acme-svc",
-            Method::PUT,
+    let r = acme
+        .put(
             "/orders/_mapping",
-            Some(json!({"properties": {"_tenant": {"type": "text"}}})),
-            &[],
+            &json!({"properties": {"_tenant": {"type": "text"}}}),
         )
         .await;
     refused(
@@ -205,79 +202,43 @@ async fn isolation_attempts_are_refused_or_confined() {
         "operator_required",
         "remapping a shared logical index",
     );
-    // A compressed body is refused clearly, not misread.
-    let gz = f
-        .http
-        .send_with(
+    // Multi-index paths mixing a logical index.
+    let r = acme.get(&format!("/orders,t-{tag}-shared/_search")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_globex_untouched(tag).await;
+}
+
+/// A compressed body is refused clearly, not misread; malformed JSON and a
+/// document that is not an object are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn compressed_malformed_and_non_object_bodies_are_refused() {
+    let tag = "isob";
+    let (_f, acme) = with_globex_secret(tag).await;
+    let gzip = bytes::Bytes::from_static(b"\x1f\x8b\x08\x00\x00\x00\x00\x00");
+    let gz = acme
+        .raw(
             Method::PUT,
-            &format!("{}/orders/_doc/gz", f.proxy.url()),
-            Some(bytes::Bytes::from_static(
-                b"\x1f\x8b\x08\x00\x00\x00\x00\x00",
-            )),
-            &[
-                ("authorization", "Bearer acme-token-0123456789"),
-                ("content-encoding", "gzip"),
-            ],
+            "/orders/_doc/gz",
+            Some(gzip),
+            &[("content-encoding", "gzip")],
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(gz.status, 400, "{}", gz.text());
     assert!(gz.text().contains("compressed"), "{}", gz.text());
-    // Bad input: malformed JSON, a document that is not an object.
-    let raw = f
-        .http
-        .send_with(
-            Method::PUT,
-            &format!("{}/orders/_doc/bad", f.proxy.url()),
-            Some("{\"title\": ".into()),
-            &[("authorization", "Bearer acme-token-0123456789")],
-        )
-        .await
-        .unwrap();
-    refused(&raw, 400, "bad_request", "malformed JSON");
-    let r = f
-        .call(
-            "acme-svc",
+    let raw = acme
+        .raw(
             Method::PUT,
             "/orders/_doc/bad",
-            Some(json!(["not", "an", "object"])),
+            Some("{\"title\": ".into()),
             &[],
         )
+        .await;
+    refused(&raw, 400, "bad_request", "malformed JSON");
+    let r = acme
+        .put("/orders/_doc/bad", &json!(["not", "an", "object"]))
         .await;
     refused(&r, 400, "bad_request", "document that is not an object");
-    // Multi-index paths mixing a logical index.
-    let r = f
-        .call(
-            "acme-svc",
-            Method::GET,
-            "/orders,t-iso-shared/_search",
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    // Nothing of globex's changed.
-    let raw = direct(
-        &node().url(),
-        Method::GET,
-        "/t-iso-shared/_doc/globex:secret?routing=globex",
-    )
-    .await
-    .json();
-    assert_eq!(
-        raw["_source"],
-        json!({"_tenant": "globex", "title": "globex secret"})
-    );
-    let x = direct(
-        &node().url(),
-        Method::GET,
-        "/t-iso-shared/_doc/acme:x?routing=acme",
-    )
-    .await;
-    assert_eq!(
-        x.status, 404,
-        "the forged document must not have been written"
-    );
+    assert_globex_untouched(tag).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

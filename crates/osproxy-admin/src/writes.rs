@@ -18,6 +18,10 @@ pub(crate) fn write_error(e: WriteError) -> Response<Full<Bytes>> {
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"error": format!("the control store did not take the write: {m}; nothing was changed, retry when it is back")}),
         ),
+        WriteError::Unknown(m) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": format!("the control store did not confirm the write: {m}; it may or may not have been applied: read the current value and its epoch before retrying")}),
+        ),
         WriteError::Conflict(c) => json_response(
             StatusCode::CONFLICT,
             &json!({"error": "changed since it was read; read it and retry with its epoch", "current_epoch": c.epoch}),

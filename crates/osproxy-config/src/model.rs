@@ -155,6 +155,23 @@ pub struct EtcdConfig {
     pub progress_interval: Duration,
 }
 
+impl EtcdConfig {
+    /// How long without an event or progress answer the snapshot still
+    /// counts as fresh: four progress intervals, at least two seconds.
+    pub fn freshness_bound(&self) -> std::time::Duration {
+        (self.progress_interval.as_std() * 4).max(std::time::Duration::from_secs(2))
+    }
+
+    /// How long after a keep-alive was sent the fleet lease counts as held:
+    /// the TTL less a margin for clock-rate differences and scheduling (a
+    /// fifth of the TTL, at least one second). Writes to logical indices
+    /// are admitted only within it.
+    pub fn lease_held_for(&self) -> std::time::Duration {
+        let ttl = self.lease_ttl.as_std();
+        ttl.saturating_sub((ttl / 5).max(std::time::Duration::from_secs(1)))
+    }
+}
+
 fn default_etcd_prefix() -> String {
     "/osproxy/default/".to_string()
 }

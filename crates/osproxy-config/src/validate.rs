@@ -227,6 +227,19 @@ fn check_control(control: &crate::Control, errs: &mut Vec<ConfigError>) {
             "control.etcd.progress_interval",
             "must be between 50ms and 10s",
         ));
+    } else if ttl >= std::time::Duration::from_secs(2)
+        && etcd.freshness_bound() > etcd.lease_held_for()
+    {
+        // An instance must notice that it is behind before its lease (and
+        // so its place in every migration barrier) can lapse.
+        errs.push(ConfigError::new(
+            "control.etcd.lease_ttl",
+            format!(
+                "a lease of {ttl:?} is held for {:?} after each keep-alive, shorter than the freshness bound of {:?} (four progress intervals, at least 2s); raise lease_ttl to at least 3s or lower progress_interval",
+                etcd.lease_held_for(),
+                etcd.freshness_bound()
+            ),
+        ));
     }
     if etcd.connect_timeout.as_std().is_zero() {
         errs.push(ConfigError::new(

@@ -5,6 +5,7 @@
 //! The snapshot is built from the config file (the embedded memory backend)
 //! or followed from etcd ([`etcd`]); writes go through [`plane`] to either.
 
+pub mod admission;
 mod apply;
 mod commit;
 pub mod directives;
@@ -14,7 +15,8 @@ pub mod snapshot;
 pub mod store;
 mod write;
 
+pub use admission::WriteTicket;
 pub use etcd::{EtcdHandle, StoreError};
-pub use plane::{ControlPlane, Counters};
+pub use plane::{ControlPlane, Counters, NotAdmitted};
 pub use snapshot::{CatalogueError, Entry, LogicalIndex, PartitionRule, Resolved, Snapshot};
 pub use write::{Conflict, Member, WriteError};

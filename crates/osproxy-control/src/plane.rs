@@ -17,6 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{watch, Notify};
 
+use crate::admission::{mono_ms, Admission, WriteTicket};
 use crate::apply::EventOutcome;
 use crate::etcd::client::EtcdStore;
 use crate::snapshot::Snapshot;
@@ -32,6 +33,10 @@ pub(crate) struct Following {
     /// When the snapshot was last confirmed current (an event or a progress
     /// answer), milliseconds since the Unix epoch.
     pub last_fresh_ms: AtomicU64,
+    /// The same moment on the monotonic clock ([`mono_ms`]): freshness is
+    /// judged by this one, so a wall-clock step cannot make a cut-off
+    /// instance look fresh.
+    pub fresh_at: AtomicU64,
     /// Keys whose latest value was refused, with a shape-only reason.
     pub rejected: Mutex<BTreeMap<String, String>>,
     /// Values refused since start.
@@ -84,6 +89,19 @@ pub struct ControlPlane {
     /// How long without an event or progress answer the snapshot still
     /// counts as fresh (etcd only).
     pub(crate) freshness_bound_ms: AtomicU64,
+    /// Which writes may pass, and which are in flight.
+    pub(crate) admission: Admission,
+}
+
+/// Why a write to a logical index was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotAdmitted {
+    /// The instance cannot prove it still holds its fleet lease.
+    #[error("this instance cannot prove it still holds its fleet lease (etcd unreachable or the instance was paused); writes to logical indices pause until it does")]
+    NoLease,
+    /// The snapshot is not proven current.
+    #[error("this instance has not heard from the control store within its freshness bound; writes to logical indices pause until it does")]
+    Stale,
 }
 
 impl ControlPlane {
@@ -101,13 +119,44 @@ impl ControlPlane {
             etcd: OnceLock::new(),
             store_pending: std::sync::atomic::AtomicBool::new(false),
             freshness_bound_ms: AtomicU64::new(u64::MAX),
+            admission: Admission::new(revision, false),
         };
         plane.following.applied.store(revision, Ordering::Release);
         plane
             .following
             .last_fresh_ms
             .store(now_ms(), Ordering::Release);
+        plane.following.fresh_at.store(mono_ms(), Ordering::Release);
         plane
+    }
+
+    /// Admits one write to a logical index, or says why not: with etcd, only
+    /// under a held lease and a fresh snapshot. The ticket counts the write
+    /// in flight until dropped; take it *before* checking the write against
+    /// the snapshot (the snapshot then is the ticket's revision or newer).
+    pub fn admit_write(self: &Arc<Self>) -> Result<WriteTicket, NotAdmitted> {
+        let ticket = WriteTicket::new(self.clone(), self.admission.join());
+        if !self.admission.lease_held() {
+            return Err(NotAdmitted::NoLease);
+        }
+        if !self.is_fresh() {
+            return Err(NotAdmitted::Stale);
+        }
+        Ok(ticket)
+    }
+
+    /// The oldest revision a write still in flight here was admitted under
+    /// (the applied revision when none is in flight).
+    pub fn inflight_from(&self) -> u64 {
+        self.admission
+            .inflight_from()
+            .unwrap_or_else(|| self.applied_revision())
+    }
+
+    /// Whether this instance proves it holds its fleet lease (always, in
+    /// memory).
+    pub fn lease_held(&self) -> bool {
+        self.admission.lease_held()
     }
 
     /// The current snapshot (one atomic load; the caller keeps its view
@@ -154,7 +203,7 @@ impl ControlPlane {
             return true;
         }
         let bound = self.freshness_bound_ms.load(Ordering::Acquire);
-        now_ms().saturating_sub(self.last_fresh_ms()) <= bound
+        mono_ms().saturating_sub(self.following.fresh_at.load(Ordering::Acquire)) <= bound
     }
 
     /// Reserves passthrough's names: placements written at runtime may not
@@ -168,10 +217,13 @@ impl ControlPlane {
     /// "unavailable" until it is attached.
     pub fn expect_store(&self) {
         self.store_pending.store(true, Ordering::Release);
+        self.admission.require_lease();
     }
 
     pub(crate) fn publish(&self, next: Snapshot, applied: u64) {
+        let revision = next.revision();
         self.current.store(Arc::new(next));
+        self.admission.advance(revision.max(applied));
         self.mark_applied(applied);
     }
 
@@ -191,6 +243,7 @@ impl ControlPlane {
         self.following
             .last_fresh_ms
             .store(now_ms(), Ordering::Release);
+        self.following.fresh_at.store(mono_ms(), Ordering::Release);
     }
 
     pub(crate) fn reject(&self, key: &str, reason: String) {
@@ -259,9 +312,33 @@ impl ControlPlane {
             "version": member.version, "started": member.started,
             "backend": self.backend(),
             "applied_revision": self.applied_revision(),
+            "inflight_from": self.inflight_from(),
             "last_fresh_ms": self.last_fresh_ms(),
             "rejected_keys": rejected,
         })
+    }
+
+    /// One partition's migration record and its epoch as the store holds it
+    /// now: with etcd a linearizable read (not this instance's snapshot,
+    /// which may lag — a controller resumed after a pause must not act on
+    /// what it last saw); in memory, the snapshot.
+    pub async fn read_migration(
+        &self,
+        index: &str,
+        partition: &str,
+    ) -> Result<Option<(crate::store::MigrationRecord, u64)>, crate::etcd::StoreError> {
+        match self.etcd.get() {
+            Some(store) => {
+                let key = crate::store::migration_key(&store.prefix, index, partition);
+                Ok(store.get_one(&key).await?.and_then(|(bytes, epoch)| {
+                    serde_json::from_slice(&bytes).ok().map(|r| (r, epoch))
+                }))
+            }
+            None => Ok(self
+                .load()
+                .migration(index, partition)
+                .map(|(r, e)| ((**r).clone(), *e))),
+        }
     }
 
     /// The live fleet: with etcd, every record under `fleet/`; with the

@@ -21,6 +21,9 @@ pub enum WriteError {
     Invalid(String),
     /// The store could not be reached; nothing was written.
     Unavailable(String),
+    /// The write was sent but the store did not confirm it (a timeout, a
+    /// broken connection): it may or may not have been committed.
+    Unknown(String),
 }
 
 impl From<crate::snapshot::CatalogueError> for WriteError {

@@ -33,9 +33,12 @@ pub enum ErrorCode {
     StaleEpoch,
     /// The partition is in the cutover of a migration: writes pause.
     PartitionMoving,
-    /// This instance cannot prove its routing table is current, and the
-    /// write targets a migrating partition.
+    /// This instance cannot prove its routing table is current or that it
+    /// still holds its fleet lease; the write was not sent.
     ControlPlaneStale,
+    /// A write was sent, but this instance cannot say whether it holds:
+    /// it lost its fleet lease while the write was in flight.
+    OutcomeUnknown,
     /// The instance is shutting down.
     ShuttingDown,
     /// A bug or an unexpected condition inside osproxy.
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::StaleEpoch => "stale_epoch",
             ErrorCode::PartitionMoving => "partition_moving",
             ErrorCode::ControlPlaneStale => "control_plane_stale",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal_error",
         }
@@ -79,6 +83,7 @@ impl ErrorCode {
             ErrorCode::StaleEpoch => 409,
             ErrorCode::PartitionMoving => 409,
             ErrorCode::ControlPlaneStale => 503,
+            ErrorCode::OutcomeUnknown => 503,
             ErrorCode::ShuttingDown => 503,
             ErrorCode::Internal => 500,
         }
@@ -114,7 +119,10 @@ impl ErrorCode {
                 "the partition is being moved to another placement and writes pause for a moment; retry with backoff"
             }
             ErrorCode::ControlPlaneStale => {
-                "this instance lost contact with the control store and cannot vouch for the partition's placement while it moves; retry, preferably on another instance"
+                "this instance lost contact with the control store and cannot vouch for the partition's placement; nothing was written: retry, preferably on another instance"
+            }
+            ErrorCode::OutcomeUnknown => {
+                "read the document (or search) to see whether the write holds, then retry what is missing, preferably on another instance"
             }
             ErrorCode::ShuttingDown => "this instance is draining; retry on another instance",
             ErrorCode::Internal => "report this with the request id",

@@ -27,10 +27,8 @@ use tracing::{info, warn};
 use crate::copy::{self as migrate, Side};
 use osproxy_upstream::Upstreams;
 
-/// How long a write admitted just before the cutover may still be on its
-/// way to the old placement; the catch-up starts after it.
-const WRITE_SETTLE: Duration = Duration::from_millis(1000);
-/// How long the barrier waits for every instance to apply the cutover.
+/// How long the barrier waits for every instance to apply the cutover and
+/// drain the writes it admitted before (at least the upstream deadline).
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Partitions up to this size are verified id by id, not only by count.
 const VERIFY_IDS_UP_TO: u64 = 10_000;
@@ -81,6 +79,9 @@ impl From<WriteError> for MigrationError {
                     .into(),
             ),
             WriteError::Unavailable(m) => MigrationError::Unavailable(m),
+            WriteError::Unknown(m) => MigrationError::Unavailable(format!(
+                "the control store did not confirm the step ({m}); it may have been applied: read the migration's status"
+            )),
         }
     }
 }
@@ -170,13 +171,22 @@ impl Controller {
             cutover_ms: None,
         };
         let entry = migrating(&from, &to, Phase::Copying);
-        self.plane
+        match self
+            .plane
             .migration_step(Some(entry), resolved.epoch, &record, record_epoch)
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            // Committed after all? Then it is this controller's to drive.
+            Err(WriteError::Unknown(m)) => {
+                if self.learn_outcome(&record, record_epoch).await.is_err() {
+                    return Err(MigrationError::from(WriteError::Unknown(m)));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
         info!(index, partition, ?from, ?to, "migration started");
-        let me = self.clone();
-        let (i, p) = (index.to_string(), partition.to_string());
-        tokio::spawn(async move { me.drive(i, p).await });
+        self.spawn_drive(index.to_string(), partition.to_string());
         Ok(record)
     }
 
@@ -242,9 +252,17 @@ impl Controller {
                 })
                 .collect();
             let snap = self.plane.load();
+            // A record whose controller left the fleet, or names this
+            // instance but is not driven here (an earlier process with this
+            // instance id, a step whose outcome was learnt late).
             let orphans: Vec<(MigrationRecord, u64)> = snap
                 .migrations()
-                .filter(|(r, _)| !r.phase.is_terminal() && !live.contains(&r.controller))
+                .filter(|(r, _)| {
+                    !r.phase.is_terminal()
+                        && (!live.contains(&r.controller)
+                            || (r.controller == self.instance
+                                && !self.is_running(&r.index, &r.partition)))
+                })
                 .map(|(r, e)| ((**r).clone(), *e))
                 .collect();
             for (record, epoch) in orphans {
@@ -267,21 +285,35 @@ impl Controller {
                     .is_ok()
                 {
                     info!(index = %record.index, partition = %record.partition, previous = %record.controller, "adopted a migration whose controller left the fleet");
-                    let me = self.clone();
-                    tokio::spawn(async move { me.drive(record.index, record.partition).await });
+                    self.spawn_drive(record.index, record.partition);
                 }
             }
         }
     }
 
-    /// Runs the migration's remaining phases.
-    async fn drive(self: Arc<Self>, index: String, partition: String) {
+    fn is_running(&self, index: &str, partition: &str) -> bool {
+        self.running
+            .lock()
+            .map(|r| r.contains(&format!("{index}\u{0}{partition}")))
+            .unwrap_or(true)
+    }
+
+    /// Marks the migration driven here (at once, so that adoption does not
+    /// take it meanwhile) and drives it in the background; a migration
+    /// already driven here is left to that run.
+    fn spawn_drive(self: &Arc<Self>, index: String, partition: String) {
         let key = format!("{index}\u{0}{partition}");
         if let Ok(mut r) = self.running.lock() {
             if !r.insert(key.clone()) {
                 return;
             }
         }
+        let me = self.clone();
+        tokio::spawn(async move { me.drive(index, partition, key).await });
+    }
+
+    /// Runs the migration's remaining phases.
+    async fn drive(self: Arc<Self>, index: String, partition: String, key: String) {
         match self.run(&index, &partition).await {
             Ok(()) => {}
             Err(Stop::Superseded) => {
@@ -309,7 +341,9 @@ impl Controller {
         ) else {
             return;
         };
-        if record.phase.is_terminal() {
+        if record.phase.is_terminal() || record.controller != self.instance {
+            // Someone else drives it now (this controller was paused and
+            // adopted from): theirs to finish or fail.
             return;
         }
         let entry_epoch = snap.entry(index, &pid).map(|e| e.epoch).unwrap_or(0);
@@ -358,13 +392,47 @@ impl Controller {
         record: &MigrationRecord,
         record_epoch: u64,
     ) -> Result<u64, Stop> {
-        self.plane
+        match self
+            .plane
             .migration_step(entry, entry_epoch, record, record_epoch)
             .await
-            .map_err(|e| match e {
-                WriteError::Conflict(_) => Stop::Superseded,
-                other => Stop::Failed(format!("the control store refused a step: {other:?}")),
-            })
+        {
+            Ok(epoch) => Ok(epoch),
+            Err(WriteError::Conflict(_)) => Err(Stop::Superseded),
+            Err(WriteError::Unknown(_)) => self.learn_outcome(record, record_epoch).await,
+            Err(other) => Err(Stop::Failed(format!(
+                "the control store refused a step: {other:?}"
+            ))),
+        }
+    }
+
+    /// A step the store did not confirm: read the record until the store
+    /// answers. It holds exactly what this step wrote (committed: go on),
+    /// or is unchanged (not committed: the migration fails back to its
+    /// source), or changed otherwise (someone else acted: stop).
+    async fn learn_outcome(&self, wrote: &MigrationRecord, before: u64) -> Result<u64, Stop> {
+        let deadline = tokio::time::Instant::now() + BARRIER_TIMEOUT;
+        loop {
+            match self
+                .plane
+                .read_migration(&wrote.index, &wrote.partition)
+                .await
+            {
+                Ok(Some((now, epoch))) if now == *wrote => return Ok(epoch),
+                Ok(Some((_, epoch))) if epoch == before => {
+                    return Err(Stop::Failed(
+                        "the control store did not commit a step".into(),
+                    ))
+                }
+                Ok(_) => return Err(Stop::Superseded),
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    return Err(Stop::Failed(format!(
+                        "a step's outcome is unknown and the store did not answer: {e}"
+                    )))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     async fn run(&self, index: &str, partition: &str) -> Result<(), Stop> {
@@ -404,8 +472,9 @@ impl Controller {
             // Adopted in cutover: writes are already refused everywhere, so
             // a full copy is complete; the checks below do the rest.
             migrate::prepare(&from, &to, t).await.map_err(failed)?;
-            self.barrier(self.plane.applied_revision()).await?;
-            tokio::time::sleep(WRITE_SETTLE).await;
+            let (_, record_epoch, _) = self.current(index, &pid, MigrationPhase::Cutover)?;
+            self.barrier(record_epoch, index, partition).await?;
+            migrate::wait_for_tasks(&from, t).await.map_err(failed)?;
             migrate::copy(&from, &to, None, t, |_| {})
                 .await
                 .map_err(failed)?
@@ -435,8 +504,11 @@ impl Controller {
                     record_epoch,
                 )
                 .await?;
-            self.barrier(cut_revision).await?;
-            tokio::time::sleep(WRITE_SETTLE).await;
+            self.barrier(cut_revision, index, partition).await?;
+            // By-query tasks still running on the source (a synchronous one
+            // whose caller gave up keeps running there) would change it
+            // after the catch-up: wait for them.
+            migrate::wait_for_tasks(&from, t).await.map_err(failed)?;
 
             // Catch-up.
             migrate::copy(&from, &to, Some(checkpoint), t, |_| {})
@@ -476,13 +548,14 @@ impl Controller {
         rec.phase = MigrationPhase::Done;
         rec.updated_ms = now_ms();
         rec.cutover_ms = Some(cut_started.elapsed().as_millis() as u64);
-        self.step(
-            Some(PlacementValue::active(record.to.clone())),
-            entry_epoch,
-            &rec,
-            record_epoch,
-        )
-        .await?;
+        let flipped = self
+            .step(
+                Some(PlacementValue::active(record.to.clone())),
+                entry_epoch,
+                &rec,
+                record_epoch,
+            )
+            .await?;
         info!(
             index,
             partition,
@@ -491,8 +564,30 @@ impl Controller {
             "migration done"
         );
         if rec.delete_source {
-            if let Err(e) = migrate::purge(&from, t).await {
-                warn!(index, partition, error = %e, "the partition's documents could not be deleted from the old placement");
+            // Only once every instance routes to the new placement (a
+            // lagging one would otherwise read an emptied source), and only
+            // while the record is still this flip (a later move back to the
+            // old placement makes it live again).
+            let purge = async {
+                self.barrier(flipped, index, partition).await?;
+                match self.plane.read_migration(index, partition).await {
+                    Ok(Some((r, e))) if e == flipped && r.controller == self.instance => {}
+                    Ok(_) => return Err(Stop::Superseded),
+                    Err(e) => return Err(Stop::Failed(format!("cannot read the record: {e}"))),
+                }
+                migrate::purge(&from, t).await.map_err(failed)
+            };
+            match purge.await {
+                Ok(_) => {}
+                Err(Stop::Superseded) => {
+                    info!(
+                        index,
+                        partition, "the record changed after the flip; the old placement is kept"
+                    );
+                }
+                Err(Stop::Failed(e)) => {
+                    warn!(index, partition, error = %e, "the partition's documents could not be deleted from the old placement");
+                }
             }
         }
         Ok(())
@@ -532,39 +627,88 @@ impl Controller {
         }
     }
 
-    /// Waits until every live instance has applied `revision`.
-    async fn barrier(&self, revision: u64) -> Result<(), Stop> {
+    /// Waits until every live instance has applied `revision`, accepted the
+    /// partition's value at it, and has no write in flight that it admitted
+    /// under an older revision. An instance that refused the value (its
+    /// config lacks a cluster, say) would keep writing to the old placement:
+    /// the migration fails, naming it.
+    async fn barrier(&self, revision: u64, index: &str, partition: &str) -> Result<(), Stop> {
+        if self.plane.backend() == "memory" {
+            // One instance: the value is applied when the step returns;
+            // its own writes in flight are counted here.
+            return self.drain_local(revision).await;
+        }
         let me = osproxy_control::Member::default();
-        let deadline = tokio::time::Instant::now() + BARRIER_TIMEOUT;
+        let key_end = format!("/placements/{index}/{partition}");
+        let limit = BARRIER_TIMEOUT.max(self.timeout + Duration::from_secs(5));
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let fleet = self
                 .plane
                 .fleet(&me)
                 .await
                 .map_err(|e| Stop::Failed(format!("cannot read the fleet: {e}")))?;
-            let behind: Vec<String> = fleet
-                .iter()
-                .filter(|r| {
-                    r.get("applied_revision")
-                        .and_then(serde_json::Value::as_u64)
-                        .is_none_or(|a| a < revision)
-                })
-                .filter_map(|r| {
-                    r.get("id")
+            let mut behind = Vec::new();
+            for r in &fleet {
+                let id = r
+                    .get("id")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("?");
+                let at = |k: &str| r.get(k).and_then(serde_json::Value::as_u64);
+                let refused = r
+                    .get("rejected_keys")
+                    .and_then(serde_json::Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|k| {
+                        k.get("key")
+                            .and_then(serde_json::Value::as_str)
+                            .is_some_and(|k| k.ends_with(&key_end))
+                    });
+                if let Some(k) = refused {
+                    let reason = k
+                        .get("reason")
                         .and_then(serde_json::Value::as_str)
-                        .map(str::to_string)
-                })
-                .collect();
-            if behind.is_empty() || self.plane.backend() == "memory" {
+                        .unwrap_or("");
+                    return Err(Stop::Failed(format!(
+                        "instance {id} refused the partition's migrating value ({reason}); it would keep writing to the old placement — fix its configuration, then start the migration again"
+                    )));
+                }
+                // An instance that does not report what it has in flight is
+                // counted by its applied revision alone.
+                let drained = at("inflight_from").or(at("applied_revision"));
+                if at("applied_revision").is_none_or(|a| a < revision)
+                    || drained.is_none_or(|d| d < revision)
+                {
+                    behind.push(id.to_string());
+                }
+            }
+            if behind.is_empty() {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(Stop::Failed(format!(
-                    "instances {behind:?} did not confirm the cutover within {BARRIER_TIMEOUT:?}"
+                    "instances {behind:?} did not confirm the cutover (applied and writes drained) within {limit:?}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The memory backend's barrier: this instance's writes admitted before
+    /// `revision` have all been answered.
+    async fn drain_local(&self, revision: u64) -> Result<(), Stop> {
+        let limit = BARRIER_TIMEOUT.max(self.timeout + Duration::from_secs(5));
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.plane.inflight_from() < revision {
+            if tokio::time::Instant::now() > deadline {
+                return Err(Stop::Failed(format!(
+                    "writes admitted before the cutover were still in flight after {limit:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 }
 

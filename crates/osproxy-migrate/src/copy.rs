@@ -5,16 +5,19 @@
 //!   shared index) and bulk-writes each document to the destination under
 //!   its own physical id, converting between placement kinds (the partition
 //!   field injected or stripped, shared ids built or unwrapped, routing by
-//!   partition in shared indices). Only the controller writes to the
-//!   destination before the flip, one step after another, so a later copy
-//!   of a document simply replaces an earlier one: copying again is
-//!   harmless, and a copy can be restarted from the beginning at any time.
-//!   A move starts from a destination that holds nothing of the partition
-//!   ([`purge`]).
+//!   partition in shared indices). Each document keeps its `_version`
+//!   (written `external_gte`) and, between dedicated placements, its custom
+//!   routing. A copy never replaces a newer version, so copying again is
+//!   harmless, a copy can be restarted from the beginning at any time, and
+//!   a controller that lost its migration cannot put an older version over
+//!   a newer one. A document a delete's tombstone outranks is written
+//!   again without its version. A move starts from a destination that
+//!   holds nothing of the partition ([`purge`]).
 //! - **Catch-up** is the same copy restricted to documents whose `_seq_no`
-//!   is above a checkpoint taken before the first copy (the lowest
-//!   `max_seq_no` of the source's shards): whatever was written during the
-//!   copy.
+//!   is above a checkpoint taken before the first copy: the lowest *global
+//!   checkpoint* of the source's primaries (every operation at or below it
+//!   is applied on every in-sync copy, so after a refresh the full copy
+//!   sees it; `max_seq_no` would count operations not yet applied).
 //! - **Deletions** made during the copy cannot be found by sequence number;
 //!   when the destination holds more documents than the source, the ids of
 //!   both are compared and the extra ones deleted from the destination.
@@ -27,7 +30,7 @@ use http::Method;
 use serde_json::{json, Value};
 
 use crate::side::{call, exists, json_call, refresh, Scroll};
-pub use crate::side::{checkpoint, count, ids, prepare, Copied, MoveError, Side};
+pub use crate::side::{checkpoint, count, ids, prepare, wait_for_tasks, Copied, MoveError, Side};
 
 /// Documents per scroll page and bulk request.
 const PAGE: usize = 1000;
@@ -55,8 +58,7 @@ pub async fn copy(
     }
     // What was written before this moment must be searchable.
     refresh(from, timeout).await?;
-    let first =
-        json!({"size": PAGE, "query": query, "seq_no_primary_term": true, "sort": ["_doc"]});
+    let first = json!({"size": PAGE, "query": query, "version": true, "sort": ["_doc"]});
     let mut scroll = Scroll::open(from, first, timeout).await?;
     let mut total = Copied::default();
     while let Some(hits) = scroll.next().await? {
@@ -75,6 +77,7 @@ async fn write_page(
     timeout: Duration,
 ) -> Result<Copied, MoveError> {
     let mut body = Vec::with_capacity(hits.len() * 256);
+    let mut sent: Vec<(String, Option<String>, Vec<u8>)> = Vec::with_capacity(hits.len());
     let mut done = Copied::default();
     let field = from.logical.field.as_str();
     for hit in hits {
@@ -102,19 +105,29 @@ async fn write_page(
             .map_err(|e| MoveError(e.to_string()))?,
             _ => raw,
         };
-        body.extend_from_slice(to.action("index", logical).as_bytes());
+        let version = hit.get("_version").and_then(Value::as_u64);
+        // Custom routing exists only in a dedicated source (a shared one
+        // routes by partition) and is kept only into a dedicated one.
+        let routing = hit
+            .get("_routing")
+            .and_then(Value::as_str)
+            .filter(|_| !from.shared());
+        body.extend_from_slice(to.copy_action(logical, version, routing).as_bytes());
         body.push(b'\n');
         body.extend_from_slice(&doc);
         body.push(b'\n');
+        sent.push((logical.to_string(), routing.map(str::to_string), doc));
     }
     let bytes = post_bulk(to, "/_bulk", body, "a bulk copy", timeout).await?;
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|_| MoveError("unreadable bulk answer".into()))?;
-    for item in v
+    let mut tombstoned = Vec::new();
+    for (item, (logical, routing, doc)) in v
         .get("items")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .zip(sent)
     {
         let status = item
             .pointer("/index/status")
@@ -122,6 +135,8 @@ async fn write_page(
             .unwrap_or(0);
         match status {
             200 | 201 => done.written += 1,
+            // A newer version is there already (or a delete's tombstone).
+            409 => tombstoned.push((logical, routing, doc)),
             other => {
                 let kind = item
                     .pointer("/index/error/type")
@@ -133,7 +148,63 @@ async fn write_page(
             }
         }
     }
+    done.written += rewrite_deleted(to, tombstoned, timeout).await?;
     Ok(done)
+}
+
+/// Of the documents a version conflict refused, writes again those the
+/// destination does not hold — a delete's tombstone (a purge, a deletion
+/// in an aborted earlier run) outranks the copied version — without their
+/// version, so the destination holds every document the source holds; a
+/// document the destination holds in a newer version is left as it is.
+async fn rewrite_deleted(
+    to: &Side<'_>,
+    refused: Vec<(String, Option<String>, Vec<u8>)>,
+    timeout: Duration,
+) -> Result<u64, MoveError> {
+    if refused.is_empty() {
+        return Ok(0);
+    }
+    let docs: Vec<Value> = refused
+        .iter()
+        .map(|(logical, routing, _)| {
+            let mut d = json!({"_id": to.physical_id(logical), "_source": false});
+            if to.shared() {
+                d["routing"] = Value::from(to.partition.as_str());
+            } else if let Some(r) = routing {
+                d["routing"] = Value::from(r.as_str());
+            }
+            d
+        })
+        .collect();
+    let found = json_call(
+        to.cluster,
+        Method::POST,
+        &format!("/{}/_mget", to.index()),
+        Some(json!({ "docs": docs })),
+        timeout,
+    )
+    .await?;
+    let answers = found
+        .get("docs")
+        .and_then(Value::as_array)
+        .filter(|d| d.len() == refused.len())
+        .ok_or_else(|| MoveError("the destination's _mget answer does not match".into()))?;
+    let mut body = Vec::new();
+    let mut n = 0;
+    for ((logical, routing, doc), answer) in refused.iter().zip(answers) {
+        if answer.get("found").and_then(Value::as_bool) == Some(false) {
+            body.extend_from_slice(to.copy_action(logical, None, routing.as_deref()).as_bytes());
+            body.push(b'\n');
+            body.extend_from_slice(doc);
+            body.push(b'\n');
+            n += 1;
+        }
+    }
+    if n > 0 {
+        post_bulk(to, "/_bulk", body, "a bulk copy over tombstones", timeout).await?;
+    }
+    Ok(n)
 }
 
 /// Deletes every document of the partition from one side (a move's

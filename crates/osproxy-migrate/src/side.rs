@@ -64,6 +64,30 @@ impl Side<'_> {
     }
 
     /// A bulk action line (without its newline) for `logical` here.
+    /// The action line that writes a copied document here: its `_version`
+    /// kept (`external_gte`: a copy never replaces a newer version, and
+    /// copying one version again is harmless) and, between dedicated
+    /// placements, its custom routing (in a shared one routing is the
+    /// partition).
+    pub(crate) fn copy_action(
+        &self,
+        logical: &str,
+        version: Option<u64>,
+        routing: Option<&str>,
+    ) -> String {
+        let mut meta = json!({"_index": self.index(), "_id": self.physical_id(logical)});
+        if self.shared() {
+            meta["routing"] = Value::from(self.partition.as_str());
+        } else if let Some(r) = routing {
+            meta["routing"] = Value::from(r);
+        }
+        if let Some(v) = version {
+            meta["version"] = Value::from(v);
+            meta["version_type"] = Value::from("external_gte");
+        }
+        json!({ "index": meta }).to_string()
+    }
+
     pub(crate) fn action(&self, op: &str, logical: &str) -> String {
         let mut meta = json!({"_index": self.index(), "_id": self.physical_id(logical)});
         if self.shared() {
@@ -193,7 +217,10 @@ pub async fn checkpoint(from: &Side<'_>, timeout: Duration) -> Result<i64, MoveE
         .values()
         .flat_map(|copies| copies.as_array().into_iter().flatten())
         .filter(|c| c.pointer("/routing/primary").and_then(Value::as_bool) != Some(false))
-        .filter_map(|c| c.pointer("/seq_no/max_seq_no").and_then(Value::as_i64))
+        .filter_map(|c| {
+            c.pointer("/seq_no/global_checkpoint")
+                .and_then(Value::as_i64)
+        })
         .min()
         .ok_or_else(|| MoveError("no sequence numbers for the source index".into()))
 }
@@ -419,6 +446,38 @@ pub async fn ids(side: &Side<'_>, timeout: Duration) -> Result<HashSet<String>, 
         }
     }
     Ok(out)
+}
+
+/// Waits until no update- or delete-by-query task on `side`'s cluster
+/// names its index. Such a task keeps running when its caller gave up (a
+/// synchronous request that timed out, a dropped connection), and changes
+/// the documents after any catch-up; a task on a shared index is waited for
+/// whichever tenant started it. Bounded by `timeout`.
+pub async fn wait_for_tasks(side: &Side<'_>, timeout: Duration) -> Result<(), MoveError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let path = "/_tasks?actions=*byquery&detailed=true";
+    loop {
+        let v = json_call(side.cluster, Method::GET, path, None, timeout).await?;
+        let running = v
+            .get("nodes")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|nodes| nodes.values())
+            .filter_map(|n| n.get("tasks").and_then(Value::as_object))
+            .flat_map(|tasks| tasks.values())
+            .filter_map(|t| t.get("description").and_then(Value::as_str))
+            .filter(|d| d.contains(side.index()))
+            .count();
+        if running == 0 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(MoveError(format!(
+                "{running} by-query task(s) on the source index were still running after {timeout:?}; the migration cannot catch up while they change it"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[cfg(test)]

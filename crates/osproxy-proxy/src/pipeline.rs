@@ -19,7 +19,6 @@ use tracing::warn;
 use crate::auth::Authenticator;
 use crate::body::{CheckedBulk, RequestBody, ResponseBody};
 use crate::diagnostics::{self, Diagnostics, X_DEBUG_DIRECTIVE};
-use osproxy_upstream::headers::strip_hop_by_hop;
 use crate::resolve::{decide, Route};
 use crate::route::BodyCheck;
 use crate::route::Router;
@@ -28,6 +27,7 @@ use crate::upstream::Upstreams;
 use osproxy_control::ControlPlane;
 use osproxy_observe::trace::{Name, Stage, Value};
 use osproxy_rewrite::prefixes::{check_references, BulkCheck};
+use osproxy_upstream::headers::strip_hop_by_hop;
 
 /// W3C trace context, sent upstream when a request is exported.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");

@@ -43,6 +43,7 @@ impl std::fmt::Debug for CasFailure {
         match self {
             CasFailure::Conflict { epoch, .. } => write!(f, "conflict at epoch {epoch:?}"),
             CasFailure::Unavailable(m) => write!(f, "unavailable: {m}"),
+            CasFailure::Unknown(m) => write!(f, "outcome unknown: {m}"),
         }
     }
 }
@@ -56,8 +57,11 @@ pub enum CasFailure {
         /// Its current value.
         value: Option<Vec<u8>>,
     },
-    /// etcd did not answer.
+    /// etcd could not be asked; nothing was written.
     Unavailable(String),
+    /// The transaction was sent but not confirmed (a timeout, a broken
+    /// connection): it may have been committed.
+    Unknown(String),
 }
 
 impl CasFailure {
@@ -76,6 +80,7 @@ impl CasFailure {
                 WriteError::Conflict(Conflict { entry, epoch })
             }
             CasFailure::Unavailable(m) => WriteError::Unavailable(m),
+            CasFailure::Unknown(m) => WriteError::Unknown(m),
         }
     }
 }
@@ -163,7 +168,7 @@ impl EtcdStore {
     /// How long the watch may go without any answer before it is reopened;
     /// also the bound within which an instance counts as fresh.
     pub fn stale_after(&self) -> Duration {
-        (self.cfg.progress_interval.as_std() * 4).max(Duration::from_secs(2))
+        self.cfg.freshness_bound()
     }
 
     pub(crate) fn timeout(&self) -> Duration {
@@ -279,7 +284,7 @@ impl EtcdStore {
         let resp = self
             .call(client.txn(txn))
             .await
-            .map_err(|e| CasFailure::Unavailable(e.to_string()))?;
+            .map_err(|e| CasFailure::Unknown(e.to_string()))?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| rev(h.revision())).unwrap_or(0));
         }
@@ -298,6 +303,17 @@ impl EtcdStore {
                 value: None,
             },
         })
+    }
+
+    /// One key's value and revision, read linearizably (etcd's default: the
+    /// answer reflects every write committed before the read began).
+    pub async fn get_one(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        let mut client = self.client.clone();
+        let resp = self.call(client.get(key, None)).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), rev(kv.mod_revision()))))
     }
 
     /// Every live fleet record, with how long ago each was confirmed fresh.

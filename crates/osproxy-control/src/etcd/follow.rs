@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::client::{rev, signed, EtcdStore, StoreError};
+use crate::admission::mono_ms;
 use crate::apply::EventOutcome;
 use crate::plane::ControlPlane;
 use crate::snapshot::Snapshot;
@@ -62,7 +63,17 @@ impl ControlPlane {
         self.attach_etcd(store.clone());
         let (stop, stop_rx) = watch::channel(false);
         let watch = tokio::spawn(follow(self.clone(), store.clone(), stop_rx.clone()));
+        let timeout = store.timeout();
         let fleet = tokio::spawn(keep_record(self.clone(), store, member, stop_rx));
+        // Writes wait for the first fleet record; so does start-up, briefly,
+        // so that a ready instance can take writes.
+        let deadline = Instant::now() + timeout;
+        while !self.admission.lease_held() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !self.admission.lease_held() {
+            warn!("no fleet lease yet; writes to logical indices wait for it");
+        }
         Ok(EtcdHandle { stop, fleet, watch })
     }
 
@@ -368,10 +379,13 @@ async fn keep_record(
     mut stop: watch::Receiver<bool>,
 ) {
     let ttl = store.cfg.lease_ttl.as_std();
+    let held = store.cfg.lease_held_for();
     let key = store::fleet_key(&store.prefix, &member.id);
     let mut backoff = Backoff::new();
+    let admission = &plane.admission;
     loop {
         let mut client = store.client.clone();
+        let granted_at = mono_ms();
         let lease = match store
             .call(client.lease_grant(signed(ttl.as_secs().max(2)), None))
             .await
@@ -396,6 +410,10 @@ async fn keep_record(
             }
         };
         let (mut keeper, mut acks) = kept;
+        // Writes are admitted under this lease only once the fleet record
+        // that makes barriers wait for this instance is written under it.
+        admission.lease_granted();
+        let mut confirmed = false;
         let mut keepalive = tokio::time::interval(ttl / 3);
         // Rewritten on every change it shows, and otherwise a few times
         // per lease: each write is a revision etcd keeps until compaction.
@@ -404,16 +422,23 @@ async fn keep_record(
         let lost = loop {
             let write = tokio::select! {
                 _ = stopped(&mut stop) => {
+                    admission.lease_lost();
                     let _ = store.call(client.lease_revoke(lease)).await;
                     info!("left the fleet");
                     return;
                 }
                 _ = keepalive.tick() => {
+                    let sent = mono_ms();
                     if let Err(e) = keeper.keep_alive().await {
                         break format!("keep-alive failed: {e}");
                     }
                     match tokio::time::timeout(ttl / 3, acks.message()).await {
-                        Ok(Ok(Some(r))) if r.ttl() > 0 => false,
+                        Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                            if confirmed {
+                                admission.lease_confirmed(sent, held);
+                            }
+                            false
+                        }
                         _ => break "the lease expired or etcd did not confirm it".to_string(),
                     }
                 }
@@ -430,9 +455,16 @@ async fn keep_record(
                 if let Err(e) = store.call(put).await {
                     break format!("cannot write the fleet record: {e}");
                 }
+                if !confirmed {
+                    // The grant was sent at `granted_at`: the lease lives
+                    // at least its TTL from then.
+                    confirmed = true;
+                    admission.lease_confirmed(granted_at, held);
+                }
                 backoff.reset();
             }
         };
+        admission.lease_lost();
         warn!(reason = %lost, "fleet record lost; taking a new lease");
         if !pause(backoff.next(), &mut stop).await {
             return;

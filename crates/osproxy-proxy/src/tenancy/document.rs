@@ -127,12 +127,17 @@ pub(crate) async fn serve(
         }
         _ => None,
     };
-    if body.is_some() || method == Method::DELETE {
-        tenancy.gate(t)?;
-    }
+    let ticket = if body.is_some() || method == Method::DELETE {
+        Some(tenancy.gate(t)?)
+    } else {
+        None
+    };
     let (parts, resp_body) = tenancy
         .exchange(t, method.clone(), &path, &headers, body)
         .await?;
+    if let (Some(ticket), true) = (&ticket, parts.status.is_success()) {
+        tenancy.acknowledge(ticket)?;
+    }
     let ids = physical_id.as_deref().zip(logical_id.as_deref());
     let out = if method == Method::HEAD {
         Vec::new()

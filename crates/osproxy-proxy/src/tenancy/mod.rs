@@ -30,7 +30,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
-use osproxy_control::{ControlPlane, LogicalIndex, PartitionRule, Snapshot};
+use osproxy_control::{ControlPlane, LogicalIndex, PartitionRule, Snapshot, WriteTicket};
 use osproxy_core::{EndpointKind, ErrorCode, PartitionId, Placement, ProxyError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -344,11 +344,19 @@ impl Tenancy {
     /// entry (and the logical index) it was routed by are still current.
     /// A write routed by a placement that has since changed is refused,
     /// retryably, before anything reaches a cluster.
-    pub(crate) fn gate(&self, t: &Target<'_>) -> Result<(), ProxyError> {
+    pub(crate) fn gate(&self, t: &Target<'_>) -> Result<WriteTicket, ProxyError> {
         crate::diagnostics::enter(Stage::Dispatch);
+        // Admitted (and counted in flight) first, then checked against the
+        // snapshot current now.
+        let ticket = self.control.admit_write().map_err(|e| {
+            ProxyError::new(
+                ErrorCode::ControlPlaneStale,
+                format!("{e}; the write was not applied"),
+            )
+            .retryable(true)
+        })?;
         if self.is_current(t) {
             return match &t.migrating {
-                None => Ok(()),
                 Some(m) if m.phase == osproxy_control::store::Phase::Cutover => Err(ProxyError::new(
                     ErrorCode::PartitionMoving,
                     format!(
@@ -357,12 +365,7 @@ impl Tenancy {
                     ),
                 )
                 .retryable(true)),
-                Some(_) if !self.control.is_fresh() => Err(ProxyError::new(
-                    ErrorCode::ControlPlaneStale,
-                    "this instance has not heard from the control store within its freshness bound, and the partition is moving; the write was not applied",
-                )
-                .retryable(true)),
-                Some(_) => Ok(()),
+                _ => Ok(ticket),
             };
         }
         let entry = self
@@ -378,6 +381,20 @@ impl Tenancy {
             ),
         )
         .retryable(true))
+    }
+
+    /// Whether an admitted write may be acknowledged: its lease held from
+    /// admission until the cluster answered. When not, the answer is
+    /// "outcome unknown" (a barrier may have passed without this instance,
+    /// so the write may be lost with its placement).
+    pub(crate) fn acknowledge(&self, ticket: &WriteTicket) -> Result<(), ProxyError> {
+        if ticket.held() {
+            return Ok(());
+        }
+        Err(ProxyError::new(
+            ErrorCode::OutcomeUnknown,
+            "this instance lost its fleet lease while the write was in flight (etcd unreachable or the instance paused); the write may or may not have been applied: read it back before retrying",
+        ))
     }
 
     /// Whether the placement entry and logical index `t` was routed by are

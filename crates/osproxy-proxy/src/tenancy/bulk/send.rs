@@ -57,9 +57,11 @@ pub(super) async fn send(
     // The epoch gate, for every partition in the batch: when one was routed
     // by a placement that changed since (or is in cutover), the batch's
     // items are refused in place (retryable), none of them written.
+    let mut tickets = Vec::with_capacity(batch.targets.len());
     for target in &batch.targets {
-        if let Err(e) = tenancy.gate(target) {
-            return failed(e.status(), e.code.as_str(), &e.reason);
+        match tenancy.gate(target) {
+            Ok(ticket) => tickets.push(ticket),
+            Err(e) => return failed(e.status(), e.code.as_str(), &e.reason),
         }
     }
     let (parts, body) = match tenancy
@@ -75,6 +77,13 @@ pub(super) async fn send(
         Ok(r) => r,
         Err(e) => return failed(e.status(), e.code.as_str(), &e.reason),
     };
+    // Acknowledged only under the lease the batch was admitted under.
+    if let Some(e) = tickets
+        .iter()
+        .find_map(|ticket| tenancy.acknowledge(ticket).err())
+    {
+        return failed(e.status(), e.code.as_str(), &e.reason);
+    }
     if !parts.status.is_success() {
         let reason = String::from_utf8_lossy(&reverse::error(&body, t, None))
             .chars()

@@ -124,6 +124,24 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the request cannot have reached etcd: no connection could be
+    /// made. Anything else (a timeout, a reset, an error status) may come
+    /// after etcd received it.
+    pub fn never_sent(&self) -> bool {
+        match self {
+            StoreError::NotConfigured | StoreError::Encode { .. } => true,
+            StoreError::Etcd(e) => {
+                let text = e.to_string();
+                ["tcp connect error", "error trying to connect", "Connection refused"]
+                    .iter()
+                    .any(|m| text.contains(m))
+            }
+            StoreError::Unreachable { .. } | StoreError::Timeout(_) => false,
+        }
+    }
+}
+
 impl EtcdStore {
     /// Connects and proves etcd answers, within `connect_timeout`.
     pub async fn connect(cfg: &EtcdConfig) -> Result<EtcdStore, StoreError> {
@@ -281,10 +299,13 @@ impl EtcdStore {
 
     pub(crate) async fn commit(&self, key: &str, txn: Txn) -> Result<u64, CasFailure> {
         let mut client = self.client.clone();
-        let resp = self
-            .call(client.txn(txn))
-            .await
-            .map_err(|e| CasFailure::Unknown(e.to_string()))?;
+        let resp = self.call(client.txn(txn)).await.map_err(|e| {
+            if e.never_sent() {
+                CasFailure::Unavailable(e.to_string())
+            } else {
+                CasFailure::Unknown(e.to_string())
+            }
+        })?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| rev(h.revision())).unwrap_or(0));
         }

@@ -365,6 +365,24 @@ impl Controller {
         }
     }
 
+    fn owner<'c>(
+        &'c self,
+        index: &'c str,
+        partition: &'c str,
+        phase: MigrationPhase,
+        epoch: u64,
+    ) -> Owner<'c> {
+        Owner {
+            plane: &self.plane,
+            instance: &self.instance,
+            index,
+            partition,
+            phase,
+            epoch: std::sync::atomic::AtomicU64::new(epoch),
+            lost: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     /// The current record and entry epochs, if this controller still owns
     /// the migration in `phase`.
     fn current(
@@ -466,25 +484,38 @@ impl Controller {
         };
         let t = self.timeout;
         let failed = |e: migrate::MoveError| Stop::Failed(e.0);
+        // The store's record, not the snapshot's (which may lag after an
+        // adoption or a pause): its epoch is what the fence holds on to.
+        let owned = match self.plane.read_migration(index, partition).await {
+            Ok(Some((r, e))) if r.controller == self.instance && r.phase == record.phase => e,
+            Ok(_) => return Err(Stop::Superseded),
+            Err(e) => return Err(Stop::Failed(format!("cannot read the record: {e}"))),
+        };
 
         let mut cut_started = std::time::Instant::now();
-        let caught = if resumed_in_cutover.is_some() {
+        let (caught, cut) = if resumed_in_cutover.is_some() {
             // Adopted in cutover: writes are already refused everywhere, so
             // a full copy is complete; the checks below do the rest.
+            let cut = self.owner(index, partition, MigrationPhase::Cutover, owned);
             migrate::prepare(&from, &to, t).await.map_err(failed)?;
-            let (_, record_epoch, _) = self.current(index, &pid, MigrationPhase::Cutover)?;
-            self.barrier(record_epoch, index, partition).await?;
+            self.barrier(owned, index, partition).await?;
             migrate::wait_for_tasks(&from, t).await.map_err(failed)?;
-            migrate::copy(&from, &to, None, t, |_| {})
+            let caught = migrate::copy(&from, &to, None, t, |_| {}, &cut)
                 .await
-                .map_err(failed)?
+                .map_err(|e| cut.stop(e))?;
+            (caught, cut)
         } else {
             // Copying: a clean destination, a checkpoint, the full copy.
+            let copying = self.owner(index, partition, MigrationPhase::Copying, owned);
             migrate::prepare(&from, &to, t).await.map_err(failed)?;
-            migrate::purge(&to, t).await.map_err(failed)?;
+            migrate::purge(&to, t, &copying)
+                .await
+                .map_err(|e| copying.stop(e))?;
             let checkpoint = migrate::checkpoint(&from, t).await.map_err(failed)?;
             let copy_started = std::time::Instant::now();
-            let copied = self.copy_reporting(index, &pid, &from, &to).await?;
+            let copied = self
+                .copy_reporting(index, &pid, &from, &to, &copying)
+                .await?;
             let copy_ms = copy_started.elapsed().as_millis() as u64;
 
             // Cutover: writes refused from here on.
@@ -511,15 +542,19 @@ impl Controller {
             migrate::wait_for_tasks(&from, t).await.map_err(failed)?;
 
             // Catch-up.
-            migrate::copy(&from, &to, Some(checkpoint), t, |_| {})
+            let cut = self.owner(index, partition, MigrationPhase::Cutover, cut_revision);
+            let caught = migrate::copy(&from, &to, Some(checkpoint), t, |_| {}, &cut)
                 .await
-                .map_err(failed)?
+                .map_err(|e| cut.stop(e))?;
+            (caught, cut)
         };
         let source = migrate::count(&from, t).await.map_err(failed)?;
         let mut dest = migrate::count(&to, t).await.map_err(failed)?;
         let mut removed = 0;
         if dest != source {
-            removed = migrate::remove_extra(&from, &to, t).await.map_err(failed)?;
+            removed = migrate::remove_extra(&from, &to, t, &cut)
+                .await
+                .map_err(|e| cut.stop(e))?;
             dest = migrate::count(&to, t).await.map_err(failed)?;
         }
         if dest != source {
@@ -568,14 +603,12 @@ impl Controller {
             // lagging one would otherwise read an emptied source), and only
             // while the record is still this flip (a later move back to the
             // old placement makes it live again).
+            let done = self.owner(index, partition, MigrationPhase::Done, flipped);
             let purge = async {
                 self.barrier(flipped, index, partition).await?;
-                match self.plane.read_migration(index, partition).await {
-                    Ok(Some((r, e))) if e == flipped && r.controller == self.instance => {}
-                    Ok(_) => return Err(Stop::Superseded),
-                    Err(e) => return Err(Stop::Failed(format!("cannot read the record: {e}"))),
-                }
-                migrate::purge(&from, t).await.map_err(failed)
+                migrate::purge(&from, t, &done)
+                    .await
+                    .map_err(|e| done.stop(e))
             };
             match purge.await {
                 Ok(_) => {}
@@ -602,26 +635,35 @@ impl Controller {
         pid: &PartitionId,
         from: &Side<'_>,
         to: &Side<'_>,
+        owner: &Owner<'_>,
     ) -> Result<migrate::Copied, Stop> {
         let done = std::sync::atomic::AtomicU64::new(0);
         let bytes = std::sync::atomic::AtomicU64::new(0);
-        let copy = migrate::copy(from, to, None, self.timeout, |c| {
-            done.store(c.written, std::sync::atomic::Ordering::Relaxed);
-            bytes.store(c.bytes, std::sync::atomic::Ordering::Relaxed);
-        });
+        let copy = migrate::copy(
+            from,
+            to,
+            None,
+            self.timeout,
+            |c| {
+                done.store(c.written, std::sync::atomic::Ordering::Relaxed);
+                bytes.store(c.bytes, std::sync::atomic::Ordering::Relaxed);
+            },
+            owner,
+        );
         tokio::pin!(copy);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.tick().await;
         loop {
             tokio::select! {
-                r = &mut copy => return r.map_err(|e| Stop::Failed(e.0)),
+                r = &mut copy => return r.map_err(|e| owner.stop(e)),
                 _ = tick.tick() => {
                     let (mut rec, record_epoch, entry_epoch) =
                         self.current(index, pid, MigrationPhase::Copying)?;
                     rec.copied = done.load(std::sync::atomic::Ordering::Relaxed);
                     rec.copied_bytes = bytes.load(std::sync::atomic::Ordering::Relaxed);
                     rec.updated_ms = now_ms();
-                    self.step(None, entry_epoch, &rec, record_epoch).await?;
+                    let epoch = self.step(None, entry_epoch, &rec, record_epoch).await?;
+                    owner.moved_to(epoch);
                 }
             }
         }
@@ -709,6 +751,75 @@ impl Controller {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
+    }
+}
+
+/// How long a fence check may take and still count: a check that spans a
+/// pause (the process stopped mid-read) is made again.
+const FENCE_WINDOW_MS: u64 = 1000;
+
+/// This controller's claim on one migration in one phase: the fence every
+/// write to a side checks with a linearizable read of the record.
+pub(crate) struct Owner<'c> {
+    plane: &'c ControlPlane,
+    instance: &'c str,
+    index: &'c str,
+    partition: &'c str,
+    phase: MigrationPhase,
+    /// The record's epoch as this controller last wrote it.
+    epoch: std::sync::atomic::AtomicU64,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl Owner<'_> {
+    /// The record was rewritten by this controller (progress).
+    fn moved_to(&self, epoch: u64) {
+        self.epoch
+            .store(epoch, std::sync::atomic::Ordering::Release);
+    }
+
+    /// What a failed step means: superseded when the fence found the
+    /// migration someone else's, else a failure.
+    fn stop(&self, e: migrate::MoveError) -> Stop {
+        if self.lost.load(std::sync::atomic::Ordering::Acquire) {
+            Stop::Superseded
+        } else {
+            Stop::Failed(e.0)
+        }
+    }
+}
+
+impl migrate::Fence for Owner<'_> {
+    async fn check(&self) -> Result<(), migrate::MoveError> {
+        use std::sync::atomic::Ordering;
+        loop {
+            let expected = self.epoch.load(Ordering::Acquire);
+            let started = osproxy_control::admission::mono_ms();
+            let read = self.plane.read_migration(self.index, self.partition).await;
+            let mine = match read {
+                Ok(Some((r, e))) => {
+                    r.controller == self.instance
+                        && r.phase == self.phase
+                        && (e == expected || e == self.epoch.load(Ordering::Acquire))
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    return Err(migrate::MoveError(format!(
+                        "cannot confirm the migration is still this controller's: {e}"
+                    )))
+                }
+            };
+            if !mine {
+                self.lost.store(true, Ordering::Release);
+                return Err(migrate::MoveError(
+                    "the migration is no longer this controller's (adopted or aborted meanwhile)"
+                        .into(),
+                ));
+            }
+            if osproxy_control::admission::mono_ms().saturating_sub(started) < FENCE_WINDOW_MS {
+                return Ok(());
+            }
+        }
     }
 }
 

@@ -35,6 +35,27 @@ pub use crate::side::{checkpoint, count, ids, prepare, wait_for_tasks, Copied, M
 /// Documents per scroll page and bulk request.
 const PAGE: usize = 1000;
 
+/// What every write to a side proves first: that the move is still the
+/// writer's. A controller paused (SIGSTOP, a VM freeze) loses its lease,
+/// another instance adopts the migration and may finish it; on resume the
+/// old one must not write a page, delete an extra document or purge: its
+/// next check fails and it stops.
+pub trait Fence: Sync {
+    /// `Ok` while the writes may go on.
+    fn check(&self) -> impl std::future::Future<Output = Result<(), MoveError>> + Send;
+}
+
+/// No fence: for a caller that is the only writer by construction (tests,
+/// benchmarks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unfenced;
+
+impl Fence for Unfenced {
+    async fn check(&self) -> Result<(), MoveError> {
+        Ok(())
+    }
+}
+
 /// Copies the partition's documents (those with `_seq_no` above `since`,
 /// when given) from `from` to `to`. `progress` is told each page's count.
 pub async fn copy(
@@ -43,6 +64,7 @@ pub async fn copy(
     since: Option<i64>,
     timeout: Duration,
     mut progress: impl FnMut(&Copied),
+    fence: &impl Fence,
 ) -> Result<Copied, MoveError> {
     if !exists(from, timeout).await? {
         return Ok(Copied::default());
@@ -62,7 +84,7 @@ pub async fn copy(
     let mut scroll = Scroll::open(from, first, timeout).await?;
     let mut total = Copied::default();
     while let Some(hits) = scroll.next().await? {
-        let done = write_page(from, to, &hits, timeout).await?;
+        let done = write_page(from, to, &hits, timeout, fence).await?;
         total.written += done.written;
         total.bytes += done.bytes;
         progress(&total);
@@ -75,6 +97,7 @@ async fn write_page(
     to: &Side<'_>,
     hits: &[Value],
     timeout: Duration,
+    fence: &impl Fence,
 ) -> Result<Copied, MoveError> {
     let mut body = Vec::with_capacity(hits.len() * 256);
     let mut sent: Vec<(String, Option<String>, Vec<u8>)> = Vec::with_capacity(hits.len());
@@ -118,6 +141,7 @@ async fn write_page(
         body.push(b'\n');
         sent.push((logical.to_string(), routing.map(str::to_string), doc));
     }
+    fence.check().await?;
     let bytes = post_bulk(to, "/_bulk", body, "a bulk copy", timeout).await?;
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|_| MoveError("unreadable bulk answer".into()))?;
@@ -148,7 +172,7 @@ async fn write_page(
             }
         }
     }
-    done.written += rewrite_deleted(to, tombstoned, timeout).await?;
+    done.written += rewrite_deleted(to, tombstoned, timeout, fence).await?;
     Ok(done)
 }
 
@@ -161,6 +185,7 @@ async fn rewrite_deleted(
     to: &Side<'_>,
     refused: Vec<(String, Option<String>, Vec<u8>)>,
     timeout: Duration,
+    fence: &impl Fence,
 ) -> Result<u64, MoveError> {
     if refused.is_empty() {
         return Ok(0);
@@ -202,6 +227,7 @@ async fn rewrite_deleted(
         }
     }
     if n > 0 {
+        fence.check().await?;
         post_bulk(to, "/_bulk", body, "a bulk copy over tombstones", timeout).await?;
     }
     Ok(n)
@@ -209,11 +235,16 @@ async fn rewrite_deleted(
 
 /// Deletes every document of the partition from one side (a move's
 /// destination before its first copy). Returns how many.
-pub async fn purge(side: &Side<'_>, timeout: Duration) -> Result<u64, MoveError> {
+pub async fn purge(
+    side: &Side<'_>,
+    timeout: Duration,
+    fence: &impl Fence,
+) -> Result<u64, MoveError> {
     if !exists(side, timeout).await? {
         return Ok(0);
     }
     let _ = refresh(side, timeout).await;
+    fence.check().await?;
     let v = json_call(
         side.cluster,
         Method::POST,
@@ -234,6 +265,7 @@ pub async fn remove_extra(
     from: &Side<'_>,
     to: &Side<'_>,
     timeout: Duration,
+    fence: &impl Fence,
 ) -> Result<u64, MoveError> {
     let keep = ids(from, timeout).await?;
     let have = ids(to, timeout).await?;
@@ -244,6 +276,7 @@ pub async fn remove_extra(
             body.extend_from_slice(to.action("delete", logical).as_bytes());
             body.push(b'\n');
         }
+        fence.check().await?;
         post_bulk(
             to,
             "/_bulk?refresh=true",

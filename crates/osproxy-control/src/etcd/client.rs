@@ -133,9 +133,13 @@ impl StoreError {
             StoreError::NotConfigured | StoreError::Encode { .. } => true,
             StoreError::Etcd(e) => {
                 let text = e.to_string();
-                ["tcp connect error", "error trying to connect", "Connection refused"]
-                    .iter()
-                    .any(|m| text.contains(m))
+                [
+                    "tcp connect error",
+                    "error trying to connect",
+                    "Connection refused",
+                ]
+                .iter()
+                .any(|m| text.contains(m))
             }
             StoreError::Unreachable { .. } | StoreError::Timeout(_) => false,
         }

@@ -89,7 +89,13 @@ fn outcome(status: u16, error_type: &str, delete: bool) -> Outcome {
 /// One writer: its own documents of every partition, written through a
 /// random instance each time, sequentially (so "last acknowledged" is
 /// well defined). Index, delete, multi-item bulks and delete-by-query.
-async fn writer(w: usize, seed: u64, urls: Urls, stop: Arc<AtomicBool>, stats: Arc<Stats>) -> Model {
+async fn writer(
+    w: usize,
+    seed: u64,
+    urls: Urls,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) -> Model {
     let http = Http::new();
     let mut rng = Rng(seed ^ (w as u64 + 1).wrapping_mul(0x5851_F42D_4C95_7F2D));
     let mut model = Model::new();
@@ -114,10 +120,22 @@ async fn writer(w: usize, seed: u64, urls: Urls, stop: Arc<AtomicBool>, stats: A
             if choice < 5 {
                 let id = id(&mut rng);
                 let body = json!({"v": value, "p": partition}).to_string();
-                (vec![(id.clone(), Some(value))], Method::PUT, format!("/{INDEX}/_doc/{id}"), Some(body), false)
+                (
+                    vec![(id.clone(), Some(value))],
+                    Method::PUT,
+                    format!("/{INDEX}/_doc/{id}"),
+                    Some(body),
+                    false,
+                )
             } else if choice < 7 {
                 let id = id(&mut rng);
-                (vec![(id.clone(), None)], Method::DELETE, format!("/{INDEX}/_doc/{id}"), None, false)
+                (
+                    vec![(id.clone(), None)],
+                    Method::DELETE,
+                    format!("/{INDEX}/_doc/{id}"),
+                    None,
+                    false,
+                )
             } else if choice < 9 {
                 let mut body = String::new();
                 let mut touched: Vec<(String, Option<u64>)> = Vec::new();
@@ -128,26 +146,51 @@ async fn writer(w: usize, seed: u64, urls: Urls, stop: Arc<AtomicBool>, stats: A
                     }
                     let v = value + (k << 32);
                     if rng.chance(25) {
-                        body.push_str(&format!("{{\"delete\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n"));
+                        body.push_str(&format!(
+                            "{{\"delete\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n"
+                        ));
                         touched.push((id, None));
                     } else {
-                        body.push_str(&format!("{{\"index\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n"));
+                        body.push_str(&format!(
+                            "{{\"index\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n"
+                        ));
                         body.push_str(&json!({"v": v, "p": partition}).to_string());
                         body.push('\n');
                         touched.push((id, Some(v)));
                     }
                 }
-                (touched, Method::POST, "/_bulk".to_string(), Some(body), true)
+                (
+                    touched,
+                    Method::POST,
+                    "/_bulk".to_string(),
+                    Some(body),
+                    true,
+                )
             } else {
                 let id = id(&mut rng);
                 let body = json!({"query": {"ids": {"values": [id]}}}).to_string();
-                (vec![(id.clone(), None)], Method::POST, format!("/{INDEX}/_delete_by_query?refresh=true"), Some(body), false)
+                (
+                    vec![(id.clone(), None)],
+                    Method::POST,
+                    format!("/{INDEX}/_delete_by_query?refresh=true"),
+                    Some(body),
+                    false,
+                )
             };
-        let content_type = if ndjson { "application/x-ndjson" } else { "application/json" };
+        let content_type = if ndjson {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
         let mut all = headers.to_vec();
         all.push(("content-type", content_type));
         let sent = http
-            .send_with(method.clone(), &format!("{base}{path}"), body.map(Into::into), &all)
+            .send_with(
+                method.clone(),
+                &format!("{base}{path}"),
+                body.map(Into::into),
+                &all,
+            )
             .await;
         let by_query = path.contains("_delete_by_query");
         let results: Vec<Outcome> = match sent {
@@ -193,7 +236,11 @@ fn answer_outcomes(
             .iter()
             .zip(touched)
             .map(|(item, (_, state))| {
-                let inner = item.as_object().and_then(|o| o.values().next()).cloned().unwrap_or(Value::Null);
+                let inner = item
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 let s = inner["status"].as_u64().unwrap_or(0) as u16;
                 let t = inner["error"]["type"].as_str().unwrap_or("");
                 outcome(s, t, state.is_none())
@@ -204,7 +251,11 @@ fn answer_outcomes(
         // Deleted (1) or absent already (0): either way acknowledged absent,
         // unless some of it failed.
         let failures = v["failures"].as_array().map(Vec::len).unwrap_or(0);
-        return vec![if failures == 0 { Outcome::Applied } else { Outcome::Unknown }];
+        return vec![if failures == 0 {
+            Outcome::Applied
+        } else {
+            Outcome::Unknown
+        }];
     }
     let t = v["error"]["type"].as_str().unwrap_or("");
     vec![outcome(status, t, delete)]
@@ -227,13 +278,22 @@ fn destinations(tag: &str, p: &str, k: u64) -> Vec<Value> {
     ]
 }
 
-async fn admin(http: &Http, url: &str, method: Method, path: &str, body: Option<Value>) -> Option<HttpResponse> {
+async fn admin(
+    http: &Http,
+    url: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Option<HttpResponse> {
     let auth = format!("Bearer {OPS}");
     http.send_with(
         method,
         &format!("{url}{path}"),
         body.map(|b| b.to_string().into()),
-        &[("authorization", auth.as_str()), ("content-type", "application/json")],
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ],
     )
     .await
     .ok()
@@ -249,7 +309,9 @@ async fn run_schedule(seed: u64) {
         node().url()
     );
     let mut fleet = EtcdFleet::start_with(&tag, 3, true, &extra);
-    let urls: Urls = Arc::new(RwLock::new(fleet.instances.iter().map(|p| p.url()).collect()));
+    let urls: Urls = Arc::new(RwLock::new(
+        fleet.instances.iter().map(|p| p.url()).collect(),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
     let writers: Vec<_> = (0..3)
@@ -267,19 +329,51 @@ async fn run_schedule(seed: u64) {
         match rng.below(10) {
             0..=3 => {
                 let p = PARTITIONS[rng.below(3) as usize];
-                let to = destinations(&tag, p, k)[rng.below(3) as usize].clone();
+                // Somewhere else than where it is now.
+                let now = admin(
+                    &http,
+                    &admin_url,
+                    Method::GET,
+                    &format!("/v1/placements/{INDEX}/{p}"),
+                    None,
+                )
+                .await
+                .map(|r| {
+                    r.json()["placement"]["kind"]
+                        .as_str()
+                        .unwrap_or("shared")
+                        .to_string()
+                })
+                .unwrap_or_default();
+                let choices: Vec<Value> = destinations(&tag, p, k)
+                    .into_iter()
+                    .filter(|d| d["kind"].as_str() != Some(now.as_str()))
+                    .collect();
+                let to = choices[rng.below(choices.len() as u64) as usize].clone();
                 let delete_source = rng.chance(50);
                 let r = admin(&http, &admin_url, Method::POST, "/v1/migrations", Some(json!({"index": INDEX, "partition": p, "to": to, "delete_source": delete_source}))).await;
                 let status = r.as_ref().map(|r| r.status.as_u16()).unwrap_or(0);
                 if status == 202 {
                     migrations += 1;
                 }
-                schedule.push(format!("migrate {p} -> {to} delete_source={delete_source}: {status}"));
+                schedule.push(format!(
+                    "migrate {p} -> {to} delete_source={delete_source}: {status}"
+                ));
             }
             4 => {
                 let p = PARTITIONS[rng.below(3) as usize];
-                let r = admin(&http, &admin_url, Method::DELETE, &format!("/v1/migrations/{INDEX}/{p}"), None).await;
-                schedule.push(format!("abort {p}: {}", r.map(|r| r.status.as_u16()).unwrap_or(0)));
+                let r = admin(
+                    &http,
+                    &admin_url,
+                    Method::DELETE,
+                    &format!("/v1/migrations/{INDEX}/{p}"),
+                    None,
+                )
+                .await;
+                schedule.push(format!(
+                    "abort {p}: {}",
+                    r.map(|r| r.status.as_u16()).unwrap_or(0)
+                ));
             }
             5 | 6 => {
                 // Paused, sometimes past the lease (3 s).
@@ -324,7 +418,10 @@ async fn run_schedule(seed: u64) {
         schedule.join("\n  ")
     );
     check(&fleet, &http, &model, &context).await;
-    assert!(stats.applied.load(Ordering::Relaxed) > 200, "the writers did too little: {context}");
+    assert!(
+        stats.applied.load(Ordering::Relaxed) > 200,
+        "the writers did too little: {context}"
+    );
     eprintln!("checker: {context}");
 }
 
@@ -334,7 +431,9 @@ async fn check(fleet: &EtcdFleet, http: &Http, model: &Model, context: &str) {
     let admin0 = fleet.instances[0].admin_url();
     let deadline = Instant::now() + Duration::from_secs(150);
     loop {
-        let list = admin(http, &admin0, Method::GET, "/v1/migrations", None).await.map(|r| r.json());
+        let list = admin(http, &admin0, Method::GET, "/v1/migrations", None)
+            .await
+            .map(|r| r.json());
         let running: Vec<String> = list
             .as_ref()
             .and_then(|v| v["migrations"].as_array().cloned())
@@ -346,7 +445,10 @@ async fn check(fleet: &EtcdFleet, http: &Http, model: &Model, context: &str) {
         if list.is_some() && running.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "migrations never ended: {running:?}\n{context}");
+        assert!(
+            Instant::now() < deadline,
+            "migrations never ended: {running:?}\n{context}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     for p in PARTITIONS {
@@ -360,20 +462,41 @@ async fn check(fleet: &EtcdFleet, http: &Http, model: &Model, context: &str) {
             entries.windows(2).all(|w| w[0] == w[1]),
             "instances disagree on {p}'s placement: {entries:?}\n{context}"
         );
-        assert_ne!(entries[0]["state"], "migrating", "{p} still migrating\n{context}");
+        assert_ne!(
+            entries[0]["state"], "migrating",
+            "{p} still migrating\n{context}"
+        );
         // Holds exactly the acknowledged state, read through each instance.
         for inst in &fleet.instances {
             let docs = read_partition(http, &inst.url(), p).await;
-            compare(p, &docs, model, &format!("{context}\nread through {}", inst.url()));
+            compare(
+                p,
+                &docs,
+                model,
+                &format!("{context}\nread through {}", inst.url()),
+            );
         }
         // Nothing of another tenant in its physical index.
         if let Some(physical) = own_index(&entries[0]) {
             let r = http
-                .send_with(Method::POST, &format!("{}/{physical}/_search?size=10000", node().url()), Some(json!({"query": {"bool": {"must_not": {"term": {"p": p}}}}}).to_string().into()), &[("content-type", "application/json")])
+                .send_with(
+                    Method::POST,
+                    &format!("{}/{physical}/_search?size=10000", node().url()),
+                    Some(
+                        json!({"query": {"bool": {"must_not": {"term": {"p": p}}}}})
+                            .to_string()
+                            .into(),
+                    ),
+                    &[("content-type", "application/json")],
+                )
                 .await
                 .unwrap();
             let v = r.json();
-            assert_eq!(v["hits"]["total"]["value"].as_u64().unwrap_or(0), 0, "{physical} holds another tenant's documents: {v}\n{context}");
+            assert_eq!(
+                v["hits"]["total"]["value"].as_u64().unwrap_or(0),
+                0,
+                "{physical} holds another tenant's documents: {v}\n{context}"
+            );
         }
     }
 }
@@ -390,7 +513,15 @@ fn own_index(entry: &Value) -> Option<String> {
 async fn eventually_entry(http: &Http, admin_url: &str, p: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(r) = admin(http, admin_url, Method::GET, &format!("/v1/placements/{INDEX}/{p}"), None).await {
+        if let Some(r) = admin(
+            http,
+            admin_url,
+            Method::GET,
+            &format!("/v1/placements/{INDEX}/{p}"),
+            None,
+        )
+        .await
+        {
             if r.status == 200 {
                 return r.json();
             }
@@ -398,7 +529,10 @@ async fn eventually_entry(http: &Http, admin_url: &str, p: &str) -> Value {
                 return json!({"state": "active", "placement": "default"});
             }
         }
-        assert!(Instant::now() < deadline, "no placement answer for {p} from {admin_url}");
+        assert!(
+            Instant::now() < deadline,
+            "no placement answer for {p} from {admin_url}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -411,7 +545,11 @@ async fn read_partition(http: &Http, url: &str, p: &str) -> BTreeMap<String, u64
             Method::POST,
             &format!("{url}/{INDEX}/_search?size=10000"),
             Some(json!({"query": {"match_all": {}}}).to_string().into()),
-            &[("authorization", auth.as_str()), ("x-osproxy-partition", p), ("content-type", "application/json")],
+            &[
+                ("authorization", auth.as_str()),
+                ("x-osproxy-partition", p),
+                ("content-type", "application/json"),
+            ],
         )
         .await
         .unwrap();
@@ -419,7 +557,10 @@ async fn read_partition(http: &Http, url: &str, p: &str) -> BTreeMap<String, u64
     let v = r.json();
     let mut out = BTreeMap::new();
     for h in v["hits"]["hits"].as_array().into_iter().flatten() {
-        assert_eq!(h["_source"]["p"], p, "another tenant's document in {p}'s answer: {h}");
+        assert_eq!(
+            h["_source"]["p"], p,
+            "another tenant's document in {p}'s answer: {h}"
+        );
         let id = h["_id"].as_str().unwrap_or_default().to_string();
         out.insert(id, h["_source"]["v"].as_u64().unwrap_or(u64::MAX));
     }

@@ -31,6 +31,8 @@ pub(crate) struct EtcdFleet {
     /// The relay the last instance reaches etcd through, when asked for.
     relay: Option<Relay>,
     tag: String,
+    /// The extra TOML every instance's config ends with.
+    extra: String,
     http: Http,
     pub(crate) dir: tempfile::TempDir,
 }
@@ -51,6 +53,7 @@ impl EtcdFleet {
             instances: Vec::new(),
             relay,
             tag: tag.to_string(),
+            extra: extra.to_string(),
             http: Http::new(),
             dir: tempfile::tempdir().unwrap(),
         };
@@ -67,6 +70,36 @@ impl EtcdFleet {
                 .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
         }
         fleet
+    }
+
+    /// Kills instance `i` (SIGKILL: no drain, its lease left to expire) and
+    /// starts it again with the same config and instance id.
+    pub(crate) fn kill_and_restart(&mut self, i: usize) {
+        self.instances[i].signal(9);
+        let _ = self.instances[i].wait_exit(Duration::from_secs(10));
+        let endpoint = match (&self.relay, i + 1 == self.instances.len()) {
+            (Some(r), true) => r.endpoint(),
+            _ => self.etcd.endpoint(),
+        };
+        let extra = self.extra.clone();
+        let p = self.launch(i, &endpoint, &extra);
+        p.wait_ready(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+        self.instances[i] = p;
+    }
+
+    /// Cuts the last instance's link to etcd (a relay fleet only).
+    pub(crate) fn cut_relay(&self) {
+        if let Some(r) = &self.relay {
+            r.cut();
+        }
+    }
+
+    /// Restores the last instance's link to etcd.
+    pub(crate) fn restore_relay(&self) {
+        if let Some(r) = &self.relay {
+            r.restore();
+        }
     }
 
     fn config(&self, i: usize, endpoint: &str, extra: &str) -> String {

@@ -7,6 +7,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod checker;
 mod clients;
 mod common;
 mod control;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::Method;
 use osproxy_control::LogicalIndex;
 use osproxy_core::{PartitionId, Placement};
-use osproxy_migrate::copy::{self as migrate, Side};
+use osproxy_migrate::copy::{self as migrate, Side, Unfenced};
 use osproxy_observe::Metrics;
 use osproxy_testkit::{Http, ProxyInstance};
 use osproxy_upstream::{UpstreamCluster, Upstreams};
@@ -146,9 +146,9 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
 
     let checkpoint = migrate::checkpoint(&from, T).await.unwrap();
     migrate::prepare(&from, &to, T).await.unwrap();
-    assert_eq!(migrate::purge(&to, T).await.unwrap(), 0);
+    assert_eq!(migrate::purge(&to, T, &Unfenced).await.unwrap(), 0);
     let mut pages = 0;
-    let first = migrate::copy(&from, &to, None, T, |_| pages += 1)
+    let first = migrate::copy(&from, &to, None, T, |_| pages += 1, &Unfenced)
         .await
         .unwrap();
     assert_eq!(first.written, 50, "{first:?}");
@@ -157,7 +157,7 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
 
     // Writes made while copying: updates, new documents, deletions.
     write_while_copying(&http, &p).await;
-    let caught = migrate::copy(&from, &to, Some(checkpoint), T, |_| {})
+    let caught = migrate::copy(&from, &to, Some(checkpoint), T, |_| {}, &Unfenced)
         .await
         .unwrap();
     assert!(
@@ -173,7 +173,12 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
         53,
         "deletions are not found by sequence number"
     );
-    assert_eq!(migrate::remove_extra(&from, &to, T).await.unwrap(), 2);
+    assert_eq!(
+        migrate::remove_extra(&from, &to, T, &Unfenced)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(migrate::count(&from, T).await.unwrap(), 51);
     assert_eq!(migrate::count(&to, T).await.unwrap(), 51);
     assert_eq!(
@@ -193,7 +198,9 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
     assert_eq!(other["count"], 0);
 
     // Copying again is harmless: the same documents, the same content.
-    let again = migrate::copy(&from, &to, None, T, |_| {}).await.unwrap();
+    let again = migrate::copy(&from, &to, None, T, |_| {}, &Unfenced)
+        .await
+        .unwrap();
     assert_eq!(again.written, 51, "{again:?}");
     assert_eq!(migrate::count(&to, T).await.unwrap(), 51);
     let doc = direct(&http, Method::GET, "/mv-acme/_doc/a12").await;
@@ -203,11 +210,15 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
     let shared2 = shared_in("mv-shared2");
     let back = side(cluster, &shared2, &logical, &acme);
     migrate::prepare(&to, &back, T).await.unwrap();
-    let copied = migrate::copy(&to, &back, None, T, |_| {}).await.unwrap();
+    let copied = migrate::copy(&to, &back, None, T, |_| {}, &Unfenced)
+        .await
+        .unwrap();
     assert_eq!(copied.written, 51);
-    assert_eq!(migrate::purge(&back, T).await.unwrap(), 51);
+    assert_eq!(migrate::purge(&back, T, &Unfenced).await.unwrap(), 51);
     assert_eq!(migrate::count(&back, T).await.unwrap(), 0);
-    migrate::copy(&to, &back, None, T, |_| {}).await.unwrap();
+    migrate::copy(&to, &back, None, T, |_| {}, &Unfenced)
+        .await
+        .unwrap();
     let doc = direct(&http, Method::GET, "/mv-shared2/_doc/acme:a1?routing=acme").await;
     assert_eq!(doc["_source"]["_tenant"], "acme", "{doc}");
     assert_eq!(doc["_source"]["title"], "updated", "{doc}");
@@ -222,7 +233,7 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
     let _ = direct(&http, Method::POST, "/mv-shared/_refresh").await;
     let globex_before = direct(&http, Method::POST, "/mv-shared/_count?q=_tenant:globex").await;
     assert_eq!(globex_before["count"], 10, "{globex_before}");
-    assert_eq!(migrate::purge(&from, T).await.unwrap(), 51);
+    assert_eq!(migrate::purge(&from, T, &Unfenced).await.unwrap(), 51);
     let _ = direct(&http, Method::POST, "/mv-shared/_refresh").await;
     let acme_after = direct(&http, Method::POST, "/mv-shared/_count?q=_tenant:acme").await;
     assert_eq!(acme_after["count"], 0, "{acme_after}");

@@ -57,6 +57,8 @@ const INDEX: &str = "chk";
 struct Doc {
     acked: Option<Option<u64>>,
     maybe: BTreeSet<Option<u64>>,
+    /// Every write of it: (ms since the start, instance, state, answer).
+    history: Vec<(u128, usize, Option<u64>, String)>,
 }
 
 type Model = BTreeMap<(String, String), Doc>;
@@ -105,9 +107,10 @@ async fn writer(
         n += 1;
         let value = (w as u64) << 40 | n;
         let partition = PARTITIONS[rng.below(PARTITIONS.len() as u64) as usize];
-        let base = {
+        let (instance, base) = {
             let u = urls.read().unwrap();
-            u[rng.below(u.len() as u64) as usize].clone()
+            let i = rng.below(u.len() as u64) as usize;
+            (i, u[i].clone())
         };
         let id = |rng: &mut Rng| format!("w{w}-{}", rng.below(12));
         let headers = [
@@ -193,12 +196,22 @@ async fn writer(
             )
             .await;
         let by_query = path.contains("_delete_by_query");
-        let results: Vec<Outcome> = match sent {
-            Err(_) => touched.iter().map(|_| Outcome::Unknown).collect(),
-            Ok(r) => answer_outcomes(&r, &touched, ndjson, by_query, method == Method::DELETE),
+        let (results, answer): (Vec<Outcome>, String) = match sent {
+            Err(e) => (touched.iter().map(|_| Outcome::Unknown).collect(), e),
+            Ok(r) => (
+                answer_outcomes(&r, &touched, ndjson, by_query, method == Method::DELETE),
+                format!(
+                    "{} {}",
+                    r.status.as_u16(),
+                    r.text().chars().take(300).collect::<String>()
+                ),
+            ),
         };
+        let at = stats.started.elapsed().as_millis();
         for ((id, state), o) in touched.into_iter().zip(results) {
             let doc = model.entry((partition.to_string(), id)).or_default();
+            doc.history
+                .push((at, instance, state, format!("{method} {path}: {answer}")));
             match o {
                 Outcome::Applied => {
                     stats.applied.fetch_add(1, Ordering::Relaxed);
@@ -248,24 +261,34 @@ fn answer_outcomes(
             .collect();
     }
     if by_query && status == 200 {
-        // Deleted (1) or absent already (0): either way acknowledged absent,
-        // unless some of it failed.
+        // A by-query request deletes what its search sees, and a search
+        // sees what was refreshed: "deleted 0" says nothing changed (the
+        // document may exist unrefreshed), "deleted 1" that it is gone.
         let failures = v["failures"].as_array().map(Vec::len).unwrap_or(0);
-        return vec![if failures == 0 {
-            Outcome::Applied
-        } else {
-            Outcome::Unknown
+        let deleted = v["deleted"].as_u64().unwrap_or(0);
+        return vec![match (failures, deleted) {
+            (0, 0) => Outcome::NotApplied,
+            (0, _) => Outcome::Applied,
+            _ => Outcome::Unknown,
         }];
     }
     let t = v["error"]["type"].as_str().unwrap_or("");
     vec![outcome(status, t, delete)]
 }
 
-#[derive(Default)]
 struct Stats {
+    started: Instant,
     applied: AtomicU64,
     refused: AtomicU64,
     unknown: AtomicU64,
+}
+
+/// One schedule step, with when it happened.
+fn note(schedule: &mut Vec<String>, stats: &Stats, what: String) {
+    schedule.push(format!(
+        "{} ms: {what}",
+        stats.started.elapsed().as_millis()
+    ));
 }
 
 /// Where partition `p` may be moved: the shared index, an index of its own,
@@ -313,7 +336,12 @@ async fn run_schedule(seed: u64) {
         fleet.instances.iter().map(|p| p.url()).collect(),
     ));
     let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats {
+        started: Instant::now(),
+        applied: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        unknown: AtomicU64::new(0),
+    });
     let writers: Vec<_> = (0..3)
         .map(|w| tokio::spawn(writer(w, seed, urls.clone(), stop.clone(), stats.clone())))
         .collect();
@@ -356,9 +384,11 @@ async fn run_schedule(seed: u64) {
                 if status == 202 {
                     migrations += 1;
                 }
-                schedule.push(format!(
-                    "migrate {p} -> {to} delete_source={delete_source}: {status}"
-                ));
+                note(
+                    &mut schedule,
+                    &stats,
+                    format!("migrate {p} -> {to} delete_source={delete_source}: {status}"),
+                );
             }
             4 => {
                 let p = PARTITIONS[rng.below(3) as usize];
@@ -370,36 +400,49 @@ async fn run_schedule(seed: u64) {
                     None,
                 )
                 .await;
-                schedule.push(format!(
-                    "abort {p}: {}",
-                    r.map(|r| r.status.as_u16()).unwrap_or(0)
-                ));
+                note(
+                    &mut schedule,
+                    &stats,
+                    format!("abort {p}: {}", r.map(|r| r.status.as_u16()).unwrap_or(0)),
+                );
             }
             5 | 6 => {
                 // Paused, sometimes past the lease (3 s).
                 let i = rng.below(3) as usize;
                 let ms = 300 + rng.below(4500);
-                schedule.push(format!("SIGSTOP instance {i} for {ms} ms"));
+                note(
+                    &mut schedule,
+                    &stats,
+                    format!("SIGSTOP instance {i} for {ms} ms"),
+                );
                 fleet.instances[i].signal(libc_sigstop());
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 fleet.instances[i].signal(libc_sigcont());
             }
             7 => {
                 let i = rng.below(3) as usize;
-                schedule.push(format!("SIGKILL instance {i}, restart"));
+                note(
+                    &mut schedule,
+                    &stats,
+                    format!("SIGKILL instance {i}, restart"),
+                );
                 fleet.kill_and_restart(i);
                 urls.write().unwrap()[i] = fleet.instances[i].url();
             }
             8 => {
                 let ms = 500 + rng.below(4000);
-                schedule.push(format!("cut instance 2 from etcd for {ms} ms"));
+                note(
+                    &mut schedule,
+                    &stats,
+                    format!("cut instance 2 from etcd for {ms} ms"),
+                );
                 fleet.cut_relay();
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 fleet.restore_relay();
             }
             _ => {
                 let rev = fleet.etcd.revision().unwrap_or(0);
-                schedule.push(format!("compact etcd at {rev}"));
+                note(&mut schedule, &stats, format!("compact etcd at {rev}"));
                 let _ = fleet.etcd.etcdctl(&["compact", &rev.to_string()]);
             }
         }
@@ -430,6 +473,7 @@ async fn run_schedule(seed: u64) {
 async fn check(fleet: &EtcdFleet, http: &Http, model: &Model, context: &str) {
     let admin0 = fleet.instances[0].admin_url();
     let deadline = Instant::now() + Duration::from_secs(150);
+    let mut migrations = String::new();
     loop {
         let list = admin(http, &admin0, Method::GET, "/v1/migrations", None)
             .await
@@ -443,6 +487,9 @@ async fn check(fleet: &EtcdFleet, http: &Http, model: &Model, context: &str) {
             .map(|m| format!("{}/{} {}", m["index"], m["partition"], m["phase"]))
             .collect();
         if list.is_some() && running.is_empty() {
+            migrations = list
+                .map(|v| v["migrations"].to_string())
+                .unwrap_or_default();
             break;
         }
         assert!(
@@ -451,6 +498,15 @@ async fn check(fleet: &EtcdFleet, http: &Http, model: &Model, context: &str) {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Searches see what was refreshed: make the last writes visible.
+    http.send_with(
+        Method::POST,
+        &format!("{}/_refresh", node().url()),
+        None,
+        &[],
+    )
+    .await
+    .unwrap();
     for p in PARTITIONS {
         // Active somewhere, and every instance agrees where.
         let mut entries = Vec::new();
@@ -467,13 +523,29 @@ async fn check(fleet: &EtcdFleet, http: &Http, model: &Model, context: &str) {
             "{p} still migrating\n{context}"
         );
         // Holds exactly the acknowledged state, read through each instance.
+        // (Where each value lies physically is shown when it does not.)
+        let everywhere = http
+            .send_with(
+                Method::POST,
+                &format!("{}/c-chk*/_search?size=10000", node().url()),
+                Some(json!({"query": {"term": {"p": p}}, "version": true, "seq_no_primary_term": true}).to_string().into()),
+                &[("content-type", "application/json")],
+            )
+            .await
+            .map(|r| r.json())
+            .unwrap_or_default();
         for inst in &fleet.instances {
             let docs = read_partition(http, &inst.url(), p).await;
             compare(
                 p,
                 &docs,
                 model,
-                &format!("{context}\nread through {}", inst.url()),
+                &format!(
+                    "{context}\nread through {}; placement {}; migrations {migrations}",
+                    inst.url(),
+                    entries[0]
+                ),
+                &everywhere,
             );
         }
         // Nothing of another tenant in its physical index.
@@ -567,16 +639,39 @@ async fn read_partition(http: &Http, url: &str, p: &str) -> BTreeMap<String, u64
     out
 }
 
-fn compare(p: &str, docs: &BTreeMap<String, u64>, model: &Model, context: &str) {
+fn compare(
+    p: &str,
+    docs: &BTreeMap<String, u64>,
+    model: &Model,
+    context: &str,
+    everywhere: &Value,
+) {
     for ((mp, id), doc) in model.iter().filter(|((mp, _), _)| mp == p) {
         let _ = mp;
         let got = docs.get(id).copied();
         let acked = doc.acked.unwrap_or(None);
         let allowed = got == acked || doc.maybe.contains(&got);
+        let physical: Vec<String> = everywhere["hits"]["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| h["_id"].as_str().is_some_and(|i| i.ends_with(id.as_str())))
+            .map(|h| {
+                format!(
+                    "{} {} v{} seq{} = {}",
+                    h["_index"], h["_id"], h["_version"], h["_seq_no"], h["_source"]["v"]
+                )
+            })
+            .collect();
         assert!(
             allowed,
-            "{p}/{id}: holds {got:?}, but the last acknowledged state is {acked:?} (unknown outcomes: {:?})\n{context}",
-            doc.maybe
+            "{p}/{id}: holds {got:?}, but the last acknowledged state is {acked:?} (unknown outcomes: {:?})\nphysically: {physical:?}\nits writes:\n  {}\n{context}",
+            doc.maybe,
+            doc.history
+                .iter()
+                .map(|(at, i, st, a)| format!("{at} ms via {i}: {st:?} <- {a}"))
+                .collect::<Vec<_>>()
+                .join("\n  ")
         );
     }
     for id in docs.keys() {

@@ -473,7 +473,7 @@ async fn run_schedule(seed: u64) {
 async fn check(fleet: &EtcdFleet, http: &Http, model: &Model, context: &str) {
     let admin0 = fleet.instances[0].admin_url();
     let deadline = Instant::now() + Duration::from_secs(150);
-    let mut migrations = String::new();
+    let migrations;
     loop {
         let list = admin(http, &admin0, Method::GET, "/v1/migrations", None)
             .await

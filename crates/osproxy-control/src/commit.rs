@@ -59,6 +59,7 @@ impl ControlPlane {
         }
         let next = Arc::new(next);
         self.current.store(next.clone());
+        self.admission.advance(revision);
         self.mark_applied(revision);
         Ok(next)
     }

@@ -497,6 +497,9 @@ impl Controller {
             // Adopted in cutover: writes are already refused everywhere, so
             // a full copy is complete; the checks below do the rest.
             let cut = self.owner(index, partition, MigrationPhase::Cutover, owned);
+            migrate::fresh_destination(&to, t, &cut)
+                .await
+                .map_err(|e| cut.stop(e))?;
             migrate::prepare(&from, &to, t).await.map_err(failed)?;
             self.barrier(owned, index, partition).await?;
             migrate::wait_for_tasks(&from, t).await.map_err(failed)?;
@@ -507,6 +510,9 @@ impl Controller {
         } else {
             // Copying: a clean destination, a checkpoint, the full copy.
             let copying = self.owner(index, partition, MigrationPhase::Copying, owned);
+            migrate::fresh_destination(&to, t, &copying)
+                .await
+                .map_err(|e| copying.stop(e))?;
             migrate::prepare(&from, &to, t).await.map_err(failed)?;
             migrate::purge(&to, t, &copying)
                 .await

@@ -5,14 +5,15 @@
 //!   shared index) and bulk-writes each document to the destination under
 //!   its own physical id, converting between placement kinds (the partition
 //!   field injected or stripped, shared ids built or unwrapped, routing by
-//!   partition in shared indices). Each document keeps its `_version`
-//!   (written `external_gte`) and, between dedicated placements, its custom
-//!   routing. A copy never replaces a newer version, so copying again is
-//!   harmless, a copy can be restarted from the beginning at any time, and
-//!   a controller that lost its migration cannot put an older version over
-//!   a newer one. A document a delete's tombstone outranks is written
-//!   again without its version. A move starts from a destination that
-//!   holds nothing of the partition ([`purge`]).
+//!   partition in shared indices). Into a dedicated destination (made new
+//!   by [`fresh_destination`]) each document keeps its `_version`, written
+//!   `external_gte`, and its custom routing; into a shared one (emptied of
+//!   the partition by [`purge`], whose tombstones would outrank copied
+//!   versions) the destination counts versions afresh. Before the flip only
+//!   the controller writes to the destination, and every write first
+//!   proves it still owns the move ([`Fence`]), so a later copy of a
+//!   document replaces an earlier one: copying again is harmless, and a
+//!   copy can be restarted from the beginning at any time.
 //! - **Catch-up** is the same copy restricted to documents whose `_seq_no`
 //!   is above a checkpoint taken before the first copy: the lowest *global
 //!   checkpoint* of the source's primaries (every operation at or below it
@@ -100,7 +101,6 @@ async fn write_page(
     fence: &impl Fence,
 ) -> Result<Copied, MoveError> {
     let mut body = Vec::with_capacity(hits.len() * 256);
-    let mut sent: Vec<(String, Option<String>, Vec<u8>)> = Vec::with_capacity(hits.len());
     let mut done = Copied::default();
     let field = from.logical.field.as_str();
     for hit in hits {
@@ -128,7 +128,14 @@ async fn write_page(
             .map_err(|e| MoveError(e.to_string()))?,
             _ => raw,
         };
-        let version = hit.get("_version").and_then(Value::as_u64);
+        // Versions are kept into a dedicated destination, which starts new
+        // ([`fresh_destination`]); in a shared one the partition's purged
+        // documents leave tombstones that would outrank them, so there the
+        // destination counts versions afresh.
+        let version = hit
+            .get("_version")
+            .and_then(Value::as_u64)
+            .filter(|_| !to.shared());
         // Custom routing exists only in a dedicated source (a shared one
         // routes by partition) and is kept only into a dedicated one.
         let routing = hit
@@ -139,19 +146,16 @@ async fn write_page(
         body.push(b'\n');
         body.extend_from_slice(&doc);
         body.push(b'\n');
-        sent.push((logical.to_string(), routing.map(str::to_string), doc));
     }
     fence.check().await?;
     let bytes = post_bulk(to, "/_bulk", body, "a bulk copy", timeout).await?;
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|_| MoveError("unreadable bulk answer".into()))?;
-    let mut tombstoned = Vec::new();
-    for (item, (logical, routing, doc)) in v
+    for item in v
         .get("items")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .zip(sent)
     {
         let status = item
             .pointer("/index/status")
@@ -159,8 +163,9 @@ async fn write_page(
             .unwrap_or(0);
         match status {
             200 | 201 => done.written += 1,
-            // A newer version is there already (or a delete's tombstone).
-            409 => tombstoned.push((logical, routing, doc)),
+            // A newer version is there already: only a fenced-out writer
+            // (whose check passed just before it lost the move) sees this.
+            409 => {}
             other => {
                 let kind = item
                     .pointer("/index/error/type")
@@ -172,65 +177,38 @@ async fn write_page(
             }
         }
     }
-    done.written += rewrite_deleted(to, tombstoned, timeout, fence).await?;
     Ok(done)
 }
 
-/// Of the documents a version conflict refused, writes again those the
-/// destination does not hold — a delete's tombstone (a purge, a deletion
-/// in an aborted earlier run) outranks the copied version — without their
-/// version, so the destination holds every document the source holds; a
-/// document the destination holds in a newer version is left as it is.
-async fn rewrite_deleted(
+/// Makes a dedicated destination new: an index of the partition's own that
+/// exists (left by an earlier move, or a run that failed) is deleted, so the
+/// copy starts from nothing — no stale document, no delete tombstone that
+/// would outrank a copied `_version`. A shared destination is left (it
+/// holds other tenants); [`purge`] empties it of the partition instead.
+pub async fn fresh_destination(
     to: &Side<'_>,
-    refused: Vec<(String, Option<String>, Vec<u8>)>,
     timeout: Duration,
     fence: &impl Fence,
-) -> Result<u64, MoveError> {
-    if refused.is_empty() {
-        return Ok(0);
+) -> Result<(), MoveError> {
+    if to.shared() || !exists(to, timeout).await? {
+        return Ok(());
     }
-    let docs: Vec<Value> = refused
-        .iter()
-        .map(|(logical, routing, _)| {
-            let mut d = json!({"_id": to.physical_id(logical), "_source": false});
-            if to.shared() {
-                d["routing"] = Value::from(to.partition.as_str());
-            } else if let Some(r) = routing {
-                d["routing"] = Value::from(r.as_str());
-            }
-            d
-        })
-        .collect();
-    let found = json_call(
+    fence.check().await?;
+    let (status, _) = call(
         to.cluster,
-        Method::POST,
-        &format!("/{}/_mget", to.index()),
-        Some(json!({ "docs": docs })),
+        Method::DELETE,
+        &format!("/{}", to.index()),
+        None,
+        "application/json",
         timeout,
     )
     .await?;
-    let answers = found
-        .get("docs")
-        .and_then(Value::as_array)
-        .filter(|d| d.len() == refused.len())
-        .ok_or_else(|| MoveError("the destination's _mget answer does not match".into()))?;
-    let mut body = Vec::new();
-    let mut n = 0;
-    for ((logical, routing, doc), answer) in refused.iter().zip(answers) {
-        if answer.get("found").and_then(Value::as_bool) == Some(false) {
-            body.extend_from_slice(to.copy_action(logical, None, routing.as_deref()).as_bytes());
-            body.push(b'\n');
-            body.extend_from_slice(doc);
-            body.push(b'\n');
-            n += 1;
-        }
+    match status {
+        200 | 404 => Ok(()),
+        other => Err(MoveError(format!(
+            "cannot delete the old destination index (status {other})"
+        ))),
     }
-    if n > 0 {
-        fence.check().await?;
-        post_bulk(to, "/_bulk", body, "a bulk copy over tombstones", timeout).await?;
-    }
-    Ok(n)
 }
 
 /// Deletes every document of the partition from one side (a move's

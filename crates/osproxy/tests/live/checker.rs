@@ -48,6 +48,10 @@ impl Rng {
 }
 
 const PARTITIONS: [&str; 3] = ["p0", "p1", "p2"];
+/// Concurrent writers, each with its own documents.
+const WRITERS: usize = 5;
+/// Documents per partition written before the schedule starts.
+const PRELOAD: u64 = 3000;
 const INDEX: &str = "chk";
 
 /// What a writer knows of one document: its last acknowledged state
@@ -120,7 +124,21 @@ async fn writer(
         let choice = rng.below(10);
         // (documents touched, their state if applied, request)
         let (touched, method, path, body, ndjson): (Vec<(String, Option<u64>)>, _, _, _, _) =
-            if choice < 5 {
+            if choice < 3 {
+                // An update of a preloaded document this writer owns: counts
+                // and id sets stay equal, so a lost update passes a
+                // migration's verification and only this check can see it.
+                let i = rng.below(PRELOAD / WRITERS as u64) * WRITERS as u64 + w as u64;
+                let id = format!("pre-{i}");
+                let body = json!({"v": value, "p": partition}).to_string();
+                (
+                    vec![(id.clone(), Some(value))],
+                    Method::PUT,
+                    format!("/{INDEX}/_doc/{id}"),
+                    Some(body),
+                    false,
+                )
+            } else if choice < 5 {
                 let id = id(&mut rng);
                 let body = json!({"v": value, "p": partition}).to_string();
                 (
@@ -209,7 +227,16 @@ async fn writer(
         };
         let at = stats.started.elapsed().as_millis();
         for ((id, state), o) in touched.into_iter().zip(results) {
-            let doc = model.entry((partition.to_string(), id)).or_default();
+            let doc = model
+                .entry((partition.to_string(), id.clone()))
+                .or_insert_with(|| Doc {
+                    // A preloaded document starts acknowledged at its index.
+                    acked: id
+                        .strip_prefix("pre-")
+                        .and_then(|i| i.parse().ok())
+                        .map(Some),
+                    ..Doc::default()
+                });
             doc.history
                 .push((at, instance, state, format!("{method} {path}: {answer}")));
             match o {
@@ -283,6 +310,47 @@ struct Stats {
     unknown: AtomicU64,
 }
 
+/// Writes `PRELOAD` documents of each partition, acknowledged.
+async fn preload(http: &Http, url: &str) -> Model {
+    let auth = format!("Bearer {OPS}");
+    let mut model = Model::new();
+    for p in PARTITIONS {
+        for chunk in 0..(PRELOAD / 500) {
+            let mut body = String::new();
+            for i in chunk * 500..(chunk + 1) * 500 {
+                body.push_str(&format!(
+                    "{{\"index\":{{\"_index\":\"{INDEX}\",\"_id\":\"pre-{i}\"}}}}\n"
+                ));
+                body.push_str(&json!({"v": i, "p": p}).to_string());
+                body.push('\n');
+                model.insert(
+                    (p.to_string(), format!("pre-{i}")),
+                    Doc {
+                        acked: Some(Some(i)),
+                        ..Doc::default()
+                    },
+                );
+            }
+            let r = http
+                .send_with(
+                    Method::POST,
+                    &format!("{url}/_bulk"),
+                    Some(body.into()),
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("x-osproxy-partition", p),
+                        ("content-type", "application/x-ndjson"),
+                    ],
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["errors"], false, "{}", r.text());
+        }
+    }
+    model
+}
+
 /// One schedule step, with when it happened.
 fn note(schedule: &mut Vec<String>, stats: &Stats, what: String) {
     schedule.push(format!(
@@ -342,10 +410,13 @@ async fn run_schedule(seed: u64) {
         refused: AtomicU64::new(0),
         unknown: AtomicU64::new(0),
     });
-    let writers: Vec<_> = (0..3)
+    let http = Http::new();
+    // Documents no writer touches again: the copies and catch-ups have
+    // something to move, and verification something to count.
+    let mut model = preload(&http, &fleet.instances[0].url()).await;
+    let writers: Vec<_> = (0..WRITERS)
         .map(|w| tokio::spawn(writer(w, seed, urls.clone(), stop.clone(), stats.clone())))
         .collect();
-    let http = Http::new();
     let mut rng = Rng(seed);
     let mut schedule = Vec::new();
     let started = Instant::now();
@@ -449,7 +520,6 @@ async fn run_schedule(seed: u64) {
         tokio::time::sleep(Duration::from_millis(200 + rng.below(1500))).await;
     }
     stop.store(true, Ordering::Relaxed);
-    let mut model = Model::new();
     for w in writers {
         model.extend(w.await.unwrap());
     }
@@ -534,6 +604,23 @@ async fn check(fleet: &EtcdFleet, http: &Http, model: &Model, context: &str) {
             .await
             .map(|r| r.json())
             .unwrap_or_default();
+        let logs: String = fleet
+            .instances
+            .iter()
+            .enumerate()
+            .flat_map(|(i, inst)| {
+                inst.log()
+                    .lines()
+                    .filter(|l| {
+                        l.contains(&format!("partition={p}"))
+                            || l.contains(&format!("partition=\"{p}\""))
+                            || l.contains(" WARN ")
+                    })
+                    .map(|l| format!("[{i}] {l}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
         for inst in &fleet.instances {
             let docs = read_partition(http, &inst.url(), p).await;
             compare(
@@ -541,7 +628,7 @@ async fn check(fleet: &EtcdFleet, http: &Http, model: &Model, context: &str) {
                 &docs,
                 model,
                 &format!(
-                    "{context}\nread through {}; placement {}; migrations {migrations}",
+                    "{context}\nread through {}; placement {}; migrations {migrations}\nlogs:\n{logs}",
                     inst.url(),
                     entries[0]
                 ),

@@ -121,7 +121,10 @@ async fn writer(
             ("authorization", auth.as_str()),
             ("x-osproxy-partition", partition),
         ];
-        let choice = rng.below(10);
+        // p0 only ever sees updates of preloaded documents: its counts and id
+        // sets never change, so a migration's verification cannot catch a
+        // lost write there and this check is the only one that can.
+        let choice = if partition == "p0" { 0 } else { rng.below(10) };
         // (documents touched, their state if applied, request)
         let (touched, method, path, body, ndjson): (Vec<(String, Option<u64>)>, _, _, _, _) =
             if choice < 3 {

@@ -1408,6 +1408,24 @@ async fn an_abort_in_cutover_puts_the_partition_back_with_every_write() {
     let tag = "cutabort";
     let fleet = EtcdFleet::start(tag, 2, false);
     load_acme(&fleet, 50).await;
+    // A throttled by-query task on the source (started on the node, as an
+    // operator would) holds the migration in cutover: the controller waits
+    // for such tasks before its catch-up.
+    let task = Http::new()
+        .send(
+            Method::POST,
+            &format!(
+                "{}/c-{tag}-shared/_update_by_query?wait_for_completion=false&requests_per_second=1&scroll_size=1&conflicts=proceed",
+                node().url()
+            ),
+            Some(&json!({"query": {"term": {"_tenant": "acme"}}}).to_string()),
+        )
+        .await
+        .unwrap()
+        .json()["task"]
+        .as_str()
+        .unwrap()
+        .to_string();
     fleet.ctl_json(
         0,
         &migrate_start("orders", "acme", "index", "main", &format!("c-{tag}-acme")),
@@ -1423,6 +1441,22 @@ async fn an_abort_in_cutover_puts_the_partition_back_with_every_write() {
     .await;
     let aborted = fleet.ctl_json(1, &["migrate", "abort", "orders", "acme"]);
     assert_eq!(aborted["phase"], "aborted", "{aborted}");
+    Http::new()
+        .send(
+            Method::POST,
+            &format!("{}/_tasks/{task}/_cancel", node().url()),
+            None,
+        )
+        .await
+        .unwrap();
+    Http::new()
+        .send(
+            Method::POST,
+            &format!("{}/_tasks/{task}/_cancel", node().url()),
+            None,
+        )
+        .await
+        .unwrap();
     for i in 0..2 {
         eventually(
             "the abort reached the instance",

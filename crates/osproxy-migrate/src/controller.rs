@@ -25,6 +25,11 @@ use osproxy_core::{PartitionId, Placement};
 use tracing::{info, warn};
 
 use crate::copy::{self as migrate, Side};
+
+mod adopt;
+mod barrier;
+mod fence;
+use fence::Owner;
 use osproxy_upstream::Upstreams;
 
 /// How long the barrier waits for every instance to apply the cutover and
@@ -230,88 +235,6 @@ impl Controller {
         Ok(done)
     }
 
-    /// Takes over, every `every`, the running migrations whose controller
-    /// has left the fleet (its lease expired: it crashed or was cut off),
-    /// and drives them to the end. Runs until the process ends.
-    pub async fn adopt_orphans(self: Arc<Self>, every: Duration) {
-        let me = osproxy_control::Member::default();
-        loop {
-            tokio::time::sleep(every).await;
-            if self.plane.backend() != "etcd" {
-                continue;
-            }
-            let Ok(fleet) = self.plane.fleet(&me).await else {
-                continue;
-            };
-            let live: std::collections::HashSet<String> = fleet
-                .iter()
-                .filter_map(|r| {
-                    r.get("id")
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_string)
-                })
-                .collect();
-            let snap = self.plane.load();
-            // A record whose controller left the fleet, or names this
-            // instance but is not driven here (an earlier process with this
-            // instance id, a step whose outcome was learnt late).
-            let orphans: Vec<(MigrationRecord, u64)> = snap
-                .migrations()
-                .filter(|(r, _)| {
-                    !r.phase.is_terminal()
-                        && (!live.contains(&r.controller)
-                            || (r.controller == self.instance
-                                && !self.is_running(&r.index, &r.partition)))
-                })
-                .map(|(r, e)| ((**r).clone(), *e))
-                .collect();
-            for (record, epoch) in orphans {
-                let Ok(pid) = PartitionId::new(&record.partition) else {
-                    continue;
-                };
-                let entry_epoch = snap
-                    .entry(&record.index, &pid)
-                    .map(|e| e.epoch)
-                    .unwrap_or(0);
-                let mut mine = record.clone();
-                mine.controller = self.instance.clone();
-                mine.updated_ms = now_ms();
-                // Compare-and-swap: of several instances adopting at once,
-                // one wins.
-                if self
-                    .plane
-                    .migration_step(None, entry_epoch, &mine, epoch)
-                    .await
-                    .is_ok()
-                {
-                    info!(index = %record.index, partition = %record.partition, previous = %record.controller, "adopted a migration whose controller left the fleet");
-                    self.spawn_drive(record.index, record.partition);
-                }
-            }
-        }
-    }
-
-    fn is_running(&self, index: &str, partition: &str) -> bool {
-        self.running
-            .lock()
-            .map(|r| r.contains(&format!("{index}\u{0}{partition}")))
-            .unwrap_or(true)
-    }
-
-    /// Marks the migration driven here (at once, so that adoption does not
-    /// take it meanwhile) and drives it in the background; a migration
-    /// already driven here is left to that run.
-    fn spawn_drive(self: &Arc<Self>, index: String, partition: String) {
-        let key = format!("{index}\u{0}{partition}");
-        if let Ok(mut r) = self.running.lock() {
-            if !r.insert(key.clone()) {
-                return;
-            }
-        }
-        let me = self.clone();
-        tokio::spawn(async move { me.drive(index, partition, key).await });
-    }
-
     /// Runs the migration's remaining phases.
     async fn drive(self: Arc<Self>, index: String, partition: String, key: String) {
         match self.run(&index, &partition).await {
@@ -362,24 +285,6 @@ impl Controller {
             .await
         {
             warn!(index, partition, error = ?e, "could not record the failed migration");
-        }
-    }
-
-    fn owner<'c>(
-        &'c self,
-        index: &'c str,
-        partition: &'c str,
-        phase: MigrationPhase,
-        epoch: u64,
-    ) -> Owner<'c> {
-        Owner {
-            plane: &self.plane,
-            instance: &self.instance,
-            index,
-            partition,
-            phase,
-            epoch: std::sync::atomic::AtomicU64::new(epoch),
-            lost: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -671,159 +576,6 @@ impl Controller {
                     let epoch = self.step(None, entry_epoch, &rec, record_epoch).await?;
                     owner.moved_to(epoch);
                 }
-            }
-        }
-    }
-
-    /// Waits until every live instance has applied `revision`, accepted the
-    /// partition's value at it, and has no write in flight that it admitted
-    /// under an older revision. An instance that refused the value (its
-    /// config lacks a cluster, say) would keep writing to the old placement:
-    /// the migration fails, naming it.
-    async fn barrier(&self, revision: u64, index: &str, partition: &str) -> Result<(), Stop> {
-        if self.plane.backend() == "memory" {
-            // One instance: the value is applied when the step returns;
-            // its own writes in flight are counted here.
-            return self.drain_local(revision).await;
-        }
-        let me = osproxy_control::Member::default();
-        let key_end = format!("/placements/{index}/{partition}");
-        let limit = BARRIER_TIMEOUT.max(self.timeout + Duration::from_secs(5));
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let fleet = self
-                .plane
-                .fleet(&me)
-                .await
-                .map_err(|e| Stop::Failed(format!("cannot read the fleet: {e}")))?;
-            let mut behind = Vec::new();
-            for r in &fleet {
-                let id = r
-                    .get("id")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("?");
-                let at = |k: &str| r.get(k).and_then(serde_json::Value::as_u64);
-                let refused = r
-                    .get("rejected_keys")
-                    .and_then(serde_json::Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .find(|k| {
-                        k.get("key")
-                            .and_then(serde_json::Value::as_str)
-                            .is_some_and(|k| k.ends_with(&key_end))
-                    });
-                if let Some(k) = refused {
-                    let reason = k
-                        .get("reason")
-                        .and_then(serde_json::Value::as_str)
-                        .unwrap_or("");
-                    return Err(Stop::Failed(format!(
-                        "instance {id} refused the partition's migrating value ({reason}); it would keep writing to the old placement — fix its configuration, then start the migration again"
-                    )));
-                }
-                // An instance that does not report what it has in flight is
-                // counted by its applied revision alone.
-                let drained = at("inflight_from").or(at("applied_revision"));
-                if at("applied_revision").is_none_or(|a| a < revision)
-                    || drained.is_none_or(|d| d < revision)
-                {
-                    behind.push(id.to_string());
-                }
-            }
-            if behind.is_empty() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(Stop::Failed(format!(
-                    "instances {behind:?} did not confirm the cutover (applied and writes drained) within {limit:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The memory backend's barrier: this instance's writes admitted before
-    /// `revision` have all been answered.
-    async fn drain_local(&self, revision: u64) -> Result<(), Stop> {
-        let limit = BARRIER_TIMEOUT.max(self.timeout + Duration::from_secs(5));
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.plane.inflight_from() < revision {
-            if tokio::time::Instant::now() > deadline {
-                return Err(Stop::Failed(format!(
-                    "writes admitted before the cutover were still in flight after {limit:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(())
-    }
-}
-
-/// How long a fence check may take and still count: a check that spans a
-/// pause (the process stopped mid-read) is made again.
-const FENCE_WINDOW_MS: u64 = 1000;
-
-/// This controller's claim on one migration in one phase: the fence every
-/// write to a side checks with a linearizable read of the record.
-pub(crate) struct Owner<'c> {
-    plane: &'c ControlPlane,
-    instance: &'c str,
-    index: &'c str,
-    partition: &'c str,
-    phase: MigrationPhase,
-    /// The record's epoch as this controller last wrote it.
-    epoch: std::sync::atomic::AtomicU64,
-    lost: std::sync::atomic::AtomicBool,
-}
-
-impl Owner<'_> {
-    /// The record was rewritten by this controller (progress).
-    fn moved_to(&self, epoch: u64) {
-        self.epoch
-            .store(epoch, std::sync::atomic::Ordering::Release);
-    }
-
-    /// What a failed step means: superseded when the fence found the
-    /// migration someone else's, else a failure.
-    fn stop(&self, e: migrate::MoveError) -> Stop {
-        if self.lost.load(std::sync::atomic::Ordering::Acquire) {
-            Stop::Superseded
-        } else {
-            Stop::Failed(e.0)
-        }
-    }
-}
-
-impl migrate::Fence for Owner<'_> {
-    async fn check(&self) -> Result<(), migrate::MoveError> {
-        use std::sync::atomic::Ordering;
-        loop {
-            let expected = self.epoch.load(Ordering::Acquire);
-            let started = osproxy_control::admission::mono_ms();
-            let read = self.plane.read_migration(self.index, self.partition).await;
-            let mine = match read {
-                Ok(Some((r, e))) => {
-                    r.controller == self.instance
-                        && r.phase == self.phase
-                        && (e == expected || e == self.epoch.load(Ordering::Acquire))
-                }
-                Ok(None) => false,
-                Err(e) => {
-                    return Err(migrate::MoveError(format!(
-                        "cannot confirm the migration is still this controller's: {e}"
-                    )))
-                }
-            };
-            if !mine {
-                self.lost.store(true, Ordering::Release);
-                return Err(migrate::MoveError(
-                    "the migration is no longer this controller's (adopted or aborted meanwhile)"
-                        .into(),
-                ));
-            }
-            if osproxy_control::admission::mono_ms().saturating_sub(started) < FENCE_WINDOW_MS {
-                return Ok(());
             }
         }
     }

@@ -101,6 +101,7 @@ async fn write_page(
     fence: &impl Fence,
 ) -> Result<Copied, MoveError> {
     let mut body = Vec::with_capacity(hits.len() * 256);
+    let mut sent: Vec<(&str, Option<&str>, Vec<u8>)> = Vec::with_capacity(hits.len());
     let mut done = Copied::default();
     let field = from.logical.field.as_str();
     for hit in hits {
@@ -146,16 +147,19 @@ async fn write_page(
         body.push(b'\n');
         body.extend_from_slice(&doc);
         body.push(b'\n');
+        sent.push((logical, routing, doc));
     }
     fence.check().await?;
     let bytes = post_bulk(to, "/_bulk", body, "a bulk copy", timeout).await?;
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|_| MoveError("unreadable bulk answer".into()))?;
-    for item in v
+    let mut again = Vec::new();
+    for (item, (logical, routing, doc)) in v
         .get("items")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .zip(sent)
     {
         let status = item
             .pointer("/index/status")
@@ -163,9 +167,18 @@ async fn write_page(
             .unwrap_or(0);
         match status {
             200 | 201 => done.written += 1,
-            // A newer version is there already: only a fenced-out writer
-            // (whose check passed just before it lost the move) sees this.
-            409 => {}
+            // The destination holds a higher version: an earlier copy of a
+            // document the source has since deleted and re-created (its
+            // version restarts once the delete's tombstone is collected).
+            // Before the flip only this controller writes here, so the
+            // source's current content is written anyway, counted afresh.
+            409 => {
+                again.extend_from_slice(to.copy_action(logical, None, routing).as_bytes());
+                again.push(b'\n');
+                again.extend_from_slice(&doc);
+                again.push(b'\n');
+                done.written += 1;
+            }
             other => {
                 let kind = item
                     .pointer("/index/error/type")
@@ -175,6 +188,26 @@ async fn write_page(
                     "the destination refused a copied document ({other}, {kind})"
                 )));
             }
+        }
+    }
+    if !again.is_empty() {
+        fence.check().await?;
+        let answer = post_bulk(
+            to,
+            "/_bulk",
+            again,
+            "a bulk copy over newer versions",
+            timeout,
+        )
+        .await?;
+        if serde_json::from_slice::<Value>(&answer)
+            .ok()
+            .and_then(|v| v.get("errors").and_then(Value::as_bool))
+            != Some(false)
+        {
+            return Err(MoveError(
+                "the destination refused a document written over a newer version".into(),
+            ));
         }
     }
     Ok(done)

@@ -182,6 +182,18 @@ pub(crate) async fn json_call(
             cluster.id
         )));
     }
+    // A search, count or by-query answer that missed shards would make a
+    // copy, a count or an id set agree with a destination that lacks them.
+    let failed = v
+        .pointer("/_shards/failed")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if failed > 0 {
+        return Err(MoveError(format!(
+            "cluster {} answered {path} with {failed} failed shard(s); a migration reads only complete answers",
+            cluster.id
+        )));
+    }
     Ok(v)
 }
 
@@ -200,9 +212,11 @@ pub(crate) async fn exists(side: &Side<'_>, timeout: Duration) -> Result<bool, M
     Ok(status != 404)
 }
 
-/// The lowest `max_seq_no` over the source index's shards: every write
-/// after this moment has a higher sequence number on its shard (-1 when
-/// the index does not exist yet: everything is after).
+/// The lowest global checkpoint over the source index's primaries: every
+/// operation at or below it is applied on every in-sync copy (so a refresh
+/// makes it visible to the full copy), and every later write has a higher
+/// sequence number on its shard (-1 when the index does not exist yet:
+/// everything is after).
 pub async fn checkpoint(from: &Side<'_>, timeout: Duration) -> Result<i64, MoveError> {
     if !exists(from, timeout).await? {
         return Ok(-1);

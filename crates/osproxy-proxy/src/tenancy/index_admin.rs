@@ -14,6 +14,36 @@ use super::{json_response, read_json, reverse, Target, Tenancy};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 
+/// An index-level write (create, delete, mapping change): admitted and
+/// acknowledged under the lease like a document write, and refused while
+/// the partition moves — the copy carries documents and the mapping it was
+/// started with, not later index-level changes.
+async fn index_write(
+    tenancy: &Tenancy,
+    t: &Target<'_>,
+    method: Method,
+    path: &str,
+    headers: &http::HeaderMap,
+    body: Option<Bytes>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    if t.migrating.is_some() {
+        return Err(ProxyError::new(
+            ErrorCode::PartitionMoving,
+            format!(
+                "this partition of logical index {:?} is being moved to another placement; index-level changes (create, delete, mappings) wait until the move is over",
+                t.logical.name
+            ),
+        )
+        .retryable(true));
+    }
+    let ticket = tenancy.gate(t)?;
+    let (p, b) = tenancy.exchange(t, method, path, headers, body).await?;
+    if p.status.is_success() {
+        tenancy.acknowledge(&ticket)?;
+    }
+    Ok(json_response(p, reverse::error(&b, t, None)))
+}
+
 pub(crate) async fn serve(
     tenancy: &Tenancy,
     t: &Target<'_>,
@@ -88,10 +118,15 @@ pub(crate) async fn serve(
                 }
                 raw
             };
-            let (p, b) = tenancy
-                .exchange(t, Method::PUT, &index_path, &parts.headers, Some(create))
-                .await?;
-            Ok(json_response(p, reverse::error(&b, t, None)))
+            index_write(
+                tenancy,
+                t,
+                Method::PUT,
+                &index_path,
+                &parts.headers,
+                Some(create),
+            )
+            .await
         }
         (None, &Method::DELETE) => {
             if shared {
@@ -100,10 +135,15 @@ pub(crate) async fn serve(
                     format!("logical index {:?} lives in a shared index holding other tenants' data; it cannot be deleted from here (delete your documents instead)", t.logical.name),
                 ));
             }
-            let (p, b) = tenancy
-                .exchange(t, Method::DELETE, &index_path, &parts.headers, None)
-                .await?;
-            Ok(json_response(p, reverse::error(&b, t, None)))
+            index_write(
+                tenancy,
+                t,
+                Method::DELETE,
+                &index_path,
+                &parts.headers,
+                None,
+            )
+            .await
         }
         (Some("_mapping" | "_mappings"), &Method::GET) | (Some("_settings"), &Method::GET) => {
             let path = format!("{index_path}/{}", endpoint.unwrap_or_default());
@@ -137,10 +177,7 @@ pub(crate) async fn serve(
                 ));
             }
             let path = format!("{index_path}/_mapping");
-            let (p, b) = tenancy
-                .exchange(t, Method::PUT, &path, &parts.headers, Some(raw))
-                .await?;
-            Ok(json_response(p, reverse::error(&b, t, None)))
+            index_write(tenancy, t, Method::PUT, &path, &parts.headers, Some(raw)).await
         }
         (Some("_refresh"), &Method::POST | &Method::GET) => {
             let path = format!("{index_path}/_refresh");

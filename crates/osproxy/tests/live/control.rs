@@ -1439,6 +1439,36 @@ async fn an_abort_in_cutover_puts_the_partition_back_with_every_write() {
         },
     )
     .await;
+    // Writes wait, index-level ones too (the copy would not carry a
+    // mapping change made now).
+    let r = fleet.index_doc(0, "in-cutover").await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "partition_moving");
+    let ops = format!("Bearer {OPS}");
+    let r = fleet
+        .http
+        .send_with(
+            Method::PUT,
+            &format!("{}/orders/_mapping", fleet.instances[1].url()),
+            Some(
+                json!({"properties": {"late": {"type": "keyword"}}})
+                    .to_string()
+                    .into(),
+            ),
+            &[
+                ("authorization", ops.as_str()),
+                ("x-osproxy-partition", "acme"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["type"],
+        "partition_moving",
+        "{}",
+        r.text()
+    );
     let aborted = fleet.ctl_json(1, &["migrate", "abort", "orders", "acme"]);
     assert_eq!(aborted["phase"], "aborted", "{aborted}");
     Http::new()

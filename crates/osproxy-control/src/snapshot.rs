@@ -385,6 +385,18 @@ impl Snapshot {
         self.check_ownership()
     }
 
+    /// Drops `key`'s value again (a carried value that breaks ownership).
+    pub(crate) fn uncarry(&mut self, key: crate::store::Key<'_>) {
+        use crate::store::Key;
+        match key {
+            Key::Catalogue(name) => self.remove_index(name),
+            Key::Placement(index, partition) => self.remove_placement(index, partition),
+            Key::Directives => self.directives = None,
+            Key::Migration(index, partition) => self.set_migration(index, partition, None),
+            Key::Fleet(_) | Key::Other => {}
+        }
+    }
+
     /// Copies `key`'s value from `previous` (the last good one).
     pub(crate) fn carry(&mut self, previous: &Snapshot, key: crate::store::Key<'_>) {
         use crate::store::Key;

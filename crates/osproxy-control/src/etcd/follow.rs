@@ -87,10 +87,21 @@ impl ControlPlane {
         previous: Option<&Snapshot>,
     ) -> Snapshot {
         let mut seen = BTreeSet::new();
+        // Checked value by value, the table is built in revision order: of
+        // two values claiming one physical index, the one written first
+        // stays and the later one is refused (key order would let a later
+        // write displace an earlier owner).
+        let mut by_revision: Vec<&KeyValue> = kvs.iter().collect();
+        by_revision.sort_by_key(|kv| kv.mod_revision());
         let mut build = |checked: bool| {
             let mut snap = Snapshot::default();
             snap.defer_checks(!checked);
-            for kv in kvs {
+            let order: Vec<&KeyValue> = if checked {
+                by_revision.clone()
+            } else {
+                kvs.iter().collect()
+            };
+            for kv in order {
                 seen.insert(String::from_utf8_lossy(kv.key()).into_owned());
                 let outcome = self.apply_event(
                     &mut snap,
@@ -103,6 +114,12 @@ impl ControlPlane {
                     if let (Some(prev), Some(key)) = (previous, Key::parse(&store.prefix, kv.key()))
                     {
                         snap.carry(prev, key);
+                        // A carried value is kept only if it breaks nothing
+                        // (checked builds): it may be the very claim that
+                        // conflicts with an earlier owner.
+                        if checked && snap.check().is_err() {
+                            snap.uncarry(key);
+                        }
                     }
                 }
             }

@@ -1714,3 +1714,52 @@ async fn an_instance_frozen_in_cutover_and_resumed_after_the_flip_never_writes_t
     }
     assert!(landed, "the woken instance never caught up");
 }
+
+/// Two values claiming one dedicated index: the one written first owns it,
+/// on an instance that followed both as they came and on one that read them
+/// at start-up (where key order would have let the later write win).
+#[tokio::test(flavor = "multi_thread")]
+async fn of_two_claims_to_one_index_the_first_written_wins_on_every_instance() {
+    let tag = "owners";
+    let mut fleet = EtcdFleet::start(tag, 2, false);
+    let value = json!({"placement": {"kind": "index", "cluster": "main", "index": format!("c-{tag}-x")}, "state": "active"}).to_string();
+    // "zzz" first, then "aaa": revision order and key order disagree.
+    for partition in ["zzz", "aaa"] {
+        fleet
+            .etcd
+            .etcdctl(&[
+                "put",
+                &fleet.key(&format!("placements/orders/{partition}")),
+                &value,
+            ])
+            .unwrap();
+    }
+    let physical = format!("c-{tag}-x");
+    eventually(
+        "the first claim applied",
+        Duration::from_secs(5),
+        || async { fleet.entry(0, "zzz").await.1 == physical },
+    )
+    .await;
+    // Instance 1 reads the whole table at start-up.
+    fleet.kill_and_restart(1);
+    for i in 0..2 {
+        assert_eq!(fleet.entry(i, "zzz").await.1, physical, "instance {i}");
+        assert_ne!(
+            fleet.entry(i, "aaa").await.1,
+            physical,
+            "instance {i}: two owners"
+        );
+        let record = &fleet
+            .fleet_records(0)
+            .into_iter()
+            .find(|r| r["id"] == format!("{tag}-{i}"))
+            .unwrap_or_default();
+        assert!(
+            record["rejected_keys"]
+                .to_string()
+                .contains("placements/orders/aaa"),
+            "instance {i} does not report the refused claim: {record}"
+        );
+    }
+}

@@ -391,26 +391,47 @@ impl EtcdStore {
         }
         let catalogue = format!("{}catalogue/", self.prefix);
         let placements = format!("{}placements/", self.prefix);
+        // The seed is one marked piece of work: the first transaction (only
+        // into an empty prefix) writes the marker `seed` = "pending" with as
+        // many entries as fit; the rest follow key by key, each only if
+        // still absent; the marker then says "done". An instance that finds
+        // the marker pending (a seed stopped half-way: a crash, etcd lost)
+        // finishes it the same way instead of keeping the half for ever.
+        let marker = format!("{}seed", self.prefix);
         let empty = vec![
             Compare::create_revision(catalogue, CompareOp::Equal, 0).with_prefix(),
             Compare::create_revision(placements, CompareOp::Equal, 0).with_prefix(),
         ];
-        let split = entries.len().min(MAX_TXN_OPS);
-        let first: Vec<TxnOp> = entries[..split]
+        let split = entries.len().min(MAX_TXN_OPS - 1);
+        let mut first: Vec<TxnOp> = entries[..split]
             .iter()
             .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
             .collect();
+        first.push(TxnOp::put(marker.as_str(), "pending", None));
         let mut client = self.client.clone();
         let resp = self
             .call(client.txn(Txn::new().when(empty).and_then(first)))
             .await?;
-        if !resp.succeeded() {
-            info!(prefix = %self.prefix, "the store already holds a catalogue or placements: the store wins; [[indices]] and [[placements]] of the config file are not applied");
-            return Ok(());
-        }
+        let rest = if resp.succeeded() {
+            &entries[split..]
+        } else {
+            let mut client = self.client.clone();
+            let pending = self
+                .call(client.get(marker.as_str(), None))
+                .await?
+                .kvs()
+                .first()
+                .is_some_and(|kv| kv.value() == b"pending");
+            if !pending {
+                info!(prefix = %self.prefix, "the store already holds a catalogue or placements: the store wins; [[indices]] and [[placements]] of the config file are not applied");
+                return Ok(());
+            }
+            info!(prefix = %self.prefix, "an earlier seed stopped half-way; finishing it");
+            &entries[..]
+        };
         // Beyond etcd's per-transaction limit, the rest follows key by key,
         // each only if still absent (never over a write made meanwhile).
-        for (key, value) in &entries[split..] {
+        for (key, value) in rest {
             let mut client = self.client.clone();
             let txn = Txn::new()
                 .when(vec![Compare::create_revision(
@@ -421,6 +442,8 @@ impl EtcdStore {
                 .and_then(vec![TxnOp::put(key.as_str(), value.clone(), None)]);
             self.call(client.txn(txn)).await?;
         }
+        let mut client = self.client.clone();
+        self.call(client.put(marker.as_str(), "done", None)).await?;
         info!(prefix = %self.prefix, indices = config.indices.len(), placements = config.placements.len(), "seeded an empty store from the config file");
         Ok(())
     }

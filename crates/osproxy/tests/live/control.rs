@@ -1763,3 +1763,51 @@ async fn of_two_claims_to_one_index_the_first_written_wins_on_every_instance() {
         );
     }
 }
+
+/// A seed that stopped half-way (the marker still says "pending") is
+/// finished by the next instance that starts, instead of the half being
+/// kept for ever as "the store wins".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seed_stopped_half_way_is_finished_at_the_next_start() {
+    let tag = "seed";
+    let extra = format!(
+        "[[indices]]\nname = \"second\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"c-{tag}-second\" }}\n"
+    );
+    let mut fleet = EtcdFleet::start_with(tag, 1, false, &extra);
+    assert_eq!(
+        fleet
+            .etcd
+            .etcdctl(&["get", "--print-value-only", &fleet.key("seed")])
+            .unwrap()
+            .trim(),
+        "done"
+    );
+    // As if the first start had stopped after its first transaction.
+    fleet
+        .etcd
+        .etcdctl(&["del", &fleet.key("catalogue/second")])
+        .unwrap();
+    fleet
+        .etcd
+        .etcdctl(&["put", &fleet.key("seed"), "pending"])
+        .unwrap();
+    fleet.kill_and_restart(0);
+    let catalogue = fleet.admin(0, "/v1/catalogue").await.text();
+    assert!(catalogue.contains("\"second\""), "{catalogue}");
+    assert_eq!(
+        fleet
+            .etcd
+            .etcdctl(&["get", "--print-value-only", &fleet.key("seed")])
+            .unwrap()
+            .trim(),
+        "done"
+    );
+    // Finished, the store wins again: a removed entry stays removed.
+    fleet
+        .etcd
+        .etcdctl(&["del", &fleet.key("catalogue/second")])
+        .unwrap();
+    fleet.kill_and_restart(0);
+    let catalogue = fleet.admin(0, "/v1/catalogue").await.text();
+    assert!(!catalogue.contains("\"second\""), "{catalogue}");
+}

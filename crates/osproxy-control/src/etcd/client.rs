@@ -21,6 +21,24 @@ use crate::write::{now_ms, Conflict, WriteError};
 /// The largest number of operations etcd accepts in one transaction by
 /// default (`--max-txn-ops`), less room for the comparisons.
 const MAX_TXN_OPS: usize = 120;
+/// Keys per page of a whole-prefix read.
+const READ_PAGE: i64 = 1000;
+/// The largest answer (a page, a watch batch) the client accepts; gRPC's
+/// default of 4 MiB is a few thousand large values.
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// The end of the key range that holds every key starting with `prefix`
+/// (the prefix with its last byte below 0xff incremented).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
 
 /// A connected store under one fleet prefix.
 pub struct EtcdStore {
@@ -157,6 +175,9 @@ impl EtcdStore {
         };
         let options = ConnectOptions::new()
             .with_connect_timeout(t)
+            // A member cut off from the quorum answers nothing: a watch on
+            // it must not look current.
+            .with_require_leader(true)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
         let client = tokio::time::timeout(t, Client::connect(&cfg.endpoints, Some(options)))
             .await
@@ -448,15 +469,57 @@ impl EtcdStore {
         Ok(())
     }
 
+    /// Every key under the prefix at one revision, read in pages of
+    /// [`READ_PAGE`] keys (all pages at the first page's revision), so a
+    /// large fleet's table never meets gRPC's message limit.
     pub(crate) async fn read_all(&self) -> Result<(Vec<KeyValue>, u64), StoreError> {
-        let mut client = self.client.clone();
-        let mut resp = self
-            .call(client.get(
-                self.prefix.as_bytes(),
-                Some(GetOptions::new().with_prefix()),
-            ))
-            .await?;
-        let revision = resp.header().map(|h| rev(h.revision())).unwrap_or(0);
-        Ok((resp.take_kvs(), revision))
+        self.read_all_paged(READ_PAGE).await
+    }
+
+    pub(crate) async fn read_all_paged(
+        &self,
+        page: i64,
+    ) -> Result<(Vec<KeyValue>, u64), StoreError> {
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE);
+        let end = prefix_end(self.prefix.as_bytes());
+        let mut from = self.prefix.as_bytes().to_vec();
+        let mut revision = 0u64;
+        let mut all = Vec::new();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
+            if revision > 0 {
+                options = options.with_revision(signed(revision));
+            }
+            let mut resp = self.call(kv.get(from.clone(), Some(options))).await?;
+            if revision == 0 {
+                revision = resp.header().map(|h| rev(h.revision())).unwrap_or(0);
+            }
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            let Some(last) = kvs.last() else { break };
+            // The next page starts just after the last key read.
+            from = last.key().to_vec();
+            from.push(0);
+            all.extend(kvs);
+            if !more {
+                break;
+            }
+        }
+        Ok((all, revision))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn the_range_end_of_a_prefix_follows_every_key_under_it() {
+        assert_eq!(prefix_end(b"/osproxy/a/"), b"/osproxy/a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
     }
 }

@@ -205,7 +205,10 @@ async fn follow(plane: Arc<ControlPlane>, store: Arc<EtcdStore>, mut stop: watch
             .with_prefix()
             .with_start_revision(signed(from))
             .with_progress_notify();
-        let mut client = store.client.clone();
+        let mut client = store
+            .client
+            .watch_client()
+            .max_decoding_message_size(super::client::MAX_MESSAGE);
         let opened = tokio::select! {
             r = tokio::time::timeout(store.timeout(), client.watch(store.prefix.as_bytes(), Some(options))) => r,
             _ = stopped(&mut stop) => return,

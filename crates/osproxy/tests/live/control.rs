@@ -1811,3 +1811,40 @@ async fn a_seed_stopped_half_way_is_finished_at_the_next_start() {
     let catalogue = fleet.admin(0, "/v1/catalogue").await.text();
     assert!(!catalogue.contains("\"second\""), "{catalogue}");
 }
+
+/// A table larger than one page of the whole-prefix read (1,000 keys) is
+/// read whole at start-up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_of_more_than_a_page_is_read_whole_at_start_up() {
+    let tag = "paged";
+    let mut fleet = EtcdFleet::start(tag, 1, false);
+    let auth = format!("Bearer {OPS}");
+    let shared = json!({"kind": "shared", "cluster": "main", "index": format!("c-{tag}-shared")})
+        .to_string();
+    let admin = fleet.instances[0].admin_url();
+    for i in 0..1050 {
+        let r = fleet
+            .http
+            .send_with(
+                Method::PUT,
+                &format!("{admin}/v1/placements/orders/p{i:04}"),
+                Some(shared.clone().into()),
+                &[
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/json"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    fleet.kill_and_restart(0);
+    let listed = fleet.admin(0, "/v1/placements/orders").await.json();
+    let n = listed["entries"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(
+        n,
+        1050,
+        "{}",
+        listed.to_string().chars().take(300).collect::<String>()
+    );
+}

@@ -19,6 +19,8 @@ struct Start {
     to: Placement,
     #[serde(default)]
     delete_source: bool,
+    #[serde(default)]
+    max_docs_per_second: Option<u64>,
 }
 
 fn error(e: MigrationError) -> Response<Full<Bytes>> {
@@ -86,6 +88,7 @@ pub(crate) async fn route(
                     &start.partition,
                     start.to,
                     start.delete_source,
+                    start.max_docs_per_second.filter(|r| *r > 0),
                 )
                 .await
             {

@@ -149,6 +149,14 @@ pub struct MigrationRecord {
     /// How long writes were refused, ms (set at the flip).
     #[serde(default)]
     pub cutover_ms: Option<u64>,
+    /// The partition's document count at the source when the full copy
+    /// began (progress: `copied` of `total`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// The copy's pace limit, documents per second (none: as fast as the
+    /// clusters take it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_docs_per_second: Option<u64>,
 }
 
 /// The directive set's key.

@@ -117,6 +117,7 @@ impl Controller {
         partition: &str,
         to: Placement,
         delete_source: bool,
+        max_docs_per_second: Option<u64>,
     ) -> Result<MigrationRecord, MigrationError> {
         let pid = PartitionId::new(partition).map_err(|_| {
             MigrationError::Invalid("a partition id is 1 to 128 of [A-Za-z0-9_.-]".into())
@@ -174,6 +175,8 @@ impl Controller {
             delete_source,
             error: None,
             cutover_ms: None,
+            total: None,
+            max_docs_per_second,
         };
         let entry = migrating(&from, &to, Phase::Copying);
         match self
@@ -408,9 +411,17 @@ impl Controller {
             migrate::prepare(&from, &to, t).await.map_err(failed)?;
             self.barrier(owned, index, partition).await?;
             migrate::wait_for_tasks(&from, t).await.map_err(failed)?;
-            let caught = migrate::copy(&from, &to, None, t, |_| {}, &cut)
-                .await
-                .map_err(|e| cut.stop(e))?;
+            let caught = migrate::copy(
+                &from,
+                &to,
+                None,
+                t,
+                |_| {},
+                &cut,
+                record.max_docs_per_second,
+            )
+            .await
+            .map_err(|e| cut.stop(e))?;
             (caught, cut)
         } else {
             // Copying: a clean destination, a checkpoint, the full copy.
@@ -433,6 +444,7 @@ impl Controller {
             let (mut rec, record_epoch, entry_epoch) =
                 self.current(index, &pid, MigrationPhase::Copying)?;
             rec.copied = copied.written;
+            rec.total = rec.total.or(Some(copied.written));
             rec.copied_bytes = copied.bytes;
             rec.copy_ms = Some(copy_ms);
             rec.phase = MigrationPhase::Cutover;
@@ -454,7 +466,7 @@ impl Controller {
 
             // Catch-up.
             let cut = self.owner(index, partition, MigrationPhase::Cutover, cut_revision);
-            let caught = migrate::copy(&from, &to, Some(checkpoint), t, |_| {}, &cut)
+            let caught = migrate::copy(&from, &to, Some(checkpoint), t, |_| {}, &cut, None)
                 .await
                 .map_err(|e| cut.stop(e))?;
             (caught, cut)
@@ -550,6 +562,12 @@ impl Controller {
     ) -> Result<migrate::Copied, Stop> {
         let done = std::sync::atomic::AtomicU64::new(0);
         let bytes = std::sync::atomic::AtomicU64::new(0);
+        // The partition's size, for progress (`copied` of `total`).
+        let total = migrate::count(from, self.timeout).await.ok();
+        let pace = self
+            .current(index, pid, MigrationPhase::Copying)?
+            .0
+            .max_docs_per_second;
         let copy = migrate::copy(
             from,
             to,
@@ -560,6 +578,7 @@ impl Controller {
                 bytes.store(c.bytes, std::sync::atomic::Ordering::Relaxed);
             },
             owner,
+            pace,
         );
         tokio::pin!(copy);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -572,6 +591,7 @@ impl Controller {
                         self.current(index, pid, MigrationPhase::Copying)?;
                     rec.copied = done.load(std::sync::atomic::Ordering::Relaxed);
                     rec.copied_bytes = bytes.load(std::sync::atomic::Ordering::Relaxed);
+                    rec.total = total.or(rec.total);
                     rec.updated_ms = now_ms();
                     let epoch = self.step(None, entry_epoch, &rec, record_epoch).await?;
                     owner.moved_to(epoch);

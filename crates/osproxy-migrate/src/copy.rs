@@ -66,6 +66,7 @@ pub async fn copy(
     timeout: Duration,
     mut progress: impl FnMut(&Copied),
     fence: &impl Fence,
+    pace: Option<u64>,
 ) -> Result<Copied, MoveError> {
     if !exists(from, timeout).await? {
         return Ok(Copied::default());
@@ -84,11 +85,18 @@ pub async fn copy(
     let first = json!({"size": PAGE, "query": query, "version": true, "sort": ["_doc"]});
     let mut scroll = Scroll::open(from, first, timeout).await?;
     let mut total = Copied::default();
+    let started = tokio::time::Instant::now();
     while let Some(hits) = scroll.next().await? {
         let done = write_page(from, to, &hits, timeout, fence).await?;
         total.written += done.written;
         total.bytes += done.bytes;
         progress(&total);
+        // At most `pace` documents a second, so a move does not starve
+        // the tenants still on the source.
+        if let Some(rate) = pace.filter(|r| *r > 0) {
+            let due = started + Duration::from_secs_f64(total.written as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
+        }
     }
     Ok(total)
 }

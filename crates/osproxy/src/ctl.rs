@@ -11,6 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+mod watch;
+
 #[derive(Args, Debug)]
 pub struct CtlArgs {
     /// The admin listener [default: $OSPROXY_ADMIN, then http://127.0.0.1:9600]
@@ -97,7 +99,19 @@ enum MigrateCommand {
         /// Delete the partition's documents from the old placement after the flip.
         #[arg(long)]
         delete_source: bool,
+        /// Copy at most this many documents a second (the tenants still on
+        /// the source keep their share of the cluster).
+        #[arg(long, value_name = "N")]
+        max_docs_per_second: Option<u64>,
+        /// Follow the migration until it ends (as `migrate watch`); exits
+        /// non-zero when it fails or is aborted.
+        #[arg(long)]
+        wait: bool,
     },
+    /// Follow a migration until it ends: a progress line on a terminal,
+    /// one line per phase otherwise; exits non-zero when it fails or is
+    /// aborted.
+    Watch { index: String, partition: String },
     /// One migration's record: phase, progress, error.
     Status { index: String, partition: String },
     /// Stop a migration before its flip (the partition stays at its source).
@@ -230,6 +244,61 @@ enum CtlError {
     Refused(String),
 }
 
+/// One admin API request: its JSON answer, or the error it answered with
+/// (status, message, the current value or epoch when it says).
+async fn call(
+    args: &CtlArgs,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<Value, CtlError> {
+    let url = format!("{}{path}", args.admin.trim_end_matches('/'));
+    let mut req = Request::builder().method(method).uri(&url);
+    if let Some(t) = &args.token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|source| CtlError::Request {
+            url: url.clone(),
+            source,
+        })?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|source| CtlError::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|source| CtlError::Answer { url, source })?
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = v
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("request failed");
+        let current = match (
+            v.get("current").filter(|c| !c.is_null()),
+            v.get("current_epoch"),
+        ) {
+            (Some(c), _) => format!(" (current: {c})"),
+            (None, Some(e)) if status == http::StatusCode::CONFLICT => {
+                format!(" (current epoch: {e})")
+            }
+            _ => String::new(),
+        };
+        return Err(CtlError::Refused(format!("{status}: {msg}{current}")));
+    }
+    Ok(v)
+}
+
 async fn execute(args: &CtlArgs) -> Result<(), CtlError> {
     let (method, path, body) = match &args.command {
         CtlCommand::Fleet => (Method::GET, "/v1/fleet".to_string(), None),
@@ -290,13 +359,18 @@ async fn execute(args: &CtlArgs) -> Result<(), CtlError> {
                 partition,
                 to,
                 delete_source,
+                max_docs_per_second,
+                ..
             } => {
-                let body = serde_json::json!({"index": index, "partition": partition, "to": to.value(), "delete_source": delete_source});
+                let body = serde_json::json!({"index": index, "partition": partition, "to": to.value(), "delete_source": delete_source, "max_docs_per_second": max_docs_per_second});
                 (
                     Method::POST,
                     "/v1/migrations".to_string(),
                     Some(body.to_string()),
                 )
+            }
+            MigrateCommand::Watch { index, partition } => {
+                return watch::run(args, index, partition).await;
             }
             MigrateCommand::Status { index, partition } => (
                 Method::GET,
@@ -332,49 +406,18 @@ async fn execute(args: &CtlArgs) -> Result<(), CtlError> {
             ),
         },
     };
-    let url = format!("{}{path}", args.admin.trim_end_matches('/'));
-    let mut req = Request::builder().method(method).uri(&url);
-    if let Some(t) = &args.token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let req = req
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|source| CtlError::Request {
-            url: url.clone(),
-            source,
-        })?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|source| CtlError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|source| CtlError::Answer { url, source })?
-        .to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if !status.is_success() {
-        let msg = v
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("request failed");
-        let current = match (
-            v.get("current").filter(|c| !c.is_null()),
-            v.get("current_epoch"),
-        ) {
-            (Some(c), _) => format!(" (current: {c})"),
-            (None, Some(e)) if status == http::StatusCode::CONFLICT => {
-                format!(" (current epoch: {e})")
-            }
-            _ => String::new(),
-        };
-        return Err(CtlError::Refused(format!("{status}: {msg}{current}")));
+    let v = call(args, method, &path, body).await?;
+    if let CtlCommand::Migrate {
+        command:
+            MigrateCommand::Start {
+                index,
+                partition,
+                wait: true,
+                ..
+            },
+    } = &args.command
+    {
+        return watch::run(args, index, partition).await;
     }
     if args.json {
         println!("{v}");

@@ -1848,3 +1848,35 @@ async fn a_table_of_more_than_a_page_is_read_whole_at_start_up() {
         listed.to_string().chars().take(300).collect::<String>()
     );
 }
+
+/// `migrate start --wait` follows the move to its end, one line per phase
+/// without a terminal, and `--max-docs-per-second` paces the copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waited_migration_reports_each_phase_and_keeps_its_pace() {
+    let tag = "wait";
+    let fleet = EtcdFleet::start(tag, 2, false);
+    load_acme(&fleet, 300).await;
+    let dest = format!("c-{tag}-acme");
+    let mut args = migrate_start("orders", "acme", "index", "main", &dest);
+    args.extend(["--wait", "--max-docs-per-second", "100"]);
+    let out = fleet.ctl(0, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for phase in ["copying:", "cutover:", "done:"] {
+        assert!(stdout.contains(phase), "no {phase} line in:\n{stdout}");
+    }
+    let record = fleet.ctl_json(0, &["migrate", "status", "orders", "acme"]);
+    assert_eq!(record["total"], 300, "{record}");
+    assert_eq!(record["max_docs_per_second"], 100, "{record}");
+    // 300 documents at 100 a second: the copy takes at least 3 s.
+    assert!(record["copy_ms"].as_u64().unwrap_or(0) >= 2900, "{record}");
+    // A watched migration that fails exits non-zero with its reason.
+    let mut back = migrate_start("orders", "acme", "index", "main", &dest);
+    back.push("--wait");
+    let out = fleet.ctl(0, &back);
+    assert!(!out.status.success());
+}

@@ -148,7 +148,7 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
     migrate::prepare(&from, &to, T).await.unwrap();
     assert_eq!(migrate::purge(&to, T, &Unfenced).await.unwrap(), 0);
     let mut pages = 0;
-    let first = migrate::copy(&from, &to, None, T, |_| pages += 1, &Unfenced)
+    let first = migrate::copy(&from, &to, None, T, |_| pages += 1, &Unfenced, None)
         .await
         .unwrap();
     assert_eq!(first.written, 50, "{first:?}");
@@ -157,7 +157,7 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
 
     // Writes made while copying: updates, new documents, deletions.
     write_while_copying(&http, &p).await;
-    let caught = migrate::copy(&from, &to, Some(checkpoint), T, |_| {}, &Unfenced)
+    let caught = migrate::copy(&from, &to, Some(checkpoint), T, |_| {}, &Unfenced, None)
         .await
         .unwrap();
     assert!(
@@ -198,7 +198,7 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
     assert_eq!(other["count"], 0);
 
     // Copying again is harmless: the same documents, the same content.
-    let again = migrate::copy(&from, &to, None, T, |_| {}, &Unfenced)
+    let again = migrate::copy(&from, &to, None, T, |_| {}, &Unfenced, None)
         .await
         .unwrap();
     assert_eq!(again.written, 51, "{again:?}");
@@ -210,13 +210,13 @@ async fn a_partition_is_copied_caught_up_and_verified_between_placement_kinds() 
     let shared2 = shared_in("mv-shared2");
     let back = side(cluster, &shared2, &logical, &acme);
     migrate::prepare(&to, &back, T).await.unwrap();
-    let copied = migrate::copy(&to, &back, None, T, |_| {}, &Unfenced)
+    let copied = migrate::copy(&to, &back, None, T, |_| {}, &Unfenced, None)
         .await
         .unwrap();
     assert_eq!(copied.written, 51);
     assert_eq!(migrate::purge(&back, T, &Unfenced).await.unwrap(), 51);
     assert_eq!(migrate::count(&back, T).await.unwrap(), 0);
-    migrate::copy(&to, &back, None, T, |_| {}, &Unfenced)
+    migrate::copy(&to, &back, None, T, |_| {}, &Unfenced, None)
         .await
         .unwrap();
     let doc = direct(&http, Method::GET, "/mv-shared2/_doc/acme:a1?routing=acme").await;

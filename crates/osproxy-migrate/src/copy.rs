@@ -86,8 +86,13 @@ pub async fn copy(
     let mut scroll = Scroll::open(from, first, timeout).await?;
     let mut total = Copied::default();
     let started = tokio::time::Instant::now();
-    while let Some(hits) = scroll.next().await? {
-        let done = write_page(from, to, &hits, timeout, fence).await?;
+    // The next page is read while this one is written: the source's
+    // scroll and the destination's bulk overlap instead of alternating.
+    let mut page = scroll.next().await?;
+    while let Some(hits) = page {
+        let (done, next) = tokio::join!(write_page(from, to, &hits, timeout, fence), scroll.next());
+        let done = done?;
+        page = next?;
         total.written += done.written;
         total.bytes += done.bytes;
         progress(&total);

@@ -19,7 +19,14 @@ use serde_json::{json, Value};
 
 const ACME: &str = "acme-bench-token-0123456789";
 const OPS: &str = "ops-bench-token-0123456789";
-const DOCS: usize = 100_000;
+/// Documents in the moving partition (`OSPROXY_BENCH_MIGRATION_DOCS`, a
+/// multiple of 5,000; default 100,000).
+fn docs() -> usize {
+    std::env::var("OSPROXY_BENCH_MIGRATION_DOCS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
 const WRITERS: usize = 8;
 
 fn config(dir: &std::path::Path, os: &str, etcd: &str, i: usize) -> String {
@@ -99,7 +106,7 @@ fn main() {
     rt.block_on(async {
         let http = Http::new();
         let auth = format!("Bearer {ACME}");
-        for chunk in 0..(DOCS / 5000) {
+        for chunk in 0..(docs() / 5000) {
             let mut bulk = String::new();
             for i in chunk * 5000..(chunk + 1) * 5000 {
                 bulk.push_str(&format!(
@@ -151,7 +158,8 @@ fn main() {
         let copied = record["copied"].as_u64().unwrap_or(0);
         let bytes = record["copied_bytes"].as_u64().unwrap_or(0);
         let copy_ms = record["copy_ms"].as_u64().unwrap_or(1).max(1);
-        println!("\nmigration of a {DOCS}-document partition, shared index → its own index, {WRITERS} writers through 2 instances\n");
+        let peak = instances[0].rss_kib().map(|(_, peak)| peak).unwrap_or(0);
+        println!("\nmigration of a {}-document partition, shared index → its own index, {WRITERS} writers through 2 instances\n", docs());
         println!("| measure | value |");
         println!("| --- | --- |");
         println!("| documents copied (full copy) | {copied} |");
@@ -160,6 +168,7 @@ fn main() {
         println!("| caught up in cutover / removed | {} / {} |", record["caught_up"], record["removed"]);
         println!("| cutover (controller's view) | {} ms |", record["cutover_ms"]);
         println!("| whole migration | {:.1} s |", total.as_secs_f64());
+        println!("| peak RSS of the controlling instance (VmHWM, whole process) | {} MiB |", peak / 1024);
         println!(
             "| write-refusal window seen by writers ({} windows) | p50 {} ms, p99 {} ms, max {} ms |",
             windows.len(),

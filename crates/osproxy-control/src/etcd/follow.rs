@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{KeyValue, PutOptions, WatchOptions, WatchStream};
+use etcd_client::{
+    Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
+};
 use osproxy_config::Config;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -434,6 +436,7 @@ async fn keep_record(
         // that makes barriers wait for this instance is written under it.
         admission.lease_granted();
         let mut confirmed = false;
+        let mut warned = false;
         let mut keepalive = tokio::time::interval(ttl / 3);
         // Rewritten on every change it shows, and otherwise a few times
         // per lease: each write is a revision etcd keeps until compaction.
@@ -467,13 +470,44 @@ async fn keep_record(
             };
             if write {
                 let record = plane.record(&member).to_string();
-                let put = client.put(
-                    key.as_str(),
-                    record,
-                    Some(PutOptions::new().with_lease(lease)),
-                );
-                if let Err(e) = store.call(put).await {
-                    break format!("cannot write the fleet record: {e}");
+                // The record is this process's while it is bound to this
+                // lease (or absent): a second live process with the same
+                // instance id — a frozen one and its replacement — must not
+                // overwrite it, or barriers would count one for the other.
+                let put = || {
+                    TxnOp::put(
+                        key.as_str(),
+                        record.clone(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )
+                };
+                let mine = Txn::new()
+                    .when(vec![Compare::lease(key.as_str(), CompareOp::Equal, lease)])
+                    .and_then(vec![put()]);
+                let free = Txn::new()
+                    .when(vec![Compare::create_revision(
+                        key.as_str(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then(vec![put()]);
+                let written = match store.call(client.txn(mine)).await {
+                    Ok(r) if r.succeeded() => Ok(true),
+                    Ok(_) => store.call(client.txn(free)).await.map(|r| r.succeeded()),
+                    Err(e) => Err(e),
+                };
+                match written {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if confirmed || !warned {
+                            warned = true;
+                            warn!(instance = %member.id, "another live process holds this instance id's fleet record; this one admits no writes until it is gone (give every process its own instance_id)");
+                        }
+                        admission.lease_lost();
+                        confirmed = false;
+                        continue;
+                    }
+                    Err(e) => break format!("cannot write the fleet record: {e}"),
                 }
                 if !confirmed {
                     // The grant was sent at `granted_at`: the lease lives

@@ -18,7 +18,9 @@ impl Controller {
         let me = osproxy_control::Member::default();
         loop {
             tokio::time::sleep(every).await;
-            if self.plane.backend() != "etcd" {
+            // Only an instance that holds its own place in the fleet adopts
+            // (a process sharing another's instance id holds none).
+            if self.plane.backend() != "etcd" || !self.plane.lease_held() {
                 continue;
             }
             let Ok(fleet) = self.plane.fleet(&me).await else {

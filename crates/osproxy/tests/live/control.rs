@@ -1880,3 +1880,33 @@ async fn a_waited_migration_reports_each_phase_and_keeps_its_pace() {
     let out = fleet.ctl(0, &back);
     assert!(!out.status.success());
 }
+
+/// Two live processes with one instance id: the one holding the fleet
+/// record keeps it, the other admits no writes (a barrier counting the
+/// record would otherwise count one process for the other) until the
+/// first is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_process_with_the_same_instance_id_admits_no_writes() {
+    let tag = "dupid";
+    let mut fleet = EtcdFleet::start(tag, 1, false);
+    let endpoint = fleet.etcd.endpoint();
+    let twin = fleet.launch(0, &endpoint, "");
+    twin.wait_ready(Duration::from_secs(60)).unwrap();
+    fleet.instances.push(twin);
+    let r = fleet.index_doc(1, "via-twin").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "control_plane_stale");
+    assert!(fleet.instances[1]
+        .log()
+        .contains("another live process holds this instance id"));
+    assert_eq!(fleet.index_doc(0, "via-first").await.status, 201);
+    // The first one killed, its record expires with its lease; the twin
+    // takes the id over and writes.
+    fleet.instances[0].signal(9);
+    eventually(
+        "the twin takes the id over",
+        Duration::from_secs(15),
+        || async { fleet.index_doc(1, "via-twin-later").await.status == 201 },
+    )
+    .await;
+}

@@ -29,9 +29,22 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-/// Milliseconds on the monotonic clock since the process first asked. A
-/// wall-clock step cannot move it.
+/// Milliseconds on a clock that only moves forward and keeps counting
+/// while the machine is suspended (Linux `CLOCK_BOOTTIME`): a wall-clock
+/// step cannot move it, and a host that slept past the lease sees the time
+/// pass (the plain monotonic clock stops during a suspend). Where the boot
+/// clock cannot be read, the monotonic clock since the process first asked.
 pub fn mono_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` only writes the `timespec` it is given, which
+    // lives on this stack frame for the whole call.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } == 0;
+    if ok {
+        return (ts.tv_sec as u64).saturating_mul(1000) + (ts.tv_nsec as u64) / 1_000_000;
+    }
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }

@@ -127,22 +127,16 @@ async fn writer(
         let choice = if partition == "p0" { 0 } else { rng.below(10) };
         // (documents touched, their state if applied, request)
         let (touched, method, path, body, ndjson): (Vec<(String, Option<u64>)>, _, _, _, _) =
-            if choice < 3 {
-                // An update of a preloaded document this writer owns: counts
-                // and id sets stay equal, so a lost update passes a
-                // migration's verification and only this check can see it.
-                let i = rng.below(PRELOAD / WRITERS as u64) * WRITERS as u64 + w as u64;
-                let id = format!("pre-{i}");
-                let body = json!({"v": value, "p": partition}).to_string();
-                (
-                    vec![(id.clone(), Some(value))],
-                    Method::PUT,
-                    format!("/{INDEX}/_doc/{id}"),
-                    Some(body),
-                    false,
-                )
-            } else if choice < 5 {
-                let id = id(&mut rng);
+            if choice < 5 {
+                let id = if choice < 3 {
+                    // An update of a preloaded document this writer owns:
+                    // counts and id sets stay equal, so a lost update passes
+                    // a migration's verification and only this check sees it.
+                    let i = rng.below(PRELOAD / WRITERS as u64) * WRITERS as u64 + w as u64;
+                    format!("pre-{i}")
+                } else {
+                    id(&mut rng)
+                };
                 let body = json!({"v": value, "p": partition}).to_string();
                 (
                     vec![(id.clone(), Some(value))],

@@ -1774,42 +1774,39 @@ async fn a_seed_stopped_half_way_is_finished_at_the_next_start() {
         "[[indices]]\nname = \"second\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"c-{tag}-second\" }}\n"
     );
     let mut fleet = EtcdFleet::start_with(tag, 1, false, &extra);
-    assert_eq!(
-        fleet
-            .etcd
-            .etcdctl(&["get", "--print-value-only", &fleet.key("seed")])
-            .unwrap()
-            .trim(),
-        "done"
-    );
+    let etcdctl = |fleet: &EtcdFleet, args: &[&str]| fleet.etcd.etcdctl(args).unwrap();
+    let marker = |fleet: &EtcdFleet| {
+        etcdctl(fleet, &["get", "--print-value-only", &fleet.key("seed")])
+            .trim()
+            .to_string()
+    };
+    let listed = |fleet: &EtcdFleet| {
+        let admin = fleet.instances[0].admin_url();
+        async move {
+            Http::new()
+                .send_with(
+                    Method::GET,
+                    &format!("{admin}/v1/catalogue"),
+                    None,
+                    &[("authorization", &format!("Bearer {OPS}"))],
+                )
+                .await
+                .unwrap()
+                .text()
+                .contains("\"second\"")
+        }
+    };
+    assert_eq!(marker(&fleet), "done");
     // As if the first start had stopped after its first transaction.
-    fleet
-        .etcd
-        .etcdctl(&["del", &fleet.key("catalogue/second")])
-        .unwrap();
-    fleet
-        .etcd
-        .etcdctl(&["put", &fleet.key("seed"), "pending"])
-        .unwrap();
+    etcdctl(&fleet, &["del", &fleet.key("catalogue/second")]);
+    etcdctl(&fleet, &["put", &fleet.key("seed"), "pending"]);
     fleet.kill_and_restart(0);
-    let catalogue = fleet.admin(0, "/v1/catalogue").await.text();
-    assert!(catalogue.contains("\"second\""), "{catalogue}");
-    assert_eq!(
-        fleet
-            .etcd
-            .etcdctl(&["get", "--print-value-only", &fleet.key("seed")])
-            .unwrap()
-            .trim(),
-        "done"
-    );
+    assert!(listed(&fleet).await, "the seed was not finished");
+    assert_eq!(marker(&fleet), "done");
     // Finished, the store wins again: a removed entry stays removed.
-    fleet
-        .etcd
-        .etcdctl(&["del", &fleet.key("catalogue/second")])
-        .unwrap();
+    etcdctl(&fleet, &["del", &fleet.key("catalogue/second")]);
     fleet.kill_and_restart(0);
-    let catalogue = fleet.admin(0, "/v1/catalogue").await.text();
-    assert!(!catalogue.contains("\"second\""), "{catalogue}");
+    assert!(!listed(&fleet).await, "a finished seed was applied again");
 }
 
 /// A table larger than one page of the whole-prefix read (1,000 keys) is

@@ -405,6 +405,8 @@ async fn keep_record(
     let key = store::fleet_key(&store.prefix, &member.id);
     let mut backoff = Backoff::new();
     let admission = &plane.admission;
+    // This process's lease before the current one, if any.
+    let mut previous: Option<i64> = None;
     loop {
         let mut client = store.client.clone();
         let granted_at = mono_ms();
@@ -481,9 +483,15 @@ async fn keep_record(
                         Some(PutOptions::new().with_lease(lease)),
                     )
                 };
-                let mine = Txn::new()
-                    .when(vec![Compare::lease(key.as_str(), CompareOp::Equal, lease)])
-                    .and_then(vec![put()]);
+                // Ours: bound to this lease, or to this process's previous
+                // one (a record left from before a lost lease is ours too).
+                let held_by = |l: i64| {
+                    Txn::new()
+                        .when(vec![Compare::lease(key.as_str(), CompareOp::Equal, l)])
+                        .and_then(vec![put()])
+                };
+                let mine = held_by(lease);
+                let before = previous.map(held_by);
                 let free = Txn::new()
                     .when(vec![Compare::create_revision(
                         key.as_str(),
@@ -491,11 +499,13 @@ async fn keep_record(
                         0,
                     )])
                     .and_then(vec![put()]);
-                let written = match store.call(client.txn(mine)).await {
-                    Ok(r) if r.succeeded() => Ok(true),
-                    Ok(_) => store.call(client.txn(free)).await.map(|r| r.succeeded()),
-                    Err(e) => Err(e),
-                };
+                let mut written = store.call(client.txn(mine)).await.map(|r| r.succeeded());
+                if let (Ok(false), Some(before)) = (&written, before) {
+                    written = store.call(client.txn(before)).await.map(|r| r.succeeded());
+                }
+                if let Ok(false) = written {
+                    written = store.call(client.txn(free)).await.map(|r| r.succeeded());
+                }
                 match written {
                     Ok(true) => {}
                     Ok(false) => {
@@ -519,6 +529,7 @@ async fn keep_record(
             }
         };
         admission.lease_lost();
+        previous = Some(lease);
         warn!(reason = %lost, "fleet record lost; taking a new lease");
         if !pause(backoff.next(), &mut stop).await {
             return;

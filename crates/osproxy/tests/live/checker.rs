@@ -212,6 +212,11 @@ async fn writer(
             .await;
         let by_query = path.contains("_delete_by_query");
         let (results, answer): (Vec<Outcome>, String) = match sent {
+            // A refused connection sent nothing; any other transport error
+            // may have come after the request left.
+            Err(e) if e.contains("Connection refused") => {
+                (touched.iter().map(|_| Outcome::NotApplied).collect(), e)
+            }
             Err(e) => (touched.iter().map(|_| Outcome::Unknown).collect(), e),
             Ok(r) => (
                 answer_outcomes(&r, &touched, ndjson, by_query, method == Method::DELETE),
@@ -246,6 +251,10 @@ async fn writer(
                 }
                 Outcome::Unknown => {
                     stats.unknown.fetch_add(1, Ordering::Relaxed);
+                    let why: String = answer.chars().take(60).collect();
+                    if let Ok(mut w) = stats.unknown_why.lock() {
+                        *w.entry(why).or_default() += 1;
+                    }
                     doc.maybe.insert(state);
                 }
             }
@@ -284,14 +293,16 @@ fn answer_outcomes(
             })
             .collect();
     }
-    if by_query && status == 200 {
+    if by_query && (status == 200 || status == 409) {
         // A by-query request deletes what its search sees, and a search
         // sees what was refreshed: "deleted 0" says nothing changed (the
         // document may exist unrefreshed), "deleted 1" that it is gone.
         let failures = v["failures"].as_array().map(Vec::len).unwrap_or(0);
         let deleted = v["deleted"].as_u64().unwrap_or(0);
+        // A version conflict (409) aborts the request at that document:
+        // with one id asked for, "deleted 0" then means it was not deleted.
         return vec![match (failures, deleted) {
-            (0, 0) => Outcome::NotApplied,
+            (_, 0) => Outcome::NotApplied,
             (0, _) => Outcome::Applied,
             _ => Outcome::Unknown,
         }];
@@ -305,6 +316,8 @@ struct Stats {
     applied: AtomicU64,
     refused: AtomicU64,
     unknown: AtomicU64,
+    /// Answers of unknown outcome, by their first characters.
+    unknown_why: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
 /// Writes `PRELOAD` documents of each partition, acknowledged.
@@ -406,6 +419,7 @@ async fn run_schedule(seed: u64) {
         applied: AtomicU64::new(0),
         refused: AtomicU64::new(0),
         unknown: AtomicU64::new(0),
+        unknown_why: std::sync::Mutex::new(BTreeMap::new()),
     });
     let http = Http::new();
     // Documents no writer touches again: the copies and catch-ups have
@@ -533,6 +547,14 @@ async fn run_schedule(seed: u64) {
         "the writers did too little: {context}"
     );
     eprintln!("checker: {context}");
+    eprintln!(
+        "checker: unknown outcomes by answer: {:?}",
+        stats
+            .unknown_why
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default()
+    );
 }
 
 /// Waits for every migration to end, then compares each partition's

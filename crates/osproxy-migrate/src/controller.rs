@@ -439,7 +439,14 @@ impl Controller {
             let checkpoint = migrate::checkpoint(&from, t).await.map_err(failed)?;
             let copy_started = std::time::Instant::now();
             let copied = self
-                .copy_reporting(index, &pid, &from, &to, &copying)
+                .copy_reporting(
+                    index,
+                    &pid,
+                    &from,
+                    &to,
+                    &copying,
+                    record.max_docs_per_second,
+                )
                 .await?;
             let copy_ms = copy_started.elapsed().as_millis() as u64;
 
@@ -562,15 +569,12 @@ impl Controller {
         from: &Side<'_>,
         to: &Side<'_>,
         owner: &Owner<'_>,
+        pace: Option<u64>,
     ) -> Result<migrate::Copied, Stop> {
         let done = std::sync::atomic::AtomicU64::new(0);
         let bytes = std::sync::atomic::AtomicU64::new(0);
         // The partition's size, for progress (`copied` of `total`).
         let total = migrate::count(from, self.timeout).await.ok();
-        let pace = self
-            .current(index, pid, MigrationPhase::Copying)?
-            .0
-            .max_docs_per_second;
         let copy = migrate::copy(
             from,
             to,

@@ -7,6 +7,13 @@ use std::time::Duration;
 use super::*;
 
 impl Controller {
+    /// How long a barrier waits: the upstream deadline (a write admitted
+    /// before the cutover may take that long) plus 5 s, at least
+    /// [`BARRIER_TIMEOUT`].
+    fn barrier_limit(&self) -> Duration {
+        BARRIER_TIMEOUT.max(self.timeout + Duration::from_secs(5))
+    }
+
     /// Waits until every live instance has applied `revision`, accepted the
     /// partition's value at it, and has no write in flight that it admitted
     /// under an older revision. An instance that refused the value (its
@@ -25,7 +32,7 @@ impl Controller {
         }
         let me = osproxy_control::Member::default();
         let key_end = format!("/placements/{index}/{partition}");
-        let limit = BARRIER_TIMEOUT.max(self.timeout + Duration::from_secs(5));
+        let limit = self.barrier_limit();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let fleet = self
@@ -83,7 +90,7 @@ impl Controller {
     /// The memory backend's barrier: this instance's writes admitted before
     /// `revision` have all been answered.
     pub(super) async fn drain_local(&self, revision: u64) -> Result<(), Stop> {
-        let limit = BARRIER_TIMEOUT.max(self.timeout + Duration::from_secs(5));
+        let limit = self.barrier_limit();
         let deadline = tokio::time::Instant::now() + limit;
         while self.plane.inflight_from() < revision {
             if tokio::time::Instant::now() > deadline {

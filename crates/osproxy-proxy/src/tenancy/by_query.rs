@@ -92,14 +92,10 @@ pub(crate) async fn serve(
     let raw = read_json(req.into_body()).await?;
     let body = confine(&raw, t)?;
     tenancy.ensure_shared_mapping(t).await?;
-    let ticket = tenancy.gate(t)?;
     let upstream = t.path(endpoint, None, &query.encode());
     let (parts, resp) = tenancy
-        .exchange(t, Method::POST, &upstream, &headers, Some(body))
+        .write(t, Method::POST, &upstream, &headers, Some(body))
         .await?;
-    if parts.status.is_success() {
-        tenancy.acknowledge(&ticket)?;
-    }
     Ok(json_response(parts, reverse::by_query(&resp, t)))
 }
 

@@ -127,17 +127,15 @@ pub(crate) async fn serve(
         }
         _ => None,
     };
-    let ticket = if body.is_some() || method == Method::DELETE {
-        Some(tenancy.gate(t)?)
+    let (parts, resp_body) = if body.is_some() || method == Method::DELETE {
+        tenancy
+            .write(t, method.clone(), &path, &headers, body)
+            .await?
     } else {
-        None
+        tenancy
+            .exchange(t, method.clone(), &path, &headers, body)
+            .await?
     };
-    let (parts, resp_body) = tenancy
-        .exchange(t, method.clone(), &path, &headers, body)
-        .await?;
-    if let (Some(ticket), true) = (&ticket, parts.status.is_success()) {
-        tenancy.acknowledge(ticket)?;
-    }
     let ids = physical_id.as_deref().zip(logical_id.as_deref());
     let out = if method == Method::HEAD {
         Vec::new()

@@ -36,11 +36,7 @@ async fn index_write(
         )
         .retryable(true));
     }
-    let ticket = tenancy.gate(t)?;
-    let (p, b) = tenancy.exchange(t, method, path, headers, body).await?;
-    if p.status.is_success() {
-        tenancy.acknowledge(&ticket)?;
-    }
+    let (p, b) = tenancy.write(t, method, path, headers, body).await?;
     Ok(json_response(p, reverse::error(&b, t, None)))
 }
 

@@ -486,6 +486,27 @@ impl Tenancy {
     }
 
     /// Sends a rewritten request and reads the response whole (bounded).
+    /// A write's exchange: admitted by the gate (lease, epoch, cutover)
+    /// first, and a success acknowledged only under the lease it was
+    /// admitted under.
+    pub(crate) async fn write(
+        &self,
+        target: &Target<'_>,
+        method: http::Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<(http::response::Parts, Bytes), ProxyError> {
+        let ticket = self.gate(target)?;
+        let answer = self
+            .exchange(target, method, path_and_query, headers, body)
+            .await?;
+        if answer.0.status.is_success() {
+            self.acknowledge(&ticket)?;
+        }
+        Ok(answer)
+    }
+
     pub(crate) async fn exchange(
         &self,
         target: &Target<'_>,

@@ -1155,15 +1155,7 @@ async fn destination_holds_exactly(dest: &str, acked: &Acked) {
         );
     }
     assert_eq!(direct_get(&format!("/{dest}/_doc/g1")).await.status, 404);
-    let count = Http::new()
-        .send(
-            Method::GET,
-            &format!("{}/{dest}/_count", node().url()),
-            None,
-        )
-        .await
-        .unwrap()
-        .json();
+    let count = direct_get(&format!("/{dest}/_count")).await.json();
     let live = acked.values().filter(|s| s.is_some()).count() as u64;
     assert_eq!(count["count"], 100 + live, "{count}");
 }
@@ -1397,15 +1389,7 @@ async fn a_migration_whose_controller_is_killed_is_adopted_and_completed() {
     assert_eq!(record["phase"], "done", "{record}");
     assert_eq!(record["controller"], "adopt-1", "{record}");
     assert_eq!(record["verified_count"], 20000, "{record}");
-    let count = Http::new()
-        .send(
-            Method::GET,
-            &format!("{}/{dest}/_count", node().url()),
-            None,
-        )
-        .await
-        .unwrap()
-        .json();
+    let count = direct_get(&format!("/{dest}/_count")).await.json();
     assert_eq!(count["count"], 20000, "{count}");
     let e = fleet.admin(1, "/v1/placements/orders/acme").await.json();
     assert_eq!(e["placement"]["index"], dest.as_str(), "{e}");
@@ -1513,14 +1497,8 @@ async fn an_abort_in_cutover_puts_the_partition_back_with_every_write() {
         "aborted"
     );
     // Every write acknowledged before and after is at the source (M3).
-    let count = Http::new()
-        .send(
-            Method::POST,
-            &format!("{}/c-{tag}-shared/_count?q=_tenant:acme", node().url()),
-            None,
-        )
+    let count = direct_get(&format!("/c-{tag}-shared/_count?q=_tenant:acme"))
         .await
-        .unwrap()
         .json();
     assert_eq!(count["count"], 52, "{count}");
 }

@@ -51,6 +51,10 @@ pub enum Outside {
         /// The prefixes.
         prefixes: Vec<String>,
     },
+    /// A bulk action names an ingest pipeline, which could send the
+    /// document to any index.
+    #[error("a bulk action names an ingest `pipeline`, which could write the document to an index outside the passthrough prefixes; index without it")]
+    Pipeline,
     /// A bulk action targets an index outside the prefixes.
     #[error("a bulk action names index {index:?}, which does not start with a passthrough prefix {prefixes:?}")]
     Target {
@@ -91,6 +95,11 @@ impl BulkCheck {
             return Ok(());
         }
         let action = crate::bulk::parse_action(line).map_err(|e| Outside::Action(e.to_string()))?;
+        // An ingest pipeline runs after this check and can set `_index`:
+        // refused per action as `?pipeline=` is for the whole request.
+        if action.rest.iter().any(|(k, _)| k == "pipeline") {
+            return Err(Outside::Pipeline);
+        }
         if let Some(index) = &action.index {
             let all_within = index.split(',').all(|n| within(n, &self.prefixes));
             if !all_within {
@@ -150,6 +159,21 @@ mod tests {
         assert!(check
             .line(br#"{"delete":{"_index":"other","_id":"1"}}"#)
             .is_err());
+        // A per-action pipeline is refused like `?pipeline=` (it runs after
+        // this check and can set `_index`).
+        for line in [
+            &br#"{"index":{"_index":"legacy-x","_id":"1","pipeline":"route"}}"#[..],
+            br#"{"create":{"_index":"legacy-x","pipeline":"route"}}"#,
+            br#"{"update":{"_index":"legacy-x","_id":"1","pipeline":"route"}}"#,
+        ] {
+            let mut check = BulkCheck::new(vec!["legacy-".into()]);
+            assert_eq!(
+                check.line(line),
+                Err(Outside::Pipeline),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

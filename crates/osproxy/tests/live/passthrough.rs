@@ -542,4 +542,39 @@ async fn prefix_passthrough_confines_to_listed_indices() {
         never.status, 404,
         "no item of a stopped bulk may be applied"
     );
+    // A per-action ingest pipeline is refused before the cluster sees the
+    // bulk: one that sets `_index` would send the document outside the
+    // prefixes. (This node has no ingest processors, so the pipeline here
+    // is an empty one; what is checked is that the bulk never runs.)
+    let pipeline = http
+        .send_with(
+            Method::PUT,
+            &format!("{}/_ingest/pipeline/route-out", node().url()),
+            Some(r#"{"processors":[]}"#.into()),
+            &[("content-type", "application/json")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(pipeline.status, 200, "{}", pipeline.text());
+    let piped = "{\"index\":{\"_id\":\"piped\",\"pipeline\":\"route-out\"}}\n{\"x\":1}\n";
+    let r = http
+        .send_with(
+            Method::POST,
+            &format!("{}/legacy-a/_bulk?refresh=true", proxy.url()),
+            Some(piped.into()),
+            &[("content-type", "application/x-ndjson")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("pipeline"), "{}", r.text());
+    let piped = http
+        .send(
+            Method::GET,
+            &format!("{}/legacy-a/_doc/piped", node().url()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(piped.status, 404, "the piped bulk ran: {}", piped.text());
 }

@@ -28,7 +28,6 @@ use crate::copy::{self as migrate, Side};
 
 mod adopt;
 mod barrier;
-mod cleanup;
 mod fence;
 use fence::Owner;
 use osproxy_upstream::Upstreams;
@@ -249,12 +248,10 @@ impl Controller {
                     partition,
                     "migration changed by someone else (aborted?); this controller stops"
                 );
-                self.clean_up(&index, &partition).await;
             }
             Err(Stop::Failed(reason)) => {
                 warn!(index, partition, %reason, "migration failed; putting the partition back at its source");
                 self.fail(&index, &partition, &reason).await;
-                self.clean_up(&index, &partition).await;
             }
         }
         if let Ok(mut r) = self.running.lock() {

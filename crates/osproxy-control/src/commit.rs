@@ -138,6 +138,7 @@ impl ControlPlane {
         let Some(store) = self.etcd.get() else {
             let next = self.commit_memory(
                 |current| {
+                    current.not_reserved(index, partition, &placement)?;
                     let existing = current.entry(index, partition).cloned();
                     if existing.as_ref().is_some_and(|e| e.migrating.is_some()) {
                         return Err(WriteError::Invalid(
@@ -172,7 +173,7 @@ impl ControlPlane {
                 bytes,
                 expected_epoch.unwrap_or(0),
                 Some(guard),
-                Some(self.applied_revision()),
+                Some(current.revision()),
             )
             .await
             .map_err(|f| {
@@ -231,7 +232,7 @@ impl ControlPlane {
                 bytes,
                 expected_epoch.unwrap_or(0),
                 None,
-                Some(self.applied_revision()),
+                Some(current.revision()),
             )
             .await
             .map_err(|f| f.into_write_error(|_, _| None))?;
@@ -345,13 +346,16 @@ impl ControlPlane {
     /// One migration step (see `osproxy_migrate::controller`): writes the
     /// partition's placement entry (when given) and its migration record
     /// together, if the entry is still at `expect_entry` and the record at
-    /// `expect_record` (0: absent). Returns the revision of the step.
+    /// `expect_record` (0: absent) and, with an entry, if neither table
+    /// changed after `checked` (the revision of the snapshot the step was
+    /// validated against). Returns the revision of the step.
     pub async fn migration_step(
         &self,
         entry: Option<PlacementValue>,
         expect_entry: u64,
         record: &store::MigrationRecord,
         expect_record: u64,
+        checked: u64,
     ) -> Result<u64, WriteError> {
         self.writable()?;
         let (index, partition) = (record.index.as_str(), record.partition.as_str());
@@ -410,7 +414,7 @@ impl ControlPlane {
                 (&entry_key, expect_entry),
                 (&record_key, record_bytes),
                 expect_record,
-                self.applied_revision(),
+                checked,
             )
             .await
             .map_err(|f| f.into_write_error(|_, _| None))?;

@@ -35,6 +35,19 @@ pub enum CatalogueError {
         /// The physical index.
         index: String,
     },
+    /// The physical index still holds what an ended move of a partition
+    /// copied into it (see `MigrationRecord::cleaning`).
+    #[error("index {index:?} on cluster {cluster:?} still holds documents an ended migration of partition {partition:?} of {logical:?} copied into it; it is reserved until its controller has removed them (see `ctl migrate status {logical} {partition}`), then retry")]
+    Reserved {
+        /// The cluster.
+        cluster: String,
+        /// The physical index.
+        index: String,
+        /// The logical index of the ended migration.
+        logical: String,
+        /// Its partition.
+        partition: String,
+    },
     /// A logical index is removed while partitions are still placed in it.
     #[error("{0:?} still has explicit placements; remove the logical index only when none remain")]
     StillPlaced(String),
@@ -241,9 +254,46 @@ impl Snapshot {
         partition: &PartitionId,
         placement: Placement,
     ) -> Result<Snapshot, CatalogueError> {
+        self.not_reserved(index, partition, &placement)?;
         let mut next = self.successor();
         next.put_placement_at(index, partition.as_str(), placement, next.revision, None)?;
         Ok(next)
+    }
+
+    /// Refuses a placement of `partition` of `index` that would expose what
+    /// an ended move left in its destination: a dedicated destination is
+    /// reserved from everyone, a shared one from the moved partition (whose
+    /// leftovers its filter would select). Other partitions of a shared
+    /// index never see them. Checked when a placement is written, not when a
+    /// store value is applied (a reservation never makes a value refused).
+    pub(crate) fn not_reserved(
+        &self,
+        index: &str,
+        partition: &PartitionId,
+        placement: &Placement,
+    ) -> Result<(), CatalogueError> {
+        let slot = (placement.cluster(), placement.physical_index(index));
+        for (record, _) in self.migrations.values() {
+            let Some(reserved) = record.reserved() else {
+                continue;
+            };
+            if (reserved.cluster(), reserved.physical_index(&record.index)) != slot {
+                continue;
+            }
+            let harmless = reserved.is_shared()
+                && placement.is_shared()
+                && record.index == index
+                && record.partition != partition.as_str();
+            if !harmless {
+                return Err(CatalogueError::Reserved {
+                    cluster: slot.0.to_string(),
+                    index: slot.1.to_string(),
+                    logical: record.index.clone(),
+                    partition: record.partition.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Sets one partition's entry at `epoch`, in place; on an ownership
@@ -529,6 +579,123 @@ fn migration_slot(index: &str, partition: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{MigrationPhase, MigrationRecord};
+
+    fn orders() -> Snapshot {
+        std::env::set_var("OSPROXY_CONTROL_TEST_TOKEN", "t0123456789abcdef");
+        let cfg = osproxy_config::from_str(
+            "[[clusters]]\nid = \"main\"\nurl = \"http://127.0.0.1:1\"\n\
+             [[principals]]\nname = \"s\"\ntoken_env = \"OSPROXY_CONTROL_TEST_TOKEN\"\npartitions = [\"acme\"]\n\
+             [[indices]]\nname = \"orders\"\ndefault = { kind = \"shared\", cluster = \"main\", index = \"orders-shared\" }\n",
+            std::iter::empty(),
+            &[],
+        )
+        .unwrap();
+        Snapshot::from_config(&cfg).unwrap()
+    }
+
+    fn ended(to: Placement, phase: MigrationPhase, cleaning: bool) -> MigrationRecord {
+        MigrationRecord {
+            index: "orders".into(),
+            partition: "acme".into(),
+            from: shared("orders-shared"),
+            to,
+            phase,
+            started_ms: 0,
+            updated_ms: 0,
+            controller: "i-0".into(),
+            copied: 0,
+            copied_bytes: 0,
+            copy_ms: None,
+            caught_up: 0,
+            removed: 0,
+            verified_count: None,
+            delete_source: false,
+            error: None,
+            cutover_ms: None,
+            total: None,
+            max_docs_per_second: None,
+            cleaning,
+        }
+    }
+
+    fn shared(index: &str) -> Placement {
+        Placement::Shared {
+            cluster: "main".into(),
+            index: index.into(),
+        }
+    }
+
+    fn own(index: &str) -> Placement {
+        Placement::Index {
+            cluster: "main".into(),
+            index: index.into(),
+        }
+    }
+
+    fn pid(p: &str) -> PartitionId {
+        PartitionId::new(p).unwrap()
+    }
+
+    #[test]
+    fn an_uncleaned_dedicated_destination_is_reserved_from_every_placement() {
+        let mut snap = orders();
+        let record = ended(own("orders-left"), MigrationPhase::Aborted, true);
+        snap.set_migration("orders", "acme", Some((Arc::new(record.clone()), 7)));
+        for p in ["globex", "acme"] {
+            let e = snap
+                .with_placement("orders", &pid(p), own("orders-left"))
+                .unwrap_err();
+            assert!(
+                matches!(&e, CatalogueError::Reserved { index, partition, .. } if index == "orders-left" && partition == "acme"),
+                "{e}"
+            );
+            assert!(
+                e.to_string().contains("ctl migrate status orders acme"),
+                "{e}"
+            );
+        }
+        // Another index, and the moved partition elsewhere, are unaffected.
+        assert!(snap
+            .with_placement("orders", &pid("globex"), own("orders-g"))
+            .is_ok());
+        assert!(snap
+            .with_placement("orders", &pid("acme"), own("orders-a"))
+            .is_ok());
+        // Cleaned, or a finished move: free again (a done move's
+        // destination is owned by its live entry instead).
+        for (phase, cleaning) in [
+            (MigrationPhase::Aborted, false),
+            (MigrationPhase::Done, true),
+        ] {
+            let r = ended(own("orders-left"), phase, cleaning);
+            snap.set_migration("orders", "acme", Some((Arc::new(r), 8)));
+            assert!(snap
+                .with_placement("orders", &pid("globex"), own("orders-left"))
+                .is_ok());
+        }
+    }
+
+    #[test]
+    fn an_uncleaned_shared_destination_is_reserved_from_the_moved_partition_only() {
+        let mut snap = orders();
+        let record = ended(shared("orders-s2"), MigrationPhase::Failed, true);
+        snap.set_migration("orders", "acme", Some((Arc::new(record), 7)));
+        // Its filter would select the leftovers.
+        assert!(matches!(
+            snap.with_placement("orders", &pid("acme"), shared("orders-s2")),
+            Err(CatalogueError::Reserved { .. })
+        ));
+        // Another partition's filter never does.
+        assert!(snap
+            .with_placement("orders", &pid("globex"), shared("orders-s2"))
+            .is_ok());
+        // Nor can a dedicated placement take the index.
+        assert!(matches!(
+            snap.with_placement("orders", &pid("globex"), own("orders-s2")),
+            Err(CatalogueError::Reserved { .. })
+        ));
+    }
 
     #[test]
     fn explicit_entries_win_over_the_default() {

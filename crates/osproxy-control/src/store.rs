@@ -157,6 +157,21 @@ pub struct MigrationRecord {
     /// clusters take it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_docs_per_second: Option<u64>,
+    /// An aborted or failed move whose destination may still hold what it
+    /// copied: the destination stays reserved to this partition (no other
+    /// placement may take it, no new move of the partition may start) until
+    /// the controller has removed the copy and cleared this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleaning: bool,
+}
+
+impl MigrationRecord {
+    /// The destination this record still reserves: an ended move's, until
+    /// its copy has been removed from it.
+    pub fn reserved(&self) -> Option<&Placement> {
+        (self.cleaning && matches!(self.phase, MigrationPhase::Aborted | MigrationPhase::Failed))
+            .then_some(&self.to)
+    }
 }
 
 /// The directive set's key.

@@ -28,7 +28,9 @@ use crate::copy::{self as migrate, Side};
 
 mod adopt;
 mod barrier;
+mod clean;
 mod fence;
+mod steps;
 use fence::Owner;
 use osproxy_upstream::Upstreams;
 
@@ -153,6 +155,14 @@ impl Controller {
                     "a migration of this partition is running; see its status, or abort it".into(),
                 ))
             }
+            // The ended run may still be writing its last page there; the
+            // destination is emptied once it has stopped.
+            Some((r, _)) if r.reserved().is_some() => {
+                return Err(MigrationError::Conflict(format!(
+                    "the previous migration of this partition ({:?}) is still removing what it copied to {:?}; retry when `ctl migrate status {index} {partition}` no longer shows \"cleaning\"",
+                    r.phase, r.to
+                )))
+            }
             Some((_, e)) => *e,
             None => 0,
         };
@@ -177,11 +187,18 @@ impl Controller {
             cutover_ms: None,
             total: None,
             max_docs_per_second,
+            cleaning: false,
         };
         let entry = migrating(&from, &to, Phase::Copying);
         match self
             .plane
-            .migration_step(Some(entry), resolved.epoch, &record, record_epoch)
+            .migration_step(
+                Some(entry),
+                resolved.epoch,
+                &record,
+                record_epoch,
+                snap.revision(),
+            )
             .await
         {
             Ok(_) => {}
@@ -212,8 +229,13 @@ impl Controller {
             )));
         };
         if record.phase.is_terminal() {
+            let cleaning = if record.reserved().is_some() {
+                " (what it copied is being removed from its destination)"
+            } else {
+                ""
+            };
             return Err(MigrationError::Conflict(format!(
-                "the migration is already {:?}; nothing to abort",
+                "the migration is already {:?}{cleaning}; nothing to abort",
                 record.phase
             )));
         }
@@ -223,12 +245,15 @@ impl Controller {
         let mut done = (*record).clone();
         done.phase = MigrationPhase::Aborted;
         done.updated_ms = now_ms();
+        // The controller removes what it copied once its run has stopped.
+        done.cleaning = true;
         self.plane
             .migration_step(
                 Some(PlacementValue::active(record.from.clone())),
                 entry_epoch,
                 &done,
                 record_epoch,
+                snap.revision(),
             )
             .await?;
         info!(
@@ -240,7 +265,17 @@ impl Controller {
 
     /// Runs the migration's remaining phases.
     async fn drive(self: Arc<Self>, index: String, partition: String, key: String) {
-        match self.run(&index, &partition).await {
+        let ended = self
+            .plane
+            .load()
+            .migration(&index, &partition)
+            .is_some_and(|(r, _)| r.phase.is_terminal());
+        let outcome = if ended {
+            Ok(())
+        } else {
+            self.run(&index, &partition).await
+        };
+        match outcome {
             Ok(()) => {}
             Err(Stop::Superseded) => {
                 info!(
@@ -254,110 +289,11 @@ impl Controller {
                 self.fail(&index, &partition, &reason).await;
             }
         }
+        // An aborted or failed run has stopped writing: empty what it
+        // copied (a later adoption retries when this does not finish).
+        self.clean(&index, &partition).await;
         if let Ok(mut r) = self.running.lock() {
             r.remove(&key);
-        }
-    }
-
-    async fn fail(&self, index: &str, partition: &str, reason: &str) {
-        let snap = self.plane.load();
-        let (Some((record, record_epoch)), Ok(pid)) = (
-            snap.migration(index, partition).cloned(),
-            PartitionId::new(partition),
-        ) else {
-            return;
-        };
-        if record.phase.is_terminal() || record.controller != self.instance {
-            // Someone else drives it now (this controller was paused and
-            // adopted from): theirs to finish or fail.
-            return;
-        }
-        let entry_epoch = snap.entry(index, &pid).map(|e| e.epoch).unwrap_or(0);
-        let mut failed = (*record).clone();
-        failed.phase = MigrationPhase::Failed;
-        failed.error = Some(reason.to_string());
-        failed.updated_ms = now_ms();
-        if let Err(e) = self
-            .plane
-            .migration_step(
-                Some(PlacementValue::active(record.from.clone())),
-                entry_epoch,
-                &failed,
-                record_epoch,
-            )
-            .await
-        {
-            warn!(index, partition, error = ?e, "could not record the failed migration");
-        }
-    }
-
-    /// The current record and entry epochs, if this controller still owns
-    /// the migration in `phase`.
-    fn current(
-        &self,
-        index: &str,
-        partition: &PartitionId,
-        phase: MigrationPhase,
-    ) -> Result<(MigrationRecord, u64, u64), Stop> {
-        let snap = self.plane.load();
-        let (record, record_epoch) = snap
-            .migration(index, partition.as_str())
-            .cloned()
-            .ok_or(Stop::Superseded)?;
-        if record.phase != phase || record.controller != self.instance {
-            return Err(Stop::Superseded);
-        }
-        let entry_epoch = snap.entry(index, partition).map(|e| e.epoch).unwrap_or(0);
-        Ok(((*record).clone(), record_epoch, entry_epoch))
-    }
-
-    async fn step(
-        &self,
-        entry: Option<PlacementValue>,
-        entry_epoch: u64,
-        record: &MigrationRecord,
-        record_epoch: u64,
-    ) -> Result<u64, Stop> {
-        match self
-            .plane
-            .migration_step(entry, entry_epoch, record, record_epoch)
-            .await
-        {
-            Ok(epoch) => Ok(epoch),
-            Err(WriteError::Conflict(_)) => Err(Stop::Superseded),
-            Err(WriteError::Unknown(_)) => self.learn_outcome(record, record_epoch).await,
-            Err(other) => Err(Stop::Failed(format!(
-                "the control store refused a step: {other:?}"
-            ))),
-        }
-    }
-
-    /// A step the store did not confirm: read the record until the store
-    /// answers. It holds exactly what this step wrote (committed: go on),
-    /// or is unchanged (not committed: the migration fails back to its
-    /// source), or changed otherwise (someone else acted: stop).
-    async fn learn_outcome(&self, wrote: &MigrationRecord, before: u64) -> Result<u64, Stop> {
-        let deadline = tokio::time::Instant::now() + BARRIER_TIMEOUT;
-        loop {
-            match self
-                .plane
-                .read_migration(&wrote.index, &wrote.partition)
-                .await
-            {
-                Ok(Some((now, epoch))) if now == *wrote => return Ok(epoch),
-                Ok(Some((_, epoch))) if epoch == before => {
-                    return Err(Stop::Failed(
-                        "the control store did not commit a step".into(),
-                    ))
-                }
-                Ok(_) => return Err(Stop::Superseded),
-                Err(e) if tokio::time::Instant::now() > deadline => {
-                    return Err(Stop::Failed(format!(
-                        "a step's outcome is unknown and the store did not answer: {e}"
-                    )))
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
         }
     }
 
@@ -365,8 +301,8 @@ impl Controller {
         let pid = PartitionId::new(partition).map_err(|_| Stop::Failed("bad partition".into()))?;
         let resumed_in_cutover = self.current(index, &pid, MigrationPhase::Cutover).ok();
         let record = match &resumed_in_cutover {
-            Some((r, _, _)) => r.clone(),
-            None => self.current(index, &pid, MigrationPhase::Copying)?.0,
+            Some(held) => held.record.clone(),
+            None => self.current(index, &pid, MigrationPhase::Copying)?.record,
         };
         let snap = self.plane.load();
         let logical = snap
@@ -448,8 +384,8 @@ impl Controller {
             let copy_ms = copy_started.elapsed().as_millis() as u64;
 
             // Cutover: writes refused from here on.
-            let (mut rec, record_epoch, entry_epoch) =
-                self.current(index, &pid, MigrationPhase::Copying)?;
+            let held = self.current(index, &pid, MigrationPhase::Copying)?;
+            let mut rec = held.record.clone();
             rec.copied = copied.written;
             rec.total = rec.total.or(Some(copied.written));
             rec.copied_bytes = copied.bytes;
@@ -460,9 +396,8 @@ impl Controller {
             let cut_revision = self
                 .step(
                     Some(migrating(&record.from, &record.to, Phase::Cutover)),
-                    entry_epoch,
+                    &held,
                     &rec,
-                    record_epoch,
                 )
                 .await?;
             self.barrier(cut_revision, index, partition).await?;
@@ -505,8 +440,8 @@ impl Controller {
         }
 
         // Flip.
-        let (mut rec, record_epoch, entry_epoch) =
-            self.current(index, &pid, MigrationPhase::Cutover)?;
+        let held = self.current(index, &pid, MigrationPhase::Cutover)?;
+        let mut rec = held.record.clone();
         rec.caught_up = caught.written;
         rec.removed = removed;
         rec.verified_count = Some(source);
@@ -514,12 +449,7 @@ impl Controller {
         rec.updated_ms = now_ms();
         rec.cutover_ms = Some(cut_started.elapsed().as_millis() as u64);
         let flipped = self
-            .step(
-                Some(PlacementValue::active(record.to.clone())),
-                entry_epoch,
-                &rec,
-                record_epoch,
-            )
+            .step(Some(PlacementValue::active(record.to.clone())), &held, &rec)
             .await?;
         info!(
             index,
@@ -591,13 +521,13 @@ impl Controller {
             tokio::select! {
                 r = &mut copy => return r.map_err(|e| owner.stop(e)),
                 _ = tick.tick() => {
-                    let (mut rec, record_epoch, entry_epoch) =
-                        self.current(index, pid, MigrationPhase::Copying)?;
+                    let held = self.current(index, pid, MigrationPhase::Copying)?;
+                    let mut rec = held.record.clone();
                     rec.copied = done.load(std::sync::atomic::Ordering::Relaxed);
                     rec.copied_bytes = bytes.load(std::sync::atomic::Ordering::Relaxed);
                     rec.total = total.or(rec.total);
                     rec.updated_ms = now_ms();
-                    let epoch = self.step(None, entry_epoch, &rec, record_epoch).await?;
+                    let epoch = self.step(None, &held, &rec).await?;
                     owner.moved_to(epoch);
                 }
             }

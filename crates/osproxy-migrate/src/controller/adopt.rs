@@ -16,32 +16,42 @@ impl Controller {
     /// and drives them to the end. Runs until the process ends.
     pub async fn adopt_orphans(self: Arc<Self>, every: Duration) {
         let me = osproxy_control::Member::default();
+        let mut round = 0u64;
         loop {
             tokio::time::sleep(every).await;
-            // Only an instance that holds its own place in the fleet adopts
-            // (a process sharing another's instance id holds none).
-            if self.plane.backend() != "etcd" || !self.plane.lease_held() {
-                continue;
-            }
-            let Ok(fleet) = self.plane.fleet(&me).await else {
-                continue;
+            round += 1;
+            let live: std::collections::HashSet<String> = if self.plane.backend() == "etcd" {
+                // Only an instance that holds its own place in the fleet
+                // adopts (a process sharing another's instance id holds none).
+                if !self.plane.lease_held() {
+                    continue;
+                }
+                let Ok(fleet) = self.plane.fleet(&me).await else {
+                    continue;
+                };
+                fleet
+                    .iter()
+                    .filter_map(|r| {
+                        r.get("id")
+                            .and_then(serde_json::Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .collect()
+            } else {
+                // One instance: only its own unfinished work is picked up
+                // again (a clean-up that did not finish).
+                std::iter::once(self.instance.clone()).collect()
             };
-            let live: std::collections::HashSet<String> = fleet
-                .iter()
-                .filter_map(|r| {
-                    r.get("id")
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_string)
-                })
-                .collect();
             let snap = self.plane.load();
-            // A record whose controller left the fleet, or names this
-            // instance but is not driven here (an earlier process with this
-            // instance id, a step whose outcome was learnt late).
+            // A running migration, or an ended one whose destination is
+            // still to be cleaned, whose controller left the fleet, or that
+            // names this instance but is not driven here (an earlier process
+            // with this instance id, a step whose outcome was learnt late, a
+            // clean-up that failed).
             let orphans: Vec<(MigrationRecord, u64)> = snap
                 .migrations()
                 .filter(|(r, _)| {
-                    !r.phase.is_terminal()
+                    (!r.phase.is_terminal() || r.reserved().is_some())
                         && (!live.contains(&r.controller)
                             || (r.controller == self.instance
                                 && !self.is_running(&r.index, &r.partition)))
@@ -49,6 +59,15 @@ impl Controller {
                 .map(|(r, e)| ((**r).clone(), *e))
                 .collect();
             for (record, epoch) in orphans {
+                if record.phase.is_terminal() && record.controller == self.instance {
+                    // This instance's own clean-up that did not finish (its
+                    // destination unreachable, say): tried again every
+                    // tenth round, with no store write.
+                    if round.is_multiple_of(10) {
+                        self.spawn_drive(record.index, record.partition);
+                    }
+                    continue;
+                }
                 let Ok(pid) = PartitionId::new(&record.partition) else {
                     continue;
                 };
@@ -63,11 +82,11 @@ impl Controller {
                 // one wins.
                 if self
                     .plane
-                    .migration_step(None, entry_epoch, &mine, epoch)
+                    .migration_step(None, entry_epoch, &mine, epoch, snap.revision())
                     .await
                     .is_ok()
                 {
-                    info!(index = %record.index, partition = %record.partition, previous = %record.controller, "adopted a migration whose controller left the fleet");
+                    info!(index = %record.index, partition = %record.partition, previous = %record.controller, phase = ?record.phase, "adopted a migration (or the clean-up of an ended one) whose controller left the fleet or stopped");
                     self.spawn_drive(record.index, record.partition);
                 }
             }

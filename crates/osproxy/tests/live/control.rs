@@ -1336,6 +1336,121 @@ async fn an_aborted_migration_leaves_the_partition_at_its_source() {
     );
     let out = fleet.ctl(0, &["migrate", "abort", "orders", "acme"]);
     assert!(!out.status.success(), "nothing left to abort");
+    // What the copy wrote is removed once the run has stopped: the
+    // dedicated destination is gone, and the record no longer reserves it.
+    let dest = format!("c-{tag}-acme");
+    eventually(
+        "the aborted copy removed from its destination",
+        Duration::from_secs(20),
+        || async {
+            let r = fleet.ctl_json(1, &["migrate", "status", "orders", "acme"]);
+            r.get("cleaning").is_none() && direct_get(&format!("/{dest}")).await.status == 404
+        },
+    )
+    .await;
+    // Free again: another partition may take the index, and it is empty.
+    let set = fleet.ctl_json(
+        0,
+        &[
+            "placement",
+            "set",
+            "orders",
+            "globex",
+            "--kind",
+            "index",
+            "--cluster",
+            "main",
+            "--index-name",
+            &dest,
+        ],
+    );
+    assert!(set["epoch"].as_u64().is_some(), "{set}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_migrations_destination_stays_reserved_until_cleaned() {
+    let tag = "reserve";
+    // A second cluster id reaching the node through a relay the test cuts:
+    // the move there fails, and its clean-up cannot finish until the link
+    // is back, so the reservation is observable (a reachable destination is
+    // cleaned within a second).
+    let node_addr = node().url().trim_start_matches("http://").to_string();
+    let link = Relay::start(&node_addr).unwrap();
+    let fleet = EtcdFleet::start_with(
+        tag,
+        2,
+        false,
+        &format!(
+            "[[clusters]]\nid = \"edge\"\nurl = \"{}\"\n",
+            link.endpoint()
+        ),
+    );
+    load_acme(&fleet, 10).await;
+    // The destination already holds something (what an earlier run of the
+    // move could have copied there).
+    let dest = format!("c-{tag}-acme");
+    let put = Http::new()
+        .send(
+            Method::PUT,
+            &format!("{}/{dest}/_doc/left?refresh=true", node().url()),
+            Some(&json!({"n": 1}).to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.status, 201, "{}", put.text());
+    link.cut();
+    fleet.ctl_json(0, &migrate_start("orders", "acme", "index", "edge", &dest));
+    let record = fleet
+        .migration_over(
+            1,
+            "the move over the cut link to fail",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(record["phase"], "failed", "{record}");
+    assert_eq!(record["cleaning"], true, "{record}");
+    // The partition is served from its source meanwhile.
+    assert_eq!(fleet.index_doc(1, "still-here").await.status, 201);
+    // No other partition may take the destination ...
+    ctl_refuses(
+        &fleet,
+        &[
+            "placement",
+            "set",
+            "orders",
+            "globex",
+            "--kind",
+            "index",
+            "--cluster",
+            "edge",
+            "--index-name",
+            &dest,
+        ],
+        "still holds documents an ended migration of partition \"acme\"",
+    );
+    // ... nor may a new move of the partition start before the clean-up.
+    ctl_refuses(
+        &fleet,
+        &migrate_start("orders", "acme", "index", "main", &format!("c-{tag}-other")),
+        "still removing what it copied",
+    );
+    // The clean-up is retried until the destination answers, then the
+    // index is gone and the reservation released.
+    link.restore();
+    eventually(
+        "the clean-up to finish once the link is back",
+        Duration::from_secs(30),
+        || async {
+            let r = fleet.ctl_json(1, &["migrate", "status", "orders", "acme"]);
+            r.get("cleaning").is_none() && direct_get(&format!("/{dest}")).await.status == 404
+        },
+    )
+    .await;
+    let started = fleet.ctl_json(
+        0,
+        &migrate_start("orders", "acme", "index", "main", &format!("c-{tag}-other")),
+    );
+    assert_eq!(started["phase"], "copying", "{started}");
 }
 
 async fn load_acme(fleet: &EtcdFleet, docs: usize) {

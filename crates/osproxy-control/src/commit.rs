@@ -215,6 +215,7 @@ impl ControlPlane {
         let Some(store) = self.etcd.get() else {
             let next = self.commit_memory(
                 |current| {
+                    current.reservation_of(&idx.name, None, &idx.default)?;
                     let epoch = current.index(&idx.name).map(|l| l.epoch);
                     if epoch != expected_epoch {
                         return Err(WriteError::Conflict(Conflict { entry: None, epoch }));

@@ -272,6 +272,17 @@ impl Snapshot {
         partition: &PartitionId,
         placement: &Placement,
     ) -> Result<(), CatalogueError> {
+        self.reservation_of(index, Some(partition.as_str()), placement)
+    }
+
+    /// Like [`Snapshot::not_reserved`] for a logical index's default
+    /// placement (`partition`: none, every partition without an entry).
+    pub(crate) fn reservation_of(
+        &self,
+        index: &str,
+        partition: Option<&str>,
+        placement: &Placement,
+    ) -> Result<(), CatalogueError> {
         let slot = (placement.cluster(), placement.physical_index(index));
         for (record, _) in self.migrations.values() {
             let Some(reserved) = record.reserved() else {
@@ -280,10 +291,13 @@ impl Snapshot {
             if (reserved.cluster(), reserved.physical_index(&record.index)) != slot {
                 continue;
             }
+            // The moved partition keeps an explicit entry after an abort
+            // or failure, so a shared default of its own index never
+            // serves it the leftovers.
             let harmless = reserved.is_shared()
                 && placement.is_shared()
                 && record.index == index
-                && record.partition != partition.as_str();
+                && partition != Some(record.partition.as_str());
             if !harmless {
                 return Err(CatalogueError::Reserved {
                     cluster: slot.0.to_string(),
@@ -549,6 +563,7 @@ impl Snapshot {
         &self,
         idx: &osproxy_config::IndexConfig,
     ) -> Result<Snapshot, CatalogueError> {
+        self.reservation_of(&idx.name, None, &idx.default)?;
         let mut next = self.successor();
         next.put_index_at(idx, next.revision)?;
         Ok(next)
@@ -674,6 +689,22 @@ mod tests {
                 .with_placement("orders", &pid("globex"), own("orders-left"))
                 .is_ok());
         }
+    }
+
+    #[test]
+    fn an_uncleaned_destination_cannot_become_another_logical_indexs_default() {
+        let mut snap = orders();
+        let record = ended(own("orders-left"), MigrationPhase::Aborted, true);
+        snap.set_migration("orders", "acme", Some((Arc::new(record), 7)));
+        let reports: osproxy_config::IndexConfig = serde_json::from_value(serde_json::json!({
+            "name": "reports",
+            "default": {"kind": "shared", "cluster": "main", "index": "orders-left"}
+        }))
+        .unwrap();
+        assert!(matches!(
+            snap.with_index(&reports),
+            Err(CatalogueError::Reserved { .. })
+        ));
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Controller {
     instance: String,
     timeout: Duration,
     running: Mutex<std::collections::HashSet<String>>,
+    /// The runtime migrations are driven on (not the control thread's).
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Controller {
@@ -94,13 +96,15 @@ impl From<WriteError> for MigrationError {
 }
 
 impl Controller {
-    /// A controller over this instance's control plane and upstreams (used
-    /// from the control runtime).
+    /// A controller over this instance's control plane and upstreams; the
+    /// migrations it drives run on `runtime` (their copy pages and JSON
+    /// work stay off the thread that keeps the lease and follows the store).
     pub fn new(
         plane: Arc<ControlPlane>,
         upstreams: Arc<Upstreams>,
         instance: String,
         timeout: Duration,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
         Controller {
             plane,
@@ -108,6 +112,7 @@ impl Controller {
             instance,
             timeout,
             running: Mutex::new(std::collections::HashSet::new()),
+            runtime,
         }
     }
 
@@ -145,6 +150,17 @@ impl Controller {
             return Err(MigrationError::Conflict(
                 "a migration of this partition is running; see its status, or abort it".into(),
             ));
+        }
+        // A move within one physical index (its kind changed only) would
+        // copy the partition onto itself, and its two sides would claim
+        // one index.
+        if (from.cluster(), from.physical_index(index)) == (to.cluster(), to.physical_index(index))
+        {
+            return Err(MigrationError::Invalid(format!(
+                "the destination is the partition's current physical index {:?} on {:?}; a migration needs another index (to change only the placement kind, move it elsewhere and back)",
+                to.physical_index(index),
+                to.cluster()
+            )));
         }
         // The destination may not belong to anyone else.
         snap.with_placement(index, &pid, to.clone())
@@ -385,6 +401,10 @@ impl Controller {
 
             // Cutover: writes refused from here on.
             let held = self.current(index, &pid, MigrationPhase::Copying)?;
+            if held.catalogue_epoch != Some(logical.epoch) {
+                // The logical index changed during the copy: run again.
+                return Err(Stop::Superseded);
+            }
             let mut rec = held.record.clone();
             rec.copied = copied.written;
             rec.total = rec.total.or(Some(copied.written));
@@ -441,6 +461,10 @@ impl Controller {
 
         // Flip.
         let held = self.current(index, &pid, MigrationPhase::Cutover)?;
+        if held.catalogue_epoch != Some(logical.epoch) {
+            // The logical index changed during the copy: run again.
+            return Err(Stop::Superseded);
+        }
         let mut rec = held.record.clone();
         rec.caught_up = caught.written;
         rec.removed = removed;
@@ -521,14 +545,26 @@ impl Controller {
             tokio::select! {
                 r = &mut copy => return r.map_err(|e| owner.stop(e)),
                 _ = tick.tick() => {
-                    let held = self.current(index, pid, MigrationPhase::Copying)?;
-                    let mut rec = held.record.clone();
-                    rec.copied = done.load(std::sync::atomic::Ordering::Relaxed);
-                    rec.copied_bytes = bytes.load(std::sync::atomic::Ordering::Relaxed);
-                    rec.total = total.or(rec.total);
-                    rec.updated_ms = now_ms();
-                    let epoch = self.step(None, &held, &rec).await?;
-                    owner.moved_to(epoch);
+                    let progress = async {
+                        let held = self.current(index, pid, MigrationPhase::Copying)?;
+                        let mut rec = held.record.clone();
+                        rec.copied = done.load(std::sync::atomic::Ordering::Relaxed);
+                        rec.copied_bytes = bytes.load(std::sync::atomic::Ordering::Relaxed);
+                        rec.total = total.or(rec.total);
+                        rec.updated_ms = now_ms();
+                        self.step(None, &held, &rec).await
+                    };
+                    match progress.await {
+                        Ok(epoch) => owner.moved_to(epoch),
+                        Err(stop) => {
+                            // The copy may have a page on its way to the
+                            // destination: let it stop at its next fence
+                            // check (the record is no longer this run's),
+                            // so nothing it sent lands after a clean-up.
+                            let _ = (&mut copy).await;
+                            return Err(stop);
+                        }
+                    }
                 }
             }
         }

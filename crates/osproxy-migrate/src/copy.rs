@@ -30,7 +30,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::side::{call, exists, json_call, refresh, Scroll};
+use crate::side::{self, call, exists, json_call, present, refresh, Scroll};
 pub use crate::side::{checkpoint, count, ids, prepare, wait_for_tasks, Copied, MoveError, Side};
 
 /// Documents per scroll page and bulk request.
@@ -82,7 +82,8 @@ pub async fn copy(
     }
     // What was written before this moment must be searchable.
     refresh(from, timeout).await?;
-    let first = json!({"size": PAGE, "query": query, "version": true, "sort": ["_doc"]});
+    let size = side::page_size(from, timeout).await;
+    let first = json!({"size": size, "query": query, "version": true, "sort": ["_doc"]});
     let mut scroll = Scroll::open(from, first, timeout).await?;
     let mut total = Copied::default();
     let started = tokio::time::Instant::now();
@@ -106,56 +107,56 @@ pub async fn copy(
     Ok(total)
 }
 
+/// A document written by a page: its logical id, routing and body.
+type Sent<'h> = (&'h str, Option<&'h str>, std::borrow::Cow<'h, [u8]>);
+
 async fn write_page(
     from: &Side<'_>,
     to: &Side<'_>,
-    hits: &[Value],
+    hits: &[side::Hit],
     timeout: Duration,
     fence: &impl Fence,
 ) -> Result<Copied, MoveError> {
     let mut body = Vec::with_capacity(hits.len() * 256);
-    let mut sent: Vec<(&str, Option<&str>, Vec<u8>)> = Vec::with_capacity(hits.len());
+    let mut sent: Vec<Sent<'_>> = Vec::with_capacity(hits.len());
     let mut done = Copied::default();
     let field = from.logical.field.as_str();
     for hit in hits {
-        let (Some(physical), Some(source)) =
-            (hit.get("_id").and_then(Value::as_str), hit.get("_source"))
-        else {
-            return Err(MoveError("a source hit lacks _id or _source".into()));
+        let Some(source) = &hit.source else {
+            return Err(MoveError("a source hit lacks _source".into()));
         };
-        let Some(logical) = from.logical_id(physical) else {
+        let Some(logical) = from.logical_id(&hit.id) else {
             return Err(MoveError(
                 "a source document's id is not the partition's".into(),
             ));
         };
-        let raw = serde_json::to_vec(source).map_err(|e| MoveError(e.to_string()))?;
+        let raw = one_line(source.get().as_bytes())?;
         done.bytes += raw.len() as u64;
         let doc = match (from.shared(), to.shared()) {
-            (true, false) => osproxy_rewrite::source::strip_field(&raw, field)
-                .map(|c| c.into_owned())
+            (true, false) => match osproxy_rewrite::source::strip_field(&raw, field)
+                .map_err(|e| MoveError(e.to_string()))?
+            {
+                std::borrow::Cow::Borrowed(_) => raw,
+                std::borrow::Cow::Owned(v) => std::borrow::Cow::Owned(v),
+            },
+            (false, true) => std::borrow::Cow::Owned(
+                osproxy_rewrite::source::inject_field(
+                    &raw,
+                    &to.logical.field,
+                    to.partition.as_str(),
+                )
                 .map_err(|e| MoveError(e.to_string()))?,
-            (false, true) => osproxy_rewrite::source::inject_field(
-                &raw,
-                &to.logical.field,
-                to.partition.as_str(),
-            )
-            .map_err(|e| MoveError(e.to_string()))?,
+            ),
             _ => raw,
         };
         // Versions are kept into a dedicated destination, which starts new
         // ([`fresh_destination`]); in a shared one the partition's purged
         // documents leave tombstones that would outrank them, so there the
         // destination counts versions afresh.
-        let version = hit
-            .get("_version")
-            .and_then(Value::as_u64)
-            .filter(|_| !to.shared());
+        let version = hit.version.filter(|_| !to.shared());
         // Custom routing exists only in a dedicated source (a shared one
         // routes by partition) and is kept only into a dedicated one.
-        let routing = hit
-            .get("_routing")
-            .and_then(Value::as_str)
-            .filter(|_| !from.shared());
+        let routing = hit.routing.as_deref().filter(|_| !from.shared());
         body.extend_from_slice(to.copy_action(logical, version, routing).as_bytes());
         body.push(b'\n');
         body.extend_from_slice(&doc);
@@ -226,6 +227,19 @@ async fn write_page(
     Ok(done)
 }
 
+/// A source as one NDJSON line: the cluster's bytes as they are, unless
+/// they hold a line break (a document indexed pretty-printed keeps its
+/// layout in `_source`), which a bulk body cannot carry: then compacted.
+fn one_line(raw: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, MoveError> {
+    if !raw.iter().any(|b| *b == b'\n' || *b == b'\r') {
+        return Ok(std::borrow::Cow::Borrowed(raw));
+    }
+    let v: Value = serde_json::from_slice(raw).map_err(|e| MoveError(e.to_string()))?;
+    serde_json::to_vec(&v)
+        .map(std::borrow::Cow::Owned)
+        .map_err(|e| MoveError(e.to_string()))
+}
+
 /// Makes a dedicated destination new: an index of the partition's own that
 /// exists (left by an earlier move, or a run that failed) is deleted, so the
 /// copy starts from nothing — no stale document, no delete tombstone that
@@ -284,33 +298,44 @@ pub async fn purge(
 }
 
 /// Deletes from `to` the partition's documents `from` no longer has (the
-/// deletions made during the copy). Returns how many.
+/// deletions made during the copy). Returns how many. The destination is
+/// scrolled a page at a time and each page's ids looked up in the source,
+/// so memory is bounded by a page, not by the partition.
 pub async fn remove_extra(
     from: &Side<'_>,
     to: &Side<'_>,
     timeout: Duration,
     fence: &impl Fence,
 ) -> Result<u64, MoveError> {
-    let keep = ids(from, timeout).await?;
-    let have = ids(to, timeout).await?;
-    let extra: Vec<&String> = have.iter().filter(|i| !keep.contains(*i)).collect();
-    for chunk in extra.chunks(PAGE) {
+    if !exists(to, timeout).await? {
+        return Ok(0);
+    }
+    let _ = refresh(to, timeout).await;
+    let first = json!({"size": PAGE, "query": to.scope(), "_source": false, "sort": ["_doc"]});
+    let mut scroll = Scroll::open(to, first, timeout).await?;
+    let mut removed = 0u64;
+    while let Some(hits) = scroll.next().await? {
+        let page: Vec<(&str, Option<&str>)> = hits
+            .iter()
+            .filter_map(|h| Some((to.logical_id(&h.id)?, h.routing.as_deref())))
+            .collect();
+        let keep = present(from, page.iter().map(|(l, _)| *l), timeout).await?;
         let mut body = Vec::new();
-        for logical in chunk {
-            body.extend_from_slice(to.action("delete", logical).as_bytes());
+        let mut extra = 0u64;
+        for (logical, routing) in page.iter().filter(|(l, _)| !keep.contains(*l)) {
+            body.extend_from_slice(to.delete_action(logical, *routing).as_bytes());
             body.push(b'\n');
+            extra += 1;
+        }
+        if extra == 0 {
+            continue;
         }
         fence.check().await?;
-        post_bulk(
-            to,
-            "/_bulk?refresh=true",
-            body,
-            "deleting extra documents",
-            timeout,
-        )
-        .await?;
+        post_bulk(to, "/_bulk", body, "deleting extra documents", timeout).await?;
+        removed += extra;
     }
-    Ok(extra.len() as u64)
+    refresh(to, timeout).await?;
+    Ok(removed)
 }
 
 /// Sends an NDJSON bulk body to one side; anything but 200 is an error

@@ -88,12 +88,17 @@ impl Side<'_> {
         json!({ "index": meta }).to_string()
     }
 
-    pub(crate) fn action(&self, op: &str, logical: &str) -> String {
+    /// The action line that deletes `logical` here, routed as it was
+    /// stored (`routing`: the stored document's own, for a dedicated
+    /// placement; a shared one routes by partition).
+    pub(crate) fn delete_action(&self, logical: &str, routing: Option<&str>) -> String {
         let mut meta = json!({"_index": self.index(), "_id": self.physical_id(logical)});
         if self.shared() {
             meta["routing"] = Value::from(self.partition.as_str());
+        } else if let Some(r) = routing {
+            meta["routing"] = Value::from(r);
         }
-        json!({ op: meta }).to_string()
+        json!({ "delete": meta }).to_string()
     }
 
     pub(crate) fn physical_id(&self, logical: &str) -> String {
@@ -329,6 +334,88 @@ fn drop_copy_to(v: &mut Value) {
     }
 }
 
+/// One search hit as a move reads it: the document's source is kept as
+/// the exact bytes the cluster sent (never parsed into a tree and written
+/// out again).
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Hit {
+    #[serde(rename = "_id")]
+    pub(crate) id: String,
+    #[serde(rename = "_source", default)]
+    pub(crate) source: Option<Box<serde_json::value::RawValue>>,
+    #[serde(rename = "_version", default)]
+    pub(crate) version: Option<u64>,
+    #[serde(rename = "_routing", default)]
+    pub(crate) routing: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Page {
+    #[serde(rename = "_scroll_id", default)]
+    scroll_id: Option<String>,
+    #[serde(default)]
+    hits: PageHits,
+    #[serde(rename = "_shards", default)]
+    shards: Option<ShardCount>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PageHits {
+    #[serde(default)]
+    hits: Vec<Hit>,
+}
+
+#[derive(serde::Deserialize)]
+struct ShardCount {
+    #[serde(default)]
+    failed: u64,
+}
+
+/// A search or scroll answer read as a [`Page`]: anything but 2xx, or a
+/// page that missed shards, is an error (like [`json_call`]'s).
+async fn page_call(
+    cluster: &UpstreamCluster,
+    method: Method,
+    path: &str,
+    body: Value,
+    timeout: Duration,
+) -> Result<Page, MoveError> {
+    let (status, bytes) = call(
+        cluster,
+        method,
+        path,
+        Some(body.to_string().into_bytes()),
+        "application/json",
+        timeout,
+    )
+    .await?;
+    if !(200..300).contains(&status) {
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let kind = v
+            .pointer("/error/type")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        return Err(MoveError(format!(
+            "cluster {} answered {status} ({kind}) to {path}",
+            cluster.id
+        )));
+    }
+    let page: Page = serde_json::from_slice(&bytes).map_err(|e| {
+        MoveError(format!(
+            "cluster {} answered {path} with an unreadable page: {e}",
+            cluster.id
+        ))
+    })?;
+    let failed = page.shards.as_ref().map_or(0, |s| s.failed);
+    if failed > 0 {
+        return Err(MoveError(format!(
+            "cluster {} answered {path} with {failed} failed shard(s); a migration reads only complete answers",
+            cluster.id
+        )));
+    }
+    Ok(page)
+}
+
 /// A scroll over one side's index: pages until the first empty one, then
 /// the scroll is cleared. A page without a scroll id is an error (reading
 /// on could only return part of the partition).
@@ -336,7 +423,7 @@ pub(crate) struct Scroll<'s> {
     side: &'s Side<'s>,
     timeout: Duration,
     /// The first page, from opening the scroll.
-    first: Option<Value>,
+    first: Option<Page>,
     id: Option<String>,
 }
 
@@ -346,11 +433,11 @@ impl<'s> Scroll<'s> {
         body: Value,
         timeout: Duration,
     ) -> Result<Self, MoveError> {
-        let first = json_call(
+        let first = page_call(
             side.cluster,
             Method::POST,
             &format!("/{}/_search?scroll=2m", side.index()),
-            Some(body),
+            body,
             timeout,
         )
         .await?;
@@ -362,7 +449,7 @@ impl<'s> Scroll<'s> {
         })
     }
 
-    pub(crate) async fn next(&mut self) -> Result<Option<Vec<Value>>, MoveError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<Hit>>, MoveError> {
         let page = match self.first.take() {
             Some(p) => p,
             None => {
@@ -371,25 +458,18 @@ impl<'s> Scroll<'s> {
                         "the cluster answered a page without a scroll id".into(),
                     ));
                 };
-                json_call(
+                page_call(
                     self.side.cluster,
                     Method::POST,
                     "/_search/scroll",
-                    Some(json!({"scroll": "2m", "scroll_id": id})),
+                    json!({"scroll": "2m", "scroll_id": id}),
                     self.timeout,
                 )
                 .await?
             }
         };
-        self.id = page
-            .get("_scroll_id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let hits = page
-            .pointer("/hits/hits")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        self.id = page.scroll_id;
+        let hits = page.hits.hits;
         if !hits.is_empty() {
             return Ok(Some(hits));
         }
@@ -406,6 +486,31 @@ impl<'s> Scroll<'s> {
         Ok(None)
     }
 }
+
+/// How many documents a page of `side` holds: 1,000, or fewer when the
+/// index's documents are large, so that a page stays near
+/// [`PAGE_BYTES`] (a page of 1,000 documents of 100 KiB each would be
+/// 100 MiB in memory, twice over with the read-ahead). Estimated from the
+/// index's stored size per document (an over-estimate: the store holds
+/// more than the sources); at least 10.
+pub(crate) async fn page_size(side: &Side<'_>, timeout: Duration) -> usize {
+    const PAGE_DOCS: u64 = 1000;
+    let path = format!("/{}/_stats/docs,store", side.index());
+    let Ok(v) = json_call(side.cluster, Method::GET, &path, None, timeout).await else {
+        return PAGE_DOCS as usize;
+    };
+    let at = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let docs = at("/_all/primaries/docs/count");
+    let bytes = at("/_all/primaries/store/size_in_bytes");
+    if docs == 0 {
+        return PAGE_DOCS as usize;
+    }
+    let per_doc = (bytes / docs).max(1);
+    (PAGE_BYTES / per_doc).clamp(10, PAGE_DOCS) as usize
+}
+
+/// The bytes a scroll page aims at.
+pub(crate) const PAGE_BYTES: u64 = 8 << 20;
 
 /// Makes what was written to one side searchable.
 pub(crate) async fn refresh(side: &Side<'_>, timeout: Duration) -> Result<(), MoveError> {
@@ -450,16 +555,46 @@ pub async fn ids(side: &Side<'_>, timeout: Duration) -> Result<HashSet<String>, 
     let mut scroll = Scroll::open(side, first, timeout).await?;
     while let Some(hits) = scroll.next().await? {
         for h in &hits {
-            if let Some(l) = h
-                .get("_id")
-                .and_then(Value::as_str)
-                .and_then(|p| side.logical_id(p))
-            {
+            if let Some(l) = side.logical_id(&h.id) {
                 out.insert(l.to_string());
             }
         }
     }
     Ok(out)
+}
+
+/// Which of `logical` ids the partition has on one side (one search,
+/// however many ids: a page's worth at most).
+pub(crate) async fn present<'i>(
+    side: &Side<'_>,
+    logical: impl Iterator<Item = &'i str>,
+    timeout: Duration,
+) -> Result<HashSet<String>, MoveError> {
+    let physical: Vec<String> = logical.map(|l| side.physical_id(l)).collect();
+    if physical.is_empty() || !exists(side, timeout).await? {
+        return Ok(HashSet::new());
+    }
+    let query = json!({
+        "size": physical.len(),
+        "_source": false,
+        "query": {"bool": {"filter": [side.scope(), {"ids": {"values": physical}}]}}
+    });
+    let v = json_call(
+        side.cluster,
+        Method::POST,
+        &format!("/{}/_search", side.index()),
+        Some(query),
+        timeout,
+    )
+    .await?;
+    Ok(v.pointer("/hits/hits")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h.get("_id").and_then(Value::as_str))
+        .filter_map(|p| side.logical_id(p))
+        .map(str::to_string)
+        .collect())
 }
 
 /// Waits until no update- or delete-by-query task on `side`'s cluster

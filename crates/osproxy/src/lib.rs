@@ -105,6 +105,9 @@ pub struct Instance {
     cursor_key: CursorKey,
     plane: Arc<ControlPlane>,
     control: tokio::runtime::Runtime,
+    /// Where migrations run: their copy pages, JSON and id sets never delay
+    /// the control thread's watch, lease keep-alive and admin answers.
+    migrations: tokio::runtime::Runtime,
     export_task: Option<tokio::task::JoinHandle<()>>,
     diagnostics: Arc<Diagnostics>,
     controller: Arc<Controller>,
@@ -245,11 +248,24 @@ impl Instance {
         ));
         // The admin listener answers (readyz: 503) while the first snapshot is
         // read; a store that cannot be read fails start-up.
+        let migrations = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("osproxy-migrate")
+            .enable_all()
+            .build()
+            .map_err(|e| InstanceError::runtime("cannot start the migration runtime", e))?;
+        // Pools of its own: their connections live on the migration thread.
+        let migration_upstreams = Arc::new(Upstreams::new(
+            &config.clusters,
+            &config.upstream,
+            &metrics,
+        )?);
         let controller = Arc::new(Controller::new(
             plane.clone(),
-            probe_upstreams.clone(),
+            migration_upstreams,
             instance_id.clone(),
             config.upstream.request_timeout.as_std(),
+            migrations.handle().clone(),
         ));
         let operator_auth = auth.clone();
         let admin_routes = Admin::new(metrics.clone(), readiness.clone())
@@ -298,6 +314,7 @@ impl Instance {
             cursor_key,
             plane,
             control,
+            migrations,
             export_task,
             diagnostics,
             controller,
@@ -340,6 +357,7 @@ impl Instance {
             cursor_key,
             plane,
             control,
+            migrations,
             export_task,
             diagnostics,
             controller,
@@ -401,7 +419,7 @@ impl Instance {
             })?);
         }
 
-        control.block_on(async move {
+        let outcome = control.block_on(async move {
             osproxy_upstream::probe::spawn_probes(probe_upstreams, readiness.clone());
             // Migrations whose controller left the fleet are adopted here.
             tokio::spawn(controller.adopt_orphans(std::time::Duration::from_secs(1)));
@@ -441,7 +459,10 @@ impl Instance {
             let _ = stop_admin.send(());
             let _ = admin_task.await;
             failure.map_or(Ok(()), |e| Err(InstanceError::from(e)))
-        })
+        });
+        // A migration still running stops here; its record is adopted.
+        migrations.shutdown_background();
+        outcome
     }
 }
 

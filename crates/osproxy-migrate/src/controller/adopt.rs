@@ -51,7 +51,12 @@ impl Controller {
             let orphans: Vec<(MigrationRecord, u64)> = snap
                 .migrations()
                 .filter(|(r, _)| {
-                    (!r.phase.is_terminal() || r.reserved().is_some())
+                    // A clean-up only by an instance that can reach its
+                    // destination.
+                    let cleanable = r
+                        .reserved()
+                        .is_some_and(|to| self.upstreams.by_id(to.cluster()).is_some());
+                    (!r.phase.is_terminal() || cleanable)
                         && (!live.contains(&r.controller)
                             || (r.controller == self.instance
                                 && !self.is_running(&r.index, &r.partition)))
@@ -111,6 +116,7 @@ impl Controller {
             }
         }
         let me = self.clone();
-        tokio::spawn(async move { me.drive(index, partition, key).await });
+        self.runtime
+            .spawn(async move { me.drive(index, partition, key).await });
     }
 }

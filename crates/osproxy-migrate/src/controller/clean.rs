@@ -60,11 +60,18 @@ impl Controller {
                 };
                 removed.map_err(|e| e.0)?;
             }
-            _ => warn!(
+            (None, _) => {
+                // Configs differ (or the cluster was removed here): another
+                // instance that knows it cleans, or this one once it does.
+                return Err(format!(
+                    "the destination's cluster {:?} is not configured on this instance",
+                    record.to.cluster()
+                ));
+            }
+            (Some(_), None) => warn!(
                 index,
                 partition,
-                cluster = record.to.cluster(),
-                "the ended migration's destination cluster or logical index is not configured here; nothing this instance can remove"
+                "the logical index left the catalogue; its ended migration's copy is not removed by osproxy"
             ),
         }
         let mut clean = record.clone();

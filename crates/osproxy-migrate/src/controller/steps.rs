@@ -10,6 +10,8 @@ pub(super) struct Held {
     pub(super) entry_epoch: u64,
     /// The revision of the snapshot it was read from.
     pub(super) revision: u64,
+    /// The logical index's catalogue epoch in that snapshot.
+    pub(super) catalogue_epoch: Option<u64>,
 }
 
 /// How often a step refused only by the tables guard (an unrelated
@@ -75,6 +77,7 @@ impl Controller {
             record_epoch,
             entry_epoch: snap.entry(index, partition).map(|e| e.epoch).unwrap_or(0),
             revision: snap.revision(),
+            catalogue_epoch: snap.index(index).map(|l| l.epoch),
         })
     }
 
@@ -122,6 +125,12 @@ impl Controller {
                         .map(|e| e.epoch)
                         .unwrap_or(0);
                     checked = snap.revision();
+                    // A change of the logical index itself is not retried
+                    // over: the run stops and is driven again from the
+                    // start (its copy was made under the old definition).
+                    if snap.index(&record.index).map(|l| l.epoch) != held.catalogue_epoch {
+                        return Err(Stop::Superseded);
+                    }
                 }
                 Err(WriteError::Conflict(_)) => return Err(Stop::Superseded),
                 Err(WriteError::Unknown(_)) => {

@@ -1,7 +1,8 @@
 //! The migration checker: writers record every acknowledged write while a
 //! seeded schedule moves partitions between placement kinds and injects
 //! faults — instances paused past their lease (SIGSTOP/SIGCONT), killed
-//! and restarted, cut off from etcd, and etcd compacted — at random
+//! and restarted, cut off from etcd, etcd compacted or stopped and
+//! restarted — at random
 //! points. Afterwards every partition must be active at one placement,
 //! every instance must route it there, and the placement must hold exactly
 //! the acknowledged state: the last acknowledged value of each document
@@ -94,7 +95,9 @@ fn outcome(status: u16, error_type: &str, delete: bool) -> Outcome {
 
 /// One writer: its own documents of every partition, written through a
 /// random instance each time, sequentially (so "last acknowledged" is
-/// well defined). Index, delete, multi-item bulks and delete-by-query.
+/// well defined). Index, delete, multi-item bulks of one partition,
+/// gateway bulks whose items name their own partitions (the index takes the
+/// partition from each document's `p`), and delete-by-query.
 async fn writer(
     w: usize,
     seed: u64,
@@ -117,7 +120,16 @@ async fn writer(
             (i, u[i].clone())
         };
         let id = |rng: &mut Rng| format!("w{w}-{}", rng.below(12));
-        let headers = [
+        // An update of a preloaded document this writer owns: counts and
+        // id sets stay equal, so a lost update passes a migration's
+        // verification and only this check sees it.
+        let preloaded = |rng: &mut Rng| {
+            format!(
+                "pre-{}",
+                rng.below(PRELOAD / WRITERS as u64) * WRITERS as u64 + w as u64
+            )
+        };
+        let mut headers = vec![
             ("authorization", auth.as_str()),
             ("x-osproxy-partition", partition),
         ];
@@ -125,82 +137,110 @@ async fn writer(
         // sets never change, so a migration's verification cannot catch a
         // lost write there and this check is the only one that can.
         let choice = if partition == "p0" { 0 } else { rng.below(10) };
-        // (documents touched, their state if applied, request)
-        let (touched, method, path, body, ndjson): (Vec<(String, Option<u64>)>, _, _, _, _) =
-            if choice < 5 {
-                let id = if choice < 3 {
-                    // An update of a preloaded document this writer owns:
-                    // counts and id sets stay equal, so a lost update passes
-                    // a migration's verification and only this check sees it.
-                    let i = rng.below(PRELOAD / WRITERS as u64) * WRITERS as u64 + w as u64;
-                    format!("pre-{i}")
+        // (documents touched: partition, id, state if applied; request)
+        let (touched, method, path, body, ndjson): (Vec<Touched>, _, _, _, _) = if choice < 5 {
+            let id = if choice < 3 {
+                preloaded(&mut rng)
+            } else {
+                id(&mut rng)
+            };
+            let body = json!({"v": value, "p": partition}).to_string();
+            (
+                vec![(partition, id.clone(), Some(value))],
+                Method::PUT,
+                format!("/{INDEX}/_doc/{id}"),
+                Some(body),
+                false,
+            )
+        } else if choice < 7 {
+            let id = id(&mut rng);
+            (
+                vec![(partition, id.clone(), None)],
+                Method::DELETE,
+                format!("/{INDEX}/_doc/{id}"),
+                None,
+                false,
+            )
+        } else if choice < 8 {
+            let mut body = String::new();
+            let mut touched: Vec<Touched> = Vec::new();
+            for k in 0..(2 + rng.below(4)) {
+                let id = id(&mut rng);
+                if touched.iter().any(|(_, t, _)| *t == id) {
+                    continue;
+                }
+                let v = value + (k << 32);
+                if rng.chance(25) {
+                    body.push_str(&format!(
+                        "{{\"delete\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n"
+                    ));
+                    touched.push((partition, id, None));
+                } else {
+                    body.push_str(&format!(
+                        "{{\"index\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n"
+                    ));
+                    body.push_str(&json!({"v": v, "p": partition}).to_string());
+                    body.push('\n');
+                    touched.push((partition, id, Some(v)));
+                }
+            }
+            (
+                touched,
+                Method::POST,
+                "/_bulk".to_string(),
+                Some(body),
+                true,
+            )
+        } else if choice < 9 {
+            // A gateway bulk: no partition header, each item's partition
+            // from its own document, so one request writes to several
+            // partitions (some of them moving) at once; each item must
+            // be gated and routed by its own partition.
+            headers.retain(|(name, _)| *name != "x-osproxy-partition");
+            let mut body = String::new();
+            let mut touched: Vec<Touched> = Vec::new();
+            for k in 0..(2 + rng.below(5)) {
+                let p = PARTITIONS[rng.below(PARTITIONS.len() as u64) as usize];
+                let id = if p == "p0" {
+                    preloaded(&mut rng)
                 } else {
                     id(&mut rng)
                 };
-                let body = json!({"v": value, "p": partition}).to_string();
-                (
-                    vec![(id.clone(), Some(value))],
-                    Method::PUT,
-                    format!("/{INDEX}/_doc/{id}"),
-                    Some(body),
-                    false,
-                )
-            } else if choice < 7 {
-                let id = id(&mut rng);
-                (
-                    vec![(id.clone(), None)],
-                    Method::DELETE,
-                    format!("/{INDEX}/_doc/{id}"),
-                    None,
-                    false,
-                )
-            } else if choice < 9 {
-                let mut body = String::new();
-                let mut touched: Vec<(String, Option<u64>)> = Vec::new();
-                for k in 0..(2 + rng.below(4)) {
-                    let id = id(&mut rng);
-                    if touched.iter().any(|(t, _)| *t == id) {
-                        continue;
-                    }
-                    let v = value + (k << 32);
-                    if rng.chance(25) {
-                        body.push_str(&format!(
-                            "{{\"delete\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n"
-                        ));
-                        touched.push((id, None));
-                    } else {
-                        body.push_str(&format!(
-                            "{{\"index\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n"
-                        ));
-                        body.push_str(&json!({"v": v, "p": partition}).to_string());
-                        body.push('\n');
-                        touched.push((id, Some(v)));
-                    }
+                if touched.iter().any(|(tp, t, _)| *tp == p && *t == id) {
+                    continue;
                 }
-                (
-                    touched,
-                    Method::POST,
-                    "/_bulk".to_string(),
-                    Some(body),
-                    true,
-                )
-            } else {
-                let id = id(&mut rng);
-                let body = json!({"query": {"ids": {"values": [id]}}}).to_string();
-                (
-                    vec![(id.clone(), None)],
-                    Method::POST,
-                    format!("/{INDEX}/_delete_by_query?refresh=true"),
-                    Some(body),
-                    false,
-                )
-            };
+                let v = value + (k << 32);
+                body.push_str(&format!(
+                    "{{\"index\":{{\"_index\":\"{INDEX}\",\"_id\":\"{id}\"}}}}\n"
+                ));
+                body.push_str(&json!({"v": v, "p": p}).to_string());
+                body.push('\n');
+                touched.push((p, id, Some(v)));
+            }
+            (
+                touched,
+                Method::POST,
+                "/_bulk".to_string(),
+                Some(body),
+                true,
+            )
+        } else {
+            let id = id(&mut rng);
+            let body = json!({"query": {"ids": {"values": [id]}}}).to_string();
+            (
+                vec![(partition, id.clone(), None)],
+                Method::POST,
+                format!("/{INDEX}/_delete_by_query?refresh=true"),
+                Some(body),
+                false,
+            )
+        };
         let content_type = if ndjson {
             "application/x-ndjson"
         } else {
             "application/json"
         };
-        let mut all = headers.to_vec();
+        let mut all = headers.clone();
         all.push(("content-type", content_type));
         let sent = http
             .send_with(
@@ -228,9 +268,9 @@ async fn writer(
             ),
         };
         let at = stats.started.elapsed().as_millis();
-        for ((id, state), o) in touched.into_iter().zip(results) {
+        for ((p, id, state), o) in touched.into_iter().zip(results) {
             let doc = model
-                .entry((partition.to_string(), id.clone()))
+                .entry((p.to_string(), id.clone()))
                 .or_insert_with(|| Doc {
                     // A preloaded document starts acknowledged at its index.
                     acked: id
@@ -264,9 +304,12 @@ async fn writer(
     model
 }
 
+/// A document a request touches: its partition, id, and state if applied.
+type Touched = (&'static str, String, Option<u64>);
+
 fn answer_outcomes(
     r: &HttpResponse,
-    touched: &[(String, Option<u64>)],
+    touched: &[Touched],
     ndjson: bool,
     by_query: bool,
     delete: bool,
@@ -281,7 +324,7 @@ fn answer_outcomes(
         return items
             .iter()
             .zip(touched)
-            .map(|(item, (_, state))| {
+            .map(|(item, (_, _, state))| {
                 let inner = item
                     .as_object()
                     .and_then(|o| o.values().next())
@@ -405,7 +448,8 @@ async fn run_schedule(seed: u64) {
     let tag = format!("chk{seed}");
     let extra = format!(
         "[[clusters]]\nid = \"second\"\nurl = \"{}\"\n\n\
-         [[indices]]\nname = \"{INDEX}\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"c-{tag}-chk\" }}\n\
+         [[indices]]\nname = \"{INDEX}\"\npartition = {{ body = \"p\" }}\n\
+         default = {{ kind = \"shared\", cluster = \"main\", index = \"c-{tag}-chk\" }}\n\
          settings = {{ number_of_shards = 3 }}\n",
         node().url()
     );
@@ -522,10 +566,23 @@ async fn run_schedule(seed: u64) {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 fleet.restore_relay();
             }
-            _ => {
+            _ if rng.chance(50) => {
                 let rev = fleet.etcd.revision().unwrap_or(0);
                 note(&mut schedule, &stats, format!("compact etcd at {rev}"));
                 let _ = fleet.etcd.etcdctl(&["compact", &rev.to_string()]);
+            }
+            _ => {
+                // The whole store down, sometimes past the lease: every
+                // instance loses it, writes to logical indices are refused
+                // until it is back and the leases are granted again.
+                let ms = 200 + rng.below(3500);
+                note(&mut schedule, &stats, format!("etcd down for {ms} ms"));
+                fleet.etcd.stop();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                fleet
+                    .etcd
+                    .restart()
+                    .unwrap_or_else(|e| panic!("etcd did not come back: {e}"));
             }
         }
         tokio::time::sleep(Duration::from_millis(200 + rng.below(1500))).await;

@@ -87,13 +87,27 @@ pub async fn copy(
     let mut scroll = Scroll::open(from, first, timeout).await?;
     let mut total = Copied::default();
     let started = tokio::time::Instant::now();
-    // The next page is read while this one is written: the source's
-    // scroll and the destination's bulk overlap instead of alternating.
-    let mut page = scroll.next().await?;
-    while let Some(hits) = page {
-        let (done, next) = tokio::join!(write_page(from, to, &hits, timeout, fence), scroll.next());
+    // Two pages are written at once while the next two are read: the
+    // source's scroll and the destination's bulks overlap instead of
+    // alternating. A scroll yields each document once, so the two bulks
+    // never hold the same document and their order does not matter.
+    let mut pages = read_pages(&mut scroll).await?;
+    while !pages.is_empty() {
+        let (second, first) = (pages.pop(), pages.pop());
+        let writes = async {
+            let (a, b) = tokio::join!(
+                write_some(from, to, first.as_deref(), timeout, fence),
+                write_some(from, to, second.as_deref(), timeout, fence)
+            );
+            let (a, b) = (a?, b?);
+            Ok::<_, MoveError>(Copied {
+                written: a.written + b.written,
+                bytes: a.bytes + b.bytes,
+            })
+        };
+        let (done, next) = tokio::join!(writes, read_pages(&mut scroll));
         let done = done?;
-        page = next?;
+        pages = next?;
         total.written += done.written;
         total.bytes += done.bytes;
         progress(&total);
@@ -105,6 +119,34 @@ pub async fn copy(
         }
     }
     Ok(total)
+}
+
+/// Pages in flight at once.
+const IN_FLIGHT: usize = 2;
+
+/// The next pages of a scroll, up to [`IN_FLIGHT`] (none at its end).
+async fn read_pages(scroll: &mut Scroll<'_>) -> Result<Vec<Vec<side::Hit>>, MoveError> {
+    let mut pages = Vec::with_capacity(IN_FLIGHT);
+    while pages.len() < IN_FLIGHT {
+        match scroll.next().await? {
+            Some(hits) => pages.push(hits),
+            None => break,
+        }
+    }
+    Ok(pages)
+}
+
+async fn write_some(
+    from: &Side<'_>,
+    to: &Side<'_>,
+    hits: Option<&[side::Hit]>,
+    timeout: Duration,
+    fence: &impl Fence,
+) -> Result<Copied, MoveError> {
+    match hits {
+        Some(h) => write_page(from, to, h, timeout, fence).await,
+        None => Ok(Copied::default()),
+    }
 }
 
 /// A document written by a page: its logical id, routing and body.

@@ -425,6 +425,8 @@ pub(crate) struct Scroll<'s> {
     /// The first page, from opening the scroll.
     first: Option<Page>,
     id: Option<String>,
+    /// The last page was read (and the scroll cleared).
+    done: bool,
 }
 
 impl<'s> Scroll<'s> {
@@ -446,10 +448,14 @@ impl<'s> Scroll<'s> {
             timeout,
             first: Some(first),
             id: None,
+            done: false,
         })
     }
 
     pub(crate) async fn next(&mut self) -> Result<Option<Vec<Hit>>, MoveError> {
+        if self.done {
+            return Ok(None);
+        }
         let page = match self.first.take() {
             Some(p) => p,
             None => {
@@ -473,6 +479,7 @@ impl<'s> Scroll<'s> {
         if !hits.is_empty() {
             return Ok(Some(hits));
         }
+        self.done = true;
         if let Some(id) = self.id.take() {
             let _ = json_call(
                 self.side.cluster,

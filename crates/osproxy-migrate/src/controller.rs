@@ -402,8 +402,7 @@ impl Controller {
             // Cutover: writes refused from here on.
             let held = self.current(index, &pid, MigrationPhase::Copying)?;
             if held.catalogue_epoch != Some(logical.epoch) {
-                // The logical index changed during the copy: run again.
-                return Err(Stop::Superseded);
+                return Err(logical_changed());
             }
             let mut rec = held.record.clone();
             rec.copied = copied.written;
@@ -462,8 +461,7 @@ impl Controller {
         // Flip.
         let held = self.current(index, &pid, MigrationPhase::Cutover)?;
         if held.catalogue_epoch != Some(logical.epoch) {
-            // The logical index changed during the copy: run again.
-            return Err(Stop::Superseded);
+            return Err(logical_changed());
         }
         let mut rec = held.record.clone();
         rec.caught_up = caught.written;
@@ -561,6 +559,7 @@ impl Controller {
                             // destination: let it stop at its next fence
                             // check (the record is no longer this run's),
                             // so nothing it sent lands after a clean-up.
+                            owner.halt();
                             let _ = (&mut copy).await;
                             return Err(stop);
                         }
@@ -569,6 +568,14 @@ impl Controller {
             }
         }
     }
+}
+
+/// The logical index was changed during the move: what was copied may
+/// follow its old definition, so the move fails back to its source (and is
+/// started again by the operator) rather than going on or copying again
+/// with writes refused.
+fn logical_changed() -> Stop {
+    Stop::Failed("the logical index was changed during the move; start the migration again".into())
 }
 
 fn migrating(from: &Placement, to: &Placement, phase: Phase) -> PlacementValue {

@@ -44,6 +44,12 @@ const PAGE: usize = 1000;
 pub trait Fence: Sync {
     /// `Ok` while the writes may go on.
     fn check(&self) -> impl std::future::Future<Output = Result<(), MoveError>> + Send;
+
+    /// The owner asked the copy to stop (checked without a store read, by
+    /// a copy that is waiting for its pace).
+    fn halted(&self) -> bool {
+        false
+    }
 }
 
 /// No fence: for a caller that is the only writer by construction (tests,
@@ -115,7 +121,13 @@ pub async fn copy(
         // the tenants still on the source.
         if let Some(rate) = pace.filter(|r| *r > 0) {
             let due = started + Duration::from_secs_f64(total.written as f64 / rate as f64);
-            tokio::time::sleep_until(due).await;
+            while tokio::time::Instant::now() < due {
+                if fence.halted() {
+                    return Err(MoveError("the copy was stopped".into()));
+                }
+                let step = tokio::time::Instant::now() + Duration::from_millis(250);
+                tokio::time::sleep_until(due.min(step)).await;
+            }
         }
     }
     Ok(total)
@@ -172,7 +184,7 @@ async fn write_page(
                 "a source document's id is not the partition's".into(),
             ));
         };
-        let raw = one_line(source.get().as_bytes())?;
+        let raw = one_line(source.get().as_bytes());
         done.bytes += raw.len() as u64;
         let doc = match (from.shared(), to.shared()) {
             (true, false) => match osproxy_rewrite::source::strip_field(&raw, field)
@@ -272,14 +284,32 @@ async fn write_page(
 /// A source as one NDJSON line: the cluster's bytes as they are, unless
 /// they hold a line break (a document indexed pretty-printed keeps its
 /// layout in `_source`), which a bulk body cannot carry: then compacted.
-fn one_line(raw: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, MoveError> {
+fn one_line(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if !raw.iter().any(|b| *b == b'\n' || *b == b'\r') {
-        return Ok(std::borrow::Cow::Borrowed(raw));
+        return std::borrow::Cow::Borrowed(raw);
     }
-    let v: Value = serde_json::from_slice(raw).map_err(|e| MoveError(e.to_string()))?;
-    serde_json::to_vec(&v)
-        .map(std::borrow::Cow::Owned)
-        .map_err(|e| MoveError(e.to_string()))
+    // Whitespace outside strings is dropped, byte for byte otherwise: no
+    // tree, so numbers, key order and escapes stay exactly as stored (a
+    // line break inside a string is always escaped in JSON).
+    let mut out = Vec::with_capacity(raw.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in raw {
+        if in_string {
+            out.push(b);
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            if b == b'"' {
+                in_string = true;
+            }
+            out.push(b);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Makes a dedicated destination new: an index of the partition's own that
@@ -361,10 +391,20 @@ pub async fn remove_extra(
             .iter()
             .filter_map(|h| Some((to.logical_id(&h.id)?, h.routing.as_deref())))
             .collect();
-        let keep = present(from, page.iter().map(|(l, _)| *l), timeout).await?;
+        // Between dedicated placements a document is its id and custom
+        // routing (one id may be stored under several); otherwise its id.
+        let by_routing = !from.shared() && !to.shared();
+        let wanted: Vec<(&str, Option<&str>)> = page
+            .iter()
+            .map(|(l, r)| (*l, r.filter(|_| by_routing)))
+            .collect();
+        let keep = present(from, &wanted, by_routing, timeout).await?;
         let mut body = Vec::new();
         let mut extra = 0u64;
-        for (logical, routing) in page.iter().filter(|(l, _)| !keep.contains(*l)) {
+        for (logical, routing) in page.iter().filter(|(l, r)| {
+            let key = (l.to_string(), r.filter(|_| by_routing).map(str::to_string));
+            !keep.contains(&key)
+        }) {
             body.extend_from_slice(to.delete_action(logical, *routing).as_bytes());
             body.push(b'\n');
             extra += 1;
@@ -404,4 +444,23 @@ async fn post_bulk(
         )));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_pretty_printed_source_becomes_one_line_byte_for_byte() {
+        let raw = b"{\n  \"a\": 99999999999999999999,\r\n\t\"s\": \"x \\\" \\n y\",\n  \"z\" : [1, 2.50]\n}";
+        let line = one_line(raw);
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            "{\"a\":99999999999999999999,\"s\":\"x \\\" \\n y\",\"z\":[1,2.50]}"
+        );
+        assert!(matches!(
+            one_line(b"{\"a\": 1}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

@@ -187,8 +187,15 @@ pub(crate) async fn json_call(
             cluster.id
         )));
     }
-    // A search, count or by-query answer that missed shards would make a
-    // copy, a count or an id set agree with a destination that lacks them.
+    // A search, count or by-query answer that missed shards (or ran out of
+    // time) would make a copy, a count or an id set agree with a
+    // destination that lacks them.
+    if v.get("timed_out").and_then(Value::as_bool) == Some(true) {
+        return Err(MoveError(format!(
+            "cluster {} answered {path} with a timed-out (partial) result",
+            cluster.id
+        )));
+    }
     let failed = v
         .pointer("/_shards/failed")
         .and_then(Value::as_u64)
@@ -357,6 +364,8 @@ struct Page {
     hits: PageHits,
     #[serde(rename = "_shards", default)]
     shards: Option<ShardCount>,
+    #[serde(default)]
+    timed_out: bool,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -407,6 +416,12 @@ async fn page_call(
         ))
     })?;
     let failed = page.shards.as_ref().map_or(0, |s| s.failed);
+    if page.timed_out {
+        return Err(MoveError(format!(
+            "cluster {} answered {path} with a timed-out (partial) page",
+            cluster.id
+        )));
+    }
     if failed > 0 {
         return Err(MoveError(format!(
             "cluster {} answered {path} with {failed} failed shard(s); a migration reads only complete answers",
@@ -570,20 +585,27 @@ pub async fn ids(side: &Side<'_>, timeout: Duration) -> Result<HashSet<String>, 
     Ok(out)
 }
 
-/// Which of `logical` ids the partition has on one side (one search,
-/// however many ids: a page's worth at most).
-pub(crate) async fn present<'i>(
+/// Which of `wanted` (logical id, custom routing) the partition has on one
+/// side, in one search. With `by_routing` (both sides dedicated: one id can
+/// exist under several routings) a document counts only under its own
+/// routing; otherwise by id. An answer that could not list every match
+/// (more than the ids asked for twice over: one id under many routings) is
+/// an error, never a partial set.
+pub(crate) async fn present(
     side: &Side<'_>,
-    logical: impl Iterator<Item = &'i str>,
+    wanted: &[(&str, Option<&str>)],
+    by_routing: bool,
     timeout: Duration,
-) -> Result<HashSet<String>, MoveError> {
-    let physical: Vec<String> = logical.map(|l| side.physical_id(l)).collect();
-    if physical.is_empty() || !exists(side, timeout).await? {
+) -> Result<HashSet<(String, Option<String>)>, MoveError> {
+    if wanted.is_empty() || !exists(side, timeout).await? {
         return Ok(HashSet::new());
     }
+    let physical: Vec<String> = wanted.iter().map(|(l, _)| side.physical_id(l)).collect();
+    let size = physical.len() * 2;
     let query = json!({
-        "size": physical.len(),
+        "size": size,
         "_source": false,
+        "track_total_hits": true,
         "query": {"bool": {"filter": [side.scope(), {"ids": {"values": physical}}]}}
     });
     let v = json_call(
@@ -594,13 +616,35 @@ pub(crate) async fn present<'i>(
         timeout,
     )
     .await?;
-    Ok(v.pointer("/hits/hits")
+    let hits = v
+        .pointer("/hits/hits")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|h| h.get("_id").and_then(Value::as_str))
-        .filter_map(|p| side.logical_id(p))
-        .map(str::to_string)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let total = v
+        .pointer("/hits/total/value")
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::MAX);
+    if total > hits.len() as u64 {
+        return Err(MoveError(format!(
+            "{total} documents match {} ids at the source (one id stored under several routings?); the deletions made during the move cannot be found exactly",
+            physical.len()
+        )));
+    }
+    Ok(hits
+        .iter()
+        .filter_map(|h| {
+            let logical = h
+                .get("_id")
+                .and_then(Value::as_str)
+                .and_then(|p| side.logical_id(p))?;
+            let routing = h
+                .get("_routing")
+                .and_then(Value::as_str)
+                .filter(|_| by_routing)
+                .map(str::to_string);
+            Some((logical.to_string(), routing))
+        })
         .collect())
 }
 

@@ -53,10 +53,13 @@ impl Controller {
                 .filter(|(r, _)| {
                     // A clean-up only by an instance that can reach its
                     // destination.
-                    let cleanable = r
-                        .reserved()
-                        .is_some_and(|to| self.upstreams.by_id(to.cluster()).is_some());
-                    (!r.phase.is_terminal() || cleanable)
+                    let known =
+                        |p: &osproxy_core::Placement| self.upstreams.by_id(p.cluster()).is_some();
+                    let cleanable = r.reserved().is_some_and(known);
+                    // A run only by one that reaches both sides (else it
+                    // would fail at once and strand the clean-up).
+                    let drivable = !r.phase.is_terminal() && known(&r.from) && known(&r.to);
+                    (drivable || cleanable)
                         && (!live.contains(&r.controller)
                             || (r.controller == self.instance
                                 && !self.is_running(&r.index, &r.partition)))

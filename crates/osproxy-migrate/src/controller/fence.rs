@@ -22,6 +22,7 @@ impl Controller {
             phase,
             epoch: std::sync::atomic::AtomicU64::new(epoch),
             lost: std::sync::atomic::AtomicBool::new(false),
+            halted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -41,6 +42,8 @@ pub(super) struct Owner<'c> {
     /// The record's epoch as this controller last wrote it.
     epoch: std::sync::atomic::AtomicU64,
     lost: std::sync::atomic::AtomicBool,
+    /// The run stops: the next check fails without a store read.
+    halted: std::sync::atomic::AtomicBool,
 }
 
 impl Owner<'_> {
@@ -48,6 +51,12 @@ impl Owner<'_> {
     pub(super) fn moved_to(&self, epoch: u64) {
         self.epoch
             .store(epoch, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Stops every write after the ones in flight.
+    pub(super) fn halt(&self) {
+        self.halted
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// What a failed step means: superseded when the fence found the
@@ -62,8 +71,15 @@ impl Owner<'_> {
 }
 
 impl migrate::Fence for Owner<'_> {
+    fn halted(&self) -> bool {
+        self.halted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     async fn check(&self) -> Result<(), migrate::MoveError> {
         use std::sync::atomic::Ordering;
+        if self.halted.load(Ordering::Acquire) {
+            return Err(migrate::MoveError("the run is stopping".into()));
+        }
         loop {
             let expected = self.epoch.load(Ordering::Acquire);
             let started = osproxy_control::admission::mono_ms();

@@ -126,10 +126,9 @@ impl Controller {
                         .unwrap_or(0);
                     checked = snap.revision();
                     // A change of the logical index itself is not retried
-                    // over: the run stops and is driven again from the
-                    // start (its copy was made under the old definition).
+                    // over (its copy was made under the old definition).
                     if snap.index(&record.index).map(|l| l.epoch) != held.catalogue_epoch {
-                        return Err(Stop::Superseded);
+                        return Err(super::logical_changed());
                     }
                 }
                 Err(WriteError::Conflict(_)) => return Err(Stop::Superseded),

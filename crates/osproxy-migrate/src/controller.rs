@@ -387,6 +387,13 @@ impl Controller {
                 .map_err(|e| copying.stop(e))?;
             let checkpoint = migrate::checkpoint(&from, t).await.map_err(failed)?;
             let copy_started = std::time::Instant::now();
+            // A dedicated destination has no readers before the flip: it is
+            // not refreshed while the bulk copy runs, and refreshed once
+            // after it, before writes are refused (so the cutover's counts
+            // do not wait for a million-document refresh).
+            migrate::bulk_load(&to, true, t, &copying)
+                .await
+                .map_err(|e| copying.stop(e))?;
             let copied = self
                 .copy_reporting(
                     index,
@@ -398,6 +405,17 @@ impl Controller {
                 )
                 .await?;
             let copy_ms = copy_started.elapsed().as_millis() as u64;
+            let refresh_started = std::time::Instant::now();
+            migrate::bulk_load(&to, false, t, &copying)
+                .await
+                .map_err(|e| copying.stop(e))?;
+            info!(
+                index,
+                partition,
+                copy_ms,
+                refresh_ms = refresh_started.elapsed().as_millis() as u64,
+                "full copy done; destination refreshed, cutover next"
+            );
 
             // Cutover: writes refused from here on.
             let held = self.current(index, &pid, MigrationPhase::Copying)?;

@@ -343,6 +343,40 @@ pub async fn fresh_destination(
     }
 }
 
+/// Turns a dedicated destination's periodic refresh off for a bulk load
+/// (`loading`), or back to the index's default and refreshes it once. A
+/// shared destination serves other tenants' searches and is left alone.
+/// Failing to turn it back on fails the move (a live index that never
+/// refreshes would hide new writes from searches).
+pub async fn bulk_load(
+    to: &Side<'_>,
+    loading: bool,
+    timeout: Duration,
+    fence: &impl Fence,
+) -> Result<(), MoveError> {
+    if to.shared() || !exists(to, timeout).await? {
+        return Ok(());
+    }
+    let interval = if loading {
+        Value::from("-1")
+    } else {
+        Value::Null
+    };
+    fence.check().await?;
+    json_call(
+        to.cluster,
+        Method::PUT,
+        &format!("/{}/_settings", to.index()),
+        Some(json!({"index": {"refresh_interval": interval}})),
+        timeout,
+    )
+    .await?;
+    if !loading {
+        refresh(to, timeout).await?;
+    }
+    Ok(())
+}
+
 /// Deletes every document of the partition from one side (a move's
 /// destination before its first copy). Returns how many.
 pub async fn purge(

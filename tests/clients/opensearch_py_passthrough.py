@@ -1,6 +1,8 @@
 """The official Python client (opensearch-py), unchanged, through osproxy passthrough.
 
-Usage: python opensearch_py_passthrough.py PROXY_URL DEAD_PROXY_URL INDEX
+Usage: python opensearch_py_passthrough.py PROXY_URL DEAD_PROXY_URL INDEX [CA_CERTS]
+With CA_CERTS, PROXY_URL is https:// and its certificate is verified
+against that CA file.
 Exits non-zero with a message on the first mismatch. Run by the live test
 crates/osproxy/tests/live/clients.rs.
 """
@@ -17,7 +19,8 @@ def check(cond, what):
 
 def main():
     url, dead_url, index = sys.argv[1], sys.argv[2], sys.argv[3]
-    client = OpenSearch(hosts=[url], max_retries=0, timeout=30)
+    tls = {"ca_certs": sys.argv[4], "verify_certs": True} if len(sys.argv) > 4 else {}
+    client = OpenSearch(hosts=[url], max_retries=0, timeout=30, **tls)
 
     info = client.info()
     check(info["version"]["distribution"] == "opensearch", f"info: {info}")

@@ -309,6 +309,12 @@ pub struct Listen {
     /// Admin API, metrics and health.
     #[serde(default = "default_admin_addr")]
     pub admin: SocketAddr,
+    /// TLS on the data listener (cleartext when absent).
+    #[serde(default)]
+    pub tls: Option<ListenTls>,
+    /// TLS on the admin listener (cleartext when absent).
+    #[serde(default)]
+    pub admin_tls: Option<ListenTls>,
 }
 
 impl Default for Listen {
@@ -316,8 +322,60 @@ impl Default for Listen {
         Listen {
             data: default_data_addr(),
             admin: default_admin_addr(),
+            tls: None,
+            admin_tls: None,
         }
     }
+}
+
+/// `listen.tls` / `listen.admin_tls`: a listener's certificate and key (PEM
+/// files, re-read when they change on disk).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTls {
+    /// The certificate chain, leaf first.
+    pub cert_file: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// CA certificates client certificates are verified against (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+    /// Whether a client certificate is asked for: "none" (default without
+    /// a client CA), "optional" or "required".
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// How a TLS listener treats client certificates.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// None is asked for.
+    None,
+    /// One is verified when sent.
+    Optional,
+    /// A connection without a valid one is refused.
+    Required,
+}
+
+/// `clusters[].tls`: how osproxy verifies an `https` cluster, and the
+/// certificate it presents.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTls {
+    /// CA certificates the cluster's certificate is verified against
+    /// (default: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// The name the certificate must carry (default: the URL's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// A client certificate chain to present (mTLS to the cluster).
+    #[serde(default)]
+    pub client_cert_file: Option<String>,
+    /// Its private key.
+    #[serde(default)]
+    pub client_key_file: Option<String>,
 }
 
 fn default_data_addr() -> SocketAddr {
@@ -342,6 +400,16 @@ pub struct Cluster {
     pub password_env: Option<String>,
     /// File holding the basic-auth password (trailing newline trimmed).
     pub password_file: Option<String>,
+    /// Environment variable holding an API key, sent as
+    /// `Authorization: ApiKey <value>` (instead of basic auth).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File holding the API key (trailing newline trimmed).
+    #[serde(default)]
+    pub api_key_file: Option<String>,
+    /// How an `https` cluster is verified (system roots by default).
+    #[serde(default)]
+    pub tls: Option<ClusterTls>,
 }
 
 /// `[upstream]`: how osproxy talks to clusters.

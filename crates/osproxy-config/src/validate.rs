@@ -7,7 +7,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     if config.tls.is_some() {
         errs.push(ConfigError::new(
             "tls",
-            "ingress TLS is not supported by this version yet; terminate TLS in front of osproxy and remove [tls]",
+            "TLS is configured per listener: move [tls] to listen.tls = { cert_file = \"...\", key_file = \"...\" } (and listen.admin_tls)",
         ));
     }
     if config.listen.data == config.listen.admin && config.listen.data.port() != 0 {
@@ -39,8 +39,31 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
                 format!("duplicate cluster id {:?}", c.id),
             ));
         }
-        if let Some(m) = url_problem(&c.url) {
+        if let Some(m) = url_problem(&c.url, true) {
             errs.push(ConfigError::new(key("url"), m));
+        }
+        if c.tls.is_some() && !c.url.starts_with("https://") {
+            errs.push(ConfigError::new(
+                key("tls"),
+                "tls settings need an https:// url (this one is cleartext)",
+            ));
+        }
+        let api_key = c.api_key_env.is_some() || c.api_key_file.is_some();
+        if api_key && c.username.is_some() {
+            errs.push(ConfigError::new(
+                key("api_key_env"),
+                "give basic auth (username + password) or an API key, not both",
+            ));
+        }
+        if api_key {
+            crate::secret::check_secret(
+                &mut errs,
+                &key("api_key"),
+                (c.api_key_env.as_ref(), c.api_key_file.as_ref()),
+                1,
+                "API key",
+                false,
+            );
         }
         match (&c.username, &c.password_env, &c.password_file) {
             (_, Some(_), Some(_)) => errs.push(ConfigError::new(
@@ -174,7 +197,7 @@ fn check_diagnostics(d: &crate::Diagnostics, errs: &mut Vec<ConfigError>) {
         ));
     }
     if let Some(url) = &d.otlp_endpoint {
-        if let Some(m) = url_problem(url) {
+        if let Some(m) = url_problem(url, false) {
             errs.push(ConfigError::new("diagnostics.otlp_endpoint", m));
         }
     }
@@ -203,7 +226,7 @@ fn check_control(control: &crate::Control, errs: &mut Vec<ConfigError>) {
         ));
     }
     for (i, e) in etcd.endpoints.iter().enumerate() {
-        if let Some(m) = url_problem(e) {
+        if let Some(m) = url_problem(e, false) {
             errs.push(ConfigError::new(format!("control.etcd.endpoints[{i}]"), m));
         }
     }
@@ -250,18 +273,19 @@ fn check_control(control: &crate::Control, errs: &mut Vec<ConfigError>) {
 }
 
 /// What is wrong with an upstream or endpoint URL, if anything.
-fn url_problem(url: &str) -> Option<String> {
+/// What is wrong with a base URL (`https` allowed where TLS is built).
+fn url_problem(url: &str, https: bool) -> Option<String> {
     let uri: http::Uri = match url.parse() {
         Ok(u) => u,
         Err(e) => return Some(format!("{url:?} is not a URL: {e}")),
     };
     match uri.scheme_str() {
         Some("http") => {}
+        Some("https") if https => {}
         Some("https") => {
-            return Some(
-                "https upstreams are not supported by this version yet; use http://".to_string(),
-            )
+            return Some("https is not supported here by this version yet; use http://".to_string())
         }
+        _ if https => return Some(format!("{url:?} must start with http:// or https://")),
         _ => return Some(format!("{url:?} must start with http://")),
     }
     if uri.host().is_none_or(str::is_empty) {
@@ -340,7 +364,12 @@ mod tests {
 
     #[test]
     fn bad_url_is_named() {
-        for url in ["not a url", "ftp://x:1", "http://x:1/path", "https://x:1"] {
+        for url in [
+            "not a url",
+            "ftp://x:1",
+            "http://x:1/path",
+            "https://x:1/path",
+        ] {
             let text = format!("[[clusters]]\nid = \"main\"\nurl = \"{url}\"\n");
             assert_eq!(keys(&text, &[]), ["clusters[0].url"], "{url}");
         }

@@ -1,9 +1,11 @@
-//! Ingress: accept TCP connections and serve HTTP/1.1 and HTTP/2 (h2c, prior
-//! knowledge) on one port, with `TCP_NODELAY`, a header-read deadline, and a
-//! graceful drain on shutdown.
+//! Ingress: accept TCP connections and serve HTTP/1.1 and HTTP/2 on one
+//! port — cleartext (h2c, prior knowledge) or TLS (ALPN `h2` and
+//! `http/1.1`) — with `TCP_NODELAY`, a handshake and header-read deadline,
+//! and a graceful drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -11,8 +13,16 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
+
+/// How long a client has to start and finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The answer to a cleartext request on a TLS port (before any TLS: the
+/// client cannot read anything else), OpenSearch-shaped.
+const PLAINTEXT_ON_TLS: &str = "{\"error\":{\"root_cause\":[{\"type\":\"tls_required\",\"reason\":\"this port speaks TLS: send the request with https://\"}],\"type\":\"tls_required\",\"reason\":\"this port speaks TLS: send the request with https://\"},\"status\":400}";
 
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +38,7 @@ pub enum Drained {
 /// in-flight requests finish for up to `drain`, and returns.
 pub async fn serve<S, B, F>(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     service: S,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
@@ -59,13 +70,33 @@ where
                         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
                     }
                     let svc = hyper::service::service_fn(service.clone());
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            debug!(%peer, error = %e, "connection ended with an error");
+                    match &tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                            let conn = graceful.watch(conn);
+                            tokio::spawn(async move {
+                                if let Err(e) = conn.await {
+                                    debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                            });
                         }
-                    });
+                        Some(config) => {
+                            // The handshake runs in the connection's own task,
+                            // so a slow client never holds up the accept loop.
+                            let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                            let builder = builder.clone();
+                            let watcher = graceful.watcher();
+                            tokio::spawn(async move {
+                                let Some(stream) = handshake(acceptor, stream, peer).await else {
+                                    return;
+                                };
+                                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                                if let Err(e) = watcher.watch(conn).await {
+                                    debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off briefly
@@ -81,6 +112,43 @@ where
     tokio::select! {
         () = graceful.shutdown() => Drained::Complete,
         () = tokio::time::sleep(drain) => Drained::TimedOut,
+    }
+}
+
+/// The TLS handshake of one accepted connection, within
+/// [`HANDSHAKE_TIMEOUT`]. A client that speaks cleartext HTTP to the TLS
+/// port (its first byte is not a TLS handshake record) is answered 400
+/// naming the fix, instead of a handshake error it cannot read.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut stream: TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] != 0x16 => {
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json; charset=UTF-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAINTEXT_ON_TLS}",
+                PLAINTEXT_ON_TLS.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            debug!(%peer, "cleartext request on the TLS port refused");
+            return None;
+        }
+        Ok(Ok(_)) => {}
+        _ => return None,
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            None
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod opensearch;
 mod process;
 mod proxy;
 mod relay;
+mod tls;
 
 pub use etcd::Etcd;
 pub use fixture::{eventually, As, ConfigBuilder, Grant};
@@ -24,6 +25,7 @@ pub use opensearch::{shared_opensearch, OpenSearchNode};
 pub use process::{free_port, repo_root, wait_until};
 pub use proxy::ProxyInstance;
 pub use relay::Relay;
+pub use tls::{Issued, TestCa, TlsTerminator};
 
 /// How long one test binary may run before the watchdog ends it, unless
 /// `OSPROXY_TEST_BINARY_LIMIT_SECS` says otherwise.

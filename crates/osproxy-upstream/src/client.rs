@@ -1,6 +1,7 @@
 //! Upstream clusters: one pooled keep-alive client per cluster, with
-//! `TCP_NODELAY`, a connect deadline, a response-head deadline, basic auth,
-//! and connection-reuse accounting.
+//! `TCP_NODELAY`, a connect deadline, a response-head deadline, TLS for
+//! `https` clusters, basic or API-key credentials, and connection-reuse
+//! accounting.
 
 use std::future::Future;
 use std::io;
@@ -80,6 +81,24 @@ pub enum SetupError {
         #[source]
         source: http::header::InvalidHeaderValue,
     },
+    /// The cluster's TLS settings are not usable.
+    #[error("cluster {cluster}: {source}")]
+    Tls {
+        /// The cluster id.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: crate::tls::TlsError,
+    },
+    /// The API key cannot be read.
+    #[error("cluster {cluster}: {source}")]
+    ApiKey {
+        /// The cluster id.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: osproxy_config::SecretError,
+    },
     /// No metrics were registered for the cluster (a wiring mistake).
     #[error("no metrics for cluster {cluster}")]
     NoMetrics {
@@ -125,7 +144,7 @@ impl Upstreams {
                     .ok_or_else(|| SetupError::NoMetrics {
                         cluster: c.id.clone(),
                     })?;
-                UpstreamCluster::new(c, config, m)
+                UpstreamCluster::new(i, c, config, m)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Upstreams { clusters: built })
@@ -154,6 +173,7 @@ impl Upstreams {
 
 impl UpstreamCluster {
     fn new(
+        position: usize,
         c: &Cluster,
         config: &UpstreamConfig,
         metrics: ClusterMetrics,
@@ -170,15 +190,45 @@ impl UpstreamCluster {
             cluster: c.id.clone(),
             reason: "it names no host".into(),
         })?;
-        let authorization = basic_auth(c)?;
+        let authorization = match api_key(position, c)? {
+            Some(key) => Some(key),
+            None => basic_auth(c)?,
+        };
 
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout.as_std()));
         http.set_keepalive(Some(Duration::from_secs(60)));
+        // The scheme is the cluster's, checked here: TLS is layered on the
+        // TCP connection below for https.
+        http.enforce_http(false);
+        let tls = if scheme == Scheme::HTTPS {
+            let key = format!("clusters[{position}].tls");
+            let config = crate::tls::client_config(&key, c.tls.as_ref(), config.http2).map_err(
+                |source| SetupError::Tls {
+                    cluster: c.id.clone(),
+                    source,
+                },
+            )?;
+            let host = c
+                .tls
+                .as_ref()
+                .and_then(|t| t.server_name.clone())
+                .unwrap_or_else(|| authority.host().trim_matches(['[', ']']).to_string());
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
+                SetupError::BadUrl {
+                    cluster: c.id.clone(),
+                    reason: format!("{host:?} is not a TLS server name: {e}"),
+                }
+            })?;
+            Some(Arc::new((tokio_rustls::TlsConnector::from(config), name)))
+        } else {
+            None
+        };
         let connector = CountingConnector {
             inner: http,
             opened: metrics.connections_opened.clone(),
+            tls,
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout.as_std())
@@ -301,6 +351,28 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// `Authorization: ApiKey <value>` from `api_key_env` / `api_key_file`.
+fn api_key(position: usize, c: &Cluster) -> Result<Option<HeaderValue>, SetupError> {
+    let key = format!("clusters[{position}].api_key");
+    let Some(value) =
+        osproxy_config::read_secret(&key, c.api_key_env.as_deref(), c.api_key_file.as_deref())
+            .map_err(|source| SetupError::ApiKey {
+                cluster: c.id.clone(),
+                source,
+            })?
+    else {
+        return Ok(None);
+    };
+    let mut header = HeaderValue::try_from(format!("ApiKey {value}")).map_err(|source| {
+        SetupError::BadCredentials {
+            cluster: c.id.clone(),
+            source,
+        }
+    })?;
+    header.set_sensitive(true);
+    Ok(Some(header))
+}
+
 fn basic_auth(c: &Cluster) -> Result<Option<HeaderValue>, SetupError> {
     let Some(user) = &c.username else {
         return Ok(None);
@@ -339,10 +411,26 @@ struct ConnectionUses(Arc<AtomicU64>);
 /// An [`HttpConnector`] that counts opened connections and tags each with
 /// a use counter so reuse can be measured per response. The pooled client
 /// clones its connector on every request, so it stays two `Arc`s small.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CountingConnector {
     inner: HttpConnector,
     opened: Counter<u64, AtomicU64>,
+    /// For an https cluster: the TLS client and the name its certificate
+    /// must carry.
+    tls: Option<
+        Arc<(
+            tokio_rustls::TlsConnector,
+            rustls::pki_types::ServerName<'static>,
+        )>,
+    >,
+}
+
+impl std::fmt::Debug for CountingConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountingConnector")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl tower_service::Service<Uri> for CountingConnector {
@@ -357,8 +445,20 @@ impl tower_service::Service<Uri> for CountingConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connecting = tower_service::Service::<Uri>::call(&mut self.inner, uri);
         let opened = self.opened.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
-            let io = connecting.await?;
+            let tcp = connecting.await?;
+            let io = match tls {
+                None => Stream::Plain(Box::new(tcp)),
+                Some(tls) => {
+                    let (connector, name) = &*tls;
+                    let stream = connector
+                        .connect(name.clone(), tcp.into_inner())
+                        .await
+                        .map_err(|e| TlsHandshake(e.to_string()))?;
+                    Stream::Tls(Box::new(TokioIo::new(stream)))
+                }
+            };
             opened.inc();
             Ok(TrackedConnection {
                 io,
@@ -368,17 +468,59 @@ impl tower_service::Service<Uri> for CountingConnector {
     }
 }
 
-/// A TCP connection with its use counter.
+/// A TLS handshake with a cluster failed (an untrusted or expired
+/// certificate, a name that does not match, a cleartext server).
+#[derive(Debug)]
+struct TlsHandshake(String);
+
+impl std::fmt::Display for TlsHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS handshake with the cluster failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for TlsHandshake {}
+
+/// A connection to a cluster: cleartext or TLS.
+#[derive(Debug)]
+enum Stream {
+    Plain(Box<TokioIo<TcpStream>>),
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+/// A connection with its use counter.
 #[derive(Debug)]
 pub struct TrackedConnection {
-    io: TokioIo<TcpStream>,
+    io: Stream,
     uses: ConnectionUses,
 }
 
 impl Connection for TrackedConnection {
     fn connected(&self) -> Connected {
-        self.io.connected().extra(self.uses.clone())
+        match &self.io {
+            Stream::Plain(io) => io.connected().extra(self.uses.clone()),
+            Stream::Tls(io) => {
+                let (tcp, session) = io.inner().get_ref();
+                let connected = tcp.connected();
+                let connected = if session.alpn_protocol() == Some(b"h2") {
+                    connected.negotiated_h2()
+                } else {
+                    connected
+                };
+                connected.extra(self.uses.clone())
+            }
+        }
     }
+}
+
+/// Forwards one I/O call to whichever stream the connection is.
+macro_rules! each_stream {
+    ($self:expr, $io:ident => $call:expr) => {
+        match &mut $self.get_mut().io {
+            Stream::Plain($io) => $call,
+            Stream::Tls($io) => $call,
+        }
+    };
 }
 
 impl hyper::rt::Read for TrackedConnection {
@@ -387,7 +529,7 @@ impl hyper::rt::Read for TrackedConnection {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        each_stream!(self, io => Pin::new(io.as_mut()).poll_read(cx, buf))
     }
 }
 
@@ -397,19 +539,22 @@ impl hyper::rt::Write for TrackedConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        each_stream!(self, io => Pin::new(io.as_mut()).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        each_stream!(self, io => Pin::new(io.as_mut()).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        each_stream!(self, io => Pin::new(io.as_mut()).poll_shutdown(cx))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        match &self.io {
+            Stream::Plain(io) => io.is_write_vectored(),
+            Stream::Tls(io) => io.is_write_vectored(),
+        }
     }
 
     fn poll_write_vectored(
@@ -417,7 +562,7 @@ impl hyper::rt::Write for TrackedConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        each_stream!(self, io => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod body;
 pub mod client;
 pub mod headers;
 pub mod probe;
+pub mod tls;
 
 pub use body::{read_limited, BodyError, CheckedBody, RequestBody, MAX_BUFFERED};
 pub use client::{is_idempotent, SetupError, UpstreamCluster, UpstreamError, Upstreams};

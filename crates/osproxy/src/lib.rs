@@ -60,6 +60,9 @@ pub enum InstanceError {
     /// A key or credential named by the config could not be read.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// A listener's TLS certificate or key is not usable.
+    #[error(transparent)]
+    Tls(#[from] osproxy_upstream::tls::TlsError),
     /// The principals' tokens do not make an authenticator.
     #[error(transparent)]
     Principals(#[from] osproxy_proxy::auth::AuthConfigError),
@@ -101,6 +104,7 @@ pub struct Instance {
     data_addr: std::net::SocketAddr,
     admin_addr: std::net::SocketAddr,
     probe_upstreams: Arc<Upstreams>,
+    data_tls: Option<Arc<rustls::ServerConfig>>,
     auth: Arc<Authenticator>,
     cursor_key: CursorKey,
     plane: Arc<ControlPlane>,
@@ -179,6 +183,8 @@ impl Instance {
             .local_addr()
             .map_err(|e| InstanceError::runtime("the admin listener has no address", e))?;
 
+        let data_tls = listener_tls("listen.tls", config.listen.tls.as_ref())?;
+        let admin_tls = listener_tls("listen.admin_tls", config.listen.admin_tls.as_ref())?;
         // Built before any worker starts so that an unusable cluster entry
         // (an unreadable password file) fails start-up instead of a worker.
         let probe_upstreams = Arc::new(Upstreams::new(
@@ -282,6 +288,7 @@ impl Instance {
                 .map_err(|e| InstanceError::runtime("cannot serve the admin listener", e))?;
             Ok::<_, InstanceError>(tokio::spawn(serve_listener(
                 admin,
+                admin_tls,
                 move |req| admin_routes.clone().handle(req),
                 async {
                     let _ = admin_stopped.await;
@@ -310,6 +317,7 @@ impl Instance {
             data_addr,
             admin_addr,
             probe_upstreams,
+            data_tls,
             auth,
             cursor_key,
             plane,
@@ -353,6 +361,7 @@ impl Instance {
             data_addr,
             admin_addr,
             probe_upstreams,
+            data_tls,
             auth,
             cursor_key,
             plane,
@@ -375,6 +384,7 @@ impl Instance {
             let plane = plane.clone();
             let cursor_key = cursor_key.clone();
             let diagnostics = diagnostics.clone();
+            let tls = data_tls.clone();
             let mut shutdown = shutdown_rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("osproxy-worker-{i}"))
@@ -406,6 +416,7 @@ impl Instance {
                         Ok::<Drained, String>(
                             serve_listener(
                                 listener,
+                                tls,
                                 move |req| proxy.clone().handle(req),
                                 stop,
                                 drain,
@@ -464,6 +475,35 @@ impl Instance {
         migrations.shutdown_background();
         outcome
     }
+}
+
+/// A listener's TLS server configuration, if it has one.
+fn listener_tls(
+    key: &str,
+    tls: Option<&osproxy_config::ListenTls>,
+) -> Result<Option<Arc<rustls::ServerConfig>>, InstanceError> {
+    Ok(tls
+        .map(|t| osproxy_upstream::tls::server_config(key, t))
+        .transpose()?)
+}
+
+/// Everything TLS the config names, built as `serve` would build it, so
+/// `osproxy check` refuses an unreadable or mismatched certificate and key,
+/// a CA file that does not parse, or `https` without a trust root (each
+/// naming its key) before anything starts.
+pub fn check_tls(config: &Config) -> Result<(), InstanceError> {
+    listener_tls("listen.tls", config.listen.tls.as_ref())?;
+    listener_tls("listen.admin_tls", config.listen.admin_tls.as_ref())?;
+    for (i, c) in config.clusters.iter().enumerate() {
+        if c.url.starts_with("https://") {
+            osproxy_upstream::tls::client_config(
+                &format!("clusters[{i}].tls"),
+                c.tls.as_ref(),
+                config.upstream.http2,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The key scroll and PIT ids are signed with: the configured fleet key, or

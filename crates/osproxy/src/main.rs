@@ -63,6 +63,11 @@ impl ConfigArgs {
             eprintln!("{}: invalid config: log.level: {e}", path.display());
             return Err(ExitCode::from(EXIT_INVALID_CONFIG));
         }
+        // Certificates, keys and trust roots, loaded as serve loads them.
+        if let Err(e) = osproxy::check_tls(&config) {
+            eprintln!("{}: invalid config: {e}", path.display());
+            return Err(ExitCode::from(EXIT_INVALID_CONFIG));
+        }
         Ok(config)
     }
 }

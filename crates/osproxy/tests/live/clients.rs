@@ -9,7 +9,7 @@ use crate::common::{proxy_to, ready_proxy};
 
 /// Runs one of `tests/clients/*.py` with the project's venv; fails the test
 /// with the script's output unless it exits 0.
-fn run_python(script: &str, args: &[&str]) {
+pub(crate) fn run_python(script: &str, args: &[&str]) {
     let python = repo_root().join("target/clients-venv/bin/python");
     assert!(
         python.exists(),

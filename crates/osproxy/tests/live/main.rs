@@ -21,3 +21,4 @@ mod migrate;
 mod passthrough;
 mod streaming;
 mod tenancy;
+mod tls;

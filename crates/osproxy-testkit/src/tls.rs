@@ -1,0 +1,225 @@
+//! TLS for live tests: a throwaway CA and the certificates it signs (made
+//! with the `openssl` command, EC P-256, valid two days), and a real TLS
+//! terminator — nginx with basic auth — in front of a cleartext upstream.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::process::{free_port, wait_until};
+
+/// A certificate authority whose files live in a directory of the test's.
+#[derive(Debug)]
+pub struct TestCa {
+    dir: PathBuf,
+    name: String,
+    /// The CA certificate (PEM): what a client trusts.
+    pub cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A certificate and its key, signed by a [`TestCa`].
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// Certificate (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM, PKCS#8).
+    pub key: PathBuf,
+}
+
+fn openssl(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run openssl (scripts/setup installs it): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn path_str(p: &Path) -> Result<&str, String> {
+    p.to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", p.display()))
+}
+
+impl TestCa {
+    /// A new CA named `name` in `dir`.
+    pub fn new(dir: &Path, name: &str) -> Result<TestCa, String> {
+        let cert = dir.join(format!("{name}-ca.pem"));
+        let key = dir.join(format!("{name}-ca.key"));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+            "-keyout",
+            path_str(&key)?,
+            "-out",
+            path_str(&cert)?,
+        ])?;
+        Ok(TestCa {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            cert,
+            key,
+        })
+    }
+
+    /// A server certificate for `localhost` and `127.0.0.1`, with common
+    /// name `cn`, written as `<file>.pem` and `<file>.key`.
+    pub fn issue(&self, file: &str, cn: &str) -> Result<Issued, String> {
+        let cert = self.dir.join(format!("{file}.pem"));
+        let key = self.dir.join(format!("{file}.key"));
+        let csr = self.dir.join(format!("{file}.csr"));
+        let ext = self.dir.join(format!("{file}.ext"));
+        std::fs::write(
+            &ext,
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .map_err(|e| e.to_string())?;
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            path_str(&key)?,
+            "-out",
+            path_str(&csr)?,
+        ])?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            path_str(&csr)?,
+            "-CA",
+            path_str(&self.cert)?,
+            "-CAkey",
+            path_str(&self.key)?,
+            "-CAcreateserial",
+            "-CAserial",
+            path_str(&self.dir.join(format!("{}-ca.srl", self.name)))?,
+            "-days",
+            "2",
+            "-extfile",
+            path_str(&ext)?,
+            "-out",
+            path_str(&cert)?,
+        ])?;
+        Ok(Issued { cert, key })
+    }
+}
+
+/// nginx terminating TLS (with `certificate`) and asking for basic auth
+/// (`user`, `password`) in front of the cleartext `upstream`
+/// (`host:port`). Stopped when dropped.
+#[derive(Debug)]
+pub struct TlsTerminator {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsTerminator {
+    /// Starts it on a free port and waits until it accepts connections.
+    pub fn start(
+        certificate: &Issued,
+        upstream: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<TlsTerminator, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let port = free_port()?;
+        let hash = Command::new("openssl")
+            .args(["passwd", "-apr1", password])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, format!("{user}:{hash}\n")).map_err(|e| e.to_string())?;
+        let d = dir.path().display();
+        let conf = format!(
+            "worker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             upstream os {{ server {upstream}; keepalive 8; }}\n\
+             server {{\n    listen 127.0.0.1:{port} ssl;\n\
+             ssl_certificate {};\n    ssl_certificate_key {};\n\
+             auth_basic \"cluster\";\n    auth_basic_user_file {};\n\
+             client_max_body_size 200m;\n\
+             location / {{ proxy_pass http://os; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+             proxy_set_header Authorization \"\"; proxy_buffering off; proxy_request_buffering off; }}\n  }}\n}}\n",
+            certificate.cert.display(),
+            certificate.key.display(),
+            htpasswd.display()
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or("nginx not found (scripts/setup installs nginx-light)")?;
+        let child = Command::new(bin)
+            .args(["-e", "stderr", "-p"])
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start nginx: {e}"))?;
+        let mut t = TlsTerminator {
+            child,
+            port,
+            _dir: dir,
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let waited = wait_until(
+            &format!("nginx accepting on {addr}"),
+            Duration::from_secs(10),
+            || {
+                if let Ok(Some(status)) = t.child.try_wait() {
+                    return Err(format!("nginx exited with {status}"));
+                }
+                std::net::TcpStream::connect(&addr)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        );
+        if let Err(e) = waited {
+            let _ = t.child.kill();
+            return Err(e);
+        }
+        Ok(t)
+    }
+
+    /// Its `https://127.0.0.1:<port>` URL.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TlsTerminator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -153,6 +153,22 @@ pub struct EtcdConfig {
     /// request); the instance's freshness is measured by these answers.
     #[serde(default = "default_etcd_progress_interval")]
     pub progress_interval: Duration,
+    /// TLS to `https://` endpoints: the CA that signed etcd's certificate
+    /// (default: the system's roots), a client certificate for
+    /// `--client-cert-auth`, the name to check.
+    #[serde(default)]
+    pub tls: Option<ClusterTls>,
+    /// An etcd user (etcd's own authentication, `auth enable`); its
+    /// password from `password_env` or `password_file`. The token etcd
+    /// hands out is renewed when it expires.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the etcd user's password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the etcd user's password.
+    #[serde(default)]
+    pub password_file: Option<String>,
 }
 
 impl EtcdConfig {

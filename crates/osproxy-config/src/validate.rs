@@ -226,9 +226,45 @@ fn check_control(control: &crate::Control, errs: &mut Vec<ConfigError>) {
         ));
     }
     for (i, e) in etcd.endpoints.iter().enumerate() {
-        if let Some(m) = url_problem(e, false) {
+        if let Some(m) = url_problem(e, true) {
             errs.push(ConfigError::new(format!("control.etcd.endpoints[{i}]"), m));
         }
+    }
+    let https = etcd
+        .endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    if https != 0 && https != etcd.endpoints.len() {
+        errs.push(ConfigError::new(
+            "control.etcd.endpoints",
+            "give every endpoint the same scheme: all https:// or all http://",
+        ));
+    }
+    if etcd.tls.is_some() && https == 0 {
+        errs.push(ConfigError::new(
+            "control.etcd.tls",
+            "tls settings need https:// endpoints",
+        ));
+    }
+    match (&etcd.username, &etcd.password_env, &etcd.password_file) {
+        (Some(_), None, None) => errs.push(ConfigError::new(
+            "control.etcd.username",
+            "an etcd user needs password_env or password_file",
+        )),
+        (None, Some(_), _) | (None, _, Some(_)) => errs.push(ConfigError::new(
+            "control.etcd.username",
+            "a password is configured without a username",
+        )),
+        (Some(_), env, file) => crate::secret::check_secret(
+            errs,
+            "control.etcd.password",
+            (env.as_ref(), file.as_ref()),
+            1,
+            "password",
+            true,
+        ),
+        (None, None, None) => {}
     }
     let p = &etcd.prefix;
     if !p.starts_with('/') || !p.ends_with('/') || p.len() < 2 || p.contains("//") {

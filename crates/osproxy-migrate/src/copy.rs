@@ -93,23 +93,23 @@ pub async fn copy(
     let mut scroll = Scroll::open(from, first, timeout).await?;
     let mut total = Copied::default();
     let started = tokio::time::Instant::now();
-    // Two pages are written at once while the next two are read: the
+    // [`IN_FLIGHT`] pages are written at once while as many are read: the
     // source's scroll and the destination's bulks overlap instead of
     // alternating. A scroll yields each document once, so the two bulks
     // never hold the same document and their order does not matter.
     let mut pages = read_pages(&mut scroll).await?;
     while !pages.is_empty() {
-        let (second, first) = (pages.pop(), pages.pop());
         let writes = async {
-            let (a, b) = tokio::join!(
-                write_some(from, to, first.as_deref(), timeout, fence),
-                write_some(from, to, second.as_deref(), timeout, fence)
-            );
-            let (a, b) = (a?, b?);
-            Ok::<_, MoveError>(Copied {
-                written: a.written + b.written,
-                bytes: a.bytes + b.bytes,
-            })
+            let each = futures_util::future::try_join_all(
+                pages
+                    .iter()
+                    .map(|hits| write_page(from, to, hits, timeout, fence)),
+            )
+            .await?;
+            Ok::<_, MoveError>(each.iter().fold(Copied::default(), |sum, c| Copied {
+                written: sum.written + c.written,
+                bytes: sum.bytes + c.bytes,
+            }))
         };
         let (done, next) = tokio::join!(writes, read_pages(&mut scroll));
         let done = done?;
@@ -146,19 +146,6 @@ async fn read_pages(scroll: &mut Scroll<'_>) -> Result<Vec<Vec<side::Hit>>, Move
         }
     }
     Ok(pages)
-}
-
-async fn write_some(
-    from: &Side<'_>,
-    to: &Side<'_>,
-    hits: Option<&[side::Hit]>,
-    timeout: Duration,
-    fence: &impl Fence,
-) -> Result<Copied, MoveError> {
-    match hits {
-        Some(h) => write_page(from, to, h, timeout, fence).await,
-        None => Ok(Copied::default()),
-    }
 }
 
 /// A document written by a page: its logical id, routing and body.

@@ -15,18 +15,53 @@ pub struct Etcd {
     peer_port: u16,
     log: PathBuf,
     dir: tempfile::TempDir,
+    /// With TLS on the client port: its files, and the client certificate
+    /// etcdctl presents.
+    tls: Option<EtcdTls>,
+    /// `user:password` etcdctl authenticates with once auth is enabled.
+    root: Option<String>,
 }
 
-fn launch(dir: &Path, client_port: u16, peer_port: u16, log: &Path) -> Result<Child, String> {
+/// The certificates of an etcd that speaks TLS and verifies clients
+/// (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The server's certificate and key.
+    pub server: crate::Issued,
+    /// The CA clients' certificates are verified against.
+    pub ca: PathBuf,
+    /// A client certificate etcdctl presents.
+    pub client: crate::Issued,
+}
+
+fn launch(
+    dir: &Path,
+    client_port: u16,
+    peer_port: u16,
+    log: &Path,
+    tls: Option<&EtcdTls>,
+) -> Result<Child, String> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let client = format!("http://127.0.0.1:{client_port}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let client = format!("{scheme}://127.0.0.1:{client_port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
     let mut cmd = Command::new(etcd_binary());
+    if let Some(t) = tls {
+        cmd.arg("--cert-file")
+            .arg(&t.server.cert)
+            .arg("--key-file")
+            .arg(&t.server.key)
+            .arg("--trusted-ca-file")
+            .arg(&t.ca)
+            .arg("--client-cert-auth")
+            // Short-lived auth tokens, so that their renewal is exercised.
+            .args(["--auth-token-ttl", "2"]);
+    }
     cmd.args(["--name", "osproxy-test", "--data-dir"])
         .arg(dir.join("data"))
         .args([
@@ -59,16 +94,70 @@ impl Etcd {
         let client_port = free_port()?;
         let peer_port = free_port()?;
         let log = dir.path().join("etcd.log");
-        let child = launch(dir.path(), client_port, peer_port, &log)?;
+        let child = launch(dir.path(), client_port, peer_port, &log, None)?;
         let mut etcd = Etcd {
             child,
             client_port,
             peer_port,
             log,
             dir,
+            tls: None,
+            root: None,
         };
         etcd.wait_healthy()?;
         Ok(etcd)
+    }
+
+    /// Starts etcd speaking TLS on its client port and requiring client
+    /// certificates signed by `tls.ca`.
+    pub fn start_tls(tls: EtcdTls) -> Result<Etcd, String> {
+        crate::bound_test_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("osproxy-etcd-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let client_port = free_port()?;
+        let peer_port = free_port()?;
+        let log = dir.path().join("etcd.log");
+        let child = launch(dir.path(), client_port, peer_port, &log, Some(&tls))?;
+        let mut etcd = Etcd {
+            child,
+            client_port,
+            peer_port,
+            log,
+            dir,
+            tls: Some(tls),
+            root: None,
+        };
+        etcd.wait_healthy()?;
+        Ok(etcd)
+    }
+
+    /// Turns on etcd's authentication: a `root` user (for etcdctl from
+    /// here on) and `user` with `password`, allowed to read and write
+    /// everything under `prefix`.
+    pub fn enable_auth(&mut self, user: &str, password: &str, prefix: &str) -> Result<(), String> {
+        for args in [
+            vec!["user", "add", "root:root-pass-0123"],
+            vec!["role", "add", "root"],
+            vec!["user", "grant-role", "root", "root"],
+            vec!["user", "add", &format!("{user}:{password}")],
+            vec!["role", "add", "fleet"],
+            vec![
+                "role",
+                "grant-permission",
+                "fleet",
+                "--prefix=true",
+                "readwrite",
+                prefix,
+            ],
+            vec!["user", "grant-role", user, "fleet"],
+            vec!["auth", "enable"],
+        ] {
+            self.etcdctl(&args)?;
+        }
+        self.root = Some("root:root-pass-0123".to_string());
+        Ok(())
     }
 
     fn wait_healthy(&mut self) -> Result<(), String> {
@@ -82,6 +171,9 @@ impl Etcd {
                         "etcd exited with {status}; log tail:\n{}",
                         tail(&self.log, 20)
                     ));
+                }
+                if self.tls.is_some() {
+                    return self.etcdctl(&["endpoint", "health"]).map(|_| ());
                 }
                 match get_blocking(&addr, "/health")? {
                     (200, body) if body.contains("true") => Ok(()),
@@ -104,15 +196,33 @@ impl Etcd {
     /// Starts etcd again on the same ports and data, and waits until healthy.
     pub fn restart(&mut self) -> Result<(), String> {
         self.stop();
-        self.child = launch(self.dir.path(), self.client_port, self.peer_port, &self.log)?;
+        self.child = launch(
+            self.dir.path(),
+            self.client_port,
+            self.peer_port,
+            &self.log,
+            self.tls.as_ref(),
+        )?;
         self.wait_healthy()
     }
 
     /// Runs `etcdctl` (API v3) against this member; stdout on success.
     pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(etcdctl_binary())
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint()))
+        let mut cmd = Command::new(etcdctl_binary());
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint()));
+        if let Some(t) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(&t.ca)
+                .arg("--cert")
+                .arg(&t.client.cert)
+                .arg("--key")
+                .arg(&t.client.key);
+        }
+        if let Some(root) = &self.root {
+            cmd.arg(format!("--user={root}"));
+        }
+        let out = cmd
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -142,9 +252,10 @@ impl Etcd {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// `http://127.0.0.1:PORT` of the client API.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS) of the client API.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
     }
 
     /// The data directory.

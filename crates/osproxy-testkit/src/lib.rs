@@ -17,7 +17,7 @@ mod proxy;
 mod relay;
 mod tls;
 
-pub use etcd::Etcd;
+pub use etcd::{Etcd, EtcdTls};
 pub use fixture::{eventually, As, ConfigBuilder, Grant};
 pub use http::{Http, HttpResponse};
 pub use load::wrk_rps;

@@ -8,6 +8,7 @@ pub mod body;
 pub mod client;
 pub mod headers;
 pub mod probe;
+pub mod sigv4;
 pub mod tls;
 
 pub use body::{read_limited, BodyError, CheckedBody, RequestBody, MAX_BUFFERED};

@@ -494,6 +494,11 @@ fn listener_tls(
 pub fn check_tls(config: &Config) -> Result<(), InstanceError> {
     listener_tls("listen.tls", config.listen.tls.as_ref())?;
     listener_tls("listen.admin_tls", config.listen.admin_tls.as_ref())?;
+    if let Some(etcd) = &config.control.etcd {
+        if etcd.endpoints.iter().any(|e| e.starts_with("https://")) {
+            osproxy_upstream::tls::client_config("control.etcd.tls", etcd.tls.as_ref(), false)?;
+        }
+    }
     for (i, c) in config.clusters.iter().enumerate() {
         if c.url.starts_with("https://") {
             osproxy_upstream::tls::client_config(

@@ -103,6 +103,55 @@ impl CasFailure {
     }
 }
 
+/// The connection options' TLS (for `https://` endpoints) and etcd user,
+/// from the config; an error names the key.
+fn secured(cfg: &EtcdConfig, mut options: ConnectOptions) -> Result<ConnectOptions, String> {
+    if let Some(user) = &cfg.username {
+        let password = osproxy_config::read_secret(
+            "control.etcd.password",
+            cfg.password_env.as_deref(),
+            cfg.password_file.as_deref(),
+        )
+        .map_err(|e| e.to_string())?
+        .ok_or("control.etcd.username: no password_env or password_file")?;
+        options = options
+            .with_user(user.clone(), password)
+            .with_auto_token_refresh(true);
+    }
+    if !cfg.endpoints.iter().any(|e| e.starts_with("https://")) {
+        return Ok(options);
+    }
+    let read = |key: &str, file: &str| {
+        std::fs::read(file).map_err(|e| format!("control.etcd.tls.{key}: cannot read {file}: {e}"))
+    };
+    let default = osproxy_config::ClusterTls::default();
+    let tls_cfg = cfg.tls.as_ref().unwrap_or(&default);
+    let mut tls = etcd_client::TlsOptions::new();
+    tls = match &tls_cfg.ca_file {
+        Some(file) => {
+            tls.ca_certificate(etcd_client::Certificate::from_pem(read("ca_file", file)?))
+        }
+        None => tls.with_native_roots(),
+    };
+    match (&tls_cfg.client_cert_file, &tls_cfg.client_key_file) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                read("client_cert_file", cert)?,
+                read("client_key_file", key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => return Err(
+            "control.etcd.tls.client_cert_file: client_cert_file and client_key_file go together"
+                .into(),
+        ),
+    }
+    if let Some(name) = &tls_cfg.server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(options.with_tls(tls))
+}
+
 pub(crate) fn rev(r: i64) -> u64 {
     u64::try_from(r).unwrap_or(0)
 }
@@ -179,6 +228,7 @@ impl EtcdStore {
             // it must not look current.
             .with_require_leader(true)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        let options = secured(cfg, options).map_err(fail)?;
         let client = tokio::time::timeout(t, Client::connect(&cfg.endpoints, Some(options)))
             .await
             .map_err(|_| fail(format!("no answer within {t:?}")))?

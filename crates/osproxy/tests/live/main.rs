@@ -12,6 +12,7 @@ mod clients;
 mod common;
 mod control;
 mod diagnostics;
+mod etcd_tls;
 mod faults;
 mod gate;
 mod hygiene;

@@ -426,6 +426,21 @@ pub struct Cluster {
     /// How an `https` cluster is verified (system roots by default).
     #[serde(default)]
     pub tls: Option<ClusterTls>,
+    /// Sign every request with AWS Signature Version 4 (instead of basic
+    /// auth or an API key); credentials from the `AWS_*` environment or the
+    /// shared credentials file.
+    #[serde(default)]
+    pub sigv4: Option<SigV4>,
+}
+
+/// `clusters[].sigv4`: where requests are signed for.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SigV4 {
+    /// The AWS region, `eu-west-1`.
+    pub region: String,
+    /// `es` (Amazon OpenSearch Service) or `aoss` (OpenSearch Serverless).
+    pub service: String,
 }
 
 /// `[upstream]`: how osproxy talks to clusters.

@@ -49,6 +49,37 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             ));
         }
         let api_key = c.api_key_env.is_some() || c.api_key_file.is_some();
+        if let Some(sig) = &c.sigv4 {
+            if api_key || c.username.is_some() {
+                errs.push(ConfigError::new(
+                    key("sigv4"),
+                    "a cluster signs with SigV4, or sends basic auth or an API key: not both",
+                ));
+            }
+            if !matches!(sig.service.as_str(), "es" | "aoss") {
+                errs.push(ConfigError::new(
+                    key("sigv4.service"),
+                    format!(
+                        "{:?}: \"es\" (Amazon OpenSearch Service) or \"aoss\" (OpenSearch Serverless)",
+                        sig.service
+                    ),
+                ));
+            }
+            if sig.region.is_empty()
+                || !sig
+                    .region
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+            {
+                errs.push(ConfigError::new(
+                    key("sigv4.region"),
+                    format!(
+                        "{:?} is not an AWS region name (like \"eu-west-1\")",
+                        sig.region
+                    ),
+                ));
+            }
+        }
         if api_key && c.username.is_some() {
             errs.push(ConfigError::new(
                 key("api_key_env"),

@@ -90,6 +90,15 @@ pub enum SetupError {
         #[source]
         source: crate::tls::TlsError,
     },
+    /// SigV4 is asked for but no AWS credentials are found.
+    #[error("cluster {cluster}: sigv4: {source}")]
+    SigV4 {
+        /// The cluster id.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: crate::sigv4::CredentialsError,
+    },
     /// The API key cannot be read.
     #[error("cluster {cluster}: {source}")]
     ApiKey {
@@ -121,6 +130,8 @@ pub struct UpstreamCluster {
     scheme: Scheme,
     authority: Authority,
     authorization: Option<HeaderValue>,
+    /// With `sigv4`: who signs, for which region and service.
+    signer: Option<Signer>,
     version: Version,
     client: Client<CountingConnector, RequestBody>,
     metrics: ClusterMetrics,
@@ -242,11 +253,25 @@ impl UpstreamCluster {
         } else {
             Version::HTTP_11
         };
+        let signer = match &c.sigv4 {
+            Some(sig) => Some(Signer {
+                credentials: crate::sigv4::Credentials::from_environment().map_err(|source| {
+                    SetupError::SigV4 {
+                        cluster: c.id.clone(),
+                        source,
+                    }
+                })?,
+                region: sig.region.clone(),
+                service: sig.service.clone(),
+            }),
+            None => None,
+        };
         Ok(UpstreamCluster {
             id: c.id.clone(),
             scheme,
             authority,
             authorization,
+            signer,
             version,
             client,
             metrics,
@@ -270,6 +295,9 @@ impl UpstreamCluster {
         if let Some(auth) = &self.authorization {
             req.headers_mut()
                 .insert(http::header::AUTHORIZATION, auth.clone());
+        }
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut req, &self.authority)?;
         }
 
         let started = Instant::now();
@@ -349,6 +377,96 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+/// A cluster's SigV4 signing: credentials, region, service.
+struct Signer {
+    credentials: crate::sigv4::Credentials,
+    region: String,
+    service: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("region", &self.region)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Sets `host`, `x-amz-date`, `x-amz-content-sha256` (the body streams:
+    /// `UNSIGNED-PAYLOAD`), `x-amz-security-token` with temporary
+    /// credentials, and the `Authorization` signing them. The client's own
+    /// values of these headers are replaced.
+    fn sign(
+        &self,
+        req: &mut Request<RequestBody>,
+        authority: &Authority,
+    ) -> Result<(), UpstreamError> {
+        use crate::sigv4::{amz_date, sign, Request as ToSign, UNSIGNED_PAYLOAD};
+        let date = amz_date(std::time::SystemTime::now());
+        let host = authority.as_str();
+        let mut signed = vec![
+            ("host", host),
+            ("x-amz-content-sha256", UNSIGNED_PAYLOAD),
+            ("x-amz-date", date.as_str()),
+        ];
+        if let Some(token) = &self.credentials.session_token {
+            signed.push(("x-amz-security-token", token.as_str()));
+        }
+        let signature = sign(
+            &ToSign {
+                method: req.method().as_str(),
+                path: req.uri().path(),
+                query: req.uri().query(),
+                headers: &signed,
+                payload: UNSIGNED_PAYLOAD,
+            },
+            &self.credentials,
+            &self.region,
+            &self.service,
+            &date,
+            true,
+        );
+        // The query is sent exactly as signed (decoded, then encoded the
+        // SigV4 way and sorted): the cluster, whatever its own
+        // normalisation, reads the signed string. OpenSearch decodes both
+        // forms alike (`+` and `%20` are spaces).
+        if req.uri().query().is_some() {
+            let path_and_query = if signature.canonical_query.is_empty() {
+                req.uri().path().to_string()
+            } else {
+                format!("{}?{}", req.uri().path(), signature.canonical_query)
+            };
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query =
+                Some(path_and_query.parse().map_err(|e| {
+                    UpstreamError::Io(format!("cannot build the signed query: {e}"))
+                })?);
+            *req.uri_mut() = Uri::from_parts(parts)
+                .map_err(|e| UpstreamError::Io(format!("cannot build the signed uri: {e}")))?;
+        }
+        let bad = |e: http::header::InvalidHeaderValue| {
+            UpstreamError::Io(format!("cannot build the SigV4 headers: {e}"))
+        };
+        let mut values = Vec::with_capacity(signed.len() + 1);
+        for (name, value) in &signed {
+            values.push((*name, HeaderValue::from_str(value).map_err(bad)?));
+        }
+        let mut authorization = HeaderValue::from_str(&signature.authorization).map_err(bad)?;
+        authorization.set_sensitive(true);
+        let headers = req.headers_mut();
+        for (name, mut value) in values {
+            if name == "x-amz-security-token" {
+                value.set_sensitive(true);
+            }
+            headers.insert(name, value);
+        }
+        headers.insert(http::header::AUTHORIZATION, authorization);
+        Ok(())
+    }
 }
 
 /// `Authorization: ApiKey <value>` from `api_key_env` / `api_key_file`.

@@ -220,9 +220,34 @@ pub struct Request<'a> {
     pub payload: &'a str,
 }
 
+/// A path as SigV4 canonicalises it (services other than S3): `.` and
+/// `..` segments resolved (RFC 3986, 5.2.4) and empty segments dropped,
+/// the leading and a trailing `/` kept; `/` when empty.
+fn normalize_path(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                kept.pop();
+            }
+            s => kept.push(s),
+        }
+    }
+    let trailing = if path.ends_with('/') && !kept.is_empty() {
+        "/"
+    } else {
+        ""
+    };
+    format!("/{}{trailing}", kept.join("/"))
+}
+
 /// What signing found (the intermediate strings, for tests and errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
+    /// The canonical query string: what a signed request sends as its query,
+    /// so that the cluster reads the very string that was signed.
+    pub canonical_query: String,
     /// The canonical request.
     pub canonical_request: String,
     /// The string to sign.
@@ -242,11 +267,11 @@ pub fn sign(
     amz_date: &str,
     double_encode: bool,
 ) -> Signature {
-    let path = if req.path.is_empty() { "/" } else { req.path };
+    let path = normalize_path(req.path);
     let canonical_uri = if double_encode {
-        encode(path, true)
+        encode(&path, true)
     } else {
-        encode(&decode(path), true)
+        encode(&decode(&path), true)
     };
     let mut query: Vec<(String, String)> = req
         .query
@@ -302,6 +327,7 @@ pub fn sign(
             "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
             creds.access_key
         ),
+        canonical_query,
         canonical_request,
         string_to_sign,
     }
@@ -407,6 +433,20 @@ mod tests {
         // valueless key given an empty value, a `+` read as a space.
         assert_eq!(lines[1], "/my%2520index/_search");
         assert_eq!(lines[2], "flag=&from=0&q=a%20b&size=10");
+    }
+
+    #[test]
+    fn dot_segments_and_empty_segments_are_resolved() {
+        for (raw, canonical) in [
+            ("", "/"),
+            ("/", "/"),
+            ("/a/./b/../c", "/a/c"),
+            ("//a//b/", "/a/b/"),
+            ("/../..", "/"),
+            ("/_search", "/_search"),
+        ] {
+            assert_eq!(normalize_path(raw), canonical, "{raw}");
+        }
     }
 
     #[test]

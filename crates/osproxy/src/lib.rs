@@ -500,6 +500,14 @@ pub fn check_tls(config: &Config) -> Result<(), InstanceError> {
         }
     }
     for (i, c) in config.clusters.iter().enumerate() {
+        if c.sigv4.is_some() {
+            osproxy_upstream::sigv4::Credentials::from_environment().map_err(|source| {
+                osproxy_upstream::SetupError::SigV4 {
+                    cluster: format!("{} (clusters[{i}])", c.id),
+                    source,
+                }
+            })?;
+        }
         if c.url.starts_with("https://") {
             osproxy_upstream::tls::client_config(
                 &format!("clusters[{i}].tls"),

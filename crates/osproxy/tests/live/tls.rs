@@ -360,3 +360,128 @@ fn check_names_the_tls_key_that_cannot_be_used() {
         assert!(err.contains(key), "{key}: {err}");
     }
 }
+
+/// The SigV4 verifier (botocore) with these credentials, on a free port;
+/// killed when dropped.
+struct Verifier(std::process::Child, u16);
+
+impl Verifier {
+    fn start(access: &str, secret: &str, token: Option<&str>) -> Verifier {
+        use std::io::BufRead;
+        let python = osproxy_testkit::repo_root().join("target/clients-venv/bin/python");
+        let script = osproxy_testkit::repo_root().join("tests/clients/sigv4_verifier.py");
+        let mut cmd = Command::new(python);
+        cmd.arg(script).args([access, secret]);
+        if let Some(t) = token {
+            cmd.arg(t);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the clients venv (scripts/setup installs botocore)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .trim_start_matches("listening ")
+            .parse()
+            .unwrap();
+        Verifier(child, port)
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigv4_signatures_verify_under_botocore() {
+    // One process environment for the whole test binary: names no other
+    // test reads.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDOSPROXYTEST");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "osproxy/test/secret+KEY0123456789");
+    std::env::set_var("AWS_SESSION_TOKEN", "session//token+0123==");
+    let verifier = Verifier::start(
+        "AKIDOSPROXYTEST",
+        "osproxy/test/secret+KEY0123456789",
+        Some("session//token+0123=="),
+    );
+    let config = format!(
+        "[[clusters]]\nid = \"aws\"\nurl = \"http://127.0.0.1:{}\"\n\
+         sigv4 = {{ region = \"eu-west-1\", service = \"es\" }}\n\n[passthrough]\ncluster = \"aws\"\n",
+        verifier.1
+    );
+    let p = ProxyInstance::start(binary(), &config).unwrap();
+    // The readiness probe is signed too.
+    p.wait_ready(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    let http = Http::new();
+    let cases: [(Method, &str, Option<&str>); 5] = [
+        (Method::GET, "/", None),
+        (Method::GET, "/_cluster/health?level=indices&pretty", None),
+        (
+            Method::PUT,
+            "/my%20logs-2026/_doc/a%2Fb?refresh=true",
+            Some(r#"{"n":1}"#),
+        ),
+        (
+            Method::POST,
+            "/logs-*/_search?q=title:a+b&size=5&from=0",
+            Some(r#"{"query":{"match_all":{}}}"#),
+        ),
+        (Method::DELETE, "/logs-old", None),
+    ];
+    for (method, path, body) in cases {
+        let r = http
+            .send_with(
+                method.clone(),
+                &format!("{}{path}", p.url()),
+                body.map(|b| bytes::Bytes::from(b.to_string())),
+                // A client's own credentials never reach the cluster.
+                &[
+                    ("authorization", "Basic Y2xpZW50OnNlY3JldA=="),
+                    ("content-type", "application/json"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["verified"], true, "{v}");
+        assert_eq!(
+            (v["service"].as_str(), v["region"].as_str()),
+            (Some("es"), Some("eu-west-1"))
+        );
+        let signed = v["signed_headers"].to_string();
+        assert!(
+            signed.contains("x-amz-security-token") && signed.contains("host"),
+            "{signed}"
+        );
+        if let Some(b) = body {
+            assert_eq!(v["body_bytes"], b.len(), "{v}");
+        }
+    }
+    // The check can fail: a verifier expecting another secret refuses.
+    drop(p);
+    let strict = Verifier::start(
+        "AKIDOSPROXYTEST",
+        "another-secret",
+        Some("session//token+0123=="),
+    );
+    let config = format!(
+        "[[clusters]]\nid = \"aws\"\nurl = \"http://127.0.0.1:{}\"\n\
+         sigv4 = {{ region = \"eu-west-1\", service = \"es\" }}\n\n[passthrough]\ncluster = \"aws\"\n",
+        strict.1
+    );
+    let p = ProxyInstance::start(binary(), &config).unwrap();
+    let r = http
+        .send(Method::GET, &format!("{}/", p.url()), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+}

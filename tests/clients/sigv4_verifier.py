@@ -1,14 +1,16 @@
 """An HTTP server that checks every request's AWS Signature Version 4 with
 botocore (AWS's own signer), as an independent check of osproxy's signing.
 
-Usage: python sigv4_verifier.py ACCESS_KEY SECRET_KEY [SESSION_TOKEN]
-Prints "listening PORT" once bound to 127.0.0.1. Answers each request 200
+Usage: python sigv4_verifier.py CERT KEY ACCESS_KEY SECRET_KEY [SESSION_TOKEN]
+Serves HTTPS with CERT and KEY (PEM) on 127.0.0.1 and prints
+"listening PORT" once bound. Answers each request 200
 {"verified": true, ...} when the signature botocore computes from the
 request equals the one in its Authorization header (and the access key and
 session token are the expected ones), else 403 with what it computed. Run
 by the live test crates/osproxy/tests/live/tls.rs.
 """
 import json
+import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,8 +18,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-ACCESS, SECRET = sys.argv[1], sys.argv[2]
-TOKEN = sys.argv[3] if len(sys.argv) > 3 else None
+CERT, KEY, ACCESS, SECRET = sys.argv[1:5]
+TOKEN = sys.argv[5] if len(sys.argv) > 5 else None
 
 
 def read_body(handler):
@@ -49,7 +51,7 @@ class Verify(BaseHTTPRequestHandler):
             headers = {h: self.headers[h] for h in signed}
             req = AWSRequest(
                 method=self.command,
-                url="http://" + self.headers["host"] + self.path,
+                url="https://" + self.headers["host"] + self.path,
                 headers=headers,
                 data=body,
             )
@@ -86,5 +88,8 @@ class Verify(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Verify)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(CERT, KEY)
+server.socket = context.wrap_socket(server.socket, server_side=True)
 print(f"listening {server.server_address[1]}", flush=True)
 server.serve_forever()

@@ -50,6 +50,12 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
         }
         let api_key = c.api_key_env.is_some() || c.api_key_file.is_some();
         if let Some(sig) = &c.sigv4 {
+            if !c.url.starts_with("https://") {
+                errs.push(ConfigError::new(
+                    key("sigv4"),
+                    "SigV4 requests declare an unsigned payload and carry the session token: they need an https:// url",
+                ));
+            }
             if api_key || c.username.is_some() {
                 errs.push(ConfigError::new(
                     key("sigv4"),
@@ -357,6 +363,11 @@ fn url_problem(url: &str, https: bool) -> Option<String> {
     }
     if uri.host().is_none_or(str::is_empty) {
         return Some(format!("{url:?} has no host"));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Some(
+            "credentials in the url would be sent and logged as the host: use username with password_env or password_file".to_string(),
+        );
     }
     if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
         return Some(format!(

@@ -124,9 +124,19 @@ async fn handshake(
     mut stream: TcpStream,
     peer: std::net::SocketAddr,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     let mut first = [0u8; 1];
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] != 0x16 => {
+            // Read what the client sent (briefly, a bounded amount) before
+            // answering, so that closing does not reset the connection
+            // under the answer.
+            let mut request = [0u8; 8192];
+            let _ = tokio::time::timeout(
+                Duration::from_millis(100),
+                tokio::io::AsyncReadExt::read(&mut stream, &mut request),
+            )
+            .await;
             let answer = format!(
                 "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json; charset=UTF-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAINTEXT_ON_TLS}",
                 PLAINTEXT_ON_TLS.len()
@@ -139,7 +149,7 @@ async fn handshake(
         Ok(Ok(_)) => {}
         _ => return None,
     }
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "TLS handshake failed");

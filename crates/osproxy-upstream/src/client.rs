@@ -240,6 +240,7 @@ impl UpstreamCluster {
             inner: http,
             opened: metrics.connections_opened.clone(),
             tls,
+            handshake_timeout: config.connect_timeout.as_std(),
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout.as_std())
@@ -406,6 +407,16 @@ impl Signer {
         authority: &Authority,
     ) -> Result<(), UpstreamError> {
         use crate::sigv4::{amz_date, sign, Request as ToSign, UNSIGNED_PAYLOAD};
+        // The client's own x-amz-* headers are never forwarded unsigned.
+        let theirs: Vec<http::HeaderName> = req
+            .headers()
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-amz-"))
+            .cloned()
+            .collect();
+        for name in theirs {
+            req.headers_mut().remove(name);
+        }
         let date = amz_date(std::time::SystemTime::now());
         let host = authority.as_str();
         let mut signed = vec![
@@ -430,15 +441,16 @@ impl Signer {
             &date,
             true,
         );
-        // The query is sent exactly as signed (decoded, then encoded the
-        // SigV4 way and sorted): the cluster, whatever its own
-        // normalisation, reads the signed string. OpenSearch decodes both
-        // forms alike (`+` and `%20` are spaces).
+        // The query is sent encoded exactly as signed (each name and value
+        // decoded, then encoded the SigV4 way), in the client's order: the
+        // service, whatever its own decoding, reads the signed bytes, and
+        // OpenSearch the same parameters (`+` and `%20` are both spaces to
+        // it; the last of a repeated parameter still wins).
         if req.uri().query().is_some() {
-            let path_and_query = if signature.canonical_query.is_empty() {
+            let path_and_query = if signature.sent_query.is_empty() {
                 req.uri().path().to_string()
             } else {
-                format!("{}?{}", req.uri().path(), signature.canonical_query)
+                format!("{}?{}", req.uri().path(), signature.sent_query)
             };
             let mut parts = req.uri().clone().into_parts();
             parts.path_and_query =
@@ -541,6 +553,9 @@ pub struct CountingConnector {
             rustls::pki_types::ServerName<'static>,
         )>,
     >,
+    /// A cluster that accepts TCP but never finishes the handshake is
+    /// given up on after this (the connect timeout).
+    handshake_timeout: Duration,
 }
 
 impl std::fmt::Debug for CountingConnector {
@@ -564,15 +579,19 @@ impl tower_service::Service<Uri> for CountingConnector {
         let connecting = tower_service::Service::<Uri>::call(&mut self.inner, uri);
         let opened = self.opened.clone();
         let tls = self.tls.clone();
+        let handshake_timeout = self.handshake_timeout;
         Box::pin(async move {
             let tcp = connecting.await?;
             let io = match tls {
                 None => Stream::Plain(Box::new(tcp)),
                 Some(tls) => {
                     let (connector, name) = &*tls;
-                    let stream = connector
-                        .connect(name.clone(), tcp.into_inner())
+                    let handshake = connector.connect(name.clone(), tcp.into_inner());
+                    let stream = tokio::time::timeout(handshake_timeout, handshake)
                         .await
+                        .map_err(|_| {
+                            TlsHandshake(format!("no answer within {handshake_timeout:?}"))
+                        })?
                         .map_err(|e| TlsHandshake(e.to_string()))?;
                     Stream::Tls(Box::new(TokioIo::new(stream)))
                 }

@@ -150,11 +150,26 @@ fn encode(s: &str, slash: bool) -> String {
     out
 }
 
-fn decode(s: &str) -> String {
-    percent_decode(s.as_bytes())
+/// SigV4's URI encoding of raw bytes (what a percent escape decoded to,
+/// UTF-8 or not).
+fn encode_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
-fn percent_decode(bytes: &[u8]) -> String {
+fn decode(s: &str) -> String {
+    String::from_utf8_lossy(&percent_decode(s.as_bytes())).into_owned()
+}
+
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -175,7 +190,7 @@ fn percent_decode(bytes: &[u8]) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// `YYYYMMDD'T'HHMMSS'Z'` of `t` (UTC).
@@ -245,9 +260,10 @@ fn normalize_path(path: &str) -> String {
 /// What signing found (the intermediate strings, for tests and errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
-    /// The canonical query string: what a signed request sends as its query,
-    /// so that the cluster reads the very string that was signed.
-    pub canonical_query: String,
+    /// The query a signed request sends: every name and value encoded as
+    /// signed, in the order the client gave them (the service sorts them
+    /// itself when it checks the signature).
+    pub sent_query: String,
     /// The canonical request.
     pub canonical_request: String,
     /// The string to sign.
@@ -273,22 +289,34 @@ pub fn sign(
     } else {
         encode(&decode(&path), true)
     };
-    let mut query: Vec<(String, String)> = req
+    // Parameters as OpenSearch splits them (`&` or `;`), each name and
+    // value decoded to bytes and encoded the SigV4 way: in the order sent
+    // (what is sent: duplicates keep their order, the last one wins as
+    // before), and sorted (what is signed: a service sorts the parameters
+    // it received the same way).
+    let params: Vec<(String, String)> = req
         .query
         .unwrap_or("")
-        .split('&')
+        .split(['&', ';'])
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (encode(&decode(k), false), encode(&decode(v), false))
+            (
+                encode_bytes(&percent_decode(k.as_bytes())),
+                encode_bytes(&percent_decode(v.as_bytes())),
+            )
         })
         .collect();
-    query.sort();
-    let canonical_query = query
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
+    let join = |list: &[(String, String)]| {
+        list.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let sent_query = join(&params);
+    let mut sorted = params;
+    sorted.sort();
+    let canonical_query = join(&sorted);
     let mut headers: Vec<(String, String)> = req
         .headers
         .iter()
@@ -327,7 +355,7 @@ pub fn sign(
             "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
             creds.access_key
         ),
-        canonical_query,
+        sent_query,
         canonical_request,
         string_to_sign,
     }
@@ -433,6 +461,27 @@ mod tests {
         // valueless key given an empty value, a `+` read as a space.
         assert_eq!(lines[1], "/my%2520index/_search");
         assert_eq!(lines[2], "flag=&from=0&q=a%20b&size=10");
+        // Sent in the client's order, encoded as signed.
+        assert_eq!(s.sent_query, "size=10&from=0&q=a%20b&flag=");
+    }
+
+    #[test]
+    fn duplicates_keep_their_order_and_bytes_survive() {
+        let req = Request {
+            method: "GET",
+            path: "/_search",
+            query: Some("size=1000&size=1;pretty&x=%FF%zz"),
+            headers: &[("host", "h"), ("x-amz-date", "20150830T123600Z")],
+            payload: UNSIGNED_PAYLOAD,
+        };
+        let s = sign(&req, &suite(), "eu-west-1", "es", "20150830T123600Z", true);
+        // The last `size` still wins at the cluster; `;` separates; a
+        // non-UTF-8 escape keeps its byte; a malformed one is literal.
+        assert_eq!(s.sent_query, "size=1000&size=1&pretty=&x=%FF%25zz");
+        assert_eq!(
+            s.canonical_request.lines().nth(2),
+            Some("pretty=&size=1&size=1000&x=%FF%25zz")
+        );
     }
 
     #[test]

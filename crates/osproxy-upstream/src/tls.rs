@@ -199,12 +199,16 @@ struct ReloadingCert {
     key_file: String,
     current: RwLock<Arc<CertifiedKey>>,
     /// When the files were last looked at, and their modification times.
-    seen: Mutex<(Instant, Option<SystemTime>, Option<SystemTime>)>,
+    seen: Mutex<(Instant, Option<Stamp>, Option<Stamp>)>,
 }
 
-fn modified(file: &str) -> Option<SystemTime> {
+/// What says a file changed: its modification time and length (a copy in
+/// place within one timestamp tick still changes the length, mostly).
+type Stamp = (SystemTime, u64);
+
+fn modified(file: &str) -> Option<Stamp> {
     std::fs::metadata(Path::new(file))
-        .and_then(|m| m.modified())
+        .and_then(|m| Ok((m.modified()?, m.len())))
         .ok()
 }
 

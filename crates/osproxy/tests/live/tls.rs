@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use osproxy_testkit::{eventually, Http, ProxyInstance, TestCa, TlsTerminator};
+use osproxy_testkit::{eventually, Http, Issued, ProxyInstance, TestCa, TlsTerminator};
 use serde_json::{json, Value};
 
 use crate::clients::run_python;
@@ -366,12 +366,15 @@ fn check_names_the_tls_key_that_cannot_be_used() {
 struct Verifier(std::process::Child, u16);
 
 impl Verifier {
-    fn start(access: &str, secret: &str, token: Option<&str>) -> Verifier {
+    fn start(cert: &Issued, access: &str, secret: &str, token: Option<&str>) -> Verifier {
         use std::io::BufRead;
         let python = osproxy_testkit::repo_root().join("target/clients-venv/bin/python");
         let script = osproxy_testkit::repo_root().join("tests/clients/sigv4_verifier.py");
         let mut cmd = Command::new(python);
-        cmd.arg(script).args([access, secret]);
+        cmd.arg(script)
+            .arg(&cert.cert)
+            .arg(&cert.key)
+            .args([access, secret]);
         if let Some(t) = token {
             cmd.arg(t);
         }
@@ -406,17 +409,26 @@ async fn sigv4_signatures_verify_under_botocore() {
     std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDOSPROXYTEST");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "osproxy/test/secret+KEY0123456789");
     std::env::set_var("AWS_SESSION_TOKEN", "session//token+0123==");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "aws").unwrap();
+    let cert = ca
+        .issue("aws", "search-domain.eu-west-1.es.amazonaws.com")
+        .unwrap();
     let verifier = Verifier::start(
+        &cert,
         "AKIDOSPROXYTEST",
         "osproxy/test/secret+KEY0123456789",
         Some("session//token+0123=="),
     );
-    let config = format!(
-        "[[clusters]]\nid = \"aws\"\nurl = \"http://127.0.0.1:{}\"\n\
-         sigv4 = {{ region = \"eu-west-1\", service = \"es\" }}\n\n[passthrough]\ncluster = \"aws\"\n",
-        verifier.1
-    );
-    let p = ProxyInstance::start(binary(), &config).unwrap();
+    let config = |port: u16| {
+        format!(
+            "[[clusters]]\nid = \"aws\"\nurl = \"https://127.0.0.1:{port}\"\n\
+             tls = {{ ca_file = \"{}\" }}\n\
+             sigv4 = {{ region = \"eu-west-1\", service = \"es\" }}\n\n[passthrough]\ncluster = \"aws\"\n",
+            ca.cert.display()
+        )
+    };
+    let p = ProxyInstance::start(binary(), &config(verifier.1)).unwrap();
     // The readiness probe is signed too.
     p.wait_ready(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
@@ -431,7 +443,7 @@ async fn sigv4_signatures_verify_under_botocore() {
         ),
         (
             Method::POST,
-            "/logs-*/_search?q=title:a+b&size=5&from=0",
+            "/logs-*/_search?q=title:a+b&size=5&from=0&size=7",
             Some(r#"{"query":{"match_all":{}}}"#),
         ),
         (Method::DELETE, "/logs-old", None),
@@ -445,6 +457,7 @@ async fn sigv4_signatures_verify_under_botocore() {
                 // A client's own credentials never reach the cluster.
                 &[
                     ("authorization", "Basic Y2xpZW50OnNlY3JldA=="),
+                    ("x-amz-security-token", "the-clients-own"),
                     ("content-type", "application/json"),
                 ],
             )
@@ -469,16 +482,12 @@ async fn sigv4_signatures_verify_under_botocore() {
     // The check can fail: a verifier expecting another secret refuses.
     drop(p);
     let strict = Verifier::start(
+        &cert,
         "AKIDOSPROXYTEST",
         "another-secret",
         Some("session//token+0123=="),
     );
-    let config = format!(
-        "[[clusters]]\nid = \"aws\"\nurl = \"http://127.0.0.1:{}\"\n\
-         sigv4 = {{ region = \"eu-west-1\", service = \"es\" }}\n\n[passthrough]\ncluster = \"aws\"\n",
-        strict.1
-    );
-    let p = ProxyInstance::start(binary(), &config).unwrap();
+    let p = ProxyInstance::start(binary(), &config(strict.1)).unwrap();
     let r = http
         .send(Method::GET, &format!("{}/", p.url()), None)
         .await

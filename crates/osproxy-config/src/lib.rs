@@ -138,3 +138,22 @@ fn error_key(path: &str, message: &str) -> String {
         (p, None) => p.to_string(),
     }
 }
+
+/// A certificate subject (`"CN=acme-svc, O=Acme"`) as its attributes,
+/// `TYPE=value` each with the type upper-cased and spaces around the parts
+/// trimmed, sorted: the order a subject is written in does not matter.
+/// `None` when a part is not `TYPE=value`. (Commas inside values are not
+/// supported.)
+pub fn subject_parts(subject: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    for part in subject.split(',') {
+        let (kind, value) = part.split_once('=')?;
+        let (kind, value) = (kind.trim(), value.trim());
+        if kind.is_empty() || value.is_empty() {
+            return None;
+        }
+        parts.push(format!("{}={value}", kind.to_ascii_uppercase()));
+    }
+    parts.sort();
+    (!parts.is_empty()).then_some(parts)
+}

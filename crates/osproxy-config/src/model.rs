@@ -232,6 +232,15 @@ pub struct PrincipalConfig {
     /// May call the admin API and operator endpoints.
     #[serde(default)]
     pub operator: bool,
+    /// The subject of a client certificate (verified against
+    /// `listen.tls.client_ca_file`) that authenticates as this principal,
+    /// like `"CN=acme-svc,O=Acme"` (the attributes in any order).
+    #[serde(default)]
+    pub cert_subject: Option<String>,
+    /// Instead: a subject alternative name (DNS name, e-mail or URI) of the
+    /// client certificate.
+    #[serde(default)]
+    pub cert_san: Option<String>,
 }
 
 /// Where a logical index finds a request's partition.

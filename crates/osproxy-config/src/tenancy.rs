@@ -111,14 +111,61 @@ fn principals(config: &Config, errs: &mut Vec<ConfigError>) {
                 format!("{:?} is empty or not unique", p.name),
             ));
         }
+        let by_certificate = p.cert_subject.is_some() || p.cert_san.is_some();
         crate::secret::check_secret(
             errs,
             &key("token"),
             (p.token_env.as_ref(), p.token_file.as_ref()),
             16,
             "token",
-            true,
+            !by_certificate,
         );
+        if p.cert_subject.is_some() && p.cert_san.is_some() {
+            errs.push(ConfigError::new(
+                key("cert_san"),
+                "map a certificate by cert_subject or by cert_san, not both",
+            ));
+        }
+        if by_certificate
+            && config
+                .listen
+                .tls
+                .as_ref()
+                .is_none_or(|t| t.client_ca_file.is_none())
+        {
+            errs.push(ConfigError::new(
+                key(if p.cert_subject.is_some() {
+                    "cert_subject"
+                } else {
+                    "cert_san"
+                }),
+                "certificate principals need client certificates: set listen.tls.client_ca_file",
+            ));
+        }
+        if let Some(subject) = &p.cert_subject {
+            if crate::subject_parts(subject).is_none() {
+                errs.push(ConfigError::new(
+                    key("cert_subject"),
+                    format!("{subject:?} is not a subject like \"CN=acme-svc,O=Acme\""),
+                ));
+            }
+        }
+        let same = |o: &crate::PrincipalConfig| {
+            (p.cert_subject.is_some()
+                && p.cert_subject.as_deref().and_then(crate::subject_parts)
+                    == o.cert_subject.as_deref().and_then(crate::subject_parts))
+                || (p.cert_san.is_some() && p.cert_san == o.cert_san)
+        };
+        if config.principals[..i].iter().any(same) {
+            errs.push(ConfigError::new(
+                key(if p.cert_subject.is_some() {
+                    "cert_subject"
+                } else {
+                    "cert_san"
+                }),
+                "another principal has the same certificate identity",
+            ));
+        }
         if p.any_partition && !p.partitions.is_empty() {
             errs.push(ConfigError::new(
                 key("partitions"),

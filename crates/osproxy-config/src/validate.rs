@@ -134,6 +134,27 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             }
         }
     }
+    for (key, tls) in [
+        ("listen.tls", &config.listen.tls),
+        ("listen.admin_tls", &config.listen.admin_tls),
+    ] {
+        let Some(tls) = tls else { continue };
+        let asks = tls
+            .client_auth
+            .is_some_and(|a| !matches!(a, crate::ClientAuth::None));
+        if asks && tls.client_ca_file.is_none() {
+            errs.push(ConfigError::new(
+                format!("{key}.client_auth"),
+                "client certificates are verified against client_ca_file: set it",
+            ));
+        }
+        if key == "listen.admin_tls" && tls.client_ca_file.is_some() {
+            errs.push(ConfigError::new(
+                format!("{key}.client_ca_file"),
+                "the admin listener authenticates operators by token; client certificates are for the data listener",
+            ));
+        }
+    }
     check_control(&config.control, &mut errs);
     check_diagnostics(&config.diagnostics, &mut errs);
     if let Some(p) = &config.passthrough {

@@ -16,6 +16,8 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The principal may not act for the partition.
     PartitionForbidden,
+    /// A verified client certificate that no principal is mapped to.
+    CertificateUnmapped,
     /// The partition could not be determined (several grants, none named).
     PartitionRequired,
     /// The partition id is not `[A-Za-z0-9_.-]{1,128}`.
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::PartitionForbidden => "partition_forbidden",
+            ErrorCode::CertificateUnmapped => "certificate_unmapped",
             ErrorCode::PartitionRequired => "partition_required",
             ErrorCode::InvalidPartition => "invalid_partition",
             ErrorCode::ConstructRefused => "construct_refused",
@@ -77,7 +80,9 @@ impl ErrorCode {
             | ErrorCode::InvalidPartition
             | ErrorCode::ConstructRefused => 400,
             ErrorCode::Unauthenticated => 401,
-            ErrorCode::PartitionForbidden | ErrorCode::OperatorRequired => 403,
+            ErrorCode::PartitionForbidden
+            | ErrorCode::OperatorRequired
+            | ErrorCode::CertificateUnmapped => 403,
             ErrorCode::UpstreamUnavailable => 502,
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::StaleEpoch => 409,
@@ -98,6 +103,9 @@ impl ErrorCode {
             ErrorCode::BadRequest => "fix the request as the reason says and send it again",
             ErrorCode::Unauthenticated => "send `Authorization: Bearer <token>` with a token configured for a principal",
             ErrorCode::PartitionForbidden => "grant the partition to the principal or send a token that has it",
+            ErrorCode::CertificateUnmapped => {
+                "map the certificate's subject (cert_subject) or a subject alternative name (cert_san) to a principal, or send a bearer token"
+            }
             ErrorCode::PartitionRequired => "this principal may act for several partitions: name one in the x-osproxy-partition header",
             ErrorCode::InvalidPartition => "a partition id is 1 to 128 characters of [A-Za-z0-9_.-]",
             ErrorCode::OperatorRequired => {

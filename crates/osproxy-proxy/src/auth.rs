@@ -97,19 +97,50 @@ pub enum AuthConfigError {
 #[derive(Debug, Default)]
 pub struct Authenticator {
     entries: Vec<([u8; 32], Arc<Principal>)>,
+    /// Principals a verified client certificate authenticates as.
+    certificates: Vec<(CertIdentity, Arc<Principal>)>,
+}
+
+/// How a principal's client certificate is recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CertIdentity {
+    /// Its subject's attributes, in any order.
+    Subject(Vec<String>),
+    /// One of its subject alternative names.
+    San(String),
+}
+
+impl CertIdentity {
+    fn matches(&self, cert: &crate::ingress::ClientCertificate) -> bool {
+        match self {
+            CertIdentity::Subject(parts) => *parts == cert.subject,
+            CertIdentity::San(name) => cert.sans.iter().any(|s| s == name),
+        }
+    }
 }
 
 impl Authenticator {
     /// Reads every principal's token from its environment variable or file.
     pub fn from_config(config: &Config) -> Result<Self, AuthConfigError> {
         let mut entries: Vec<([u8; 32], Arc<Principal>)> = Vec::new();
+        let mut certificates = Vec::new();
         for p in &config.principals {
             let key = format!("principal {}: token", p.name);
-            let token = read_secret(&key, p.token_env.as_deref(), p.token_file.as_deref())?
-                .ok_or(SecretError::Missing { key })?;
-            let digest = digest(token.as_bytes());
-            if entries.iter().any(|(d, _)| *d == digest) {
-                return Err(AuthConfigError::SharedToken(p.name.clone()));
+            let token = read_secret(&key, p.token_env.as_deref(), p.token_file.as_deref())?;
+            let identity = match (&p.cert_subject, &p.cert_san) {
+                (Some(subject), _) => Some(CertIdentity::Subject(
+                    osproxy_config::subject_parts(subject).ok_or_else(|| {
+                        AuthConfigError::Partition {
+                            principal: p.name.clone(),
+                            reason: format!("cert_subject {subject:?} is not TYPE=value, ..."),
+                        }
+                    })?,
+                )),
+                (None, Some(san)) => Some(CertIdentity::San(san.clone())),
+                (None, None) => None,
+            };
+            if token.is_none() && identity.is_none() {
+                return Err(SecretError::Missing { key }.into());
             }
             let grants = if p.any_partition {
                 Grants::Any
@@ -126,21 +157,54 @@ impl Authenticator {
                         .collect::<Result<_, _>>()?,
                 )
             };
-            entries.push((
-                digest,
-                Arc::new(Principal {
-                    name: p.name.clone(),
-                    grants,
-                    operator: p.operator,
-                }),
-            ));
+            let principal = Arc::new(Principal {
+                name: p.name.clone(),
+                grants,
+                operator: p.operator,
+            });
+            if let Some(token) = token {
+                let digest = digest(token.as_bytes());
+                if entries.iter().any(|(d, _)| *d == digest) {
+                    return Err(AuthConfigError::SharedToken(p.name.clone()));
+                }
+                entries.push((digest, principal.clone()));
+            }
+            if let Some(identity) = identity {
+                certificates.push((identity, principal));
+            }
         }
-        Ok(Authenticator { entries })
+        Ok(Authenticator {
+            entries,
+            certificates,
+        })
     }
 
     /// Whether any principal is configured (and so credentials are required).
     pub fn required(&self) -> bool {
-        !self.entries.is_empty()
+        !self.entries.is_empty() || !self.certificates.is_empty()
+    }
+
+    /// The principal of a request: by its bearer token when it sends one,
+    /// else by the connection's verified client certificate.
+    pub fn authenticate_with(
+        &self,
+        headers: &HeaderMap,
+        certificate: Option<&crate::ingress::ClientCertificate>,
+    ) -> Result<Arc<Principal>, ProxyError> {
+        match (headers.contains_key(AUTHORIZATION), certificate) {
+            (false, Some(cert)) => self
+                .certificates
+                .iter()
+                .find(|(identity, _)| identity.matches(cert))
+                .map(|(_, p)| p.clone())
+                .ok_or_else(|| {
+                    ProxyError::new(
+                        ErrorCode::CertificateUnmapped,
+                        "the client certificate is valid but no principal's",
+                    )
+                }),
+            _ => self.authenticate(headers),
+        }
     }
 
     /// The principal behind `Authorization: Bearer <token>`.
@@ -239,12 +303,49 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_authenticates_only_without_a_token() {
+        let by_cert = Arc::new(principal(only(&["c"])));
+        let auth = Authenticator {
+            entries: vec![(
+                digest(b"s3cret-token-aaaaaaaa"),
+                Arc::new(principal(only(&["a"]))),
+            )],
+            certificates: vec![(
+                CertIdentity::Subject(osproxy_config::subject_parts("O=Acme,CN=x").unwrap()),
+                by_cert.clone(),
+            )],
+        };
+        let cert = crate::ingress::ClientCertificate {
+            subject: osproxy_config::subject_parts("CN=x, O=Acme").unwrap(),
+            sans: Vec::new(),
+        };
+        let mut h = HeaderMap::new();
+        let found = auth.authenticate_with(&h, Some(&cert)).unwrap();
+        assert!(Arc::ptr_eq(&found, &by_cert));
+        let other = crate::ingress::ClientCertificate {
+            subject: vec!["CN=y".into()],
+            sans: vec!["x".into()],
+        };
+        assert_eq!(
+            auth.authenticate_with(&h, Some(&other)).unwrap_err().code,
+            ErrorCode::CertificateUnmapped
+        );
+        // A wrong token is not rescued by a good certificate.
+        h.insert(AUTHORIZATION, "Bearer wrong".parse().unwrap());
+        assert_eq!(
+            auth.authenticate_with(&h, Some(&cert)).unwrap_err().code,
+            ErrorCode::Unauthenticated
+        );
+    }
+
+    #[test]
     fn tokens_authenticate_by_digest() {
         let auth = Authenticator {
             entries: vec![(
                 digest(b"s3cret-token-aaaaaaaa"),
                 Arc::new(principal(only(&["a"]))),
             )],
+            certificates: Vec::new(),
         };
         let mut h = HeaderMap::new();
         assert_eq!(

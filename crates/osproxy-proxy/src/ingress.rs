@@ -69,9 +69,9 @@ where
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
                     }
-                    let svc = hyper::service::service_fn(service.clone());
                     match &tls {
                         None => {
+                            let svc = hyper::service::service_fn(service.clone());
                             let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                             let conn = graceful.watch(conn);
                             tokio::spawn(async move {
@@ -86,10 +86,20 @@ where
                             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
                             let builder = builder.clone();
                             let watcher = graceful.watcher();
+                            let service = service.clone();
                             tokio::spawn(async move {
                                 let Some(stream) = handshake(acceptor, stream, peer).await else {
                                     return;
                                 };
+                                // The verified client certificate, if any,
+                                // goes with every request of the connection.
+                                let certificate = client_certificate(stream.get_ref().1);
+                                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                                    if let Some(c) = &certificate {
+                                        req.extensions_mut().insert(c.clone());
+                                    }
+                                    service(req)
+                                });
                                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                                 if let Err(e) = watcher.watch(conn).await {
                                     debug!(%peer, error = %e, "connection ended with an error");
@@ -113,6 +123,39 @@ where
         () = graceful.shutdown() => Drained::Complete,
         () = tokio::time::sleep(drain) => Drained::TimedOut,
     }
+}
+
+/// A TLS connection's client certificate, verified against the listener's
+/// client CA during the handshake, as principals are matched against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The subject's attributes (see `osproxy_config::subject_parts`).
+    pub subject: Vec<String>,
+    /// Its DNS, e-mail and URI subject alternative names.
+    pub sans: Vec<String>,
+}
+
+/// The leaf certificate the client presented (rustls verified it), if any.
+fn client_certificate(conn: &rustls::ServerConnection) -> Option<Arc<ClientCertificate>> {
+    use x509_parser::extensions::GeneralName;
+    let leaf = conn.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let subject = osproxy_config::subject_parts(&cert.subject().to_string()).unwrap_or_default();
+    let sans = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => {
+                    Some((*s).to_string())
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(Arc::new(ClientCertificate { subject, sans }))
 }
 
 /// The TLS handshake of one accepted connection, within

@@ -241,7 +241,11 @@ impl Proxy {
         if !self.auth.required() {
             return Ok(None);
         }
-        let p = self.auth.authenticate(req.headers())?;
+        let certificate = req
+            .extensions()
+            .get::<Arc<crate::ingress::ClientCertificate>>()
+            .map(|c| &**c);
+        let p = self.auth.authenticate_with(req.headers(), certificate)?;
         diagnostics::with(|t| {
             let name = Name::ident(&p.name);
             t.record("principal", Value::Name(name.clone()));

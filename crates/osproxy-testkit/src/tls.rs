@@ -80,13 +80,20 @@ impl TestCa {
     /// A server certificate for `localhost` and `127.0.0.1`, with common
     /// name `cn`, written as `<file>.pem` and `<file>.key`.
     pub fn issue(&self, file: &str, cn: &str) -> Result<Issued, String> {
+        self.issue_for(file, &format!("/CN={cn}"), &[])
+    }
+
+    /// A certificate with `subject` (OpenSSL's `/CN=x/O=y` form) and, besides
+    /// `localhost` and `127.0.0.1`, the DNS names `sans`.
+    pub fn issue_for(&self, file: &str, subject: &str, sans: &[&str]) -> Result<Issued, String> {
         let cert = self.dir.join(format!("{file}.pem"));
         let key = self.dir.join(format!("{file}.key"));
         let csr = self.dir.join(format!("{file}.csr"));
         let ext = self.dir.join(format!("{file}.ext"));
+        let extra: String = sans.iter().map(|n| format!(",DNS:{n}")).collect();
         std::fs::write(
             &ext,
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+            format!("subjectAltName=DNS:localhost,IP:127.0.0.1{extra}\nextendedKeyUsage=serverAuth,clientAuth\n"),
         )
         .map_err(|e| e.to_string())?;
         openssl(&[
@@ -98,7 +105,7 @@ impl TestCa {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-subj",
-            &format!("/CN={cn}"),
+            subject,
             "-keyout",
             path_str(&key)?,
             "-out",
@@ -129,7 +136,8 @@ impl TestCa {
 
 /// nginx terminating TLS (with `certificate`) and asking for basic auth
 /// (`user`, `password`) in front of the cleartext `upstream`
-/// (`host:port`). Stopped when dropped.
+/// (`host:port`). One process (`master_process off`), so that killing it
+/// when dropped leaves no worker behind.
 #[derive(Debug)]
 pub struct TlsTerminator {
     child: Child,
@@ -156,7 +164,7 @@ impl TlsTerminator {
         std::fs::write(&htpasswd, format!("{user}:{hash}\n")).map_err(|e| e.to_string())?;
         let d = dir.path().display();
         let conf = format!(
-            "worker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+            "master_process off;\nworker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
              events {{ worker_connections 256; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\

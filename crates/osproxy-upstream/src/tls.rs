@@ -1,5 +1,6 @@
 //! TLS in both directions, on one crypto provider (rustls with aws-lc-rs):
-//! the listeners' server configs, whose certificate and key are re-read
+//! the listeners' server configs (with client certificates verified
+//! against a client CA when one is set), whose certificate and key are re-read
 //! when their files change on disk (new connections get the new
 //! certificate, open ones keep theirs), and the clusters' client configs
 //! (system roots or a CA file, an optional client certificate).
@@ -102,25 +103,43 @@ fn roots(key: &str, file: &str) -> Result<RootCertStore, TlsError> {
 /// `listen.admin_tls`): ALPN `h2` and `http/1.1`, the certificate re-read
 /// when its files change.
 pub fn server_config(key: &str, tls: &ListenTls) -> Result<Arc<ServerConfig>, TlsError> {
-    if tls.client_ca_file.is_some()
-        || tls
-            .client_auth
-            .is_some_and(|a| !matches!(a, ClientAuth::None))
-    {
-        return Err(TlsError::Invalid {
-            key: format!("{key}.client_ca_file"),
-            reason: "client certificates (mTLS) are not supported by this version yet; authenticate clients with tokens and remove client_ca_file and client_auth".into(),
-        });
-    }
     let resolver = Arc::new(ReloadingCert::load(key, tls)?);
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Invalid {
             key: key.to_string(),
             reason: e.to_string(),
-        })?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        })?;
+    // With a client CA, a certificate a client sends is verified against
+    // it (a connection with an untrusted one fails its handshake); one is
+    // required only with client_auth = "required".
+    let builder = match (&tls.client_ca_file, tls.client_auth) {
+        (None, None | Some(ClientAuth::None)) => builder.with_no_client_auth(),
+        (None, Some(_)) => {
+            return Err(TlsError::Invalid {
+                key: format!("{key}.client_auth"),
+                reason: "client certificates are verified against client_ca_file: set it".into(),
+            })
+        }
+        (Some(_), Some(ClientAuth::None)) => builder.with_no_client_auth(),
+        (Some(file), auth) => {
+            let ca_key = format!("{key}.client_ca_file");
+            let store = Arc::new(roots(&ca_key, file)?);
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(store, provider());
+            let verifier = if auth == Some(ClientAuth::Required) {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier.build().map_err(|e| TlsError::Invalid {
+                key: ca_key,
+                reason: format!("not a usable client CA: {e}"),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

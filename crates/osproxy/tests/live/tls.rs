@@ -494,3 +494,119 @@ async fn sigv4_signatures_verify_under_botocore() {
         .unwrap();
     assert_eq!(r.status, 403, "{}", r.text());
 }
+
+/// `curl` over HTTPS trusting `ca`, presenting `cert` when given; the exit
+/// status, the HTTP status and the body.
+fn curl_as(ca: &Path, cert: Option<&Issued>, url: &str, extra: &[&str]) -> (bool, u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "--cacert"]).arg(ca);
+    if let Some(c) = cert {
+        cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+    }
+    let out = cmd
+        .args(extra)
+        .args(["-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        out.status.success(),
+        code.parse().unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn client_certificates_authenticate_as_principals() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "edge").unwrap();
+    let server = ca.issue("server", "osproxy").unwrap();
+    let clients = TestCa::new(dir.path(), "clients").unwrap();
+    let acme = clients
+        .issue_for("acme", "/O=Acme/CN=acme-svc", &[])
+        .unwrap();
+    let globex = clients
+        .issue_for("globex", "/CN=globex-box", &["globex-svc.example"])
+        .unwrap();
+    let nobody = clients.issue_for("nobody", "/CN=nobody", &[]).unwrap();
+    let stranger = TestCa::new(dir.path(), "stranger").unwrap();
+    let outsider = stranger
+        .issue_for("outsider", "/O=Acme/CN=acme-svc", &[])
+        .unwrap();
+    std::fs::write(dir.path().join("ops"), OPS).unwrap();
+    let config = format!(
+        "[listen]\ndata = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         tls = {{ cert_file = \"{}\", key_file = \"{}\", client_ca_file = \"{}\", client_auth = \"optional\" }}\n\n\
+         [[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n\
+         [[principals]]\nname = \"acme-svc\"\ncert_subject = \"CN=acme-svc, O=Acme\"\npartitions = [\"acme\"]\n\n\
+         [[principals]]\nname = \"globex-svc\"\ncert_san = \"globex-svc.example\"\npartitions = [\"globex\"]\n\n\
+         [[principals]]\nname = \"ops\"\ntoken_file = \"{}/ops\"\noperator = true\nany_partition = true\n\n\
+         [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"mtls-orders\" }}\n",
+        server.cert.display(),
+        server.key.display(),
+        clients.cert.display(),
+        node().url(),
+        dir.path().display()
+    );
+    let p = ProxyInstance::start(binary(), &config).unwrap();
+    p.wait_ready(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    let base = format!(
+        "https://localhost:{}",
+        p.data_addr().rsplit(':').next().unwrap()
+    );
+    let json = ["-H", "content-type: application/json"];
+    let put = |cert: &Issued, id: &str| {
+        let mut args = json.to_vec();
+        args.extend(["-X", "PUT", "-d", r#"{"n":1}"#]);
+        curl_as(
+            &ca.cert,
+            Some(cert),
+            &format!("{base}/orders/_doc/{id}?refresh=true"),
+            &args,
+        )
+    };
+    // By subject (written in another order) and by SAN: each its own tenant.
+    assert_eq!(put(&acme, "a1").1, 201);
+    assert_eq!(put(&globex, "g1").1, 201);
+    let (_, code, body) = curl_as(
+        &ca.cert,
+        Some(&acme),
+        &format!("{base}/orders/_search"),
+        &json,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"a1\"") && !body.contains("\"g1\""),
+        "{body}"
+    );
+    // A valid certificate no principal is mapped to: 403, named.
+    let (_, code, body) = curl_as(
+        &ca.cert,
+        Some(&nobody),
+        &format!("{base}/orders/_search"),
+        &json,
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("certificate_unmapped"), "{body}");
+    // A certificate from a CA the listener does not trust: no handshake.
+    let (ok, code, _) = curl_as(
+        &ca.cert,
+        Some(&outsider),
+        &format!("{base}/orders/_search"),
+        &json,
+    );
+    assert!(!ok && code == 0);
+    // Optional: no certificate, a token instead; neither is 401.
+    let ops = format!("authorization: Bearer {OPS}");
+    let (_, code, _) = curl_as(
+        &ca.cert,
+        None,
+        &format!("{base}/_cluster/health"),
+        &["-H", &ops],
+    );
+    assert_eq!(code, 200);
+    let (_, code, _) = curl_as(&ca.cert, None, &format!("{base}/orders/_search"), &json);
+    assert_eq!(code, 401);
+}

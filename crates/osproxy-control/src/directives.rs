@@ -228,48 +228,16 @@ pub fn parse_rfc3339(s: &str) -> Result<u64, NotRfc3339> {
     };
     if !(1..=12).contains(&month)
         || day < 1
-        || day > days_in_month(year, month)
+        || day > osproxy_core::civil::days_in_month(year, month)
         || hour > 23
         || minute > 59
         || second > 60
     {
         return Err(bad());
     }
-    let days = days_from_civil(year, month, day);
+    let days = osproxy_core::civil::days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
     u64::try_from(secs).map_err(|_| bad()) // before 1970
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date: whole years, then
-/// whole months of the last year, then days.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let mut days = 0;
-    if y >= 1970 {
-        for year in 1970..y {
-            days += if is_leap(year) { 366 } else { 365 };
-        }
-    } else {
-        for year in y..1970 {
-            days -= if is_leap(year) { 366 } else { 365 };
-        }
-    }
-    for month in 1..m {
-        days += days_in_month(y, month);
-    }
-    days + d - 1
 }
 
 #[cfg(test)]

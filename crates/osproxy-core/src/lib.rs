@@ -4,6 +4,7 @@
 //! This crate does no I/O and has no async code; it must stay cheap to depend on.
 
 pub mod b64;
+pub mod civil;
 pub mod endpoint;
 pub mod error;
 pub mod partition;

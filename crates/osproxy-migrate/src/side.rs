@@ -160,6 +160,28 @@ pub(crate) async fn call(
     Ok((status, bytes))
 }
 
+/// A non-2xx answer as an error naming its status and OpenSearch error
+/// type (never the body, which may quote a document).
+fn refused(
+    cluster: &UpstreamCluster,
+    status: u16,
+    body: &[u8],
+    path: &str,
+) -> Result<(), MoveError> {
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let kind = v
+        .pointer("/error/type")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    Err(MoveError(format!(
+        "cluster {} answered {status} ({kind}) to {path}",
+        cluster.id
+    )))
+}
+
 pub(crate) async fn json_call(
     cluster: &UpstreamCluster,
     method: Method,
@@ -176,17 +198,8 @@ pub(crate) async fn json_call(
         timeout,
     )
     .await?;
+    refused(cluster, status, &bytes, path)?;
     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if !(200..300).contains(&status) {
-        let kind = v
-            .pointer("/error/type")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown");
-        return Err(MoveError(format!(
-            "cluster {} answered {status} ({kind}) to {path}",
-            cluster.id
-        )));
-    }
     // A search, count or by-query answer that missed shards (or ran out of
     // time) would make a copy, a count or an id set agree with a
     // destination that lacks them.
@@ -398,17 +411,7 @@ async fn page_call(
         timeout,
     )
     .await?;
-    if !(200..300).contains(&status) {
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let kind = v
-            .pointer("/error/type")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown");
-        return Err(MoveError(format!(
-            "cluster {} answered {status} ({kind}) to {path}",
-            cluster.id
-        )));
-    }
+    refused(cluster, status, &bytes, path)?;
     let page: Page = serde_json::from_slice(&bytes).map_err(|e| {
         MoveError(format!(
             "cluster {} answered {path} with an unreadable page: {e}",

@@ -86,31 +86,16 @@ fn launch(
 impl Etcd {
     /// Starts etcd and waits until `/health` says it is healthy.
     pub fn start() -> Result<Etcd, String> {
-        crate::bound_test_binary();
-        let dir = tempfile::Builder::new()
-            .prefix("osproxy-etcd-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let client_port = free_port()?;
-        let peer_port = free_port()?;
-        let log = dir.path().join("etcd.log");
-        let child = launch(dir.path(), client_port, peer_port, &log, None)?;
-        let mut etcd = Etcd {
-            child,
-            client_port,
-            peer_port,
-            log,
-            dir,
-            tls: None,
-            root: None,
-        };
-        etcd.wait_healthy()?;
-        Ok(etcd)
+        Self::launch_with(None)
     }
 
     /// Starts etcd speaking TLS on its client port and requiring client
     /// certificates signed by `tls.ca`.
     pub fn start_tls(tls: EtcdTls) -> Result<Etcd, String> {
+        Self::launch_with(Some(tls))
+    }
+
+    fn launch_with(tls: Option<EtcdTls>) -> Result<Etcd, String> {
         crate::bound_test_binary();
         let dir = tempfile::Builder::new()
             .prefix("osproxy-etcd-")
@@ -119,14 +104,14 @@ impl Etcd {
         let client_port = free_port()?;
         let peer_port = free_port()?;
         let log = dir.path().join("etcd.log");
-        let child = launch(dir.path(), client_port, peer_port, &log, Some(&tls))?;
+        let child = launch(dir.path(), client_port, peer_port, &log, tls.as_ref())?;
         let mut etcd = Etcd {
             child,
             client_port,
             peer_port,
             log,
             dir,
-            tls: Some(tls),
+            tls,
             root: None,
         };
         etcd.wait_healthy()?;

@@ -36,18 +36,8 @@ fn sampled(directive: &str, request_id: &str, rate: f64) -> bool {
 }
 
 fn rfc3339(unix: u64) -> String {
-    // Days to a civil date (proleptic Gregorian), for test timestamps.
-    let days = (unix / 86_400) as i64;
+    let (y, m, d) = osproxy_core::civil::civil_from_days((unix / 86_400) as i64);
     let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         secs / 3600,

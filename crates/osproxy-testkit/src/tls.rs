@@ -86,6 +86,24 @@ impl TestCa {
     /// A certificate with `subject` (OpenSSL's `/CN=x/O=y` form) and, besides
     /// `localhost` and `127.0.0.1`, the DNS names `sans`.
     pub fn issue_for(&self, file: &str, subject: &str, sans: &[&str]) -> Result<Issued, String> {
+        self.issue_days(file, subject, sans, 2)
+    }
+
+    /// A server certificate like [`TestCa::issue`] valid for no time at
+    /// all: expired a second after it is made.
+    pub fn issue_expired(&self, file: &str, cn: &str) -> Result<Issued, String> {
+        let issued = self.issue_days(file, &format!("/CN={cn}"), &[], 0)?;
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        Ok(issued)
+    }
+
+    fn issue_days(
+        &self,
+        file: &str,
+        subject: &str,
+        sans: &[&str],
+        days: u32,
+    ) -> Result<Issued, String> {
         let cert = self.dir.join(format!("{file}.pem"));
         let key = self.dir.join(format!("{file}.key"));
         let csr = self.dir.join(format!("{file}.csr"));
@@ -124,7 +142,7 @@ impl TestCa {
             "-CAserial",
             path_str(&self.dir.join(format!("{}-ca.srl", self.name)))?,
             "-days",
-            "2",
+            &days.to_string(),
             "-extfile",
             path_str(&ext)?,
             "-out",
@@ -145,23 +163,59 @@ pub struct TlsTerminator {
     _dir: tempfile::TempDir,
 }
 
+/// What a [`TlsTerminator`] asks of its clients.
+#[derive(Debug, Clone)]
+pub enum Admission<'a> {
+    /// Basic auth with this user and password.
+    Basic(&'a str, &'a str),
+    /// Exactly this `Authorization` header value (an API key, say).
+    Authorization(&'a str),
+    /// A client certificate signed by this CA file.
+    ClientCertificate(&'a Path),
+}
+
 impl TlsTerminator {
-    /// Starts it on a free port and waits until it accepts connections.
+    /// Starts it with basic auth on a free port and waits until it accepts
+    /// connections.
     pub fn start(
         certificate: &Issued,
         upstream: &str,
         user: &str,
         password: &str,
     ) -> Result<TlsTerminator, String> {
+        Self::start_with(certificate, upstream, Admission::Basic(user, password))
+    }
+
+    /// Like [`TlsTerminator::start`], admitting clients by `admission`.
+    pub fn start_with(
+        certificate: &Issued,
+        upstream: &str,
+        admission: Admission<'_>,
+    ) -> Result<TlsTerminator, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let port = free_port()?;
-        let hash = Command::new("openssl")
-            .args(["passwd", "-apr1", password])
-            .output()
-            .map_err(|e| e.to_string())?;
-        let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
-        let htpasswd = dir.path().join("htpasswd");
-        std::fs::write(&htpasswd, format!("{user}:{hash}\n")).map_err(|e| e.to_string())?;
+        let admit = match admission {
+            Admission::Basic(user, password) => {
+                let hash = Command::new("openssl")
+                    .args(["passwd", "-apr1", password])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).map_err(|e| e.to_string())?;
+                format!(
+                    "auth_basic \"cluster\";\n    auth_basic_user_file {};\n",
+                    htpasswd.display()
+                )
+            }
+            Admission::Authorization(value) => {
+                format!("if ($http_authorization != \"{value}\") {{ return 401; }}\n")
+            }
+            Admission::ClientCertificate(ca) => format!(
+                "ssl_verify_client on;\n    ssl_client_certificate {};\n",
+                ca.display()
+            ),
+        };
         let d = dir.path().display();
         let conf = format!(
             "master_process off;\nworker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
@@ -171,13 +225,12 @@ impl TlsTerminator {
              upstream os {{ server {upstream}; keepalive 8; }}\n\
              server {{\n    listen 127.0.0.1:{port} ssl;\n\
              ssl_certificate {};\n    ssl_certificate_key {};\n\
-             auth_basic \"cluster\";\n    auth_basic_user_file {};\n\
+             {admit}\
              client_max_body_size 200m;\n\
              location / {{ proxy_pass http://os; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
              proxy_set_header Authorization \"\"; proxy_buffering off; proxy_request_buffering off; }}\n  }}\n}}\n",
             certificate.cert.display(),
             certificate.key.display(),
-            htpasswd.display()
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;

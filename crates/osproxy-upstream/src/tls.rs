@@ -72,9 +72,39 @@ fn private_key(key: &str, file: &str) -> Result<PrivateKeyDer<'static>, TlsError
         .map_err(|e| file_error(key, file, format!("holds no usable PEM private key: {e}")))
 }
 
-/// A certificate chain and its key, checked to belong together.
+/// Refuses a certificate that is not valid now (expired, or not yet
+/// valid), naming when.
+fn in_date(key: &str, file: &str, cert: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Err(file_error(
+            key,
+            file,
+            "holds a certificate that does not parse",
+        ));
+    };
+    let validity = parsed.validity();
+    if validity.is_valid() {
+        return Ok(());
+    }
+    let now = x509_parser::time::ASN1Time::now();
+    let why = if validity.not_after < now {
+        format!("its certificate expired on {}", validity.not_after)
+    } else {
+        format!(
+            "its certificate is not valid before {}",
+            validity.not_before
+        )
+    };
+    Err(file_error(key, file, why))
+}
+
+/// A certificate chain and its key, checked to belong together and the
+/// leaf to be valid now.
 fn certified_key(key: &str, cert_file: &str, key_file: &str) -> Result<CertifiedKey, TlsError> {
     let chain = certificates(&format!("{key}.cert_file"), cert_file)?;
+    if let Some(leaf) = chain.first() {
+        in_date(&format!("{key}.cert_file"), cert_file, leaf)?;
+    }
     let der = private_key(&format!("{key}.key_file"), key_file)?;
     let signing = provider()
         .key_provider
@@ -181,6 +211,9 @@ pub fn client_config(
     let mut config = match (&tls.client_cert_file, &tls.client_key_file) {
         (Some(cert), Some(k)) => {
             let chain = certificates(&format!("{key}.client_cert_file"), cert)?;
+            if let Some(leaf) = chain.first() {
+                in_date(&format!("{key}.client_cert_file"), cert, leaf)?;
+            }
             let der = private_key(&format!("{key}.client_key_file"), k)?;
             builder
                 .with_client_auth_cert(chain, der)

@@ -286,9 +286,14 @@ async fn an_untrusted_or_cleartext_upstream_is_a_clear_502() {
     let node_addr = node().url().trim_start_matches("http://").to_string();
     let nginx = TlsTerminator::start(&cert, &node_addr, "osproxy", "s3cret-pass").unwrap();
     let stranger = TestCa::new(dir.path(), "stranger").unwrap();
+    let expired_cert = ca.issue_expired("nginx-expired", "os.internal").unwrap();
+    let expired =
+        TlsTerminator::start(&expired_cert, &node_addr, "osproxy", "s3cret-pass").unwrap();
     let cases = [
         // Signed by a CA osproxy does not trust.
         (nginx.url(), stranger.cert.clone(), "certificate"),
+        // Trusted, but expired.
+        (expired.url(), ca.cert.clone(), "certificate expired"),
         // https to a cleartext server.
         (
             format!("https://{node_addr}"),
@@ -319,6 +324,7 @@ fn check_names_the_tls_key_that_cannot_be_used() {
     let ca = TestCa::new(dir.path(), "edge").unwrap();
     let one = ca.issue("one", "one").unwrap();
     let two = ca.issue("two", "two").unwrap();
+    let old = ca.issue_expired("old", "old").unwrap();
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(
         &garbage,
@@ -345,6 +351,15 @@ fn check_names_the_tls_key_that_cannot_be_used() {
         (
             "[[clusters]]\nid = \"main\"\nurl = \"http://127.0.0.1:9200\"\ntls = { ca_file = \"x\" }\n".to_string(),
             "clusters[0].tls",
+        ),
+        (
+            // An expired certificate for the listener.
+            format!(
+                "[listen]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n[[clusters]]\nid = \"main\"\nurl = \"http://127.0.0.1:9200\"\n",
+                old.cert.display(),
+                old.key.display()
+            ),
+            "expired on",
         ),
     ];
     for (text, key) in cases {
@@ -609,4 +624,59 @@ fn client_certificates_authenticate_as_principals() {
     assert_eq!(code, 200);
     let (_, code, _) = curl_as(&ca.cert, None, &format!("{base}/orders/_search"), &json);
     assert_eq!(code, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_key_and_a_client_certificate_are_presented_to_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "cluster").unwrap();
+    let cert = ca.issue("nginx", "os.internal").unwrap();
+    let client = ca.issue("osproxy-client", "osproxy").unwrap();
+    let node_addr = node().url().trim_start_matches("http://").to_string();
+    let keyed = TlsTerminator::start_with(
+        &cert,
+        &node_addr,
+        osproxy_testkit::Admission::Authorization("ApiKey k3y-0123456789"),
+    )
+    .unwrap();
+    let mutual = TlsTerminator::start_with(
+        &cert,
+        &node_addr,
+        osproxy_testkit::Admission::ClientCertificate(&ca.cert),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("key"), "k3y-0123456789\n").unwrap();
+    let ca_file = ca.cert.display().to_string();
+    let cases = [
+        (
+            format!("url = \"{}\"\napi_key_file = \"{}/key\"\ntls = {{ ca_file = \"{ca_file}\" }}", keyed.url(), dir.path().display()),
+            200,
+        ),
+        (format!("url = \"{}\"\ntls = {{ ca_file = \"{ca_file}\" }}", keyed.url()), 401),
+        (
+            format!(
+                "url = \"{}\"\ntls = {{ ca_file = \"{ca_file}\", client_cert_file = \"{}\", client_key_file = \"{}\" }}",
+                mutual.url(),
+                client.cert.display(),
+                client.key.display()
+            ),
+            200,
+        ),
+        // nginx answers 400 to a connection without a client certificate.
+        (format!("url = \"{}\"\ntls = {{ ca_file = \"{ca_file}\" }}", mutual.url()), 400),
+    ];
+    for (cluster, status) in cases {
+        let config = format!(
+            "[[clusters]]\nid = \"main\"\n{cluster}\n\n[passthrough]\ncluster = \"main\"\n"
+        );
+        let p = ProxyInstance::start(binary(), &config).unwrap();
+        let r = Http::new()
+            .send(Method::GET, &format!("{}/", p.url()), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, status, "{cluster}: {}", r.text());
+        if status == 200 {
+            assert!(r.text().contains("opensearch"), "{}", r.text());
+        }
+    }
 }

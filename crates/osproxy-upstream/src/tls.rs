@@ -242,6 +242,16 @@ pub fn client_config(
 /// more often than this).
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
+/// Bumped by [`reload_now`]: every listener re-reads its files at its next
+/// handshake, changed or not.
+static RELOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes every TLS listener re-read its certificate and key at its next
+/// handshake (what SIGHUP does), whatever their modification times say.
+pub fn reload_now() {
+    RELOADS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+}
+
 /// A listener's certificate, re-read when its files' modification times
 /// change. A file that does not load keeps the last good certificate.
 #[derive(Debug)]
@@ -252,6 +262,8 @@ struct ReloadingCert {
     current: RwLock<Arc<CertifiedKey>>,
     /// When the files were last looked at, and their modification times.
     seen: Mutex<(Instant, Option<Stamp>, Option<Stamp>)>,
+    /// The [`reload_now`] count last acted on.
+    reloads: std::sync::atomic::AtomicU64,
 }
 
 /// What says a file changed: its modification time and length (a copy in
@@ -274,6 +286,9 @@ impl ReloadingCert {
             key_file: tls.key_file.clone(),
             current: RwLock::new(Arc::new(first)),
             seen: Mutex::new((Instant::now(), stamps.0, stamps.1)),
+            reloads: std::sync::atomic::AtomicU64::new(
+                RELOADS.load(std::sync::atomic::Ordering::Acquire),
+            ),
         })
     }
 
@@ -281,12 +296,17 @@ impl ReloadingCert {
         let Ok(mut seen) = self.seen.try_lock() else {
             return;
         };
-        if seen.0.elapsed() < RELOAD_CHECK {
+        let asked = RELOADS.load(std::sync::atomic::Ordering::Acquire);
+        let forced = self
+            .reloads
+            .swap(asked, std::sync::atomic::Ordering::AcqRel)
+            != asked;
+        if seen.0.elapsed() < RELOAD_CHECK && !forced {
             return;
         }
         seen.0 = Instant::now();
         let stamps = (modified(&self.cert_file), modified(&self.key_file));
-        if (stamps.0, stamps.1) == (seen.1, seen.2) {
+        if (stamps.0, stamps.1) == (seen.1, seen.2) && !forced {
             return;
         }
         match certified_key(&self.key, &self.cert_file, &self.key_file) {

@@ -21,6 +21,11 @@ pub struct CtlArgs {
     /// An operator principal's bearer token [default: $OSPROXY_TOKEN]
     #[arg(long, env = "OSPROXY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For an https:// admin listener (listen.admin_tls): the CA its
+    /// certificate is verified against [default: $OSPROXY_CA_FILE, then
+    /// the system's roots]
+    #[arg(long, env = "OSPROXY_CA_FILE")]
+    ca_file: Option<String>,
     /// Print the admin API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -232,6 +237,12 @@ enum CtlError {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+    /// An https admin URL whose TLS settings cannot be used.
+    #[error("{url}: {reason}")]
+    Tls { url: String, reason: String },
+    /// The https admin API did not answer.
+    #[error("cannot reach {url}: {reason}")]
+    UnreachableTls { url: String, reason: String },
     /// The answer broke off.
     #[error("reading the answer from {url}: {source}")]
     Answer {
@@ -242,6 +253,72 @@ enum CtlError {
     /// The admin API answered with an error: status, message, current state.
     #[error("{0}")]
     Refused(String),
+}
+
+/// An admin request to an https:// listener, through the very client
+/// osproxy uses for https clusters (its certificate verified against
+/// `--ca-file` or the system roots).
+async fn over_tls(
+    args: &CtlArgs,
+    req: Request<Full<Bytes>>,
+    url: &str,
+) -> Result<(http::StatusCode, Bytes), CtlError> {
+    let tls_error = |reason: String| CtlError::Tls {
+        url: url.to_string(),
+        reason,
+    };
+    let cluster = osproxy_config::Cluster {
+        id: "admin".into(),
+        url: args.admin.trim_end_matches('/').to_string(),
+        username: None,
+        password_env: None,
+        password_file: None,
+        api_key_env: None,
+        api_key_file: None,
+        tls: Some(osproxy_config::ClusterTls {
+            ca_file: args.ca_file.clone(),
+            ..Default::default()
+        }),
+        sigv4: None,
+    };
+    let metrics = osproxy_observe::Metrics::new(["admin"]);
+    let upstreams = osproxy_upstream::Upstreams::new(
+        std::slice::from_ref(&cluster),
+        &osproxy_config::Upstream::default(),
+        &metrics,
+    )
+    .map_err(|e| tls_error(e.to_string()))?;
+    let admin = upstreams
+        .get(0)
+        .ok_or_else(|| tls_error("no client".into()))?;
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut out = Request::from_parts(parts, osproxy_upstream::RequestBody::Full(Some(bytes)));
+    if let Some(pq) = out.uri().path_and_query().cloned() {
+        *out.uri_mut() = http::Uri::from(pq);
+    }
+    let resp = admin
+        .send(out, std::time::Duration::from_secs(60))
+        .await
+        .map_err(|e| CtlError::UnreachableTls {
+            url: url.to_string(),
+            reason: format!("{e:?}"),
+        })?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|source| CtlError::Answer {
+            url: url.to_string(),
+            source,
+        })?
+        .to_bytes();
+    Ok((status, bytes))
 }
 
 /// One admin API request: its JSON answer, or the error it answered with
@@ -263,21 +340,29 @@ async fn call(
             url: url.clone(),
             source,
         })?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|source| CtlError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|source| CtlError::Answer { url, source })?
-        .to_bytes();
+    let (status, bytes) = if args.admin.starts_with("https://") {
+        over_tls(args, req, &url).await?
+    } else {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|source| CtlError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| CtlError::Answer {
+                url: url.clone(),
+                source,
+            })?
+            .to_bytes();
+        (status, bytes)
+    };
     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if !status.is_success() {
         let msg = v

@@ -129,10 +129,19 @@ async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+    // SIGHUP re-reads the TLS certificates and keys (they are also re-read
+    // when their files change); it never stops the process.
+    let hup = signal(SignalKind::hangup());
+    match (term, int, hup) {
+        (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
+            tokio::select! {
+                _ = term.recv() => return "SIGTERM",
+                _ = int.recv() => return "SIGINT",
+                _ = hup.recv() => {
+                    osproxy_upstream::tls::reload_now();
+                    tracing::info!("SIGHUP: TLS certificates and keys are re-read at the next handshake");
+                }
+            }
         },
         _ => {
             // Without signal handlers the process still stops on signals,

@@ -155,6 +155,12 @@ fn a_certificate_renewed_on_disk_is_served_to_new_connections() {
     let port = addr.rsplit(':').next().unwrap().to_string();
     let (code, _, _) = curl(&ca.cert, &format!("https://localhost:{port}/"), &[]);
     assert_eq!(code, 200);
+    // SIGHUP re-reads them too, and never stops the process.
+    p.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, _) = curl(&ca.cert, &format!("https://localhost:{port}/"), &[]);
+    assert_eq!(code, 200);
+    assert!(p.log().contains("SIGHUP: TLS certificates"), "{}", p.log());
     // A broken file (a half-written rotation) keeps the last good one.
     std::fs::write(&first.cert, "not a certificate").unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -679,4 +685,49 @@ async fn an_api_key_and_a_client_certificate_are_presented_to_clusters() {
             assert!(r.text().contains("opensearch"), "{}", r.text());
         }
     }
+}
+
+#[test]
+fn ctl_reaches_an_admin_listener_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "admin").unwrap();
+    let server = ca.issue("admin", "osproxy-admin").unwrap();
+    std::fs::write(dir.path().join("ops"), OPS).unwrap();
+    let config = format!(
+        "[listen]\ndata = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         admin_tls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n\n\
+         [[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n\
+         [[principals]]\nname = \"ops\"\ntoken_file = \"{}/ops\"\noperator = true\nany_partition = true\n\n\
+         [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"ctl-tls-orders\" }}\n",
+        server.cert.display(),
+        server.key.display(),
+        node().url(),
+        dir.path().display()
+    );
+    let p = ProxyInstance::start(binary(), &config).unwrap();
+    let admin = format!(
+        "https://localhost:{}",
+        p.admin_url().rsplit(':').next().unwrap()
+    );
+    let ctl = |extra: &[&str]| {
+        Command::new(binary())
+            .args(["ctl", "--admin", &admin, "--token", OPS])
+            .args(extra)
+            .args(["placement", "list", "orders"])
+            .output()
+            .unwrap()
+    };
+    let ca_file = ca.cert.to_str().unwrap();
+    let out = ctl(&["--ca-file", ca_file]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.log()
+    );
+    // Without the CA the certificate is not trusted: a clear failure.
+    let out = ctl(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
 }

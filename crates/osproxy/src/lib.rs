@@ -183,6 +183,7 @@ impl Instance {
             .local_addr()
             .map_err(|e| InstanceError::runtime("the admin listener has no address", e))?;
 
+        warn_cleartext_credentials(&config);
         let data_tls = listener_tls("listen.tls", config.listen.tls.as_ref())?;
         let admin_tls = listener_tls("listen.admin_tls", config.listen.admin_tls.as_ref())?;
         // Built before any worker starts so that an unusable cluster entry
@@ -474,6 +475,23 @@ impl Instance {
         // A migration still running stops here; its record is adopted.
         migrations.shutdown_background();
         outcome
+    }
+}
+
+/// Credentials configured toward a cleartext endpoint travel readable by
+/// anyone on the path: allowed (a private network, a sidecar), but said.
+fn warn_cleartext_credentials(config: &Config) {
+    for c in &config.clusters {
+        let credentials =
+            c.username.is_some() || c.api_key_env.is_some() || c.api_key_file.is_some();
+        if credentials && c.url.starts_with("http://") {
+            warn!(cluster = %c.id, "credentials are sent to this cluster over cleartext http://; use an https:// url");
+        }
+    }
+    if let Some(etcd) = &config.control.etcd {
+        if etcd.username.is_some() && etcd.endpoints.iter().any(|e| e.starts_with("http://")) {
+            warn!("the etcd user's password and token are sent over cleartext http://; use https:// endpoints");
+        }
     }
 }
 

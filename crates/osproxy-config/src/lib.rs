@@ -142,14 +142,17 @@ fn error_key(path: &str, message: &str) -> String {
 /// A certificate subject (`"CN=acme-svc, O=Acme"`) as its attributes,
 /// `TYPE=value` each with the type upper-cased and spaces around the parts
 /// trimmed, sorted: the order a subject is written in does not matter.
-/// `None` when a part is not `TYPE=value`. (Commas inside values are not
-/// supported.)
+/// `None` when a part is not `TYPE=value`, or a value holds `=` or `+`.
+/// (Commas inside values are not supported: a certificate whose subject
+/// holds one matches no principal.)
 pub fn subject_parts(subject: &str) -> Option<Vec<String>> {
     let mut parts = Vec::new();
     for part in subject.split(',') {
         let (kind, value) = part.split_once('=')?;
         let (kind, value) = (kind.trim(), value.trim());
-        if kind.is_empty() || value.is_empty() {
+        // A value with `=` or `+` could only match a certificate whose
+        // subject osproxy refuses to read (see the ingress).
+        if kind.is_empty() || value.is_empty() || value.contains(['=', '+']) {
             return None;
         }
         parts.push(format!("{}={value}", kind.to_ascii_uppercase()));

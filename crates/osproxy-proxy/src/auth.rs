@@ -106,14 +106,27 @@ pub struct Authenticator {
 enum CertIdentity {
     /// Its subject's attributes, in any order.
     Subject(Vec<String>),
-    /// One of its subject alternative names.
-    San(String),
+    /// One of its subject alternative names, of the kind the configured
+    /// value's syntax names: a URI (`scheme://...`), an e-mail (`a@b`), else
+    /// a DNS name (compared ignoring ASCII case).
+    San(crate::ingress::SubjectAltName),
 }
 
 impl CertIdentity {
+    fn san(configured: &str) -> CertIdentity {
+        use crate::ingress::SubjectAltName;
+        CertIdentity::San(if configured.contains("://") {
+            SubjectAltName::Uri(configured.to_string())
+        } else if configured.contains('@') {
+            SubjectAltName::Email(configured.to_string())
+        } else {
+            SubjectAltName::Dns(configured.to_ascii_lowercase())
+        })
+    }
+
     fn matches(&self, cert: &crate::ingress::ClientCertificate) -> bool {
         match self {
-            CertIdentity::Subject(parts) => *parts == cert.subject,
+            CertIdentity::Subject(parts) => !parts.is_empty() && *parts == cert.subject,
             CertIdentity::San(name) => cert.sans.iter().any(|s| s == name),
         }
     }
@@ -136,7 +149,7 @@ impl Authenticator {
                         }
                     })?,
                 )),
-                (None, Some(san)) => Some(CertIdentity::San(san.clone())),
+                (None, Some(san)) => Some(CertIdentity::san(san)),
                 (None, None) => None,
             };
             if token.is_none() && identity.is_none() {
@@ -192,17 +205,24 @@ impl Authenticator {
         certificate: Option<&crate::ingress::ClientCertificate>,
     ) -> Result<Arc<Principal>, ProxyError> {
         match (headers.contains_key(AUTHORIZATION), certificate) {
-            (false, Some(cert)) => self
-                .certificates
-                .iter()
-                .find(|(identity, _)| identity.matches(cert))
-                .map(|(_, p)| p.clone())
-                .ok_or_else(|| {
-                    ProxyError::new(
+            (false, Some(cert)) => {
+                let mut matching = self
+                    .certificates
+                    .iter()
+                    .filter(|(identity, _)| identity.matches(cert));
+                match (matching.next(), matching.next()) {
+                    (Some((_, p)), None) => Ok(p.clone()),
+                    (None, _) => Err(ProxyError::new(
                         ErrorCode::CertificateUnmapped,
                         "the client certificate is valid but no principal's",
-                    )
-                }),
+                    )),
+                    // Never the first of several by config order.
+                    (Some(_), Some(_)) => Err(ProxyError::new(
+                        ErrorCode::CertificateUnmapped,
+                        "the client certificate matches more than one principal; give each certificate one identity",
+                    )),
+                }
+            }
             _ => self.authenticate(headers),
         }
     }
@@ -324,7 +344,7 @@ mod tests {
         assert!(Arc::ptr_eq(&found, &by_cert));
         let other = crate::ingress::ClientCertificate {
             subject: vec!["CN=y".into()],
-            sans: vec!["x".into()],
+            sans: vec![crate::ingress::SubjectAltName::Uri("x".into())],
         };
         assert_eq!(
             auth.authenticate_with(&h, Some(&other)).unwrap_err().code,

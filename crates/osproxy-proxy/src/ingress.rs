@@ -129,10 +129,69 @@ where
 /// client CA during the handshake, as principals are matched against it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCertificate {
-    /// The subject's attributes (see `osproxy_config::subject_parts`).
+    /// The subject's attributes as `TYPE=value`, sorted (see
+    /// `osproxy_config::subject_parts`); empty when the subject cannot be
+    /// read unambiguously (then no `cert_subject` matches).
     pub subject: Vec<String>,
-    /// Its DNS, e-mail and URI subject alternative names.
-    pub sans: Vec<String>,
+    /// Its subject alternative names, by kind.
+    pub sans: Vec<SubjectAltName>,
+}
+
+/// One subject alternative name of a client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectAltName {
+    /// A DNS name, lower-cased.
+    Dns(String),
+    /// An e-mail address.
+    Email(String),
+    /// A URI (a SPIFFE id, say).
+    Uri(String),
+}
+
+/// The short names subjects are written with, by attribute OID.
+const SUBJECT_TYPES: &[(&str, &str)] = &[
+    ("2.5.4.3", "CN"),
+    ("2.5.4.10", "O"),
+    ("2.5.4.11", "OU"),
+    ("2.5.4.6", "C"),
+    ("2.5.4.7", "L"),
+    ("2.5.4.8", "ST"),
+    ("2.5.4.5", "SERIALNUMBER"),
+    ("0.9.2342.19200300.100.1.25", "DC"),
+    ("0.9.2342.19200300.100.1.1", "UID"),
+    ("1.2.840.113549.1.9.1", "EMAILADDRESS"),
+];
+
+/// The subject read attribute by attribute (never from its printed form):
+/// every attribute of a known type, a string value with no `,`, `+` or `=`
+/// and no surrounding spaces, one attribute per RDN. Anything else makes
+/// the subject unreadable (empty), so that a value can never pose as
+/// several attributes.
+fn subject_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    let mut parts = Vec::new();
+    for rdn in cert.subject().iter_rdn() {
+        let mut attributes = rdn.iter();
+        let (Some(attr), None) = (attributes.next(), attributes.next()) else {
+            return Vec::new();
+        };
+        let oid = attr.attr_type().to_id_string();
+        let Some((_, name)) = SUBJECT_TYPES.iter().find(|(id, _)| *id == oid) else {
+            return Vec::new();
+        };
+        let Ok(value) = attr.as_str() else {
+            return Vec::new();
+        };
+        let plain = !value.is_empty()
+            && value.trim() == value
+            && !value.contains([',', '+', '='])
+            && !value.chars().any(char::is_control);
+        if !plain {
+            return Vec::new();
+        }
+        parts.push(format!("{name}={value}"));
+    }
+    parts.sort();
+    parts
 }
 
 /// The leaf certificate the client presented (rustls verified it), if any.
@@ -140,22 +199,26 @@ fn client_certificate(conn: &rustls::ServerConnection) -> Option<Arc<ClientCerti
     use x509_parser::extensions::GeneralName;
     let leaf = conn.peer_certificates()?.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let subject = osproxy_config::subject_parts(&cert.subject().to_string()).unwrap_or_default();
     let sans = match cert.subject_alternative_name() {
         Ok(Some(ext)) => ext
             .value
             .general_names
             .iter()
             .filter_map(|n| match n {
-                GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => {
-                    Some((*s).to_string())
+                GeneralName::DNSName(s) if !s.contains('*') => {
+                    Some(SubjectAltName::Dns(s.to_ascii_lowercase()))
                 }
+                GeneralName::RFC822Name(s) => Some(SubjectAltName::Email((*s).to_string())),
+                GeneralName::URI(s) => Some(SubjectAltName::Uri((*s).to_string())),
                 _ => None,
             })
             .collect(),
         _ => Vec::new(),
     };
-    Some(Arc::new(ClientCertificate { subject, sans }))
+    Some(Arc::new(ClientCertificate {
+        subject: subject_of(&cert),
+        sans,
+    }))
 }
 
 /// The TLS handshake of one accepted connection, within

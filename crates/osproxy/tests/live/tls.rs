@@ -551,6 +551,10 @@ fn client_certificates_authenticate_as_principals() {
         .issue_for("globex", "/CN=globex-box", &["globex-svc.example"])
         .unwrap();
     let nobody = clients.issue_for("nobody", "/CN=nobody", &[]).unwrap();
+    // One CN whose value reads like two attributes when printed.
+    let posing = clients
+        .issue_for("posing", "/CN=billing, O=Acme", &[])
+        .unwrap();
     let stranger = TestCa::new(dir.path(), "stranger").unwrap();
     let outsider = stranger
         .issue_for("outsider", "/O=Acme/CN=acme-svc", &[])
@@ -562,6 +566,7 @@ fn client_certificates_authenticate_as_principals() {
          [[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n\
          [[principals]]\nname = \"acme-svc\"\ncert_subject = \"CN=acme-svc, O=Acme\"\npartitions = [\"acme\"]\n\n\
          [[principals]]\nname = \"globex-svc\"\ncert_san = \"globex-svc.example\"\npartitions = [\"globex\"]\n\n\
+         [[principals]]\nname = \"billing\"\ncert_subject = \"CN=billing,O=Acme\"\nany_partition = true\noperator = true\n\n\
          [[principals]]\nname = \"ops\"\ntoken_file = \"{}/ops\"\noperator = true\nany_partition = true\n\n\
          [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"mtls-orders\" }}\n",
         server.cert.display(),
@@ -607,6 +612,15 @@ fn client_certificates_authenticate_as_principals() {
         &ca.cert,
         Some(&nobody),
         &format!("{base}/orders/_search"),
+        &json,
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("certificate_unmapped"), "{body}");
+    // A comma inside a value never makes it another principal's subject.
+    let (_, code, body) = curl_as(
+        &ca.cert,
+        Some(&posing),
+        &format!("{base}/_cluster/health"),
         &json,
     );
     assert_eq!(code, 403, "{body}");

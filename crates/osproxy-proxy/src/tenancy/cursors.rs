@@ -257,7 +257,19 @@ async fn close(
         "pit_id"
     };
     let all = path.ends_with("/_all") || body.get(field).and_then(Value::as_str) == Some("_all");
+    // `DELETE /_search/scroll/<id>[,<id>...]`, as OpenSearch takes it (the
+    // Go client clears scrolls this way).
+    let in_path = (kind == "scroll" && !all)
+        .then(|| path.trim_start_matches('/').strip_prefix("_search/scroll/"))
+        .flatten()
+        .filter(|ids| !ids.is_empty());
     let ids: Vec<String> = match body.get(field) {
+        _ if in_path.is_some() => in_path
+            .into_iter()
+            .flat_map(|ids| ids.split(','))
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .collect(),
         // `_all` means the caller's own cursors (OpenSearch's would close
         // every tenant's): those this instance handed out to its partition.
         _ if all => {

@@ -244,6 +244,7 @@ pub(crate) async fn msearch(
     principal: Option<&Principal>,
     path_index: Option<&str>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let started = std::time::Instant::now();
     let query = allow_only(
         req.uri().query(),
         &[
@@ -427,7 +428,13 @@ pub(crate) async fn msearch(
             });
         }
     }
-    let mut out = b"{\"responses\":[".to_vec();
+    // `took` as OpenSearch's own answer has it (typed clients require it):
+    // the whole request's milliseconds.
+    let mut out = format!(
+        "{{\"took\":{},\"responses\":[",
+        started.elapsed().as_millis()
+    )
+    .into_bytes();
     for (i, a) in answers.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');

@@ -133,6 +133,29 @@ async fn clearing_all_scrolls_clears_only_the_callers_own() {
     );
 }
 
+/// A scroll is cleared by its id in the path (`DELETE /_search/scroll/<id>`,
+/// as the Go client sends it); another tenant's id there is refused and its
+/// scroll survives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scroll_is_cleared_by_its_id_in_the_path() {
+    let (_f, acme, globex) = seeded("curp", 5).await;
+    let one = json!({"size": 1});
+    let mine = acme.post("/orders/_search?scroll=1m", &one).await.json();
+    let theirs = globex.post("/orders/_search?scroll=1m", &one).await.json();
+    let theirs_id = theirs["_scroll_id"].as_str().unwrap();
+    let r = acme.delete(&format!("/_search/scroll/{theirs_id}")).await;
+    assert!(r.status == 403 || r.status == 404, "{}", r.text());
+    let id = mine["_scroll_id"].as_str().unwrap();
+    let r = acme.delete(&format!("/_search/scroll/{id}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["succeeded"], true, "{}", r.text());
+    assert_eq!(r.json()["num_freed"], 1, "{}", r.text());
+    let again = json!({"scroll": "1m", "scroll_id": id});
+    assert_eq!(acme.post("/_search/scroll", &again).await.status, 404);
+    let survives = json!({"scroll": "1m", "scroll_id": theirs_id});
+    assert_eq!(globex.post("/_search/scroll", &survives).await.status, 200);
+}
+
 /// A point in time pages (with search_after sorting) through its tenant's
 /// documents only; another tenant may neither search nor close it; a
 /// search naming no index and no PIT is refused; its tenant closes it.

@@ -120,6 +120,8 @@ async fn mget_and_msearch_confine_each_part() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
+    // OpenSearch's own answer has `took` (typed clients require it).
+    assert!(r.json()["took"].is_u64(), "{}", r.text());
     let responses = r.json()["responses"].as_array().cloned().unwrap();
     assert_eq!(responses.len(), 5, "{}", r.text());
     assert_eq!(responses[0]["hits"]["hits"][0]["_id"], "i1");

@@ -112,6 +112,28 @@ fn principals(config: &Config, errs: &mut Vec<ConfigError>) {
             ));
         }
         let by_certificate = p.cert_subject.is_some() || p.cert_san.is_some();
+        // Two principals with one token could not be told apart: serve
+        // refuses that, so check does too.
+        let token = |q: &crate::PrincipalConfig| {
+            crate::secret::read_secret("token", q.token_env.as_deref(), q.token_file.as_deref())
+                .ok()
+                .flatten()
+        };
+        if let Some(mine) = token(p) {
+            if config.principals[..i]
+                .iter()
+                .any(|o| token(o).as_ref() == Some(&mine))
+            {
+                errs.push(ConfigError::new(
+                    key(if p.token_env.is_some() {
+                        "token_env"
+                    } else {
+                        "token_file"
+                    }),
+                    "this token is also an earlier principal's; tokens must be distinct",
+                ));
+            }
+        }
         crate::secret::check_secret(
             errs,
             &key("token"),
@@ -455,6 +477,14 @@ mod tests {
     }
 
     #[test]
+    fn a_token_shared_by_two_principals_is_refused() {
+        // SVC reads its token from PATH; a second principal with the same.
+        let twin =
+            "[[principals]]\nname = \"twin\"\ntoken_env = \"PATH\"\npartitions = [\"acme\"]\n";
+        assert_eq!(keys(twin), ["principals[1].token_env"]);
+    }
+
+    #[test]
     fn metadata_field_collision_is_refused() {
         for field in ["_id", "_routing", "_source", "a.b"] {
             let text = format!(
@@ -514,9 +544,10 @@ mod tests {
         );
         assert_eq!(keys("[[principals]]\nname = \"a\"\ntoken_file = \"/nonexistent/token\"\npartitions = [\"bad id\"]\n"), ["principals[1].token_file", "principals[1].partitions[0]"]);
         assert_eq!(keys("[[principals]]\nname = \"a\"\ntoken_file = \"/nonexistent/t\"\nany_partition = true\npartitions = [\"a\"]\n"), ["principals[1].token_file", "principals[1].partitions"]);
+        // A second "svc", with the first one's token too.
         assert_eq!(
             keys("[[principals]]\nname = \"svc\"\ntoken_env = \"PATH\"\n"),
-            ["principals[1].name"]
+            ["principals[1].name", "principals[1].token_env"]
         );
     }
 

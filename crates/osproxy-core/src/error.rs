@@ -12,6 +12,8 @@ pub enum ErrorCode {
     UnsupportedEndpoint,
     /// The request itself is malformed (bad path, bad header).
     BadRequest,
+    /// The request body is larger than osproxy reads whole.
+    RequestTooLarge,
     /// No credentials, or credentials osproxy does not know.
     Unauthenticated,
     /// The principal may not act for the partition.
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::PartitionForbidden => "partition_forbidden",
+            ErrorCode::RequestTooLarge => "request_too_large",
             ErrorCode::CertificateUnmapped => "certificate_unmapped",
             ErrorCode::PartitionRequired => "partition_required",
             ErrorCode::InvalidPartition => "invalid_partition",
@@ -80,6 +83,7 @@ impl ErrorCode {
             | ErrorCode::InvalidPartition
             | ErrorCode::ConstructRefused => 400,
             ErrorCode::Unauthenticated => 401,
+            ErrorCode::RequestTooLarge => 413,
             ErrorCode::PartitionForbidden
             | ErrorCode::OperatorRequired
             | ErrorCode::CertificateUnmapped => 403,
@@ -101,6 +105,9 @@ impl ErrorCode {
                 "this endpoint is not served here; an operator can pass it through by adding its index prefix to [passthrough] indices"
             }
             ErrorCode::BadRequest => "fix the request as the reason says and send it again",
+            ErrorCode::RequestTooLarge => {
+                "send a body of at most 100 MiB: split a _bulk into several requests"
+            }
             ErrorCode::Unauthenticated => "send `Authorization: Bearer <token>` with a token configured for a principal",
             ErrorCode::PartitionForbidden => "grant the partition to the principal or send a token that has it",
             ErrorCode::CertificateUnmapped => {

@@ -12,7 +12,7 @@ use osproxy_control::LogicalIndex;
 use osproxy_core::{PartitionId, Placement};
 use serde_json::{json, Value};
 
-use osproxy_upstream::{read_limited, RequestBody, UpstreamCluster};
+use osproxy_upstream::{read_answer, RequestBody, UpstreamCluster};
 
 /// One side of a move: a placement of one partition of a logical index.
 #[derive(Clone, Copy)]
@@ -154,7 +154,7 @@ pub(crate) async fn call(
         .await
         .map_err(|e| MoveError(format!("cluster {}: {e}", cluster.id)))?;
     let status = resp.status().as_u16();
-    let bytes = read_limited(resp.into_body())
+    let bytes = read_answer(resp.into_body(), &cluster.id)
         .await
         .map_err(|e| MoveError(e.reason))?;
     Ok((status, bytes))

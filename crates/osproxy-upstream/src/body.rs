@@ -84,9 +84,46 @@ impl Body for RequestBody {
 /// copy pages); OpenSearch's own default limit.
 pub const MAX_BUFFERED: usize = 100 * 1024 * 1024;
 
-/// Reads a body whole, up to [`MAX_BUFFERED`] bytes; beyond, or when the
-/// body breaks off, a 400 saying so.
+/// Reads a client's request body whole, up to [`MAX_BUFFERED`] bytes. A
+/// body announced larger (its `Content-Length`) is refused with 413 before
+/// any of it is read, one that grows larger with 413 as soon as it does,
+/// and one that breaks off with 400.
 pub async fn read_limited<B>(body: B) -> Result<Bytes, ProxyError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        ProxyError::new(
+            ErrorCode::RequestTooLarge,
+            format!("the request body is larger than {MAX_BUFFERED} bytes, the most osproxy reads whole"),
+        )
+    };
+    if body.size_hint().lower() > MAX_BUFFERED as u64 {
+        return Err(too_large());
+    }
+    Limited::new(body, MAX_BUFFERED)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_large()
+            } else {
+                ProxyError::new(
+                    ErrorCode::BadRequest,
+                    format!("the request body could not be read: {e}"),
+                )
+            }
+        })
+}
+
+/// Reads a cluster's answer whole, up to [`MAX_BUFFERED`] bytes; an answer
+/// that breaks off or grows larger is the cluster's failure (502), never
+/// the client's.
+pub async fn read_answer<B>(body: B, cluster: &str) -> Result<Bytes, ProxyError>
 where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -96,9 +133,17 @@ where
         .await
         .map(|c| c.to_bytes())
         .map_err(|e| {
+            let why = if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                format!("answered more than {MAX_BUFFERED} bytes")
+            } else {
+                format!("broke off its answer: {e}")
+            };
             ProxyError::new(
-                ErrorCode::BadRequest,
-                format!("body could not be read (limit {MAX_BUFFERED} bytes): {e}"),
+                ErrorCode::UpstreamUnavailable,
+                format!("cluster {cluster} {why}"),
             )
         })
 }

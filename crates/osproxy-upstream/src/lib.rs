@@ -11,5 +11,5 @@ pub mod probe;
 pub mod sigv4;
 pub mod tls;
 
-pub use body::{read_limited, BodyError, CheckedBody, RequestBody, MAX_BUFFERED};
+pub use body::{read_answer, read_limited, BodyError, CheckedBody, RequestBody, MAX_BUFFERED};
 pub use client::{is_idempotent, SetupError, UpstreamCluster, UpstreamError, Upstreams};

@@ -562,7 +562,7 @@ impl Tenancy {
             .await
             .map_err(|e| e.to_proxy_error(&target.cluster.id, false))?;
         let (parts, body) = resp.into_parts();
-        let bytes = read_limited(body).await?;
+        let bytes = osproxy_upstream::read_answer(body, &target.cluster.id).await?;
         crate::diagnostics::with(|t| {
             t.record(
                 "upstream_status",

@@ -13,6 +13,7 @@ mod admin;
 mod bulk;
 mod cursors;
 mod documents;
+mod limits;
 mod multi;
 mod refusals;
 

@@ -15,6 +15,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit code for an invalid configuration.
 const EXIT_INVALID_CONFIG: u8 = 2;
+/// The exit status after a second stop signal cut the drain short (128 +
+/// SIGTERM, as a shell reports a process killed by it).
+const EXIT_SECOND_SIGNAL: i32 = 143;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -133,16 +136,29 @@ async fn shutdown_signal() -> &'static str {
     // when their files change); it never stops the process.
     let hup = signal(SignalKind::hangup());
     match (term, int, hup) {
-        (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
-            tokio::select! {
-                _ = term.recv() => return "SIGTERM",
-                _ = int.recv() => return "SIGINT",
-                _ = hup.recv() => {
-                    osproxy_upstream::tls::reload_now();
-                    tracing::info!("SIGHUP: TLS certificates and keys are re-read at the next handshake");
+        (Ok(mut term), Ok(mut int), Ok(mut hup)) => {
+            let first = loop {
+                tokio::select! {
+                    _ = term.recv() => break "SIGTERM",
+                    _ = int.recv() => break "SIGINT",
+                    _ = hup.recv() => {
+                        osproxy_upstream::tls::reload_now();
+                        tracing::info!("SIGHUP: TLS certificates and keys are re-read at the next handshake");
+                    }
                 }
-            }
-        },
+            };
+            // A second SIGTERM or SIGINT during the drain ends the process
+            // at once (an operator who cannot wait for the drain deadline).
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                warn!("a second stop signal during the drain: exiting now, cutting the requests still running");
+                std::process::exit(EXIT_SECOND_SIGNAL);
+            });
+            first
+        }
         _ => {
             // Without signal handlers the process still stops on signals,
             // just without a drain; wait forever here.

@@ -147,3 +147,34 @@ async fn the_drain_deadline_cuts_what_is_still_running() {
         "the 8 s request was answered instead of cut: {cut:?}"
     );
 }
+
+/// A second SIGTERM during the drain ends the process at once (exit 143),
+/// without waiting for the drain deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_during_the_drain_exits_at_once() {
+    let mut proxy = ready_proxy("[server]\ndrain_timeout = \"30s\"\n");
+    let url = format!(
+        "{}/_cluster/health?wait_for_nodes=5&timeout=20s",
+        proxy.url()
+    );
+    let slow = tokio::spawn(async move { Http::new().send(Method::GET, &url, None).await });
+    wait_metric(
+        &proxy,
+        "osproxy_in_flight_requests",
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    proxy.sigterm();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Still draining (the request runs 20 s, the deadline is 30 s) ...
+    assert!(proxy.wait_exit(Duration::from_millis(100)).is_none());
+    let signalled = std::time::Instant::now();
+    proxy.sigterm();
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("a second SIGTERM did not end the drain"));
+    assert_eq!(status.code(), Some(143), "exit status {status}");
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    assert!(slow.await.unwrap().is_err(), "the running request is cut");
+}

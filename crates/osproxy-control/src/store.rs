@@ -102,7 +102,10 @@ impl MigrationPhase {
 
 /// The record of one partition's move (`migrations/<index>/<partition>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Unknown fields are kept out of the refusal on purpose: records are written
+// by controllers, and one of a newer version may add a field (as `cleaning`
+// was added); an instance of this version must still read its record
+// instead of refusing the key during a rolling upgrade.
 pub struct MigrationRecord {
     /// Logical index.
     pub index: String,
@@ -366,6 +369,20 @@ pub(crate) fn shape_of(message: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_migration_record_from_a_newer_version_is_read() {
+        let newer = serde_json::json!({
+            "index": "orders", "partition": "acme",
+            "from": {"kind": "shared", "cluster": "main", "index": "s"},
+            "to": {"kind": "index", "cluster": "main", "index": "d"},
+            "phase": "copying", "started_ms": 1, "updated_ms": 2,
+            "controller": "i-0", "a_field_of_a_later_version": {"x": 1}
+        });
+        let r: MigrationRecord = decode("migration", newer.to_string().as_bytes()).unwrap();
+        assert_eq!(r.phase, MigrationPhase::Copying);
+        assert!(!r.cleaning);
+    }
 
     #[test]
     fn keys_under_the_prefix() {

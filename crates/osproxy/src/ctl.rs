@@ -262,7 +262,7 @@ async fn over_tls(
     args: &CtlArgs,
     req: Request<Full<Bytes>>,
     url: &str,
-) -> Result<(http::StatusCode, Bytes), CtlError> {
+) -> Result<http::Response<hyper::body::Incoming>, CtlError> {
     let tls_error = |reason: String| CtlError::Tls {
         url: url.to_string(),
         reason,
@@ -301,24 +301,13 @@ async fn over_tls(
     if let Some(pq) = out.uri().path_and_query().cloned() {
         *out.uri_mut() = http::Uri::from(pq);
     }
-    let resp = admin
+    admin
         .send(out, std::time::Duration::from_secs(60))
         .await
         .map_err(|e| CtlError::UnreachableTls {
             url: url.to_string(),
             reason: format!("{e:?}"),
-        })?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|source| CtlError::Answer {
-            url: url.to_string(),
-            source,
-        })?
-        .to_bytes();
-    Ok((status, bytes))
+        })
 }
 
 /// One admin API request: its JSON answer, or the error it answered with
@@ -340,29 +329,25 @@ async fn call(
             url: url.clone(),
             source,
         })?;
-    let (status, bytes) = if args.admin.starts_with("https://") {
+    let resp = if args.admin.starts_with("https://") {
         over_tls(args, req, &url).await?
     } else {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let resp = client
+        Client::builder(TokioExecutor::new())
+            .build_http::<Full<Bytes>>()
             .request(req)
             .await
             .map_err(|source| CtlError::Unreachable {
                 url: url.clone(),
                 source,
-            })?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|source| CtlError::Answer {
-                url: url.clone(),
-                source,
             })?
-            .to_bytes();
-        (status, bytes)
     };
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|source| CtlError::Answer { url, source })?
+        .to_bytes();
     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if !status.is_success() {
         let msg = v

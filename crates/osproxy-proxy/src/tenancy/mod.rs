@@ -485,7 +485,6 @@ impl Tenancy {
         Ok(target)
     }
 
-    /// Sends a rewritten request and reads the response whole (bounded).
     /// A write's exchange: admitted by the gate (lease, epoch, cutover)
     /// first, and a success acknowledged only under the lease it was
     /// admitted under.
@@ -507,6 +506,7 @@ impl Tenancy {
         Ok(answer)
     }
 
+    /// Sends a rewritten request and reads the response whole (bounded).
     pub(crate) async fn exchange(
         &self,
         target: &Target<'_>,

@@ -631,6 +631,7 @@ mod tests {
             total: None,
             max_docs_per_second: None,
             cleaning,
+            later: Default::default(),
         }
     }
 

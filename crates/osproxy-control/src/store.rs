@@ -166,6 +166,10 @@ pub struct MigrationRecord {
     /// the controller has removed the copy and cleared this.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cleaning: bool,
+    /// Fields of a later version, kept as read so that this version writing
+    /// the record back (progress, abort, adoption) does not drop them.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub later: serde_json::Map<String, serde_json::Value>,
 }
 
 impl MigrationRecord {
@@ -382,6 +386,9 @@ mod tests {
         let r: MigrationRecord = decode("migration", newer.to_string().as_bytes()).unwrap();
         assert_eq!(r.phase, MigrationPhase::Copying);
         assert!(!r.cleaning);
+        // Written back, the later field is still there.
+        let again = serde_json::to_value(&r).unwrap();
+        assert_eq!(again["a_field_of_a_later_version"]["x"], 1, "{again}");
     }
 
     #[test]

@@ -204,6 +204,7 @@ impl Controller {
             total: None,
             max_docs_per_second,
             cleaning: false,
+            later: Default::default(),
         };
         let entry = migrating(&from, &to, Phase::Copying);
         match self
@@ -374,6 +375,9 @@ impl Controller {
             )
             .await
             .map_err(|e| cut.stop(e))?;
+            migrate::restore_refresh(&to, t, &cut)
+                .await
+                .map_err(|e| cut.stop(e))?;
             (caught, cut)
         } else {
             // Copying: a clean destination, a checkpoint, the full copy.
@@ -388,12 +392,9 @@ impl Controller {
             let checkpoint = migrate::checkpoint(&from, t).await.map_err(failed)?;
             let copy_started = std::time::Instant::now();
             // A dedicated destination has no readers before the flip: it is
-            // not refreshed while the bulk copy runs, and refreshed once
-            // after it, before writes are refused (so the cutover's counts
-            // do not wait for a million-document refresh).
-            migrate::bulk_load(&to, true, t, &copying)
-                .await
-                .map_err(|e| copying.stop(e))?;
+            // created without periodic refresh (see `prepare`), and
+            // refreshed once after the copy, before writes are refused (so
+            // the cutover's counts do not wait for a large refresh).
             let copied = self
                 .copy_reporting(
                     index,
@@ -406,7 +407,7 @@ impl Controller {
                 .await?;
             let copy_ms = copy_started.elapsed().as_millis() as u64;
             let refresh_started = std::time::Instant::now();
-            migrate::bulk_load(&to, false, t, &copying)
+            migrate::restore_refresh(&to, t, &copying)
                 .await
                 .map_err(|e| copying.stop(e))?;
             info!(

@@ -100,12 +100,16 @@ pub async fn copy(
     let mut pages = read_pages(&mut scroll).await?;
     while !pages.is_empty() {
         let writes = async {
-            let each = futures_util::future::try_join_all(
+            // Every page's bulk is waited for, even after one fails: none
+            // may still be on its way when the run stops (and cleans up).
+            let each: Vec<Copied> = futures_util::future::join_all(
                 pages
                     .iter()
                     .map(|hits| write_page(from, to, hits, timeout, fence)),
             )
-            .await?;
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
             Ok::<_, MoveError>(each.iter().fold(Copied::default(), |sum, c| Copied {
                 written: sum.written + c.written,
                 bytes: sum.bytes + c.bytes,
@@ -330,38 +334,31 @@ pub async fn fresh_destination(
     }
 }
 
-/// Turns a dedicated destination's periodic refresh off for a bulk load
-/// (`loading`), or back to the index's default and refreshes it once. A
-/// shared destination serves other tenants' searches and is left alone.
-/// Failing to turn it back on fails the move (a live index that never
-/// refreshes would hide new writes from searches).
-pub async fn bulk_load(
+/// Gives a dedicated destination, created without periodic refresh for the
+/// bulk load (see `prepare`), its default refresh back and refreshes it once.
+/// Turning refresh off is part of creating the index, never a settings
+/// change of its own, so a delayed request of a paused controller can never
+/// turn it off on a live index. A shared destination is left alone. Failing
+/// here fails the move (a live index that never refreshes would hide new
+/// writes from searches).
+pub async fn restore_refresh(
     to: &Side<'_>,
-    loading: bool,
     timeout: Duration,
     fence: &impl Fence,
 ) -> Result<(), MoveError> {
     if to.shared() || !exists(to, timeout).await? {
         return Ok(());
     }
-    let interval = if loading {
-        Value::from("-1")
-    } else {
-        Value::Null
-    };
     fence.check().await?;
     json_call(
         to.cluster,
         Method::PUT,
         &format!("/{}/_settings", to.index()),
-        Some(json!({"index": {"refresh_interval": interval}})),
+        Some(json!({"index": {"refresh_interval": Value::Null}})),
         timeout,
     )
     .await?;
-    if !loading {
-        refresh(to, timeout).await?;
-    }
-    Ok(())
+    refresh(to, timeout).await
 }
 
 /// Deletes every document of the partition from one side (a move's

@@ -310,7 +310,13 @@ pub async fn prepare(from: &Side<'_>, to: &Side<'_>, timeout: Duration) -> Resul
         }
     }
     if !dest_exists {
-        let body = json!({"mappings": {"properties": properties}});
+        let mut body = json!({"mappings": {"properties": properties}});
+        // A dedicated destination is made for the move and read by no one
+        // before its flip: created without periodic refresh for the bulk
+        // load (`restore_refresh` gives it back before the cutover).
+        if !to.shared() {
+            body["settings"] = json!({"index": {"refresh_interval": "-1"}});
+        }
         let created = call(
             to.cluster,
             Method::PUT,

@@ -145,7 +145,12 @@ async fn a_scroll_is_cleared_by_its_id_in_the_path() {
     let theirs_id = theirs["_scroll_id"].as_str().unwrap();
     let r = acme.delete(&format!("/_search/scroll/{theirs_id}")).await;
     assert!(r.status == 403 || r.status == 404, "{}", r.text());
+    // Mixed with one of its own, the other tenant's id refuses the whole.
     let id = mine["_scroll_id"].as_str().unwrap();
+    let r = acme
+        .delete(&format!("/_search/scroll/{id},{theirs_id}"))
+        .await;
+    assert!(r.status == 403 || r.status == 404, "{}", r.text());
     let r = acme.delete(&format!("/_search/scroll/{id}")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["succeeded"], true, "{}", r.text());

@@ -20,6 +20,7 @@ mod isolation;
 mod lifecycle;
 mod migrate;
 mod passthrough;
+mod secured;
 mod streaming;
 mod tenancy;
 mod tls;

@@ -3,6 +3,7 @@
 //! data listener, a certificate renewed on disk, and a real TLS terminator
 //! (nginx, with basic auth) in front of the node as an `https` cluster —
 //! for passthrough, tenancy, the readiness probe and a migration onto it.
+//! The same with the real OpenSearch security plugin is in `secured.rs`.
 
 use std::path::Path;
 use std::process::Command;

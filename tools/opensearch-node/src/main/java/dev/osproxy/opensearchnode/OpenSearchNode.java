@@ -2,6 +2,7 @@ package dev.osproxy.opensearchnode;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Collection;
 import java.util.Collections;
 import java.util.List;
@@ -22,7 +23,9 @@ import org.opensearch.plugins.Plugin;
  * Runs one real single-node OpenSearch cluster in this JVM, with the standard modules loaded
  * from the classpath (no distribution, no plugin directories, no security manager).
  *
- * <p>Usage: {@code --http-port PORT --data DIR [--transport-port PORT] [--cluster-name NAME]}.
+ * <p>Usage: {@code --http-port PORT --data DIR [--transport-port PORT] [--cluster-name NAME]
+ * [--plugin CLASS]... [-E key=value]...}; {@code --plugin} adds a plugin class found on the
+ * classpath (the security plugin, for {@code scripts/opensearch-node --security}).
  * Prints {@code opensearch-node ready http=127.0.0.1:PORT} on stdout once the node answers
  * requests; all logging goes to stderr. SIGTERM/SIGINT close the node and exit 0; startup
  * failures print {@code opensearch-node: failed to start: ...} on stderr and exit 1; bad
@@ -142,7 +145,11 @@ public final class OpenSearchNode extends Node {
                 .build();
         Environment env = InternalSettingsPreparer.prepareEnvironment(
                 settings, Collections.emptyMap(), null, () -> nodeName);
-        return new OpenSearchNode(env, MODULES);
+        List<Class<? extends Plugin>> plugins = new ArrayList<>(MODULES);
+        for (String name : args.plugins) {
+            plugins.add(Class.forName(name).asSubclass(Plugin.class));
+        }
+        return new OpenSearchNode(env, plugins);
     }
 
     private static String describe(Throwable t) {
@@ -156,7 +163,8 @@ public final class OpenSearchNode extends Node {
     /** Command-line arguments. */
     static final class Args {
         static final String USAGE = "usage: " + PROG
-                + " --http-port PORT --data DIR [--transport-port PORT] [--cluster-name NAME] [-E key=value]...";
+                + " --http-port PORT --data DIR [--transport-port PORT] [--cluster-name NAME] [--plugin CLASS]..."
+                + " [-E key=value]...";
 
         int httpPort = -1;
         String transportPort = "0"; // 0 = an ephemeral port chosen by the OS at bind time
@@ -164,6 +172,8 @@ public final class OpenSearchNode extends Node {
         String clusterName = "osproxy-test";
         /** Extra node settings, as with OpenSearch's own {@code -E key=value}. */
         Settings extra = Settings.EMPTY;
+        /** Extra plugin classes to load from the classpath ({@code --plugin CLASS}). */
+        List<String> plugins = new ArrayList<>();
 
         static Args parse(String[] argv) {
             Args a = new Args();
@@ -187,6 +197,7 @@ public final class OpenSearchNode extends Node {
                     case "--http-port": a.httpPort = port(flag, v, false); break;
                     case "--transport-port": a.transportPort = Integer.toString(port(flag, v, true)); break;
                     case "--data": a.data = Path.of(v); break;
+                    case "--plugin": a.plugins.add(v); break;
                     case "--cluster-name":
                         if (v.isEmpty()) throw new IllegalArgumentException("empty --cluster-name");
                         a.clusterName = v;

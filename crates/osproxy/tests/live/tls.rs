@@ -645,6 +645,74 @@ fn client_certificates_authenticate_as_principals() {
     assert_eq!(code, 200);
     let (_, code, _) = curl_as(&ca.cert, None, &format!("{base}/orders/_search"), &json);
     assert_eq!(code, 401);
+
+    // A resumed session keeps the identity it was verified with (TLS 1.3
+    // tickets and TLS 1.2 session ids), and one begun without a certificate
+    // stays anonymous.
+    for version in ["-tls1_3", "-tls1_2"] {
+        let session = dir.path().join(format!("session{version}"));
+        let (reused, answer) = s_client(&p.data_addr(), version, Some(&acme), &session, false);
+        assert!(!reused && answer.contains("\"a1\""), "{version}: {answer}");
+        let (reused, answer) = s_client(&p.data_addr(), version, None, &session, true);
+        assert!(reused, "{version}: not resumed: {answer}");
+        assert!(
+            answer.contains("HTTP/1.1 200")
+                && answer.contains("\"a1\"")
+                && !answer.contains("\"g1\""),
+            "{version}: {answer}"
+        );
+        let anonymous = dir.path().join(format!("anonymous{version}"));
+        s_client(&p.data_addr(), version, None, &anonymous, false);
+        let (reused, answer) = s_client(&p.data_addr(), version, None, &anonymous, true);
+        assert!(
+            reused && answer.contains("HTTP/1.1 401"),
+            "{version}: {answer}"
+        );
+    }
+}
+
+/// One `GET /orders/_search` over `openssl s_client` (TLS `version`, with
+/// the client certificate `cert` if any), saving its session to `session`,
+/// or resuming from it when `resume`; (whether the session was resumed,
+/// everything s_client printed).
+fn s_client(
+    addr: &str,
+    version: &str,
+    cert: Option<&Issued>,
+    session: &Path,
+    resume: bool,
+) -> (bool, String) {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        version,
+        "-connect",
+        addr,
+        "-servername",
+        "localhost",
+        "-ign_eof",
+    ]);
+    if let Some(c) = cert {
+        cmd.arg("-cert").arg(&c.cert).arg("-key").arg(&c.key);
+    }
+    cmd.arg(if resume { "-sess_in" } else { "-sess_out" })
+        .arg(session);
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /orders/_search HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (text.contains("\nReused, "), text)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -651,9 +651,9 @@ fn client_certificates_authenticate_as_principals() {
     // stays anonymous.
     for version in ["-tls1_3", "-tls1_2"] {
         let session = dir.path().join(format!("session{version}"));
-        let (reused, answer) = s_client(&p.data_addr(), version, Some(&acme), &session, false);
+        let (reused, answer) = s_client(p.data_addr(), version, Some(&acme), &session, false);
         assert!(!reused && answer.contains("\"a1\""), "{version}: {answer}");
-        let (reused, answer) = s_client(&p.data_addr(), version, None, &session, true);
+        let (reused, answer) = s_client(p.data_addr(), version, None, &session, true);
         assert!(reused, "{version}: not resumed: {answer}");
         assert!(
             answer.contains("HTTP/1.1 200")
@@ -662,8 +662,8 @@ fn client_certificates_authenticate_as_principals() {
             "{version}: {answer}"
         );
         let anonymous = dir.path().join(format!("anonymous{version}"));
-        s_client(&p.data_addr(), version, None, &anonymous, false);
-        let (reused, answer) = s_client(&p.data_addr(), version, None, &anonymous, true);
+        s_client(p.data_addr(), version, None, &anonymous, false);
+        let (reused, answer) = s_client(p.data_addr(), version, None, &anonymous, true);
         assert!(
             reused && answer.contains("HTTP/1.1 401"),
             "{version}: {answer}"

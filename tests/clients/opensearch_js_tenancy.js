@@ -1,12 +1,14 @@
 // The official JavaScript client (@opensearch-project/opensearch), unchanged,
 // against tenancy: two tenants share the logical index `orders`.
-// Usage: node opensearch_js_tenancy.js PROXY_URL ACME_TOKEN GLOBEX_TOKEN
+// Usage: node opensearch_js_tenancy.js PROXY_URL ACME_TOKEN GLOBEX_TOKEN [compress]
+// With `compress`, the client runs with compression: 'gzip' (gzip request bodies).
 // Run by crates/osproxy/tests/live/clients.rs; exits non-zero on a mismatch.
 const path = require('path');
 const { Client } = require(path.join(process.env.OSPROXY_NODE_MODULES, '@opensearch-project/opensearch'));
 
-const [url, acmeToken, globexToken] = process.argv.slice(2);
-const mk = (t) => new Client({ node: url, headers: { authorization: `Bearer ${t}` } });
+const [url, acmeToken, globexToken, mode] = process.argv.slice(2);
+const compression = mode === 'compress' ? { compression: 'gzip' } : {};
+const mk = (t) => new Client({ node: url, headers: { authorization: `Bearer ${t}` }, ...compression });
 const check = (cond, what) => { if (!cond) { console.error(`opensearch-js check failed: ${what}`); process.exit(1); } };
 
 (async () => {

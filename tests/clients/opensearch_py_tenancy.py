@@ -1,6 +1,8 @@
 """The official Python client (opensearch-py), unchanged, against tenancy.
 
-Usage: python opensearch_py_tenancy.py PROXY_URL ACME_TOKEN GLOBEX_TOKEN
+Usage: python opensearch_py_tenancy.py PROXY_URL ACME_TOKEN GLOBEX_TOKEN [compress]
+With `compress`, the client runs with http_compress=True: gzip request
+bodies and gzip answers.
 Two tenants share the logical index `orders` (a shared placement); each
 writes with the client's own helpers and sees only its own documents.
 Run by crates/osproxy/tests/live/clients.rs.
@@ -16,8 +18,12 @@ def check(cond, what):
         sys.exit(f"opensearch-py tenancy check failed: {what}")
 
 
+COMPRESS = len(sys.argv) > 4 and sys.argv[4] == "compress"
+
+
 def client(url, token):
-    return OpenSearch(hosts=[url], headers={"Authorization": f"Bearer {token}"}, max_retries=0, timeout=30)
+    return OpenSearch(hosts=[url], headers={"Authorization": f"Bearer {token}"}, max_retries=0, timeout=30,
+                      http_compress=COMPRESS)
 
 
 def main():

@@ -5,6 +5,7 @@
 //! errors) and validated. Every problem names the exact key at fault. This
 //! crate reads files and the environment only when asked; it never listens.
 
+mod bytesize;
 mod duration;
 mod layer;
 mod model;
@@ -12,6 +13,7 @@ mod secret;
 mod tenancy;
 mod validate;
 
+pub use bytesize::{ByteSize, ByteSizeError};
 pub use duration::{Duration, DurationError};
 pub use model::*;
 pub use secret::{read_secret, SecretError};

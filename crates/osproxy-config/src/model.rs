@@ -522,6 +522,12 @@ pub struct Server {
     /// Data-path worker threads, each with its own event loop, listening
     /// socket (`SO_REUSEPORT`) and upstream pools; default: one per core.
     pub workers: Option<usize>,
+    /// The most a compressed request body (`Content-Encoding: gzip` or
+    /// `deflate`) to a logical index may decode to; more is 413. Default
+    /// `100mb`, OpenSearch's own `http.max_content_length`, which it also
+    /// applies to the decoded body.
+    #[serde(default = "default_max_decompressed_body")]
+    pub max_decompressed_body: crate::ByteSize,
 }
 
 impl Default for Server {
@@ -530,8 +536,13 @@ impl Default for Server {
             drain_timeout: default_drain_timeout(),
             instance_id: None,
             workers: None,
+            max_decompressed_body: default_max_decompressed_body(),
         }
     }
+}
+
+fn default_max_decompressed_body() -> crate::ByteSize {
+    crate::ByteSize::from_bytes(100 * 1024 * 1024)
 }
 
 fn default_drain_timeout() -> Duration {

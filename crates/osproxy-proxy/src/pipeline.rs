@@ -28,6 +28,7 @@ use osproxy_control::ControlPlane;
 use osproxy_observe::trace::{Name, Stage, Value};
 use osproxy_rewrite::prefixes::{check_references, BulkCheck};
 use osproxy_upstream::headers::strip_hop_by_hop;
+use osproxy_upstream::{ClientBody, Coding};
 
 /// W3C trace context, sent upstream when a request is exported.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -45,6 +46,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     minter: RequestIdMinter,
     request_timeout: Duration,
+    /// `server.max_decompressed_body`.
+    max_decompressed: u64,
     diagnostics: Arc<Diagnostics>,
 }
 
@@ -84,6 +87,7 @@ impl Proxy {
             metrics: parts.metrics,
             minter: RequestIdMinter::new(instance_nonce),
             request_timeout: timeout,
+            max_decompressed: config.server.max_decompressed_body.bytes(),
             diagnostics: parts.diagnostics,
         }
     }
@@ -178,43 +182,70 @@ impl Proxy {
             (classified.kind, route, passed)
         };
         diagnostics::record("route", Value::Name(Name::fixed(route.name())));
+        // osproxy makes tenancy answers itself, so it compresses them itself
+        // when the client asks; passthrough answers are the cluster's own,
+        // compressed (or not) by it.
+        let gzip = !matches!(route, Route::Operator | Route::Passthrough)
+            && req.method() != http::Method::HEAD
+            && accepts_gzip(req.headers());
         let outcome = match route {
-            Route::TenancyBulk { index } => {
-                Tenancy::serve_bulk(self.tenancy.clone(), req, principal, index, in_flight).await
-            }
+            Route::TenancyBulk { index } => match self.decoded(req, true).await {
+                Ok(req) => {
+                    Tenancy::serve_bulk(self.tenancy.clone(), req, principal, index, in_flight)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
             Route::Cursor => {
-                let out = self
-                    .tenancy
-                    .serve_cursor(req, principal.as_deref(), kind)
-                    .await;
+                let out = match self.decoded(req, false).await {
+                    Ok(req) => {
+                        self.tenancy
+                            .serve_cursor(req, principal.as_deref(), kind)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 drop(in_flight);
                 out
             }
             Route::UnscopedMulti => {
-                let out = self
-                    .tenancy
-                    .serve_unscoped(req, principal.as_deref(), kind)
-                    .await;
+                let out = match self.decoded(req, false).await {
+                    Ok(req) => {
+                        self.tenancy
+                            .serve_unscoped(req, principal.as_deref(), kind)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 drop(in_flight);
                 out
             }
             Route::Logical { index } => {
-                let out = self
-                    .tenancy
-                    .serve(req, principal.as_deref(), kind, &index)
-                    .await;
+                let out = match self.decoded(req, false).await {
+                    Ok(req) => {
+                        self.tenancy
+                            .serve(req, principal.as_deref(), kind, &index)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 drop(in_flight);
                 out
             }
             Route::Operator => {
-                self.operator(req, principal.as_deref(), request_id, in_flight)
-                    .await
+                self.operator(
+                    req.map(ClientBody::Plain),
+                    principal.as_deref(),
+                    request_id,
+                    in_flight,
+                )
+                .await
             }
             Route::Passthrough => match passed {
                 Some(Ok(passed)) => {
                     self.dispatch(
                         passed.cluster,
-                        req,
+                        req.map(ClientBody::Plain),
                         request_id,
                         in_flight,
                         passed.body,
@@ -228,6 +259,11 @@ impl Proxy {
                     "no passthrough decision",
                 )),
             },
+        };
+        let outcome = if gzip {
+            outcome.map(gzip_response)
+        } else {
+            outcome
         };
         (kind, outcome)
     }
@@ -274,10 +310,54 @@ impl Proxy {
         Ok(classified)
     }
 
+    /// A tenancy request's body, decoded when it came compressed
+    /// (`Content-Encoding: gzip` or `deflate`): streamed through the decoder
+    /// for a bulk (`stream`), read whole and decoded otherwise. Either way
+    /// the decoded size is bounded by `server.max_decompressed_body` (413
+    /// past it) and the request no longer claims an encoding or a length.
+    /// Other codings are left for the tenancy checks to refuse by name.
+    async fn decoded(
+        &self,
+        req: Request<Incoming>,
+        stream: bool,
+    ) -> Result<Request<ClientBody>, ProxyError> {
+        let lines = req.headers().get_all(http::header::CONTENT_ENCODING);
+        if lines.iter().count() > 1 {
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                "several content-encoding headers are not supported for logical indices: send one (gzip or deflate), or none",
+            ));
+        }
+        let coding = req
+            .headers()
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Coding::of(v).ok().flatten());
+        let Some(coding) = coding else {
+            return Ok(req.map(ClientBody::Plain));
+        };
+        let (mut parts, body) = req.into_parts();
+        parts.headers.remove(http::header::CONTENT_ENCODING);
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        diagnostics::record(
+            "decoded",
+            Value::Name(Name::fixed(match coding {
+                Coding::Gzip => "gzip",
+                Coding::Deflate => "deflate",
+            })),
+        );
+        let body = ClientBody::decoded(body, coding, self.max_decompressed);
+        if stream {
+            return Ok(Request::from_parts(parts, body));
+        }
+        let bytes = osproxy_upstream::read_limited(body).await?;
+        Ok(Request::from_parts(parts, ClientBody::Full(Some(bytes))))
+    }
+
     /// A cluster-wide endpoint: operators only, to the cluster they name.
     async fn operator(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         principal: Option<&crate::auth::Principal>,
         request_id: &HeaderValue,
         in_flight: InFlight,
@@ -298,7 +378,7 @@ impl Proxy {
     async fn dispatch(
         &self,
         cluster: usize,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         request_id: &HeaderValue,
         in_flight: InFlight,
         check: BodyCheck,
@@ -391,6 +471,60 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Whether `Accept-Encoding` admits gzip: `gzip` (or `x-gzip`, or `*`
+/// when gzip is not named) with a q-value above 0.
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    let mut named = None;
+    let mut any = None;
+    for value in headers.get_all(http::header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut fields = item.split(';');
+            let coding = fields.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = fields
+                .filter_map(|f| {
+                    f.trim()
+                        .strip_prefix("q=")
+                        .or_else(|| f.trim().strip_prefix("Q="))
+                })
+                .next()
+                .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(0.0));
+            match coding.as_str() {
+                "gzip" | "x-gzip" => named = Some(named.unwrap_or(false) || q > 0.0),
+                "*" => any = Some(q > 0.0),
+                _ => {}
+            }
+        }
+    }
+    named.or(any).unwrap_or(false)
+}
+
+/// A tenancy answer, gzip-compressed for a client that accepts it (not one
+/// that is empty or already encoded).
+fn gzip_response(resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    use http_body::Body as _;
+    let (mut parts, body) = resp.into_parts();
+    let empty = body.size_hint().exact() == Some(0);
+    let status = parts.status;
+    if empty
+        || parts.headers.contains_key(http::header::CONTENT_ENCODING)
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Response::from_parts(parts, body);
+    }
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        http::header::CONTENT_ENCODING,
+        http::HeaderValue::from_static("gzip"),
+    );
+    parts.headers.append(
+        http::header::VARY,
+        http::HeaderValue::from_static("Accept-Encoding"),
+    );
+    Response::from_parts(parts, body.gzip())
 }
 
 /// Prefix-confined passthrough forwards only what it read: the query string

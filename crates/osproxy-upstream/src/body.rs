@@ -6,8 +6,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
+
+use crate::decode::ClientBody;
 
 /// Errors of bodies sent upstream.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -18,8 +19,9 @@ pub type CheckedBody = Pin<Box<dyn Body<Data = Bytes, Error = BodyError> + Send>
 
 /// A body sent upstream: the client's, streamed, or nothing (probes).
 pub enum RequestBody {
-    /// The client's body, relayed frame by frame.
-    Client(Incoming),
+    /// The client's body, relayed frame by frame (decoded, when it came
+    /// compressed to a route that reads it).
+    Client(ClientBody),
     /// The client's body relayed frame by frame through a check; the check
     /// ends the body with an error (the cluster then never sees a complete
     /// request) when it finds a violation.
@@ -54,7 +56,7 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Checked(c) => c.as_mut().poll_frame(cx),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Empty => Poll::Ready(None),
@@ -112,10 +114,7 @@ where
             {
                 too_large()
             } else {
-                ProxyError::new(
-                    ErrorCode::BadRequest,
-                    format!("the request body could not be read: {e}"),
-                )
+                crate::decode::body_error(&*e)
             }
         })
 }

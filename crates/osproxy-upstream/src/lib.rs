@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod client;
+pub mod decode;
 pub mod headers;
 pub mod probe;
 pub mod sigv4;
@@ -13,3 +14,4 @@ pub mod tls;
 
 pub use body::{read_answer, read_limited, BodyError, CheckedBody, RequestBody, MAX_BUFFERED};
 pub use client::{is_idempotent, SetupError, UpstreamCluster, UpstreamError, Upstreams};
+pub use decode::{body_error, ClientBody, Coding, DecodeError};

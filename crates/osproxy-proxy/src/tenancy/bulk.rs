@@ -15,9 +15,9 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::bulk::{is_blank, item_error, parse_action, ActionLine, BulkOp, LineSplitter};
+use osproxy_upstream::ClientBody;
 
 use super::document::confine_body;
 use super::params::{allow_only, Op};
@@ -75,7 +75,7 @@ struct Prepared<'t> {
 
 pub(crate) async fn serve(
     tenancy: Arc<Tenancy>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     principal: Option<Arc<Principal>>,
     path_index: Option<String>,
     in_flight: InFlight,
@@ -92,12 +92,7 @@ pub(crate) async fn serve(
     while first.iter().all(|l| is_blank(l)) {
         match body.frame().await {
             Some(frame) => {
-                let frame = frame.map_err(|e| {
-                    ProxyError::new(
-                        ErrorCode::BadRequest,
-                        format!("the bulk body could not be read: {e}"),
-                    )
-                })?;
+                let frame = frame.map_err(|e| osproxy_upstream::body_error(&*e))?;
                 if let Ok(data) = frame.into_data() {
                     first = splitter
                         .feed(&data)

@@ -6,9 +6,9 @@
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::search::{check_dedicated, confine_search, SearchPolicy};
+use osproxy_upstream::ClientBody;
 use serde_json::{Map, Value};
 
 use super::{json_response, read_json, reverse, Target, Tenancy};
@@ -34,7 +34,7 @@ const ALLOWED: [&str; 13] = [
 pub(crate) async fn serve(
     tenancy: &Tenancy,
     t: &Target<'_>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     principal: Option<&Principal>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // The endpoint as OpenSearch routes it: `/{index}/{endpoint}` exactly,

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
-use hyper::body::Incoming;
 use osproxy_core::{EndpointKind, ErrorCode, ProxyError};
 use osproxy_rewrite::members::{edit_members, Edit};
 use osproxy_rewrite::search::{check_dedicated, confine_search, SearchPolicy};
+use osproxy_upstream::ClientBody;
 use serde_json::{json, Map, Value};
 
 use super::cursor::{unwrap, wrap, Cursor};
@@ -125,7 +125,7 @@ fn open<'t>(
 pub(crate) async fn open_pit(
     tenancy: &Tenancy,
     t: &Target<'_>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if req.method() != Method::POST {
         return Err(ProxyError::new(
@@ -157,7 +157,7 @@ pub(crate) async fn open_pit(
 
 pub(crate) async fn serve(
     tenancy: &Tenancy,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     principal: Option<&Principal>,
     kind: EndpointKind,
 ) -> Result<Response<ResponseBody>, ProxyError> {

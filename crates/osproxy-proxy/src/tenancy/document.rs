@@ -3,11 +3,11 @@
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
-use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_observe::trace::{Change, Name, Value};
 use osproxy_rewrite::members::{edit_members, Edit};
 use osproxy_rewrite::source::{inject_field, strip_field};
+use osproxy_upstream::ClientBody;
 use percent_encoding::percent_decode_str;
 
 use super::params::{rewrite_query, Op};
@@ -46,7 +46,7 @@ fn doc_path(path: &str) -> Result<DocPath, ProxyError> {
 
 /// A request body: still streaming, or already read (to find the partition).
 pub(crate) enum Body {
-    Stream(Incoming),
+    Stream(ClientBody),
     Read(Bytes),
 }
 

@@ -6,8 +6,8 @@
 
 use bytes::Bytes;
 use http::{Method, Response};
-use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
+use osproxy_upstream::ClientBody;
 use serde_json::{Map, Value};
 
 use super::{json_response, read_json, reverse, Target, Tenancy};
@@ -44,7 +44,7 @@ pub(crate) async fn serve(
     tenancy: &Tenancy,
     t: &Target<'_>,
     parts: http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     principal: Option<&Principal>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let segments: Vec<&str> = parts

@@ -29,9 +29,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
-use hyper::body::Incoming;
 use osproxy_control::{ControlPlane, LogicalIndex, PartitionRule, Snapshot, WriteTicket};
 use osproxy_core::{EndpointKind, ErrorCode, PartitionId, Placement, ProxyError};
+use osproxy_upstream::ClientBody;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::auth::Principal;
@@ -158,7 +158,7 @@ impl Tenancy {
     /// while the body is still being read; `in_flight` is held until it ends.
     pub async fn serve_bulk(
         tenancy: Arc<Tenancy>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         principal: Option<Arc<Principal>>,
         index: Option<String>,
         in_flight: osproxy_observe::InFlight,
@@ -194,7 +194,7 @@ impl Tenancy {
     /// PIT search and close. The cursor id says where it belongs.
     pub async fn serve_cursor(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         principal: Option<&Principal>,
         kind: EndpointKind,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -206,7 +206,7 @@ impl Tenancy {
     /// part names its logical index.
     pub async fn serve_unscoped(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         principal: Option<&Principal>,
         kind: EndpointKind,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -220,7 +220,7 @@ impl Tenancy {
     /// Serves one request for a logical index.
     pub async fn serve(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         principal: Option<&Principal>,
         kind: EndpointKind,
         index: &str,

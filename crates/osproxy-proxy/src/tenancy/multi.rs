@@ -8,9 +8,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
-use hyper::body::Incoming;
 use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::search::{check_dedicated, confine_search, SearchPolicy};
+use osproxy_upstream::ClientBody;
 use serde_json::{json, Map, Value};
 
 use super::params::allow_only;
@@ -74,7 +74,7 @@ fn resolve<'t>(
 
 pub(crate) async fn mget(
     tenancy: &Tenancy,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     principal: Option<&Principal>,
     path_index: Option<&str>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -240,7 +240,7 @@ fn reverse_docs(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
 
 pub(crate) async fn msearch(
     tenancy: &Tenancy,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     principal: Option<&Principal>,
     path_index: Option<&str>,
 ) -> Result<Response<ResponseBody>, ProxyError> {

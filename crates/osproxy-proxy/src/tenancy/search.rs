@@ -4,10 +4,10 @@
 //! partition's shard; hits are reversed on the way back.
 
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use osproxy_core::{EndpointKind, ErrorCode, ProxyError};
 use osproxy_observe::trace::{Change, Name, Value};
 use osproxy_rewrite::search::{check_dedicated, confine_search, SearchPolicy};
+use osproxy_upstream::ClientBody;
 
 use super::params::{rewrite_query, Op};
 use super::{cursors, json_response, read_json, reverse, Target, Tenancy};
@@ -16,7 +16,7 @@ use crate::body::ResponseBody;
 pub(crate) async fn serve(
     tenancy: &Tenancy,
     t: &Target<'_>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     kind: EndpointKind,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (op, endpoint) = if kind == EndpointKind::Count {

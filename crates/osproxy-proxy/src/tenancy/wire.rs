@@ -140,9 +140,10 @@ pub(crate) fn body_partition(doc: &[u8], field: &str, index: &str) -> Result<Str
     }
 }
 
-/// Tenancy rewrites request bodies byte by byte, so they must arrive
-/// uncompressed; a compressed one is refused with a clear error rather than
-/// misread as malformed JSON.
+/// Tenancy rewrites request bodies byte by byte, so it must read them: a
+/// gzip or deflate body has been decoded before it gets here (and its
+/// `Content-Encoding` removed); any other coding is refused with a clear
+/// error rather than misread as malformed JSON.
 pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
     check_content_type(headers)?;
     check_accept(headers)?;
@@ -155,7 +156,7 @@ fn identity_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
         Some(e) if e.is_empty() || e == "identity" => Ok(()),
         Some(e) => Err(ProxyError::new(
             ErrorCode::BadRequest,
-            format!("request bodies for logical indices must not be compressed (content-encoding: {e}); send them uncompressed (opensearch-py: http_compress=False)"),
+            format!("content-encoding [{}] is not supported for logical indices: send the body uncompressed, or compressed with gzip or deflate (one coding)", e.chars().take(80).filter(|c| !c.is_control()).collect::<String>()),
         )),
     }
 }

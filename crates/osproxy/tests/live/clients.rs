@@ -75,17 +75,38 @@ fn opensearch_py_works_unchanged_against_tenancy() {
 }
 
 #[test]
+fn opensearch_py_works_unchanged_against_tenancy_with_compression() {
+    let (proxy, _dir, acme, globex) = two_tenants("pyz");
+    run_python(
+        "opensearch_py_tenancy.py",
+        &[&proxy.url(), &acme, &globex, "compress"],
+    );
+}
+
+#[test]
 fn opensearch_js_works_unchanged_against_tenancy() {
+    run_js("js", None);
+}
+
+#[test]
+fn opensearch_js_works_unchanged_against_tenancy_with_compression() {
+    run_js("jsz", Some("compress"));
+}
+
+/// The JavaScript client's two-tenant application, against a fleet tagged
+/// `tag`, with an optional mode argument.
+fn run_js(tag: &str, mode: Option<&str>) {
     let modules = repo_root().join("target/clients-node/node_modules");
     assert!(
         modules.join("@opensearch-project/opensearch").exists(),
         "{} is missing: run scripts/setup",
         modules.display()
     );
-    let (proxy, _dir, acme, globex) = two_tenants("js");
+    let (proxy, _dir, acme, globex) = two_tenants(tag);
     let out = Command::new("node")
         .arg(repo_root().join("tests/clients/opensearch_js_tenancy.js"))
         .args([proxy.url().as_str(), &acme, &globex])
+        .args(mode)
         .env("OSPROXY_NODE_MODULES", &modules)
         .output()
         .unwrap();

@@ -11,6 +11,7 @@ use crate::common::node;
 
 mod admin;
 mod bulk;
+mod compressed;
 mod cursors;
 mod documents;
 mod limits;
@@ -34,6 +35,11 @@ pub(super) struct Fleet {
 impl Fleet {
     /// `tag` keeps each test's physical indices apart on the shared node.
     pub(super) fn start(dedicated_url: &str, tag: &str) -> Fleet {
+        Fleet::start_with(dedicated_url, tag, "")
+    }
+
+    /// [`Fleet::start`] with more configuration (`extra`, TOML appended).
+    pub(super) fn start_with(dedicated_url: &str, tag: &str, extra: &str) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let mut principals = String::new();
         for (name, token) in TOKENS {
@@ -61,7 +67,7 @@ impl Fleet {
              [[indices]]\nname = \"tickets\"\npartition = {{ header = \"x-tenant\" }}\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"t-{tag}-tickets\" }}\n\n\
              [[placements]]\nindex = \"events\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"t-{tag}-events-initech\" }}\n\n\
              [[placements]]\nindex = \"orders\"\npartition = \"initech\"\nplacement = {{ kind = \"index\", cluster = \"main\", index = \"t-{tag}-initech\" }}\n\n\
-             [[placements]]\nindex = \"orders\"\npartition = \"umbrella\"\nplacement = {{ kind = \"cluster\", cluster = \"dedicated\" }}\n",
+             [[placements]]\nindex = \"orders\"\npartition = \"umbrella\"\nplacement = {{ kind = \"cluster\", cluster = \"dedicated\" }}\n\n{extra}",
             node().url()
         );
         let proxy =

@@ -208,8 +208,9 @@ async fn unserved_endpoints_and_changes_to_the_shared_index_are_refused() {
     assert_globex_untouched(tag).await;
 }
 
-/// A compressed body is refused clearly, not misread; malformed JSON and a
-/// document that is not an object are refused.
+/// A gzip body cut short is refused clearly, not misread (compressed.rs has
+/// the rest); malformed JSON and a document that is not an object are
+/// refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn compressed_malformed_and_non_object_bodies_are_refused() {
     let tag = "isob";

@@ -1,0 +1,301 @@
+//! Compressed bodies on tenancy routes: gzip and deflate request bodies
+//! (a document, a search, a streamed bulk) are decoded and confined like
+//! plain ones; answers are gzip-compressed for a client that accepts it;
+//! a gzip bomb gets 413 at `server.max_decompressed_body` with the proxy's
+//! memory bounded, and a truncated stream or another coding a clear 400.
+
+use std::io::{Read, Write};
+use std::process::Command;
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::common::node;
+
+fn gzip(data: &[u8]) -> Bytes {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap().into()
+}
+
+fn zlib(data: &[u8]) -> Bytes {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap().into()
+}
+
+fn raw_deflate(data: &[u8]) -> Bytes {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap().into()
+}
+
+fn gunzip(data: &[u8]) -> Value {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    serde_json::from_slice(&out).unwrap()
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_and_deflate_bodies_are_decoded_confined_and_answers_compressed() {
+    let tag = "gz";
+    let f = Fleet::start(&node().url(), tag);
+    let acme = f.client("acme-svc");
+    let globex = f.client("globex-svc");
+
+    // A document in each coding (deflate as zlib and as raw deflate, both
+    // of which clients send under that name).
+    for (id, coding, body) in [
+        ("g1", "gzip", gzip(br#"{"title":"gzip doc"}"#)),
+        ("g2", "deflate", zlib(br#"{"title":"zlib doc"}"#)),
+        (
+            "g3",
+            "deflate",
+            raw_deflate(br#"{"title":"raw deflate doc"}"#),
+        ),
+        ("g4", "x-gzip", gzip(br#"{"title":"x-gzip doc"}"#)),
+    ] {
+        let r = acme
+            .raw(
+                Method::PUT,
+                &format!("/orders/_doc/{id}"),
+                Some(body),
+                &[JSON, ("content-encoding", coding)],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{id}: {}", r.text());
+    }
+    // A streamed bulk of 2,000 documents, gzip, in one request.
+    let mut bulk = String::new();
+    for i in 0..2000 {
+        bulk.push_str(&format!(
+            "{{\"index\":{{\"_id\":\"b{i}\"}}}}\n{{\"title\":\"bulk {i}\"}}\n"
+        ));
+    }
+    let r = acme
+        .raw(
+            Method::POST,
+            "/orders/_bulk?refresh=true",
+            Some(gzip(bulk.as_bytes())),
+            &[NDJSON, ("content-encoding", "gzip")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["errors"], false, "{}", r.text());
+    assert_eq!(answer["items"].as_array().unwrap().len(), 2000);
+
+    // Stored as any document of acme's: partition injected, id prefixed.
+    let stored = on_node(&format!("/t-{tag}-shared/_doc/acme:g3?routing=acme")).await;
+    assert_eq!(
+        stored.json()["_source"],
+        json!({"_tenant": "acme", "title": "raw deflate doc"}),
+        "{}",
+        stored.text()
+    );
+
+    // A gzip search body, and a gzip answer for a client that accepts it.
+    let query = json!({"query": {"match_all": {}}, "size": 3, "track_total_hits": true});
+    let r = acme
+        .raw(
+            Method::POST,
+            "/orders/_search",
+            Some(gzip(query.to_string().as_bytes())),
+            &[
+                JSON,
+                ("content-encoding", "gzip"),
+                ("accept-encoding", "gzip, deflate"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert!(r
+        .headers
+        .get_all("vary")
+        .iter()
+        .any(|v| v.to_str().unwrap_or("").contains("Accept-Encoding")));
+    let found = gunzip(&r.body);
+    assert_eq!(found["hits"]["total"]["value"], 2004, "{found}");
+    for hit in found["hits"]["hits"].as_array().unwrap() {
+        assert!(hit["_source"].get("_tenant").is_none(), "{hit}");
+        assert!(!hit["_id"].as_str().unwrap().contains(':'), "{hit}");
+    }
+    // The streamed bulk answer compressed too.
+    let r = acme
+        .raw(
+            Method::POST,
+            "/orders/_bulk",
+            Some(Bytes::from_static(
+                b"{\"index\":{\"_id\":\"z1\"}}\n{\"title\":\"z\"}\n",
+            )),
+            &[NDJSON, ("accept-encoding", "gzip")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&r.body)["items"][0]["index"]["_id"], "z1");
+    // Not asked for (or refused with q=0): plain.
+    for accept in [None, Some("identity"), Some("gzip;q=0"), Some("br")] {
+        let extra: Vec<(&str, &str)> = accept.map(|a| ("accept-encoding", a)).into_iter().collect();
+        let r = acme.raw(Method::GET, "/orders/_doc/g1", None, &extra).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-encoding"), None, "{accept:?}");
+        assert_eq!(r.json()["_source"]["title"], "gzip doc");
+    }
+    // Confinement holds for compressed bodies: globex sees none of it.
+    let r = globex
+        .raw(
+            Method::POST,
+            "/orders/_count",
+            Some(gzip(br#"{"query":{"match_all":{}}}"#)),
+            &[JSON, ("content-encoding", "gzip")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["count"], 0, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gzip_bomb_a_truncated_stream_and_other_codings_are_refused() {
+    let tag = "gzbomb";
+    let f = Fleet::start_with(
+        &node().url(),
+        tag,
+        "[server]\nmax_decompressed_body = \"8mb\"\n",
+    );
+    let acme = f.client("acme-svc");
+    // 1 GiB of zeros: about 1 MiB compressed (gzip, C zlib: quick).
+    let dir = tempfile::tempdir().unwrap();
+    let bomb_file = dir.path().join("bomb.gz");
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 1073741824 /dev/zero | gzip -9 > {}",
+            bomb_file.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bomb = Bytes::from(std::fs::read(&bomb_file).unwrap());
+    assert!(bomb.len() < 2 * 1024 * 1024, "{}", bomb.len());
+    let (rss_before, _) = f.proxy.rss_kib().unwrap();
+    for (method, path, ct) in [
+        (Method::PUT, "/orders/_doc/bomb", JSON),
+        (Method::POST, "/orders/_bulk", NDJSON),
+        (Method::POST, "/orders/_search", JSON),
+    ] {
+        let r = acme
+            .raw(
+                method,
+                path,
+                Some(bomb.clone()),
+                &[ct, ("content-encoding", "gzip")],
+            )
+            .await;
+        assert_eq!(r.status, 413, "{path}: {}", r.text());
+        let e = r.json();
+        assert_eq!(e["error"]["type"], "request_too_large", "{path}: {e}");
+        assert!(
+            e["error"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("max_decompressed_body"),
+            "{path}: {e}"
+        );
+    }
+    // Bounded by the limit, not by the 1 GiB the bomb decodes to: a
+    // non-bulk body is held decoded (8 MiB, and its copy into one buffer).
+    let (_, peak) = f.proxy.rss_kib().unwrap();
+    let grown_mib = peak.saturating_sub(rss_before) / 1024;
+    assert!(
+        grown_mib < 40,
+        "RSS grew {grown_mib} MiB on a gzip bomb (from {rss_before} KiB)"
+    );
+
+    // A truncated stream, data after its end, a bad checksum: 400, and
+    // nothing written.
+    let good = gzip(br#"{"title":"never stored"}"#);
+    let mut bad_crc = good.to_vec();
+    let n = bad_crc.len();
+    bad_crc[n - 8] ^= 0xff;
+    for (what, body) in [
+        ("truncated", good.slice(..good.len() - 4)),
+        ("trailing data", Bytes::from([&good[..], b"{}"].concat())),
+        ("bad checksum", Bytes::from(bad_crc)),
+        ("not gzip", Bytes::from_static(br#"{"title":"plain"}"#)),
+    ] {
+        let r = acme
+            .raw(
+                Method::PUT,
+                "/orders/_doc/broken?refresh=true",
+                Some(body),
+                &[JSON, ("content-encoding", "gzip")],
+            )
+            .await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "bad_request", "{what}");
+        assert!(r.text().contains("gzip"), "{what}: {}", r.text());
+    }
+    // A truncated bulk stream: nothing of it applied.
+    let mut bulk = String::new();
+    for i in 0..50 {
+        bulk.push_str(&format!(
+            "{{\"index\":{{\"_id\":\"t{i}\"}}}}\n{{\"n\":{i}}}\n"
+        ));
+    }
+    let whole = gzip(bulk.as_bytes());
+    let r = acme
+        .raw(
+            Method::POST,
+            "/orders/_bulk?refresh=true",
+            Some(whole.slice(..whole.len() - 3)),
+            &[NDJSON, ("content-encoding", "gzip")],
+        )
+        .await;
+    assert!(r.text().contains("truncated"), "{}: {}", r.status, r.text());
+    for id in ["t0", "t49"] {
+        let got = on_node(&format!("/t-{tag}-shared/_doc/acme:{id}?routing=acme")).await;
+        assert_eq!(got.status, 404, "{id}: {}", got.text());
+    }
+    let got = on_node(&format!("/t-{tag}-shared/_doc/acme:broken?routing=acme")).await;
+    assert_eq!(got.status, 404, "{}", got.text());
+    // Codings osproxy does not decode are refused by name.
+    let r = acme
+        .raw(
+            Method::PUT,
+            "/orders/_doc/twice",
+            Some(gzip(br#"{"title":"x"}"#)),
+            &[
+                JSON,
+                ("content-encoding", "gzip"),
+                ("content-encoding", "gzip"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("several content-encoding"),
+        "{}",
+        r.text()
+    );
+    for coding in ["br", "zstd", "gzip, gzip"] {
+        let r = acme
+            .raw(
+                Method::PUT,
+                "/orders/_doc/other",
+                Some(Bytes::from_static(b"\x00\x01")),
+                &[JSON, ("content-encoding", coding)],
+            )
+            .await;
+        assert_eq!(r.status, 400, "{coding}: {}", r.text());
+        assert!(r.text().contains(coding), "{coding}: {}", r.text());
+    }
+}

@@ -25,6 +25,14 @@ def main():
     info = client.info()
     check(info["version"]["distribution"] == "opensearch", f"info: {info}")
 
+    # Sniffing finds osproxy's address in _nodes, not the node's own.
+    # (Sniffed hosts carry no scheme: over https the client needs use_ssl.)
+    ssl = {"use_ssl": True} if url.startswith("https://") else {}
+    sniffer = OpenSearch(hosts=[url], max_retries=0, timeout=30, sniff_on_start=True, **tls, **ssl)
+    sniffed = [c.host for c in sniffer.transport.connection_pool.connections]
+    check(sniffed and all(h == url.rstrip("/") for h in sniffed), f"sniffed {sniffed}, expected {url}")
+    check(sniffer.info()["version"]["distribution"] == "opensearch", "info through a sniffed connection")
+
     client.indices.create(index=index, body={"settings": {"number_of_shards": 1}})
     check(client.indices.exists(index=index), "indices.exists after create")
     r = client.index(index=index, id="1", body={"title": "one", "n": 1}, refresh=True)

@@ -365,9 +365,14 @@ impl Proxy {
         let operator = principal.is_some_and(|p| p.operator);
         if !operator {
             let name = principal.map(|p| p.name.as_str()).unwrap_or("");
+            let sniffing = if is_nodes_info(req.uri().path()) {
+                ". A client that sniffs (asks _nodes for the cluster's addresses) must not, through osproxy: turn sniffing off (opensearch-py: sniff_on_start/sniff_on_connection_fail False; the Java sniffer and the Go client's discovery off) and give it osproxy's address"
+            } else {
+                ""
+            };
             return Err(ProxyError::new(
                 ErrorCode::OperatorRequired,
-                format!("principal {name} may not call cluster-wide endpoints"),
+                format!("principal {name} may not call cluster-wide endpoints{sniffing}"),
             ));
         }
         let cluster = self.router.operator_cluster(req.headers())?;
@@ -391,7 +396,20 @@ impl Proxy {
             )
         })?;
         let idempotent = osproxy_upstream::is_idempotent(req.method());
+        // A node-info answer names the nodes' own HTTP addresses; a sniffing
+        // client would go around osproxy to them. Those addresses are
+        // rewritten to the one the client reached osproxy at.
+        let advertise = (req.method() == http::Method::GET && is_nodes_info(req.uri().path()))
+            .then(|| advertised_address(&req))
+            .flatten();
+        let pretty = advertise.is_some()
+            && osproxy_rewrite::query::Query::parse(req.uri().query())
+                .is_ok_and(|q| q.contains("pretty"));
         let (mut parts, body) = req.into_parts();
+        if advertise.is_some() {
+            // A plain answer, to rewrite.
+            parts.headers.remove(http::header::ACCEPT_ENCODING);
+        }
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(&X_DEBUG_DIRECTIVE);
         diagnostics::enter(Stage::Dispatch);
@@ -452,6 +470,9 @@ impl Proxy {
                 });
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                if let Some(address) = advertise {
+                    return nodes_advertising(parts, body, &address, &upstream.id, pretty).await;
+                }
                 Ok(Response::from_parts(
                     parts,
                     ResponseBody::upstream(body, in_flight),
@@ -471,6 +492,86 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Whether `path` asks for node information (`GET /_nodes`,
+/// `/_nodes/http`, `/_nodes/{ids}/...`), which sniffing clients read.
+fn is_nodes_info(path: &str) -> bool {
+    path == "/_nodes" || path.starts_with("/_nodes/")
+}
+
+/// The address the client reached osproxy at: its `Host` (HTTP/1.1) or
+/// `:authority` (h2), when it is a plain `host[:port]`.
+fn advertised_address<B>(req: &Request<B>) -> Option<String> {
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_string()))?;
+    let plain = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+        });
+    plain.then_some(host)
+}
+
+/// A node-info answer with every node's `http.publish_address` and
+/// `http.bound_address` replaced by `address` (osproxy's own, as the client
+/// used it). Other answers (errors, YAML, CBOR) pass as they are.
+async fn nodes_advertising(
+    mut parts: http::response::Parts,
+    body: Incoming,
+    address: &str,
+    cluster: &str,
+    pretty: bool,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let bytes = osproxy_upstream::read_answer(body, cluster).await?;
+    let json = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let encoded = parts.headers.contains_key(http::header::CONTENT_ENCODING);
+    if !parts.status.is_success() || !json || encoded {
+        return Ok(Response::from_parts(parts, ResponseBody::full(bytes)));
+    }
+    let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(Response::from_parts(parts, ResponseBody::full(bytes)));
+    };
+    let mut changed = false;
+    if let Some(nodes) = answer.get_mut("nodes").and_then(|n| n.as_object_mut()) {
+        for node in nodes.values_mut() {
+            let Some(http) = node.get_mut("http").and_then(|h| h.as_object_mut()) else {
+                continue;
+            };
+            if http.contains_key("publish_address") {
+                http.insert("publish_address".into(), address.into());
+                changed = true;
+            }
+            if http.contains_key("bound_address") {
+                http.insert("bound_address".into(), serde_json::json!([address]));
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return Ok(Response::from_parts(parts, ResponseBody::full(bytes)));
+    }
+    let written = if pretty {
+        serde_json::to_vec_pretty(&answer)
+    } else {
+        serde_json::to_vec(&answer)
+    };
+    let out = written.map_err(|e| {
+        ProxyError::new(
+            ErrorCode::Internal,
+            format!("cannot write the node-info answer: {e}"),
+        )
+    })?;
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Ok(Response::from_parts(parts, ResponseBody::full(out.into())))
 }
 
 /// Whether `Accept-Encoding` admits gzip: `gzip` (or `x-gzip`, or `*`

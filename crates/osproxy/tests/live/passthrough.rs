@@ -446,6 +446,63 @@ async fn request_ids_are_echoed_or_minted() {
     assert_ne!(other.header("x-request-id"), Some(minted.as_str()));
 }
 
+/// Node info names the node's own HTTP address; through osproxy it names
+/// osproxy's, so a sniffing client stays behind the proxy.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_info_advertises_the_proxy_not_the_nodes() {
+    let proxy = ready_proxy("");
+    let http = Http::new();
+    for path in ["/_nodes/http", "/_nodes", "/_nodes/_all/http?pretty"] {
+        let direct = http
+            .send(Method::GET, &format!("{}{path}", node().url()), None)
+            .await
+            .unwrap();
+        let node_addr = node().addr();
+        let own: Vec<String> = direct.json()["nodes"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n["http"]["publish_address"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            own.iter()
+                .all(|a| a.ends_with(node_addr.rsplit(':').next().unwrap())),
+            "{own:?}"
+        );
+        let r = http
+            .send_with(
+                Method::GET,
+                &format!("{}{path}", proxy.url()),
+                None,
+                &[("accept-encoding", "gzip")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.header("content-encoding"), None, "{path}");
+        let answer = r.json();
+        let nodes = answer["nodes"].as_object().unwrap();
+        assert!(!nodes.is_empty(), "{path}");
+        for n in nodes.values() {
+            assert_eq!(
+                n["http"]["publish_address"],
+                proxy.data_addr(),
+                "{path}: {n}"
+            );
+            assert_eq!(
+                n["http"]["bound_address"],
+                json!([proxy.data_addr()]),
+                "{path}"
+            );
+        }
+        assert!(
+            !r.text().contains(&node_addr),
+            "{path}: the node's address leaked"
+        );
+        assert_eq!(path.contains("pretty"), r.text().contains("\n  "), "{path}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prefix_passthrough_confines_to_listed_indices() {
     let proxy = ready_proxy("indices = [\"legacy-\"]");

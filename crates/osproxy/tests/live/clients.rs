@@ -93,6 +93,23 @@ fn opensearch_js_works_unchanged_against_tenancy_with_compression() {
     run_js("jsz", Some("compress"));
 }
 
+#[test]
+fn opensearch_go_works_unchanged_against_tenancy() {
+    let (proxy, _dir, acme, globex) = two_tenants("go");
+    let out = Command::new("go")
+        .args(["run", "."])
+        .args([proxy.url().as_str(), &acme, &globex])
+        .current_dir(repo_root().join("tests/clients/go"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "opensearch-go failed (scripts/setup fetches its module):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The JavaScript client's two-tenant application, against a fleet tagged
 /// `tag`, with an optional mode argument.
 fn run_js(tag: &str, mode: Option<&str>) {

@@ -110,6 +110,34 @@ fn opensearch_go_works_unchanged_against_tenancy() {
     );
 }
 
+#[test]
+fn opensearch_java_works_unchanged_against_tenancy() {
+    let project = repo_root().join("tests/clients/java");
+    assert!(
+        project.join("target/lib").exists(),
+        "{} is not built: run scripts/setup",
+        project.display()
+    );
+    let (proxy, _dir, acme, globex) = two_tenants("java");
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!(
+            "{}:{}/*",
+            project.join("target/classes").display(),
+            project.join("target/lib").display()
+        ))
+        .arg("dev.osproxy.clients.Tenancy")
+        .args([proxy.url().as_str(), &acme, &globex])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "opensearch-java failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The JavaScript client's two-tenant application, against a fleet tagged
 /// `tag`, with an optional mode argument.
 fn run_js(tag: &str, mode: Option<&str>) {

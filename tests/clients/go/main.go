@@ -1,6 +1,7 @@
 // The official Go client (opensearch-go v4), unchanged, against tenancy:
 // two tenants share the logical index `orders` and each sees only its own
-// documents, through the client's own API and bulk helper.
+// documents, through the client's own API and bulk helper, with gzip
+// request bodies (CompressRequestBody).
 //
 // Usage: go run . PROXY_URL ACME_TOKEN GLOBEX_TOKEN
 // Run by crates/osproxy/tests/live/clients.rs; exits non-zero on a mismatch.
@@ -40,7 +41,7 @@ func client(url, token string) *opensearchapi.Client {
 	header := http.Header{}
 	header.Set("Authorization", "Bearer "+token)
 	c, err := opensearchapi.NewClient(opensearchapi.Config{
-		Client: opensearch.Config{Addresses: []string{url}, Header: header, DisableRetry: true},
+		Client: opensearch.Config{Addresses: []string{url}, Header: header, DisableRetry: true, CompressRequestBody: true},
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "client: %v\n", err)

@@ -84,6 +84,15 @@ fn opensearch_py_works_unchanged_against_tenancy_with_compression() {
 }
 
 #[test]
+fn opensearch_py_async_works_unchanged_against_tenancy() {
+    let (proxy, _dir, acme, globex) = two_tenants("pya");
+    run_python(
+        "opensearch_py_async_tenancy.py",
+        &[&proxy.url(), &acme, &globex],
+    );
+}
+
+#[test]
 fn opensearch_js_works_unchanged_against_tenancy() {
     run_js("js", None);
 }
@@ -200,7 +209,11 @@ async fn opensearch_rs_works_unchanged_against_tenancy() {
     let count = |c: &OpenSearch| {
         let c = c.clone();
         async move {
-            let r = c.count(CountParts::Index(&["orders"])).send().await.unwrap();
+            let r = c
+                .count(CountParts::Index(&["orders"]))
+                .send()
+                .await
+                .unwrap();
             json_of(r).await["count"].as_u64().unwrap()
         }
     };
@@ -231,7 +244,10 @@ async fn opensearch_rs_works_unchanged_against_tenancy() {
         .await
         .unwrap();
     let indexed = json_of(r).await;
-    assert_eq!((indexed["_index"].as_str(), indexed["_id"].as_str()), (Some("orders"), Some("1")));
+    assert_eq!(
+        (indexed["_index"].as_str(), indexed["_id"].as_str()),
+        (Some("orders"), Some("1"))
+    );
     let r = globex
         .index(IndexParts::IndexId("orders", "1"))
         .body(json!({"item": "globe", "n": 0}))
@@ -260,10 +276,24 @@ async fn opensearch_rs_works_unchanged_against_tenancy() {
     assert_eq!(count(&acme).await, 201);
     assert_eq!(count(&globex).await, 1);
 
-    let r = acme.get(GetParts::IndexId("orders", "1")).send().await.unwrap();
-    assert_eq!(json_of(r).await["_source"], json!({"item": "anvil", "n": 0}));
-    let r = globex.get(GetParts::IndexId("orders", "1")).send().await.unwrap();
-    assert_eq!(json_of(r).await["_source"], json!({"item": "globe", "n": 0}));
+    let r = acme
+        .get(GetParts::IndexId("orders", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_of(r).await["_source"],
+        json!({"item": "anvil", "n": 0})
+    );
+    let r = globex
+        .get(GetParts::IndexId("orders", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_of(r).await["_source"],
+        json!({"item": "globe", "n": 0})
+    );
 
     let r = acme
         .search(SearchParts::Index(&["orders"]))
@@ -279,7 +309,9 @@ async fn opensearch_rs_works_unchanged_against_tenancy() {
         assert!(!hit["_id"].as_str().unwrap().contains(':'), "{hit}");
         assert!(hit["_source"].get("_tenant").is_none(), "{hit}");
     }
-    let buckets = found["aggregations"]["items"]["buckets"].as_array().unwrap();
+    let buckets = found["aggregations"]["items"]["buckets"]
+        .as_array()
+        .unwrap();
     assert_eq!(buckets.len(), 2);
     assert_eq!(buckets[0]["doc_count"], 100);
 
@@ -312,7 +344,12 @@ async fn opensearch_rs_works_unchanged_against_tenancy() {
         json!({"index": "orders"}).into(),
         json!({"size": 0}).into(),
     ];
-    let r = acme.msearch(MsearchParts::None).body(searches).send().await.unwrap();
+    let r = acme
+        .msearch(MsearchParts::None)
+        .body(searches)
+        .send()
+        .await
+        .unwrap();
     let multi = json_of(r).await;
     assert!(multi["took"].is_u64(), "{multi}");
     let totals: Vec<u64> = multi["responses"]
@@ -376,7 +413,11 @@ async fn opensearch_rs_works_unchanged_against_tenancy() {
     assert_eq!(count(&globex).await, 1);
 
     // Refusals: the client's error for the status, with OpenSearch's shape.
-    let r = globex.get(GetParts::IndexId("orders", "b2")).send().await.unwrap();
+    let r = globex
+        .get(GetParts::IndexId("orders", "b2"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status_code(), 404);
     let r = acme
         .search(SearchParts::Index(&["orders"]))

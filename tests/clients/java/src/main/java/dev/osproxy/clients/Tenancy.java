@@ -43,6 +43,7 @@ public final class Tenancy {
         var transport = ApacheHttpClient5TransportBuilder.builder(HttpHost.create(url))
                 .setDefaultHeaders(new Header[] {new BasicHeader("Authorization", "Bearer " + token)})
                 .setMapper(new JacksonJsonpMapper())
+                .setCompressionEnabled(true) // gzip request bodies
                 .build();
         return new OpenSearchClient(transport);
     }

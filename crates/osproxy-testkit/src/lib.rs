@@ -21,7 +21,9 @@ pub use etcd::{Etcd, EtcdTls};
 pub use fixture::{eventually, As, ConfigBuilder, Grant};
 pub use http::{Http, HttpResponse};
 pub use load::wrk_rps;
-pub use opensearch::{shared_opensearch, OpenSearchNode, SECURED_PASSWORD, SECURED_USER};
+pub use opensearch::{
+    shared_opensearch, shared_opensearch3, OpenSearchNode, SECURED_PASSWORD, SECURED_USER,
+};
 pub use process::{free_port, repo_root, wait_until};
 pub use proxy::ProxyInstance;
 pub use relay::Relay;

@@ -38,7 +38,13 @@ impl OpenSearchNode {
     /// Builds the launcher if needed, starts a node on a free port with a
     /// fresh data dir and waits until it is yellow.
     pub fn start() -> Result<OpenSearchNode, String> {
-        OpenSearchNode::launch(false)
+        OpenSearchNode::launch(Variant::Plain)
+    }
+
+    /// Like [`OpenSearchNode::start`], on OpenSearch 3.x (3.9.0; the
+    /// launcher finds a Java 21+ JDK, see `scripts/opensearch-node`).
+    pub fn start_os3() -> Result<OpenSearchNode, String> {
+        OpenSearchNode::launch(Variant::Os3)
     }
 
     /// Like [`OpenSearchNode::start`], on OpenSearch 2.19.4 with the real
@@ -49,12 +55,13 @@ impl OpenSearchNode {
     /// 401. Waits until the security index is initialised and the cluster
     /// answers that user.
     pub fn start_secured() -> Result<OpenSearchNode, String> {
-        OpenSearchNode::launch(true)
+        OpenSearchNode::launch(Variant::Secured)
     }
 
-    fn launch(secured: bool) -> Result<OpenSearchNode, String> {
+    fn launch(variant: Variant) -> Result<OpenSearchNode, String> {
         crate::bound_test_binary();
-        build_launcher(secured)?;
+        build_launcher(variant)?;
+        let secured = variant == Variant::Secured;
         let dir = tempfile::Builder::new()
             .prefix("osproxy-opensearch-")
             .tempdir()
@@ -65,8 +72,10 @@ impl OpenSearchNode {
         let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(repo_root().join("scripts/opensearch-node"));
+        if let Some(flag) = variant.flag() {
+            cmd.arg(flag);
+        }
         let ca = if secured {
-            cmd.arg("--security");
             Some(secure_home(dir.path(), &home)?)
         } else {
             None
@@ -151,9 +160,22 @@ impl Drop for OpenSearchNode {
 /// It is stopped when the test process exits: statics are never dropped, so
 /// an exit hook stops it (and the parent-death signal covers crashes).
 pub fn shared_opensearch() -> Result<&'static OpenSearchNode, String> {
-    static NODE: OnceLock<Result<OpenSearchNode, String>> = OnceLock::new();
-    let node = NODE.get_or_init(|| {
-        let node = OpenSearchNode::start()?;
+    shared(Variant::Plain)
+}
+
+/// Like [`shared_opensearch`], an OpenSearch 3.x node (for the
+/// compatibility test binary).
+pub fn shared_opensearch3() -> Result<&'static OpenSearchNode, String> {
+    shared(Variant::Os3)
+}
+
+/// The shared node of each variant that has one.
+static SHARED: [OnceLock<Result<OpenSearchNode, String>>; 3] =
+    [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+
+fn shared(variant: Variant) -> Result<&'static OpenSearchNode, String> {
+    let node = SHARED[variant as usize].get_or_init(|| {
+        let node = OpenSearchNode::launch(variant)?;
         register_exit_hook();
         Ok(node)
     });
@@ -162,18 +184,23 @@ pub fn shared_opensearch() -> Result<&'static OpenSearchNode, String> {
 
 fn register_exit_hook() {
     extern "C" fn stop_shared() {
-        // Runs once at process exit; the OnceLock is initialised by then.
-        if let Ok(node) = shared_opensearch() {
-            if let Ok(mut c) = node.child.lock() {
-                stop(&mut c, Duration::from_secs(30));
+        // Runs once at process exit: every shared node started by then.
+        for slot in &SHARED {
+            if let Some(Ok(node)) = slot.get() {
+                if let Ok(mut c) = node.child.lock() {
+                    stop(&mut c, Duration::from_secs(30));
+                }
+                let _ = std::fs::remove_dir_all(node._dir.path());
             }
-            let _ = std::fs::remove_dir_all(node._dir.path());
         }
     }
-    // SAFETY: registering a plain extern "C" function.
-    unsafe {
-        libc::atexit(stop_shared);
-    }
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: registering a plain extern "C" function, once.
+        unsafe {
+            libc::atexit(stop_shared);
+        }
+    });
 }
 
 /// Node settings of a secured node (files relative to its config directory,
@@ -270,15 +297,38 @@ fn secured_get(url: &str, ca: &Path, path: &str) -> Result<(), String> {
     }
 }
 
+/// Which OpenSearch a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// 2.19.6, plain HTTP.
+    Plain,
+    /// 2.19.4 with the security plugin.
+    Secured,
+    /// 3.9.0, plain HTTP.
+    Os3,
+}
+
+impl Variant {
+    /// The launcher's flag for this variant.
+    fn flag(self) -> Option<&'static str> {
+        match self {
+            Variant::Plain => None,
+            Variant::Secured => Some("--security"),
+            Variant::Os3 => Some("--os3"),
+        }
+    }
+}
+
 /// Builds a variant of the Java launcher once per process (Maven; a no-op
 /// when built).
-fn build_launcher(secured: bool) -> Result<(), String> {
-    static BUILT: [OnceLock<Result<(), String>>; 2] = [OnceLock::new(), OnceLock::new()];
-    BUILT[usize::from(secured)]
+fn build_launcher(variant: Variant) -> Result<(), String> {
+    static BUILT: [OnceLock<Result<(), String>>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    BUILT[variant as usize]
         .get_or_init(|| {
             let mut cmd = Command::new(repo_root().join("scripts/opensearch-node"));
-            if secured {
-                cmd.arg("--security");
+            if let Some(flag) = variant.flag() {
+                cmd.arg(flag);
             }
             let out = cmd
                 .arg("--build-only")

@@ -30,6 +30,10 @@ const MAX_HEADER: usize = 4 * 1024;
 const MIN_ROOM: usize = 4 * 1024;
 /// Decoded bytes a body produces in one go before it lets its task yield.
 const YIELD_EVERY: usize = 1024 * 1024;
+/// Compressed bytes still read (and dropped) after a body fails to decode,
+/// so that the client, still sending, receives the error instead of a
+/// connection reset; past this the connection is closed on it.
+const DRAIN_AFTER_ERROR: usize = 16 * 1024 * 1024;
 
 /// A content coding osproxy decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,6 +351,7 @@ impl ClientBody {
             input_done: false,
             ended: false,
             since_yield: 0,
+            failed: None,
         }))
     }
 }
@@ -362,6 +367,9 @@ pub struct Decoding {
     input_done: bool,
     ended: bool,
     since_yield: usize,
+    /// Set when decoding failed: the error, returned once the rest of the
+    /// client's body is read (up to [`DRAIN_AFTER_ERROR`]).
+    failed: Option<(DecodeError, usize)>,
 }
 
 impl Decoding {
@@ -372,6 +380,22 @@ impl Decoding {
         loop {
             if self.ended {
                 return Poll::Ready(None);
+            }
+            if let Some((_, drained)) = &mut self.failed {
+                let done = match Pin::new(&mut self.inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        *drained += frame.data_ref().map_or(0, Bytes::len);
+                        *drained > DRAIN_AFTER_ERROR
+                    }
+                    Poll::Ready(Some(Err(_)) | None) => true,
+                    Poll::Pending => return Poll::Pending,
+                };
+                if done {
+                    self.ended = true;
+                    let e = self.failed.take().map(|(e, _)| e);
+                    return Poll::Ready(e.map(|e| Err(Box::new(e) as BodyError)));
+                }
+                continue;
             }
             if !self.pending.is_empty() || self.decoder.has_more() {
                 if self.since_yield >= YIELD_EVERY {
@@ -385,8 +409,14 @@ impl Decoding {
                     self.scratch.reserve(OUT_CHUNK);
                 }
                 if let Err(e) = self.decoder.feed(&mut self.pending, &mut self.scratch) {
-                    self.ended = true;
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    self.pending = Bytes::new();
+                    self.scratch.clear();
+                    if self.input_done {
+                        self.ended = true;
+                        return Poll::Ready(Some(Err(Box::new(e))));
+                    }
+                    self.failed = Some((e, 0));
+                    continue;
                 }
                 if !self.scratch.is_empty() {
                     let frame = self.scratch.split().freeze();

@@ -2,11 +2,17 @@
 
 use std::time::Duration;
 
-use osproxy_testkit::{shared_opensearch, Http, OpenSearchNode, ProxyInstance};
+use osproxy_testkit::{shared_opensearch, shared_opensearch3, Http, OpenSearchNode, ProxyInstance};
 
-/// The shared node, or a failing test that says why it did not come up.
+/// The shared node (OpenSearch 3.x in the binary whose root sets
+/// `OPENSEARCH3`), or a failing test that says why it did not come up.
 pub fn node() -> &'static OpenSearchNode {
-    match shared_opensearch() {
+    let shared = if crate::OPENSEARCH3 {
+        shared_opensearch3()
+    } else {
+        shared_opensearch()
+    };
+    match shared {
         Ok(n) => n,
         Err(e) => panic!("the OpenSearch node did not come up: {e}"),
     }

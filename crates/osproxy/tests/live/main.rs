@@ -6,6 +6,9 @@
 // Test code: failing loudly is the point.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+/// This binary's shared node is OpenSearch 2.19 (compat3.rs runs a subset on 3.x).
+pub(crate) const OPENSEARCH3: bool = false;
+
 mod auth;
 mod checker;
 mod clients;

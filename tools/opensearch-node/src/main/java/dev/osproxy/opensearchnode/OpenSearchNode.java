@@ -1,5 +1,8 @@
 package dev.osproxy.opensearchnode;
 
+import java.lang.reflect.Constructor;
+import java.lang.reflect.ParameterizedType;
+import java.lang.reflect.Type;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -16,12 +19,15 @@ import org.opensearch.common.settings.Settings;
 import org.opensearch.common.unit.TimeValue;
 import org.opensearch.env.Environment;
 import org.opensearch.node.InternalSettingsPreparer;
+import org.opensearch.Version;
 import org.opensearch.node.Node;
 import org.opensearch.plugins.Plugin;
+import org.opensearch.plugins.PluginInfo;
 
 /**
- * Runs one real single-node OpenSearch cluster in this JVM, with the standard modules loaded
- * from the classpath (no distribution, no plugin directories, no security manager).
+ * Runs one real single-node OpenSearch cluster (2.x or 3.x, whichever core is on the classpath)
+ * in this JVM, with the standard modules loaded from the classpath (no distribution, no plugin
+ * directories, no security manager).
  *
  * <p>Usage: {@code --http-port PORT --data DIR [--transport-port PORT] [--cluster-name NAME]
  * [--plugin CLASS]... [-E key=value]...}; {@code --plugin} adds a plugin class found on the
@@ -31,25 +37,55 @@ import org.opensearch.plugins.Plugin;
  * failures print {@code opensearch-node: failed to start: ...} on stderr and exit 1; bad
  * arguments exit 2.
  */
-public final class OpenSearchNode extends Node {
+public final class OpenSearchNode {
 
     private static final String PROG = "opensearch-node";
 
-    static final List<Class<? extends Plugin>> MODULES = List.of(
-            org.opensearch.transport.Netty4Plugin.class,
-            org.opensearch.index.reindex.ReindexPlugin.class,
-            org.opensearch.painless.PainlessPlugin.class,
-            org.opensearch.analysis.common.CommonAnalysisPlugin.class,
-            org.opensearch.index.mapper.MapperExtrasPlugin.class,
-            org.opensearch.join.ParentJoinPlugin.class,
-            org.opensearch.percolator.PercolatorPlugin.class,
-            org.opensearch.script.mustache.MustachePlugin.class,
-            SingleNodeDefaultsPlugin.class); // new indices default to 0 replicas
+    /**
+     * The standard modules, by class name: 3.x renamed each plugin class to {@code *ModulePlugin};
+     * the first name of each row that is on the classpath is loaded (percolator is not on Maven
+     * Central for 3.x and is left out there).
+     */
+    static final List<List<String>> MODULES = List.of(
+            List.of("org.opensearch.transport.Netty4ModulePlugin", "org.opensearch.transport.Netty4Plugin"),
+            List.of("org.opensearch.index.reindex.ReindexModulePlugin", "org.opensearch.index.reindex.ReindexPlugin"),
+            List.of("org.opensearch.painless.PainlessModulePlugin", "org.opensearch.painless.PainlessPlugin"),
+            List.of("org.opensearch.analysis.common.CommonAnalysisModulePlugin",
+                    "org.opensearch.analysis.common.CommonAnalysisPlugin"),
+            List.of("org.opensearch.index.mapper.MapperExtrasModulePlugin",
+                    "org.opensearch.index.mapper.MapperExtrasPlugin"),
+            List.of("org.opensearch.join.ParentJoinModulePlugin", "org.opensearch.join.ParentJoinPlugin"),
+            List.of("org.opensearch.percolator.PercolatorModulePlugin", "org.opensearch.percolator.PercolatorPlugin"),
+            List.of("org.opensearch.script.mustache.MustacheModulePlugin", "org.opensearch.script.mustache.MustachePlugin"),
+            List.of(SingleNodeDefaultsPlugin.class.getName())); // new indices default to 0 replicas
 
+    private final Node node;
     private final AtomicBoolean closed = new AtomicBoolean();
 
-    private OpenSearchNode(Environment env, Collection<Class<? extends Plugin>> plugins) {
-        super(env, plugins, true);
+    private OpenSearchNode(Node node) {
+        this.node = node;
+    }
+
+    /**
+     * A node with {@code plugins} loaded from the classpath, through Node's protected
+     * constructor: it takes the plugin classes on 2.x and {@link PluginInfo}s naming them on 3.x.
+     */
+    private static OpenSearchNode of(Environment env, List<Class<? extends Plugin>> plugins) throws Exception {
+        Constructor<Node> ctor = Node.class.getDeclaredConstructor(Environment.class, Collection.class, boolean.class);
+        ctor.setAccessible(true);
+        Type element = ((ParameterizedType) ctor.getGenericParameterTypes()[1]).getActualTypeArguments()[0];
+        Collection<?> given = plugins;
+        if (element == PluginInfo.class) {
+            Constructor<PluginInfo> info = PluginInfo.class.getConstructor(String.class, String.class, String.class,
+                    Version.class, String.class, String.class, List.class, boolean.class);
+            List<PluginInfo> infos = new ArrayList<>();
+            for (Class<? extends Plugin> p : plugins) {
+                infos.add(info.newInstance(p.getName(), "classpath plugin", "NA", Version.CURRENT,
+                        Runtime.version().feature() + "", p.getName(), List.of(), false));
+            }
+            given = infos;
+        }
+        return new OpenSearchNode(ctor.newInstance(env, given, true));
     }
 
     /** Closes the node once and waits for its thread pools; safe to call from several threads. */
@@ -58,8 +94,8 @@ public final class OpenSearchNode extends Node {
             return;
         }
         try {
-            close();
-            if (!awaitClose(30, TimeUnit.SECONDS)) {
+            node.close();
+            if (!node.awaitClose(30, TimeUnit.SECONDS)) {
                 System.err.println(PROG + ": node did not close within 30s");
             }
         } catch (Exception e) {
@@ -92,8 +128,8 @@ public final class OpenSearchNode extends Node {
         try {
             OpenSearchNode node = create(args);
             running.set(node);
-            node.start();
-            ClusterHealthResponse health = node.client().admin().cluster().prepareHealth()
+            node.node.start();
+            ClusterHealthResponse health = node.node.client().admin().cluster().prepareHealth()
                     .setWaitForYellowStatus()
                     .setTimeout(TimeValue.timeValueSeconds(60))
                     .get();
@@ -145,11 +181,23 @@ public final class OpenSearchNode extends Node {
                 .build();
         Environment env = InternalSettingsPreparer.prepareEnvironment(
                 settings, Collections.emptyMap(), null, () -> nodeName);
-        List<Class<? extends Plugin>> plugins = new ArrayList<>(MODULES);
+        List<Class<? extends Plugin>> plugins = new ArrayList<>();
+        for (List<String> names : MODULES) {
+            for (String name : names) {
+                Class<?> found;
+                try {
+                    found = Class.forName(name);
+                } catch (ClassNotFoundException e) {
+                    continue;
+                }
+                plugins.add(found.asSubclass(Plugin.class));
+                break;
+            }
+        }
         for (String name : args.plugins) {
             plugins.add(Class.forName(name).asSubclass(Plugin.class));
         }
-        return new OpenSearchNode(env, plugins);
+        return OpenSearchNode.of(env, plugins);
     }
 
     private static String describe(Throwable t) {

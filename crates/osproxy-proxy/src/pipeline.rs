@@ -48,6 +48,9 @@ pub struct Proxy {
     request_timeout: Duration,
     /// `server.max_decompressed_body`.
     max_decompressed: u64,
+    /// The port a client that names none in `Host` reached the data
+    /// listener at: its scheme's (443 with `listen.tls`, else 80).
+    default_port: u16,
     diagnostics: Arc<Diagnostics>,
 }
 
@@ -88,6 +91,7 @@ impl Proxy {
             minter: RequestIdMinter::new(instance_nonce),
             request_timeout: timeout,
             max_decompressed: config.server.max_decompressed_body.bytes(),
+            default_port: if config.listen.tls.is_some() { 443 } else { 80 },
             diagnostics: parts.diagnostics,
         }
     }
@@ -400,11 +404,10 @@ impl Proxy {
         // client would go around osproxy to them. Those addresses are
         // rewritten to the one the client reached osproxy at.
         let advertise = (req.method() == http::Method::GET && is_nodes_info(req.uri().path()))
-            .then(|| advertised_address(&req))
-            .flatten();
+            .then(|| advertised_address(&req, self.default_port));
         let pretty = advertise.is_some()
             && osproxy_rewrite::query::Query::parse(req.uri().query())
-                .is_ok_and(|q| q.contains("pretty"));
+                .is_ok_and(|q| q.get("pretty").is_some_and(|v| v != "false"));
         let (mut parts, body) = req.into_parts();
         if advertise.is_some() {
             // A plain answer, to rewrite.
@@ -471,7 +474,14 @@ impl Proxy {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 if let Some(address) = advertise {
-                    return nodes_advertising(parts, body, &address, &upstream.id, pretty).await;
+                    return nodes_advertising(
+                        parts,
+                        body,
+                        address.as_deref(),
+                        &upstream.id,
+                        pretty,
+                    )
+                    .await;
                 }
                 Ok(Response::from_parts(
                     parts,
@@ -495,14 +505,24 @@ impl Proxy {
 }
 
 /// Whether `path` asks for node information (`GET /_nodes`,
-/// `/_nodes/http`, `/_nodes/{ids}/...`), which sniffing clients read.
+/// `/_nodes/http`, `/_nodes/{ids}/...`), which sniffing clients read; not
+/// node stats, usage or hot threads.
 fn is_nodes_info(path: &str) -> bool {
-    path == "/_nodes" || path.starts_with("/_nodes/")
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    segments.next() == Some("_nodes")
+        && !segments.any(|s| {
+            matches!(
+                s,
+                "stats" | "usage" | "hot_threads" | "reload_secure_settings"
+            )
+        })
 }
 
 /// The address the client reached osproxy at: its `Host` (HTTP/1.1) or
-/// `:authority` (h2), when it is a plain `host[:port]`.
-fn advertised_address<B>(req: &Request<B>) -> Option<String> {
+/// `:authority` (h2), when it is a plain `host[:port]`, with the scheme's
+/// `default_port` added when it names none (sniffing clients skip an
+/// address without a port).
+fn advertised_address<B>(req: &Request<B>, default_port: u16) -> Option<String> {
     let host = req
         .headers()
         .get(HOST)
@@ -514,16 +534,30 @@ fn advertised_address<B>(req: &Request<B>) -> Option<String> {
         && host.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
         });
-    plain.then_some(host)
+    if !plain {
+        return None;
+    }
+    // `[v6]:port`, `host:port`: a port follows the last `:` outside brackets.
+    let has_port = host.rsplit_once(':').is_some_and(|(before, port)| {
+        !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && (!before.contains('[') || before.ends_with(']'))
+    });
+    Some(if has_port {
+        host
+    } else {
+        format!("{host}:{default_port}")
+    })
 }
 
 /// A node-info answer with every node's `http.publish_address` and
 /// `http.bound_address` replaced by `address` (osproxy's own, as the client
-/// used it). Other answers (errors, YAML, CBOR) pass as they are.
+/// used it), or removed when there is none. Other answers (errors, and the
+/// YAML or CBOR an operator asks for by name) pass as they are.
 async fn nodes_advertising(
     mut parts: http::response::Parts,
     body: Incoming,
-    address: &str,
+    address: Option<&str>,
     cluster: &str,
     pretty: bool,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -546,13 +580,19 @@ async fn nodes_advertising(
             let Some(http) = node.get_mut("http").and_then(|h| h.as_object_mut()) else {
                 continue;
             };
-            if http.contains_key("publish_address") {
-                http.insert("publish_address".into(), address.into());
-                changed = true;
-            }
-            if http.contains_key("bound_address") {
-                http.insert("bound_address".into(), serde_json::json!([address]));
-                changed = true;
+            // Without an address to give, none: a sniffing client then finds
+            // no node to go to around osproxy.
+            for (field, value) in [
+                ("publish_address", address.map(serde_json::Value::from)),
+                ("bound_address", address.map(|a| serde_json::json!([a]))),
+            ] {
+                if http.contains_key(field) {
+                    match value {
+                        Some(v) => http.insert(field.into(), v),
+                        None => http.remove(field),
+                    };
+                    changed = true;
+                }
             }
         }
     }
@@ -697,4 +737,85 @@ pub fn error_response(e: &ProxyError, request_id: &HeaderValue) -> Response<Resp
         );
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_host(host: &str) -> Request<()> {
+        Request::builder()
+            .uri("/_nodes/http")
+            .header(HOST, host)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn the_advertised_address_always_has_a_port() {
+        assert_eq!(
+            advertised_address(&with_host("proxy.example:9200"), 443).as_deref(),
+            Some("proxy.example:9200")
+        );
+        assert_eq!(
+            advertised_address(&with_host("proxy.example"), 443).as_deref(),
+            Some("proxy.example:443")
+        );
+        assert_eq!(
+            advertised_address(&with_host("[::1]:9200"), 80).as_deref(),
+            Some("[::1]:9200")
+        );
+        assert_eq!(
+            advertised_address(&with_host("[::1]"), 80).as_deref(),
+            Some("[::1]:80")
+        );
+        for bad in ["a b", "x\"y", "evil.example/path", ""] {
+            assert_eq!(advertised_address(&with_host(bad), 80), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn node_info_is_told_from_stats_usage_and_hot_threads() {
+        for info in [
+            "/_nodes",
+            "/_nodes/",
+            "/_nodes/http",
+            "/_nodes/_all/http",
+            "/_nodes/n1,n2",
+        ] {
+            assert!(is_nodes_info(info), "{info}");
+        }
+        for other in [
+            "/_nodes/stats",
+            "/_nodes/n1/stats/http",
+            "/_nodes/usage",
+            "/_nodes/hot_threads",
+            "/_nodes/reload_secure_settings",
+            "/_cluster/health",
+            "/_nodesx",
+        ] {
+            assert!(!is_nodes_info(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn gzip_is_accepted_as_the_header_says() {
+        let accepts = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::header::ACCEPT_ENCODING,
+                HeaderValue::from_str(v).unwrap(),
+            );
+            accepts_gzip(&h)
+        };
+        assert!(accepts("gzip"));
+        assert!(accepts("deflate, gzip;q=0.5"));
+        assert!(accepts("*"));
+        assert!(accepts("x-gzip"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("*, gzip;q=0"));
+        assert!(!accepts("identity"));
+        assert!(!accepts("br"));
+        assert!(!accepts_gzip(&http::HeaderMap::new()));
+    }
 }

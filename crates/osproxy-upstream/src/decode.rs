@@ -9,6 +9,7 @@
 //! checked; a stream that ends early, a bad checksum and data after the end
 //! of the compressed stream are errors, never a silently shortened body.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -34,6 +35,8 @@ const YIELD_EVERY: usize = 1024 * 1024;
 /// so that the client, still sending, receives the error instead of a
 /// connection reset; past this the connection is closed on it.
 const DRAIN_AFTER_ERROR: usize = 16 * 1024 * 1024;
+/// How long that reading may take.
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A content coding osproxy decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,8 +371,9 @@ pub struct Decoding {
     ended: bool,
     since_yield: usize,
     /// Set when decoding failed: the error, returned once the rest of the
-    /// client's body is read (up to [`DRAIN_AFTER_ERROR`]).
-    failed: Option<(DecodeError, usize)>,
+    /// client's body is read (up to [`DRAIN_AFTER_ERROR`], for at most
+    /// [`DRAIN_FOR`]).
+    failed: Option<(DecodeError, usize, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl Decoding {
@@ -381,18 +385,23 @@ impl Decoding {
             if self.ended {
                 return Poll::Ready(None);
             }
-            if let Some((_, drained)) = &mut self.failed {
+            if let Some((_, drained, deadline)) = &mut self.failed {
                 let done = match Pin::new(&mut self.inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         *drained += frame.data_ref().map_or(0, Bytes::len);
                         *drained > DRAIN_AFTER_ERROR
                     }
                     Poll::Ready(Some(Err(_)) | None) => true,
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        if deadline.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending; // woken by the body or the deadline
+                        }
+                        true
+                    }
                 };
                 if done {
                     self.ended = true;
-                    let e = self.failed.take().map(|(e, _)| e);
+                    let e = self.failed.take().map(|(e, ..)| e);
                     return Poll::Ready(e.map(|e| Err(Box::new(e) as BodyError)));
                 }
                 continue;
@@ -415,7 +424,7 @@ impl Decoding {
                         self.ended = true;
                         return Poll::Ready(Some(Err(Box::new(e))));
                     }
-                    self.failed = Some((e, 0));
+                    self.failed = Some((e, 0, Box::pin(tokio::time::sleep(DRAIN_FOR))));
                     continue;
                 }
                 if !self.scratch.is_empty() {

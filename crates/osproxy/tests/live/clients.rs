@@ -16,14 +16,20 @@ pub(crate) fn run_python(script: &str, args: &[&str]) {
         "{} is missing: run scripts/setup",
         python.display()
     );
-    let out = Command::new(&python)
-        .arg(repo_root().join("tests/clients").join(script))
-        .args(args)
+    let mut cmd = Command::new(&python);
+    cmd.arg(repo_root().join("tests/clients").join(script))
+        .args(args);
+    run_client(script, &mut cmd);
+}
+
+/// Runs a client program; fails the test with its output unless it exits 0.
+fn run_client(what: &str, cmd: &mut Command) {
+    let out = cmd
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{what} did not run: {e}"));
     assert!(
         out.status.success(),
-        "{script} failed:\n{}\n{}",
+        "{what} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -105,17 +111,12 @@ fn opensearch_js_works_unchanged_against_tenancy_with_compression() {
 #[test]
 fn opensearch_go_works_unchanged_against_tenancy() {
     let (proxy, _dir, acme, globex) = two_tenants("go");
-    let out = Command::new("go")
-        .args(["run", "."])
-        .args([proxy.url().as_str(), &acme, &globex])
-        .current_dir(repo_root().join("tests/clients/go"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "opensearch-go failed (scripts/setup fetches its module):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_client(
+        "opensearch-go (scripts/setup fetches its module)",
+        Command::new("go")
+            .args(["run", "."])
+            .args([proxy.url().as_str(), &acme, &globex])
+            .current_dir(repo_root().join("tests/clients/go")),
     );
 }
 
@@ -128,22 +129,17 @@ fn opensearch_java_works_unchanged_against_tenancy() {
         project.display()
     );
     let (proxy, _dir, acme, globex) = two_tenants("java");
-    let out = Command::new("java")
-        .arg("-cp")
-        .arg(format!(
-            "{}:{}/*",
-            project.join("target/classes").display(),
-            project.join("target/lib").display()
-        ))
-        .arg("dev.osproxy.clients.Tenancy")
-        .args([proxy.url().as_str(), &acme, &globex])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "opensearch-java failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_client(
+        "opensearch-java",
+        Command::new("java")
+            .arg("-cp")
+            .arg(format!(
+                "{}:{}/*",
+                project.join("target/classes").display(),
+                project.join("target/lib").display()
+            ))
+            .arg("dev.osproxy.clients.Tenancy")
+            .args([proxy.url().as_str(), &acme, &globex]),
     );
 }
 
@@ -157,18 +153,13 @@ fn run_js(tag: &str, mode: Option<&str>) {
         modules.display()
     );
     let (proxy, _dir, acme, globex) = two_tenants(tag);
-    let out = Command::new("node")
-        .arg(repo_root().join("tests/clients/opensearch_js_tenancy.js"))
-        .args([proxy.url().as_str(), &acme, &globex])
-        .args(mode)
-        .env("OSPROXY_NODE_MODULES", &modules)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "opensearch-js failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_client(
+        "opensearch-js",
+        Command::new("node")
+            .arg(repo_root().join("tests/clients/opensearch_js_tenancy.js"))
+            .args([proxy.url().as_str(), &acme, &globex])
+            .args(mode)
+            .env("OSPROXY_NODE_MODULES", &modules),
     );
 }
 

@@ -64,3 +64,47 @@ pub async fn wait_metric(proxy: &ProxyInstance, sample: &str, value: f64, timeou
     }
     panic!("{sample} did not reach {value} within {timeout:?}; last seen {last:?}");
 }
+
+/// Starts a migration through `proxy`'s admin API as the operator holding
+/// `ops_token` (`body`: index, partition, to) and waits for it to be done;
+/// a failed one fails the test.
+pub async fn migrate_and_wait(
+    proxy: &ProxyInstance,
+    ops_token: &str,
+    body: serde_json::Value,
+    timeout: Duration,
+) {
+    let auth = format!("Bearer {ops_token}");
+    let http = Http::new();
+    let started = http
+        .send_with(
+            http::Method::POST,
+            &format!("{}/v1/migrations", proxy.admin_url()),
+            Some(body.to_string().into()),
+            &[("authorization", auth.as_str())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(started.status, 202, "{}", started.text());
+    let status = format!(
+        "{}/v1/migrations/{}/{}",
+        proxy.admin_url(),
+        body["index"].as_str().unwrap(),
+        body["partition"].as_str().unwrap()
+    );
+    osproxy_testkit::eventually("the migration to be done", timeout, || async {
+        let r = http
+            .send_with(
+                http::Method::GET,
+                &status,
+                None,
+                &[("authorization", auth.as_str())],
+            )
+            .await
+            .unwrap();
+        let phase = r.json()["phase"].clone();
+        assert_ne!(phase, "failed", "{}", r.text());
+        phase == "done"
+    })
+    .await;
+}

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use http::Method;
 use osproxy_testkit::{
-    eventually, Http, HttpResponse, OpenSearchNode, ProxyInstance, SECURED_PASSWORD, SECURED_USER,
+    Http, HttpResponse, OpenSearchNode, ProxyInstance, SECURED_PASSWORD, SECURED_USER,
 };
 use serde_json::{json, Value};
 
-use crate::common::node;
+use crate::common::{migrate_and_wait, node};
 use crate::control::{ACME, OPS};
 
 fn binary() -> &'static Path {
@@ -188,39 +188,9 @@ async fn a_cluster_with_the_security_plugin_serves_tenancy_passthrough_and_a_mig
         .await;
     }
     ok(&p, ACME, Method::POST, "/orders/_refresh", None).await;
-    let ops = format!("Bearer {OPS}");
     let to = json!({"kind": "cluster", "cluster": "secured", "index": "sec-acme"});
-    let body = json!({"index": "orders", "partition": "acme", "to": to}).to_string();
-    let http = Http::new();
-    let started = http
-        .send_with(
-            Method::POST,
-            &format!("{}/v1/migrations", p.admin_url()),
-            Some(body.into()),
-            &[("authorization", ops.as_str())],
-        )
-        .await
-        .unwrap();
-    assert_eq!(started.status, 202, "{}", started.text());
-    eventually(
-        "the move onto the secured cluster",
-        Duration::from_secs(60),
-        || async {
-            let r = http
-                .send_with(
-                    Method::GET,
-                    &format!("{}/v1/migrations/orders/acme", p.admin_url()),
-                    None,
-                    &[("authorization", ops.as_str())],
-                )
-                .await
-                .unwrap();
-            let phase = r.json()["phase"].clone();
-            assert_ne!(phase, "failed", "{}", r.text());
-            phase == "done"
-        },
-    )
-    .await;
+    let body = json!({"index": "orders", "partition": "acme", "to": to});
+    migrate_and_wait(&p, OPS, body, Duration::from_secs(60)).await;
     let found = ok(
         &p,
         ACME,

@@ -10,11 +10,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use osproxy_testkit::{eventually, Http, Issued, ProxyInstance, TestCa, TlsTerminator};
+use osproxy_testkit::{Http, Issued, ProxyInstance, TestCa, TlsTerminator};
 use serde_json::{json, Value};
 
 use crate::clients::run_python;
-use crate::common::node;
+use crate::common::{migrate_and_wait, node};
 use crate::control::{ACME, OPS};
 
 fn binary() -> &'static Path {
@@ -227,40 +227,10 @@ async fn an_https_cluster_with_basic_auth_serves_tenancy_and_a_migration_onto_it
     }
     as_acme(&p, Method::POST, "/orders/_refresh", None).await;
     // Move acme onto a cluster placement on the secure cluster.
-    let auth = format!("Bearer {OPS}");
     let to = json!({"kind": "cluster", "cluster": "secure", "index": "tls-acme"});
-    let body = json!({"index": "orders", "partition": "acme", "to": to}).to_string();
-    let body = bytes::Bytes::from(body);
+    let body = json!({"index": "orders", "partition": "acme", "to": to});
+    migrate_and_wait(&p, OPS, body, Duration::from_secs(30)).await;
     let http = Http::new();
-    let started = http
-        .send_with(
-            Method::POST,
-            &format!("{}/v1/migrations", p.admin_url()),
-            Some(body),
-            &[("authorization", auth.as_str())],
-        )
-        .await
-        .unwrap();
-    assert_eq!(started.status, 202, "{}", started.text());
-    eventually(
-        "the move onto the https cluster",
-        Duration::from_secs(30),
-        || async {
-            let r = http
-                .send_with(
-                    Method::GET,
-                    &format!("{}/v1/migrations/orders/acme", p.admin_url()),
-                    None,
-                    &[("authorization", auth.as_str())],
-                )
-                .await
-                .unwrap();
-            let phase = r.json()["phase"].clone();
-            assert_ne!(phase, "failed", "{}", r.text());
-            phase == "done"
-        },
-    )
-    .await;
     // Served from there now (nginx fronts the same node: the index shows
     // the copy landed through the TLS connector).
     let found = as_acme(&p, Method::POST, "/orders/_search?size=0", Some(json!({}))).await;

@@ -137,6 +137,63 @@ async fn bulk_routes_each_item_and_answers_in_order() {
     assert_eq!(theirs["count"], 3);
 }
 
+/// An action line with a metadata key OpenSearch does not know fails that
+/// item alone (OpenSearch would refuse the whole batch it is sent in).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_metadata_key_fails_its_item_alone() {
+    let f = Fleet::start(&node().url(), "bulkmeta");
+    let body = ndjson(&[
+        json!({"index": {"_index": "orders", "_id": "m1"}}),
+        json!({"title": "one"}),
+        json!({"index": {"_index": "orders", "_id": "m2", "colour": "red"}}),
+        json!({"title": "two"}),
+        json!({"update": {"_index": "orders", "_id": "m1", "retry_on_conflict": 3}}),
+        json!({"doc": {"n": 1}}),
+        json!({"index": {"_index": "orders", "_id": "m3", "if_seq_no": 0, "if_primary_term": 1, "unknown_thing": true}}),
+        json!({"title": "three"}),
+        json!({"create": {"_index": "orders", "_id": "m4", "require_alias": false}}),
+        json!({"title": "four"}),
+    ]);
+    let r = f
+        .client("acme-svc")
+        .raw(
+            Method::POST,
+            "/_bulk?refresh=true",
+            Some(body.into()),
+            &[("content-type", "application/x-ndjson")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["errors"], true, "{v}");
+    let statuses: Vec<u64> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i.as_object().unwrap().values().next().unwrap()["status"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(statuses, [201, 400, 200, 400, 201], "{v}");
+    let reason = |n: usize| {
+        v["items"][n]["index"]["error"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(reason(1).contains("unknown parameter [colour]"), "{v}");
+    assert!(
+        reason(3).contains("unknown parameter [unknown_thing]"),
+        "{v}"
+    );
+    for (id, found) in [("m1", true), ("m2", false), ("m3", false), ("m4", true)] {
+        let got = on_node(&format!("/t-bulkmeta-shared/_doc/acme:{id}?routing=acme")).await;
+        assert_eq!(got.status == 200, found, "{id}: {}", got.text());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_mib_tenancy_bulk_streams_in_bounded_memory() {
     let f = Fleet::start(&node().url(), "big");

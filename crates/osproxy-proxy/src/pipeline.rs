@@ -192,64 +192,56 @@ impl Proxy {
         let gzip = !matches!(route, Route::Operator | Route::Passthrough)
             && req.method() != http::Method::HEAD
             && accepts_gzip(req.headers());
+        // A tenancy body is decoded here when it came compressed (streamed
+        // for a bulk); passthrough and operator bodies go on as they are.
+        let req = match &route {
+            Route::TenancyBulk { .. } => self.decoded(req, true).await,
+            Route::Cursor | Route::UnscopedMulti | Route::Logical { .. } => {
+                self.decoded(req, false).await
+            }
+            Route::Operator | Route::Passthrough => Ok(req.map(ClientBody::Plain)),
+        };
+        let req = match req {
+            Ok(req) => req,
+            Err(e) => return (kind, Err(e)),
+        };
         let outcome = match route {
-            Route::TenancyBulk { index } => match self.decoded(req, true).await {
-                Ok(req) => {
-                    Tenancy::serve_bulk(self.tenancy.clone(), req, principal, index, in_flight)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
+            Route::TenancyBulk { index } => {
+                Tenancy::serve_bulk(self.tenancy.clone(), req, principal, index, in_flight).await
+            }
             Route::Cursor => {
-                let out = match self.decoded(req, false).await {
-                    Ok(req) => {
-                        self.tenancy
-                            .serve_cursor(req, principal.as_deref(), kind)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
+                let out = self
+                    .tenancy
+                    .serve_cursor(req, principal.as_deref(), kind)
+                    .await;
                 drop(in_flight);
                 out
             }
             Route::UnscopedMulti => {
-                let out = match self.decoded(req, false).await {
-                    Ok(req) => {
-                        self.tenancy
-                            .serve_unscoped(req, principal.as_deref(), kind)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
+                let out = self
+                    .tenancy
+                    .serve_unscoped(req, principal.as_deref(), kind)
+                    .await;
                 drop(in_flight);
                 out
             }
             Route::Logical { index } => {
-                let out = match self.decoded(req, false).await {
-                    Ok(req) => {
-                        self.tenancy
-                            .serve(req, principal.as_deref(), kind, &index)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
+                let out = self
+                    .tenancy
+                    .serve(req, principal.as_deref(), kind, &index)
+                    .await;
                 drop(in_flight);
                 out
             }
             Route::Operator => {
-                self.operator(
-                    req.map(ClientBody::Plain),
-                    principal.as_deref(),
-                    request_id,
-                    in_flight,
-                )
-                .await
+                self.operator(req, principal.as_deref(), request_id, in_flight)
+                    .await
             }
             Route::Passthrough => match passed {
                 Some(Ok(passed)) => {
                     self.dispatch(
                         passed.cluster,
-                        req.map(ClientBody::Plain),
+                        req,
                         request_id,
                         in_flight,
                         passed.body,

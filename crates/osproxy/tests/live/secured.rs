@@ -6,7 +6,6 @@
 //! basic connector, with clients that only hold osproxy bearer tokens.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use http::Method;
@@ -17,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::common::{migrate_and_wait, node};
 use crate::control::{ACME, OPS};
+use crate::tls::curl;
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_osproxy"))
@@ -25,23 +25,10 @@ fn binary() -> &'static Path {
 /// A request straight to the secured node with curl, as `user` (or
 /// anonymous, or with a bearer token); (status, body).
 fn direct(node: &OpenSearchNode, auth: &[&str], method: &str, path: &str) -> (u16, String) {
-    let ca = node.ca().unwrap();
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(ca)
-        .args(auth)
-        .args(["-X", method, "-w", "\n%{http_code}"])
-        .arg(format!("{}{path}", node.url()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "curl {path}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_string())
+    let mut extra = auth.to_vec();
+    extra.extend(["-X", method]);
+    let (code, body, _) = curl(node.ca().unwrap(), &format!("{}{path}", node.url()), &extra);
+    (code, body)
 }
 
 fn as_user() -> [String; 2] {

@@ -22,7 +22,7 @@ fn binary() -> &'static Path {
 }
 
 /// `curl` over HTTPS trusting `ca`; (status line's code, body, HTTP version).
-fn curl(ca: &Path, url: &str, extra: &[&str]) -> (u16, String, String) {
+pub(crate) fn curl(ca: &Path, url: &str, extra: &[&str]) -> (u16, String, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert"])
         .arg(ca)

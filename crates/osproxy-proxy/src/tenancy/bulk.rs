@@ -512,6 +512,20 @@ impl<'t> BulkStream<'_, 't> {
                 self.out.set(c.position, e);
             }
         }
+        // The items the body still held were never read, so they have no
+        // positions: one more item says where reading stopped, so the answer
+        // has `errors: true` and a client matching items to its actions in
+        // order sees its next action fail, never a complete success.
+        let rest = self.out.position();
+        let e = item_error(
+            BulkOp::Index,
+            None,
+            None,
+            400,
+            "illegal_argument_exception",
+            &format!("the request body was not read past this item ({reason}): this and every later item of the request were not applied"),
+        );
+        self.out.set(rest, e);
         self.out.close(0).await;
     }
 }

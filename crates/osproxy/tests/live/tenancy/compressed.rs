@@ -265,6 +265,51 @@ async fn a_gzip_bomb_a_truncated_stream_and_other_codings_are_refused() {
         let got = on_node(&format!("/t-{tag}-shared/_doc/acme:{id}?routing=acme")).await;
         assert_eq!(got.status, 404, "{id}: {}", got.text());
     }
+    // A truncated bulk long enough that batches were sent before the body
+    // broke off: the answer says so (errors, and an item where reading
+    // stopped), and exactly the items it answers 2xx are stored.
+    let mut bulk = String::new();
+    for i in 0..3000 {
+        bulk.push_str(&format!(
+            "{{\"index\":{{\"_id\":\"u{i}\"}}}}\n{{\"tail\":1,\"n\":{i},\"pad\":\"{}\"}}\n",
+            "x".repeat(i % 97)
+        ));
+    }
+    let whole = gzip(bulk.as_bytes());
+    let r = acme
+        .raw(
+            Method::POST,
+            "/orders/_bulk?refresh=true",
+            Some(whole.slice(..whole.len() * 9 / 10)),
+            &[NDJSON, ("content-encoding", "gzip")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["errors"], true, "{}", r.text());
+    let items = answer["items"].as_array().unwrap();
+    let applied = items
+        .iter()
+        .filter(|i| i["index"]["status"].as_u64().is_some_and(|s| s < 300))
+        .count();
+    assert!((1000..3000).contains(&applied), "{applied} applied");
+    let last = &items[items.len() - 1]["index"];
+    assert!(
+        last["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not read past"),
+        "{last}"
+    );
+    let stored = Http::new()
+        .send(
+            Method::POST,
+            &format!("{}/t-{tag}-shared/_count", node().url()),
+            Some(r#"{"query":{"term":{"tail":1}}}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.json()["count"], applied as u64, "{}", stored.text());
     let got = on_node(&format!("/t-{tag}-shared/_doc/acme:broken?routing=acme")).await;
     assert_eq!(got.status, 404, "{}", got.text());
     // Codings osproxy does not decode are refused by name.

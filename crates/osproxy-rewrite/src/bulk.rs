@@ -460,6 +460,8 @@ pub fn render_action(
     out
 }
 
+mod metadata;
+pub use metadata::{canonical_metadata, MetadataError};
 mod response;
 pub use response::{assemble_response, item_error, item_status, split_response, UpstreamItems};
 

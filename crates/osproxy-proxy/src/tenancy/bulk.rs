@@ -16,7 +16,9 @@ use futures_util::future::join_all;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use osproxy_core::{ErrorCode, ProxyError};
-use osproxy_rewrite::bulk::{is_blank, item_error, parse_action, ActionLine, BulkOp, LineSplitter};
+use osproxy_rewrite::bulk::{
+    canonical_metadata, is_blank, item_error, parse_action, ActionLine, BulkOp, LineSplitter,
+};
 use osproxy_upstream::ClientBody;
 
 use super::document::confine_body;
@@ -295,8 +297,26 @@ impl<'t> BulkStream<'_, 't> {
         self.skip_source = op.has_source();
     }
 
-    async fn action(&mut self, position: usize, action: ActionLine) {
+    async fn action(&mut self, position: usize, mut action: ActionLine) {
         let op = action.op;
+        // OpenSearch refuses a whole `_bulk` for one action line it cannot
+        // read or validate; read here with its rules, that item alone fails,
+        // and what is forwarded is the canonical form of what was read.
+        if let Err(e) = canonical_metadata(&mut action) {
+            self.out.set(
+                position,
+                item_error(
+                    op,
+                    action.index.as_deref().or(self.path_index),
+                    action.id.as_deref(),
+                    400,
+                    e.kind,
+                    &e.reason,
+                ),
+            );
+            self.skip_source = op.has_source();
+            return;
+        }
         let Some(index) = action
             .index
             .clone()

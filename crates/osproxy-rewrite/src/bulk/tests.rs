@@ -381,3 +381,160 @@ proptest! {
         let _ = item_status(&bytes);
     }
 }
+
+fn canonical(line: &str) -> Result<String, String> {
+    let mut a = parse_action(line.as_bytes()).map_err(|e| e.to_string())?;
+    super::canonical_metadata(&mut a).map_err(|e| format!("{}: {}", e.kind, e.reason))?;
+    Ok(String::from_utf8(render_action(
+        a.op,
+        "i",
+        a.id.as_deref(),
+        a.routing.as_deref(),
+        &a.rest,
+    ))
+    .unwrap())
+}
+
+#[test]
+fn metadata_is_forwarded_in_canonical_form() {
+    assert_eq!(
+        canonical(r#"{"index":{"_id":"1","version":"7","version_type":"external_gt"}}"#).unwrap(),
+        r#"{"index":{"_index":"i","_id":"1","version":7,"version_type":"external"}}"#
+    );
+    assert_eq!(
+        canonical(r#"{"index":{"_id":"1","version":5.9,"version_type":"external"}}"#).unwrap(),
+        r#"{"index":{"_index":"i","_id":"1","version":5,"version_type":"external"}}"#
+    );
+    // op_type matters only as `create` on an index item; null is skipped.
+    assert_eq!(
+        canonical(r#"{"index":{"_id":"1","op_type":5,"require_alias":"true","version":null}}"#)
+            .unwrap(),
+        r#"{"index":{"_index":"i","_id":"1","require_alias":true}}"#
+    );
+    assert_eq!(
+        canonical(r#"{"index":{"_id":"1","op_type":"create"}}"#).unwrap(),
+        r#"{"index":{"_index":"i","_id":"1","op_type":"create"}}"#
+    );
+    assert_eq!(
+        canonical(r#"{"update":{"_id":"1","retry_on_conflict":"2","_source":{"include":"a"}}}"#)
+            .unwrap(),
+        r#"{"update":{"_index":"i","_id":"1","retry_on_conflict":2,"_source":{"includes":["a"],"excludes":[]}}}"#
+    );
+    assert_eq!(
+        canonical(r#"{"delete":{"_id":"1","if_seq_no":"3","if_primary_term":1}}"#).unwrap(),
+        r#"{"delete":{"_index":"i","_id":"1","if_seq_no":3,"if_primary_term":1}}"#
+    );
+}
+
+#[test]
+fn metadata_opensearch_refuses_is_refused_with_its_message() {
+    for (line, expect) in [
+        (
+            r#"{"index":{"_id":"1","colour":"red"}}"#,
+            "unknown parameter [colour]",
+        ),
+        (
+            r#"{"index":{"_id":"1","version":"abc"}}"#,
+            "For input string: \"abc\"",
+        ),
+        (
+            r#"{"index":{"_id":"1","version":" 5","version_type":"external"}}"#,
+            "For input string",
+        ),
+        (r#"{"index":{"_id":"1","version":true}}"#, "not a boolean"),
+        (
+            r#"{"index":{"_id":"1","version":1e30,"version_type":"external"}}"#,
+            "out of range",
+        ),
+        (
+            r#"{"index":{"_id":"1","retry_on_conflict":99999999999}}"#,
+            "out of range",
+        ),
+        (
+            r#"{"index":{"_id":"1","version":{"a":1}}}"#,
+            "expected a simple value for field [version]",
+        ),
+        (
+            r#"{"index":{"_id":"1","version_type":"EXTERNAL","version":1}}"#,
+            "No version type match [EXTERNAL]",
+        ),
+        (
+            r#"{"index":{"_id":"1","require_alias":"yes"}}"#,
+            "only [true] or [false]",
+        ),
+        (
+            r#"{"index":{"_id":"1","_source":["a"]}}"#,
+            "VALUE_BOOLEAN, START_OBJECT",
+        ),
+        (
+            r#"{"index":{"_id":"1","_source":{"bogus":"a"}}}"#,
+            "Unknown key",
+        ),
+        (
+            r#"{"index":{"_id":"1","_source":{"includes":[1]}}}"#,
+            "strings or arrays of strings",
+        ),
+        (
+            r#"{"index":{"_id":"1","if_seq_no":1}}"#,
+            "ifSeqNo is set, but primary term is [0]",
+        ),
+        (
+            r#"{"delete":{"_id":"1","if_primary_term":2}}"#,
+            "ifSeqNo is unassigned, but primary term is [2]",
+        ),
+        (
+            r#"{"index":{"_id":"1","if_seq_no":-5,"if_primary_term":1}}"#,
+            "sequence numbers must be non negative",
+        ),
+        (
+            r#"{"index":{"_id":"1","if_seq_no":1,"if_primary_term":-1}}"#,
+            "primary term must be non negative",
+        ),
+        (
+            r#"{"index":{"_id":"1","version":0}}"#,
+            "1: illegal version value [0] for version type [INTERNAL];2: internal versioning",
+        ),
+        (
+            r#"{"delete":{"_id":"1","version_type":"external"}}"#,
+            "illegal version value [-3] for version type [EXTERNAL]",
+        ),
+        (
+            r#"{"index":{"_id":"1","if_seq_no":0,"if_primary_term":1,"version":2,"version_type":"external"}}"#,
+            "compare and write operations can not use versioning",
+        ),
+        (
+            r#"{"create":{"_id":"1","version":5}}"#,
+            "create operations do not support explicit versions",
+        ),
+        (
+            r#"{"index":{"_id":"1","op_type":"create","if_seq_no":1,"if_primary_term":1}}"#,
+            "create operations do not support compare and set",
+        ),
+        (
+            r#"{"update":{"_id":"1","version":3}}"#,
+            "Update requests do not support versioning",
+        ),
+        (
+            r#"{"update":{"_id":"1","if_seq_no":1,"if_primary_term":1,"retry_on_conflict":2}}"#,
+            "compare and write operations can not be retried",
+        ),
+        (
+            r#"{"index":{"_id":"1","pipeline":"p","pipeline":"q"}}"#,
+            "Duplicate field 'pipeline'",
+        ),
+    ] {
+        let got = canonical(line).expect_err(line);
+        assert!(got.contains(expect), "{line}: {got}");
+    }
+    // What OpenSearch accepts is accepted.
+    for line in [
+        r#"{"create":{"_id":"1","version":-4}}"#,
+        r#"{"index":{"_id":"1","version":-3}}"#,
+        r#"{"index":{"_id":"1","version":0,"version_type":"external_gte"}}"#,
+        r#"{"index":{"_id":"1","if_seq_no":-2,"if_primary_term":0}}"#,
+        r#"{"update":{"_id":"1","version_type":"internal","retry_on_conflict":-1}}"#,
+        r#"{"index":{"_id":"1","_source":"a","op_type":null,"version_type":null}}"#,
+    ] {
+        canonical(line).expect(line);
+    }
+}

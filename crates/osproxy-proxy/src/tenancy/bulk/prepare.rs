@@ -6,20 +6,6 @@ use osproxy_rewrite::bulk::{item_error, render_action, ActionLine, BulkOp};
 use super::{BulkStream, ItemCtx, Prepared};
 use crate::tenancy::Target;
 
-/// The metadata keys of a bulk action line OpenSearch reads (2.19 and 3.x
-/// alike), besides `_index`, `_id` and `routing`, which are parsed apart.
-const KNOWN_METADATA: [&str; 9] = [
-    "op_type",
-    "version",
-    "version_type",
-    "if_seq_no",
-    "if_primary_term",
-    "pipeline",
-    "require_alias",
-    "retry_on_conflict",
-    "_source",
-];
-
 impl<'t> BulkStream<'_, 't> {
     /// Resolves an item's target and renders its upstream action line; a
     /// refusal is recorded at its position.
@@ -50,22 +36,6 @@ impl<'t> BulkStream<'_, 't> {
             Err(e) => return refuse(self, e),
         };
         let shared = target.shared();
-        // OpenSearch refuses a whole bulk request for one action line with a
-        // metadata key it does not know; refused here, that item alone fails.
-        if let Some((key, _)) = action
-            .rest
-            .iter()
-            .find(|(k, _)| !KNOWN_METADATA.contains(&k.as_str()))
-        {
-            let key: String = key.chars().take(64).filter(|c| !c.is_control()).collect();
-            return refuse(
-                self,
-                ProxyError::new(
-                    ErrorCode::BadRequest,
-                    format!("Action/metadata line of item {position} contains an unknown parameter [{key}]"),
-                ),
-            );
-        }
         if action.rest.iter().any(|(k, _)| k == "pipeline") {
             return refuse(
                 self,

@@ -137,23 +137,128 @@ async fn bulk_routes_each_item_and_answers_in_order() {
     assert_eq!(theirs["count"], 3);
 }
 
-/// An action line with a metadata key OpenSearch does not know fails that
-/// item alone (OpenSearch would refuse the whole batch it is sent in).
+/// An action line whose metadata OpenSearch cannot read or validate (an
+/// unknown key, a bad or duplicate value, values that do not go together)
+/// fails that item alone, with OpenSearch's message; OpenSearch would refuse
+/// the whole batch it is sent in.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_unknown_metadata_key_fails_its_item_alone() {
+async fn a_bad_metadata_line_fails_its_item_alone() {
     let f = Fleet::start(&node().url(), "bulkmeta");
-    let body = ndjson(&[
-        json!({"index": {"_index": "orders", "_id": "m1"}}),
-        json!({"title": "one"}),
-        json!({"index": {"_index": "orders", "_id": "m2", "colour": "red"}}),
-        json!({"title": "two"}),
-        json!({"update": {"_index": "orders", "_id": "m1", "retry_on_conflict": 3}}),
-        json!({"doc": {"n": 1}}),
-        json!({"index": {"_index": "orders", "_id": "m3", "if_seq_no": 0, "if_primary_term": 1, "unknown_thing": true}}),
-        json!({"title": "three"}),
-        json!({"create": {"_index": "orders", "_id": "m4", "require_alias": false}}),
-        json!({"title": "four"}),
-    ]);
+    // Every bad line below makes OpenSearch refuse a whole `_bulk` (each was
+    // checked against a real node); sent in one upstream batch with the good
+    // lines, it would fail them too. Raw lines: some have duplicate keys.
+    let lines: &[(&str, &str, Option<u64>)] = &[
+        (r#"{"index":{"_index":"orders","_id":"m1"}}"#, "", Some(201)),
+        (
+            r#"{"index":{"_index":"orders","_id":"m2","colour":"red"}}"#,
+            "unknown parameter [colour]",
+            None,
+        ),
+        (
+            r#"{"update":{"_index":"orders","_id":"m1","retry_on_conflict":3}}"#,
+            "",
+            Some(200),
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m3","if_seq_no":0,"if_primary_term":1,"unknown_thing":true}}"#,
+            "unknown parameter [unknown_thing]",
+            None,
+        ),
+        (
+            r#"{"create":{"_index":"orders","_id":"m4","require_alias":false}}"#,
+            "",
+            Some(201),
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m5","version":"abc","version_type":"external"}}"#,
+            "For input string: \"abc\"",
+            None,
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m6","op_type":"index","op_type":"create"}}"#,
+            "duplicate field `op_type`",
+            None,
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m7","if_seq_no":1}}"#,
+            "ifSeqNo is set, but primary term is [0]",
+            None,
+        ),
+        (
+            r#"{"delete":{"_index":"orders","_id":"m1","if_primary_term":2}}"#,
+            "ifSeqNo is unassigned, but primary term is [2]",
+            None,
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m8","version":5}}"#,
+            "internal versioning can not be used",
+            None,
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m9","version_type":"foo","version":1}}"#,
+            "No version type match [foo]",
+            None,
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m10","require_alias":1}}"#,
+            "not of boolean type",
+            None,
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m11","_source":5}}"#,
+            "Expected one of [VALUE_BOOLEAN, START_OBJECT]",
+            None,
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m12","retry_on_conflict":[1]}}"#,
+            "expected a simple value for field [retry_on_conflict]",
+            None,
+        ),
+        (
+            r#"{"create":{"_index":"orders","_id":"m13","version":3,"version_type":"external"}}"#,
+            "create operations only support internal versioning",
+            None,
+        ),
+        (
+            r#"{"update":{"_index":"orders","_id":"m4","version":3}}"#,
+            "Update requests do not support versioning",
+            None,
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m14","if_seq_no":-5,"if_primary_term":1}}"#,
+            "sequence numbers must be non negative",
+            None,
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m15","version":99999999999999999999,"version_type":"external"}}"#,
+            "out of range",
+            None,
+        ),
+        // Lenient values OpenSearch accepts are forwarded in canonical form.
+        (
+            r#"{"index":{"_index":"orders","_id":"m16","version":"7","version_type":"external_gt"}}"#,
+            "",
+            Some(201),
+        ),
+        (
+            r#"{"index":{"_index":"orders","_id":"m17","require_alias":"false","op_type":5,"_source":{"include":"a"}}}"#,
+            "",
+            Some(201),
+        ),
+    ];
+    let mut body = String::new();
+    for (i, (action, _, _)) in lines.iter().enumerate() {
+        body.push_str(action);
+        body.push('\n');
+        if !action.starts_with(r#"{"delete""#) {
+            if action.starts_with(r#"{"update""#) {
+                body.push_str(r#"{"doc":{"n":1}}"#);
+            } else {
+                body.push_str(&format!(r#"{{"title":"item {i}"}}"#));
+            }
+            body.push('\n');
+        }
+    }
     let r = f
         .client("acme-svc")
         .raw(
@@ -166,29 +271,23 @@ async fn an_unknown_metadata_key_fails_its_item_alone() {
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["errors"], true, "{v}");
-    let statuses: Vec<u64> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            i.as_object().unwrap().values().next().unwrap()["status"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(statuses, [201, 400, 200, 400, 201], "{v}");
-    let reason = |n: usize| {
-        v["items"][n]["index"]["error"]["reason"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    };
-    assert!(reason(1).contains("unknown parameter [colour]"), "{v}");
-    assert!(
-        reason(3).contains("unknown parameter [unknown_thing]"),
-        "{v}"
-    );
-    for (id, found) in [("m1", true), ("m2", false), ("m3", false), ("m4", true)] {
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), lines.len(), "{v}");
+    for (item, (action, reason, ok)) in items.iter().zip(lines) {
+        let inner = item.as_object().unwrap().values().next().unwrap();
+        match ok {
+            Some(status) => assert_eq!(inner["status"], *status, "{action}: {item}"),
+            None => {
+                assert_eq!(inner["status"], 400, "{action}: {item}");
+                let got = inner["error"]["reason"].as_str().unwrap_or("");
+                assert!(got.contains(reason), "{action}: {item}");
+            }
+        }
+    }
+    assert_eq!(items[18]["index"]["_version"], 7, "{v}");
+    for id in 1..=17 {
+        let id = format!("m{id}");
+        let found = ["m1", "m4", "m16", "m17"].contains(&id.as_str());
         let got = on_node(&format!("/t-bulkmeta-shared/_doc/acme:{id}?routing=acme")).await;
         assert_eq!(got.status == 200, found, "{id}: {}", got.text());
     }

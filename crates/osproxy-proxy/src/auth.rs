@@ -204,6 +204,19 @@ impl Authenticator {
         headers: &HeaderMap,
         certificate: Option<&crate::ingress::ClientCertificate>,
     ) -> Result<Arc<Principal>, ProxyError> {
+        // A connection whose certificate has gone out of date since its
+        // handshake (it is long-lived, or its session was resumed) is
+        // refused whatever the request carries, as a new handshake with the
+        // certificate would be.
+        if let Some(cert) = certificate.filter(|c| !c.valid_at(crate::ingress::unix_now())) {
+            return Err(ProxyError::new(
+                ErrorCode::Unauthenticated,
+                format!(
+                    "the connection's client certificate is out of date (valid from {} to {}, Unix seconds); reconnect with a current certificate",
+                    cert.valid.0, cert.valid.1
+                ),
+            ));
+        }
         match (headers.contains_key(AUTHORIZATION), certificate) {
             (false, Some(cert)) => {
                 let mut matching = self
@@ -338,6 +351,7 @@ mod tests {
         let cert = crate::ingress::ClientCertificate {
             subject: osproxy_config::subject_parts("CN=x, O=Acme").unwrap(),
             sans: Vec::new(),
+            valid: (0, i64::MAX),
         };
         let mut h = HeaderMap::new();
         let found = auth.authenticate_with(&h, Some(&cert)).unwrap();
@@ -345,11 +359,26 @@ mod tests {
         let other = crate::ingress::ClientCertificate {
             subject: vec!["CN=y".into()],
             sans: vec![crate::ingress::SubjectAltName::Uri("x".into())],
+            valid: (0, i64::MAX),
         };
         assert_eq!(
             auth.authenticate_with(&h, Some(&other)).unwrap_err().code,
             ErrorCode::CertificateUnmapped
         );
+        // A certificate out of date is refused, token or not.
+        let expired = crate::ingress::ClientCertificate {
+            valid: (0, crate::ingress::unix_now() - 1),
+            ..cert.clone()
+        };
+        let e = auth.authenticate_with(&h, Some(&expired)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        assert!(e.reason.contains("out of date"), "{}", e.reason);
+        let mut with_token = HeaderMap::new();
+        with_token.insert(
+            AUTHORIZATION,
+            "Bearer s3cret-token-aaaaaaaa".parse().unwrap(),
+        );
+        assert!(auth.authenticate_with(&with_token, Some(&expired)).is_err());
         // A wrong token is not rescued by a good certificate.
         h.insert(AUTHORIZATION, "Bearer wrong".parse().unwrap());
         assert_eq!(

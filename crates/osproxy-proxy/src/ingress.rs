@@ -94,6 +94,14 @@ where
                                 // The verified client certificate, if any,
                                 // goes with every request of the connection.
                                 let certificate = client_certificate(stream.get_ref().1);
+                                // rustls does not verify the certificate again
+                                // when a session resumes: one that has expired
+                                // since ends the connection here, as a full
+                                // handshake with it would.
+                                if let Some(c) = certificate.as_ref().filter(|c| !c.valid_at(unix_now())) {
+                                    debug!(%peer, not_after = c.valid.1, "resumed TLS session with an out-of-date client certificate refused");
+                                    return;
+                                }
                                 let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                                     if let Some(c) = &certificate {
                                         req.extensions_mut().insert(c.clone());
@@ -135,6 +143,25 @@ pub struct ClientCertificate {
     pub subject: Vec<String>,
     /// Its subject alternative names, by kind.
     pub sans: Vec<SubjectAltName>,
+    /// Its validity (notBefore, notAfter), in seconds since the Unix epoch.
+    /// A resumed TLS session carries the certificate it was first verified
+    /// with, and a connection may outlive it: every use checks the clock.
+    pub valid: (i64, i64),
+}
+
+impl ClientCertificate {
+    /// Whether the certificate is within its validity at `now` (seconds
+    /// since the Unix epoch).
+    pub fn valid_at(&self, now: i64) -> bool {
+        self.valid.0 <= now && now <= self.valid.1
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// One subject alternative name of a client certificate.
@@ -215,9 +242,14 @@ fn client_certificate(conn: &rustls::ServerConnection) -> Option<Arc<ClientCerti
             .collect(),
         _ => Vec::new(),
     };
+    let validity = cert.validity();
     Some(Arc::new(ClientCertificate {
         subject: subject_of(&cert),
         sans,
+        valid: (
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        ),
     }))
 }
 

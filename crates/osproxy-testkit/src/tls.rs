@@ -97,6 +97,87 @@ impl TestCa {
         Ok(issued)
     }
 
+    /// A client certificate with `subject` that stops being valid
+    /// `seconds` from now (it became valid a minute ago); returns it with
+    /// its notAfter in seconds since the Unix epoch. Made with `openssl ca`,
+    /// which takes exact dates where `openssl x509` (3.0) takes only days.
+    pub fn issue_expiring(
+        &self,
+        file: &str,
+        subject: &str,
+        seconds: u64,
+    ) -> Result<(Issued, u64), String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs();
+        let stamp = |t: u64| -> Result<String, String> {
+            let out = Command::new("date")
+                .args(["-u", "-d", &format!("@{t}"), "+%Y%m%d%H%M%SZ"])
+                .output()
+                .map_err(|e| format!("cannot run date: {e}"))?;
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        let db = self.dir.join(format!("{file}-ca-db"));
+        std::fs::create_dir_all(db.join("new")).map_err(|e| e.to_string())?;
+        std::fs::write(db.join("index.txt"), "").map_err(|e| e.to_string())?;
+        std::fs::write(db.join("serial"), format!("{now:x}\n")).map_err(|e| e.to_string())?;
+        let conf = db.join("ca.cnf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[ca]\ndefault_ca = short\n[short]\ndatabase = {0}/index.txt\nnew_certs_dir = {0}/new\n\
+                 serial = {0}/serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n\
+                 [any]\ncommonName = supplied\norganizationName = optional\n",
+                path_str(&db)?
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let cert = self.dir.join(format!("{file}.pem"));
+        let key = self.dir.join(format!("{file}.key"));
+        let csr = self.dir.join(format!("{file}.csr"));
+        let ext = self.dir.join(format!("{file}.ext"));
+        std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").map_err(|e| e.to_string())?;
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            path_str(&key)?,
+            "-out",
+            path_str(&csr)?,
+        ])?;
+        let not_after = now + seconds;
+        openssl(&[
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            path_str(&conf)?,
+            "-cert",
+            path_str(&self.cert)?,
+            "-keyfile",
+            path_str(&self.key)?,
+            "-in",
+            path_str(&csr)?,
+            "-out",
+            path_str(&cert)?,
+            "-extfile",
+            path_str(&ext)?,
+            "-startdate",
+            &stamp(now - 60)?,
+            "-enddate",
+            &stamp(not_after)?,
+        ])?;
+        Ok((Issued { cert, key }, not_after))
+    }
+
     fn issue_days(
         &self,
         file: &str,

@@ -652,6 +652,23 @@ fn s_client(
     session: &Path,
     resume: bool,
 ) -> (bool, String) {
+    s_client_requests(addr, version, cert, session, resume, &[0])
+}
+
+const SEARCH_KEEP_ALIVE: &[u8] = b"GET /orders/_search HTTP/1.1\r\nHost: localhost\r\n\r\n";
+const SEARCH_CLOSE: &[u8] =
+    b"GET /orders/_search HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+/// Like [`s_client`], with one `GET /orders/_search` on the same connection
+/// at each of the Unix times `at` (0: at once); the last closes it.
+fn s_client_requests(
+    addr: &str,
+    version: &str,
+    cert: Option<&Issued>,
+    session: &Path,
+    resume: bool,
+    at: &[u64],
+) -> (bool, String) {
     let mut cmd = Command::new("openssl");
     cmd.args([
         "s_client",
@@ -674,15 +691,106 @@ fn s_client(
         .spawn()
         .unwrap();
     use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"GET /orders/_search HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for (i, when) in at.iter().enumerate() {
+        while unix_now() < *when {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let request = if i + 1 == at.len() {
+            SEARCH_CLOSE
+        } else {
+            SEARCH_KEEP_ALIVE
+        };
+        // The connection may be gone by then: what was answered is the test.
+        let _ = stdin.write_all(request);
+        let _ = stdin.flush();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(stdin);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     (text.contains("\nReused, "), text)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// rustls does not verify a client certificate again when a session
+/// resumes, and a connection can outlive its certificate: once the
+/// certificate is out of date, a resumed session is refused and an open
+/// connection's next request is 401, as a new handshake would be refused.
+#[test]
+fn a_client_certificate_that_expires_loses_its_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "expiry").unwrap();
+    let server = ca.issue("proxy", "localhost").unwrap();
+    let clients = TestCa::new(dir.path(), "expiring-clients").unwrap();
+    let (acme, not_after) = clients
+        .issue_expiring("acme-short", "/CN=acme-svc/O=Acme", 12)
+        .unwrap();
+    let config = format!(
+        "[listen]\ndata = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         tls = {{ cert_file = \"{}\", key_file = \"{}\", client_ca_file = \"{}\", client_auth = \"optional\" }}\n\n\
+         [[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n\
+         [[principals]]\nname = \"acme-svc\"\ncert_subject = \"CN=acme-svc, O=Acme\"\npartitions = [\"acme\"]\n\n\
+         [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"expiry-orders\" }}\n",
+        server.cert.display(),
+        server.key.display(),
+        clients.cert.display(),
+        node().url(),
+    );
+    let p = ProxyInstance::start(binary(), &config).unwrap();
+    p.wait_ready(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    let addr = p.data_addr().to_string();
+    let after = not_after + 2;
+    // While valid: a full handshake per TLS version (its session saved), and
+    // one connection kept open across the expiry.
+    let mut sessions = Vec::new();
+    for version in ["-tls1_3", "-tls1_2"] {
+        let session = dir.path().join(format!("expiring{version}"));
+        let (reused, answer) = s_client(&addr, version, Some(&acme), &session, false);
+        assert!(
+            !reused && answer.contains("HTTP/1.1 200"),
+            "{version}: {answer}"
+        );
+        sessions.push((version, session));
+    }
+    let open = {
+        let addr = addr.clone();
+        let acme = acme.clone();
+        let session = dir.path().join("open-connection");
+        std::thread::spawn(move || {
+            s_client_requests(&addr, "-tls1_3", Some(&acme), &session, false, &[0, after])
+        })
+    };
+    let (_, answer) = open.join().unwrap();
+    assert!(
+        answer.contains("HTTP/1.1 200") && answer.contains("HTTP/1.1 401"),
+        "the open connection's second request: {answer}"
+    );
+    assert!(answer.contains("out of date"), "{answer}");
+    // Past notAfter: resuming either session serves nothing.
+    for (version, session) in &sessions {
+        let (_, answer) = s_client(&addr, version, None, session, true);
+        assert!(
+            !answer.contains("HTTP/1.1 200") && !answer.contains("\"took\""),
+            "{version}: a resumed session of an expired certificate was served: {answer}"
+        );
+    }
+    // And a new handshake with it fails, as before.
+    let (_, answer) = s_client(
+        &addr,
+        "-tls1_3",
+        Some(&acme),
+        &dir.path().join("new"),
+        false,
+    );
+    assert!(!answer.contains("HTTP/1.1 200"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -528,6 +528,13 @@ pub struct Server {
     /// applies to the decoded body.
     #[serde(default = "default_max_decompressed_body")]
     pub max_decompressed_body: crate::ByteSize,
+    /// The most request-body bytes held in memory at once, across all
+    /// requests: bodies read whole (searches, documents, mget, msearch,
+    /// compressed bodies once decoded) and each bulk's unsent batches. A
+    /// request that would go past it is refused `503 overloaded` (retryable,
+    /// `Retry-After: 1`). Default `256mb`.
+    #[serde(default = "default_max_buffered_total")]
+    pub max_buffered_total: crate::ByteSize,
 }
 
 impl Default for Server {
@@ -537,12 +544,17 @@ impl Default for Server {
             instance_id: None,
             workers: None,
             max_decompressed_body: default_max_decompressed_body(),
+            max_buffered_total: default_max_buffered_total(),
         }
     }
 }
 
 fn default_max_decompressed_body() -> crate::ByteSize {
     crate::ByteSize::from_bytes(100 * 1024 * 1024)
+}
+
+fn default_max_buffered_total() -> crate::ByteSize {
+    crate::ByteSize::from_bytes(256 * 1024 * 1024)
 }
 
 fn default_drain_timeout() -> Duration {

@@ -45,6 +45,9 @@ pub enum ErrorCode {
     OutcomeUnknown,
     /// The instance is shutting down.
     ShuttingDown,
+    /// The instance is at a limit of its own (memory held for request
+    /// bodies, connections, requests in flight); nothing was applied.
+    Overloaded,
     /// A bug or an unexpected condition inside osproxy.
     Internal,
 }
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::ControlPlaneStale => "control_plane_stale",
             ErrorCode::OutcomeUnknown => "outcome_unknown",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Overloaded => "overloaded",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -94,6 +98,7 @@ impl ErrorCode {
             ErrorCode::ControlPlaneStale => 503,
             ErrorCode::OutcomeUnknown => 503,
             ErrorCode::ShuttingDown => 503,
+            ErrorCode::Overloaded => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -140,6 +145,9 @@ impl ErrorCode {
                 "read the document (or search) to see whether the write holds, then retry what is missing, preferably on another instance"
             }
             ErrorCode::ShuttingDown => "this instance is draining; retry on another instance",
+            ErrorCode::Overloaded => {
+                "this instance is at its limit; retry after the Retry-After seconds, preferably on another instance"
+            }
             ErrorCode::Internal => "report this with the request id",
         }
     }

@@ -159,6 +159,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Vec<[Counter<u64, AtomicU64>; 5]>,
     in_flight: Gauge,
+    buffered: Gauge,
     clusters: Vec<ClusterMetrics>,
     control: ControlMetrics,
     diagnostics: DiagnosticsMetrics,
@@ -237,6 +238,13 @@ impl Metrics {
             "in_flight_requests",
             "Requests being served now",
             in_flight.clone(),
+        );
+
+        let buffered = Gauge::default();
+        registry.register(
+            "buffered_request_bytes",
+            "Request-body bytes held in memory now, counted as server.max_buffered_total counts them (each byte with its parse)",
+            buffered.clone(),
         );
 
         let latency = Family::<ClusterLabels, Histogram>::new_with_constructor(|| {
@@ -415,6 +423,7 @@ impl Metrics {
             registry,
             requests,
             in_flight,
+            buffered,
             clusters,
             control,
             diagnostics,
@@ -555,6 +564,12 @@ impl Metrics {
                 seen[i] = seen[i].max(now[i]);
             }
         }
+    }
+
+    /// The gauge of request-body bytes held, for the process-wide budget
+    /// to keep current.
+    pub fn buffered_gauge(&self) -> Gauge {
+        self.buffered.clone()
     }
 
     /// Prometheus text exposition.

@@ -75,6 +75,8 @@ impl Proxy {
     /// Wires the data path from a validated config.
     pub fn new(config: &Config, parts: Wiring, instance_nonce: u64) -> Self {
         let timeout = config.upstream.request_timeout.as_std();
+        osproxy_upstream::budget::set_limit(config.server.max_buffered_total.bytes());
+        osproxy_upstream::budget::report_to(parts.metrics.buffered_gauge());
         Proxy {
             auth: parts.auth,
             tenancy: Arc::new(Tenancy::new(
@@ -722,6 +724,10 @@ pub fn error_response(e: &ProxyError, request_id: &HeaderValue) -> Response<Resp
         CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=UTF-8"),
     );
+    if matches!(e.code, ErrorCode::Overloaded | ErrorCode::ShuttingDown) {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if e.code == ErrorCode::Unauthenticated {
         resp.headers_mut().insert(
             WWW_AUTHENTICATE,

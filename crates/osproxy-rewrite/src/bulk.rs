@@ -182,6 +182,24 @@ impl LineSplitter {
         Ok(lines)
     }
 
+    /// The bytes the splitter holds for a line not yet complete (its
+    /// buffer's capacity).
+    pub fn buffered(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// At most what [`Self::buffered`] will be after feeding `n` more bytes
+    /// (the buffer at least doubles when it grows), so that growth can be
+    /// accounted for before it is made.
+    pub fn buffered_after(&self, n: usize) -> usize {
+        let need = self.buf.len().saturating_add(n);
+        if need <= self.buf.capacity() {
+            self.buf.capacity()
+        } else {
+            need.max(self.buf.capacity().saturating_mul(2))
+        }
+    }
+
     /// End of stream: the last line if the body did not end with `\n`.
     pub fn finish(self) -> Option<Bytes> {
         let mut line = self.buf.freeze();

@@ -8,6 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
 use osproxy_core::{ErrorCode, ProxyError};
 
+use crate::budget::Charge;
 use crate::decode::ClientBody;
 
 /// Errors of bodies sent upstream.
@@ -104,19 +105,79 @@ where
     if body.size_hint().lower() > MAX_BUFFERED as u64 {
         return Err(too_large());
     }
-    Limited::new(body, MAX_BUFFERED)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                too_large()
-            } else {
-                crate::decode::body_error(&*e)
-            }
-        })
+    // Every byte held is charged to the process-wide budget as it arrives
+    // (the buffer's capacity, so growth is charged before it is made), and
+    // the charge goes with the bytes returned: it is given back when the
+    // last reference to them is dropped.
+    let mut charge = Charge::default();
+    let mut one: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    if let Some(n) = body.size_hint().exact().filter(|&n| n > 0) {
+        let n = usize::try_from(n).map_err(|_| too_large())?;
+        charge.set(n as u64)?;
+        joined.reserve_exact(n);
+    }
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| crate::decode::body_error(&*e.into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let held = one.as_ref().map_or(joined.len(), Bytes::len);
+        let needed = held + data.len();
+        if needed > MAX_BUFFERED {
+            return Err(too_large());
+        }
+        if joined.capacity() == 0 && one.is_none() {
+            // A body in one frame is kept as it came, not copied.
+            charge.set(needed as u64)?;
+            one = Some(data);
+            continue;
+        }
+        if needed > joined.capacity() {
+            let want = needed.max(joined.capacity() * 2).min(MAX_BUFFERED);
+            charge.set(want as u64)?;
+            joined.reserve_exact(want - joined.len());
+        }
+        if let Some(first) = one.take() {
+            joined.extend_from_slice(&first);
+        }
+        joined.extend_from_slice(&data);
+    }
+    Ok(match one {
+        Some(only) => Bytes::from_owner(Charged {
+            bytes: Held::Frame(only),
+            _charge: charge,
+        }),
+        None if joined.is_empty() => Bytes::new(),
+        None => Bytes::from_owner(Charged {
+            bytes: Held::Joined(joined),
+            _charge: charge,
+        }),
+    })
+}
+
+/// Bytes read whole, with their charge on the budget.
+struct Charged {
+    bytes: Held,
+    _charge: Charge,
+}
+
+enum Held {
+    Frame(Bytes),
+    Joined(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        match &self.bytes {
+            Held::Frame(b) => b,
+            Held::Joined(v) => v,
+        }
+    }
 }
 
 /// Reads a cluster's answer whole, up to [`MAX_BUFFERED`] bytes; an answer

@@ -327,6 +327,19 @@ pub enum ClientBody {
     Full(Option<Bytes>),
 }
 
+impl ClientBody {
+    /// The body read whole ([`crate::read_limited`]); one read whole
+    /// already is returned as it is (and keeps its charge on the budget,
+    /// not charged twice).
+    pub async fn read_whole(self) -> Result<Bytes, osproxy_core::ProxyError> {
+        match self {
+            ClientBody::Full(Some(bytes)) => Ok(bytes),
+            ClientBody::Full(None) => Ok(Bytes::new()),
+            other => crate::read_limited(other).await,
+        }
+    }
+}
+
 impl std::fmt::Debug for ClientBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -5,6 +5,7 @@
 //! reads, hop-by-hop header hygiene, and the readiness probes.
 
 pub mod body;
+pub mod budget;
 pub mod client;
 pub mod decode;
 pub mod headers;

@@ -19,6 +19,7 @@ use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::bulk::{
     canonical_metadata, is_blank, item_error, parse_action, ActionLine, BulkOp, LineSplitter,
 };
+use osproxy_upstream::budget::Charge;
 use osproxy_upstream::ClientBody;
 
 use super::document::confine_body;
@@ -91,14 +92,18 @@ pub(crate) async fn serve(
     let mut splitter = LineSplitter::keeping_blank(MAX_BUFFERED);
     let mut first: Vec<Bytes> = Vec::new();
     let mut ended = false;
+    let mut charge = Charge::default();
     while first.iter().all(|l| is_blank(l)) {
         match body.frame().await {
             Some(frame) => {
                 let frame = frame.map_err(|e| osproxy_upstream::body_error(&*e))?;
                 if let Ok(data) = frame.into_data() {
+                    charge.set(splitter.buffered_after(data.len()) as u64)?;
                     first = splitter
                         .feed(&data)
                         .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
+                    let lines: usize = first.iter().map(Bytes::len).sum();
+                    charge.set((splitter.buffered() + lines) as u64)?;
                 }
             }
             None => {
@@ -134,6 +139,7 @@ pub(crate) async fn serve(
             pending: None,
             skip_source: false,
             poisoned: false,
+            charge,
         };
         run.out.open().await;
         for line in first {
@@ -154,6 +160,11 @@ pub(crate) async fn serve(
                         return;
                     }
                 };
+                // Charged before the splitter grows, given back after.
+                if let Err(e) = run.hold(splitter.buffered_after(data.len())).await {
+                    run.abort_with(e.status(), e.code.as_str(), &e.reason).await;
+                    return;
+                }
                 match splitter.feed(&data) {
                     Ok(lines) => {
                         for line in lines {
@@ -164,6 +175,10 @@ pub(crate) async fn serve(
                         run.abort(&e.to_string()).await;
                         return;
                     }
+                }
+                if let Err(e) = run.hold(splitter.buffered()).await {
+                    run.abort_with(e.status(), e.code.as_str(), &e.reason).await;
+                    return;
                 }
             }
             if let Some(line) = splitter.finish() {
@@ -211,6 +226,9 @@ struct BulkStream<'a, 't> {
     /// An action line could not be read at all: item boundaries are lost,
     /// so nothing after it is executed.
     poisoned: bool,
+    /// What the bulk holds (a line not yet complete, unsent batches), on
+    /// the process-wide budget.
+    charge: Charge,
 }
 
 impl<'t> BulkStream<'_, 't> {
@@ -472,6 +490,24 @@ impl<'t> BulkStream<'_, 't> {
                 ),
             );
         }
+        self.send_all().await;
+    }
+
+    /// Charges what the bulk holds to the process-wide budget: `pending`
+    /// bytes of a line not yet complete and every unsent batch. Past the
+    /// budget, the batches are sent at once to give their share back; if
+    /// that is not enough, the bulk cannot go on.
+    async fn hold(&mut self, pending: usize) -> Result<(), ProxyError> {
+        let batched: usize = self.batches.values().map(|b| b.body.capacity()).sum();
+        if self.charge.set((pending + batched) as u64).is_ok() {
+            return Ok(());
+        }
+        self.send_all().await;
+        self.charge.set(pending as u64)
+    }
+
+    /// Sends every unsent batch.
+    async fn send_all(&mut self) {
         let mut batches: Vec<Batch<'t>> = self.batches.drain().map(|(_, b)| b).collect();
         // Bounded concurrency across targets: a few batches at a time.
         while !batches.is_empty() {
@@ -513,6 +549,25 @@ impl<'t> BulkStream<'_, 't> {
     /// The client's body broke off: nothing more is applied; batched items
     /// that were never sent are answered as not applied.
     async fn abort(&mut self, reason: &str) {
+        self.abort_with(400, "illegal_argument_exception", reason)
+            .await;
+    }
+
+    /// [`Self::abort`] with another status and error type for the items
+    /// not applied.
+    async fn abort_with(&mut self, status: u16, kind: &str, reason: &str) {
+        // An action whose source line never came was not applied either.
+        if let Some(p) = self.pending.take() {
+            let e = item_error(
+                p.action.op,
+                Some(&p.index),
+                p.action.id.as_deref(),
+                status,
+                kind,
+                reason,
+            );
+            self.out.set(p.position, e);
+        }
         let batches: Vec<Batch<'t>> = self.batches.drain().map(|(_, b)| b).collect();
         for b in batches {
             let name = b
@@ -525,8 +580,8 @@ impl<'t> BulkStream<'_, 't> {
                     c.op,
                     Some(&name),
                     c.logical_id.as_deref(),
-                    400,
-                    "illegal_argument_exception",
+                    status,
+                    kind,
                     reason,
                 );
                 self.out.set(c.position, e);
@@ -541,8 +596,8 @@ impl<'t> BulkStream<'_, 't> {
             BulkOp::Index,
             None,
             None,
-            400,
-            "illegal_argument_exception",
+            status,
+            kind,
             &format!("the request body was not read past this item ({reason}): this and every later item of the request were not applied"),
         );
         self.out.set(rest, e);

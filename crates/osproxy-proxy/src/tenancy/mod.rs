@@ -22,7 +22,7 @@ mod wire;
 pub(crate) use shared_index::shared_create_body;
 pub(crate) use wire::{
     body_partition, check_encoding, check_plain_json, json_ok, json_response, read_json,
-    read_limited, strict_body, update_keeps_partition,
+    strict_body, update_keeps_partition,
 };
 
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use osproxy_upstream::ClientBody;
 use serde_json::{json, Map, Value};
 
 use super::params::allow_only;
-use super::{json_ok, read_json, read_limited, reverse, Target, Tenancy};
+use super::{json_ok, read_json, reverse, Target, Tenancy};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
 
@@ -259,7 +259,7 @@ pub(crate) async fn msearch(
     )?
     .encode();
     let headers = req.headers().clone();
-    let raw = read_limited(req.into_body()).await?;
+    let raw = req.into_body().read_whole().await?;
     let lines: Vec<&[u8]> = raw
         .split(|b| *b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))

@@ -8,16 +8,10 @@ use osproxy_core::{ErrorCode, ProxyError};
 
 use crate::body::ResponseBody;
 
-pub(crate) use osproxy_upstream::read_limited;
-
 /// Reads a JSON request body whole (bounded) and checks it is strict JSON
 /// (see [`strict_body`]).
-pub(crate) async fn read_json<B>(body: B) -> Result<Bytes, ProxyError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let bytes = read_limited(body).await?;
+pub(crate) async fn read_json(body: osproxy_upstream::ClientBody) -> Result<Bytes, ProxyError> {
+    let bytes = body.read_whole().await?;
     strict_body(&bytes)?;
     Ok(bytes)
 }

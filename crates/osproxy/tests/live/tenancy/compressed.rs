@@ -344,3 +344,83 @@ async fn a_gzip_bomb_a_truncated_stream_and_other_codings_are_refused() {
         assert!(r.text().contains(coding), "{coding}: {}", r.text());
     }
 }
+
+/// `server.max_decompressed_body` bounds one request; the sum of all of
+/// them is bounded by `server.max_buffered_total` (default 256 MiB). 32
+/// requests at once, each ~100 KB of gzip decoding to 99 MiB (searches
+/// held whole, bulks whose one line is 99 MiB), would hold over 3 GiB: past
+/// the budget they are refused 503 `overloaded` (retryable, Retry-After),
+/// and the proxy's peak RSS grows by far less than their sum.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_compressed_bodies_are_bounded_by_the_process_budget() {
+    let tag = "gzmany";
+    let f = Fleet::start(&node().url(), tag);
+    let pad = "x".repeat(99 * 1024 * 1024);
+    let search = gzip(format!(r#"{{"query":{{"match_all":{{}}}},"pad":"{pad}"}}"#).as_bytes());
+    let bulk =
+        gzip(format!("{{\"index\":{{\"_id\":\"b\",\"pad\":\"{pad}\"}}}}\n{{}}\n").as_bytes());
+    drop(pad);
+    assert!(search.len() < 200 * 1024 && bulk.len() < 200 * 1024);
+    let (_, peak_before) = f.proxy.rss_kib().unwrap();
+    let acme = f.client("acme-svc");
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let (path, body, ct) = if i % 2 == 0 {
+            ("/orders/_search", search.clone(), JSON)
+        } else {
+            ("/orders/_bulk", bulk.clone(), NDJSON)
+        };
+        let client = f.client("acme-svc");
+        calls.spawn(async move {
+            let r = client
+                .raw(
+                    Method::POST,
+                    path,
+                    Some(body),
+                    &[ct, ("content-encoding", "gzip")],
+                )
+                .await;
+            (path, r)
+        });
+    }
+    let answers = calls.join_all().await;
+    let (_, peak) = f.proxy.rss_kib().unwrap();
+    let mut overloaded = 0;
+    for (path, r) in &answers {
+        let v = r.json();
+        // A search is refused whole; a bulk answers 200 with its item
+        // refused (an unknown metadata key) or not read (the budget).
+        let kind = if *path == "/orders/_bulk" && r.status == 200 {
+            v["items"][0]["index"]["error"]["type"].clone()
+        } else {
+            v["error"]["type"].clone()
+        };
+        match kind.as_str() {
+            Some("overloaded") => {
+                overloaded += 1;
+                if r.status == 503 {
+                    assert_eq!(v["error"]["osproxy"]["retryable"], true, "{v}");
+                    assert_eq!(r.headers["retry-after"], "1", "{v}");
+                }
+            }
+            Some("construct_refused" | "illegal_argument_exception" | "bad_request") => {}
+            _ => panic!("{path}: {} {}", r.status, r.text()),
+        }
+    }
+    assert!(overloaded > 0, "no request was refused by the budget");
+    let grown_mib = peak.saturating_sub(peak_before) / 1024;
+    assert!(
+        grown_mib < 512,
+        "peak RSS grew {grown_mib} MiB on 32 bodies of 99 MiB decoded ({overloaded} refused by the budget)"
+    );
+    // The budget is given back: the same search alone is read again.
+    let r = acme
+        .raw(
+            Method::POST,
+            "/orders/_search",
+            Some(search),
+            &[JSON, ("content-encoding", "gzip")],
+        )
+        .await;
+    assert_ne!(r.json()["error"]["type"], "overloaded", "{}", r.text());
+}

@@ -204,18 +204,8 @@ impl Authenticator {
         headers: &HeaderMap,
         certificate: Option<&crate::ingress::ClientCertificate>,
     ) -> Result<Arc<Principal>, ProxyError> {
-        // A connection whose certificate has gone out of date since its
-        // handshake (it is long-lived, or its session was resumed) is
-        // refused whatever the request carries, as a new handshake with the
-        // certificate would be.
-        if let Some(cert) = certificate.filter(|c| !c.valid_at(crate::ingress::unix_now())) {
-            return Err(ProxyError::new(
-                ErrorCode::Unauthenticated,
-                format!(
-                    "the connection's client certificate is out of date (valid from {} to {}, Unix seconds); reconnect with a current certificate",
-                    cert.valid.0, cert.valid.1
-                ),
-            ));
+        if let Some(cert) = certificate {
+            in_date(cert)?;
         }
         match (headers.contains_key(AUTHORIZATION), certificate) {
             (false, Some(cert)) => {
@@ -263,6 +253,23 @@ impl Authenticator {
             .cloned()
             .ok_or_else(|| ProxyError::new(ErrorCode::Unauthenticated, "unknown bearer token"))
     }
+}
+
+/// A connection whose certificate (or a certificate of its chain) has gone
+/// out of date since its handshake (it is long-lived, or its session was
+/// resumed) is refused whatever the request carries, as a new handshake
+/// with the certificate would be.
+pub(crate) fn in_date(cert: &crate::ingress::ClientCertificate) -> Result<(), ProxyError> {
+    if cert.valid_at(crate::ingress::unix_now()) {
+        return Ok(());
+    }
+    Err(ProxyError::new(
+        ErrorCode::Unauthenticated,
+        format!(
+            "the connection's client certificate is out of date (its chain is valid from {} to {}, Unix seconds); reconnect with a current certificate",
+            cert.valid.0, cert.valid.1
+        ),
+    ))
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {

@@ -93,7 +93,10 @@ where
                                 };
                                 // The verified client certificate, if any,
                                 // goes with every request of the connection.
-                                let certificate = client_certificate(stream.get_ref().1);
+                                let Ok(certificate) = client_certificate(stream.get_ref().1) else {
+                                    debug!(%peer, "a client certificate that cannot be read: connection closed");
+                                    return;
+                                };
                                 // rustls does not verify the certificate again
                                 // when a session resumes: one that has expired
                                 // since ends the connection here, as a full
@@ -143,9 +146,11 @@ pub struct ClientCertificate {
     pub subject: Vec<String>,
     /// Its subject alternative names, by kind.
     pub sans: Vec<SubjectAltName>,
-    /// Its validity (notBefore, notAfter), in seconds since the Unix epoch.
-    /// A resumed TLS session carries the certificate it was first verified
-    /// with, and a connection may outlive it: every use checks the clock.
+    /// When it and every certificate of the chain the client presented are
+    /// all valid (the latest notBefore, the earliest notAfter), in seconds
+    /// since the Unix epoch. A resumed TLS session carries the chain it was
+    /// first verified with, and a connection may outlive it: every use
+    /// checks the clock.
     pub valid: (i64, i64),
 }
 
@@ -221,11 +226,27 @@ fn subject_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<Strin
     parts
 }
 
-/// The leaf certificate the client presented (rustls verified it), if any.
-fn client_certificate(conn: &rustls::ServerConnection) -> Option<Arc<ClientCertificate>> {
+/// The leaf certificate the client presented (rustls verified it), if
+/// any, valid while every certificate of the chain it presented is; `Err`
+/// when one cannot be read (the connection is then closed, never taken as
+/// one without a certificate).
+fn client_certificate(
+    conn: &rustls::ServerConnection,
+) -> Result<Option<Arc<ClientCertificate>>, ()> {
     use x509_parser::extensions::GeneralName;
-    let leaf = conn.peer_certificates()?.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let Some(chain) = conn.peer_certificates().filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    let mut valid = (i64::MIN, i64::MAX);
+    let mut parsed = Vec::with_capacity(chain.len());
+    for der in chain {
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|_| ())?;
+        let v = cert.validity();
+        valid.0 = valid.0.max(v.not_before.timestamp());
+        valid.1 = valid.1.min(v.not_after.timestamp());
+        parsed.push(cert);
+    }
+    let cert = parsed.first().ok_or(())?;
     let sans = match cert.subject_alternative_name() {
         Ok(Some(ext)) => ext
             .value
@@ -242,15 +263,11 @@ fn client_certificate(conn: &rustls::ServerConnection) -> Option<Arc<ClientCerti
             .collect(),
         _ => Vec::new(),
     };
-    let validity = cert.validity();
-    Some(Arc::new(ClientCertificate {
-        subject: subject_of(&cert),
+    Ok(Some(Arc::new(ClientCertificate {
+        subject: subject_of(cert),
         sans,
-        valid: (
-            validity.not_before.timestamp(),
-            validity.not_after.timestamp(),
-        ),
-    }))
+        valid,
+    })))
 }
 
 /// The TLS handshake of one accepted connection, within

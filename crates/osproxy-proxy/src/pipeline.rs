@@ -272,13 +272,18 @@ impl Proxy {
         req: &Request<Incoming>,
     ) -> Result<Option<Arc<crate::auth::Principal>>, ProxyError> {
         diagnostics::enter(Stage::Authenticate);
-        if !self.auth.required() {
-            return Ok(None);
-        }
         let certificate = req
             .extensions()
             .get::<Arc<crate::ingress::ClientCertificate>>()
             .map(|c| &**c);
+        // Checked with or without principals: with `client_auth =
+        // "required"` the certificate may be the only gate.
+        if let Some(cert) = certificate {
+            crate::auth::in_date(cert)?;
+        }
+        if !self.auth.required() {
+            return Ok(None);
+        }
         let p = self.auth.authenticate_with(req.headers(), certificate)?;
         diagnostics::with(|t| {
             let name = Name::ident(&p.name);

@@ -107,6 +107,49 @@ impl TestCa {
         subject: &str,
         seconds: u64,
     ) -> Result<(Issued, u64), String> {
+        self.issue_until(file, subject, seconds, "extendedKeyUsage=clientAuth\n")
+    }
+
+    /// An intermediate CA signed by this one, named `name`, that stops
+    /// being valid `seconds` from now; with its notAfter.
+    pub fn intermediate_expiring(&self, name: &str, seconds: u64) -> Result<(TestCa, u64), String> {
+        let (issued, not_after) = self.issue_until(
+            &format!("{name}-ca"),
+            &format!("/CN={name} intermediate CA"),
+            seconds,
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+        )?;
+        Ok((
+            TestCa {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+                cert: issued.cert,
+                key: issued.key,
+            },
+            not_after,
+        ))
+    }
+
+    /// `issued` with this CA's certificate after it in its certificate
+    /// file, so that a client presents the chain.
+    pub fn chain(&self, issued: &Issued, file: &str) -> Result<Issued, String> {
+        let mut pem = std::fs::read(&issued.cert).map_err(|e| e.to_string())?;
+        pem.extend(std::fs::read(&self.cert).map_err(|e| e.to_string())?);
+        let cert = self.dir.join(format!("{file}.pem"));
+        std::fs::write(&cert, pem).map_err(|e| e.to_string())?;
+        Ok(Issued {
+            cert,
+            key: issued.key.clone(),
+        })
+    }
+
+    fn issue_until(
+        &self,
+        file: &str,
+        subject: &str,
+        seconds: u64,
+        extensions: &str,
+    ) -> Result<(Issued, u64), String> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|e| e.to_string())?
@@ -137,7 +180,7 @@ impl TestCa {
         let key = self.dir.join(format!("{file}.key"));
         let csr = self.dir.join(format!("{file}.csr"));
         let ext = self.dir.join(format!("{file}.ext"));
-        std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").map_err(|e| e.to_string())?;
+        std::fs::write(&ext, extensions).map_err(|e| e.to_string())?;
         openssl(&[
             "req",
             "-new",

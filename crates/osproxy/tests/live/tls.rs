@@ -655,9 +655,11 @@ fn s_client(
     s_client_requests(addr, version, cert, session, resume, &[0])
 }
 
-const SEARCH_KEEP_ALIVE: &[u8] = b"GET /orders/_search HTTP/1.1\r\nHost: localhost\r\n\r\n";
-const SEARCH_CLOSE: &[u8] =
-    b"GET /orders/_search HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+// `x-tenant` names the partition where the index takes it from a header
+// (and is ignored where it takes it from the principal).
+const SEARCH_KEEP_ALIVE: &[u8] =
+    b"GET /orders/_search HTTP/1.1\r\nHost: localhost\r\nx-tenant: acme\r\n\r\n";
+const SEARCH_CLOSE: &[u8] = b"GET /orders/_search HTTP/1.1\r\nHost: localhost\r\nx-tenant: acme\r\nConnection: close\r\n\r\n";
 
 /// Like [`s_client`], with one `GET /orders/_search` on the same connection
 /// at each of the Unix times `at` (0: at once); the last closes it.
@@ -681,6 +683,12 @@ fn s_client_requests(
     ]);
     if let Some(c) = cert {
         cmd.arg("-cert").arg(&c.cert).arg("-key").arg(&c.key);
+        // s_client sends only the first certificate of -cert's file; the
+        // rest of a chain goes with -cert_chain.
+        let pem = std::fs::read_to_string(&c.cert).unwrap();
+        if pem.matches("BEGIN CERTIFICATE").count() > 1 {
+            cmd.arg("-cert_chain").arg(&c.cert);
+        }
     }
     cmd.arg(if resume { "-sess_in" } else { "-sess_out" })
         .arg(session);
@@ -721,8 +729,10 @@ fn unix_now() -> u64 {
 
 /// rustls does not verify a client certificate again when a session
 /// resumes, and a connection can outlive its certificate: once the
-/// certificate is out of date, a resumed session is refused and an open
-/// connection's next request is 401, as a new handshake would be refused.
+/// certificate, or an intermediate CA of the chain the client presented, is
+/// out of date, a resumed session is refused and an open connection's next
+/// request is 401, as a new handshake would be refused; with principals or
+/// without (`client_auth = "required"` as the only gate).
 #[test]
 fn a_client_certificate_that_expires_loses_its_principal() {
     let dir = tempfile::tempdir().unwrap();
@@ -730,61 +740,98 @@ fn a_client_certificate_that_expires_loses_its_principal() {
     let server = ca.issue("proxy", "localhost").unwrap();
     let clients = TestCa::new(dir.path(), "expiring-clients").unwrap();
     let (acme, not_after) = clients
-        .issue_expiring("acme-short", "/CN=acme-svc/O=Acme", 12)
+        .issue_expiring("acme-short", "/CN=acme-svc/O=Acme", 14)
         .unwrap();
-    let config = format!(
-        "[listen]\ndata = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         tls = {{ cert_file = \"{}\", key_file = \"{}\", client_ca_file = \"{}\", client_auth = \"optional\" }}\n\n\
-         [[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n\
-         [[principals]]\nname = \"acme-svc\"\ncert_subject = \"CN=acme-svc, O=Acme\"\npartitions = [\"acme\"]\n\n\
-         [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"expiry-orders\" }}\n",
-        server.cert.display(),
-        server.key.display(),
-        clients.cert.display(),
-        node().url(),
-    );
-    let p = ProxyInstance::start(binary(), &config).unwrap();
-    p.wait_ready(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
-    let addr = p.data_addr().to_string();
-    let after = not_after + 2;
-    // While valid: a full handshake per TLS version (its session saved), and
-    // one connection kept open across the expiry.
-    let mut sessions = Vec::new();
-    for version in ["-tls1_3", "-tls1_2"] {
-        let session = dir.path().join(format!("expiring{version}"));
-        let (reused, answer) = s_client(&addr, version, Some(&acme), &session, false);
-        assert!(
-            !reused && answer.contains("HTTP/1.1 200"),
-            "{version}: {answer}"
+    // A leaf valid for days under an intermediate that expires with it.
+    let (intermediate, _) = clients.intermediate_expiring("short", 14).unwrap();
+    let leaf = intermediate
+        .issue_for("acme-long", "/CN=acme-svc/O=Acme", &[])
+        .unwrap();
+    let chained = intermediate.chain(&leaf, "acme-chained").unwrap();
+    let proxy = |auth: &str, rest: &str| {
+        let config = format!(
+            "[listen]\ndata = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+             tls = {{ cert_file = \"{}\", key_file = \"{}\", client_ca_file = \"{}\", client_auth = \"{auth}\" }}\n\n\
+             [[clusters]]\nid = \"main\"\nurl = \"{}\"\n\n{rest}",
+            server.cert.display(),
+            server.key.display(),
+            clients.cert.display(),
+            node().url(),
         );
-        sessions.push((version, session));
-    }
-    let open = {
-        let addr = addr.clone();
-        let acme = acme.clone();
-        let session = dir.path().join("open-connection");
-        std::thread::spawn(move || {
-            s_client_requests(&addr, "-tls1_3", Some(&acme), &session, false, &[0, after])
-        })
+        let p = ProxyInstance::start(binary(), &config).unwrap();
+        p.wait_ready(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+        p
     };
-    let (_, answer) = open.join().unwrap();
-    assert!(
-        answer.contains("HTTP/1.1 200") && answer.contains("HTTP/1.1 401"),
-        "the open connection's second request: {answer}"
+    let mapped = proxy(
+        "optional",
+        "[[principals]]\nname = \"acme-svc\"\ncert_subject = \"CN=acme-svc, O=Acme\"\npartitions = [\"acme\"]\n\n\
+         [[indices]]\nname = \"orders\"\ndefault = { kind = \"shared\", cluster = \"main\", index = \"expiry-orders\" }\n",
     );
-    assert!(answer.contains("out of date"), "{answer}");
-    // Past notAfter: resuming either session serves nothing.
-    for (version, session) in &sessions {
-        let (_, answer) = s_client(&addr, version, None, session, true);
+    // Passthrough with no principals: the certificate is the only gate.
+    let gate_only = proxy("required", "[passthrough]\ncluster = \"main\"\n");
+    // The statuses of the answers s_client printed, in order.
+    let statuses = |answer: &str| -> Vec<u16> {
+        answer
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .filter_map(|rest| rest.get(..3)?.parse().ok())
+            .collect()
+    };
+    let after = not_after + 2;
+    let mut sessions = Vec::new();
+    let mut open = Vec::new();
+    for (p, who) in [(&mapped, "principals"), (&gate_only, "no principals")] {
+        let addr = p.data_addr().to_string();
+        for (cert, name) in [(&acme, "leaf"), (&chained, "intermediate")] {
+            // While valid: a full handshake per TLS version (its session
+            // saved), served; and one connection kept open across the expiry.
+            for version in ["-tls1_3", "-tls1_2"] {
+                let session = dir.path().join(format!("{who}-{name}{version}"));
+                let (reused, answer) = s_client(&addr, version, Some(cert), &session, false);
+                let got = statuses(&answer);
+                assert!(
+                    !reused && got.len() == 1 && got[0] != 401,
+                    "{who}, {name} {version}: {answer}"
+                );
+                sessions.push((
+                    format!("{who}, {name} {version}"),
+                    addr.clone(),
+                    version,
+                    session,
+                ));
+            }
+            let (addr, cert) = (addr.clone(), cert.clone());
+            let session = dir.path().join(format!("{who}-{name}-open"));
+            let what = format!("{who}, {name}");
+            open.push((
+                what,
+                std::thread::spawn(move || {
+                    s_client_requests(&addr, "-tls1_3", Some(&cert), &session, false, &[0, after])
+                }),
+            ));
+        }
+    }
+    for (what, thread) in open {
+        let (_, answer) = thread.join().unwrap();
+        let got = statuses(&answer);
         assert!(
-            !answer.contains("HTTP/1.1 200") && !answer.contains("\"took\""),
-            "{version}: a resumed session of an expired certificate was served: {answer}"
+            got.len() == 2 && got[0] != 401 && got[1] == 401,
+            "{what}: the open connection's second request: {answer}"
+        );
+        assert!(answer.contains("out of date"), "{what}: {answer}");
+    }
+    // Past notAfter: resuming any of the sessions serves nothing.
+    for (what, addr, version, session) in &sessions {
+        let (_, answer) = s_client(addr, version, None, session, true);
+        assert!(
+            statuses(&answer).iter().all(|&s| s == 401),
+            "{what}: a resumed session of an expired certificate was served: {answer}"
         );
     }
     // And a new handshake with it fails, as before.
     let (_, answer) = s_client(
-        &addr,
+        mapped.data_addr(),
         "-tls1_3",
         Some(&acme),
         &dir.path().join("new"),

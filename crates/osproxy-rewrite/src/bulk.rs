@@ -479,7 +479,7 @@ pub fn render_action(
 }
 
 mod metadata;
-pub use metadata::{canonical_metadata, MetadataError};
+pub use metadata::{canonical_metadata, check_metadata, check_update_body, MetadataError};
 mod response;
 pub use response::{assemble_response, item_error, item_status, split_response, UpstreamItems};
 

@@ -17,7 +17,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::bulk::{
-    canonical_metadata, is_blank, item_error, parse_action, ActionLine, BulkOp, LineSplitter,
+    check_update_body, is_blank, item_error, parse_action, ActionLine, BulkOp, LineSplitter,
 };
 use osproxy_upstream::budget::Charge;
 use osproxy_upstream::ClientBody;
@@ -315,26 +315,8 @@ impl<'t> BulkStream<'_, 't> {
         self.skip_source = op.has_source();
     }
 
-    async fn action(&mut self, position: usize, mut action: ActionLine) {
+    async fn action(&mut self, position: usize, action: ActionLine) {
         let op = action.op;
-        // OpenSearch refuses a whole `_bulk` for one action line it cannot
-        // read or validate; read here with its rules, that item alone fails,
-        // and what is forwarded is the canonical form of what was read.
-        if let Err(e) = canonical_metadata(&mut action) {
-            self.out.set(
-                position,
-                item_error(
-                    op,
-                    action.index.as_deref().or(self.path_index),
-                    action.id.as_deref(),
-                    400,
-                    e.kind,
-                    &e.reason,
-                ),
-            );
-            self.skip_source = op.has_source();
-            return;
-        }
         let Some(index) = action
             .index
             .clone()
@@ -406,6 +388,22 @@ impl<'t> BulkStream<'_, 't> {
                 &e.reason,
             )
         };
+        // OpenSearch reads every update body while it parses the bulk: one
+        // it cannot read would fail the whole upstream batch.
+        if op == BulkOp::Update {
+            if let Err(e) = check_update_body(&p.action.rest, line) {
+                let item = item_error(
+                    op,
+                    Some(&target.logical.name),
+                    prepared.ctx.logical_id.as_deref(),
+                    400,
+                    e.kind,
+                    &e.reason,
+                );
+                self.out.set(p.position, item);
+                return;
+            }
+        }
         let kept = match (&target.logical.partition, op) {
             (PartitionRule::Body(f), BulkOp::Update) => {
                 super::update_keeps_partition(line, f, target.partition.as_str())

@@ -133,10 +133,12 @@ fn text(name: &str, raw: &str) -> Result<Option<String>, MetadataError> {
     }
 }
 
-/// A number as OpenSearch's lenient `longValue()` reads it: a JSON number
-/// (a fraction is truncated) or a string holding one; `None` for null.
+/// A number as OpenSearch's lenient `longValue()` reads it: a JSON
+/// integer, a string holding one, or a JSON number with a fraction (which
+/// OpenSearch truncates); `None` for null. Forms whose reading could differ
+/// (exponents, fractions in strings, very long numbers) are refused.
 fn long(name: &str, raw: &str, min: i64, max: i64) -> Result<Option<i64>, MetadataError> {
-    let digits = match raw.as_bytes().first() {
+    let (digits, quoted) = match raw.as_bytes().first() {
         Some(b'n') => return Ok(None),
         Some(b'{' | b'[') => return Err(not_simple(name, raw)),
         Some(b't' | b'f') => {
@@ -144,34 +146,46 @@ fn long(name: &str, raw: &str, min: i64, max: i64) -> Result<Option<i64>, Metada
                 "[{name}] must be a number, not a boolean ({raw})"
             )))
         }
-        Some(b'"') => serde_json::from_str::<String>(raw)
-            .map_err(|e| MetadataError::parse(format!("[{name}] is not a valid string ({e})")))?,
-        _ => raw.to_string(),
+        Some(b'"') => (
+            serde_json::from_str::<String>(raw).map_err(|e| {
+                MetadataError::parse(format!("[{name}] is not a valid string ({e})"))
+            })?,
+            true,
+        ),
+        _ => (raw.to_string(), false),
     };
-    let bad = || MetadataError::parse(format!("For input string: \"{}\"", clip(&digits)));
-    let value = match digits.parse::<i64>() {
+    let bad = || {
+        MetadataError::parse(format!(
+            "For input string: \"{}\" ([{name}] must be an integer)",
+            clip(&digits)
+        ))
+    };
+    if digits.len() > 40 {
+        return Err(bad());
+    }
+    // A JSON number's fraction is truncated, as OpenSearch does; nothing
+    // else but an optional sign and digits is read.
+    let whole = match digits.split_once('.') {
+        Some((whole, fraction))
+            if !quoted && !whole.is_empty() && fraction.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            whole
+        }
+        Some(_) => return Err(bad()),
+        None => digits.as_str(),
+    };
+    let unsigned = whole.strip_prefix(['-', '+']).unwrap_or(whole);
+    if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let value = match whole.parse::<i64>() {
         Ok(v) => v,
+        Err(_) if whole == "-0" => 0,
         Err(_) => {
-            let numeric = !digits.is_empty()
-                && digits
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'));
-            let f: f64 = if numeric {
-                digits.parse().map_err(|_| bad())?
-            } else {
-                return Err(bad());
-            };
-            // 2^63: the first value past i64's range, exactly representable.
-            if !f.is_finite()
-                || f.trunc() >= 9_223_372_036_854_775_808.0
-                || f.trunc() < -9_223_372_036_854_775_808.0
-            {
-                return Err(MetadataError::parse(format!(
-                    "Numeric value ({}) out of range of long",
-                    clip(&digits)
-                )));
-            }
-            f.trunc() as i64
+            return Err(MetadataError::parse(format!(
+                "Numeric value ({}) out of range of long",
+                clip(&digits)
+            )))
         }
     };
     if value < min || value > max {
@@ -272,6 +286,10 @@ impl Metadata {
                 )));
             }
             let raw = raw.get();
+            // OpenSearch skips a null value, whatever its key.
+            if raw == "null" {
+                continue;
+            }
             match name.as_str() {
                 "op_type" => m.op_type = text(name, raw)?,
                 "version" => m.version = long(name, raw, i64::MIN, i64::MAX)?,
@@ -311,7 +329,7 @@ impl Metadata {
 
     /// The checks OpenSearch makes while parsing the line and then when it
     /// validates the request, for an item of `op`.
-    fn validate(&self, op: BulkOp) -> Result<(), MetadataError> {
+    fn validate(&self, op: BulkOp, has_id: bool) -> Result<(), MetadataError> {
         let version = self.version.unwrap_or(MATCH_ANY);
         let version_type = self.version_type.unwrap_or(VersionType::Internal);
         let seq_no = self.if_seq_no.unwrap_or(UNASSIGNED_SEQ_NO);
@@ -332,6 +350,15 @@ impl Metadata {
             ));
         }
         let mut failed: Vec<String> = Vec::new();
+        if matches!(op, BulkOp::Update | BulkOp::Delete) && !has_id {
+            failed.push("id is missing".into());
+        }
+        if op == BulkOp::Index
+            && !has_id
+            && (version_type != VersionType::Internal || version != MATCH_ANY)
+        {
+            failed.push("an id must be provided if version type or value are set".into());
+        }
         let creates = op == BulkOp::Create
             || (op == BulkOp::Index && self.op_type.as_deref() == Some("create"));
         if creates {
@@ -466,9 +493,22 @@ impl Metadata {
     }
 }
 
-/// Reads an action line's metadata as OpenSearch does and replaces it with
-/// its canonical form; a line OpenSearch would refuse is refused here with
+/// Reads the metadata of an action line as OpenSearch does, for an item
+/// sent upstream as `op` with an `_id` or not (`has_id`), and returns it in
+/// canonical form; a line OpenSearch would refuse is refused here with
 /// OpenSearch's message.
+pub fn check_metadata(
+    op: BulkOp,
+    has_id: bool,
+    rest: &[(String, Box<RawValue>)],
+) -> Result<Vec<(String, Box<RawValue>)>, MetadataError> {
+    let m = Metadata::read(rest)?;
+    m.validate(op, has_id)?;
+    m.render(op)
+}
+
+/// [`check_metadata`] for the action line as the client wrote it, its
+/// metadata replaced by the canonical form.
 ///
 /// ```
 /// use osproxy_rewrite::bulk::{canonical_metadata, parse_action};
@@ -479,8 +519,182 @@ impl Metadata {
 /// assert!(canonical_metadata(&mut bad).unwrap_err().reason.contains("primary term is [0]"));
 /// ```
 pub fn canonical_metadata(action: &mut ActionLine) -> Result<(), MetadataError> {
-    let m = Metadata::read(&action.rest)?;
-    m.validate(action.op)?;
-    action.rest = m.render(action.op)?;
+    action.rest = check_metadata(action.op, action.id.is_some(), &action.rest)?;
+    Ok(())
+}
+
+/// The keys of an update's body, as OpenSearch's `UpdateRequest` reads them.
+const UPDATE_KEYS: [&str; 9] = [
+    "doc",
+    "upsert",
+    "script",
+    "scripted_upsert",
+    "doc_as_upsert",
+    "detect_noop",
+    "_source",
+    "if_seq_no",
+    "if_primary_term",
+];
+
+fn update_error(reason: impl Into<String>) -> MetadataError {
+    MetadataError::parse(reason)
+}
+
+/// Checks the body of a bulk `update` item as OpenSearch reads it while it
+/// parses the bulk (every body is read before any item runs, so one it
+/// cannot read fails the whole request): an object of known keys with
+/// values of their types, a `doc` or a `script` (not both), and no
+/// compare-and-set (`if_seq_no` in the action line, `metadata`) together
+/// with an upsert. `if_seq_no` and `if_primary_term` in the body are
+/// refused: osproxy reads them from the action line only.
+pub fn check_update_body(
+    metadata: &[(String, Box<RawValue>)],
+    body: &[u8],
+) -> Result<(), MetadataError> {
+    let m = Metadata::read(metadata)?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| update_error(format!("the update body is not UTF-8 ({e})")))?;
+    let super::Members(members) = serde_json::from_str(text).map_err(|_| {
+        update_error(format!(
+            "[UpdateRequest] Expected START_OBJECT but was: {}",
+            token(text.trim_start())
+        ))
+    })?;
+    let (mut doc, mut script, mut upsert, mut doc_as_upsert) = (false, false, false, false);
+    for (key, value) in &members {
+        let raw = value.get();
+        let wrong = || {
+            update_error(format!(
+                "[UpdateRequest] {} doesn't support values of type: {}",
+                clip(key),
+                token(raw)
+            ))
+        };
+        match key.as_str() {
+            "doc" | "upsert" => {
+                if !raw.starts_with('{') {
+                    return Err(wrong());
+                }
+                if key == "doc" {
+                    doc = true;
+                } else {
+                    upsert = true;
+                }
+            }
+            "scripted_upsert" | "doc_as_upsert" | "detect_noop" => {
+                let b = match raw {
+                    "true" | "\"true\"" => true,
+                    "false" | "\"false\"" => false,
+                    _ => return Err(wrong()),
+                };
+                if key == "doc_as_upsert" {
+                    doc_as_upsert = b;
+                }
+            }
+            "_source" => {
+                let ok = match raw.as_bytes().first() {
+                    Some(b't' | b'f' | b'"') => true,
+                    Some(b'[') => serde_json::from_str::<Vec<String>>(raw).is_ok(),
+                    Some(b'{') => source(raw).is_ok(),
+                    _ => false,
+                };
+                if !ok {
+                    return Err(wrong());
+                }
+            }
+            "script" => {
+                check_script(raw)?;
+                script = true;
+            }
+            "if_seq_no" | "if_primary_term" => {
+                return Err(update_error(format!(
+                    "`{key}` in an update's body is not supported by osproxy: give `if_seq_no` and `if_primary_term` in the action line"
+                )))
+            }
+            _ => {
+                return Err(update_error(format!(
+                    "[UpdateRequest] unknown field [{}]",
+                    clip(key)
+                )))
+            }
+        }
+    }
+    debug_assert!(members
+        .iter()
+        .all(|(k, _)| UPDATE_KEYS.contains(&k.as_str())));
+    let mut failed: Vec<&str> = Vec::new();
+    if !doc && !script {
+        failed.push("script or doc is missing");
+    }
+    if doc && script {
+        failed.push("can't provide both script and doc");
+    }
+    if doc_as_upsert && !doc {
+        failed.push("doc must be specified if doc_as_upsert is enabled");
+    }
+    if m.if_seq_no.is_some() && upsert {
+        failed.push("upsert requests don't support `if_seq_no` and `if_primary_term`");
+    }
+    if m.if_seq_no.is_some() && doc_as_upsert {
+        failed.push("compare and write operations can not be used with upsert");
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut reason = String::from("Validation Failed: ");
+    for (i, f) in failed.iter().enumerate() {
+        reason.push_str(&format!("{}: {f};", i + 1));
+    }
+    Err(MetadataError {
+        kind: "action_request_validation_exception",
+        reason,
+    })
+}
+
+/// A script as OpenSearch's `Script` parser reads it: a string (its
+/// source), or an object with exactly one of `source` and `id`, and
+/// `lang`, `params` and `options` of their types.
+fn check_script(raw: &str) -> Result<(), MetadataError> {
+    if raw.starts_with('"') {
+        return Ok(());
+    }
+    let refused = |why: String| update_error(format!("[script] {why}"));
+    if !raw.starts_with('{') {
+        return Err(refused(format!(
+            "must be a string or an object, not {}",
+            token(raw)
+        )));
+    }
+    let super::Members(members) =
+        serde_json::from_str(raw).map_err(|e| refused(format!("cannot be read ({e})")))?;
+    let (mut source, mut id) = (false, false);
+    for (key, value) in &members {
+        let v = value.get();
+        let fits = match key.as_str() {
+            "source" => {
+                source = true;
+                v.starts_with('"') || v.starts_with('{')
+            }
+            "id" => {
+                id = true;
+                v.starts_with('"')
+            }
+            "lang" => v.starts_with('"'),
+            "params" | "options" => v.starts_with('{'),
+            _ => return Err(refused(format!("unknown field [{}]", clip(key)))),
+        };
+        if !fits {
+            return Err(refused(format!(
+                "[{}] doesn't support values of type: {}",
+                clip(key),
+                token(v)
+            )));
+        }
+    }
+    if source == id {
+        return Err(refused(
+            "must specify either [source] for an inline script or [id] for a stored script".into(),
+        ));
+    }
     Ok(())
 }

@@ -444,8 +444,22 @@ fn metadata_opensearch_refuses_is_refused_with_its_message() {
         (r#"{"index":{"_id":"1","version":true}}"#, "not a boolean"),
         (
             r#"{"index":{"_id":"1","version":1e30,"version_type":"external"}}"#,
+            "must be an integer",
+        ),
+        (
+            r#"{"index":{"_id":"1","version":"9007199254740993.0","version_type":"external"}}"#,
+            "must be an integer",
+        ),
+        (
+            r#"{"index":{"_id":"1","version":99999999999999999999,"version_type":"external"}}"#,
             "out of range",
         ),
+        (r#"{"index":{"_version":"1"}}"#, "unknown parameter"),
+        (
+            r#"{"index":{"version":5,"version_type":"external"}}"#,
+            "an id must be provided if version type or value are set",
+        ),
+        (r#"{"delete":{}}"#, "id is missing"),
         (
             r#"{"index":{"_id":"1","retry_on_conflict":99999999999}}"#,
             "out of range",
@@ -534,7 +548,98 @@ fn metadata_opensearch_refuses_is_refused_with_its_message() {
         r#"{"index":{"_id":"1","if_seq_no":-2,"if_primary_term":0}}"#,
         r#"{"update":{"_id":"1","version_type":"internal","retry_on_conflict":-1}}"#,
         r#"{"index":{"_id":"1","_source":"a","op_type":null,"version_type":null}}"#,
+        r#"{"index":{"_id":"1","foo":null}}"#,
+        r#"{"index":{"if_seq_no":1,"if_primary_term":1}}"#,
     ] {
         canonical(line).expect(line);
+    }
+}
+
+#[test]
+fn update_bodies_opensearch_refuses_are_refused_with_its_message() {
+    let none: Vec<(String, Box<serde_json::value::RawValue>)> = Vec::new();
+    let cas = parse_action(br#"{"update":{"_id":"1","if_seq_no":1,"if_primary_term":1}}"#)
+        .unwrap()
+        .rest;
+    for (meta, body, expect) in [
+        (&none, "{}", "script or doc is missing"),
+        (&none, r#"{"upsert":{}}"#, "script or doc is missing"),
+        (&none, r#"{"doc":{},"lang":"x"}"#, "unknown field [lang]"),
+        (
+            &none,
+            r#"{"doc":5}"#,
+            "doc doesn't support values of type: VALUE_NUMBER",
+        ),
+        (&none, r#"{"doc":null}"#, "VALUE_NULL"),
+        (&none, r#"{"doc":{},"upsert":[]}"#, "upsert doesn't support"),
+        (&none, "5", "Expected START_OBJECT"),
+        (&none, "[]", "Expected START_OBJECT"),
+        (
+            &none,
+            r#"{"doc":{},"doc_as_upsert":"x"}"#,
+            "doc_as_upsert doesn't support",
+        ),
+        (
+            &none,
+            r#"{"doc":{},"detect_noop":1}"#,
+            "detect_noop doesn't support",
+        ),
+        (
+            &none,
+            r#"{"doc":{},"_source":5}"#,
+            "_source doesn't support",
+        ),
+        (
+            &none,
+            r#"{"doc":{},"script":"x"}"#,
+            "can't provide both script and doc",
+        ),
+        (
+            &none,
+            r#"{"script":"x","doc_as_upsert":true}"#,
+            "doc must be specified if doc_as_upsert is enabled",
+        ),
+        (
+            &none,
+            r#"{"script":{"source":"x","bogus":1}}"#,
+            "unknown field [bogus]",
+        ),
+        (&none, r#"{"script":5}"#, "must be a string or an object"),
+        (
+            &none,
+            r#"{"script":{"lang":"painless"}}"#,
+            "either [source]",
+        ),
+        (&none, r#"{"doc":{},"if_seq_no":1}"#, "in the action line"),
+        (
+            &cas,
+            r#"{"doc":{},"upsert":{}}"#,
+            "upsert requests don't support",
+        ),
+        (
+            &cas,
+            r#"{"doc":{},"doc_as_upsert":true}"#,
+            "can not be used with upsert",
+        ),
+    ] {
+        let got = super::check_update_body(meta, body.as_bytes()).expect_err(body);
+        assert!(got.reason.contains(expect), "{body}: {}", got.reason);
+    }
+    for (meta, body) in [
+        (
+            &none,
+            r#"{"doc":{"f":1},"doc_as_upsert":"true","detect_noop":false}"#,
+        ),
+        (&none, r#"{"doc":{"f":1},"_source":["f"]}"#),
+        (&none, r#"{"doc":{"f":1},"_source":{"includes":"f"}}"#),
+        (&none, r#"{"script":"ctx._source.f=2","upsert":{"f":1}}"#),
+        (
+            &none,
+            r#"{"script":{"source":"x","lang":"painless","params":{}},"scripted_upsert":true,"upsert":{}}"#,
+        ),
+        (&none, r#"{"script":{"id":"stored"}}"#),
+        (&cas, r#"{"doc":{"f":1}}"#),
+    ] {
+        super::check_update_body(meta, body.as_bytes()).expect(body);
     }
 }

@@ -1,7 +1,7 @@
 //! Resolving a bulk item's target and rendering its upstream action line.
 
 use osproxy_core::{ErrorCode, ProxyError};
-use osproxy_rewrite::bulk::{item_error, render_action, ActionLine, BulkOp};
+use osproxy_rewrite::bulk::{check_metadata, item_error, render_action, ActionLine, BulkOp};
 
 use super::{BulkStream, ItemCtx, Prepared};
 use crate::tenancy::Target;
@@ -54,6 +54,15 @@ impl<'t> BulkStream<'_, 't> {
                 ),
             );
         }
+        if action.id.as_deref() == Some("") {
+            return refuse(
+                self,
+                ProxyError::new(
+                    ErrorCode::BadRequest,
+                    "if _id is specified it must not be empty",
+                ),
+            );
+        }
         let logical_id = match (&action.id, shared, op) {
             (Some(id), _, _) => Some(id.clone()),
             (None, true, BulkOp::Index | BulkOp::Create) => Some(self.tenancy.mint_id()),
@@ -90,12 +99,50 @@ impl<'t> BulkStream<'_, 't> {
         } else {
             action.routing.clone()
         };
+        if let Some(id) = physical_id.as_deref().filter(|id| id.len() > 512) {
+            let how = if shared {
+                " (in a shared placement, the id with its partition prefix)"
+            } else {
+                ""
+            };
+            return refuse(
+                self,
+                ProxyError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "id is too long, must be no longer than 512 bytes but was: {}{how}",
+                        id.len()
+                    ),
+                ),
+            );
+        }
+        // OpenSearch refuses a whole `_bulk` for one action line it cannot
+        // read or validate; read here with its rules, for the op and id
+        // the item is sent with, that item alone fails, and what is
+        // forwarded is the canonical form of what was read.
+        let rest = match check_metadata(upstream_op, physical_id.is_some(), &action.rest) {
+            Ok(rest) => rest,
+            Err(e) => {
+                self.out.set(
+                    position,
+                    item_error(
+                        op,
+                        Some(index),
+                        action.id.as_deref(),
+                        400,
+                        e.kind,
+                        &e.reason,
+                    ),
+                );
+                return None;
+            }
+        };
         let rendered = render_action(
             upstream_op,
             target.physical_index(),
             physical_id.as_deref(),
             routing.as_deref(),
-            &action.rest,
+            &rest,
         );
         let key = (
             target.cluster.id.clone(),

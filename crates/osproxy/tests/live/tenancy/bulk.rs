@@ -246,11 +246,47 @@ async fn a_bad_metadata_line_fails_its_item_alone() {
             Some(201),
         ),
     ];
+    // Lines checked for the op and id they are sent with, update bodies,
+    // ids: given with their source line where it matters.
+    let long_id = "a".repeat(510);
+    let long = format!(r#"{{"index":{{"_index":"orders","_id":"{long_id}"}}}}"#);
+    let more: Vec<(&str, &str, Option<u64>)> = vec![
+        // In a shared placement an `index` without `_id` is sent as `create`.
+        (
+            r#"{"index":{"_index":"orders","version":5,"version_type":"external"}}"#,
+            "create operations only support internal versioning",
+            None,
+        ),
+        (
+            r#"{"index":{"_index":"orders","if_seq_no":1,"if_primary_term":1}}"#,
+            "create operations do not support compare and set",
+            None,
+        ),
+        (r#"{"delete":{"_index":"orders","_id":""}}"#, "must not be empty", None),
+        // 510 bytes, over 512 with the partition prefix.
+        (&long, "id is too long", None),
+        (
+            "{\"update\":{\"_index\":\"orders\",\"_id\":\"m1\"}}\n{}",
+            "script or doc is missing",
+            None,
+        ),
+        (
+            "{\"update\":{\"_index\":\"orders\",\"_id\":\"m1\"}}\n{\"doc\":{\"n\":2},\"lang\":\"x\"}",
+            "unknown field [lang]",
+            None,
+        ),
+        (
+            "{\"update\":{\"_index\":\"orders\",\"_id\":\"m1\"}}\n{\"doc\":{\"n\":3},\"detect_noop\":\"false\"}",
+            "",
+            Some(200),
+        ),
+    ];
+    let lines: Vec<(&str, &str, Option<u64>)> = lines.iter().copied().chain(more).collect();
     let mut body = String::new();
     for (i, (action, _, _)) in lines.iter().enumerate() {
         body.push_str(action);
         body.push('\n');
-        if !action.starts_with(r#"{"delete""#) {
+        if !action.starts_with(r#"{"delete""#) && !action.contains('\n') {
             if action.starts_with(r#"{"update""#) {
                 body.push_str(r#"{"doc":{"n":1}}"#);
             } else {
@@ -273,7 +309,7 @@ async fn a_bad_metadata_line_fails_its_item_alone() {
     assert_eq!(v["errors"], true, "{v}");
     let items = v["items"].as_array().unwrap();
     assert_eq!(items.len(), lines.len(), "{v}");
-    for (item, (action, reason, ok)) in items.iter().zip(lines) {
+    for (item, (action, reason, ok)) in items.iter().zip(&lines) {
         let inner = item.as_object().unwrap().values().next().unwrap();
         match ok {
             Some(status) => assert_eq!(inner["status"], *status, "{action}: {item}"),

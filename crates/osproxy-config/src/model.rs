@@ -532,7 +532,7 @@ pub struct Server {
     /// requests: bodies read whole (searches, documents, mget, msearch,
     /// compressed bodies once decoded) and each bulk's unsent batches. A
     /// request that would go past it is refused `503 overloaded` (retryable,
-    /// `Retry-After: 1`). Default `256mb`.
+    /// `Retry-After: 1`). Default `512mb`.
     #[serde(default = "default_max_buffered_total")]
     pub max_buffered_total: crate::ByteSize,
 }
@@ -554,7 +554,7 @@ fn default_max_decompressed_body() -> crate::ByteSize {
 }
 
 fn default_max_buffered_total() -> crate::ByteSize {
-    crate::ByteSize::from_bytes(256 * 1024 * 1024)
+    crate::ByteSize::from_bytes(512 * 1024 * 1024)
 }
 
 fn default_drain_timeout() -> Duration {

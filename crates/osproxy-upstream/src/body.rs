@@ -105,18 +105,25 @@ where
     if body.size_hint().lower() > MAX_BUFFERED as u64 {
         return Err(too_large());
     }
-    // Every byte held is charged to the process-wide budget as it arrives
-    // (the buffer's capacity, so growth is charged before it is made), and
-    // the charge goes with the bytes returned: it is given back when the
-    // last reference to them is dropped.
+    // Every byte held is charged to the process-wide budget as it arrives,
+    // and the charge goes with the bytes returned: it is given back when
+    // the last reference to them is dropped. A body of known length is
+    // copied once into a buffer of that size; one of unknown length (a
+    // chunked or decoded body) is kept frame by frame and joined once at
+    // the end, so it is never held more than twice (no buffer doubling).
     let mut charge = Charge::default();
-    let mut one: Option<Bytes> = None;
+    let exact = body
+        .size_hint()
+        .exact()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n > 0);
     let mut joined: Vec<u8> = Vec::new();
-    if let Some(n) = body.size_hint().exact().filter(|&n| n > 0) {
-        let n = usize::try_from(n).map_err(|_| too_large())?;
+    if let Some(n) = exact {
         charge.set(n as u64)?;
         joined.reserve_exact(n);
     }
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
     let mut body = std::pin::pin!(body);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| crate::decode::body_error(&*e.into()))?;
@@ -126,38 +133,52 @@ where
         if data.is_empty() {
             continue;
         }
-        let held = one.as_ref().map_or(joined.len(), Bytes::len);
-        let needed = held + data.len();
-        if needed > MAX_BUFFERED {
+        total += data.len();
+        if total > MAX_BUFFERED {
             return Err(too_large());
         }
-        if joined.capacity() == 0 && one.is_none() {
-            // A body in one frame is kept as it came, not copied.
-            charge.set(needed as u64)?;
-            one = Some(data);
-            continue;
+        if total > joined.capacity() {
+            charge.set(total.max(joined.capacity()) as u64)?;
         }
-        if needed > joined.capacity() {
-            let want = needed.max(joined.capacity() * 2).min(MAX_BUFFERED);
-            charge.set(want as u64)?;
-            joined.reserve_exact(want - joined.len());
+        if exact.is_some() && total <= joined.capacity() {
+            joined.extend_from_slice(&data);
+        } else {
+            frames.push(data);
         }
-        if let Some(first) = one.take() {
-            joined.extend_from_slice(&first);
-        }
-        joined.extend_from_slice(&data);
     }
-    Ok(match one {
-        Some(only) => Bytes::from_owner(Charged {
-            bytes: Held::Frame(only),
-            _charge: charge,
-        }),
-        None if joined.is_empty() => Bytes::new(),
-        None => Bytes::from_owner(Charged {
+    if exact.is_some() && frames.is_empty() {
+        if joined.is_empty() {
+            return Ok(Bytes::new());
+        }
+        return Ok(Bytes::from_owner(Charged {
             bytes: Held::Joined(joined),
             _charge: charge,
-        }),
-    })
+        }));
+    }
+    if joined.is_empty() && frames.len() == 1 {
+        if let Some(only) = frames.pop() {
+            return Ok(Bytes::from_owner(Charged {
+                bytes: Held::Frame(only),
+                _charge: charge,
+            }));
+        }
+    }
+    if total == 0 {
+        return Ok(Bytes::new());
+    }
+    // The join: both copies are held until it is done.
+    charge.set((2 * total) as u64)?;
+    let mut whole = Vec::with_capacity(total);
+    whole.extend_from_slice(&joined);
+    drop(joined);
+    for f in frames.drain(..) {
+        whole.extend_from_slice(&f);
+    }
+    charge.set(total as u64)?;
+    Ok(Bytes::from_owner(Charged {
+        bytes: Held::Joined(whole),
+        _charge: charge,
+    }))
 }
 
 /// Bytes read whole, with their charge on the budget.

@@ -24,8 +24,9 @@ use osproxy_core::{ErrorCode, ProxyError};
 /// What each byte held counts for: itself and its parse.
 pub const PARSE_FACTOR: u64 = 2;
 
-/// The default budget: 256 MiB.
-pub const DEFAULT_LIMIT: u64 = 256 * 1024 * 1024;
+/// The default budget: 512 MiB (a body of the largest size read whole,
+/// 100 MiB, counts 400 MiB while its frames are joined).
+pub const DEFAULT_LIMIT: u64 = 512 * 1024 * 1024;
 
 static LIMIT: AtomicU64 = AtomicU64::new(DEFAULT_LIMIT);
 static HELD: AtomicU64 = AtomicU64::new(0);

@@ -108,6 +108,12 @@ pub fn is_blank(line: &[u8]) -> bool {
         .all(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
+/// A rest of the splitter's buffer shorter than this is copied out of the
+/// allocation of the lines before it.
+const RELEASE_BELOW: usize = 64 * 1024;
+/// ... when the allocation is larger than this (a long line was read).
+const RELEASE_ABOVE: usize = 1024 * 1024;
+
 /// Splits a byte stream into NDJSON lines across chunk boundaries.
 ///
 /// A line's length is counted without its `\n` and without one `\r` before
@@ -158,6 +164,7 @@ impl LineSplitter {
     /// `Err(BulkError::LineTooLong)` if a line grows beyond `max_line`.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, BulkError> {
         self.buf.extend_from_slice(chunk);
+        let allocated = self.buf.capacity();
         let mut lines = Vec::new();
         while let Some(nl) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
             let mut line = self.buf.split_to(self.scanned + nl + 1).freeze();
@@ -172,6 +179,13 @@ impl LineSplitter {
             if self.keep_blank || !is_blank(&line) {
                 lines.push(line);
             }
+        }
+        // Split-off lines share the buffer's allocation, and what is left
+        // keeps all of it alive: once a line is split off, a small rest is
+        // moved to a buffer of its own, so a long line's memory goes with
+        // the line rather than staying with the splitter.
+        if !lines.is_empty() && allocated > RELEASE_ABOVE && self.buf.len() < RELEASE_BELOW {
+            self.buf = BytesMut::from(&self.buf[..]);
         }
         self.scanned = self.buf.len();
         // A pending `\r` may still be the one before `\n`.
@@ -268,7 +282,7 @@ pub struct ActionLine {
     pub index: Option<String>,
     /// `_id`.
     pub id: Option<String>,
-    /// `routing` or `_routing`.
+    /// `routing`.
     pub routing: Option<String>,
     /// Every other metadata member, raw and in order (if_seq_no,
     /// if_primary_term, version, version_type, pipeline, require_alias,
@@ -395,7 +409,8 @@ pub fn parse_action(line: &[u8]) -> Result<ActionLine, BulkError> {
         match name.as_str() {
             "_index" => set_string(&mut action.index, "_index", &raw)?,
             "_id" => set_string(&mut action.id, "_id", &raw)?,
-            "routing" | "_routing" => set_string(&mut action.routing, "routing", &raw)?,
+            // `_routing` is not OpenSearch's (it refuses it as unknown).
+            "routing" => set_string(&mut action.routing, "routing", &raw)?,
             "_type" => {
                 return Err(malformed(
                     "`_type` is not supported: mapping types were removed; drop `_type` \

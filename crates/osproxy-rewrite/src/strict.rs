@@ -40,10 +40,21 @@ impl fmt::Display for StrictError {
 /// assert!(check(br#"{"a":1} {"b":2}"#).is_err());
 /// ```
 pub fn check(body: &[u8]) -> Result<(), StrictError> {
+    check_counting(body).map(|_| ())
+}
+
+/// Like [`check`], returning how many values (object members' names
+/// included) the body holds: what parsing it into a tree will build.
+///
+/// ```
+/// use osproxy_rewrite::strict::check_counting;
+/// assert_eq!(check_counting(br#"{"a":[1,2]}"#).unwrap(), 5);
+/// ```
+pub fn check_counting(body: &[u8]) -> Result<usize, StrictError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     Strict
         .deserialize(&mut de)
-        .and_then(|()| de.end())
+        .and_then(|n| de.end().map(|()| n))
         .map_err(|e| StrictError {
             reason: describe(&e),
         })
@@ -77,46 +88,50 @@ fn describe(e: &serde_json::Error) -> String {
 struct Strict;
 
 impl<'de> DeserializeSeed<'de> for Strict {
-    type Value = ();
+    type Value = usize;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Strict {
-    type Value = ();
+    type Value = usize;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
+    fn visit_bool<E>(self, _: bool) -> Result<usize, E> {
+        Ok(1)
     }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
+    fn visit_i64<E>(self, _: i64) -> Result<usize, E> {
+        Ok(1)
     }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
+    fn visit_u64<E>(self, _: u64) -> Result<usize, E> {
+        Ok(1)
     }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
+    fn visit_f64<E>(self, _: f64) -> Result<usize, E> {
+        Ok(1)
     }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
+    fn visit_str<E>(self, _: &str) -> Result<usize, E> {
+        Ok(1)
     }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Strict)?.is_some() {}
-        Ok(())
+    fn visit_unit<E>(self) -> Result<usize, E> {
+        Ok(1)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut n = 1usize;
+        while let Some(inner) = seq.next_element_seed(Strict)? {
+            n = n.saturating_add(inner);
+        }
+        Ok(n)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
         let mut seen: HashSet<std::borrow::Cow<'de, str>> = HashSet::new();
+        let mut n = 1usize;
         while let Some(key) = map.next_key_seed(Key)? {
             if !seen.insert(key.clone()) {
                 let shown: String = key.chars().take(64).filter(|c| !c.is_control()).collect();
@@ -124,9 +139,11 @@ impl<'de> Visitor<'de> for Strict {
                     "duplicate field `{shown}`: a name may occur once in an object"
                 )));
             }
-            map.next_value_seed(Strict)?;
+            n = n
+                .saturating_add(1)
+                .saturating_add(map.next_value_seed(Strict)?);
         }
-        Ok(())
+        Ok(n)
     }
 }
 

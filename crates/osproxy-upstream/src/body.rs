@@ -117,9 +117,11 @@ where
         .exact()
         .and_then(|n| usize::try_from(n).ok())
         .filter(|&n| n > 0);
+    // Reserved, not charged: the pages are only used as bytes arrive, and
+    // charged then, so announcing a length and sending nothing holds no
+    // share of the budget.
     let mut joined: Vec<u8> = Vec::new();
     if let Some(n) = exact {
-        charge.set(n as u64)?;
         joined.reserve_exact(n);
     }
     let mut frames: Vec<Bytes> = Vec::new();
@@ -137,9 +139,7 @@ where
         if total > MAX_BUFFERED {
             return Err(too_large());
         }
-        if total > joined.capacity() {
-            charge.set(total.max(joined.capacity()) as u64)?;
-        }
+        charge.set(total as u64)?;
         if exact.is_some() && total <= joined.capacity() {
             joined.extend_from_slice(&data);
         } else {

@@ -176,10 +176,9 @@ pub(crate) async fn serve(
                         return;
                     }
                 }
-                if let Err(e) = run.hold(splitter.buffered()).await {
-                    run.abort_with(e.status(), e.code.as_str(), &e.reason).await;
-                    return;
-                }
+                // Given back, not taken: the charge before the feed covered
+                // the growth, so the last frame never fails here.
+                run.settle(splitter.buffered());
             }
             if let Some(line) = splitter.finish() {
                 run.line(line).await;
@@ -496,12 +495,33 @@ impl<'t> BulkStream<'_, 't> {
     /// budget, the batches are sent at once to give their share back; if
     /// that is not enough, the bulk cannot go on.
     async fn hold(&mut self, pending: usize) -> Result<(), ProxyError> {
-        let batched: usize = self.batches.values().map(|b| b.body.capacity()).sum();
-        if self.charge.set((pending + batched) as u64).is_ok() {
+        if self.charge.set((pending + self.held()) as u64).is_ok() {
             return Ok(());
         }
         self.send_all().await;
-        self.charge.set(pending as u64)
+        self.charge.set((pending + self.held()) as u64)
+    }
+
+    /// What the bulk holds besides the splitter's pending bytes: unsent
+    /// batches, and an action waiting for its source line.
+    fn held(&self) -> usize {
+        let batched: usize = self.batches.values().map(|b| b.body.capacity()).sum();
+        let pending = self.pending.as_ref().map_or(0, |p| {
+            p.index.len()
+                + p.action.id.as_ref().map_or(0, String::len)
+                + p.action
+                    .rest
+                    .iter()
+                    .map(|(k, v)| k.len() + v.get().len())
+                    .sum::<usize>()
+        });
+        batched + pending + self.out.held()
+    }
+
+    /// Gives back what the bulk no longer holds; never refuses (a charge
+    /// that would grow stays as it was, covered by the charge before).
+    fn settle(&mut self, pending: usize) {
+        let _ = self.charge.set((pending + self.held()) as u64);
     }
 
     /// Sends every unsent batch.

@@ -112,7 +112,7 @@ pub(crate) async fn serve(
         Op::Write | Op::Update => {
             let raw = match body {
                 Body::Read(b) => b,
-                Body::Stream(s) => read_json(s).await?,
+                Body::Stream(s) => read_json(s).await?.into_bytes(),
             };
             if let (Op::Update, osproxy_control::PartitionRule::Body(f)) =
                 (op, &t.logical.partition)

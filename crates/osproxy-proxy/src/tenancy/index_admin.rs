@@ -112,7 +112,7 @@ pub(crate) async fn serve(
                         format!("{what} in the create-index body of logical index {:?} could reach indices outside this partition's own; only an operator may set it", t.logical.name),
                     ));
                 }
-                raw
+                raw.into_bytes()
             };
             index_write(
                 tenancy,
@@ -173,7 +173,15 @@ pub(crate) async fn serve(
                 ));
             }
             let path = format!("{index_path}/_mapping");
-            index_write(tenancy, t, Method::PUT, &path, &parts.headers, Some(raw)).await
+            index_write(
+                tenancy,
+                t,
+                Method::PUT,
+                &path,
+                &parts.headers,
+                Some(raw.into_bytes()),
+            )
+            .await
         }
         (Some("_refresh"), &Method::POST | &Method::GET) => {
             let path = format!("{index_path}/_refresh");

@@ -244,7 +244,13 @@ impl Tenancy {
                     let partition = body_partition(&bytes, &field, index)?;
                     let target =
                         self.resolve(index, principal, &parts.headers, Some(&partition))?;
-                    document::serve(self, &target, parts, document::Body::Read(bytes)).await
+                    document::serve(
+                        self,
+                        &target,
+                        parts,
+                        document::Body::Read(bytes.into_bytes()),
+                    )
+                    .await
                 }
                 None => {
                     let target = self.resolve(index, principal, &parts.headers, None)?;

@@ -95,7 +95,9 @@ pub(crate) async fn mget(
     )?
     .encode();
     let headers = req.headers().clone();
-    let body: Value = serde_json::from_slice(&read_json(req.into_body()).await?)
+    // Kept to the end: it holds the budget charge for the trees built here.
+    let raw = read_json(req.into_body()).await?;
+    let body: Value = serde_json::from_slice(&raw)
         .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
     let specs: Vec<Value> = match (body.get("docs"), body.get("ids")) {
         (Some(Value::Array(docs)), None) => docs.clone(),
@@ -260,14 +262,20 @@ pub(crate) async fn msearch(
     .encode();
     let headers = req.headers().clone();
     let raw = req.into_body().read_whole().await?;
-    let lines: Vec<&[u8]> = raw
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .collect();
-    // Every line strict JSON, or nothing is searched.
-    for line in &lines {
-        super::strict_body(line)?;
+    let non_blank = || {
+        raw.split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+    };
+    // Every line strict JSON, or nothing is searched; the trees their
+    // parses build (and each line's bookkeeping) charged to the budget
+    // before any of it is built.
+    let mut values = 0u64;
+    for line in non_blank() {
+        values = values.saturating_add(super::wire::strict_values(line)? as u64 + 1);
     }
+    let mut _parse = osproxy_upstream::budget::Charge::default();
+    _parse.set(values.saturating_mul(super::wire::PARSE_COST_PER_VALUE))?;
+    let lines: Vec<&[u8]> = non_blank().collect();
     if !lines.len().is_multiple_of(2) {
         return Err(bad(
             "an _msearch body is pairs of header and body lines; the last header has no body",

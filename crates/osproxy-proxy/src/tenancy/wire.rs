@@ -8,27 +8,65 @@ use osproxy_core::{ErrorCode, ProxyError};
 
 use crate::body::ResponseBody;
 
+/// What a parsed JSON value costs per value it holds (a tree node, its
+/// key and its allocation, on average and generously), charged to the
+/// process-wide budget before a body is parsed: a small body can hold
+/// millions of values (`[0,0,0,...]`, two bytes each).
+pub(crate) const PARSE_COST_PER_VALUE: u64 = 256;
+
+/// A JSON request body read whole, checked strict, with the budget charge
+/// for the tree its parse builds (held while this is).
+pub(crate) struct JsonBody {
+    bytes: Bytes,
+    _parse: osproxy_upstream::budget::Charge,
+}
+
+impl std::ops::Deref for JsonBody {
+    type Target = Bytes;
+    fn deref(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+impl JsonBody {
+    /// The bytes, with the parse's charge given back (no tree is built).
+    pub(crate) fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+}
+
 /// Reads a JSON request body whole (bounded) and checks it is strict JSON
-/// (see [`strict_body`]).
-pub(crate) async fn read_json(body: osproxy_upstream::ClientBody) -> Result<Bytes, ProxyError> {
+/// (see [`strict_body`]); the tree a parse of it would build is charged to
+/// the process-wide budget (503 `overloaded` past it).
+pub(crate) async fn read_json(body: osproxy_upstream::ClientBody) -> Result<JsonBody, ProxyError> {
     let bytes = body.read_whole().await?;
-    strict_body(&bytes)?;
-    Ok(bytes)
+    let values = strict_values(&bytes)?;
+    let mut parse = osproxy_upstream::budget::Charge::default();
+    parse.set((values as u64).saturating_mul(PARSE_COST_PER_VALUE))?;
+    Ok(JsonBody {
+        bytes,
+        _parse: parse,
+    })
+}
+
+/// [`strict_body`], returning how many values the body holds.
+pub(crate) fn strict_values(bytes: &[u8]) -> Result<usize, ProxyError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(0);
+    }
+    osproxy_rewrite::strict::check_counting(bytes).map_err(|e| {
+        ProxyError::new(
+            ErrorCode::BadRequest,
+            format!("the request body is refused: {e}; send standard JSON"),
+        )
+    })
 }
 
 /// Refuses a body that is not strict JSON (comments, a name twice, trailing
 /// data, ...): OpenSearch's lenient parser could read it differently from
 /// osproxy. An empty (or all-blank) body passes: it means "no body".
 pub(crate) fn strict_body(bytes: &[u8]) -> Result<(), ProxyError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
-    }
-    osproxy_rewrite::strict::check(bytes).map_err(|e| {
-        ProxyError::new(
-            ErrorCode::BadRequest,
-            format!("the request body is refused: {e}; send standard JSON"),
-        )
-    })
+    strict_values(bytes).map(|_| ())
 }
 
 /// A 200 JSON response osproxy assembled itself.

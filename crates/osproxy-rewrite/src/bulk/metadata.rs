@@ -165,9 +165,14 @@ fn long(name: &str, raw: &str, min: i64, max: i64) -> Result<Option<i64>, Metada
     }
     // A JSON number's fraction is truncated, as OpenSearch does; nothing
     // else but an optional sign and digits is read.
+    // (OpenSearch reads a JSON fraction through a double, so past 2^53 it
+    // could round where truncating does not: refused there.)
     let whole = match digits.split_once('.') {
         Some((whole, fraction))
-            if !quoted && !whole.is_empty() && fraction.bytes().all(|b| b.is_ascii_digit()) =>
+            if !quoted
+                && !whole.is_empty()
+                && whole.trim_start_matches(['-', '+']).len() <= 15
+                && fraction.bytes().all(|b| b.is_ascii_digit()) =>
         {
             whole
         }
@@ -667,7 +672,8 @@ fn check_script(raw: &str) -> Result<(), MetadataError> {
     }
     let super::Members(members) =
         serde_json::from_str(raw).map_err(|e| refused(format!("cannot be read ({e})")))?;
-    let (mut source, mut id) = (false, false);
+    let (mut source, mut id, mut lang) = (false, false, false);
+    let mut options: Vec<(String, Box<RawValue>)> = Vec::new();
     for (key, value) in &members {
         let v = value.get();
         let fits = match key.as_str() {
@@ -679,8 +685,18 @@ fn check_script(raw: &str) -> Result<(), MetadataError> {
                 id = true;
                 v.starts_with('"')
             }
-            "lang" => v.starts_with('"'),
-            "params" | "options" => v.starts_with('{'),
+            "lang" => {
+                lang = true;
+                v.starts_with('"')
+            }
+            "params" => v.starts_with('{'),
+            "options" => match serde_json::from_str::<super::Members>(v) {
+                Ok(super::Members(o)) => {
+                    options = o;
+                    true
+                }
+                Err(_) => false,
+            },
             _ => return Err(refused(format!("unknown field [{}]", clip(key)))),
         };
         if !fits {
@@ -695,6 +711,22 @@ fn check_script(raw: &str) -> Result<(), MetadataError> {
         return Err(refused(
             "must specify either [source] for an inline script or [id] for a stored script".into(),
         ));
+    }
+    if id && lang {
+        return Err(refused(
+            "illegally specified [lang] for a stored script".into(),
+        ));
+    }
+    if id && !options.is_empty() {
+        return Err(refused(
+            "illegally specified [options] for a stored script".into(),
+        ));
+    }
+    if let Some((key, _)) = options.iter().find(|(k, _)| k != "content_type") {
+        return Err(refused(format!(
+            "illegal compiler option [{}]: only [content_type] is allowed",
+            clip(key)
+        )));
     }
     Ok(())
 }

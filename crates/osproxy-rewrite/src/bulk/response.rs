@@ -134,6 +134,18 @@ pub fn assemble_response(took_ms: u64, items: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn clip_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// A per-item error object shaped like OpenSearch's, for items osproxy
 /// refused or could not route:
 /// `{"<op>":{"_index":<index or null>,"_id":<id or null>,"status":<status>,"error":{"type":<type>,"reason":<reason>}}}`
@@ -145,6 +157,12 @@ pub fn item_error(
     error_type: &str,
     reason: &str,
 ) -> Vec<u8> {
+    // Names and ids echoed at most as long as OpenSearch allows them (255
+    // and 512 bytes), so that refused items cannot make the answer grow
+    // without bound.
+    let index = index.map(|i| clip_bytes(i, 255));
+    let id = id.map(|i| clip_bytes(i, 512));
+    let reason = clip_bytes(reason, 4096);
     let mut out = Vec::with_capacity(96 + reason.len());
     out.extend_from_slice(b"{\"");
     out.extend_from_slice(op.as_str().as_bytes());

@@ -84,7 +84,7 @@ fn line_too_long() {
 #[test]
 fn parses_full_metadata() {
     let a = parse_action(
-        br#" {"update": {"_index":"logs","_id":"a\"b","_routing":"r","retry_on_conflict":3,"_source":{"includes":["x"]}}} "#,
+        br#" {"update": {"_index":"logs","_id":"a\"b","routing":"r","retry_on_conflict":3,"_source":{"includes":["x"]}}} "#,
     )
     .unwrap();
     assert_eq!(a.op, BulkOp::Update);
@@ -124,7 +124,7 @@ fn malformed_action_lines() {
     );
     assert!(reason(r#"{"index":{"_index":null}}"#).contains("not null"));
     assert!(reason(r#"{"index":{"routing":["r"]}}"#).contains("`routing`"));
-    assert!(reason(r#"{"index":{"routing":"a","_routing":"b"}}"#).contains("more than once"));
+    assert!(reason(r#"{"index":{"routing":"a","routing":"b"}}"#).contains("more than once"));
     assert!(reason(r#"{"index":{"_id":"a","_id":"b"}}"#).contains("more than once"));
     assert!(parse_action(b"{\"index\":{\"_id\":\"\xff\"}}").is_err());
     let unknown = parse_action(br#"{"upsert":{"_id":"1"}}"#).unwrap_err();
@@ -461,6 +461,14 @@ fn metadata_opensearch_refuses_is_refused_with_its_message() {
         ),
         (r#"{"delete":{}}"#, "id is missing"),
         (
+            r#"{"index":{"_id":"1","_routing":"a"}}"#,
+            "unknown parameter [_routing]",
+        ),
+        (
+            r#"{"index":{"_id":"1","version":9007199254740993.5,"version_type":"external"}}"#,
+            "must be an integer",
+        ),
+        (
             r#"{"index":{"_id":"1","retry_on_conflict":99999999999}}"#,
             "out of range",
         ),
@@ -607,6 +615,26 @@ fn update_bodies_opensearch_refuses_are_refused_with_its_message() {
         (&none, r#"{"script":5}"#, "must be a string or an object"),
         (
             &none,
+            r#"{"script":{"id":"s","lang":"painless"}}"#,
+            "for a stored script",
+        ),
+        (
+            &none,
+            r#"{"script":{"id":"s","options":{"a":"b"}}}"#,
+            "for a stored script",
+        ),
+        (
+            &none,
+            r#"{"script":{"source":"x","options":{"foo":"x"}}}"#,
+            "illegal compiler option [foo]",
+        ),
+        (
+            &none,
+            r#"{"script":{"source":"x","lang":5}}"#,
+            "[lang] doesn't support",
+        ),
+        (
+            &none,
             r#"{"script":{"lang":"painless"}}"#,
             "either [source]",
         ),
@@ -638,6 +666,11 @@ fn update_bodies_opensearch_refuses_are_refused_with_its_message() {
             r#"{"script":{"source":"x","lang":"painless","params":{}},"scripted_upsert":true,"upsert":{}}"#,
         ),
         (&none, r#"{"script":{"id":"stored"}}"#),
+        (&none, r#"{"script":{"id":"stored","options":{}}}"#),
+        (
+            &none,
+            r#"{"script":{"source":"x","options":{"content_type":"text/plain"}}}"#,
+        ),
         (&cas, r#"{"doc":{"f":1}}"#),
     ] {
         super::check_update_body(meta, body.as_bytes()).expect(body);

@@ -17,6 +17,8 @@ pub(super) struct Emitter {
     /// The next position to write.
     next: usize,
     waiting: BTreeMap<usize, Vec<u8>>,
+    /// The bytes of the results in `waiting`.
+    waiting_bytes: usize,
     ready: Vec<u8>,
     errors: bool,
     metrics: Arc<osproxy_observe::Metrics>,
@@ -52,6 +54,7 @@ impl Emitter {
             count: 0,
             next: 0,
             waiting: BTreeMap::new(),
+            waiting_bytes: 0,
             ready: Vec::new(),
             errors: false,
             metrics,
@@ -74,14 +77,24 @@ impl Emitter {
             self.errors = true;
         }
         self.metrics.bulk_item(outcome(&item, status));
-        self.waiting.insert(position, item);
+        self.waiting_bytes += item.len();
+        if let Some(replaced) = self.waiting.insert(position, item) {
+            self.waiting_bytes -= replaced.len();
+        }
         while let Some(item) = self.waiting.remove(&self.next) {
+            self.waiting_bytes -= item.len();
             if self.next > 0 {
                 self.ready.push(b',');
             }
             self.ready.extend_from_slice(&item);
             self.next += 1;
         }
+    }
+
+    /// The bytes of results held: waiting behind an earlier item, or
+    /// ready and not yet sent.
+    pub(super) fn held(&self) -> usize {
+        self.waiting_bytes + self.ready.capacity()
     }
 
     /// Sends what is ready (waiting while the client reads slowly). A

@@ -6,6 +6,9 @@ use osproxy_rewrite::bulk::{check_metadata, item_error, render_action, ActionLin
 use super::{BulkStream, ItemCtx, Prepared};
 use crate::tenancy::Target;
 
+/// Targets a bulk keeps resolved at once.
+const MAX_CACHED_TARGETS: usize = 1024;
+
 impl<'t> BulkStream<'_, 't> {
     /// Resolves an item's target and renders its upstream action line; a
     /// refusal is recorded at its position.
@@ -148,10 +151,21 @@ impl<'t> BulkStream<'_, 't> {
             target.cluster.id.clone(),
             target.physical_index().to_string(),
         );
+        // An `index` with `op_type: create` is answered as OpenSearch
+        // answers it, under `create`.
+        let answered_as = if op == BulkOp::Index
+            && rest
+                .iter()
+                .any(|(k, v)| k == "op_type" && v.get() == "\"create\"")
+        {
+            BulkOp::Create
+        } else {
+            op
+        };
         let ctx = ItemCtx {
             position,
             target: 0,
-            op,
+            op: answered_as,
             logical_id,
             physical_id,
         };
@@ -177,15 +191,21 @@ impl<'t> BulkStream<'_, 't> {
         let stale =
             matches!(self.targets.get(&cache_key), Some(Ok(t)) if !self.tenancy.is_current(t));
         if stale || !self.targets.contains_key(&cache_key) {
-            let resolved = if self.tenancy.snapshot().is_logical(index) {
-                self.tenancy
-                    .resolve(index, self.principal, self.headers, from_body)
-            } else {
-                Err(ProxyError::new(
+            if !self.tenancy.snapshot().is_logical(index) {
+                // Not cached: the names a client makes up are not kept.
+                let shown: String = index.chars().take(255).collect();
+                return Err(ProxyError::new(
                     ErrorCode::BadRequest,
-                    format!("{index:?} is not a logical index; a bulk on logical indices may only name logical indices"),
-                ))
-            };
+                    format!("{shown:?} is not a logical index; a bulk on logical indices may only name logical indices"),
+                ));
+            }
+            let resolved = self
+                .tenancy
+                .resolve(index, self.principal, self.headers, from_body);
+            // Bounded: partitions named in documents are the client's.
+            if self.targets.len() >= MAX_CACHED_TARGETS {
+                self.targets.clear();
+            }
             self.targets.insert(cache_key.clone(), resolved);
         }
         match self.targets.get(&cache_key) {

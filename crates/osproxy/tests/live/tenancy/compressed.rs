@@ -425,3 +425,66 @@ async fn concurrent_compressed_bodies_are_bounded_by_the_process_budget() {
         .await;
     assert_ne!(r.json()["error"]["type"], "overloaded", "{}", r.text());
 }
+
+/// What the budget counts is what is held: a body that announces 100 MiB
+/// and sends nothing holds nothing; a small body that parses into millions
+/// of values (`_mget` ids, `_msearch` lines, two bytes each) is charged for
+/// the tree it would build, and refused 503 before it is built.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_budget_counts_parsed_values_and_not_announced_lengths() {
+    use tokio::io::AsyncWriteExt;
+    let tag = "gzparse";
+    let f = Fleet::start(&node().url(), tag);
+    let acme = f.client("acme-svc");
+    let gauge = "osproxy_buffered_request_bytes";
+    // Two requests announce 100 MiB each and send nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(f.proxy.data_addr())
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /orders/_search HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\n\r\n{{",
+            token("acme-svc")
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let held = crate::common::metric(&f.proxy, gauge).await.unwrap();
+    assert!(
+        held < 1024.0 * 1024.0,
+        "{gauge} {held} with two bodies stalled"
+    );
+    // 99 MiB of `_mget` ids and of `_msearch` lines, ~100 KB of gzip each.
+    let (rss, _) = f.proxy.rss_kib().unwrap();
+    let ids = format!("{{\"ids\":[{}0]}}", "0,".repeat(99 * 512 * 1024));
+    let lines = "{}\n".repeat(33 * 1024 * 1024);
+    for (path, body, ct) in [
+        ("/orders/_mget", gzip(ids.as_bytes()), JSON),
+        ("/orders/_msearch", gzip(lines.as_bytes()), NDJSON),
+    ] {
+        let r = acme
+            .raw(
+                Method::POST,
+                path,
+                Some(body),
+                &[ct, ("content-encoding", "gzip")],
+            )
+            .await;
+        assert_eq!(r.status, 503, "{path}: {}", r.text());
+        assert_eq!(
+            r.json()["error"]["type"],
+            "overloaded",
+            "{path}: {}",
+            r.text()
+        );
+    }
+    let (_, peak) = f.proxy.rss_kib().unwrap();
+    let grown_mib = peak.saturating_sub(rss) / 1024;
+    eprintln!("99 MiB of _mget ids and _msearch lines, refused: peak RSS grew {grown_mib} MiB");
+    assert!(grown_mib < 512, "peak RSS grew {grown_mib} MiB");
+    drop(stalled);
+    // Nothing stays charged.
+    crate::common::wait_metric(&f.proxy, gauge, 0.0, std::time::Duration::from_secs(10)).await;
+}

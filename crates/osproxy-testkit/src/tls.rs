@@ -42,6 +42,26 @@ fn openssl(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// A new P-256 key in `key` and a certificate request for `subject` in
+/// `csr`.
+fn request(subject: &str, key: &Path, csr: &Path) -> Result<(), String> {
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        subject,
+        "-keyout",
+        path_str(key)?,
+        "-out",
+        path_str(csr)?,
+    ])
+}
+
 fn path_str(p: &Path) -> Result<&str, String> {
     p.to_str()
         .ok_or_else(|| format!("{} is not UTF-8", p.display()))
@@ -181,21 +201,7 @@ impl TestCa {
         let csr = self.dir.join(format!("{file}.csr"));
         let ext = self.dir.join(format!("{file}.ext"));
         std::fs::write(&ext, extensions).map_err(|e| e.to_string())?;
-        openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            subject,
-            "-keyout",
-            path_str(&key)?,
-            "-out",
-            path_str(&csr)?,
-        ])?;
+        request(subject, &key, &csr)?;
         let not_after = now + seconds;
         openssl(&[
             "ca",
@@ -238,21 +244,7 @@ impl TestCa {
             format!("subjectAltName=DNS:localhost,IP:127.0.0.1{extra}\nextendedKeyUsage=serverAuth,clientAuth\n"),
         )
         .map_err(|e| e.to_string())?;
-        openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            subject,
-            "-keyout",
-            path_str(&key)?,
-            "-out",
-            path_str(&csr)?,
-        ])?;
+        request(subject, &key, &csr)?;
         openssl(&[
             "x509",
             "-req",

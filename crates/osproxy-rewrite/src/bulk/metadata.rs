@@ -36,6 +36,22 @@ impl MetadataError {
     }
 }
 
+/// OpenSearch's validation failure listing `failed`, numbered as it
+/// numbers them; none is success.
+fn validation<S: AsRef<str>>(failed: &[S]) -> Result<(), MetadataError> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut reason = String::from("Validation Failed: ");
+    for (i, f) in failed.iter().enumerate() {
+        reason.push_str(&format!("{}: {};", i + 1, f.as_ref()));
+    }
+    Err(MetadataError {
+        kind: "action_request_validation_exception",
+        reason,
+    })
+}
+
 /// OpenSearch's `Versions.MATCH_ANY`: no version given.
 const MATCH_ANY: i64 = -3;
 /// OpenSearch's `Versions.MATCH_DELETED`.
@@ -416,17 +432,7 @@ impl Metadata {
                 ));
             }
         }
-        if failed.is_empty() {
-            return Ok(());
-        }
-        let mut reason = String::from("Validation Failed: ");
-        for (i, f) in failed.iter().enumerate() {
-            reason.push_str(&format!("{}: {f};", i + 1));
-        }
-        Err(MetadataError {
-            kind: "action_request_validation_exception",
-            reason,
-        })
+        validation(&failed)
     }
 
     /// The members to forward, each rendered from the value read.
@@ -643,17 +649,7 @@ pub fn check_update_body(
     if m.if_seq_no.is_some() && doc_as_upsert {
         failed.push("compare and write operations can not be used with upsert");
     }
-    if failed.is_empty() {
-        return Ok(());
-    }
-    let mut reason = String::from("Validation Failed: ");
-    for (i, f) in failed.iter().enumerate() {
-        reason.push_str(&format!("{}: {f};", i + 1));
-    }
-    Err(MetadataError {
-        kind: "action_request_validation_exception",
-        reason,
-    })
+    validation(&failed)
 }
 
 /// A script as OpenSearch's `Script` parser reads it: a string (its

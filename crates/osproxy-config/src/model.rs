@@ -535,6 +535,30 @@ pub struct Server {
     /// `Retry-After: 1`). Default `512mb`.
     #[serde(default = "default_max_buffered_total")]
     pub max_buffered_total: crate::ByteSize,
+    /// Client connections open at once (data listener, all workers); past
+    /// it a new connection is answered 503 (cleartext) or closed (TLS).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests in flight at once; past it a request is 503 `overloaded`.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// A connection with no request in flight and no bytes either way for
+    /// this long is closed (idle keep-alive, HTTP/2 without streams, a
+    /// socket that never sends a request).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// A connection whose client stops reading (osproxy cannot write any of
+    /// its answer) for this long is closed.
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout: Duration,
+    /// A request's headers must all arrive within this long of the
+    /// connection being ready for them; a slower client is disconnected.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// A request body that pauses this long between bytes is answered 408
+    /// `request_timeout`.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for Server {
@@ -545,6 +569,12 @@ impl Default for Server {
             workers: None,
             max_decompressed_body: default_max_decompressed_body(),
             max_buffered_total: default_max_buffered_total(),
+            max_connections: default_max_connections(),
+            max_in_flight: default_max_in_flight(),
+            idle_timeout: default_idle_timeout(),
+            send_timeout: default_send_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            header_read_timeout: default_header_read_timeout(),
         }
     }
 }
@@ -555,6 +585,30 @@ fn default_max_decompressed_body() -> crate::ByteSize {
 
 fn default_max_buffered_total() -> crate::ByteSize {
     crate::ByteSize::from_bytes(512 * 1024 * 1024)
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_in_flight() -> usize {
+    4_096
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_send_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_drain_timeout() -> Duration {

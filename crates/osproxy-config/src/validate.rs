@@ -192,6 +192,35 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             errs.push(ConfigError::new(key, "must be greater than zero"));
         }
     }
+    let server = &config.server;
+    for (key, zero) in [
+        ("server.max_connections", server.max_connections == 0),
+        ("server.max_in_flight", server.max_in_flight == 0),
+        (
+            "server.idle_timeout",
+            server.idle_timeout.as_std().is_zero(),
+        ),
+        (
+            "server.send_timeout",
+            server.send_timeout.as_std().is_zero(),
+        ),
+        (
+            "server.body_read_timeout",
+            server.body_read_timeout.as_std().is_zero(),
+        ),
+        (
+            "server.header_read_timeout",
+            server.header_read_timeout.as_std().is_zero(),
+        ),
+        (
+            "server.max_buffered_total",
+            server.max_buffered_total.bytes() == 0,
+        ),
+    ] {
+        if zero {
+            errs.push(ConfigError::new(key, "must be more than zero"));
+        }
+    }
     if config.server.workers.is_some_and(|w| w == 0 || w > 1024) {
         errs.push(ConfigError::new(
             "server.workers",

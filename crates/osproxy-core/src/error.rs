@@ -14,6 +14,8 @@ pub enum ErrorCode {
     BadRequest,
     /// The request body is larger than osproxy reads whole.
     RequestTooLarge,
+    /// The client paused its request body past `server.body_read_timeout`.
+    RequestTimeout,
     /// No credentials, or credentials osproxy does not know.
     Unauthenticated,
     /// The principal may not act for the partition.
@@ -61,6 +63,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::PartitionForbidden => "partition_forbidden",
             ErrorCode::RequestTooLarge => "request_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::CertificateUnmapped => "certificate_unmapped",
             ErrorCode::PartitionRequired => "partition_required",
             ErrorCode::InvalidPartition => "invalid_partition",
@@ -88,6 +91,7 @@ impl ErrorCode {
             | ErrorCode::ConstructRefused => 400,
             ErrorCode::Unauthenticated => 401,
             ErrorCode::RequestTooLarge => 413,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::PartitionForbidden
             | ErrorCode::OperatorRequired
             | ErrorCode::CertificateUnmapped => 403,
@@ -110,6 +114,9 @@ impl ErrorCode {
                 "this endpoint is not served here; an operator can pass it through by adding its index prefix to [passthrough] indices"
             }
             ErrorCode::BadRequest => "fix the request as the reason says and send it again",
+            ErrorCode::RequestTimeout => {
+                "send the request body without long pauses (or raise server.body_read_timeout)"
+            }
             ErrorCode::RequestTooLarge => {
                 "send a body of at most 100 MiB: split a _bulk into several requests"
             }

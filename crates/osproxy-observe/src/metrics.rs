@@ -566,6 +566,11 @@ impl Metrics {
         }
     }
 
+    /// Requests in flight now.
+    pub fn in_flight_now(&self) -> i64 {
+        self.in_flight.get()
+    }
+
     /// The gauge of request-body bytes held, for the process-wide budget
     /// to keep current.
     pub fn buffered_gauge(&self) -> Gauge {

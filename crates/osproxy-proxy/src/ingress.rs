@@ -17,6 +17,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+mod watch;
+use watch::{Activity, Watched};
+pub use watch::{ConnectionLimits, Tracked};
+
 /// How long a client has to start and finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,6 +46,7 @@ pub async fn serve<S, B, F>(
     service: S,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    limits: ConnectionLimits,
 ) -> Drained
 where
     S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -54,7 +59,7 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     builder
         .http2()
@@ -66,17 +71,28 @@ where
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(open) = limits.admit() else {
+                        refuse_connection(stream, tls.is_some(), limits.max_connections);
+                        continue;
+                    };
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
                     }
+                    let limits = limits.clone();
                     match &tls {
                         None => {
-                            let svc = hyper::service::service_fn(service.clone());
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                            let activity = Activity::new();
+                            let svc = tracked(service.clone(), activity.clone());
+                            let io = Watched::new(stream, activity.clone());
+                            let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
                             let conn = graceful.watch(conn);
                             tokio::spawn(async move {
-                                if let Err(e) = conn.await {
-                                    debug!(%peer, error = %e, "connection ended with an error");
+                                let _open = open;
+                                tokio::select! {
+                                    r = conn => if let Err(e) = r {
+                                        debug!(%peer, error = %e, "connection ended with an error");
+                                    },
+                                    why = activity.expired(&limits) => debug!(%peer, why, "connection closed"),
                                 }
                             });
                         }
@@ -88,6 +104,7 @@ where
                             let watcher = graceful.watcher();
                             let service = service.clone();
                             tokio::spawn(async move {
+                                let _open = open;
                                 let Some(stream) = handshake(acceptor, stream, peer).await else {
                                     return;
                                 };
@@ -105,15 +122,21 @@ where
                                     debug!(%peer, not_after = c.valid.1, "resumed TLS session with an out-of-date client certificate refused");
                                     return;
                                 }
-                                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                                let activity = Activity::new();
+                                let with_certificate = move |mut req: Request<Incoming>| {
                                     if let Some(c) = &certificate {
                                         req.extensions_mut().insert(c.clone());
                                     }
                                     service(req)
-                                });
-                                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                                if let Err(e) = watcher.watch(conn).await {
-                                    debug!(%peer, error = %e, "connection ended with an error");
+                                };
+                                let svc = tracked(with_certificate, activity.clone());
+                                let io = Watched::new(stream, activity.clone());
+                                let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+                                tokio::select! {
+                                    r = watcher.watch(conn) => if let Err(e) = r {
+                                        debug!(%peer, error = %e, "connection ended with an error");
+                                    },
+                                    why = activity.expired(&limits) => debug!(%peer, why, "connection closed"),
                                 }
                             });
                         }
@@ -134,6 +157,57 @@ where
         () = graceful.shutdown() => Drained::Complete,
         () = tokio::time::sleep(drain) => Drained::TimedOut,
     }
+}
+
+/// `service` with each request counted in flight on its connection until
+/// its answer's body is done.
+fn tracked<S, B, F>(
+    service: S,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Tracked<B>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Tracked<B>>, Infallible>> + Send + 'static,
+> + Clone
+where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+{
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let busy = activity.busy();
+        let answer = service(req);
+        async move {
+            answer
+                .await
+                .map(|resp| resp.map(|body| Tracked::new(body, busy)))
+        }
+    })
+}
+
+/// The answer to a connection past `server.max_connections`: a 503 (with
+/// `Retry-After`) where it can be read, a close on a TLS port (before any
+/// handshake, nothing else can be said).
+fn refuse_connection(mut stream: TcpStream, tls: bool, max: usize) {
+    debug!(max, "connection refused: server.max_connections reached");
+    if tls {
+        return;
+    }
+    tokio::spawn(async move {
+        let body = format!(
+            "{{\"error\":{{\"root_cause\":[{{\"type\":\"overloaded\",\"reason\":\"osproxy has {max} connections open, its limit (server.max_connections): retry shortly\"}}],\"type\":\"overloaded\",\"reason\":\"osproxy has {max} connections open, its limit (server.max_connections): retry shortly\"}},\"status\":503}}"
+        );
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=UTF-8\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    });
 }
 
 /// A TLS connection's client certificate, verified against the listener's

@@ -48,6 +48,8 @@ pub struct Proxy {
     request_timeout: Duration,
     /// `server.max_decompressed_body`.
     max_decompressed: u64,
+    /// `server.max_in_flight`.
+    max_in_flight: i64,
     /// The port a client that names none in `Host` reached the data
     /// listener at: its scheme's (443 with `listen.tls`, else 80).
     default_port: u16,
@@ -77,6 +79,7 @@ impl Proxy {
         let timeout = config.upstream.request_timeout.as_std();
         osproxy_upstream::budget::set_limit(config.server.max_buffered_total.bytes());
         osproxy_upstream::budget::report_to(parts.metrics.buffered_gauge());
+        osproxy_upstream::set_body_read_timeout(config.server.body_read_timeout.as_std());
         Proxy {
             auth: parts.auth,
             tenancy: Arc::new(Tenancy::new(
@@ -93,6 +96,7 @@ impl Proxy {
             minter: RequestIdMinter::new(instance_nonce),
             request_timeout: timeout,
             max_decompressed: config.server.max_decompressed_body.bytes(),
+            max_in_flight: i64::try_from(config.server.max_in_flight).unwrap_or(i64::MAX),
             default_port: if config.listen.tls.is_some() { 443 } else { 80 },
             diagnostics: parts.diagnostics,
         }
@@ -107,6 +111,21 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, Infallible> {
         let in_flight = self.metrics.enter();
         let request_id = self.identify(&req);
+        if self.metrics.in_flight_now() > self.max_in_flight {
+            let e = ProxyError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "osproxy has {} requests in flight, its limit (server.max_in_flight): retry shortly",
+                    self.max_in_flight
+                ),
+            )
+            .retryable(true);
+            let mut resp = error_response(&e, &request_id);
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+            self.metrics
+                .request_done(EndpointKind::Other, resp.status().as_u16());
+            return Ok(resp);
+        }
         let active = self
             .diagnostics
             .begin(req.headers(), request_id.to_str().unwrap_or(""));

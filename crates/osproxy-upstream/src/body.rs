@@ -87,6 +87,37 @@ impl Body for RequestBody {
 /// copy pages); OpenSearch's own default limit.
 pub const MAX_BUFFERED: usize = 100 * 1024 * 1024;
 
+static BODY_READ_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(60_000);
+
+/// Sets `server.body_read_timeout`: the longest pause between a request
+/// body's bytes.
+pub fn set_body_read_timeout(timeout: std::time::Duration) {
+    let ms = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    BODY_READ_TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The next frame of a client's body, or 408 when none comes within
+/// `server.body_read_timeout`.
+pub async fn next_frame<B: Body + Unpin>(
+    body: &mut B,
+) -> Result<Option<Result<Frame<B::Data>, B::Error>>, ProxyError> {
+    let ms = BODY_READ_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::timeout(std::time::Duration::from_millis(ms), body.frame())
+        .await
+        .map_err(|_| {
+            ProxyError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body paused for more than {} s (server.body_read_timeout); nothing of what it had not yet sent was applied",
+                    ms / 1000
+                ),
+            )
+        })
+}
+
 /// Reads a client's request body whole, up to [`MAX_BUFFERED`] bytes. A
 /// body announced larger (its `Content-Length`) is refused with 413 before
 /// any of it is read, one that grows larger with 413 as soon as it does,
@@ -127,7 +158,7 @@ where
     let mut frames: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = next_frame(&mut body).await? {
         let frame = frame.map_err(|e| crate::decode::body_error(&*e.into()))?;
         let Ok(data) = frame.into_data() else {
             continue;

@@ -13,6 +13,9 @@ pub mod probe;
 pub mod sigv4;
 pub mod tls;
 
-pub use body::{read_answer, read_limited, BodyError, CheckedBody, RequestBody, MAX_BUFFERED};
+pub use body::{
+    next_frame, read_answer, read_limited, set_body_read_timeout, BodyError, CheckedBody,
+    RequestBody, MAX_BUFFERED,
+};
 pub use client::{is_idempotent, SetupError, UpstreamCluster, UpstreamError, Upstreams};
 pub use decode::{body_error, ClientBody, Coding, DecodeError};

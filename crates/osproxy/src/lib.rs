@@ -13,7 +13,7 @@ use osproxy_observe::trace::Explanations;
 use osproxy_observe::{Metrics, Readiness};
 use osproxy_proxy::auth::Authenticator;
 use osproxy_proxy::diagnostics::Diagnostics;
-use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, Drained};
+use osproxy_proxy::ingress::{bind_reuseport, serve as serve_listener, ConnectionLimits, Drained};
 use osproxy_proxy::pipeline::Wiring;
 use osproxy_proxy::tenancy::cursor::CursorKey;
 use osproxy_proxy::Proxy;
@@ -295,6 +295,7 @@ impl Instance {
                     let _ = admin_stopped.await;
                 },
                 std::time::Duration::from_secs(1),
+                ConnectionLimits::default(),
             )))
         })?;
         let etcd = if etcd_backend {
@@ -377,8 +378,16 @@ impl Instance {
         } = self;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let drain = config.server.drain_timeout.as_std();
+        // One count of open connections for all workers.
+        let data_limits = ConnectionLimits::new(
+            config.server.max_connections,
+            config.server.idle_timeout.as_std(),
+            config.server.send_timeout.as_std(),
+        )
+        .with_header_read_timeout(config.server.header_read_timeout.as_std());
         let mut threads = Vec::with_capacity(workers);
         for (i, listener) in data.into_iter().enumerate() {
+            let limits = data_limits.clone();
             let config = config.clone();
             let metrics = metrics.clone();
             let auth = auth.clone();
@@ -421,6 +430,7 @@ impl Instance {
                                 move |req| proxy.clone().handle(req),
                                 stop,
                                 drain,
+                                limits,
                             )
                             .await,
                         )

@@ -14,7 +14,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::bulk::{
     check_update_body, is_blank, item_error, parse_action, ActionLine, BulkOp, LineSplitter,
@@ -94,7 +93,7 @@ pub(crate) async fn serve(
     let mut ended = false;
     let mut charge = Charge::default();
     while first.iter().all(|l| is_blank(l)) {
-        match body.frame().await {
+        match osproxy_upstream::next_frame(&mut body).await? {
             Some(frame) => {
                 let frame = frame.map_err(|e| osproxy_upstream::body_error(&*e))?;
                 if let Ok(data) = frame.into_data() {
@@ -146,7 +145,15 @@ pub(crate) async fn serve(
             run.line(line).await;
         }
         if let Some(mut splitter) = splitter {
-            while let Some(frame) = body.frame().await {
+            loop {
+                let frame = match osproxy_upstream::next_frame(&mut body).await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => {
+                        run.abort_with(e.status(), e.code.as_str(), &e.reason).await;
+                        return;
+                    }
+                };
                 let data = match frame {
                     Ok(f) => match f.into_data() {
                         Ok(d) => d,

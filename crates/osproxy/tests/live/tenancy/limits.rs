@@ -1,6 +1,7 @@
 //! Bodies past the read limit, and answers that break off, are blamed on
 //! the side that caused them: 413 before a byte of an announced oversized
-//! body is read, 502 for a cluster that cuts its answer short.
+//! body is read, 502 for a cluster that cuts its answer short. Idle, slow
+//! and stalled clients are bounded and closed at their deadlines.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -84,4 +85,198 @@ async fn an_answer_cut_off_by_the_cluster_is_a_502_not_the_clients_fault() {
         r.text()
     );
     assert!(r.text().contains("broke off its answer"), "{}", r.text());
+}
+
+/// Reads what the proxy sends until it closes the connection (or `within`
+/// passes): (closed, bytes read).
+fn read_until_closed(conn: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {
+    conn.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while Instant::now() < deadline {
+        match conn.read(&mut buf) {
+            Ok(0) => return (true, got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (true, got),
+        }
+    }
+    (false, got)
+}
+
+/// Admission for the whole instance: 2,000 idle connections and 300
+/// slowloris clients (headers a byte at a time) neither starve a normal
+/// client nor hold memory, and are closed at their deadlines; past
+/// `server.max_connections` a connection is answered 503; a body that stops
+/// coming is 408; a client that stops reading its answer is disconnected.
+#[test]
+fn idle_slow_and_stalled_clients_are_bounded_and_closed() {
+    let f = Fleet::start_with(
+        &node().url(),
+        "admit",
+        "[server]\nmax_connections = 2400\nidle_timeout = \"3s\"\nheader_read_timeout = \"3s\"\n\
+         body_read_timeout = \"2s\"\nsend_timeout = \"3s\"\n",
+    );
+    let addr = f.proxy.data_addr().to_string();
+    let (rss_before, _) = f.proxy.rss_kib().unwrap();
+    let mut idle: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow: Vec<_> = (0..300)
+        .map(|_| {
+            let mut c = TcpStream::connect(&addr).unwrap();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let head = b"GET /orders/_search HTTP/1.1\r\nhost: x\r\nx-padding: ";
+                let mut sent = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let byte = head.get(sent).copied().unwrap_or(b'a');
+                    if c.write_all(&[byte]).is_err() {
+                        return true; // closed by the proxy
+                    }
+                    sent += 1;
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                false
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // A normal client is served meanwhile.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let acme = f.client("acme-svc");
+        for _ in 0..5 {
+            let r = acme.get("/orders/_search").await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    });
+    // Past max_connections (2,300 held, the client's own, these 150): 503.
+    let mut extra: Vec<TcpStream> = (0..150)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    for c in &mut extra {
+        let _ =
+            c.write_all(b"GET /orders/_search HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    }
+    let mut refused = 0;
+    for c in &mut extra {
+        let (_, got) = read_until_closed(c, Duration::from_secs(2));
+        let text = String::from_utf8_lossy(&got);
+        if text.starts_with("HTTP/1.1 503") {
+            assert!(
+                text.contains("max_connections") && text.contains("retry-after: 1"),
+                "{text}"
+            );
+            refused += 1;
+        }
+    }
+    drop(extra);
+    assert!(
+        refused > 0,
+        "no connection was refused past max_connections"
+    );
+    let (rss, _) = f.proxy.rss_kib().unwrap();
+    let grown_mib = rss.saturating_sub(rss_before) / 1024;
+    eprintln!("2,000 idle + 300 slowloris connections: RSS grew {grown_mib} MiB, {refused} of 150 refused past max_connections");
+    assert!(
+        grown_mib < 64,
+        "RSS grew {grown_mib} MiB holding 2,300 connections"
+    );
+    // Idle connections and slowloris clients are closed at their deadlines.
+    let closed_idle = idle
+        .iter_mut()
+        .take(50)
+        .map(|c| read_until_closed(c, Duration::from_secs(6)).0)
+        .filter(|closed| *closed)
+        .count();
+    assert_eq!(
+        closed_idle, 50,
+        "idle connections still open past idle_timeout"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let closed_slow = slow
+        .into_iter()
+        .filter_map(|t| t.join().ok())
+        .filter(|c| *c)
+        .count();
+    assert!(
+        closed_slow >= 290,
+        "{closed_slow} of 300 slowloris clients closed"
+    );
+    drop(idle);
+
+    // A body that stops coming: 408, OpenSearch-shaped.
+    let mut c = TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "POST /orders/_search HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"query\":",
+        super::token("acme-svc")
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (_, got) = read_until_closed(&mut c, Duration::from_secs(8));
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("request_timeout") && text.contains("body_read_timeout"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A client that never reads a large answer is disconnected.
+    // 30 MB of answer: more than the kernel's socket buffers take.
+    let doc = format!("{{\"pad\":\"{}\"}}", "p".repeat(100 * 1024));
+    rt.block_on(async {
+        let acme = f.client("acme-svc");
+        let mut bulk = String::new();
+        for i in 0..300 {
+            bulk.push_str(&format!("{{\"index\":{{\"_id\":\"big{i}\"}}}}\n{doc}\n"));
+        }
+        let r = acme
+            .raw(
+                Method::POST,
+                "/orders/_bulk?refresh=true",
+                Some(bulk.into()),
+                &[("content-type", "application/x-ndjson")],
+            )
+            .await;
+        assert_eq!(r.json()["errors"], false, "{}", r.text());
+    });
+    let mut c = TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "GET /orders/_search?size=300 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+        super::token("acme-svc")
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    let (closed, got) = read_until_closed(&mut c, Duration::from_secs(3));
+    let text = String::from_utf8_lossy(&got[..got.len().min(2048)]).to_string();
+    let length: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(
+        closed,
+        "the connection of a client that does not read stayed open"
+    );
+    assert!(
+        got.len() < length,
+        "the whole answer ({} bytes) was sent",
+        got.len()
+    );
 }

@@ -440,6 +440,16 @@ pub struct Cluster {
     /// shared credentials file.
     #[serde(default)]
     pub sigv4: Option<SigV4>,
+    /// Requests this instance has waiting for the cluster's answers at
+    /// once; more wait for a turn (within their deadline, then 503
+    /// `overloaded`), so that a burst of clients cannot open a connection
+    /// each or run the cluster out of memory.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+}
+
+fn default_max_concurrent_requests() -> usize {
+    256
 }
 
 /// `clusters[].sigv4`: where requests are signed for.

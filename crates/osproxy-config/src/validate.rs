@@ -33,6 +33,12 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
                 ),
             ));
         }
+        if c.max_concurrent_requests == 0 {
+            errs.push(ConfigError::new(
+                key("max_concurrent_requests"),
+                "must be more than zero",
+            ));
+        }
         if config.clusters[..i].iter().any(|o| o.id == c.id) {
             errs.push(ConfigError::new(
                 key("id"),

@@ -33,6 +33,10 @@ pub enum UpstreamError {
     /// The connection broke during the exchange: the request may have been
     /// (partly) processed.
     Io(String),
+    /// The cluster already had `clusters[].max_concurrent_requests` requests
+    /// from this instance waiting for answers, for the whole deadline:
+    /// nothing was sent.
+    Busy(usize),
 }
 
 /// Why a configured cluster could not be given a client (what validation
@@ -135,6 +139,25 @@ pub struct UpstreamCluster {
     version: Version,
     client: Client<CountingConnector, RequestBody>,
     metrics: ClusterMetrics,
+    /// Requests waiting for this cluster's answer heads, for the whole
+    /// instance (shared by the workers' clients).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    max_in_flight: usize,
+}
+
+/// The per-cluster bound of requests waiting for answers, one per cluster
+/// id for the whole process, so that every worker's client shares it.
+fn cluster_bound(id: &str, max: usize) -> Arc<tokio::sync::Semaphore> {
+    static BOUNDS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    > = std::sync::OnceLock::new();
+    let map = BOUNDS.get_or_init(Default::default);
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.entry(format!("{id}\u{0}{max}"))
+        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max)))
+        .clone()
 }
 
 impl Upstreams {
@@ -276,6 +299,8 @@ impl UpstreamCluster {
             version,
             client,
             metrics,
+            in_flight: cluster_bound(&c.id, c.max_concurrent_requests),
+            max_in_flight: c.max_concurrent_requests,
         })
     }
 
@@ -302,7 +327,15 @@ impl UpstreamCluster {
         }
 
         let started = Instant::now();
-        let result = tokio::time::timeout(deadline, self.client.request(req)).await;
+        // Waiting for a turn counts toward the deadline; nothing is sent
+        // without one.
+        let Ok(Ok(_turn)) =
+            tokio::time::timeout(deadline, self.in_flight.clone().acquire_owned()).await
+        else {
+            return Err(UpstreamError::Busy(self.max_in_flight));
+        };
+        let left = deadline.saturating_sub(started.elapsed());
+        let result = tokio::time::timeout(left, self.client.request(req)).await;
         match result {
             Err(_) => {
                 self.metrics.errors_timeout.inc();
@@ -342,6 +375,7 @@ impl UpstreamError {
             UpstreamError::Connect(_) => (ErrorCode::UpstreamUnavailable, true),
             UpstreamError::Timeout(_) => (ErrorCode::UpstreamTimeout, idempotent),
             UpstreamError::Io(_) => (ErrorCode::UpstreamUnavailable, idempotent),
+            UpstreamError::Busy(_) => (ErrorCode::Overloaded, true),
         };
         ProxyError::new(code, format!("cluster {cluster}: {self}")).retryable(retryable)
     }
@@ -363,6 +397,10 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Connect(e) => write!(f, "cannot connect: {e}"),
             UpstreamError::Timeout(d) => write!(f, "no response within {} ms", d.as_millis()),
             UpstreamError::Io(e) => write!(f, "connection failed: {e}"),
+            UpstreamError::Busy(n) => write!(
+                f,
+                "{n} requests from this instance were already waiting for its answers (clusters[].max_concurrent_requests) for the whole deadline; nothing was sent"
+            ),
         }
     }
 }

@@ -280,6 +280,7 @@ async fn over_tls(
             ..Default::default()
         }),
         sigv4: None,
+        max_concurrent_requests: 16,
     };
     let metrics = osproxy_observe::Metrics::new(["admin"]);
     let upstreams = osproxy_upstream::Upstreams::new(

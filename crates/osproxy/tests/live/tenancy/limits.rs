@@ -280,3 +280,46 @@ fn idle_slow_and_stalled_clients_are_bounded_and_closed() {
         got.len()
     );
 }
+
+/// A burst of clients does not become a burst toward the cluster: with
+/// `max_concurrent_requests = 4`, 100 concurrent searches all succeed, in
+/// turns, over a few upstream connections per worker (each worker keeps
+/// its own pool, and a connection still streaming an answer is not yet
+/// free for the next turn); without the bound, nearly one each.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_to_a_cluster_are_bounded_per_instance() {
+    let config = format!(
+        "[server]\nworkers = 2\n\n[[clusters]]\nid = \"main\"\nurl = \"{}\"\nmax_concurrent_requests = 4\n\n[passthrough]\ncluster = \"main\"\n",
+        node().url()
+    );
+    let p = osproxy_testkit::ProxyInstance::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_osproxy")),
+        &config,
+    )
+    .unwrap();
+    p.wait_ready(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+    let opened = r#"osproxy_upstream_connections_opened_total{cluster="main"}"#;
+    let before = crate::common::metric(&p, opened).await.unwrap_or(0.0);
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let url = format!("{}/_search?size=1", p.url());
+        calls.spawn(async move {
+            osproxy_testkit::Http::new()
+                .send(Method::GET, &url, None)
+                .await
+                .map(|r| r.status.as_u16())
+        });
+    }
+    let statuses = calls.join_all().await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, Ok(200))),
+        "{statuses:?}"
+    );
+    let after = crate::common::metric(&p, opened).await.unwrap_or(0.0);
+    assert!(
+        after - before <= 16.0,
+        "{} upstream connections opened for 100 concurrent searches under a bound of 4",
+        after - before
+    );
+}

@@ -97,6 +97,117 @@ impl Body for CheckedBulk {
     }
 }
 
+/// How deeply JSON may nest in a body passed through: a document or query
+/// nested thousands of levels deep can overflow the stack of the
+/// cluster's parser (OpenSearch's own bool-query limit is 20 levels, its
+/// default mapping depth limit 20).
+pub const MAX_NESTING: u32 = 100;
+
+/// How a nesting refusal's reason begins.
+pub const NESTING_REFUSED: &str = "the body nests JSON deeper than";
+
+/// Counts how deeply JSON nests across a body's frames (brackets outside
+/// strings; NDJSON lines nest from zero each).
+#[derive(Debug, Default, Clone)]
+pub struct Nesting {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Nesting {
+    /// Scans `bytes`; `Err` with the depth when it goes past `max`.
+    pub fn scan(&mut self, bytes: &[u8], max: u32) -> Result<(), u32> {
+        for &b in bytes {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    if self.depth > max {
+                        return Err(self.depth);
+                    }
+                }
+                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A body passed through with its JSON nesting bounded by [`MAX_NESTING`];
+/// past it the body ends with an error, so the cluster never parses it,
+/// and the reason is written to `violation`.
+pub struct NestingChecked<B> {
+    inner: B,
+    nesting: Nesting,
+    violation: Arc<Mutex<Option<String>>>,
+}
+
+impl<B> NestingChecked<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, violation: Arc<Mutex<Option<String>>>) -> Self {
+        NestingChecked {
+            inner,
+            nesting: Nesting::default(),
+            violation,
+        }
+    }
+}
+
+impl<B> Body for NestingChecked<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BodyError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if let Err(depth) = this.nesting.scan(data, MAX_NESTING) {
+                        let reason = format!(
+                            "{NESTING_REFUSED} {MAX_NESTING} levels (at least {depth}); deeper documents and queries are refused, they can overflow the cluster's parser"
+                        );
+                        if let Ok(mut v) = this.violation.lock() {
+                            *v = Some(reason.clone());
+                        }
+                        return Poll::Ready(Some(Err(reason.into())));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A body sent to the client: the upstream's, streamed, or one osproxy made.
 /// It holds the request's in-flight slot until it is finished or dropped
 /// (a client that goes away mid-stream drops it, which also drops the
@@ -300,6 +411,25 @@ impl Body for ResponseBody {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Channel(_) | Inner::Gzip(_) => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Nesting;
+
+    #[test]
+    fn nesting_counts_brackets_outside_strings_across_frames() {
+        let mut n = Nesting::default();
+        assert!(n.scan(br#"{"a":[{"b":"#, 3).is_ok());
+        // A string split across frames, with an escaped quote and brackets.
+        assert!(n.scan(br#""x\"{[{["#, 3).is_ok());
+        assert!(n.scan(br#"[["}"#, 3).is_ok());
+        assert_eq!(n.scan(b",\"c\":[[1]]", 3), Err(4));
+        let mut lines = Nesting::default();
+        for _ in 0..100 {
+            assert!(lines.scan(b"{\"index\":{}}\n{\"f\":[1]}\n", 3).is_ok());
         }
     }
 }

@@ -17,7 +17,7 @@ use osproxy_rewrite::classify;
 use tracing::warn;
 
 use crate::auth::Authenticator;
-use crate::body::{CheckedBulk, RequestBody, ResponseBody};
+use crate::body::{CheckedBulk, NestingChecked, RequestBody, ResponseBody};
 use crate::diagnostics::{self, Diagnostics, X_DEBUG_DIRECTIVE};
 use crate::resolve::{decide, Route};
 use crate::route::BodyCheck;
@@ -454,9 +454,8 @@ impl Proxy {
         }
         let violation = Arc::new(std::sync::Mutex::new(None::<String>));
         let body = match check {
-            BodyCheck::Bulk(prefixes) => RequestBody::Checked(Box::pin(CheckedBulk::new(
-                body,
-                BulkCheck::new(prefixes),
+            BodyCheck::Bulk(prefixes) => RequestBody::Checked(Box::pin(NestingChecked::new(
+                CheckedBulk::new(body, BulkCheck::new(prefixes), violation.clone()),
                 violation.clone(),
             ))),
             BodyCheck::References(prefixes) => {
@@ -475,7 +474,10 @@ impl Proxy {
                     RequestBody::Full(Some(bytes))
                 }
             }
-            BodyCheck::None => RequestBody::Client(body),
+            BodyCheck::None if http_body::Body::is_end_stream(&body) => RequestBody::Client(body),
+            BodyCheck::None => {
+                RequestBody::Checked(Box::pin(NestingChecked::new(body, violation.clone())))
+            }
         };
         let upstream_req = Request::from_parts(parts, body);
 
@@ -510,6 +512,12 @@ impl Proxy {
                 // A checked bulk that named an index outside the prefixes was
                 // cut off before the cluster saw a complete request.
                 if let Some(reason) = violation.lock().ok().and_then(|mut v| v.take()) {
+                    if reason.starts_with(crate::body::NESTING_REFUSED) {
+                        return Err(ProxyError::new(
+                            ErrorCode::BadRequest,
+                            format!("the request was not forwarded: {reason}"),
+                        ));
+                    }
                     return Err(ProxyError::new(
                         ErrorCode::UnsupportedEndpoint,
                         format!("the _bulk was not forwarded: {reason}"),

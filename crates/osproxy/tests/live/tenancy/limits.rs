@@ -323,3 +323,56 @@ async fn requests_to_a_cluster_are_bounded_per_instance() {
         after - before
     );
 }
+
+/// A valid document nested 10,000 levels deep is refused 400 at once, by
+/// tenancy and by passthrough, and never reaches the cluster (whose parser
+/// it could overflow); 15 levels, and brackets inside strings, pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn deeply_nested_json_is_refused_before_the_cluster() {
+    let deep = |n: usize| format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n));
+    let json = [("content-type", "application/json")];
+    // Passthrough.
+    let p = crate::common::ready_proxy("");
+    let http = osproxy_testkit::Http::new();
+    let started = Instant::now();
+    let r = http
+        .send_with(
+            Method::PUT,
+            &format!("{}/deep-pt/_doc/1", p.url()),
+            Some(deep(10_000).into()),
+            &json,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("deeper than 100"), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stored = super::on_node("/deep-pt/_doc/1").await;
+    assert_eq!(stored.status, 404, "{}", stored.text());
+    let braces = format!("{{\"s\":\"{}\"}}", "{[".repeat(500));
+    for (id, body) in [("2", deep(15)), ("3", braces)] {
+        let r = http
+            .send_with(
+                Method::PUT,
+                &format!("{}/deep-pt/_doc/{id}?refresh=true", p.url()),
+                Some(body.into()),
+                &json,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{id}: {}", r.text());
+    }
+    // Tenancy.
+    let f = Fleet::start(&node().url(), "deep");
+    let r = f
+        .client("acme-svc")
+        .raw(
+            Method::PUT,
+            "/orders/_doc/deep",
+            Some(deep(10_000).into()),
+            &json,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("recursion limit"), "{}", r.text());
+}

@@ -14,6 +14,8 @@ use osproxy_upstream::ClientBody;
 use serde_json::{json, Map, Value};
 
 use super::params::allow_only;
+use serde_json::value::RawValue;
+
 use super::{json_ok, read_json, reverse, Target, Tenancy};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
@@ -105,40 +107,50 @@ pub(crate) async fn mget(
         _ => return Err(bad("the body must have a `docs` array or an `ids` array")),
     };
     let mut cache = HashMap::new();
-    let mut answers: Vec<Option<Value>> = vec![None; specs.len()];
+    // Raw: a stored document is relayed as the cluster wrote it (a lone
+    // surrogate escape, which no JSON tree takes, included).
+    let mut answers: Vec<Option<Box<RawValue>>> = vec![None; specs.len()];
     // Per target: the upstream docs and, for each, (position, logical id).
     let mut groups: HashMap<(String, String), MgetGroup<'_>> = HashMap::new();
     for (pos, spec) in specs.iter().enumerate() {
         let Some(spec) = spec.as_object() else {
-            answers[pos] = Some(json!({"error": error_value(&bad("each doc must be an object"))}));
+            answers[pos] = Some(made(
+                json!({"error": error_value(&bad("each doc must be an object"))}),
+            ));
             continue;
         };
         let id = match spec.get("_id") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             _ => {
-                answers[pos] = Some(json!({"error": error_value(&bad("each doc needs an `_id`"))}));
+                answers[pos] = Some(made(
+                    json!({"error": error_value(&bad("each doc needs an `_id`"))}),
+                ));
                 continue;
             }
         };
         let index = match part_index(spec.get("_index"), path_index) {
             Ok(i) => i,
             Err(e) => {
-                answers[pos] = Some(json!({"_id": id, "error": error_value(&e)}));
+                answers[pos] = Some(made(json!({"_id": id, "error": error_value(&e)})));
                 continue;
             }
         };
         let target = match resolve(tenancy, &mut cache, &index, principal, &headers) {
             Ok(t) => t,
             Err(e) => {
-                answers[pos] = Some(json!({"_index": index, "_id": id, "error": error_value(&e)}));
+                answers[pos] = Some(made(
+                    json!({"_index": index, "_id": id, "error": error_value(&e)}),
+                ));
                 continue;
             }
         };
         let shared = target.shared();
         if shared && (spec.contains_key("routing") || spec.contains_key("_routing")) {
             let e = bad("`routing` is refused in a shared placement");
-            answers[pos] = Some(json!({"_index": index, "_id": id, "error": error_value(&e)}));
+            answers[pos] = Some(made(
+                json!({"_index": index, "_id": id, "error": error_value(&e)}),
+            ));
             continue;
         }
         let mut upstream = Map::new();
@@ -153,7 +165,9 @@ pub(crate) async fn mget(
                 let e = bad(format!(
                     "`{k}` is not accepted in an _mget doc on logical indices"
                 ));
-                answers[pos] = Some(json!({"_index": index, "_id": id, "error": error_value(&e)}));
+                answers[pos] = Some(made(
+                    json!({"_index": index, "_id": id, "error": error_value(&e)}),
+                ));
             }
         }
         if answers[pos].is_some() {
@@ -193,10 +207,13 @@ pub(crate) async fn mget(
         let (parts, resp) = tenancy
             .exchange(&target, Method::POST, &path, &HeaderMap::new(), Some(body))
             .await?;
-        let docs: Vec<Value> = if parts.status.is_success() {
-            serde_json::from_slice::<Value>(&reverse_docs(&resp, &target))
-                .ok()
-                .and_then(|v| v.get("docs").and_then(Value::as_array).cloned())
+        #[derive(serde::Deserialize)]
+        struct Docs {
+            docs: Vec<Box<RawValue>>,
+        }
+        let docs: Vec<Box<RawValue>> = if parts.status.is_success() {
+            serde_json::from_slice::<Docs>(&reverse_docs(&resp, &target))
+                .map(|d| d.docs)
                 .unwrap_or_default()
         } else {
             Vec::new()
@@ -207,15 +224,33 @@ pub(crate) async fn mget(
                     ErrorCode::UpstreamUnavailable,
                     format!("cluster answered {}", parts.status),
                 );
-                json!({"_index": target.logical.name, "_id": id, "error": error_value(&e)})
+                made(json!({"_index": target.logical.name, "_id": id, "error": error_value(&e)}))
             }));
         }
     }
-    let docs: Vec<Value> = answers
+    let null = || made(Value::Null);
+    let docs: Vec<Box<RawValue>> = answers
         .into_iter()
-        .map(|a| a.unwrap_or(Value::Null))
+        .map(|a| a.unwrap_or_else(null))
         .collect();
-    Ok(json_ok(json!({"docs": docs}).to_string().into_bytes()))
+    // Written as raw JSON (not through a tree, which would refuse a lone
+    // surrogate and panic in `json!`).
+    let mut out = Vec::with_capacity(16 + docs.iter().map(|d| d.get().len() + 1).sum::<usize>());
+    out.extend_from_slice(b"{\"docs\":[");
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(d.get().as_bytes());
+    }
+    out.extend_from_slice(b"]}");
+    Ok(json_ok(out))
+}
+
+/// An answer osproxy made, as raw JSON.
+fn made(v: Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(&v)
+        .unwrap_or_else(|_| serde_json::value::to_raw_value(&Value::Null).unwrap_or_default())
 }
 
 /// `{"docs": [...]}` with every doc reversed (byte-level, sources untouched

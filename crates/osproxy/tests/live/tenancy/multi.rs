@@ -231,3 +231,54 @@ async fn by_query_is_confined_to_the_partition() {
     .json();
     assert_eq!(a2["_source"], json!({"_tenant": "acme", "n": 2}));
 }
+
+/// A stored document with a lone surrogate escape (`\ud800`: valid for
+/// OpenSearch, refused by strict JSON trees) is relayed as stored, and the
+/// other documents of the same `_mget` are answered too (before, every
+/// entry of its group failed, and building the answer panicked).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mget_relays_a_document_with_a_lone_surrogate() {
+    let f = Fleet::start(&node().url(), "surrogate");
+    let acme = f.client("acme-svc");
+    let r = acme
+        .put("/orders/_doc/plain?refresh=true", &json!({"t": "fine"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Written on the node directly: osproxy itself takes only strict JSON.
+    let r = Http::new()
+        .send_with(
+            Method::PUT,
+            &format!(
+                "{}/t-surrogate-shared/_doc/acme:odd?routing=acme&refresh=true",
+                node().url()
+            ),
+            Some(bytes::Bytes::from_static(
+                br#"{"_tenant":"acme","t":"a\ud800b"}"#,
+            )),
+            &[("content-type", "application/json")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = acme
+        .post(
+            "/orders/_mget",
+            &json!({"ids": ["plain", "odd", "missing"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains(r#""t":"a\ud800b""#), "{text}");
+    assert!(text.contains(r#""t":"fine""#), "{text}");
+    assert!(
+        !text.contains("_tenant") && !text.contains("acme:"),
+        "{text}"
+    );
+    assert!(text.contains(r#""found":false"#), "{text}");
+    // A search and a get relay it too.
+    for path in ["/orders/_search", "/orders/_doc/odd"] {
+        let r = acme.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert!(r.text().contains(r#"a\ud800b"#), "{path}: {}", r.text());
+    }
+}

@@ -14,7 +14,7 @@ use http_body_util::Full;
 use osproxy_observe::{Metrics, Readiness};
 use serde_json::json;
 
-mod directives;
+mod documents;
 mod migrations;
 mod placements;
 mod writes;
@@ -150,6 +150,15 @@ impl Admin {
             if req.uri().path() == "/v1/fleet" {
                 return Ok(self.fleet(&control).await);
             }
+            if req.uri().path() == "/v1/usage" {
+                if req.method() != Method::GET {
+                    return Ok(json_response(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        &json!({"error": "GET the usage"}),
+                    ));
+                }
+                return Ok(json_response(StatusCode::OK, &self.metrics.usage().json()));
+            }
             let (parts, body) = req.into_parts();
             let body =
                 http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 1 << 20))
@@ -166,10 +175,20 @@ impl Admin {
                 )
                 .await);
             }
-            if parts.uri.path() == "/v1/directives" {
-                return Ok(
-                    directives::route(&control, &parts.method, parts.uri.query(), &body).await,
-                );
+            let document = match parts.uri.path() {
+                "/v1/directives" => Some(documents::Document::Directives),
+                "/v1/limits" => Some(documents::Document::Limits),
+                _ => None,
+            };
+            if let Some(doc) = document {
+                return Ok(documents::route(
+                    doc,
+                    &control,
+                    &parts.method,
+                    parts.uri.query(),
+                    &body,
+                )
+                .await);
             }
             return Ok(placements::route(
                 &control,

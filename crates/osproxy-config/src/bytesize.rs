@@ -63,3 +63,10 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
     }
 }
+
+impl serde::Serialize for ByteSize {
+    /// As a plain number of bytes, which [`ByteSize`] reads back.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}

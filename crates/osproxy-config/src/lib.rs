@@ -8,6 +8,7 @@
 mod bytesize;
 mod duration;
 mod layer;
+mod limits;
 mod model;
 mod secret;
 mod tenancy;
@@ -15,6 +16,7 @@ mod validate;
 
 pub use bytesize::{ByteSize, ByteSizeError};
 pub use duration::{Duration, DurationError};
+pub use limits::{Limits, PartitionLimits, MAX_LIMITED_PARTITIONS, MAX_RATE};
 pub use model::*;
 pub use secret::{read_secret, SecretError};
 pub use tenancy::{check_index, is_valid_index_name, IndexProblem};

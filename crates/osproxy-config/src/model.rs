@@ -47,6 +47,34 @@ pub struct Config {
     /// Diagnostics: directives' outputs, the debug header, trace export.
     #[serde(default)]
     pub diagnostics: Diagnostics,
+    /// Usage per partition.
+    #[serde(default)]
+    pub usage: Usage,
+    /// Per-tenant limits (seed the control plane's `limits` key).
+    #[serde(default)]
+    pub limits: crate::Limits,
+}
+
+/// `[usage]`: counters per partition (`/v1/usage`, `osproxy_usage_*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    /// Rows for at most this many partitions, the first seen; the rest are
+    /// counted under `_other`. 0 counts every partition under `_other`.
+    #[serde(default = "default_usage_partitions")]
+    pub max_partitions: usize,
+}
+
+fn default_usage_partitions() -> usize {
+    1000
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Usage {
+            max_partitions: default_usage_partitions(),
+        }
+    }
 }
 
 /// `[diagnostics]`: what selected requests leave behind, and how.

@@ -16,6 +16,15 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             "must differ from listen.data",
         ));
     }
+    if config.usage.max_partitions > 100_000 {
+        errs.push(ConfigError::new(
+            "usage.max_partitions",
+            "at most 100000 partitions may get a row of their own",
+        ));
+    }
+    for (key, message) in config.limits.problems() {
+        errs.push(ConfigError::new(format!("limits.{key}"), message));
+    }
     if config.clusters.is_empty() {
         errs.push(ConfigError::new(
             "clusters",

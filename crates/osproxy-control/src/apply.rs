@@ -81,6 +81,12 @@ pub fn apply(
             snap.set_directives(Some((Arc::new(set), rev)));
         }
         (Key::Directives, None) => snap.set_directives(None),
+        (Key::Limits, Some(bytes)) => {
+            let limits = crate::limits::decode(bytes)
+                .map_err(|e| Rejection::Refused(format!("limits refused: {}", shape_of(&e))))?;
+            snap.set_limits((!limits.is_empty()).then(|| (Arc::new(limits), rev)));
+        }
+        (Key::Limits, None) => snap.set_limits(None),
         (Key::Migration(index, partition), Some(bytes)) => {
             let record: MigrationRecord = decode("migration", bytes)?;
             if record.index != index || record.partition != partition {

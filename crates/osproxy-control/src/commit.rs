@@ -287,27 +287,62 @@ impl ControlPlane {
         bytes: &[u8],
         expected_epoch: Option<u64>,
     ) -> Result<u64, WriteError> {
+        DirectiveSet::decode(bytes).map_err(|e| WriteError::Invalid(e.to_string()))?;
+        self.put_document(Document::Directives, bytes, expected_epoch)
+            .await
+    }
+
+    /// Removes the directive set if its epoch is still `expected_epoch`.
+    pub async fn clear_directives(&self, expected_epoch: u64) -> Result<(), WriteError> {
+        self.clear_document(Document::Directives, expected_epoch)
+            .await
+    }
+
+    /// Publishes the per-tenant limits (decoded strictly first) if their
+    /// epoch is still `expected_epoch` (`None`: none are published yet).
+    /// Returns the new epoch.
+    pub async fn put_limits(
+        &self,
+        bytes: &[u8],
+        expected_epoch: Option<u64>,
+    ) -> Result<u64, WriteError> {
+        crate::limits::decode(bytes).map_err(WriteError::Invalid)?;
+        self.put_document(Document::Limits, bytes, expected_epoch)
+            .await
+    }
+
+    /// Removes the per-tenant limits if their epoch is still
+    /// `expected_epoch`: nothing is limited afterwards.
+    pub async fn clear_limits(&self, expected_epoch: u64) -> Result<(), WriteError> {
+        self.clear_document(Document::Limits, expected_epoch).await
+    }
+
+    /// Writes a whole-document key (already decoded by the caller) if its
+    /// epoch is still `expected_epoch`.
+    async fn put_document(
+        &self,
+        doc: Document,
+        bytes: &[u8],
+        expected_epoch: Option<u64>,
+    ) -> Result<u64, WriteError> {
         self.writable()?;
         let expected_epoch = expected_epoch.filter(|e| *e != 0);
-        let set = DirectiveSet::decode(bytes).map_err(|e| WriteError::Invalid(e.to_string()))?;
-        drop(set);
         let Some(store) = self.etcd.get() else {
             let next = self.commit_memory(
                 |current| {
-                    let epoch = current.directives().map(|d| d.1);
+                    let epoch = doc.epoch(current);
                     if epoch != expected_epoch {
                         return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
                     }
                     Ok(())
                 },
-                &[(store::Key::Directives, Some(bytes))],
+                &[(doc.key(), Some(bytes))],
             )?;
             return Ok(next.revision());
         };
-        let key = store::directives_key(store.prefix());
         let revision = store
             .cas_put(
-                &key,
+                &doc.path(store.prefix()),
                 bytes.to_vec(),
                 expected_epoch.unwrap_or(0),
                 None,
@@ -319,25 +354,24 @@ impl ControlPlane {
         Ok(revision)
     }
 
-    /// Removes the directive set if its epoch is still `expected_epoch`.
-    pub async fn clear_directives(&self, expected_epoch: u64) -> Result<(), WriteError> {
+    /// Deletes a whole-document key if its epoch is still `expected_epoch`.
+    async fn clear_document(&self, doc: Document, expected_epoch: u64) -> Result<(), WriteError> {
         self.writable()?;
         let Some(store) = self.etcd.get() else {
             self.commit_memory(
                 |current| {
-                    let epoch = current.directives().map(|d| d.1);
+                    let epoch = doc.epoch(current);
                     if epoch != Some(expected_epoch) {
                         return Err(WriteError::Conflict(Conflict { entry: None, epoch }));
                     }
                     Ok(())
                 },
-                &[(store::Key::Directives, None)],
+                &[(doc.key(), None)],
             )?;
             return Ok(());
         };
-        let key = store::directives_key(store.prefix());
         let revision = store
-            .cas_delete(&key, expected_epoch, "")
+            .cas_delete(&doc.path(store.prefix()), expected_epoch, "")
             .await
             .map_err(|f| f.into_write_error(|_, _| None))?;
         self.wait_applied(revision).await;
@@ -422,5 +456,36 @@ impl ControlPlane {
         self.applied_or_refused(&entry_key, revision).await?;
         self.applied_or_refused(&record_key, revision).await?;
         Ok(revision)
+    }
+}
+
+/// A key holding one whole document, replaced and cleared whole.
+#[derive(Debug, Clone, Copy)]
+enum Document {
+    Directives,
+    Limits,
+}
+
+impl Document {
+    fn key(self) -> store::Key<'static> {
+        match self {
+            Document::Directives => store::Key::Directives,
+            Document::Limits => store::Key::Limits,
+        }
+    }
+
+    fn path(self, prefix: &str) -> String {
+        match self {
+            Document::Directives => store::directives_key(prefix),
+            Document::Limits => store::limits_key(prefix),
+        }
+    }
+
+    /// The epoch of the published document in `snap`, if any.
+    fn epoch(self, snap: &Snapshot) -> Option<u64> {
+        match self {
+            Document::Directives => snap.directives().map(|d| d.1),
+            Document::Limits => snap.limits().map(|d| d.1),
+        }
     }
 }

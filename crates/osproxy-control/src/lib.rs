@@ -10,6 +10,7 @@ mod apply;
 mod commit;
 pub mod directives;
 pub mod etcd;
+pub mod limits;
 pub mod plane;
 pub mod snapshot;
 pub mod store;

@@ -47,6 +47,10 @@ pub(crate) struct Following {
     pub reconnects: AtomicU64,
     /// Whole-prefix re-reads after a compaction.
     pub reloads: AtomicU64,
+    /// The instances with a fleet record (lease-bound), as last seen.
+    pub fleet: Mutex<std::collections::BTreeSet<String>>,
+    /// How many there are (0 until the first is seen).
+    pub fleet_size: AtomicU64,
 }
 
 /// Counters an operator scrapes.
@@ -151,6 +155,39 @@ impl ControlPlane {
         self.admission
             .inflight_from()
             .unwrap_or_else(|| self.applied_revision())
+    }
+
+    /// How many instances share the fleet's budgets (at least 1: this
+    /// one, with the memory backend or before its own record is seen).
+    /// Read on the request path: one atomic load.
+    pub fn fleet_size(&self) -> u64 {
+        self.following.fleet_size.load(Ordering::Relaxed).max(1)
+    }
+
+    /// A fleet record appeared (`present`) or went (its lease ended).
+    pub(crate) fn fleet_member(&self, id: &str, present: bool) {
+        if let Ok(mut fleet) = self.following.fleet.lock() {
+            let changed = if present {
+                fleet.insert(id.to_string())
+            } else {
+                fleet.remove(id)
+            };
+            if changed {
+                self.following
+                    .fleet_size
+                    .store(fleet.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The fleet as one whole read found it.
+    pub(crate) fn fleet_reset<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        if let Ok(mut fleet) = self.following.fleet.lock() {
+            *fleet = ids.map(str::to_string).collect();
+            self.following
+                .fleet_size
+                .store(fleet.len() as u64, Ordering::Relaxed);
+        }
     }
 
     /// Whether this instance proves it holds its fleet lease (always, in

@@ -150,6 +150,8 @@ pub struct Snapshot {
     placements: HashMap<String, HashMap<String, Entry>>,
     /// The published directive set and its epoch.
     directives: Option<(Arc<DirectiveSet>, u64)>,
+    /// The per-tenant limits and their epoch (none: nothing is limited).
+    limits: Option<(Arc<osproxy_config::Limits>, u64)>,
     /// Migration records and their epochs, by `index\0partition`.
     migrations: HashMap<String, (Arc<crate::store::MigrationRecord>, u64)>,
     revision: u64,
@@ -188,6 +190,8 @@ impl Snapshot {
             indices,
             placements,
             directives: None,
+            limits: (!config.limits.is_empty())
+                .then(|| (Arc::new(config.limits.clone()), revision)),
             migrations: HashMap::new(),
             revision,
             deferred: false,
@@ -425,6 +429,16 @@ impl Snapshot {
         self.directives.as_ref()
     }
 
+    /// Replaces the per-tenant limits.
+    pub(crate) fn set_limits(&mut self, limits: Option<(Arc<osproxy_config::Limits>, u64)>) {
+        self.limits = limits;
+    }
+
+    /// The published per-tenant limits and their epoch, if any.
+    pub fn limits(&self) -> Option<&(Arc<osproxy_config::Limits>, u64)> {
+        self.limits.as_ref()
+    }
+
     /// A copy at the next revision, to change and publish.
     pub(crate) fn successor(&self) -> Snapshot {
         let mut next = self.clone();
@@ -456,6 +470,7 @@ impl Snapshot {
             Key::Catalogue(name) => self.remove_index(name),
             Key::Placement(index, partition) => self.remove_placement(index, partition),
             Key::Directives => self.directives = None,
+            Key::Limits => self.limits = None,
             Key::Migration(index, partition) => self.set_migration(index, partition, None),
             Key::Fleet(_) | Key::Other => {}
         }
@@ -483,6 +498,7 @@ impl Snapshot {
                 }
             }
             Key::Directives => self.directives = previous.directives.clone(),
+            Key::Limits => self.limits = previous.limits.clone(),
             Key::Migration(index, partition) => {
                 let k = migration_slot(index, partition);
                 match previous.migrations.get(&k) {

@@ -7,6 +7,7 @@
 //! | `catalogue/<index>`                 | an `[[indices]]` entry as JSON          |
 //! | `placements/<index>/<partition>`    | `{"placement": {...}, "state": "active"}` |
 //! | `directives`                        | `{"directives": [...]}`                 |
+//! | `limits`                            | `{"default": {...}, "partitions": {...}}` |
 //! | `fleet/<instance id>`               | an instance's record (lease-bound)      |
 //! | `migrations/<index>/<partition>`    | a migration record                      |
 
@@ -23,6 +24,8 @@ pub enum Key<'a> {
     Placement(&'a str, &'a str),
     /// `directives`
     Directives,
+    /// `limits`
+    Limits,
     /// `fleet/<instance id>`
     Fleet(&'a str),
     /// `migrations/<index>/<partition>`
@@ -46,6 +49,8 @@ impl<'a> Key<'a> {
             }
         } else if rest == "directives" {
             Key::Directives
+        } else if rest == "limits" {
+            Key::Limits
         } else if let Some(id) = rest.strip_prefix("fleet/") {
             Key::Fleet(id)
         } else if let Some(rest) = rest.strip_prefix("migrations/") {
@@ -184,6 +189,11 @@ impl MigrationRecord {
 /// The directive set's key.
 pub fn directives_key(prefix: &str) -> String {
     format!("{prefix}directives")
+}
+
+/// The per-tenant limits' key.
+pub fn limits_key(prefix: &str) -> String {
+    format!("{prefix}limits")
 }
 
 /// A fleet record's key.

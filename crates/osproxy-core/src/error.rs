@@ -50,6 +50,9 @@ pub enum ErrorCode {
     /// The instance is at a limit of its own (memory held for request
     /// bodies, connections, requests in flight); nothing was applied.
     Overloaded,
+    /// The partition is over a per-tenant limit (`ctl limits`); nothing
+    /// was applied.
+    TooManyRequests,
     /// A bug or an unexpected condition inside osproxy.
     Internal,
 }
@@ -77,6 +80,7 @@ impl ErrorCode {
             ErrorCode::OutcomeUnknown => "outcome_unknown",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -103,6 +107,7 @@ impl ErrorCode {
             ErrorCode::OutcomeUnknown => 503,
             ErrorCode::ShuttingDown => 503,
             ErrorCode::Overloaded => 503,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::Internal => 500,
         }
     }
@@ -155,6 +160,9 @@ impl ErrorCode {
             ErrorCode::Overloaded => {
                 "this instance is at its limit; retry after the Retry-After seconds, preferably on another instance"
             }
+            ErrorCode::TooManyRequests => {
+                "the partition is over one of its limits (the reason names it); retry after the Retry-After seconds, or ask an operator to raise it (osproxy ctl limits)"
+            }
             ErrorCode::Internal => "report this with the request id",
         }
     }
@@ -171,6 +179,8 @@ pub struct ProxyError {
     pub reason: String,
     /// Whether the same request may safely be sent again.
     pub retryable: bool,
+    /// Seconds the caller should wait before retrying (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ProxyError {
@@ -180,7 +190,14 @@ impl ProxyError {
             code,
             reason: reason.into(),
             retryable: false,
+            retry_after: None,
         }
+    }
+
+    /// Says how many seconds to wait before retrying (`Retry-After`).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// Sets whether the caller may retry.

@@ -15,5 +15,6 @@ pub use metrics::{
 pub use prometheus_client::metrics::counter::Counter;
 pub mod readiness;
 pub mod trace;
+pub mod usage;
 
 pub use readiness::Readiness;

@@ -88,6 +88,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     partition: String,
 }
@@ -139,6 +144,7 @@ struct DiagnosticsMetrics {
     matched: Counter,
     ignored: [Counter; 4],
     bulk: [Counter; 6],
+    limited: Family<LimitLabels, Counter>,
     partitions: Family<PartitionLabels, Counter>,
     partition_limit: usize,
     partitions_seen: std::sync::RwLock<std::collections::HashSet<String>>,
@@ -165,6 +171,7 @@ pub struct Metrics {
     diagnostics: DiagnosticsMetrics,
     migrations: Family<PhaseLabels, Gauge>,
     migration_documents: Gauge,
+    usage: crate::usage::Usage,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -391,6 +398,7 @@ impl Metrics {
                     })
                     .clone()
             }),
+            limited: Family::default(),
             partitions: Family::default(),
             partition_limit: 0,
             partitions_seen: std::sync::RwLock::new(std::collections::HashSet::new()),
@@ -399,6 +407,11 @@ impl Metrics {
             "directives_active",
             "Diagnostics directives published and not expired",
             diagnostics.active.clone(),
+        );
+        registry.register(
+            "limited",
+            "Requests refused by a per-tenant limit, by the limit",
+            diagnostics.limited.clone(),
         );
         registry.register(
             "directives_matched",
@@ -429,7 +442,20 @@ impl Metrics {
             diagnostics,
             migrations,
             migration_documents,
+            usage: crate::usage::Usage::new(0),
         }
+    }
+
+    /// Keeps usage rows for at most `max_partitions` partitions (the rest
+    /// under `_other`).
+    pub fn with_usage(mut self, max_partitions: usize) -> Self {
+        self.usage = crate::usage::Usage::new(max_partitions);
+        self
+    }
+
+    /// Usage per partition.
+    pub fn usage(&self) -> &crate::usage::Usage {
+        &self.usage
     }
 
     /// Counts one answered request.
@@ -510,6 +536,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request refused by the per-tenant limit `limit`.
+    pub fn limited(&self, limit: &str) {
+        self.diagnostics
+            .limited
+            .get_or_create(&LimitLabels {
+                limit: limit.to_string(),
+            })
+            .inc();
+    }
+
     /// Counts bulk item outcomes (indexed like [`BULK_OUTCOMES`]).
     pub fn bulk_item(&self, outcome: usize) {
         if let Some(c) = self.diagnostics.bulk.get(outcome) {
@@ -582,6 +618,11 @@ impl Metrics {
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // The usage rows go before the exposition's end marker.
+        let end = out.rfind("# EOF").unwrap_or(out.len());
+        let tail = out.split_off(end);
+        self.usage.encode(&mut out);
+        out.push_str(&tail);
         out
     }
 }

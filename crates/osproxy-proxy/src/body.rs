@@ -216,6 +216,9 @@ where
 pub struct ResponseBody {
     inner: Inner,
     _in_flight: Option<InFlight>,
+    /// The tenancy request's account: the bytes sent are its partition's,
+    /// and its concurrency slot is held until the body ends.
+    account: Option<std::sync::Arc<crate::limits::Account>>,
 }
 
 #[derive(Debug)]
@@ -309,6 +312,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Upstream(body),
             _in_flight: Some(in_flight),
+            account: None,
         }
     }
 
@@ -317,6 +321,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Channel(rx),
             _in_flight: Some(in_flight),
+            account: None,
         }
     }
 
@@ -325,6 +330,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Full(Some(bytes)),
             _in_flight: None,
+            account: None,
         }
     }
 
@@ -348,6 +354,7 @@ impl ResponseBody {
             return ResponseBody {
                 inner: Inner::Full(Some(Bytes::from(out))),
                 _in_flight: self._in_flight,
+                account: self.account,
             };
         }
         ResponseBody {
@@ -357,7 +364,15 @@ impl ResponseBody {
                 pending: Bytes::new(),
             })),
             _in_flight: None,
+            account: None,
         }
+    }
+
+    /// This body, its bytes counted to `account` (which it holds until
+    /// it ends).
+    pub fn metered(mut self, account: std::sync::Arc<crate::limits::Account>) -> Self {
+        self.account = Some(account);
+        self
     }
 
     /// An empty body.
@@ -365,6 +380,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Full(None),
             _in_flight: None,
+            account: None,
         }
     }
 }
@@ -378,22 +394,19 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        match &mut this.inner {
-            Inner::Upstream(b) => {
-                let polled = Pin::new(b).poll_frame(cx);
-                if let Poll::Ready(None) = polled {
-                    // Finished: free the in-flight slot now rather than when
-                    // the connection gets around to dropping the body.
-                    this._in_flight = None;
+        let polled = this.poll_inner(cx);
+        if let Some(a) = &this.account {
+            match &polled {
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Some(d) = f.data_ref() {
+                        a.response_bytes(d.len() as u64);
+                    }
                 }
-                polled
+                Poll::Ready(None | Some(Err(_))) => this.account = None,
+                Poll::Pending => {}
             }
-            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Channel(rx) => rx
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
-            Inner::Gzip(g) => g.poll_compressed(cx),
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -411,6 +424,31 @@ impl Body for ResponseBody {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Channel(_) | Inner::Gzip(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl ResponseBody {
+    fn poll_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self;
+        match &mut this.inner {
+            Inner::Upstream(b) => {
+                let polled = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(None) = polled {
+                    // Finished: free the in-flight slot now rather than when
+                    // the connection gets around to dropping the body.
+                    this._in_flight = None;
+                }
+                polled
+            }
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Channel(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+            Inner::Gzip(g) => g.poll_compressed(cx),
         }
     }
 }

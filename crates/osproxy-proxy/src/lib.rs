@@ -13,6 +13,7 @@ pub mod auth;
 pub mod body;
 pub mod diagnostics;
 pub mod ingress;
+pub mod limits;
 pub mod pipeline;
 pub mod resolve;
 pub mod route;

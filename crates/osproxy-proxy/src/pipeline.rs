@@ -54,6 +54,8 @@ pub struct Proxy {
     /// listener at: its scheme's (443 with `listen.tls`, else 80).
     default_port: u16,
     diagnostics: Arc<Diagnostics>,
+    /// Per-tenant limits.
+    limiter: Arc<crate::limits::Limiter>,
 }
 
 /// What one worker's data path is built from, besides the config.
@@ -80,7 +82,9 @@ impl Proxy {
         osproxy_upstream::budget::set_limit(config.server.max_buffered_total.bytes());
         osproxy_upstream::budget::report_to(parts.metrics.buffered_gauge());
         osproxy_upstream::set_body_read_timeout(config.server.body_read_timeout.as_std());
+        let limiter = Arc::new(crate::limits::Limiter::new(parts.control.clone()));
         Proxy {
+            limiter,
             auth: parts.auth,
             tenancy: Arc::new(Tenancy::new(
                 parts.control,
@@ -213,6 +217,56 @@ impl Proxy {
         let gzip = !matches!(route, Route::Operator | Route::Passthrough)
             && req.method() != http::Method::HEAD
             && accepts_gzip(req.headers());
+        // A tenancy request is charged to the partitions it resolves to
+        // (usage, limits) from here until its answer has been sent.
+        let account = match &route {
+            Route::Operator | Route::Passthrough => None,
+            _ => Some(crate::limits::Account::new(
+                self.limiter.clone(),
+                self.metrics.clone(),
+                crate::limits::Class::of(kind, req.method()),
+                req.headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok()),
+            )),
+        };
+        let outcome = match &account {
+            Some(a) => {
+                a.clone()
+                    .scope(self.routed(req, route, passed, kind, principal, request_id, in_flight))
+                    .await
+            }
+            None => {
+                self.routed(req, route, passed, kind, principal, request_id, in_flight)
+                    .await
+            }
+        };
+        let outcome = if gzip {
+            outcome.map(gzip_response)
+        } else {
+            outcome
+        };
+        let outcome = match account {
+            Some(a) => outcome.map(|r| r.map(|b| b.metered(a))),
+            None => outcome,
+        };
+        (kind, outcome)
+    }
+
+    /// Decodes a tenancy body that came compressed, then serves the
+    /// request by its route.
+    #[allow(clippy::too_many_arguments)]
+    async fn routed(
+        &self,
+        req: Request<Incoming>,
+        route: Route,
+        passed: Option<Result<crate::route::Passed, ProxyError>>,
+        kind: EndpointKind,
+        principal: Option<Arc<crate::auth::Principal>>,
+        request_id: &HeaderValue,
+        in_flight: InFlight,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         // A tenancy body is decoded here when it came compressed (streamed
         // for a bulk); passthrough and operator bodies go on as they are.
         let req = match &route {
@@ -222,11 +276,8 @@ impl Proxy {
             }
             Route::Operator | Route::Passthrough => Ok(req.map(ClientBody::Plain)),
         };
-        let req = match req {
-            Ok(req) => req,
-            Err(e) => return (kind, Err(e)),
-        };
-        let outcome = match route {
+        let req = req?;
+        match route {
             Route::TenancyBulk { index } => {
                 Tenancy::serve_bulk(self.tenancy.clone(), req, principal, index, in_flight).await
             }
@@ -276,13 +327,7 @@ impl Proxy {
                     "no passthrough decision",
                 )),
             },
-        };
-        let outcome = if gzip {
-            outcome.map(gzip_response)
-        } else {
-            outcome
-        };
-        (kind, outcome)
+        }
     }
 
     /// Authenticate: the principal, when principals are configured.
@@ -756,9 +801,16 @@ pub fn error_response(e: &ProxyError, request_id: &HeaderValue) -> Response<Resp
         CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=UTF-8"),
     );
-    if matches!(e.code, ErrorCode::Overloaded | ErrorCode::ShuttingDown) {
-        resp.headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    match e.retry_after {
+        Some(s) => {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        None if matches!(e.code, ErrorCode::Overloaded | ErrorCode::ShuttingDown) => {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        None => {}
     }
     if e.code == ErrorCode::Unauthenticated {
         resp.headers_mut().insert(

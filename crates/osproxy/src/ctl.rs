@@ -11,6 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+mod limits;
 mod watch;
 
 #[derive(Args, Debug)]
@@ -66,6 +67,14 @@ enum CtlCommand {
         #[command(subcommand)]
         command: DirectivesCommand,
     },
+    /// Per-tenant limits, for the whole fleet.
+    Limits {
+        #[command(subcommand)]
+        command: limits::LimitsCommand,
+    },
+    /// Usage per partition on the instance asked (requests, bytes,
+    /// documents, upstream time, refusals), busiest first.
+    Usage,
 }
 
 /// A placement on the command line: `--kind --cluster [--index-name]`.
@@ -253,6 +262,20 @@ enum CtlError {
     /// The admin API answered with an error: status, message, current state.
     #[error("{0}")]
     Refused(String),
+    /// An argument is not usable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// An argument, or with `@FILE` the file's text.
+fn argument_or_file(arg: &str) -> Result<String, CtlError> {
+    match arg.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file).map_err(|source| CtlError::Read {
+            file: file.to_string(),
+            source,
+        }),
+        None => Ok(arg.to_string()),
+    }
 }
 
 /// An admin request to an https:// listener, through the very client
@@ -372,6 +395,8 @@ async fn call(
 
 async fn execute(args: &CtlArgs) -> Result<(), CtlError> {
     let (method, path, body) = match &args.command {
+        CtlCommand::Limits { command } => return limits::run(args, command).await,
+        CtlCommand::Usage => return limits::usage(args).await,
         CtlCommand::Fleet => (Method::GET, "/v1/fleet".to_string(), None),
         CtlCommand::Catalogue { command } => match command {
             CatalogueCommand::List => (Method::GET, "/v1/catalogue".to_string(), None),
@@ -458,15 +483,7 @@ async fn execute(args: &CtlArgs) -> Result<(), CtlError> {
         CtlCommand::Directives { command } => match command {
             DirectivesCommand::Get => (Method::GET, "/v1/directives".to_string(), None),
             DirectivesCommand::Put { set, epoch } => {
-                let body = match set.strip_prefix('@') {
-                    Some(file) => {
-                        std::fs::read_to_string(file).map_err(|source| CtlError::Read {
-                            file: file.to_string(),
-                            source,
-                        })?
-                    }
-                    None => set.clone(),
-                };
+                let body = argument_or_file(set)?;
                 let query = epoch.map(|e| format!("?epoch={e}")).unwrap_or_default();
                 (Method::PUT, format!("/v1/directives{query}"), Some(body))
             }
@@ -514,6 +531,7 @@ async fn execute(args: &CtlArgs) -> Result<(), CtlError> {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
         }
         CtlCommand::Placement { .. } => print_table(&v),
+        CtlCommand::Limits { .. } | CtlCommand::Usage => {}
     }
     Ok(())
 }

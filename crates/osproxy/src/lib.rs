@@ -158,7 +158,8 @@ impl Instance {
         let cluster_ids: Vec<&str> = config.clusters.iter().map(|c| c.id.as_str()).collect();
         let metrics = Arc::new(
             Metrics::new(cluster_ids.iter().copied())
-                .with_partition_metrics(config.diagnostics.partition_metrics),
+                .with_partition_metrics(config.diagnostics.partition_metrics)
+                .with_usage(config.usage.max_partitions),
         );
         let readiness = Arc::new(Readiness::new(cluster_ids.iter().copied()));
 

@@ -435,6 +435,38 @@ impl EtcdStore {
             .collect())
     }
 
+    /// Writes the config file's `[limits]` to the `limits` key if that key
+    /// is absent; a store that holds limits keeps them (the store wins, as
+    /// for the catalogue).
+    pub(crate) async fn seed_limits(
+        &self,
+        limits: &osproxy_config::Limits,
+    ) -> Result<(), StoreError> {
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let v = serde_json::to_vec(limits).map_err(|source| StoreError::Encode {
+            what: "the limits",
+            source,
+        })?;
+        match self
+            .cas_put(&store::limits_key(&self.prefix), v, 0, None, None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(CasFailure::Conflict { .. }) => {
+                info!(prefix = %self.prefix, "the store already holds limits: the store wins; [limits] of the config file is not applied");
+                Ok(())
+            }
+            Err(CasFailure::Unavailable(reason) | CasFailure::Unknown(reason)) => {
+                Err(StoreError::Unreachable {
+                    endpoints: self.cfg.endpoints.join(","),
+                    reason,
+                })
+            }
+        }
+    }
+
     /// Seeds the catalogue and placements of `config` into an empty prefix;
     /// a prefix that already holds either keeps what it holds.
     pub(crate) async fn seed(&self, config: &Config) -> Result<(), StoreError> {

@@ -56,6 +56,7 @@ impl ControlPlane {
             .ok_or(StoreError::NotConfigured)?;
         let store = Arc::new(EtcdStore::connect(cfg).await?);
         store.seed(config).await?;
+        store.seed_limits(&config.limits).await?;
         let (kvs, revision) = store.read_all().await?;
         let snap = self.rebuild(&store, &kvs, revision, None);
         info!(prefix = %store.prefix, revision, keys = kvs.len(), indices = snap.index_count(), "control snapshot built from etcd");
@@ -88,6 +89,13 @@ impl ControlPlane {
         revision: u64,
         previous: Option<&Snapshot>,
     ) -> Snapshot {
+        self.fleet_reset(
+            kvs.iter()
+                .filter_map(|kv| match Key::parse(&store.prefix, kv.key()) {
+                    Some(Key::Fleet(id)) => Some(id),
+                    _ => None,
+                }),
+        );
         let mut seen = BTreeSet::new();
         // Checked value by value, the table is built in revision order: of
         // two values claiming one physical index, the one written first
@@ -358,13 +366,22 @@ fn apply_events(plane: &ControlPlane, store: &EtcdStore, events: &[etcd_client::
     for ev in events {
         let Some(kv) = ev.kv() else { continue };
         let revision = rev(kv.mod_revision());
+        if let Some(Key::Fleet(id)) = Key::parse(&store.prefix, kv.key()) {
+            plane.fleet_member(id, kv.version() != 0);
+        }
         if revision != group && group != 0 {
             flush(&mut next, group);
         }
         group = revision;
         let relevant = matches!(
             Key::parse(&store.prefix, kv.key()),
-            Some(Key::Catalogue(_) | Key::Placement(..) | Key::Directives | Key::Migration(..))
+            Some(
+                Key::Catalogue(_)
+                    | Key::Placement(..)
+                    | Key::Directives
+                    | Key::Limits
+                    | Key::Migration(..)
+            )
         );
         if !relevant {
             continue;

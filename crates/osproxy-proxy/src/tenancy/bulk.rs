@@ -97,6 +97,7 @@ pub(crate) async fn serve(
             Some(frame) => {
                 let frame = frame.map_err(|e| osproxy_upstream::body_error(&*e))?;
                 if let Ok(data) = frame.into_data() {
+                    crate::limits::body_read(data.len());
                     charge.set(splitter.buffered_after(data.len()) as u64)?;
                     first = splitter
                         .feed(&data)
@@ -125,7 +126,8 @@ pub(crate) async fn serve(
     }
 
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    tokio::spawn(async move {
+    let account = crate::limits::current();
+    let run = async move {
         let mut run = BulkStream {
             tenancy: &tenancy,
             principal: principal.as_deref(),
@@ -167,6 +169,7 @@ pub(crate) async fn serve(
                         return;
                     }
                 };
+                crate::limits::body_read(data.len());
                 // Charged before the splitter grows, given back after.
                 if let Err(e) = run.hold(splitter.buffered_after(data.len())).await {
                     run.abort_with(e.status(), e.code.as_str(), &e.reason).await;
@@ -194,6 +197,13 @@ pub(crate) async fn serve(
         run.finish().await;
         let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         run.out.close(took).await;
+    };
+    // The items go on being charged to the request's account.
+    tokio::spawn(async move {
+        match account {
+            Some(a) => a.scope(run).await,
+            None => run.await,
+        }
     });
     let mut resp = Response::new(ResponseBody::channel(rx, in_flight));
     *resp.status_mut() = StatusCode::OK;
@@ -449,6 +459,7 @@ impl<'t> BulkStream<'_, 't> {
             ctx,
         } = p;
         let mut ctx = ctx;
+        crate::limits::documents(target.partition.as_str(), 1);
         let batch = self.batches.entry(key.clone()).or_insert_with(|| Batch {
             targets: Vec::new(),
             body: Vec::new(),

@@ -187,6 +187,15 @@ impl Tenancy {
             }
             t.record("streamed", Value::Flag(true));
         });
+        // A bulk acting for one partition is admitted or refused whole by
+        // its limits before any item is read; a gateway's items are
+        // charged to their partitions as they are routed.
+        if let Some(p) = principal
+            .as_deref()
+            .and_then(|p| p.partition(req.headers()).ok())
+        {
+            crate::limits::seat(p.as_str())?;
+        }
         bulk::serve(tenancy, req, principal, index, in_flight).await
     }
 
@@ -343,6 +352,7 @@ impl Tenancy {
         })?;
         let target = self.target(resolved, partition)?;
         self.traced(&target);
+        crate::limits::seat(target.partition.as_str())?;
         Ok(target)
     }
 
@@ -488,6 +498,7 @@ impl Tenancy {
         })?;
         let target = self.target(resolved, partition)?;
         self.traced(&target);
+        crate::limits::seat(target.partition.as_str())?;
         Ok(target)
     }
 
@@ -508,6 +519,7 @@ impl Tenancy {
             .await?;
         if answer.0.status.is_success() {
             self.acknowledge(&ticket)?;
+            crate::limits::documents(target.partition.as_str(), 1);
         }
         Ok(answer)
     }
@@ -562,13 +574,19 @@ impl Tenancy {
         // (an auto-id POST becomes `PUT _create/{minted id}`), and a timed-out
         // write may still land after the client's retry. Only a failed
         // connect, which sent nothing, is retryable.
-        let resp = target
-            .cluster
-            .send(req, self.request_timeout)
-            .await
-            .map_err(|e| e.to_proxy_error(&target.cluster.id, false))?;
+        let sent = std::time::Instant::now();
+        let resp = target.cluster.send(req, self.request_timeout).await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                crate::limits::upstream(sent.elapsed());
+                return Err(e.to_proxy_error(&target.cluster.id, false));
+            }
+        };
         let (parts, body) = resp.into_parts();
-        let bytes = osproxy_upstream::read_answer(body, &target.cluster.id).await?;
+        let bytes = osproxy_upstream::read_answer(body, &target.cluster.id).await;
+        crate::limits::upstream(sent.elapsed());
+        let bytes = bytes?;
         crate::diagnostics::with(|t| {
             t.record(
                 "upstream_status",

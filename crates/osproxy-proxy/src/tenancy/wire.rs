@@ -40,6 +40,7 @@ impl JsonBody {
 /// the process-wide budget (503 `overloaded` past it).
 pub(crate) async fn read_json(body: osproxy_upstream::ClientBody) -> Result<JsonBody, ProxyError> {
     let bytes = body.read_whole().await?;
+    crate::limits::body_read(bytes.len());
     let values = strict_values(&bytes)?;
     let mut parse = osproxy_upstream::budget::Charge::default();
     parse.set((values as u64).saturating_mul(PARSE_COST_PER_VALUE))?;

@@ -176,8 +176,11 @@ pub struct Limiter {
 /// Which limit refused a request, for the error and the explanation.
 struct Over {
     limit: &'static str,
+    /// The fleet's budget and this instance's share, as numbers.
     budget: String,
     share: String,
+    /// `/s` for a rate, empty for a count.
+    unit: &'static str,
     wait: Duration,
 }
 
@@ -229,8 +232,9 @@ impl Limiter {
         let now = self.now();
         let rate = |name: &'static str, b: &Bucket, wait: u64| Over {
             limit: name,
-            budget: format!("{}/s", trim(b.budget)),
-            share: format!("{}/s", trim(b.share)),
+            budget: trim(b.budget),
+            share: trim(b.share),
+            unit: "/s",
             wait: Duration::from_nanos(wait),
         };
         // Debts first: nothing is taken from a bucket for a request that is
@@ -262,6 +266,7 @@ impl Limiter {
                     limit: "concurrent_requests",
                     budget: budget.to_string(),
                     share: share.to_string(),
+                    unit: "",
                     wait: Duration::from_secs(1),
                 });
             }
@@ -454,15 +459,18 @@ fn refusal(partition: &str, over: &Over) -> ProxyError {
     let wait = wait.max(1);
     crate::diagnostics::with(|t| {
         t.record("limit", Value::Name(Name::fixed(over.limit)));
-        t.record("limit_budget", Value::Name(Name::ident(&over.budget)));
-        t.record("limit_share", Value::Name(Name::ident(&over.share)));
+        t.record("limit_fleet", Value::Name(Name::ident(&over.budget)));
+        t.record("limit_instance", Value::Name(Name::ident(&over.share)));
         t.record("retry_after_s", Value::Count(wait));
     });
     ProxyError::new(
         ErrorCode::TooManyRequests,
         format!(
-            "partition {partition:?} is over its {} limit ({} for the fleet, {} on this instance); nothing was applied: retry after {wait} s",
-            over.limit, over.budget, over.share
+            "partition {partition:?} is over its {} limit ({}{unit} for the fleet, {}{unit} on this instance); nothing was applied: retry after {wait} s",
+            over.limit,
+            over.budget,
+            over.share,
+            unit = over.unit
         ),
     )
     .retryable(true)

@@ -73,6 +73,8 @@ pub struct Wiring {
     pub cursor_key: crate::tenancy::cursor::CursorKey,
     /// Directives, traces and their outputs.
     pub diagnostics: Arc<Diagnostics>,
+    /// Per-tenant limits, shared by every worker of the instance.
+    pub limiter: Arc<crate::limits::Limiter>,
 }
 
 impl Proxy {
@@ -82,9 +84,8 @@ impl Proxy {
         osproxy_upstream::budget::set_limit(config.server.max_buffered_total.bytes());
         osproxy_upstream::budget::report_to(parts.metrics.buffered_gauge());
         osproxy_upstream::set_body_read_timeout(config.server.body_read_timeout.as_std());
-        let limiter = Arc::new(crate::limits::Limiter::new(parts.control.clone()));
         Proxy {
-            limiter,
+            limiter: parts.limiter,
             auth: parts.auth,
             tenancy: Arc::new(Tenancy::new(
                 parts.control,

@@ -386,9 +386,13 @@ impl Instance {
             config.server.send_timeout.as_std(),
         )
         .with_header_read_timeout(config.server.header_read_timeout.as_std());
+        // One set of per-tenant buckets for all workers: a worker's share
+        // would multiply the budget by the workers.
+        let limiter = Arc::new(osproxy_proxy::limits::Limiter::new(plane.clone()));
         let mut threads = Vec::with_capacity(workers);
         for (i, listener) in data.into_iter().enumerate() {
             let limits = data_limits.clone();
+            let limiter = limiter.clone();
             let config = config.clone();
             let metrics = metrics.clone();
             let auth = auth.clone();
@@ -418,6 +422,7 @@ impl Instance {
                             metrics,
                             cursor_key,
                             diagnostics,
+                            limiter,
                         };
                         let proxy =
                             Arc::new(Proxy::new(&config, parts, nonce.wrapping_add(i as u64)));

@@ -16,6 +16,7 @@ mod cursors;
 mod documents;
 mod limits;
 mod multi;
+mod quotas;
 mod refusals;
 
 pub(super) const TOKENS: [(&str, &str); 5] = [

@@ -225,9 +225,10 @@ async fn change(
 }
 
 fn cell(v: Option<&Value>) -> String {
-    match v {
-        Some(Value::Number(n)) => n.to_string(),
-        _ => "-".to_string(),
+    match v.and_then(Value::as_f64) {
+        Some(n) if n.fract() == 0.0 => format!("{n:.0}"),
+        Some(n) => n.to_string(),
+        None => "-".to_string(),
     }
 }
 

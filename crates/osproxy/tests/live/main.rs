@@ -23,6 +23,7 @@ mod isolation;
 mod lifecycle;
 mod migrate;
 mod passthrough;
+mod quotas;
 mod secured;
 mod streaming;
 mod tenancy;

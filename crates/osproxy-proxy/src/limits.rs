@@ -33,12 +33,16 @@ use osproxy_core::{EndpointKind, ErrorCode, ProxyError};
 use osproxy_observe::trace::{Name, Value};
 use osproxy_observe::usage::{Usage, UsageRow};
 
-/// Whether a request reads or writes, for the two request rates.
+/// Whether a request reads or writes, for the two request rates, and
+/// whether it writes documents (held back while the documents bucket is
+/// in debt; a refresh or a mapping change is not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// Search, count, get, mget, msearch, scroll, PIT, metadata reads.
     Read,
-    /// Index, update, delete, bulk, by-query, index management.
+    /// Index, update, delete, bulk, by-query.
+    WriteDocuments,
+    /// Index management (create, refresh, mapping and settings changes).
     Write,
 }
 
@@ -47,8 +51,11 @@ impl Class {
     pub fn of(kind: EndpointKind, method: &Method) -> Class {
         let reads = *method == Method::GET || *method == Method::HEAD;
         match kind {
-            EndpointKind::Bulk | EndpointKind::Update | EndpointKind::ByQuery => Class::Write,
-            EndpointKind::Document | EndpointKind::IndexAdmin if !reads => Class::Write,
+            EndpointKind::Bulk | EndpointKind::Update | EndpointKind::ByQuery => {
+                Class::WriteDocuments
+            }
+            EndpointKind::Document if !reads => Class::WriteDocuments,
+            EndpointKind::IndexAdmin if !reads => Class::Write,
             _ => Class::Read,
         }
     }
@@ -240,7 +247,7 @@ impl Limiter {
         // Debts first: nothing is taken from a bucket for a request that is
         // then refused by another.
         if let Some(b) = &s.documents {
-            if class == Class::Write {
+            if class == Class::WriteDocuments {
                 if let Some(w) = b.debt(now) {
                     return Err(rate("documents_per_second", b, w));
                 }
@@ -253,7 +260,7 @@ impl Limiter {
         }
         let (name, bucket) = match class {
             Class::Read => ("reads_per_second", &s.reads),
-            Class::Write => ("writes_per_second", &s.writes),
+            Class::Write | Class::WriteDocuments => ("writes_per_second", &s.writes),
         };
         if let Some((budget, share, used)) = &s.concurrent {
             let taken = used
@@ -538,9 +545,16 @@ mod tests {
         assert_eq!(Class::of(EndpointKind::Document, &Method::GET), Class::Read);
         assert_eq!(
             Class::of(EndpointKind::Document, &Method::PUT),
+            Class::WriteDocuments
+        );
+        assert_eq!(
+            Class::of(EndpointKind::Bulk, &Method::POST),
+            Class::WriteDocuments
+        );
+        assert_eq!(
+            Class::of(EndpointKind::IndexAdmin, &Method::POST),
             Class::Write
         );
-        assert_eq!(Class::of(EndpointKind::Bulk, &Method::POST), Class::Write);
         assert_eq!(
             Class::of(EndpointKind::IndexAdmin, &Method::HEAD),
             Class::Read

@@ -56,6 +56,19 @@ fn two_tenants(
     String,
     String,
 ) {
+    two_tenants_with(tag, "")
+}
+
+/// [`two_tenants`] with more configuration (`more`, TOML appended).
+fn two_tenants_with(
+    tag: &str,
+    more: &str,
+) -> (
+    osproxy_testkit::ProxyInstance,
+    tempfile::TempDir,
+    String,
+    String,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (acme, globex) = (
         format!("{tag}-acme-token-0123456789"),
@@ -67,7 +80,7 @@ fn two_tenants(
         "indices = [\"{tag}-legacy-\"]\n\n\
          [[principals]]\nname = \"acme\"\ntoken_file = \"{}\"\npartitions = [\"acme\"]\n\n\
          [[principals]]\nname = \"globex\"\ntoken_file = \"{}\"\npartitions = [\"globex\"]\n\n\
-         [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"{tag}-orders-shared\" }}\n",
+         [[indices]]\nname = \"orders\"\ndefault = {{ kind = \"shared\", cluster = \"main\", index = \"{tag}-orders-shared\" }}\n\n{more}",
         dir.path().join("acme").display(),
         dir.path().join("globex").display()
     );
@@ -78,6 +91,31 @@ fn two_tenants(
 fn opensearch_py_works_unchanged_against_tenancy() {
     let (proxy, _dir, acme, globex) = two_tenants("py");
     run_python("opensearch_py_tenancy.py", &[&proxy.url(), &acme, &globex]);
+}
+
+#[test]
+fn opensearch_py_completes_a_bulk_load_under_a_write_limit() {
+    // 1,500 documents at 300 a second and 4 bulks a second: the load takes
+    // about 5 s, and most chunks are refused at least once.
+    let (proxy, _dir, acme, _) = two_tenants_with(
+        "pylim",
+        "[limits.partitions.acme]\ndocuments_per_second = 300\nwrites_per_second = 4\n",
+    );
+    run_python("opensearch_py_limits.py", &[&proxy.url(), &acme, "1500"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let limited = rt.block_on(crate::common::metric(
+        &proxy,
+        "osproxy_usage_limited_total{partition=\"acme\"}",
+    ));
+    assert!(
+        limited.is_some_and(|n| n >= 1.0),
+        "the limit was never hit: {limited:?}"
+    );
+    let documents = rt.block_on(crate::common::metric(
+        &proxy,
+        "osproxy_usage_documents_total{partition=\"acme\"}",
+    ));
+    assert_eq!(documents, Some(1500.0), "every document written once");
 }
 
 #[test]

@@ -233,7 +233,9 @@ struct BulkStream<'a, 't> {
     headers: &'a HeaderMap,
     path_index: Option<&'a str>,
     query: String,
-    targets: HashMap<String, Result<Target<'t>, ProxyError>>,
+    /// By (logical index, partition named in the document): a pair, so
+    /// no index name can pose as another index's partition.
+    targets: HashMap<(String, Option<String>), Result<Target<'t>, ProxyError>>,
     batches: HashMap<(String, String), Batch<'t>>,
     out: Emitter,
     pending: Option<Pending>,

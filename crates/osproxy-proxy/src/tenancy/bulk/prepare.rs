@@ -182,10 +182,7 @@ impl<'t> BulkStream<'_, 't> {
         index: &str,
         from_body: Option<&str>,
     ) -> Result<Target<'t>, ProxyError> {
-        let cache_key = match from_body {
-            Some(p) => format!("{index}\u{0}{p}"),
-            None => index.to_string(),
-        };
+        let cache_key = (index.to_string(), from_body.map(str::to_string));
         // A cached target whose placement changed since is resolved again,
         // so items after a change go to the new placement.
         let stale =

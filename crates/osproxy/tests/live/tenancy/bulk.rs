@@ -393,3 +393,41 @@ async fn a_hundred_mib_tenancy_bulk_streams_in_bounded_memory() {
         .json();
     assert_eq!(count["count"], docs as u64);
 }
+
+/// Found by review: routed targets were cached under `index\0partition`,
+/// so an item naming the index `events\u0000acme` (no such logical index)
+/// took the cached target of an earlier `events` item for acme without its
+/// own partition (its document named globex) being read or checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_name_cannot_pose_as_a_cached_partition() {
+    let f = Fleet::start(&node().url(), "bulkkey");
+    let body = concat!(
+        r#"{"index":{"_index":"events","_id":"e1"}}"#,
+        "\n",
+        r#"{"tenant_id":"acme","n":1}"#,
+        "\n",
+        r#"{"index":{"_index":"events\u0000acme","_id":"e2"}}"#,
+        "\n",
+        r#"{"tenant_id":"globex","n":2}"#,
+        "\n",
+    );
+    let r = f
+        .client("acme-svc")
+        .raw(
+            Method::POST,
+            "/_bulk?refresh=true",
+            Some(body.into()),
+            &[("content-type", "application/x-ndjson")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["items"][0]["index"]["status"], 201, "{v}");
+    assert_eq!(v["items"][1]["index"]["status"], 400, "{v}");
+    let reason = v["items"][1]["index"]["error"]["reason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(reason.contains("not a logical index"), "{reason}");
+    let stored = on_node("/t-bulkkey-events/_count?q=n:2").await;
+    assert_eq!(stored.json()["count"], 0, "{}", stored.text());
+}

@@ -166,11 +166,84 @@ fn unescape_key(raw: &[u8]) -> Result<Cow<'_, str>, SourceError> {
                 message: e.to_string(),
             });
     }
-    serde_json::from_slice::<String>(raw)
-        .map(Cow::Owned)
-        .map_err(|e| SourceError::NotJson {
-            message: e.to_string(),
-        })
+    match serde_json::from_slice::<String>(raw) {
+        Ok(k) => Ok(Cow::Owned(k)),
+        // A key with a lone surrogate escape (`"\ud800"`), which OpenSearch
+        // stores as it is: read with U+FFFD in its place. It can then equal
+        // no name osproxy looks for (they are all valid text), as it equals
+        // none for OpenSearch either, and the member is kept rather than
+        // the whole edit failing (which left the partition field in).
+        Err(e) => lossy_key(inner)
+            .map(Cow::Owned)
+            .ok_or(SourceError::NotJson {
+                message: e.to_string(),
+            }),
+    }
+}
+
+/// A JSON string's content (between the quotes) unescaped, a lone
+/// surrogate escape read as U+FFFD; `None` when it is not JSON text.
+fn lossy_key(inner: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(inner).ok()?;
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    let hex = |chars: &mut std::str::Chars<'_>| -> Option<u32> {
+        let digits: String = chars.by_ref().take(4).collect();
+        (digits.len() == 4).then(|| u32::from_str_radix(&digits, 16).ok())?
+    };
+    let mut pending: Option<u32> = None;
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            if pending.take().is_some() {
+                out.push('\u{FFFD}');
+            }
+            out.push(c);
+            continue;
+        }
+        let esc = chars.next()?;
+        let unit = match esc {
+            'u' => hex(&mut chars)?,
+            other => {
+                if pending.take().is_some() {
+                    out.push('\u{FFFD}');
+                }
+                out.push(match other {
+                    '"' => '"',
+                    '\\' => '\\',
+                    '/' => '/',
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    _ => return None,
+                });
+                continue;
+            }
+        };
+        match (pending.take(), unit) {
+            (Some(high), 0xDC00..=0xDFFF) => {
+                let c = 0x10000 + ((high - 0xD800) << 10) + (unit - 0xDC00);
+                out.push(char::from_u32(c)?);
+            }
+            (previous, 0xD800..=0xDBFF) => {
+                if previous.is_some() {
+                    out.push('\u{FFFD}');
+                }
+                pending = Some(unit);
+            }
+            (previous, _) => {
+                if previous.is_some() {
+                    out.push('\u{FFFD}');
+                }
+                out.push(char::from_u32(unit).unwrap_or('\u{FFFD}'));
+            }
+        }
+    }
+    if pending.is_some() {
+        out.push('\u{FFFD}');
+    }
+    Some(out)
 }
 
 struct Scan<'a> {
@@ -285,6 +358,33 @@ impl Scan<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_with_a_lone_surrogate_does_not_stop_the_edit() {
+        // Found by review: the partition field stayed in a document that
+        // also had such a key.
+        let doc = br#"{"\ud800":1,"_tenant":"acme","\ud83d\ude00x\udc00":2,"a\n":3}"#;
+        let mut seen = Vec::new();
+        let out = edit_members(doc, |k, _| {
+            seen.push(k.to_string());
+            if k == "_tenant" {
+                Edit::Drop
+            } else {
+                Edit::Keep
+            }
+        })
+        .unwrap()
+        .into_owned();
+        assert_eq!(out, br#"{"\ud800":1,"\ud83d\ude00x\udc00":2,"a\n":3}"#);
+        assert_eq!(seen, ["\u{FFFD}", "_tenant", "\u{1F600}x\u{FFFD}", "a\n"]);
+        assert_eq!(
+            lossy_key(br"\ud800\ud800").as_deref(),
+            Some("\u{FFFD}\u{FFFD}")
+        );
+        assert_eq!(lossy_key(br"\uD800a").as_deref(), Some("\u{FFFD}a"));
+        assert_eq!(lossy_key(br"\q"), None);
+        assert_eq!(lossy_key(br"\u12"), None);
+    }
 
     #[test]
     fn drop_first_middle_last_only() {

@@ -573,3 +573,44 @@ async fn a_shared_index_with_a_tokenised_partition_field_is_refused() {
         "nothing may be written to an unsafe shared index"
     );
 }
+
+/// Found by review: a conflict's error named the shared physical index's
+/// `index_uuid`, the same for every tenant of it, so two tenants could
+/// prove they share an index. It is removed in shared placements, from
+/// single-document and bulk item errors alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_in_a_shared_placement_do_not_name_the_physical_index_uuid() {
+    let f = Fleet::start(&node().url(), "uuid");
+    let acme = f.client("acme-svc");
+    let first = acme
+        .put("/orders/_create/c1?refresh=true", &json!({"t": 1}))
+        .await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    let again = acme.put("/orders/_create/c1", &json!({"t": 2})).await;
+    assert_eq!(again.status, 409, "{}", again.text());
+    let text = again.text();
+    assert!(text.contains("version_conflict_engine_exception"), "{text}");
+    assert!(
+        !text.contains("index_uuid") && !text.contains("t-uuid-shared"),
+        "{text}"
+    );
+    let body = "{\"create\":{\"_index\":\"orders\",\"_id\":\"c1\"}}\n{\"t\":3}\n";
+    let r = acme
+        .raw(
+            Method::POST,
+            "/_bulk",
+            Some(body.into()),
+            &[("content-type", "application/x-ndjson")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("version_conflict_engine_exception"), "{text}");
+    assert!(
+        !text.contains("index_uuid") && !text.contains("t-uuid-shared"),
+        "{text}"
+    );
+    // The physical index does have one: the answers were stripped of it.
+    let direct = on_node("/t-uuid-shared/_settings").await;
+    assert!(direct.text().contains("\"uuid\""), "{}", direct.text());
+}

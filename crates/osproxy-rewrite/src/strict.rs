@@ -84,6 +84,18 @@ fn describe(e: &serde_json::Error) -> String {
     }
 }
 
+/// OpenSearch's own parser limits (`XContentConstraints`): a longer name
+/// or string makes it refuse the whole request, so osproxy refuses it
+/// first (a bulk item's update body would otherwise fail its whole batch).
+pub const MAX_NAME_CHARS: usize = 50_000;
+/// See [`MAX_NAME_CHARS`].
+pub const MAX_STRING_CHARS: usize = 50_000_000;
+
+/// `s` is longer than `max` characters (counted only when its bytes are).
+fn longer_than(s: &str, max: usize) -> bool {
+    s.len() > max && s.chars().count() > max
+}
+
 /// Visits a value without building it, refusing a name given twice.
 struct Strict;
 
@@ -114,7 +126,12 @@ impl<'de> Visitor<'de> for Strict {
     fn visit_f64<E>(self, _: f64) -> Result<usize, E> {
         Ok(1)
     }
-    fn visit_str<E>(self, _: &str) -> Result<usize, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+        if longer_than(v, MAX_STRING_CHARS) {
+            return Err(E::custom(format!(
+                "a string of more than {MAX_STRING_CHARS} characters, OpenSearch's limit"
+            )));
+        }
         Ok(1)
     }
     fn visit_unit<E>(self) -> Result<usize, E> {
@@ -133,6 +150,11 @@ impl<'de> Visitor<'de> for Strict {
         let mut seen: HashSet<std::borrow::Cow<'de, str>> = HashSet::new();
         let mut n = 1usize;
         while let Some(key) = map.next_key_seed(Key)? {
+            if longer_than(&key, MAX_NAME_CHARS) {
+                return Err(de::Error::custom(format!(
+                    "a field name of more than {MAX_NAME_CHARS} characters, OpenSearch's limit"
+                )));
+            }
             if !seen.insert(key.clone()) {
                 let shown: String = key.chars().take(64).filter(|c| !c.is_control()).collect();
                 return Err(de::Error::custom(format!(
@@ -182,6 +204,20 @@ impl<'de> Visitor<'de> for Key {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn refuses_names_and_strings_past_opensearchs_limits() {
+        let name = "a".repeat(MAX_NAME_CHARS);
+        assert!(check(format!("{{\"{name}\":1}}").as_bytes()).is_ok());
+        let err = check(format!("{{\"doc\":{{\"{name}a\":1}}}}").as_bytes()).unwrap_err();
+        assert!(err.reason.contains("field name"), "{err}");
+        // Counted in characters, not bytes.
+        let wide = "é".repeat(MAX_NAME_CHARS);
+        assert!(check(format!("{{\"{wide}\":1}}").as_bytes()).is_ok());
+        let long = "x".repeat(MAX_STRING_CHARS + 1);
+        let err = check(format!("[\"{long}\"]").as_bytes()).unwrap_err();
+        assert!(err.reason.contains("string"), "{err}");
+    }
 
     #[test]
     fn refuses_what_a_lenient_parser_reads_differently() {

@@ -431,3 +431,51 @@ async fn an_index_name_cannot_pose_as_a_cached_partition() {
     let stored = on_node("/t-bulkkey-events/_count?q=n:2").await;
     assert_eq!(stored.json()["count"], 0, "{}", stored.text());
 }
+
+/// Found by review: OpenSearch refuses a whole `_bulk` when an update body
+/// has a field name past its 50,000-character limit; sent in one batch
+/// with good items, it failed them too. The item is refused alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_body_past_opensearchs_name_limit_fails_its_item_alone() {
+    let f = Fleet::start(&node().url(), "bulkname");
+    let long = "n".repeat(60_000);
+    let body = format!(
+        "{}\n{}\n{}\n{{\"doc\":{{\"{long}\":1}}}}\n{}\n{}\n",
+        r#"{"index":{"_index":"orders","_id":"n1"}}"#,
+        r#"{"t":1}"#,
+        r#"{"update":{"_index":"orders","_id":"n1"}}"#,
+        r#"{"index":{"_index":"orders","_id":"n2"}}"#,
+        r#"{"t":2}"#,
+    );
+    let r = f
+        .client("acme-svc")
+        .raw(
+            Method::POST,
+            "/_bulk?refresh=true",
+            Some(body.into()),
+            &[("content-type", "application/x-ndjson")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let statuses: Vec<u64> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i.as_object().unwrap().values().next().unwrap()["status"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [201, 400, 201],
+        "{}",
+        r.text().chars().take(2000).collect::<String>()
+    );
+    let reason = v["items"][1]["update"]["error"]["reason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(reason.contains("field name"), "{reason}");
+}

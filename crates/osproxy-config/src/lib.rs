@@ -16,7 +16,7 @@ mod validate;
 
 pub use bytesize::{ByteSize, ByteSizeError};
 pub use duration::{Duration, DurationError};
-pub use limits::{Limits, PartitionLimits, MAX_LIMITED_PARTITIONS, MAX_RATE};
+pub use limits::{Limits, PartitionLimits, MAX_LIMITED_PARTITIONS, MAX_RATE, MIN_RATE};
 pub use model::*;
 pub use secret::{read_secret, SecretError};
 pub use tenancy::{check_index, is_valid_index_name, IndexProblem};

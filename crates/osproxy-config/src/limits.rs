@@ -51,6 +51,9 @@ pub struct Limits {
 /// The largest rate a limit may name (a second), and the most partitions
 /// one document may list: bounds that keep a published set cheap.
 pub const MAX_RATE: f64 = 1e9;
+/// The smallest rate a limit may name: one an hour, about (to block a
+/// partition, take its grant away instead).
+pub const MIN_RATE: f64 = 0.000_25;
 /// See [`MAX_RATE`].
 pub const MAX_LIMITED_PARTITIONS: usize = 100_000;
 
@@ -70,10 +73,10 @@ impl PartitionLimits {
         ];
         for (name, rate) in rates {
             if let Some(r) = rate {
-                if !r.is_finite() || r <= 0.0 || r > MAX_RATE {
+                if !r.is_finite() || !(MIN_RATE..=MAX_RATE).contains(&r) {
                     out.push((
                         name,
-                        format!("{r} is not a rate: give a number above 0 and at most {MAX_RATE}"),
+                        format!("{r} is not a rate: give a number from {MIN_RATE} (about one an hour) to {MAX_RATE}"),
                     ));
                 }
             }
@@ -185,5 +188,9 @@ mod tests {
             ]
         );
         assert!(serde_json::from_str::<Limits>(r#"{"default":{"rps":1}}"#).is_err());
+        // So small a bucket could not hold one unit: refused, not unlimited.
+        let tiny: Limits =
+            serde_json::from_str(r#"{"default":{"reads_per_second":1e-11}}"#).unwrap();
+        assert_eq!(tiny.problems().len(), 1);
     }
 }

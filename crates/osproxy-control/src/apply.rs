@@ -84,7 +84,9 @@ pub fn apply(
         (Key::Limits, Some(bytes)) => {
             let limits = crate::limits::decode(bytes)
                 .map_err(|e| Rejection::Refused(format!("limits refused: {}", shape_of(&e))))?;
-            snap.set_limits((!limits.is_empty()).then(|| (Arc::new(limits), rev)));
+            // Kept even when nothing is limited: its epoch is what the next
+            // compare-and-swap names.
+            snap.set_limits(Some((Arc::new(limits), rev)));
         }
         (Key::Limits, None) => snap.set_limits(None),
         (Key::Migration(index, partition), Some(bytes)) => {

@@ -311,10 +311,14 @@ impl ControlPlane {
             .await
     }
 
-    /// Removes the per-tenant limits if their epoch is still
-    /// `expected_epoch`: nothing is limited afterwards.
+    /// Removes every per-tenant limit if their epoch is still
+    /// `expected_epoch`. Written as an empty document, not deleted: an
+    /// absent key would be seeded again from a config file's `[limits]`
+    /// by the next instance to start.
     pub async fn clear_limits(&self, expected_epoch: u64) -> Result<(), WriteError> {
-        self.clear_document(Document::Limits, expected_epoch).await
+        self.put_document(Document::Limits, b"{}", Some(expected_epoch))
+            .await
+            .map(|_| ())
     }
 
     /// Writes a whole-document key (already decoded by the caller) if its

@@ -84,7 +84,9 @@ struct Bucket {
 impl Bucket {
     fn new(budget: f64, fleet: u64) -> Bucket {
         let share = budget / fleet as f64;
-        let interval = 1e9 / share;
+        // Rates are at least MIN_RATE, so this stays far below u64::MAX
+        // (a saturated window would admit everything).
+        let interval = (1e9 / share).min(1e18);
         Bucket {
             interval,
             window: interval.max(1e9) as u64,
@@ -92,6 +94,26 @@ impl Bucket {
             budget,
             share,
         }
+    }
+
+    /// A bucket for a new budget or fleet size that keeps what `old` had
+    /// outstanding (the units not yet paid back), so a change forgives no
+    /// debt and grants no fresh burst.
+    fn carried(budget: f64, fleet: u64, old: Option<&Bucket>, now: u64) -> Bucket {
+        let b = Bucket::new(budget, fleet);
+        if let Some(old) = old {
+            let ahead = old.tat.load(Ordering::Relaxed).saturating_sub(now);
+            let units = ahead as f64 / old.interval;
+            let tat = now as f64 + units * b.interval;
+            b.tat
+                .store(tat.min(u64::MAX as f64 / 4.0) as u64, Ordering::Relaxed);
+        }
+        b
+    }
+
+    /// Whether it is full (nothing outstanding).
+    fn idle(&self, now: u64) -> bool {
+        self.tat.load(Ordering::Relaxed) <= now
     }
 
     fn cost(&self, units: u64) -> u64 {
@@ -148,27 +170,49 @@ struct Limited {
     writes: Option<Bucket>,
     documents: Option<Bucket>,
     bytes: Option<Bucket>,
-    /// This instance's share of the concurrent requests, and those in use.
-    concurrent: Option<(u32, u32, AtomicU32)>,
+    /// The fleet's concurrent requests, this instance's share, and those
+    /// in use (shared with the states this one replaces and is replaced
+    /// by, so requests in flight across a change are still counted).
+    concurrent: Option<(u32, u32, Arc<AtomicU32>)>,
+    in_use: Arc<AtomicU32>,
 }
 
 impl Limited {
-    fn new(l: &PartitionLimits, built_for: (u64, u64)) -> Limited {
+    /// The buckets for `l`, carrying over what `old` (the partition's
+    /// previous state) had outstanding.
+    fn new(l: &PartitionLimits, built_for: (u64, u64), old: Option<&Limited>, now: u64) -> Limited {
         let fleet = built_for.1;
-        let bucket = |r: Option<f64>| r.map(|r| Bucket::new(r, fleet));
+        let bucket = |r: Option<f64>, was: Option<&Option<Bucket>>| {
+            r.map(|r| Bucket::carried(r, fleet, was.and_then(Option::as_ref), now))
+        };
+        let in_use = old.map_or_else(|| Arc::new(AtomicU32::new(0)), |o| o.in_use.clone());
         Limited {
             built_for,
-            reads: bucket(l.reads_per_second),
-            writes: bucket(l.writes_per_second),
-            documents: bucket(l.documents_per_second),
-            bytes: bucket(l.bytes_per_second.map(|b| b.bytes() as f64)),
+            reads: bucket(l.reads_per_second, old.map(|o| &o.reads)),
+            writes: bucket(l.writes_per_second, old.map(|o| &o.writes)),
+            documents: bucket(l.documents_per_second, old.map(|o| &o.documents)),
+            bytes: bucket(
+                l.bytes_per_second.map(|b| b.bytes() as f64),
+                old.map(|o| &o.bytes),
+            ),
             concurrent: l.concurrent_requests.map(|c| {
                 let share = u32::try_from(u64::from(c).div_ceil(fleet))
                     .unwrap_or(c)
                     .max(1);
-                (c, share, AtomicU32::new(0))
+                (c, share, in_use.clone())
             }),
+            in_use,
         }
+    }
+
+    /// Whether dropping it loses nothing: every bucket full, no request in
+    /// flight.
+    fn idle(&self, now: u64) -> bool {
+        [&self.reads, &self.writes, &self.documents, &self.bytes]
+            .into_iter()
+            .flatten()
+            .all(|b| b.idle(now))
+            && self.in_use.load(Ordering::Acquire) == 0
     }
 }
 
@@ -189,6 +233,18 @@ struct Over {
     /// `/s` for a rate, empty for a count.
     unit: &'static str,
     wait: Duration,
+}
+
+impl Over {
+    fn rate(name: &'static str, b: &Bucket, wait: u64) -> Over {
+        Over {
+            limit: name,
+            budget: trim(b.budget),
+            share: trim(b.share),
+            unit: "/s",
+            wait: Duration::from_nanos(wait),
+        }
+    }
 }
 
 impl Limiter {
@@ -222,14 +278,19 @@ impl Limiter {
             return Some(s);
         }
         let mut states = self.states.write().ok()?;
-        if let Some(s) = states.get(partition).filter(|s| s.built_for == built_for) {
+        let old = states.get(partition).cloned();
+        if let Some(s) = old.as_ref().filter(|s| s.built_for == built_for) {
             return Some(s.clone());
         }
-        if states.len() >= MAX_TRACKED {
-            states.clear();
+        let now = self.now();
+        if old.is_none() && states.len() >= MAX_TRACKED {
+            // Only states that lose nothing are dropped.
+            states.retain(|_, s| !s.idle(now));
         }
-        let s = Arc::new(Limited::new(l, built_for));
-        states.insert(partition.to_string(), s.clone());
+        let s = Arc::new(Limited::new(l, built_for, old.as_deref(), now));
+        if old.is_some() || states.len() < MAX_TRACKED {
+            states.insert(partition.to_string(), s.clone());
+        }
         Some(s)
     }
 
@@ -237,13 +298,7 @@ impl Limiter {
     /// limit it is over. `bytes`: its body's declared length, charged now.
     fn admit(&self, s: &Arc<Limited>, class: Class, bytes: Option<u64>) -> Result<bool, Over> {
         let now = self.now();
-        let rate = |name: &'static str, b: &Bucket, wait: u64| Over {
-            limit: name,
-            budget: trim(b.budget),
-            share: trim(b.share),
-            unit: "/s",
-            wait: Duration::from_nanos(wait),
-        };
+        let rate = Over::rate;
         // Debts first: nothing is taken from a bucket for a request that is
         // then refused by another.
         if let Some(b) = &s.documents {
@@ -305,7 +360,6 @@ tokio::task_local! {
 
 /// One partition a request acts for.
 struct Seat {
-    partition: String,
     row: Arc<UsageRow>,
     limited: Option<Arc<Limited>>,
     /// Holds a concurrency slot of `limited`.
@@ -322,8 +376,26 @@ impl Drop for Seat {
     }
 }
 
-/// What one request is charged to: its partitions (usually one), in the
-/// order they were resolved.
+/// The partitions one request acts for, the first one apart (what is not
+/// an item's own is charged to it: the body of a plain request, response
+/// bytes, upstream time).
+#[derive(Default)]
+struct Seats {
+    by_partition: HashMap<String, Seat>,
+    first: Option<String>,
+}
+
+impl Seats {
+    fn first(&self) -> Option<&Seat> {
+        self.first.as_ref().and_then(|p| self.by_partition.get(p))
+    }
+}
+
+/// The most partitions one request may act for (a gateway's bulk or
+/// multi-search): a bound on what one request makes an instance track.
+pub const MAX_PARTITIONS_PER_REQUEST: usize = 10_000;
+
+/// What one request is charged to: its partitions (usually one).
 pub struct Account {
     limiter: Arc<Limiter>,
     metrics: Arc<osproxy_observe::Metrics>,
@@ -333,7 +405,7 @@ pub struct Account {
     /// Body bytes read before the request had a partition (a body that
     /// declared no length), charged with its first one.
     read_early: AtomicU64,
-    seats: Mutex<Vec<Seat>>,
+    seats: Mutex<Seats>,
 }
 
 impl std::fmt::Debug for Account {
@@ -359,7 +431,7 @@ impl Account {
             class,
             declared,
             read_early: AtomicU64::new(0),
-            seats: Mutex::new(Vec::new()),
+            seats: Mutex::new(Seats::default()),
         })
     }
 
@@ -378,13 +450,18 @@ impl Account {
         let Ok(mut seats) = self.seats.lock() else {
             return Ok(());
         };
-        if seats.iter().any(|s| s.partition == partition) {
+        if seats.by_partition.contains_key(partition) {
             return Ok(());
         }
+        if seats.by_partition.len() >= MAX_PARTITIONS_PER_REQUEST {
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("a request may act for at most {MAX_PARTITIONS_PER_REQUEST} partitions; split it"),
+            ));
+        }
         let row = self.usage().request(partition);
-        // The body is charged to the first partition only.
-        let first = seats.is_empty();
-        let body = first.then(|| {
+        // The body of a plain request is charged to its first partition.
+        let body = seats.first.is_none().then(|| {
             self.declared
                 .unwrap_or_else(|| self.read_early.load(Ordering::Relaxed))
         });
@@ -403,13 +480,40 @@ impl Account {
                 }
             }
         }
-        seats.push(Seat {
-            partition: partition.to_string(),
-            row,
-            limited,
-            slot,
-        });
+        if seats.first.is_none() {
+            seats.first = Some(partition.to_string());
+        }
+        seats
+            .by_partition
+            .insert(partition.to_string(), Seat { row, limited, slot });
         Ok(())
+    }
+
+    /// One more request of this request's class for a partition it acts
+    /// for already (a multi-search's second search of it).
+    fn again(&self, partition: &str) -> Result<(), ProxyError> {
+        let Ok(seats) = self.seats.lock() else {
+            return Ok(());
+        };
+        let Some(seat) = seats.by_partition.get(partition) else {
+            return Ok(());
+        };
+        seat.row.requests.fetch_add(1, Ordering::Relaxed);
+        let Some(l) = &seat.limited else {
+            return Ok(());
+        };
+        let (name, bucket) = match self.class {
+            Class::Read => ("reads_per_second", &l.reads),
+            Class::Write | Class::WriteDocuments => ("writes_per_second", &l.writes),
+        };
+        let Some(b) = bucket else {
+            return Ok(());
+        };
+        b.take(self.limiter.now(), 1).map_err(|wait| {
+            seat.row.limited.fetch_add(1, Ordering::Relaxed);
+            self.metrics.limited(name);
+            refusal(partition, &Over::rate(name, b, wait))
+        })
     }
 
     /// Adds body bytes read (a body that declared no length), charged to
@@ -432,16 +536,22 @@ impl Account {
         }
     }
 
-    fn documents(&self, partition: &str, n: u64) {
+    /// Documents written, and their bytes, for `partition` (one the
+    /// request acts for).
+    fn item(&self, partition: &str, documents: u64, bytes: u64) {
         let Ok(seats) = self.seats.lock() else { return };
-        let seat = seats
-            .iter()
-            .find(|s| s.partition == partition)
-            .or(seats.first());
-        if let Some(s) = seat {
-            s.row.documents(n);
-            if let Some(b) = s.limited.as_ref().and_then(|l| l.documents.as_ref()) {
-                b.charge(self.limiter.now(), n);
+        let Some(s) = seats.by_partition.get(partition) else {
+            return;
+        };
+        let now = self.limiter.now();
+        s.row.documents(documents);
+        s.row.request_bytes(bytes);
+        if let Some(l) = &s.limited {
+            if let Some(b) = &l.documents {
+                b.charge(now, documents);
+            }
+            if let Some(b) = &l.bytes {
+                b.charge(now, bytes);
             }
         }
     }
@@ -496,9 +606,16 @@ pub fn body_read(n: usize) {
     let _ = ACCOUNT.try_with(|a| a.body_read(n as u64));
 }
 
-/// Documents written by the current request for `partition`.
-pub fn documents(partition: &str, n: u64) {
-    let _ = ACCOUNT.try_with(|a| a.documents(partition, n));
+/// Documents written by the current request for `partition`, and the
+/// bytes of their lines (bulk items; 0 for a body charged as a whole).
+pub fn item(partition: &str, documents: u64, bytes: u64) {
+    let _ = ACCOUNT.try_with(|a| a.item(partition, documents, bytes));
+}
+
+/// One more read or write of the current request for `partition` (see
+/// [`Account::again`]).
+pub fn again(partition: &str) -> Result<(), ProxyError> {
+    ACCOUNT.try_with(|a| a.again(partition)).unwrap_or(Ok(()))
 }
 
 /// Time the current request waited on a cluster.
@@ -537,6 +654,31 @@ mod tests {
         assert!(b.take(5_000_000_000, 1).is_ok());
         assert!(b.take(5_000_000_000, 1).is_err());
         assert!(b.take(8_000_000_001, 1).is_ok());
+    }
+
+    #[test]
+    fn a_rebuilt_state_keeps_its_debt_and_its_slots() {
+        // Found by review: a limits change or a fleet change rebuilt the
+        // buckets full, forgiving every debt and every slot in use.
+        let l = PartitionLimits {
+            documents_per_second: Some(10.0),
+            concurrent_requests: Some(2),
+            ..Default::default()
+        };
+        let now = 5_000_000_000;
+        let old = Limited::new(&l, (1, 1), None, now);
+        old.documents.as_ref().unwrap().charge(now, 50);
+        old.in_use.fetch_add(1, Ordering::AcqRel);
+        // Two instances now: 5 a second here, so 50 documents are 10 s.
+        let new = Limited::new(&l, (2, 2), Some(&old), now);
+        let b = new.documents.as_ref().unwrap();
+        assert!(b.debt(now + 8_000_000_000).is_some());
+        assert!(b.debt(now + 10_000_000_000).is_none());
+        assert_eq!(new.in_use.load(Ordering::Acquire), 1);
+        assert!(!new.idle(now + 20_000_000_000));
+        new.in_use.fetch_sub(1, Ordering::AcqRel);
+        assert!(new.idle(now + 20_000_000_000));
+        assert_eq!(old.in_use.load(Ordering::Acquire), 0, "one count, shared");
     }
 
     #[test]

@@ -226,8 +226,15 @@ impl Proxy {
                 self.limiter.clone(),
                 self.metrics.clone(),
                 crate::limits::Class::of(kind, req.method()),
+                // The declared length is charged up front for a plain body;
+                // a compressed one is charged as decoded, a bulk item by
+                // item to each item's partition.
                 req.headers()
                     .get(http::header::CONTENT_LENGTH)
+                    .filter(|_| {
+                        !matches!(route, Route::TenancyBulk { .. })
+                            && !req.headers().contains_key(http::header::CONTENT_ENCODING)
+                    })
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok()),
             )),

@@ -97,7 +97,6 @@ pub(crate) async fn serve(
             Some(frame) => {
                 let frame = frame.map_err(|e| osproxy_upstream::body_error(&*e))?;
                 if let Ok(data) = frame.into_data() {
-                    crate::limits::body_read(data.len());
                     charge.set(splitter.buffered_after(data.len()) as u64)?;
                     first = splitter
                         .feed(&data)
@@ -169,7 +168,6 @@ pub(crate) async fn serve(
                         return;
                     }
                 };
-                crate::limits::body_read(data.len());
                 // Charged before the splitter grows, given back after.
                 if let Err(e) = run.hold(splitter.buffered_after(data.len())).await {
                     run.abort_with(e.status(), e.code.as_str(), &e.reason).await;
@@ -461,7 +459,12 @@ impl<'t> BulkStream<'_, 't> {
             ctx,
         } = p;
         let mut ctx = ctx;
-        crate::limits::documents(target.partition.as_str(), 1);
+        // One document, and its lines' bytes, for its own partition.
+        crate::limits::item(
+            target.partition.as_str(),
+            1,
+            (action.len() + source.as_ref().map_or(0, Vec::len)) as u64,
+        );
         let batch = self.batches.entry(key.clone()).or_insert_with(|| Batch {
             targets: Vec::new(),
             body: Vec::new(),

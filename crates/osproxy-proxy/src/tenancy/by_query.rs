@@ -96,6 +96,18 @@ pub(crate) async fn serve(
     let (parts, resp) = tenancy
         .write(t, Method::POST, &upstream, &headers, Some(body))
         .await?;
+    // Charged what it touched, as the cluster counts it.
+    if parts.status.is_success() {
+        let touched = serde_json::from_slice::<serde_json::Value>(&resp)
+            .map(|v| {
+                ["created", "updated", "deleted"]
+                    .iter()
+                    .filter_map(|k| v.get(k).and_then(serde_json::Value::as_u64))
+                    .sum::<u64>()
+            })
+            .unwrap_or(0);
+        crate::limits::item(t.partition.as_str(), touched, 0);
+    }
     Ok(json_response(parts, reverse::by_query(&resp, t)))
 }
 

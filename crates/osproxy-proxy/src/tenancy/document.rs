@@ -128,9 +128,13 @@ pub(crate) async fn serve(
         _ => None,
     };
     let (parts, resp_body) = if body.is_some() || method == Method::DELETE {
-        tenancy
+        let answer = tenancy
             .write(t, method.clone(), &path, &headers, body)
-            .await?
+            .await?;
+        if answer.0.status.is_success() {
+            crate::limits::item(t.partition.as_str(), 1, 0);
+        }
+        answer
     } else {
         tenancy
             .exchange(t, method.clone(), &path, &headers, body)

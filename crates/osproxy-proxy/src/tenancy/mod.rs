@@ -519,7 +519,6 @@ impl Tenancy {
             .await?;
         if answer.0.status.is_success() {
             self.acknowledge(&ticket)?;
-            crate::limits::documents(target.partition.as_str(), 1);
         }
         Ok(answer)
     }

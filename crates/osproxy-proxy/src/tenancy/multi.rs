@@ -297,6 +297,7 @@ pub(crate) async fn msearch(
     .encode();
     let headers = req.headers().clone();
     let raw = req.into_body().read_whole().await?;
+    crate::limits::body_read(raw.len());
     let non_blank = || {
         raw.split(|b| *b == b'\n')
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
@@ -317,6 +318,7 @@ pub(crate) async fn msearch(
         ));
     }
     let mut cache = HashMap::new();
+    let mut searched = std::collections::HashSet::new();
     let pairs = lines.len() / 2;
     let mut answers: Vec<Option<Vec<u8>>> = vec![None; pairs];
     // Per cluster: the upstream NDJSON and (position, target) of each search.
@@ -345,6 +347,14 @@ pub(crate) async fn msearch(
                 continue;
             }
         };
+        // Each search is a read of its partition's budget; one past it is
+        // answered with its own 429, as OpenSearch answers a rejected one.
+        if !searched.insert(target.partition.as_str().to_string()) {
+            if let Err(e) = crate::limits::again(target.partition.as_str()) {
+                answers[pos] = refuse(e);
+                continue;
+            }
+        }
         let shared = target.shared();
         let mut upstream = Map::new();
         let mut refused = None;

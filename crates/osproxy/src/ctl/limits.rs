@@ -157,6 +157,20 @@ pub(super) async fn run(args: &CtlArgs, command: &LimitsCommand) -> Result<(), C
                 for f in unset {
                     entry.remove(f);
                 }
+                // An entry left empty would make its partition unlimited
+                // rather than fall back to the default: it goes.
+                if entry.is_empty() {
+                    match partition {
+                        Some(p) => {
+                            if let Some(Value::Object(m)) = doc.get_mut("partitions") {
+                                m.remove(p);
+                            }
+                        }
+                        None => {
+                            doc.remove("default");
+                        }
+                    }
+                }
                 Ok(())
             })
             .await?

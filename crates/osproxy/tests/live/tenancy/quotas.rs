@@ -167,6 +167,37 @@ async fn a_partition_over_its_limits_gets_429_and_the_others_do_not() {
     }
     assert!(globex_refused >= 4, "{globex_refused} of 8 refused at 2/s");
 
+    // Each search of a multi-search is a read: past the budget, a search
+    // is answered with its own 429 and the others run.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut lines = Vec::new();
+    for _ in 0..8 {
+        lines.push(json!({"index": "orders"}));
+        lines.push(json!({"query": {"match_all": {}}}));
+    }
+    let r = f
+        .client("acme-svc")
+        .raw(
+            Method::POST,
+            "/_msearch",
+            Some(ndjson(&lines).into()),
+            &[("content-type", "application/x-ndjson")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let statuses: Vec<u64> = r.json()["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_u64().unwrap_or(0))
+        .collect();
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    assert!((4..=5).contains(&passed), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+
     // Usage: who used what, and how often they were refused.
     let u = admin(&f, Method::GET, "/v1/usage", None).await.json();
     let row = |p: &str| {
@@ -197,4 +228,25 @@ async fn a_partition_over_its_limits_gets_429_and_the_others_do_not() {
     )
     .await;
     assert_eq!(limited, Some(1.0));
+
+    // Cleared, the limits stay published (empty) with an epoch to name.
+    let epoch = admin(&f, Method::GET, "/v1/limits", None).await.json()["epoch"]
+        .as_u64()
+        .unwrap();
+    let cleared = admin(
+        &f,
+        Method::DELETE,
+        &format!("/v1/limits?epoch={epoch}"),
+        None,
+    )
+    .await;
+    assert_eq!(cleared.status, 200, "{}", cleared.text());
+    let now = admin(&f, Method::GET, "/v1/limits", None).await.json();
+    assert!(
+        now["epoch"].as_u64().unwrap() > epoch && now["partitions"].is_null(),
+        "{now}"
+    );
+    for _ in 0..8 {
+        assert_eq!(search(&f, "globex-svc").await.status, 200);
+    }
 }

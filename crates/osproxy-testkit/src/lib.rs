@@ -20,7 +20,7 @@ mod tls;
 pub use etcd::{Etcd, EtcdTls};
 pub use fixture::{eventually, As, ConfigBuilder, Grant};
 pub use http::{Http, HttpResponse};
-pub use load::wrk_rps;
+pub use load::{alternating, bench_settings, search_script, wrk_rps};
 pub use opensearch::{
     shared_opensearch, shared_opensearch3, OpenSearchNode, SECURED_PASSWORD, SECURED_USER,
 };

@@ -17,7 +17,9 @@
 use std::time::Duration;
 
 use http::Method;
-use osproxy_testkit::{wrk_rps, Http, OpenSearchNode, ProxyInstance};
+use osproxy_testkit::{
+    alternating, bench_settings, search_script, Http, OpenSearchNode, ProxyInstance,
+};
 
 const ACME: &str = "acme-bench-token-0123456789";
 
@@ -40,14 +42,7 @@ fn config(dir: &std::path::Path, os: &str, limited: bool) -> String {
 }
 
 fn main() {
-    let seconds: u64 = std::env::var("OSPROXY_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let rounds: usize = std::env::var("OSPROXY_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+    let (seconds, rounds) = bench_settings(5);
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_osproxy"));
     let node = OpenSearchNode::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -78,12 +73,7 @@ fn main() {
             assert!(r.status.is_success(), "{}", r.text());
         }
     });
-    let script = dir.path().join("search.lua");
-    std::fs::write(
-        &script,
-        "wrk.method = \"POST\"\nwrk.body = '{\"query\":{\"match_all\":{}},\"size\":1}'\nwrk.headers[\"content-type\"] = \"application/json\"\n",
-    )
-    .unwrap();
+    let script = search_script(dir.path());
 
     println!("\nlimits cost: wrk -c16, {seconds}s per cell, {rounds} rounds alternating (rps)\n");
     println!("| request | no limits | limits never hit | unhit/none |");
@@ -100,13 +90,8 @@ fn main() {
             Some(script.as_path()),
         ),
     ] {
-        let mut sums = [0.0f64; 2];
-        for _ in 0..rounds {
-            for (i, p) in [&none, &unhit].iter().enumerate() {
-                sums[i] += wrk_rps(&format!("{}{path}", p.url()), seconds, ACME, script).unwrap();
-            }
-        }
-        let m = sums.map(|s| s / rounds as f64);
+        let bases: Vec<String> = [&none, &unhit].iter().map(|p| p.url()).collect();
+        let m = alternating(&bases, path, seconds, rounds, ACME, script).unwrap();
         println!(
             "| {name} | {:.0} | {:.0} | {:.3} |",
             m[0],

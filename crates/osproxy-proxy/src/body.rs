@@ -106,42 +106,138 @@ pub const MAX_NESTING: u32 = 100;
 /// How a nesting refusal's reason begins.
 pub const NESTING_REFUSED: &str = "the body nests JSON deeper than";
 
-/// Counts how deeply JSON nests across a body's frames (brackets outside
-/// strings; NDJSON lines nest from zero each).
+/// Counts how deeply JSON nests across a body's frames: brackets outside
+/// strings and comments. OpenSearch's JSON parser allows `/* */` and `//`
+/// comments, so they are skipped here as it skips them (a quote inside one
+/// must not start a string). A string cannot span a line in JSON, so a
+/// newline ends one: an NDJSON line with a stray quote cannot hide the
+/// brackets of the lines after it. Depth carries across lines (balanced
+/// NDJSON lines each return to zero).
 #[derive(Debug, Default, Clone)]
 pub struct Nesting {
     depth: u32,
-    in_string: bool,
-    escaped: bool,
+    state: Lexed,
+}
+
+/// Where the scanner is, outside the brackets it counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Lexed {
+    #[default]
+    Code,
+    /// After a `/` outside strings and comments.
+    Slash,
+    String,
+    /// After a `\` in a string.
+    Escape,
+    /// In `/* */`.
+    Block,
+    /// After a `*` in a block comment.
+    BlockStar,
+    /// In `// ...` to the end of the line.
+    Line,
 }
 
 impl Nesting {
     /// Scans `bytes`; `Err` with the depth when it goes past `max`.
     pub fn scan(&mut self, bytes: &[u8], max: u32) -> Result<(), u32> {
         for &b in bytes {
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
-                }
-                continue;
-            }
-            match b {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => {
+            self.state = match (self.state, b) {
+                (Lexed::String | Lexed::Escape | Lexed::Line, b'\n') => Lexed::Code,
+                (Lexed::String, b'\\') => Lexed::Escape,
+                (Lexed::String, b'"') => Lexed::Code,
+                (Lexed::String, _) | (Lexed::Escape, _) => Lexed::String,
+                (Lexed::Block | Lexed::BlockStar, b'*') => Lexed::BlockStar,
+                (Lexed::BlockStar, b'/') => Lexed::Code,
+                (Lexed::Block | Lexed::BlockStar, _) => Lexed::Block,
+                (Lexed::Line, _) => Lexed::Line,
+                (Lexed::Slash, b'*') => Lexed::Block,
+                (Lexed::Slash, b'/') => Lexed::Line,
+                (Lexed::Code, b'/') => Lexed::Slash,
+                (Lexed::Code | Lexed::Slash, b'"') => Lexed::String,
+                (Lexed::Code | Lexed::Slash, b'{' | b'[') => {
                     self.depth += 1;
                     if self.depth > max {
                         return Err(self.depth);
                     }
+                    Lexed::Code
                 }
-                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
-                _ => {}
-            }
+                (Lexed::Code | Lexed::Slash, b'}' | b']') => {
+                    self.depth = self.depth.saturating_sub(1);
+                    Lexed::Code
+                }
+                (Lexed::Code | Lexed::Slash, _) => Lexed::Code,
+            };
         }
         Ok(())
+    }
+}
+
+/// A [`Nesting`] fed decompressed bytes: the sink of a side decoder that
+/// inflates a compressed body's copy, only to scan it.
+#[derive(Debug, Default)]
+struct Scanned {
+    nesting: Nesting,
+    /// The depth past the limit, once seen.
+    over: Option<u32>,
+}
+
+impl std::io::Write for Scanned {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.over.is_none() {
+            if let Err(depth) = self.nesting.scan(buf, MAX_NESTING) {
+                self.over = Some(depth);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How a passed-through body is read for its nesting: as it is, or through
+/// a side decoder when it is compressed (the cluster inflates it, so the
+/// depth that matters is the inflated one). A stream the side decoder
+/// cannot read is left to the cluster, which refuses it.
+enum Reader {
+    Plain(Nesting),
+    Gzip(Box<flate2::write::GzDecoder<Scanned>>),
+    Deflate(Box<flate2::write::ZlibDecoder<Scanned>>),
+    /// The side decoder failed: the body is not scanned further.
+    Unreadable,
+}
+
+impl Reader {
+    fn new(coding: Option<osproxy_upstream::Coding>) -> Reader {
+        match coding {
+            None => Reader::Plain(Nesting::default()),
+            Some(osproxy_upstream::Coding::Gzip) => {
+                Reader::Gzip(Box::new(flate2::write::GzDecoder::new(Scanned::default())))
+            }
+            Some(osproxy_upstream::Coding::Deflate) => Reader::Deflate(Box::new(
+                flate2::write::ZlibDecoder::new(Scanned::default()),
+            )),
+        }
+    }
+
+    /// Scans one frame; `Err` with the depth once past [`MAX_NESTING`].
+    fn scan(&mut self, data: &[u8]) -> Result<(), u32> {
+        use std::io::Write;
+        let over = match self {
+            Reader::Plain(n) => return n.scan(data, MAX_NESTING),
+            Reader::Gzip(d) => d.write_all(data).map(|()| d.get_ref().over),
+            Reader::Deflate(d) => d.write_all(data).map(|()| d.get_ref().over),
+            Reader::Unreadable => return Ok(()),
+        };
+        match over {
+            Ok(Some(depth)) => Err(depth),
+            Ok(None) => Ok(()),
+            Err(_) => {
+                *self = Reader::Unreadable;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -150,16 +246,20 @@ impl Nesting {
 /// and the reason is written to `violation`.
 pub struct NestingChecked<B> {
     inner: B,
-    nesting: Nesting,
+    reader: Reader,
     violation: Arc<Mutex<Option<String>>>,
 }
 
 impl<B> NestingChecked<B> {
-    /// Wraps `inner`.
-    pub fn new(inner: B, violation: Arc<Mutex<Option<String>>>) -> Self {
+    /// Wraps `inner`, a body sent with `coding` (`Content-Encoding`).
+    pub fn new(
+        inner: B,
+        coding: Option<osproxy_upstream::Coding>,
+        violation: Arc<Mutex<Option<String>>>,
+    ) -> Self {
         NestingChecked {
             inner,
-            nesting: Nesting::default(),
+            reader: Reader::new(coding),
             violation,
         }
     }
@@ -181,7 +281,7 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    if let Err(depth) = this.nesting.scan(data, MAX_NESTING) {
+                    if let Err(depth) = this.reader.scan(data) {
                         let reason = format!(
                             "{NESTING_REFUSED} {MAX_NESTING} levels (at least {depth}); deeper documents and queries are refused, they can overflow the cluster's parser"
                         );
@@ -455,7 +555,7 @@ impl ResponseBody {
 
 #[cfg(test)]
 mod tests {
-    use super::Nesting;
+    use super::{Nesting, Reader, MAX_NESTING};
 
     #[test]
     fn nesting_counts_brackets_outside_strings_across_frames() {
@@ -469,5 +569,52 @@ mod tests {
         for _ in 0..100 {
             assert!(lines.scan(b"{\"index\":{}}\n{\"f\":[1]}\n", 3).is_ok());
         }
+    }
+
+    #[test]
+    fn comments_hide_no_brackets_and_a_newline_ends_a_string() {
+        // Found by review: OpenSearch skips comments, so a quote in one
+        // must not open a string that hides the brackets after it.
+        let deep = format!("{{\"a\":/*\"*/{}/*\"*/}}", "[".repeat(10));
+        assert_eq!(Nesting::default().scan(deep.as_bytes(), 5), Err(6));
+        let line = format!("{{\"a\":1}} // \"\n{}", "[".repeat(10));
+        assert_eq!(Nesting::default().scan(line.as_bytes(), 5), Err(6));
+        // An NDJSON line with a stray quote does not hide the next lines.
+        let ndjson = format!("{{\"a\":\"x\n{}", "[".repeat(10));
+        assert_eq!(Nesting::default().scan(ndjson.as_bytes(), 5), Err(6));
+        // Comment markers inside strings are text.
+        assert!(Nesting::default()
+            .scan(br#"{"a":"/*","b":[[1]],"c":"*/ //"}"#, 3)
+            .is_ok());
+        // Split across frames.
+        let mut n = Nesting::default();
+        assert!(n.scan(b"{\"a\":/", 5).is_ok());
+        assert!(n.scan(b"* \" */ [[", 5).is_ok());
+        assert_eq!(n.scan(b"[[[", 5), Err(6));
+    }
+
+    #[test]
+    fn a_compressed_body_is_scanned_inflated() {
+        use std::io::Write;
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(5000), "]".repeat(5000));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(deep.as_bytes()).unwrap();
+        let packed = gz.finish().unwrap();
+        assert!(
+            packed.iter().filter(|b| **b == b'[').count() < 100,
+            "brackets hidden by gzip"
+        );
+        let mut r = Reader::new(Some(osproxy_upstream::Coding::Gzip));
+        let (a, b) = packed.split_at(packed.len() / 2);
+        let first = r.scan(a);
+        let result = first.and_then(|()| r.scan(b));
+        assert!(matches!(result, Err(d) if d > MAX_NESTING), "{result:?}");
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(b"{\"a\":[[1]]}").unwrap();
+        let mut r = Reader::new(Some(osproxy_upstream::Coding::Deflate));
+        assert!(r.scan(&z.finish().unwrap()).is_ok());
+        // Not a stream the side decoder reads: left to the cluster.
+        let mut r = Reader::new(Some(osproxy_upstream::Coding::Gzip));
+        assert!(r.scan(b"not gzip [[[[[[[[[[[[").is_ok());
     }
 }

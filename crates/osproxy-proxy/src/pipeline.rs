@@ -506,9 +506,15 @@ impl Proxy {
             confine_passthrough(&mut parts, &check)?;
         }
         let violation = Arc::new(std::sync::Mutex::new(None::<String>));
+        let coding = if http_body::Body::is_end_stream(&body) {
+            None
+        } else {
+            passthrough_body_reading(&parts.headers)?
+        };
         let body = match check {
             BodyCheck::Bulk(prefixes) => RequestBody::Checked(Box::pin(NestingChecked::new(
                 CheckedBulk::new(body, BulkCheck::new(prefixes), violation.clone()),
+                coding,
                 violation.clone(),
             ))),
             BodyCheck::References(prefixes) => {
@@ -528,9 +534,11 @@ impl Proxy {
                 }
             }
             BodyCheck::None if http_body::Body::is_end_stream(&body) => RequestBody::Client(body),
-            BodyCheck::None => {
-                RequestBody::Checked(Box::pin(NestingChecked::new(body, violation.clone())))
-            }
+            BodyCheck::None => RequestBody::Checked(Box::pin(NestingChecked::new(
+                body,
+                coding,
+                violation.clone(),
+            ))),
         };
         let upstream_req = Request::from_parts(parts, body);
 
@@ -581,6 +589,36 @@ impl Proxy {
             }
         }
     }
+}
+
+/// How a passed-through body is read to bound its JSON nesting: its
+/// coding (gzip and deflate are inflated on the side, as the cluster
+/// inflates them). A body osproxy cannot read so (another or several
+/// codings, or a YAML, CBOR or Smile body, which OpenSearch parses too) is
+/// refused: its nesting could not be bounded.
+fn passthrough_body_reading(headers: &http::HeaderMap) -> Result<Option<Coding>, ProxyError> {
+    let refuse = |what: String| {
+        ProxyError::new(
+            ErrorCode::BadRequest,
+            format!("the request was not forwarded: {what}; osproxy bounds the nesting of JSON bodies only, plain or gzip or deflate encoded: send JSON"),
+        )
+    };
+    if let Some(ct) = headers.get(CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let media = ct.split(';').next().unwrap_or("").trim();
+        if ["yaml", "cbor", "smile"].iter().any(|f| media.contains(f)) {
+            return Err(refuse(format!("its body is {media}")));
+        }
+    }
+    let mut codings = headers.get_all(http::header::CONTENT_ENCODING).iter();
+    let Some(first) = codings.next() else {
+        return Ok(None);
+    };
+    if codings.next().is_some() {
+        return Err(refuse("it names several content-encoding headers".into()));
+    }
+    Coding::of(first.to_str().unwrap_or("?"))
+        .map_err(|c| refuse(format!("its body is encoded {c:?}")))
 }
 
 /// Whether `path` asks for node information (`GET /_nodes`,

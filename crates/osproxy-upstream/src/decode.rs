@@ -57,7 +57,7 @@ impl Coding {
         match v.as_str() {
             "" | "identity" => Ok(None),
             "gzip" | "x-gzip" => Ok(Some(Coding::Gzip)),
-            "deflate" => Ok(Some(Coding::Deflate)),
+            "deflate" | "x-deflate" => Ok(Some(Coding::Deflate)),
             _ => Err(v),
         }
     }

@@ -94,6 +94,10 @@ pub(crate) struct Activity {
     blocked_since: AtomicU64,
     /// Requests whose answers are not finished.
     in_flight: AtomicUsize,
+    /// Each unfinished answer's "handed over at" (see [`Tracked`]): when
+    /// it last gave the connection a frame that has not been asked for
+    /// again (0: waiting on its own source, or not started).
+    answers: std::sync::Mutex<Vec<std::sync::Weak<AtomicU64>>>,
 }
 
 impl Activity {
@@ -114,6 +118,35 @@ impl Activity {
         Busy(self.clone())
     }
 
+    /// Registers an answer's "handed over at" clock.
+    fn answer(&self) -> Arc<AtomicU64> {
+        let clock = Arc::new(AtomicU64::new(0));
+        if let Ok(mut answers) = self.answers.lock() {
+            answers.retain(|w| w.strong_count() > 0);
+            answers.push(Arc::downgrade(&clock));
+        }
+        clock
+    }
+
+    /// The oldest moment an unfinished answer handed over a frame that the
+    /// connection has not asked for again (0: none). An HTTP/2 client that
+    /// never opens its flow-control window stops the connection asking
+    /// without any write waiting on the socket.
+    fn oldest_handed(&self) -> u64 {
+        self.answers
+            .lock()
+            .map(|answers| {
+                answers
+                    .iter()
+                    .filter_map(std::sync::Weak::upgrade)
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .filter(|t| *t != 0)
+                    .min()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    }
+
     /// Resolves when the connection should be closed: idle past
     /// `limits.idle_timeout`, or unable to write past `limits.send_timeout`.
     pub(crate) async fn expired(&self, limits: &ConnectionLimits) -> &'static str {
@@ -127,6 +160,10 @@ impl Activity {
             let blocked = self.blocked_since.load(Ordering::Relaxed);
             if blocked != 0 && now.saturating_sub(blocked) > send {
                 return "the client did not read its answer within server.send_timeout";
+            }
+            let handed = self.oldest_handed();
+            if handed != 0 && now.saturating_sub(handed) > send {
+                return "the client took no more of an answer within server.send_timeout (its flow-control window stayed shut)";
             }
             if self.in_flight.load(Ordering::Acquire) == 0
                 && now.saturating_sub(self.last.load(Ordering::Relaxed)) > idle
@@ -243,14 +280,19 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         busy: Option<Busy>,
+        // When it last handed over a frame not asked for again (ms; 0:
+        // waiting on its own source).
+        handed: Arc<AtomicU64>,
     }
 }
 
 impl<B> Tracked<B> {
     pub(crate) fn new(inner: B, busy: Busy) -> Self {
+        let handed = busy.0.answer();
         Tracked {
             inner,
             busy: Some(busy),
+            handed,
         }
     }
 }
@@ -265,8 +307,14 @@ impl<B: http_body::Body> http_body::Body for Tracked<B> {
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
-        if matches!(r, Poll::Ready(None)) {
-            this.busy.take();
+        match &r {
+            Poll::Ready(Some(_)) => this.handed.store(now_ms().max(1), Ordering::Relaxed),
+            Poll::Ready(None) => {
+                this.handed.store(0, Ordering::Relaxed);
+                this.busy.take();
+            }
+            // Waiting on the answer's source (the cluster), not the client.
+            Poll::Pending => this.handed.store(0, Ordering::Relaxed),
         }
         r
     }

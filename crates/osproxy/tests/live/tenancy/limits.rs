@@ -432,3 +432,62 @@ async fn deeply_nested_json_is_refused_before_the_cluster() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("recursion limit"), "{}", r.text());
 }
+
+/// Found by review: an HTTP/2 client that never opens its flow-control
+/// window takes no byte of its answers, but no write ever waits on the
+/// socket, so the send deadline never fired and each such stream held its
+/// in-flight slot for ever. A stream whose answer is not taken within
+/// `send_timeout` now closes its connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_that_never_opens_its_window_is_closed() {
+    let p = crate::common::ready_proxy("[server]\nsend_timeout = \"2s\"\nidle_timeout = \"30s\"\n");
+    let seed = osproxy_testkit::Http::new()
+        .send_with(
+            Method::PUT,
+            &format!("{}/h2win-pt/_doc/w1?refresh=true", node().url()),
+            Some(format!("{{\"t\":\"{}\"}}", "x".repeat(200_000)).into()),
+            &[("content-type", "application/json")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(seed.status, 201, "{}", seed.text());
+    let tcp = tokio::net::TcpStream::connect(p.data_addr()).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let req = http::Request::get(format!("http://{}/h2win-pt/_doc/w1", p.data_addr()))
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        streams.push(resp);
+        client = client.ready().await.unwrap();
+    }
+    for s in streams.iter_mut() {
+        let head = s.await.unwrap();
+        assert_eq!(head.status(), 200);
+    }
+    let in_flight = crate::common::metric(&p, "osproxy_in_flight_requests").await;
+    assert_eq!(in_flight, Some(8.0), "the answers wait on the shut window");
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "the connection was not closed");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "closed before the deadline"
+    );
+    let mut freed = false;
+    for _ in 0..20 {
+        if crate::common::metric(&p, "osproxy_in_flight_requests").await == Some(0.0) {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the in-flight slots were given back");
+}

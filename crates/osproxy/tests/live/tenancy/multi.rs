@@ -261,8 +261,10 @@ async fn an_mget_relays_a_document_with_a_lone_surrogate() {
         .unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
     // And one with such a key (found by review: the partition field was
-    // left in the answer when a key could not be unescaped).
-    let r = Http::new()
+    // left in the answer when a key could not be unescaped). OpenSearch 3
+    // refuses to store such a name ("broken surrogate pair in property
+    // name"); 2.x stores it.
+    let odd_key = Http::new()
         .send_with(
             Method::PUT,
             &format!(
@@ -276,7 +278,11 @@ async fn an_mget_relays_a_document_with_a_lone_surrogate() {
         )
         .await
         .unwrap();
-    assert_eq!(r.status, 201, "{}", r.text());
+    let odd_key = match odd_key.status.as_u16() {
+        201 => true,
+        400 if odd_key.text().contains("surrogate") => false,
+        _ => panic!("{}", odd_key.text()),
+    };
     let r = acme
         .post(
             "/orders/_mget",
@@ -293,13 +299,16 @@ async fn an_mget_relays_a_document_with_a_lone_surrogate() {
     );
     assert!(text.contains(r#""found":false"#), "{text}");
     // A search and a get relay it too.
-    assert!(text.contains(r#""\ud800":1"#), "{text}");
+    assert_eq!(text.contains(r#""\ud800":1"#), odd_key, "{text}");
     for path in ["/orders/_search", "/orders/_doc/odd"] {
         let r = acme.get(path).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         assert!(r.text().contains(r#"a\ud800b"#), "{path}: {}", r.text());
     }
-    for path in ["/orders/_search", "/orders/_doc/oddkey"] {
+    for path in ["/orders/_search", "/orders/_doc/oddkey"]
+        .into_iter()
+        .filter(|_| odd_key)
+    {
         let r = acme.get(path).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         let text = r.text();

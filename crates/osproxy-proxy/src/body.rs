@@ -2,6 +2,7 @@
 //! upstream frame by frame (a checked `_bulk` through [`CheckedBulk`]), an
 //! upstream body to the client frame by frame.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -105,6 +106,9 @@ pub const MAX_NESTING: u32 = 100;
 
 /// How a nesting refusal's reason begins.
 pub const NESTING_REFUSED: &str = "the body nests JSON deeper than";
+
+/// How the reason begins when a passed-through body paused too long.
+pub const BODY_PAUSED: &str = "the request body paused for more than";
 
 /// Counts how deeply JSON nests across a body's frames: brackets outside
 /// strings and comments. OpenSearch's JSON parser allows `/* */` and `//`
@@ -241,13 +245,16 @@ impl Reader {
     }
 }
 
-/// A body passed through with its JSON nesting bounded by [`MAX_NESTING`];
-/// past it the body ends with an error, so the cluster never parses it,
-/// and the reason is written to `violation`.
+/// A body passed through with its JSON nesting bounded by [`MAX_NESTING`]
+/// and its pauses by `server.body_read_timeout`; past either the body
+/// ends with an error, so the cluster never gets a complete request, and
+/// the reason is written to `violation`.
 pub struct NestingChecked<B> {
     inner: B,
     reader: Reader,
     violation: Arc<Mutex<Option<String>>>,
+    /// Armed while the client's next frame is awaited.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> NestingChecked<B> {
@@ -261,6 +268,7 @@ impl<B> NestingChecked<B> {
             inner,
             reader: Reader::new(coding),
             violation,
+            pause: None,
         }
     }
 }
@@ -278,7 +286,26 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending() {
+            let timeout = osproxy_upstream::body_read_timeout();
+            let pause = this
+                .pause
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if pause.as_mut().poll(cx).is_ready() {
+                let reason = format!(
+                    "{BODY_PAUSED} {} s (server.body_read_timeout)",
+                    timeout.as_secs()
+                );
+                if let Ok(mut v) = this.violation.lock() {
+                    *v = Some(reason.clone());
+                }
+                return Poll::Ready(Some(Err(reason.into())));
+            }
+            return Poll::Pending;
+        }
+        this.pause = None;
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     if let Err(depth) = this.reader.scan(data) {

@@ -573,6 +573,12 @@ impl Proxy {
                 // A checked bulk that named an index outside the prefixes was
                 // cut off before the cluster saw a complete request.
                 if let Some(reason) = violation.lock().ok().and_then(|mut v| v.take()) {
+                    if reason.starts_with(crate::body::BODY_PAUSED) {
+                        return Err(ProxyError::new(
+                            ErrorCode::RequestTimeout,
+                            format!("{reason}; the request was not completed toward the cluster"),
+                        ));
+                    }
                     if reason.starts_with(crate::body::NESTING_REFUSED) {
                         return Err(ProxyError::new(
                             ErrorCode::BadRequest,

@@ -99,6 +99,13 @@ pub fn set_body_read_timeout(timeout: std::time::Duration) {
     BODY_READ_TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// `server.body_read_timeout`.
+pub fn body_read_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(
+        BODY_READ_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
 /// The next frame of a client's body, or 408 when none comes within
 /// `server.body_read_timeout`.
 pub async fn next_frame<B: Body + Unpin>(

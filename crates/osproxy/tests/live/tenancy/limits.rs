@@ -491,3 +491,46 @@ async fn an_http2_client_that_never_opens_its_window_is_closed() {
     }
     assert!(freed, "the in-flight slots were given back");
 }
+
+/// Found by review: a passed-through body that stops arriving had no
+/// deadline of its own (tenancy bodies had `body_read_timeout`), so the
+/// client held its connection, its upstream connection and the cluster's
+/// concurrency slot until the upstream deadline. It is answered 408 at
+/// `body_read_timeout`, and the cluster never gets a complete request.
+#[test]
+fn a_passed_through_body_that_stops_arriving_is_a_408() {
+    let p = crate::common::ready_proxy(
+        "[server]\nbody_read_timeout = \"2s\"\n[upstream]\nrequest_timeout = \"30s\"\n",
+    );
+    let mut conn = TcpStream::connect(p.data_addr()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let started = Instant::now();
+    write!(
+        conn,
+        "PUT /stall-pt/_doc/1 HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"a\":"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("}}") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("request_timeout") && text.contains("body_read_timeout"),
+        "{text}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stored = rt.block_on(super::on_node("/stall-pt/_doc/1"));
+    assert_eq!(stored.status, 404, "{}", stored.text());
+}

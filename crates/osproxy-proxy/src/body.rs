@@ -107,20 +107,25 @@ pub const MAX_NESTING: u32 = 100;
 /// How a nesting refusal's reason begins.
 pub const NESTING_REFUSED: &str = "the body nests JSON deeper than";
 
+/// How the reason begins for a body whose nesting cannot be checked.
+pub const UNCHECKABLE: &str = "the body's nesting cannot be checked";
+
 /// How the reason begins when a passed-through body paused too long.
 pub const BODY_PAUSED: &str = "the request body paused for more than";
 
 /// Counts how deeply JSON nests across a body's frames: brackets outside
 /// strings and comments. OpenSearch's JSON parser allows `/* */` and `//`
 /// comments, so they are skipped here as it skips them (a quote inside one
-/// must not start a string). A string cannot span a line in JSON, so a
-/// newline ends one: an NDJSON line with a stray quote cannot hide the
-/// brackets of the lines after it. Depth carries across lines (balanced
-/// NDJSON lines each return to zero).
+/// must not start a string); a `//` comment ends at a line feed or a
+/// carriage return, as it ends there. A string cannot span a line in JSON,
+/// so a line feed ends one. In an NDJSON body (`_bulk`, `_msearch`), which
+/// the cluster parses line by line, each line starts afresh, so an
+/// unclosed comment or string cannot hide the lines after it.
 #[derive(Debug, Default, Clone)]
 pub struct Nesting {
     depth: u32,
     state: Lexed,
+    ndjson: bool,
 }
 
 /// Where the scanner is, outside the brackets it counts.
@@ -141,12 +146,40 @@ enum Lexed {
     Line,
 }
 
+/// Why a passed-through body is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Nested past the limit (the depth seen).
+    Deep(u32),
+    /// A NUL byte: not UTF-8 JSON (a UTF-16 or UTF-32 body, which the
+    /// cluster would read, and this scan could not).
+    Nul,
+    /// A compressed body the side decoder cannot read.
+    Undecodable,
+    /// A compressed body that inflates past `server.max_decompressed_body`.
+    Inflated(u64),
+}
+
 impl Nesting {
+    /// For an NDJSON body (each line its own document).
+    pub fn ndjson() -> Self {
+        Nesting {
+            ndjson: true,
+            ..Nesting::default()
+        }
+    }
+
     /// Scans `bytes`; `Err` with the depth when it goes past `max`.
     pub fn scan(&mut self, bytes: &[u8], max: u32) -> Result<(), u32> {
         for &b in bytes {
+            if b == b'\n' && self.ndjson {
+                self.depth = 0;
+                self.state = Lexed::Code;
+                continue;
+            }
             self.state = match (self.state, b) {
                 (Lexed::String | Lexed::Escape | Lexed::Line, b'\n') => Lexed::Code,
+                (Lexed::Line, b'\r') => Lexed::Code,
                 (Lexed::String, b'\\') => Lexed::Escape,
                 (Lexed::String, b'"') => Lexed::Code,
                 (Lexed::String, _) | (Lexed::Escape, _) => Lexed::String,
@@ -174,23 +207,37 @@ impl Nesting {
         }
         Ok(())
     }
+
+    /// [`Nesting::scan`] at [`MAX_NESTING`], refusing a NUL byte too.
+    fn check(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        if memchr::memchr(0, bytes).is_some() {
+            return Err(Refusal::Nul);
+        }
+        self.scan(bytes, MAX_NESTING).map_err(Refusal::Deep)
+    }
 }
 
 /// A [`Nesting`] fed decompressed bytes: the sink of a side decoder that
 /// inflates a compressed body's copy, only to scan it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Scanned {
     nesting: Nesting,
-    /// The depth past the limit, once seen.
-    over: Option<u32>,
+    /// Bytes inflated so far, and the most allowed.
+    inflated: u64,
+    limit: u64,
+    /// Why the body is refused, once known.
+    refused: Option<Refusal>,
 }
 
 impl std::io::Write for Scanned {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.over.is_none() {
-            if let Err(depth) = self.nesting.scan(buf, MAX_NESTING) {
-                self.over = Some(depth);
-            }
+        if self.refused.is_none() {
+            self.inflated = self.inflated.saturating_add(buf.len() as u64);
+            self.refused = if self.inflated > self.limit {
+                Some(Refusal::Inflated(self.limit))
+            } else {
+                self.nesting.check(buf).err()
+            };
         }
         Ok(buf.len())
     }
@@ -202,45 +249,93 @@ impl std::io::Write for Scanned {
 
 /// How a passed-through body is read for its nesting: as it is, or through
 /// a side decoder when it is compressed (the cluster inflates it, so the
-/// depth that matters is the inflated one). A stream the side decoder
-/// cannot read is left to the cluster, which refuses it.
+/// depth that matters is the inflated one). `deflate` is the zlib format
+/// or, as some clients send it and the cluster reads it too, a raw deflate
+/// stream: told apart by its first two bytes.
 enum Reader {
     Plain(Nesting),
     Gzip(Box<flate2::write::GzDecoder<Scanned>>),
-    Deflate(Box<flate2::write::ZlibDecoder<Scanned>>),
-    /// The side decoder failed: the body is not scanned further.
-    Unreadable,
+    /// `deflate` before its first two bytes have come.
+    DeflateStart(Vec<u8>, Box<Scanned>),
+    Zlib(Box<flate2::write::ZlibDecoder<Scanned>>),
+    Raw(Box<flate2::write::DeflateDecoder<Scanned>>),
 }
 
 impl Reader {
-    fn new(coding: Option<osproxy_upstream::Coding>) -> Reader {
+    fn new(coding: Option<osproxy_upstream::Coding>, ndjson: bool, limit: u64) -> Reader {
+        let nesting = if ndjson {
+            Nesting::ndjson()
+        } else {
+            Nesting::default()
+        };
+        let sink = Scanned {
+            nesting: nesting.clone(),
+            inflated: 0,
+            limit,
+            refused: None,
+        };
         match coding {
-            None => Reader::Plain(Nesting::default()),
+            None => Reader::Plain(nesting),
             Some(osproxy_upstream::Coding::Gzip) => {
-                Reader::Gzip(Box::new(flate2::write::GzDecoder::new(Scanned::default())))
+                Reader::Gzip(Box::new(flate2::write::GzDecoder::new(sink)))
             }
-            Some(osproxy_upstream::Coding::Deflate) => Reader::Deflate(Box::new(
-                flate2::write::ZlibDecoder::new(Scanned::default()),
-            )),
+            Some(osproxy_upstream::Coding::Deflate) => {
+                Reader::DeflateStart(Vec::new(), Box::new(sink))
+            }
         }
     }
 
-    /// Scans one frame; `Err` with the depth once past [`MAX_NESTING`].
-    fn scan(&mut self, data: &[u8]) -> Result<(), u32> {
+    /// Scans one frame.
+    fn scan(&mut self, data: &[u8]) -> Result<(), Refusal> {
         use std::io::Write;
-        let over = match self {
-            Reader::Plain(n) => return n.scan(data, MAX_NESTING),
-            Reader::Gzip(d) => d.write_all(data).map(|()| d.get_ref().over),
-            Reader::Deflate(d) => d.write_all(data).map(|()| d.get_ref().over),
-            Reader::Unreadable => return Ok(()),
-        };
-        match over {
-            Ok(Some(depth)) => Err(depth),
-            Ok(None) => Ok(()),
-            Err(_) => {
-                *self = Reader::Unreadable;
-                Ok(())
+        // Each frame is inflated and flushed through at once: a decoder
+        // keeps output back until asked, and the last frame of a body with
+        // a length is not followed by another poll.
+        fn feed<W: Write>(d: &mut W, data: &[u8]) -> Result<(), Refusal> {
+            d.write_all(data)
+                .and_then(|()| d.flush())
+                .map_err(|_| Refusal::Undecodable)
+        }
+        let sink = match self {
+            Reader::Plain(n) => return n.check(data),
+            Reader::Gzip(d) => {
+                feed(d.as_mut(), data)?;
+                d.get_ref()
             }
+            Reader::Zlib(d) => {
+                feed(d.as_mut(), data)?;
+                d.get_ref()
+            }
+            Reader::Raw(d) => {
+                feed(d.as_mut(), data)?;
+                d.get_ref()
+            }
+            Reader::DeflateStart(head, sink) => {
+                head.extend_from_slice(data);
+                if head.len() < 2 {
+                    return Ok(());
+                }
+                let head = std::mem::take(head);
+                let sink = std::mem::replace(
+                    sink,
+                    Box::new(Scanned {
+                        nesting: Nesting::default(),
+                        inflated: 0,
+                        limit: 0,
+                        refused: None,
+                    }),
+                );
+                *self = if osproxy_upstream::is_zlib_header(head[0], head[1]) {
+                    Reader::Zlib(Box::new(flate2::write::ZlibDecoder::new(*sink)))
+                } else {
+                    Reader::Raw(Box::new(flate2::write::DeflateDecoder::new(*sink)))
+                };
+                return self.scan(&head);
+            }
+        };
+        match sink.refused {
+            Some(r) => Err(r),
+            None => Ok(()),
         }
     }
 }
@@ -257,16 +352,25 @@ pub struct NestingChecked<B> {
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
+/// How a passed-through body is read: its `Content-Encoding`, whether it
+/// is NDJSON (each line a document), and the most a compressed one may
+/// inflate to.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    /// The body's coding.
+    pub coding: Option<osproxy_upstream::Coding>,
+    /// A `_bulk` or `_msearch` body.
+    pub ndjson: bool,
+    /// `server.max_decompressed_body`.
+    pub limit: u64,
+}
+
 impl<B> NestingChecked<B> {
-    /// Wraps `inner`, a body sent with `coding` (`Content-Encoding`).
-    pub fn new(
-        inner: B,
-        coding: Option<osproxy_upstream::Coding>,
-        violation: Arc<Mutex<Option<String>>>,
-    ) -> Self {
+    /// Wraps `inner`, read as `reading` says.
+    pub fn new(inner: B, reading: Reading, violation: Arc<Mutex<Option<String>>>) -> Self {
         NestingChecked {
             inner,
-            reader: Reader::new(coding),
+            reader: Reader::new(reading.coding, reading.ndjson, reading.limit),
             violation,
             pause: None,
         }
@@ -308,10 +412,15 @@ where
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    if let Err(depth) = this.reader.scan(data) {
-                        let reason = format!(
-                            "{NESTING_REFUSED} {MAX_NESTING} levels (at least {depth}); deeper documents and queries are refused, they can overflow the cluster's parser"
-                        );
+                    if let Err(refusal) = this.reader.scan(data) {
+                        let reason = match refusal {
+                            Refusal::Deep(depth) => format!(
+                                "{NESTING_REFUSED} {MAX_NESTING} levels (at least {depth}); deeper documents and queries are refused, they can overflow the cluster's parser"
+                            ),
+                            Refusal::Nul => format!("{UNCHECKABLE}: it holds a NUL byte (a UTF-16 or UTF-32 body?); send UTF-8 JSON"),
+                            Refusal::Undecodable => format!("{UNCHECKABLE}: its compressed stream does not decode"),
+                            Refusal::Inflated(limit) => format!("{UNCHECKABLE}: it inflates past {limit} bytes (server.max_decompressed_body)"),
+                        };
                         if let Ok(mut v) = this.violation.lock() {
                             *v = Some(reason.clone());
                         }
@@ -582,7 +691,7 @@ impl ResponseBody {
 
 #[cfg(test)]
 mod tests {
-    use super::{Nesting, Reader, MAX_NESTING};
+    use super::{Nesting, Reader, Refusal, MAX_NESTING};
 
     #[test]
     fn nesting_counts_brackets_outside_strings_across_frames() {
@@ -623,6 +732,7 @@ mod tests {
     #[test]
     fn a_compressed_body_is_scanned_inflated() {
         use std::io::Write;
+        let limit = 1 << 30;
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(5000), "]".repeat(5000));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(deep.as_bytes()).unwrap();
@@ -631,17 +741,89 @@ mod tests {
             packed.iter().filter(|b| **b == b'[').count() < 100,
             "brackets hidden by gzip"
         );
-        let mut r = Reader::new(Some(osproxy_upstream::Coding::Gzip));
+        let mut r = Reader::new(Some(osproxy_upstream::Coding::Gzip), false, limit);
         let (a, b) = packed.split_at(packed.len() / 2);
         let first = r.scan(a);
         let result = first.and_then(|()| r.scan(b));
-        assert!(matches!(result, Err(d) if d > MAX_NESTING), "{result:?}");
+        assert!(
+            matches!(result, Err(Refusal::Deep(d)) if d > MAX_NESTING),
+            "{result:?}"
+        );
+        // Found by review: a small body in one frame stayed in the
+        // decoder's buffer and was never scanned.
+        let small = format!("{{\"a\":{}1{}}}", "[".repeat(500), "]".repeat(500));
+        for coding in [
+            osproxy_upstream::Coding::Gzip,
+            osproxy_upstream::Coding::Deflate,
+        ] {
+            let packed = match coding {
+                osproxy_upstream::Coding::Gzip => {
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    e.write_all(small.as_bytes()).unwrap();
+                    e.finish().unwrap()
+                }
+                osproxy_upstream::Coding::Deflate => {
+                    let mut e =
+                        flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                    e.write_all(small.as_bytes()).unwrap();
+                    e.finish().unwrap()
+                }
+            };
+            let mut r = Reader::new(Some(coding), false, limit);
+            assert!(
+                matches!(r.scan(&packed), Err(Refusal::Deep(_))),
+                "{coding:?}"
+            );
+        }
+        // Raw deflate under `deflate`, as the cluster reads it too.
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(small.as_bytes()).unwrap();
+        let raw = e.finish().unwrap();
+        let mut r = Reader::new(Some(osproxy_upstream::Coding::Deflate), false, limit);
+        let (a, b) = raw.split_at(1);
+        assert!(r.scan(a).is_ok());
+        assert!(matches!(r.scan(b), Err(Refusal::Deep(_))));
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         z.write_all(b"{\"a\":[[1]]}").unwrap();
-        let mut r = Reader::new(Some(osproxy_upstream::Coding::Deflate));
+        let mut r = Reader::new(Some(osproxy_upstream::Coding::Deflate), false, limit);
         assert!(r.scan(&z.finish().unwrap()).is_ok());
-        // Not a stream the side decoder reads: left to the cluster.
-        let mut r = Reader::new(Some(osproxy_upstream::Coding::Gzip));
-        assert!(r.scan(b"not gzip [[[[[[[[[[[[").is_ok());
+        // A stream the side decoder cannot read is refused, not forwarded
+        // unscanned; so is one that inflates past the limit.
+        let mut r = Reader::new(Some(osproxy_upstream::Coding::Gzip), false, limit);
+        assert_eq!(r.scan(b"not gzip [[[[[[[[[[[["), Err(Refusal::Undecodable));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vec![b' '; 1 << 20]).unwrap();
+        let mut r = Reader::new(Some(osproxy_upstream::Coding::Gzip), false, 1000);
+        assert_eq!(r.scan(&gz.finish().unwrap()), Err(Refusal::Inflated(1000)));
+    }
+
+    #[test]
+    fn carriage_returns_nuls_and_ndjson_lines() {
+        // A `//` comment ends at a carriage return, as Jackson ends it.
+        let cr = format!(
+            "{{\"a\":1 //x\r,\"b\":{}1{}}}",
+            "[".repeat(10),
+            "]".repeat(10)
+        );
+        assert_eq!(Nesting::default().scan(cr.as_bytes(), 5), Err(6));
+        // A NUL byte: not UTF-8 JSON.
+        let mut r = Reader::new(None, false, 1 << 20);
+        assert_eq!(r.scan(b"{\0\"\0a\0\"\0}"), Err(Refusal::Nul));
+        // NDJSON: an unclosed comment on one line hides nothing after it,
+        // and depth starts afresh on each line.
+        let lines = format!(
+            "{{\"index\":\"x\"}}/*\n{}1{}\n",
+            "[".repeat(10),
+            "]".repeat(10)
+        );
+        assert_eq!(Nesting::ndjson().scan(lines.as_bytes(), 5), Err(6));
+        let mut n = Nesting::ndjson();
+        for _ in 0..10 {
+            assert!(n.scan(b"[[[[\n", 5).is_ok());
+        }
+        // Not NDJSON: a pretty-printed document keeps its depth.
+        let pretty = "[\n".repeat(10);
+        assert_eq!(Nesting::default().scan(pretty.as_bytes(), 5), Err(6));
     }
 }

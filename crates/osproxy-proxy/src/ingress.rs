@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 mod watch;
 use watch::{Activity, Watched};
-pub use watch::{ConnectionLimits, Tracked};
+pub use watch::{ConnectionLimits, Tracked, Uploading};
 
 /// How long a client has to start and finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -175,8 +175,11 @@ where
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body + Send + 'static,
 {
-    hyper::service::service_fn(move |req: Request<Incoming>| {
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let busy = activity.busy();
+        if !http_body::Body::is_end_stream(req.body()) {
+            req.extensions_mut().insert(activity.uploading());
+        }
         let answer = service(req);
         async move {
             answer

@@ -511,10 +511,15 @@ impl Proxy {
         } else {
             passthrough_body_reading(&parts.headers)?
         };
+        let reading = crate::body::Reading {
+            coding,
+            ndjson: is_ndjson_path(parts.uri.path()),
+            limit: self.max_decompressed,
+        };
         let body = match check {
             BodyCheck::Bulk(prefixes) => RequestBody::Checked(Box::pin(NestingChecked::new(
                 CheckedBulk::new(body, BulkCheck::new(prefixes), violation.clone()),
-                coding,
+                reading,
                 violation.clone(),
             ))),
             BodyCheck::References(prefixes) => {
@@ -536,7 +541,7 @@ impl Proxy {
             BodyCheck::None if http_body::Body::is_end_stream(&body) => RequestBody::Client(body),
             BodyCheck::None => RequestBody::Checked(Box::pin(NestingChecked::new(
                 body,
-                coding,
+                reading,
                 violation.clone(),
             ))),
         };
@@ -579,7 +584,9 @@ impl Proxy {
                             format!("{reason}; the request was not completed toward the cluster"),
                         ));
                     }
-                    if reason.starts_with(crate::body::NESTING_REFUSED) {
+                    if reason.starts_with(crate::body::NESTING_REFUSED)
+                        || reason.starts_with(crate::body::UNCHECKABLE)
+                    {
                         return Err(ProxyError::new(
                             ErrorCode::BadRequest,
                             format!("the request was not forwarded: {reason}"),
@@ -625,6 +632,13 @@ fn passthrough_body_reading(headers: &http::HeaderMap) -> Result<Option<Coding>,
     }
     Coding::of(first.to_str().unwrap_or("?"))
         .map_err(|c| refuse(format!("its body is encoded {c:?}")))
+}
+
+/// Whether the cluster reads `path`'s body line by line (`_bulk`,
+/// `_msearch`, `_msearch/template`).
+fn is_ndjson_path(path: &str) -> bool {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    segments.any(|s| s == "_bulk" || s == "_msearch")
 }
 
 /// Whether `path` asks for node information (`GET /_nodes`,

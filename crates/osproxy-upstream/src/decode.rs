@@ -272,7 +272,7 @@ impl Decoder {
 
 /// Whether two bytes begin a zlib stream (RFC 1950: deflate, a window of
 /// at most 32 KiB, a header checksum).
-fn is_zlib_header(cmf: u8, flg: u8) -> bool {
+pub fn is_zlib_header(cmf: u8, flg: u8) -> bool {
     cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0
 }
 

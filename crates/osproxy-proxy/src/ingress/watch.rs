@@ -90,15 +90,32 @@ fn now_ms() -> u64 {
 pub(crate) struct Activity {
     /// When a byte last moved either way (ms, [`now_ms`]).
     last: AtomicU64,
+    /// Requests whose bodies are still being read, by handlers that say so
+    /// (see [`Uploading`]).
+    uploading: AtomicUsize,
     /// Since when a write has been waiting for the client (0: none).
     blocked_since: AtomicU64,
     /// Requests whose answers are not finished.
     in_flight: AtomicUsize,
-    /// Each unfinished answer's "handed over at" (see [`Tracked`]): when
-    /// it last gave the connection a frame that has not been asked for
-    /// again (0: waiting on its own source, or not started).
-    answers: std::sync::Mutex<Vec<std::sync::Weak<AtomicU64>>>,
+    /// Bytes written to the client so far.
+    written: AtomicU64,
+    /// Each unfinished answer's clock (see [`Tracked`]).
+    answers: std::sync::Mutex<Vec<std::sync::Weak<AnswerClock>>>,
 }
+
+/// When an answer last gave the connection a frame that has not been
+/// asked for again (ms; 0: waiting on its own source, or not started), and
+/// how many bytes the connection had written then.
+#[derive(Debug, Default)]
+struct AnswerClock {
+    handed: AtomicU64,
+    written: AtomicU64,
+}
+
+/// The least a client must take of its answers within `send_timeout` not
+/// to count as stuck: more than HTTP/2 PING acknowledgements alone add up
+/// to, less than any client that is really reading.
+const MIN_PROGRESS: u64 = 64 * 1024;
 
 impl Activity {
     pub(crate) fn new() -> Arc<Self> {
@@ -118,9 +135,15 @@ impl Activity {
         Busy(self.clone())
     }
 
-    /// Registers an answer's "handed over at" clock.
-    fn answer(&self) -> Arc<AtomicU64> {
-        let clock = Arc::new(AtomicU64::new(0));
+    /// A request body begins to be read.
+    pub(crate) fn uploading(self: &Arc<Self>) -> Uploading {
+        self.uploading.fetch_add(1, Ordering::AcqRel);
+        Uploading(Some(self.clone()))
+    }
+
+    /// Registers an answer's clock.
+    fn answer(&self) -> Arc<AnswerClock> {
+        let clock = Arc::new(AnswerClock::default());
         if let Ok(mut answers) = self.answers.lock() {
             answers.retain(|w| w.strong_count() > 0);
             answers.push(Arc::downgrade(&clock));
@@ -128,23 +151,29 @@ impl Activity {
         clock
     }
 
-    /// The oldest moment an unfinished answer handed over a frame that the
-    /// connection has not asked for again (0: none). An HTTP/2 client that
-    /// never opens its flow-control window stops the connection asking
-    /// without any write waiting on the socket.
-    fn oldest_handed(&self) -> u64 {
+    /// Whether an unfinished answer handed over a frame more than `send`
+    /// ms ago that the connection has not asked for again, while the
+    /// client took less than [`MIN_PROGRESS`] bytes since. An HTTP/2
+    /// client that never opens its flow-control window stops the
+    /// connection asking without any write waiting on the socket; a slow
+    /// reader of one large frame still takes bytes.
+    fn answer_stuck(&self, now: u64, send: u64) -> bool {
+        let written = self.written.load(Ordering::Relaxed);
         self.answers
             .lock()
             .map(|answers| {
                 answers
                     .iter()
                     .filter_map(std::sync::Weak::upgrade)
-                    .map(|c| c.load(Ordering::Relaxed))
-                    .filter(|t| *t != 0)
-                    .min()
-                    .unwrap_or(0)
+                    .any(|c| {
+                        let handed = c.handed.load(Ordering::Relaxed);
+                        handed != 0
+                            && now.saturating_sub(handed) > send
+                            && written.saturating_sub(c.written.load(Ordering::Relaxed))
+                                < MIN_PROGRESS
+                    })
             })
-            .unwrap_or(0)
+            .unwrap_or(false)
     }
 
     /// Resolves when the connection should be closed: idle past
@@ -157,12 +186,15 @@ impl Activity {
         loop {
             tokio::time::sleep(tick).await;
             let now = now_ms();
+            // A client whose request body is still being read (one it
+            // sends whole before it reads the answer, while osproxy is
+            // paced by the cluster) is not stuck.
+            let sending = self.uploading.load(Ordering::Acquire) > 0;
             let blocked = self.blocked_since.load(Ordering::Relaxed);
-            if blocked != 0 && now.saturating_sub(blocked) > send {
+            if blocked != 0 && now.saturating_sub(blocked) > send && !sending {
                 return "the client did not read its answer within server.send_timeout";
             }
-            let handed = self.oldest_handed();
-            if handed != 0 && now.saturating_sub(handed) > send {
+            if !sending && self.answer_stuck(now, send) {
                 return "the client took no more of an answer within server.send_timeout (its flow-control window stayed shut)";
             }
             if self.in_flight.load(Ordering::Acquire) == 0
@@ -170,6 +202,30 @@ impl Activity {
             {
                 return "idle past server.idle_timeout";
             }
+        }
+    }
+}
+
+/// A request body that is still being read. It is in the request's
+/// extensions from the start; a handler that answers while it still reads
+/// the body (a tenancy bulk) keeps it until the body has ended, so that a
+/// client sending its whole body before it reads the answer is not taken
+/// for one that stopped reading. Anywhere else it ends with the request.
+#[derive(Debug)]
+pub struct Uploading(Option<Arc<Activity>>);
+
+impl Clone for Uploading {
+    /// A clone is inert (extensions must be cloneable; only the original
+    /// counts).
+    fn clone(&self) -> Self {
+        Uploading(None)
+    }
+}
+
+impl Drop for Uploading {
+    fn drop(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.uploading.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -217,6 +273,12 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
 }
 
 impl<T: AsyncWrite> Watched<T> {
+    fn count(activity: &Activity, r: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = r {
+            activity.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+    }
+
     fn note<R>(activity: &Activity, r: &Poll<std::io::Result<R>>) {
         match r {
             Poll::Ready(_) => {
@@ -244,6 +306,7 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
         let this = self.project();
         let r = this.inner.poll_write(cx, buf);
         Self::note(this.activity, &r);
+        Self::count(this.activity, &r);
         r
     }
 
@@ -255,6 +318,7 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
         let this = self.project();
         let r = this.inner.poll_write_vectored(cx, bufs);
         Self::note(this.activity, &r);
+        Self::count(this.activity, &r);
         r
     }
 
@@ -280,19 +344,21 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         busy: Option<Busy>,
-        // When it last handed over a frame not asked for again (ms; 0:
-        // waiting on its own source).
-        handed: Arc<AtomicU64>,
+        // When it last handed over a frame not asked for again.
+        clock: Arc<AnswerClock>,
+        activity: Arc<Activity>,
     }
 }
 
 impl<B> Tracked<B> {
     pub(crate) fn new(inner: B, busy: Busy) -> Self {
-        let handed = busy.0.answer();
+        let clock = busy.0.answer();
+        let activity = busy.0.clone();
         Tracked {
             inner,
             busy: Some(busy),
-            handed,
+            clock,
+            activity,
         }
     }
 }
@@ -308,13 +374,17 @@ impl<B: http_body::Body> http_body::Body for Tracked<B> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
         match &r {
-            Poll::Ready(Some(_)) => this.handed.store(now_ms().max(1), Ordering::Relaxed),
+            Poll::Ready(Some(_)) => {
+                let written = this.activity.written.load(Ordering::Relaxed);
+                this.clock.written.store(written, Ordering::Relaxed);
+                this.clock.handed.store(now_ms().max(1), Ordering::Relaxed);
+            }
             Poll::Ready(None) => {
-                this.handed.store(0, Ordering::Relaxed);
+                this.clock.handed.store(0, Ordering::Relaxed);
                 this.busy.take();
             }
             // Waiting on the answer's source (the cluster), not the client.
-            Poll::Pending => this.handed.store(0, Ordering::Relaxed),
+            Poll::Pending => this.clock.handed.store(0, Ordering::Relaxed),
         }
         r
     }

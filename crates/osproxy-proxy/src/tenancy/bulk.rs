@@ -77,7 +77,7 @@ struct Prepared<'t> {
 
 pub(crate) async fn serve(
     tenancy: Arc<Tenancy>,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
     principal: Option<Arc<Principal>>,
     path_index: Option<String>,
     in_flight: InFlight,
@@ -85,6 +85,9 @@ pub(crate) async fn serve(
     let started = Instant::now();
     let query = bulk_query(req.uri().query())?;
     let headers = req.headers().clone();
+    // Kept while the body is read: the answer streams meanwhile, and a
+    // client that reads it only once it has sent everything is not stuck.
+    let uploading = req.extensions_mut().remove::<crate::ingress::Uploading>();
     let mut body = req.into_body();
     // Read up to the first line before answering, so that an empty body is
     // a 400 like OpenSearch's rather than an empty 200.
@@ -192,6 +195,7 @@ pub(crate) async fn serve(
                 run.line(line).await;
             }
         }
+        drop(uploading);
         run.finish().await;
         let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         run.out.close(took).await;

@@ -97,9 +97,28 @@ impl Emitter {
         self.waiting_bytes + self.ready.capacity()
     }
 
-    /// Sends what is ready (waiting while the client reads slowly). A
-    /// client that went away is not an error: the writes still apply.
+    /// Hands what is ready to the answer, without waiting: while the
+    /// client is not reading (many send their whole body before they read
+    /// the answer) the results wait here, counted by [`Emitter::held`] in
+    /// the bulk's charge, and the body goes on being read. Waiting instead
+    /// deadlocked such a client: osproxy stopped reading its body, it
+    /// never finished sending, and the connection was cut with items
+    /// applied and unreported. A client that went away is not an error:
+    /// the writes still apply.
     pub(super) async fn pump(&mut self) {
+        if self.ready.is_empty() {
+            return;
+        }
+        match self.tx.try_reserve() {
+            Ok(slot) => slot.send(Bytes::from(std::mem::take(&mut self.ready))),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(())) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => self.ready = Vec::new(),
+        }
+    }
+
+    /// Sends what is ready, waiting for the client to take it (the body
+    /// has been read whole).
+    async fn flush(&mut self) {
         if !self.ready.is_empty() {
             let chunk = Bytes::from(std::mem::take(&mut self.ready));
             let _ = self.tx.send(chunk).await;
@@ -125,7 +144,7 @@ impl Emitter {
         self.ready.extend_from_slice(
             format!("],\"took\":{took},\"errors\":{}}}", self.errors).as_bytes(),
         );
-        self.pump().await;
+        self.flush().await;
     }
 }
 

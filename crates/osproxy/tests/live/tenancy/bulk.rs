@@ -479,3 +479,87 @@ async fn an_update_body_past_opensearchs_name_limit_fails_its_item_alone() {
         .unwrap_or("");
     assert!(reason.contains("field name"), "{reason}");
 }
+
+/// The body of a chunked answer.
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    loop {
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap_or("0").trim(), 16)
+                .unwrap_or(0);
+        rest = &rest[eol + 2..];
+        if size == 0 || rest.len() < size {
+            return out;
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = rest.get(size + 2..).unwrap_or_default();
+    }
+}
+
+/// Found by review: a client that sends its whole bulk before it reads the
+/// answer (as many HTTP/1.1 clients do) deadlocked once the answer filled
+/// the socket: osproxy waited for the client to read before reading more
+/// body, the client never finished sending, and the connection was cut at
+/// `send_timeout` with items applied and unreported. The results now wait
+/// in osproxy (counted in its memory budget) while the body is read.
+#[test]
+fn a_client_that_reads_only_after_sending_its_whole_bulk_gets_every_result() {
+    use std::io::{Read, Write};
+    let f = Fleet::start_with(
+        &node().url(),
+        "bulkwhole",
+        "[server]\nsend_timeout = \"5s\"\n",
+    );
+    // The answer (about 170 bytes an item) outgrows what the sockets
+    // buffer (some 10 MB on loopback) long before the body is sent.
+    let n = 150_000;
+    let mut body = String::new();
+    for i in 0..n {
+        body.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"orders\",\"_id\":\"w{i}\"}}}}\n{{\"n\":{i}}}\n"
+        ));
+    }
+    let mut conn = std::net::TcpStream::connect(f.proxy.data_addr()).unwrap();
+    conn.set_write_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "POST /_bulk HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/x-ndjson\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        super::token("acme-svc"),
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(body.as_bytes())
+        .expect("the whole body is taken while the answer waits");
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let answer: serde_json::Value = serde_json::from_slice(&dechunk(&raw[split + 4..]))
+        .unwrap_or_else(|e| {
+            let log = f.proxy.log();
+            let tail: String = log
+                .chars()
+                .skip(log.chars().count().saturating_sub(3000))
+                .collect();
+            let end = String::from_utf8_lossy(&raw[raw.len().saturating_sub(300)..]).to_string();
+            panic!(
+                "{e} after {} bytes, ending {end:?}; proxy log: {tail}",
+                raw.len()
+            )
+        });
+    assert_eq!(answer["errors"], false);
+    assert_eq!(answer["items"].as_array().unwrap().len(), n);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let refreshed = rt.block_on(on_node("/t-bulkwhole-shared/_refresh"));
+    assert_eq!(refreshed.status, 200);
+    let count = rt.block_on(on_node("/t-bulkwhole-shared/_count"));
+    assert_eq!(count.json()["count"], n, "{}", count.text());
+}

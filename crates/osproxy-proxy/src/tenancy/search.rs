@@ -76,6 +76,12 @@ pub(crate) async fn serve(
             .map(bytes::Bytes::from)
             .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?
     };
+    // The client's body and its parse are given back, and the rewritten
+    // copy is charged while it is sent (it was held uncharged beside
+    // them: three copies of a large body for a charge of two).
+    drop(raw);
+    let mut _copy = osproxy_upstream::budget::Charge::default();
+    _copy.set(body.len() as u64)?;
     let body = if body.is_empty() { None } else { Some(body) };
     let path = t.path(endpoint, None, &params.encode());
     let (parts, resp) = tenancy

@@ -295,15 +295,7 @@ async fn a_bad_metadata_line_fails_its_item_alone() {
             body.push('\n');
         }
     }
-    let r = f
-        .client("acme-svc")
-        .raw(
-            Method::POST,
-            "/_bulk?refresh=true",
-            Some(body.into()),
-            &[("content-type", "application/x-ndjson")],
-        )
-        .await;
+    let r = f.bulk_as("acme-svc", body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["errors"], true, "{v}");
@@ -411,15 +403,7 @@ async fn an_index_name_cannot_pose_as_a_cached_partition() {
         r#"{"tenant_id":"globex","n":2}"#,
         "\n",
     );
-    let r = f
-        .client("acme-svc")
-        .raw(
-            Method::POST,
-            "/_bulk?refresh=true",
-            Some(body.into()),
-            &[("content-type", "application/x-ndjson")],
-        )
-        .await;
+    let r = f.bulk_as("acme-svc", body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["items"][0]["index"]["status"], 201, "{v}");
@@ -447,15 +431,7 @@ async fn an_update_body_past_opensearchs_name_limit_fails_its_item_alone() {
         r#"{"index":{"_index":"orders","_id":"n2"}}"#,
         r#"{"t":2}"#,
     );
-    let r = f
-        .client("acme-svc")
-        .raw(
-            Method::POST,
-            "/_bulk?refresh=true",
-            Some(body.into()),
-            &[("content-type", "application/x-ndjson")],
-        )
-        .await;
+    let r = f.bulk_as("acme-svc", body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     let statuses: Vec<u64> = v["items"]

@@ -12,6 +12,20 @@ use http::Method;
 use super::Fleet;
 use crate::common::node;
 
+/// What a raw connection is answered, read up to the end of an error
+/// body (`...}}`), or until it closes.
+fn read_error_answer(conn: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("}}") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[test]
 fn a_body_announced_past_the_limit_is_refused_at_once_with_413() {
     let f = Fleet::start(&node().url(), "lim");
@@ -26,15 +40,7 @@ fn a_body_announced_past_the_limit_is_refused_at_once_with_413() {
          content-type: application/json\r\ncontent-length: 209715200\r\n\r\n{{\"a\":"
     )
     .unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains("}}") {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&answer);
+    let text = read_error_answer(&mut conn);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("request_too_large"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5), "{text}");
@@ -514,15 +520,7 @@ fn a_passed_through_body_that_stops_arriving_is_a_408() {
         "PUT /stall-pt/_doc/1 HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"a\":"
     )
     .unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains("}}") {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&answer);
+    let text = read_error_answer(&mut conn);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(
         text.contains("request_timeout") && text.contains("body_read_timeout"),

@@ -89,6 +89,18 @@ impl Fleet {
         As::new(&self.proxy, token(who))
     }
 
+    /// A `_bulk` (refreshed) of `body` as principal `who`.
+    pub(super) async fn bulk_as(&self, who: &str, body: impl Into<bytes::Bytes>) -> HttpResponse {
+        self.client(who)
+            .raw(
+                Method::POST,
+                "/_bulk?refresh=true",
+                Some(body.into()),
+                &[("content-type", "application/x-ndjson")],
+            )
+            .await
+    }
+
     /// The gateway acting for `partition` (named in `x-osproxy-partition`).
     pub(super) fn gateway_for(&self, partition: &str) -> As {
         self.client("gateway")

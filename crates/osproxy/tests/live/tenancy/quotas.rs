@@ -45,14 +45,7 @@ async fn bulk(f: &Fleet, first: usize, n: usize) -> osproxy_testkit::HttpRespons
         lines.push(json!({"index": {"_index": "orders", "_id": format!("q{i}")}}));
         lines.push(json!({"title": "quota"}));
     }
-    f.client("acme-svc")
-        .raw(
-            Method::POST,
-            "/_bulk?refresh=true",
-            Some(ndjson(&lines).into()),
-            &[("content-type", "application/x-ndjson")],
-        )
-        .await
+    f.bulk_as("acme-svc", ndjson(&lines)).await
 }
 
 async fn acme_quota_docs() -> u64 {

@@ -9,7 +9,7 @@ use osproxy_control::{ControlPlane, WriteError};
 use serde_json::{json, Value};
 
 use crate::json_response;
-use crate::writes::{changed, epoch_param, write_error};
+use crate::writes::{changed, epoch_missing, epoch_param, write_error};
 
 /// Which document a route serves.
 #[derive(Debug, Clone, Copy)]
@@ -79,10 +79,7 @@ pub(crate) async fn route(
         }
         Method::DELETE => {
             let Some(epoch) = epoch else {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": "DELETE needs ?epoch=N, the epoch you read"}),
-                );
+                return epoch_missing();
             };
             let cleared = match doc {
                 Document::Directives => control.clear_directives(epoch).await,

@@ -9,7 +9,7 @@ use osproxy_core::{PartitionId, Placement};
 use serde_json::{json, Value};
 
 use crate::json_response;
-use crate::writes::{changed, epoch_param, write_error};
+use crate::writes::{changed, epoch_missing, epoch_param, write_error};
 
 fn entry_json(index: &str, partition: &str, e: &Entry) -> Value {
     match &e.migrating {
@@ -166,10 +166,7 @@ async fn catalogue(
         }
         Method::DELETE => {
             let Some(epoch) = epoch else {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": "DELETE needs ?epoch=N, the epoch you read"}),
-                );
+                return epoch_missing();
             };
             return match control.delete_index(index, epoch).await {
                 Ok(()) => json_response(StatusCode::OK, &json!({"name": index, "deleted": true})),

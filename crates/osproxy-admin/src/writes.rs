@@ -37,6 +37,14 @@ pub(crate) fn changed(what: &str, current: Option<u64>) -> Response<Full<Bytes>>
     )
 }
 
+/// The 400 of a DELETE that names no epoch.
+pub(crate) fn epoch_missing() -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": "DELETE needs ?epoch=N, the epoch you read"}),
+    )
+}
+
 /// `?epoch=N`, absent when not given.
 pub(crate) fn epoch_param(query: Option<&str>) -> Result<Option<u64>, &'static str> {
     match query

@@ -310,21 +310,15 @@ impl Reader {
                 feed(d.as_mut(), data)?;
                 d.get_ref()
             }
-            Reader::DeflateStart(head, sink) => {
+            Reader::DeflateStart(head, _) => {
                 head.extend_from_slice(data);
                 if head.len() < 2 {
                     return Ok(());
                 }
-                let head = std::mem::take(head);
-                let sink = std::mem::replace(
-                    sink,
-                    Box::new(Scanned {
-                        nesting: Nesting::default(),
-                        inflated: 0,
-                        limit: 0,
-                        refused: None,
-                    }),
-                );
+                let taken = std::mem::replace(self, Reader::Plain(Nesting::default()));
+                let Reader::DeflateStart(head, sink) = taken else {
+                    return Ok(());
+                };
                 *self = if osproxy_upstream::is_zlib_header(head[0], head[1]) {
                     Reader::Zlib(Box::new(flate2::write::ZlibDecoder::new(*sink)))
                 } else {

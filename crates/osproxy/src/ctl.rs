@@ -267,6 +267,12 @@ enum CtlError {
     Invalid(String),
 }
 
+/// `?epoch=N` for a compare-and-swap on the epoch read, or nothing (the
+/// value must not exist yet).
+fn epoch_query(epoch: Option<u64>) -> String {
+    epoch.map(|e| format!("?epoch={e}")).unwrap_or_default()
+}
+
 /// An argument, or with `@FILE` the file's text.
 fn argument_or_file(arg: &str) -> Result<String, CtlError> {
     match arg.strip_prefix('@') {
@@ -404,7 +410,7 @@ async fn execute(args: &CtlArgs) -> Result<(), CtlError> {
                 (Method::GET, format!("/v1/catalogue/{index}"), None)
             }
             CatalogueCommand::Put { index, spec, epoch } => {
-                let query = epoch.map(|e| format!("?epoch={e}")).unwrap_or_default();
+                let query = epoch_query(*epoch);
                 (
                     Method::PUT,
                     format!("/v1/catalogue/{index}{query}"),
@@ -433,7 +439,7 @@ async fn execute(args: &CtlArgs) -> Result<(), CtlError> {
                 epoch,
             } => {
                 let placement = placement.value();
-                let query = epoch.map(|e| format!("?epoch={e}")).unwrap_or_default();
+                let query = epoch_query(*epoch);
                 (
                     Method::PUT,
                     format!("/v1/placements/{index}/{partition}{query}"),
@@ -484,7 +490,7 @@ async fn execute(args: &CtlArgs) -> Result<(), CtlError> {
             DirectivesCommand::Get => (Method::GET, "/v1/directives".to_string(), None),
             DirectivesCommand::Put { set, epoch } => {
                 let body = argument_or_file(set)?;
-                let query = epoch.map(|e| format!("?epoch={e}")).unwrap_or_default();
+                let query = epoch_query(*epoch);
                 (Method::PUT, format!("/v1/directives{query}"), Some(body))
             }
             DirectivesCommand::Clear { epoch } => (

@@ -144,7 +144,7 @@ pub(crate) async fn serve(
             poisoned: false,
             charge,
         };
-        run.out.open().await;
+        run.out.open();
         for line in first {
             run.line(line).await;
         }
@@ -255,7 +255,7 @@ impl<'t> BulkStream<'_, 't> {
     async fn line(&mut self, line: Bytes) {
         self.line_inner(line).await;
         self.flush_stragglers().await;
-        self.out.pump().await;
+        self.out.pump();
     }
 
     async fn line_inner(&mut self, line: Bytes) {

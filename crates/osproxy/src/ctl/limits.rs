@@ -109,7 +109,7 @@ pub(super) async fn run(args: &CtlArgs, command: &LimitsCommand) -> Result<(), C
         LimitsCommand::Get => call(args, Method::GET, "/v1/limits", None).await?,
         LimitsCommand::Put { set, epoch } => {
             let body = super::argument_or_file(set)?;
-            let query = epoch.map(|e| format!("?epoch={e}")).unwrap_or_default();
+            let query = super::epoch_query(*epoch);
             call(args, Method::PUT, &format!("/v1/limits{query}"), Some(body)).await?
         }
         LimitsCommand::Clear { epoch } => {
@@ -218,11 +218,7 @@ async fn change(
         {
             doc.remove("default");
         }
-        let query = if epoch == 0 {
-            String::new()
-        } else {
-            format!("?epoch={epoch}")
-        };
+        let query = super::epoch_query((epoch != 0).then_some(epoch));
         match call(
             args,
             Method::PUT,

@@ -61,9 +61,9 @@ impl Emitter {
         }
     }
 
-    pub(super) async fn open(&mut self) {
+    pub(super) fn open(&mut self) {
         self.ready.extend_from_slice(b"{\"items\":[");
-        self.pump().await;
+        self.pump();
     }
 
     pub(super) fn position(&mut self) -> usize {
@@ -105,7 +105,7 @@ impl Emitter {
     /// never finished sending, and the connection was cut with items
     /// applied and unreported. A client that went away is not an error:
     /// the writes still apply.
-    pub(super) async fn pump(&mut self) {
+    pub(super) fn pump(&mut self) {
         if self.ready.is_empty() {
             return;
         }
@@ -156,11 +156,11 @@ mod tests {
     async fn results_are_written_in_the_clients_order() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let mut out = Emitter::new(tx, Arc::new(osproxy_observe::Metrics::new(["main"])));
-        out.open().await;
+        out.open();
         let p: Vec<usize> = (0..3).map(|_| out.position()).collect();
         out.set(p[2], br#"{"index":{"status":201}}"#.to_vec());
         out.set(p[1], br#"{"delete":{"status":404}}"#.to_vec());
-        out.pump().await;
+        out.pump();
         out.set(p[0], br#"{"create":{"status":201}}"#.to_vec());
         out.close(7).await;
         drop(out);
@@ -184,7 +184,7 @@ mod tests {
     async fn missing_results_are_reported_not_dropped() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let mut out = Emitter::new(tx, Arc::new(osproxy_observe::Metrics::new(["main"])));
-        out.open().await;
+        out.open();
         let _ = out.position();
         out.close(1).await;
         drop(out);

@@ -634,11 +634,21 @@ fn passthrough_body_reading(headers: &http::HeaderMap) -> Result<Option<Coding>,
         .map_err(|c| refuse(format!("its body is encoded {c:?}")))
 }
 
-/// Whether the cluster reads `path`'s body line by line (`_bulk`,
-/// `_msearch`, `_msearch/template`).
+/// Whether the cluster reads `path`'s body line by line: its endpoint is
+/// `_bulk`, `_msearch` or `_msearch/template` (the last segments: a
+/// document id `_bulk` in `/{index}/_doc/_bulk` is not one).
 fn is_ndjson_path(path: &str) -> bool {
-    let mut segments = path.split('/').filter(|s| !s.is_empty());
-    segments.any(|s| s == "_bulk" || s == "_msearch")
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let lines = |e: &str| e == "_bulk" || e == "_msearch";
+    // An index name never starts with `_`; an endpoint always does.
+    let index = |i: &str| !i.starts_with('_');
+    match segments.as_slice() {
+        [e] => lines(e),
+        ["_msearch", "template"] => true,
+        [i, e] => index(i) && lines(e),
+        [i, "_msearch", "template"] => index(i),
+        _ => false,
+    }
 }
 
 /// Whether `path` asks for node information (`GET /_nodes`,
@@ -943,6 +953,22 @@ mod tests {
             "/_nodesx",
         ] {
             assert!(!is_nodes_info(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn ndjson_bodies_are_told_by_their_endpoint() {
+        for p in [
+            "/_bulk",
+            "/idx/_bulk",
+            "/_msearch",
+            "/idx/_msearch/template",
+        ] {
+            assert!(is_ndjson_path(p), "{p}");
+        }
+        // Found by review: a document id `_bulk` is not an endpoint.
+        for p in ["/idx/_doc/_bulk", "/idx/_update/_msearch", "/_bulk/x", "/"] {
+            assert!(!is_ndjson_path(p), "{p}");
         }
     }
 

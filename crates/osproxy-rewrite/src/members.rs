@@ -189,7 +189,8 @@ fn lossy_key(inner: &[u8]) -> Option<String> {
     let mut chars = text.chars();
     let hex = |chars: &mut std::str::Chars<'_>| -> Option<u32> {
         let digits: String = chars.by_ref().take(4).collect();
-        (digits.len() == 4).then(|| u32::from_str_radix(&digits, 16).ok())?
+        (digits.len() == 4 && digits.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u32::from_str_radix(&digits, 16).ok())?
     };
     let mut pending: Option<u32> = None;
     while let Some(c) = chars.next() {
@@ -384,6 +385,7 @@ mod tests {
         assert_eq!(lossy_key(br"\uD800a").as_deref(), Some("\u{FFFD}a"));
         assert_eq!(lossy_key(br"\q"), None);
         assert_eq!(lossy_key(br"\u12"), None);
+        assert_eq!(lossy_key(br"\u+05f"), None, "four hex digits, no sign");
     }
 
     #[test]

@@ -91,9 +91,10 @@ pub const MAX_NAME_CHARS: usize = 50_000;
 /// See [`MAX_NAME_CHARS`].
 pub const MAX_STRING_CHARS: usize = 50_000_000;
 
-/// `s` is longer than `max` characters (counted only when its bytes are).
+/// `s` is longer than `max` UTF-16 units, as Jackson counts (counted
+/// only when its bytes, never fewer, are).
 fn longer_than(s: &str, max: usize) -> bool {
-    s.len() > max && s.chars().count() > max
+    s.len() > max && s.encode_utf16().count() > max
 }
 
 /// Visits a value without building it, refusing a name given twice.
@@ -211,9 +212,12 @@ mod tests {
         assert!(check(format!("{{\"{name}\":1}}").as_bytes()).is_ok());
         let err = check(format!("{{\"doc\":{{\"{name}a\":1}}}}").as_bytes()).unwrap_err();
         assert!(err.reason.contains("field name"), "{err}");
-        // Counted in characters, not bytes.
+        // Counted in UTF-16 units, as Jackson counts: not bytes, and a
+        // character outside the BMP counts twice.
         let wide = "é".repeat(MAX_NAME_CHARS);
         assert!(check(format!("{{\"{wide}\":1}}").as_bytes()).is_ok());
+        let astral = "😀".repeat(MAX_NAME_CHARS / 2 + 1);
+        assert!(check(format!("{{\"{astral}\":1}}").as_bytes()).is_err());
         let long = "x".repeat(MAX_STRING_CHARS + 1);
         let err = check(format!("[\"{long}\"]").as_bytes()).unwrap_err();
         assert!(err.reason.contains("string"), "{err}");

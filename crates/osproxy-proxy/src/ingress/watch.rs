@@ -93,6 +93,9 @@ pub(crate) struct Activity {
     /// Requests whose bodies are still being read, by handlers that say so
     /// (see [`Uploading`]).
     uploading: AtomicUsize,
+    /// When the last request body being read ended (ms; 0: none yet):
+    /// the send deadlines count from there, not from before it.
+    upload_ended: AtomicU64,
     /// Since when a write has been waiting for the client (0: none).
     blocked_since: AtomicU64,
     /// Requests whose answers are not finished.
@@ -159,6 +162,7 @@ impl Activity {
     /// reader of one large frame still takes bytes.
     fn answer_stuck(&self, now: u64, send: u64) -> bool {
         let written = self.written.load(Ordering::Relaxed);
+        let ended = self.upload_ended.load(Ordering::Relaxed);
         self.answers
             .lock()
             .map(|answers| {
@@ -168,7 +172,7 @@ impl Activity {
                     .any(|c| {
                         let handed = c.handed.load(Ordering::Relaxed);
                         handed != 0
-                            && now.saturating_sub(handed) > send
+                            && now.saturating_sub(handed.max(ended)) > send
                             && written.saturating_sub(c.written.load(Ordering::Relaxed))
                                 < MIN_PROGRESS
                     })
@@ -225,7 +229,17 @@ impl Clone for Uploading {
 impl Drop for Uploading {
     fn drop(&mut self) {
         if let Some(a) = self.0.take() {
-            a.uploading.fetch_sub(1, Ordering::AcqRel);
+            if a.uploading.fetch_sub(1, Ordering::AcqRel) == 1 {
+                // The client may only now begin to read: a write that has
+                // waited while it was sending waits from now.
+                let now = now_ms().max(1);
+                a.upload_ended.store(now, Ordering::Relaxed);
+                let _ = a
+                    .blocked_since
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                        (b != 0).then_some(now)
+                    });
+            }
         }
     }
 }

@@ -87,7 +87,7 @@ pub(crate) async fn serve(
     let headers = req.headers().clone();
     // Kept while the body is read: the answer streams meanwhile, and a
     // client that reads it only once it has sent everything is not stuck.
-    let uploading = req.extensions_mut().remove::<crate::ingress::Uploading>();
+    let mut uploading = req.extensions_mut().remove::<crate::ingress::Uploading>();
     let mut body = req.into_body();
     // Read up to the first line before answering, so that an empty body is
     // a 400 like OpenSearch's rather than an empty 200.
@@ -154,6 +154,8 @@ pub(crate) async fn serve(
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(e) => {
+                        // Reading stops here: the answer no longer waits on the body.
+                        uploading.take();
                         run.abort_with(e.status(), e.code.as_str(), &e.reason).await;
                         return;
                     }
@@ -166,6 +168,8 @@ pub(crate) async fn serve(
                     Err(e) => {
                         // The client's body broke off: what is batched was
                         // never complete; stop here.
+                        // Reading stops here: the answer no longer waits on the body.
+                        uploading.take();
                         run.abort(&format!("the bulk body could not be read: {e}"))
                             .await;
                         return;
@@ -173,6 +177,8 @@ pub(crate) async fn serve(
                 };
                 // Charged before the splitter grows, given back after.
                 if let Err(e) = run.hold(splitter.buffered_after(data.len())).await {
+                    // Reading stops here: the answer no longer waits on the body.
+                    uploading.take();
                     run.abort_with(e.status(), e.code.as_str(), &e.reason).await;
                     return;
                 }
@@ -183,6 +189,8 @@ pub(crate) async fn serve(
                         }
                     }
                     Err(e) => {
+                        // Reading stops here: the answer no longer waits on the body.
+                        uploading.take();
                         run.abort(&e.to_string()).await;
                         return;
                     }
@@ -195,7 +203,7 @@ pub(crate) async fn serve(
                 run.line(line).await;
             }
         }
-        drop(uploading);
+        uploading.take();
         run.finish().await;
         let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         run.out.close(took).await;

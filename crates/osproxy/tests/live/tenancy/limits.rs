@@ -417,6 +417,20 @@ async fn deeply_nested_json_is_refused_before_the_cluster() {
         let stored = super::on_node(&format!("/deep-pt/_doc/{id}")).await;
         assert_eq!(stored.status, 404, "{id}: {}", stored.text());
     }
+    // Found by a third review: a document id `_bulk` made the body count
+    // line by line, so a pretty-printed deep document passed.
+    let pretty = format!("{{\"a\":\n{}1{}}}", "[\n".repeat(5000), "]".repeat(5000));
+    let r = http
+        .send_with(
+            Method::PUT,
+            &format!("{}/deep-pt/_doc/_bulk", p.url()),
+            Some(pretty.into()),
+            &json,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("deeper than 100"), "{}", r.text());
     let r = http
         .send_with(
             Method::PUT,

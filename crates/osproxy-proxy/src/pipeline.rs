@@ -14,7 +14,7 @@ use osproxy_core::request_id::is_well_formed;
 use osproxy_core::{EndpointKind, ErrorCode, ProxyError, RequestIdMinter};
 use osproxy_observe::{InFlight, Metrics};
 use osproxy_rewrite::classify;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::auth::Authenticator;
 use crate::body::{CheckedBulk, NestingChecked, RequestBody, ResponseBody};
@@ -28,7 +28,7 @@ use osproxy_control::ControlPlane;
 use osproxy_observe::trace::{Name, Stage, Value};
 use osproxy_rewrite::prefixes::{check_references, BulkCheck};
 use osproxy_upstream::headers::strip_hop_by_hop;
-use osproxy_upstream::{ClientBody, Coding};
+use osproxy_upstream::{ClientBody, Coding, Upload};
 
 /// W3C trace context, sent upstream when a request is exported.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -114,6 +114,10 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
+        // Dropped unread (its request refused first), the body's rest is
+        // read after the answer, so that a client still sending it
+        // receives the answer ([`Upload`]).
+        let req = req.map(Upload::from);
         let in_flight = self.metrics.enter();
         let request_id = self.identify(&req);
         if self.metrics.in_flight_now() > self.max_in_flight {
@@ -173,7 +177,7 @@ impl Proxy {
     }
 
     /// The client's well-formed `x-request-id`, or a freshly minted one.
-    fn identify(&self, req: &Request<Incoming>) -> HeaderValue {
+    fn identify(&self, req: &Request<Upload>) -> HeaderValue {
         match req.headers().get(&X_REQUEST_ID) {
             Some(v) if is_well_formed(v.as_bytes()) => v.clone(),
             _ => HeaderValue::try_from(self.minter.mint())
@@ -185,7 +189,7 @@ impl Proxy {
     /// a pure decision) → the route's own rewrite, dispatch and reverse.
     async fn serve(
         &self,
-        req: Request<Incoming>,
+        req: Request<Upload>,
         request_id: &HeaderValue,
         in_flight: InFlight,
     ) -> (EndpointKind, Result<Response<ResponseBody>, ProxyError>) {
@@ -267,7 +271,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     async fn routed(
         &self,
-        req: Request<Incoming>,
+        req: Request<Upload>,
         route: Route,
         passed: Option<Result<crate::route::Passed, ProxyError>>,
         kind: EndpointKind,
@@ -282,7 +286,7 @@ impl Proxy {
             Route::Cursor | Route::UnscopedMulti | Route::Logical { .. } => {
                 self.decoded(req, false).await
             }
-            Route::Operator | Route::Passthrough => Ok(req.map(ClientBody::Plain)),
+            Route::Operator | Route::Passthrough => Ok(req.map(ClientBody::from)),
         };
         let req = req?;
         match route {
@@ -341,7 +345,7 @@ impl Proxy {
     /// Authenticate: the principal, when principals are configured.
     fn authenticate(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<Upload>,
     ) -> Result<Option<Arc<crate::auth::Principal>>, ProxyError> {
         diagnostics::enter(Stage::Authenticate);
         let certificate = req
@@ -393,7 +397,7 @@ impl Proxy {
     /// Other codings are left for the tenancy checks to refuse by name.
     async fn decoded(
         &self,
-        req: Request<Incoming>,
+        req: Request<Upload>,
         stream: bool,
     ) -> Result<Request<ClientBody>, ProxyError> {
         let lines = req.headers().get_all(http::header::CONTENT_ENCODING);
@@ -409,7 +413,7 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Coding::of(v).ok().flatten());
         let Some(coding) = coding else {
-            return Ok(req.map(ClientBody::Plain));
+            return Ok(req.map(ClientBody::from));
         };
         let (mut parts, body) = req.into_parts();
         parts.headers.remove(http::header::CONTENT_ENCODING);
@@ -597,7 +601,11 @@ impl Proxy {
                         format!("the _bulk was not forwarded: {reason}"),
                     ));
                 }
-                warn!(cluster = %upstream.id, request_id = ?request_id, error = %e, "upstream exchange failed");
+                if matches!(e, osproxy_upstream::UpstreamError::UploadStalled(_)) {
+                    debug!(cluster = %upstream.id, request_id = ?request_id, error = %e, "client's body stalled");
+                } else {
+                    warn!(cluster = %upstream.id, request_id = ?request_id, error = %e, "upstream exchange failed");
+                }
                 Err(e.to_proxy_error(&upstream.id, idempotent))
             }
         }

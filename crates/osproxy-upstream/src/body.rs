@@ -83,6 +83,100 @@ impl Body for RequestBody {
     }
 }
 
+/// How far a streamed request body has been sent upstream: bytes so far,
+/// and when it ended. The exchange's deadline reads it: the cluster's time
+/// to answer counts from the end of the body, not while the client is
+/// still sending it.
+#[derive(Debug)]
+pub(crate) struct UploadProgress {
+    started: std::time::Instant,
+    bytes: std::sync::atomic::AtomicU64,
+    /// Milliseconds after `started` that the body ended; `u64::MAX` while
+    /// it has not.
+    ended_ms: std::sync::atomic::AtomicU64,
+}
+
+impl UploadProgress {
+    pub(crate) fn new(started: std::time::Instant) -> Self {
+        UploadProgress {
+            started,
+            bytes: std::sync::atomic::AtomicU64::new(0),
+            ended_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// The bytes sent so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// When the body ended (was sent whole, failed, or was given up).
+    pub(crate) fn ended(&self) -> Option<std::time::Instant> {
+        match self.ended_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(self.started + std::time::Duration::from_millis(ms)),
+        }
+    }
+
+    fn end(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let _ = self.ended_ms.compare_exchange(
+            u64::MAX,
+            ms.min(u64::MAX - 1),
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// A streamed body sent upstream, reporting its progress.
+pub(crate) struct Reported {
+    pub(crate) inner: RequestBody,
+    pub(crate) progress: std::sync::Arc<UploadProgress>,
+}
+
+impl Body for Reported {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, Bytes::len) as u64;
+                this.progress
+                    .bytes
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                if this.inner.is_end_stream() {
+                    this.progress.end();
+                }
+            }
+            Poll::Ready(_) => this.progress.end(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Reported {
+    fn drop(&mut self) {
+        // Given up on by the exchange: nothing more of it will be sent.
+        self.progress.end();
+    }
+}
+
 /// Largest body osproxy reads whole (documents, search bodies and answers,
 /// copy pages); OpenSearch's own default limit.
 pub const MAX_BUFFERED: usize = 100 * 1024 * 1024;

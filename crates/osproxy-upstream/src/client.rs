@@ -21,15 +21,26 @@ use osproxy_config::{Cluster, Upstream as UpstreamConfig};
 use osproxy_observe::{ClusterMetrics, Counter, Metrics};
 use tokio::net::TcpStream;
 
-use crate::body::RequestBody;
+use crate::body::{Reported, RequestBody, UploadProgress};
+
+/// The least of a client's body that must arrive in each deadline's time
+/// while it is still being sent: a body that keeps coming may take longer
+/// than the deadline (a large streamed `_bulk` on a slow link), one that
+/// trickles may not hold a cluster slot for ever.
+pub const MIN_UPLOAD_PROGRESS: u64 = 64 * 1024;
 
 /// Why an upstream exchange failed.
 #[derive(Debug)]
 pub enum UpstreamError {
     /// No connection could be opened: nothing was sent.
     Connect(String),
-    /// No response head within the deadline.
+    /// No response head within the deadline (counted from the end of the
+    /// request's body).
     Timeout(Duration),
+    /// The client's body was still arriving at the deadline, and less
+    /// than [`MIN_UPLOAD_PROGRESS`] of it had come in the last deadline's
+    /// time: the cluster never had the whole request.
+    UploadStalled(Duration),
     /// The connection broke during the exchange: the request may have been
     /// (partly) processed.
     Io(String),
@@ -334,12 +345,58 @@ impl UpstreamCluster {
         else {
             return Err(UpstreamError::Busy(self.max_in_flight));
         };
-        let left = deadline.saturating_sub(started.elapsed());
-        let result = tokio::time::timeout(left, self.client.request(req)).await;
+        // A body still streaming from the client reports its progress:
+        // the deadline for the cluster's answer counts from its end.
+        let progress = match req.body() {
+            RequestBody::Client(_) | RequestBody::Checked(_)
+                if !http_body::Body::is_end_stream(req.body()) =>
+            {
+                let progress = Arc::new(UploadProgress::new(started));
+                let watched = progress.clone();
+                req = req.map(|inner| {
+                    RequestBody::Checked(Box::pin(Reported {
+                        inner,
+                        progress: watched,
+                    }))
+                });
+                Some(progress)
+            }
+            _ => None,
+        };
+        let exchange = self.client.request(req);
+        tokio::pin!(exchange);
+        let mut until = started + deadline;
+        let mut seen = 0u64;
+        let result = loop {
+            match tokio::time::timeout_at(until.into(), &mut exchange).await {
+                Ok(answered) => break Ok(answered),
+                Err(_) => {
+                    let Some(p) = &progress else {
+                        break Err(UpstreamError::Timeout(deadline));
+                    };
+                    let now = Instant::now();
+                    if let Some(ended) = p.ended() {
+                        if ended + deadline > now {
+                            until = ended + deadline;
+                            continue;
+                        }
+                        break Err(UpstreamError::Timeout(deadline));
+                    }
+                    let sent = p.bytes();
+                    if sent.saturating_sub(seen) < MIN_UPLOAD_PROGRESS {
+                        break Err(UpstreamError::UploadStalled(deadline));
+                    }
+                    seen = sent;
+                    until = now + deadline;
+                }
+            }
+        };
         match result {
-            Err(_) => {
-                self.metrics.errors_timeout.inc();
-                Err(UpstreamError::Timeout(deadline))
+            Err(e) => {
+                if matches!(e, UpstreamError::Timeout(_)) {
+                    self.metrics.errors_timeout.inc();
+                }
+                Err(e)
             }
             Ok(Err(e)) if e.is_connect() => {
                 self.metrics.errors_connect.inc();
@@ -376,6 +433,11 @@ impl UpstreamError {
             UpstreamError::Timeout(_) => (ErrorCode::UpstreamTimeout, idempotent),
             UpstreamError::Io(_) => (ErrorCode::UpstreamUnavailable, idempotent),
             UpstreamError::Busy(_) => (ErrorCode::Overloaded, true),
+            // The client's fault, and nothing was applied: the cluster
+            // never had the whole request.
+            UpstreamError::UploadStalled(_) => {
+                return ProxyError::new(ErrorCode::RequestTimeout, self.to_string());
+            }
         };
         ProxyError::new(code, format!("cluster {cluster}: {self}")).retryable(retryable)
     }
@@ -395,7 +457,18 @@ impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UpstreamError::Connect(e) => write!(f, "cannot connect: {e}"),
-            UpstreamError::Timeout(d) => write!(f, "no response within {} ms", d.as_millis()),
+            UpstreamError::Timeout(d) => write!(
+                f,
+                "no response within {} ms of the end of the request",
+                d.as_millis()
+            ),
+            UpstreamError::UploadStalled(d) => write!(
+                f,
+                "the request body was still arriving after {} s, less than {} KiB of it in the last {} s (upstream.request_timeout); the cluster never had the whole request, so nothing was applied: send the body faster, or raise [upstream] request_timeout",
+                d.as_secs(),
+                MIN_UPLOAD_PROGRESS / 1024,
+                d.as_secs()
+            ),
             UpstreamError::Io(e) => write!(f, "connection failed: {e}"),
             UpstreamError::Busy(n) => write!(
                 f,

@@ -9,7 +9,6 @@
 //! checked; a stream that ends early, a bad checksum and data after the end
 //! of the compressed stream are errors, never a silently shortened body.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -31,12 +30,17 @@ const MAX_HEADER: usize = 4 * 1024;
 const MIN_ROOM: usize = 4 * 1024;
 /// Decoded bytes a body produces in one go before it lets its task yield.
 const YIELD_EVERY: usize = 1024 * 1024;
-/// Compressed bytes still read (and dropped) after a body fails to decode,
-/// so that the client, still sending, receives the error instead of a
-/// connection reset; past this the connection is closed on it.
-const DRAIN_AFTER_ERROR: usize = 16 * 1024 * 1024;
-/// How long that reading may take.
-const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// Bytes of a client's body still read (and dropped) after its request
+/// was answered without reading it all (refused, or failed to decode), so
+/// that a client still sending receives the answer instead of a connection
+/// reset; past this the connection is closed on it. A body announced
+/// larger is not read at all.
+const DRAIN_AT_MOST: usize = crate::body::MAX_BUFFERED;
+/// How long that reading may take in all.
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest pause in it: a client that stops sending is not waited for
+/// (its request was answered already).
+const DRAIN_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A content coding osproxy decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,7 +324,7 @@ fn gzip_header_len(h: &[u8]) -> Result<Option<usize>, &'static str> {
 /// (and decoded) already.
 pub enum ClientBody {
     /// The body as the client sent it.
-    Plain(Incoming),
+    Plain(Upload),
     /// A compressed body, decoded as it streams.
     Decoded(Box<Decoding>),
     /// A body read whole already.
@@ -350,15 +354,21 @@ impl std::fmt::Debug for ClientBody {
     }
 }
 
-impl From<Incoming> for ClientBody {
-    fn from(b: Incoming) -> Self {
+impl From<Upload> for ClientBody {
+    fn from(b: Upload) -> Self {
         ClientBody::Plain(b)
+    }
+}
+
+impl From<Incoming> for Upload {
+    fn from(b: Incoming) -> Self {
+        Upload(Some(b))
     }
 }
 
 impl ClientBody {
     /// `inner` decoded from `coding`, at most `limit` bytes.
-    pub fn decoded(inner: Incoming, coding: Coding, limit: u64) -> ClientBody {
+    pub fn decoded(inner: Upload, coding: Coding, limit: u64) -> ClientBody {
         ClientBody::Decoded(Box::new(Decoding {
             inner,
             decoder: Decoder::new(coding, limit),
@@ -367,14 +377,76 @@ impl ClientBody {
             input_done: false,
             ended: false,
             since_yield: 0,
-            failed: None,
         }))
+    }
+}
+
+/// A client's body as hyper hands it over. Dropped before its end (its
+/// request answered without reading it all: refused by a limit, its
+/// principal or its index, or its body failed to decode), the rest is read
+/// and dropped in the background, up to [`DRAIN_AT_MOST`] bytes for at
+/// most [`DRAIN_FOR`]. An HTTP/1.1 connection closed with unread bytes is
+/// reset, and the reset destroys the answer before a client that sends its
+/// whole body before it reads (most do) can read it: it would see a broken
+/// connection where it was sent a 4xx it could act on (a 429 to retry).
+pub struct Upload(Option<Incoming>);
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().0 {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let Some(rest) = self.0.take() else {
+            return;
+        };
+        if rest.is_end_stream() || rest.size_hint().lower() > DRAIN_AT_MOST as u64 {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(discard(rest));
+        }
+    }
+}
+
+/// Reads what is left of an answered request's body, and drops it.
+async fn discard(mut rest: Incoming) {
+    use http_body_util::BodyExt;
+    let until = tokio::time::Instant::now() + DRAIN_FOR;
+    let mut read = 0usize;
+    while read <= DRAIN_AT_MOST {
+        let pause = until.min(tokio::time::Instant::now() + DRAIN_PAUSE);
+        match tokio::time::timeout_at(pause, rest.frame()).await {
+            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, Bytes::len),
+            _ => return,
+        }
     }
 }
 
 /// A compressed client body and its decoder.
 pub struct Decoding {
-    inner: Incoming,
+    inner: Upload,
     decoder: Decoder,
     pending: Bytes,
     /// Decoded bytes are written here and split off as frames, so frames
@@ -383,10 +455,6 @@ pub struct Decoding {
     input_done: bool,
     ended: bool,
     since_yield: usize,
-    /// Set when decoding failed: the error, returned once the rest of the
-    /// client's body is read (up to [`DRAIN_AFTER_ERROR`], for at most
-    /// [`DRAIN_FOR`]).
-    failed: Option<(DecodeError, usize, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl Decoding {
@@ -397,27 +465,6 @@ impl Decoding {
         loop {
             if self.ended {
                 return Poll::Ready(None);
-            }
-            if let Some((_, drained, deadline)) = &mut self.failed {
-                let done = match Pin::new(&mut self.inner).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        *drained += frame.data_ref().map_or(0, Bytes::len);
-                        *drained > DRAIN_AFTER_ERROR
-                    }
-                    Poll::Ready(Some(Err(_)) | None) => true,
-                    Poll::Pending => {
-                        if deadline.as_mut().poll(cx).is_pending() {
-                            return Poll::Pending; // woken by the body or the deadline
-                        }
-                        true
-                    }
-                };
-                if done {
-                    self.ended = true;
-                    let e = self.failed.take().map(|(e, ..)| e);
-                    return Poll::Ready(e.map(|e| Err(Box::new(e) as BodyError)));
-                }
-                continue;
             }
             if !self.pending.is_empty() || self.decoder.has_more() {
                 if self.since_yield >= YIELD_EVERY {
@@ -431,14 +478,12 @@ impl Decoding {
                     self.scratch.reserve(OUT_CHUNK);
                 }
                 if let Err(e) = self.decoder.feed(&mut self.pending, &mut self.scratch) {
+                    // The rest of the client's body is read once it is
+                    // dropped ([`Upload`]), after the error is answered.
                     self.pending = Bytes::new();
                     self.scratch.clear();
-                    if self.input_done {
-                        self.ended = true;
-                        return Poll::Ready(Some(Err(Box::new(e))));
-                    }
-                    self.failed = Some((e, 0, Box::pin(tokio::time::sleep(DRAIN_FOR))));
-                    continue;
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
                 if !self.scratch.is_empty() {
                     let frame = self.scratch.split().freeze();

@@ -18,4 +18,4 @@ pub use body::{
     CheckedBody, RequestBody, MAX_BUFFERED,
 };
 pub use client::{is_idempotent, SetupError, UpstreamCluster, UpstreamError, Upstreams};
-pub use decode::{body_error, is_zlib_header, ClientBody, Coding, DecodeError};
+pub use decode::{body_error, is_zlib_header, ClientBody, Coding, DecodeError, Upload};

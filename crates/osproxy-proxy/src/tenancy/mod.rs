@@ -194,15 +194,10 @@ impl Tenancy {
             .as_deref()
             .and_then(|p| p.partition(req.headers()).ok())
         {
-            if let Err(e) = crate::limits::seat(p.as_str()) {
-                // Read (and dropped) before the refusal is answered: a
-                // connection closed with its body unread loses the answer
-                // to a client still sending it (most send the whole body
-                // before they read), which then cannot tell 429 from a
-                // failure.
-                drain(req.into_body()).await;
-                return Err(e);
-            }
+            // A refused body is read (and dropped) after its 429 is
+            // answered (`osproxy_upstream::Upload`), so that a client
+            // still sending it receives the answer.
+            crate::limits::seat(p.as_str())?;
         }
         bulk::serve(tenancy, req, principal, index, in_flight).await
     }
@@ -603,17 +598,5 @@ impl Tenancy {
             t.enter(Stage::Reverse);
         });
         Ok((parts, bytes))
-    }
-}
-
-/// Reads a request body to its end (at most [`MAX_BUFFERED`] bytes, each
-/// pause bounded by `server.body_read_timeout`) and drops it.
-async fn drain(mut body: ClientBody) {
-    let mut read = 0usize;
-    while read < MAX_BUFFERED {
-        match osproxy_upstream::next_frame(&mut body).await {
-            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, Bytes::len),
-            _ => return,
-        }
     }
 }

@@ -549,3 +549,111 @@ fn a_passed_through_body_that_stops_arriving_is_a_408() {
     let stored = rt.block_on(super::on_node("/stall-pt/_doc/1"));
     assert_eq!(stored.status, 404, "{}", stored.text());
 }
+
+/// Sends `head` and then `body_len` bytes of a JSON body whole, as most
+/// HTTP/1.1 clients do, and only then reads the answer: what a client
+/// sees of a request refused before its body was read.
+fn send_whole_then_read(addr: &str, head: &str, body_len: usize) -> String {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(conn, "{head}content-length: {body_len}\r\n\r\n").unwrap();
+    // {"q":"xxxx...x"}
+    let mut body = vec![b'x'; body_len];
+    body[..6].copy_from_slice(b"{\"q\":\"");
+    body[body_len - 2..].copy_from_slice(b"\"}");
+    if let Err(e) = conn.write_all(&body) {
+        return format!("writing the body failed: {e}");
+    }
+    read_error_answer(&mut conn)
+}
+
+/// A request refused before osproxy read its body (a bad token, a
+/// partition past its read limit) is answered to a client that sends its
+/// whole 24 MiB body before it reads: osproxy reads and drops the rest
+/// after answering. It closed the connection on the unread body before,
+/// and the reset destroyed the answer (a 429 the client could retry).
+#[test]
+fn a_request_refused_before_its_body_is_read_is_answered_to_a_client_still_sending() {
+    let f = Fleet::start_with(
+        &node().url(),
+        "refbody",
+        "[limits.partitions.acme]\nreads_per_second = 0.001\n",
+    );
+    let addr = f.proxy.data_addr().to_string();
+    const BIG: usize = 24 * 1024 * 1024;
+    let head = |token: &str| {
+        format!(
+            "POST /orders/_search HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\n"
+        )
+    };
+    let text = send_whole_then_read(&addr, &head("not-a-token"), BIG);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    // The read limit's one-second burst admits one small search; the
+    // next is refused before its body is read.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut refused = false;
+    for _ in 0..3 {
+        let r = rt.block_on(f.call("acme-svc", Method::GET, "/orders/_search", None, &[]));
+        if r.status == 429 {
+            refused = true;
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(refused, "acme's read limit never refused");
+    let text = send_whole_then_read(&addr, &head(super::token("acme-svc")), BIG);
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    assert!(text.contains("too_many_requests"), "{text}");
+}
+
+/// The cluster's deadline (`upstream.request_timeout`) counts from the end
+/// of the request's body: a passed-through document that keeps arriving
+/// for longer than the deadline is stored, and one that trickles (a byte
+/// a second: never a pause past `body_read_timeout`) is a 408 blaming its
+/// body, not a 504 blaming the cluster, as both were before.
+#[test]
+fn the_clusters_deadline_counts_from_the_end_of_the_body() {
+    let p = crate::common::ready_proxy(
+        "[server]\nbody_read_timeout = \"2s\"\n[upstream]\nrequest_timeout = \"2s\"\n",
+    );
+    let send_slowly = |id: &str, pieces: usize, piece: usize, every: Duration| {
+        let mut conn = TcpStream::connect(p.data_addr()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let len = pieces * piece + 14;
+        write!(
+            conn,
+            "PUT /slow-upload/_doc/{id} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n{{\"a\":\""
+        )
+        .unwrap();
+        for _ in 0..pieces {
+            std::thread::sleep(every);
+            if conn.write_all(&vec![b'y'; piece]).is_err() {
+                break;
+            }
+        }
+        let _ = conn.write_all(b"\",\"b\":1}");
+        read_error_answer(&mut conn)
+    };
+    // 1 MiB over ~4 s, 128 KiB every half second.
+    let started = Instant::now();
+    let text = send_slowly("steady", 8, 128 * 1024, Duration::from_millis(500));
+    assert!(started.elapsed() > Duration::from_secs(3));
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    // A byte a second for 6 s.
+    let text = send_slowly("trickle", 6, 1, Duration::from_secs(1));
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("request_timeout") && text.contains("still arriving"),
+        "{text}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stored = rt.block_on(super::on_node("/slow-upload/_doc/trickle"));
+    assert_eq!(stored.status, 404, "{}", stored.text());
+    let stored = rt.block_on(super::on_node("/slow-upload/_doc/steady"));
+    assert_eq!(stored.status, 200, "{}", stored.text());
+}

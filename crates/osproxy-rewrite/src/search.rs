@@ -53,7 +53,22 @@ pub fn check_dedicated(body: &[u8], allow_scripts: bool) -> Result<Vec<u8>, Refu
     if top.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(Value::Object(top).to_string().into_bytes())
+    Ok(serialise(&Value::Object(top), body.len()))
+}
+
+/// Serialises a rewritten body into a buffer sized from the body it came
+/// from (re-serialised JSON is at most as long as what was read, plus what
+/// the rewrite added), not one grown by doubling: a large body's copy
+/// holds about its own size, as the process-wide budget counts it, not up
+/// to twice that.
+fn serialise(value: &Value, read: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(read.saturating_add(512));
+    // Writing a `Value` into a `Vec` cannot fail: its keys are strings and
+    // the writer never errors.
+    if serde_json::to_writer(&mut out, value).is_err() {
+        out.clear();
+    }
+    out
 }
 
 fn parse_top(body: &[u8]) -> Result<Map<String, Value>, Refusal> {
@@ -181,7 +196,7 @@ pub fn confine_search(body: &[u8], policy: &SearchPolicy<'_>) -> Result<Vec<u8>,
     let mut wrapper = Map::new();
     wrapper.insert("bool".to_string(), Value::Object(confined));
     top.insert("query".to_string(), Value::Object(wrapper));
-    Ok(Value::Object(top).to_string().into_bytes())
+    Ok(serialise(&Value::Object(top), body.len()))
 }
 
 /// Whether `name` is one of the whitespace-separated names of `list`.

@@ -51,6 +51,11 @@ pub(crate) async fn serve(
     if op == Op::Search && memchr::memmem::find(&raw, b"\"slice\"").is_some() {
         slice_needs_a_cursor(&raw, params.contains("scroll"))?;
     }
+    // The rewritten copy is built beside the client's body and its parse
+    // (three copies of a large body, for the read's charge of two): it is
+    // charged before it is built, and while it is sent.
+    let mut _copy = osproxy_upstream::budget::Charge::default();
+    _copy.set(raw.len() as u64)?;
     let body = if shared {
         let policy = SearchPolicy {
             field: &t.logical.field,
@@ -76,11 +81,9 @@ pub(crate) async fn serve(
             .map(bytes::Bytes::from)
             .map_err(|r| ProxyError::new(ErrorCode::ConstructRefused, r.to_string()))?
     };
-    // The client's body and its parse are given back, and the rewritten
-    // copy is charged while it is sent (it was held uncharged beside
-    // them: three copies of a large body for a charge of two).
+    // The client's body and its parse are given back; the copy stays
+    // charged while it is sent.
     drop(raw);
-    let mut _copy = osproxy_upstream::budget::Charge::default();
     _copy.set(body.len() as u64)?;
     let body = if body.is_empty() { None } else { Some(body) };
     let path = t.path(endpoint, None, &params.encode());

@@ -12,7 +12,7 @@ use osproxy_control::LogicalIndex;
 use osproxy_core::{PartitionId, Placement};
 use serde_json::{json, Value};
 
-use osproxy_upstream::{read_answer, RequestBody, UpstreamCluster};
+use osproxy_upstream::{read_answer, Answering, RequestBody, UpstreamCluster};
 
 /// One side of a move: a placement of one partition of a logical index.
 #[derive(Clone, Copy)]
@@ -154,7 +154,9 @@ pub(crate) async fn call(
         .await
         .map_err(|e| MoveError(format!("cluster {}: {e}", cluster.id)))?;
     let status = resp.status().as_u16();
-    let bytes = read_answer(resp.into_body(), &cluster.id)
+    // Charged, never refused: a move's page is read whatever the budget
+    // (refusing it would fail the move; what it holds is counted).
+    let bytes = read_answer(resp.into_body(), &cluster.id, Answering::Change)
         .await
         .map_err(|e| MoveError(e.reason))?;
     Ok((status, bytes))

@@ -716,7 +716,8 @@ async fn nodes_advertising(
     cluster: &str,
     pretty: bool,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let bytes = osproxy_upstream::read_answer(body, cluster).await?;
+    let bytes =
+        osproxy_upstream::read_answer(body, cluster, osproxy_upstream::Answering::Read).await?;
     let json = parts
         .headers
         .get(CONTENT_TYPE)

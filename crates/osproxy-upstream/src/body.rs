@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use osproxy_core::{ErrorCode, ProxyError};
 
 use crate::budget::Charge;
@@ -237,80 +237,126 @@ where
     if body.size_hint().lower() > MAX_BUFFERED as u64 {
         return Err(too_large());
     }
-    // Every byte held is charged to the process-wide budget as it arrives,
-    // and the charge goes with the bytes returned: it is given back when
-    // the last reference to them is dropped. A body of known length is
-    // copied once into a buffer of that size; one of unknown length (a
-    // chunked or decoded body) is kept frame by frame and joined once at
-    // the end, so it is never held more than twice (no buffer doubling).
-    let mut charge = Charge::default();
-    let exact = body
-        .size_hint()
-        .exact()
-        .and_then(|n| usize::try_from(n).ok())
-        .filter(|&n| n > 0);
-    // Reserved, not charged: the pages are only used as bytes arrive, and
-    // charged then, so announcing a length and sending nothing holds no
-    // share of the budget.
-    let mut joined: Vec<u8> = Vec::new();
-    if let Some(n) = exact {
-        joined.reserve_exact(n);
-    }
-    let mut frames: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
+    let mut whole = Whole::new(&body.size_hint(), Admit::WithinBudget);
     let mut body = std::pin::pin!(body);
     while let Some(frame) = next_frame(&mut body).await? {
         let frame = frame.map_err(|e| crate::decode::body_error(&*e.into()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if data.is_empty() {
-            continue;
-        }
-        total += data.len();
-        if total > MAX_BUFFERED {
+        if whole.total.saturating_add(data.len()) > MAX_BUFFERED {
             return Err(too_large());
         }
-        charge.set(total as u64)?;
-        if exact.is_some() && total <= joined.capacity() {
-            joined.extend_from_slice(&data);
+        whole.push(data)?;
+    }
+    whole.finish()
+}
+
+/// Whether a body read whole may be refused for the budget.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Refused (`503 overloaded`) when the budget cannot cover it.
+    WithinBudget,
+    /// Always read and charged, past the budget if need be: the answer to a
+    /// request that may have changed something, which must be told.
+    Always,
+}
+
+/// A body being read whole. Every byte held is charged to the
+/// process-wide budget as it arrives, and the charge goes with the bytes
+/// returned: it is given back when the last reference to them is dropped.
+/// A body of known length is copied once into a buffer of that size; one
+/// of unknown length (a chunked or decoded body) is kept frame by frame and
+/// joined once at the end, so it is never held more than twice (no buffer
+/// doubling).
+struct Whole {
+    charge: Charge,
+    admit: Admit,
+    exact: bool,
+    joined: Vec<u8>,
+    frames: Vec<Bytes>,
+    total: usize,
+}
+
+impl Whole {
+    fn new(hint: &SizeHint, admit: Admit) -> Self {
+        let exact = hint
+            .exact()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n > 0 && n <= MAX_BUFFERED);
+        // Reserved, not charged: the pages are only used as bytes arrive,
+        // and charged then, so announcing a length and sending nothing
+        // holds no share of the budget.
+        let mut joined: Vec<u8> = Vec::new();
+        if let Some(n) = exact {
+            joined.reserve_exact(n);
+        }
+        Whole {
+            charge: Charge::default(),
+            admit,
+            exact: exact.is_some(),
+            joined,
+            frames: Vec::new(),
+            total: 0,
+        }
+    }
+
+    fn charge(&mut self, held: usize) -> Result<(), ProxyError> {
+        match self.admit {
+            Admit::WithinBudget => self.charge.set(held as u64),
+            Admit::Always => {
+                self.charge.force(held as u64);
+                Ok(())
+            }
+        }
+    }
+
+    fn push(&mut self, data: Bytes) -> Result<(), ProxyError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.total += data.len();
+        self.charge(self.total)?;
+        if self.exact && self.total <= self.joined.capacity() {
+            self.joined.extend_from_slice(&data);
         } else {
-            frames.push(data);
+            self.frames.push(data);
         }
+        Ok(())
     }
-    if exact.is_some() && frames.is_empty() {
-        if joined.is_empty() {
-            return Ok(Bytes::new());
+
+    fn finish(mut self) -> Result<Bytes, ProxyError> {
+        if self.frames.is_empty() {
+            if self.joined.is_empty() {
+                return Ok(Bytes::new());
+            }
+            let joined = std::mem::take(&mut self.joined);
+            return Ok(self.held(Held::Joined(joined)));
         }
-        return Ok(Bytes::from_owner(Charged {
-            bytes: Held::Joined(joined),
-            _charge: charge,
-        }));
-    }
-    if joined.is_empty() && frames.len() == 1 {
-        if let Some(only) = frames.pop() {
-            return Ok(Bytes::from_owner(Charged {
-                bytes: Held::Frame(only),
-                _charge: charge,
-            }));
+        if self.joined.is_empty() && self.frames.len() == 1 {
+            if let Some(only) = self.frames.pop() {
+                return Ok(self.held(Held::Frame(only)));
+            }
         }
+        // The join: both copies are held until it is done.
+        let total = self.total;
+        self.charge(2 * total)?;
+        let mut whole = Vec::with_capacity(total);
+        whole.extend_from_slice(&self.joined);
+        self.joined = Vec::new();
+        for f in self.frames.drain(..) {
+            whole.extend_from_slice(&f);
+        }
+        self.charge(total)?;
+        Ok(self.held(Held::Joined(whole)))
     }
-    if total == 0 {
-        return Ok(Bytes::new());
+
+    fn held(self, bytes: Held) -> Bytes {
+        Bytes::from_owner(Charged {
+            bytes,
+            _charge: self.charge,
+        })
     }
-    // The join: both copies are held until it is done.
-    charge.set((2 * total) as u64)?;
-    let mut whole = Vec::with_capacity(total);
-    whole.extend_from_slice(&joined);
-    drop(joined);
-    for f in frames.drain(..) {
-        whole.extend_from_slice(&f);
-    }
-    charge.set(total as u64)?;
-    Ok(Bytes::from_owner(Charged {
-        bytes: Held::Joined(whole),
-        _charge: charge,
-    }))
 }
 
 /// Bytes read whole, with their charge on the budget.
@@ -333,30 +379,58 @@ impl AsRef<[u8]> for Charged {
     }
 }
 
-/// Reads a cluster's answer whole, up to [`MAX_BUFFERED`] bytes; an answer
-/// that breaks off or grows larger is the cluster's failure (502), never
-/// the client's.
-pub async fn read_answer<B>(body: B, cluster: &str) -> Result<Bytes, ProxyError>
+/// What a cluster's answer read whole answers, for the budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answering {
+    /// A read: an answer the budget cannot cover is not read further and
+    /// the request is refused `503 overloaded` (retryable: nothing changed).
+    Read,
+    /// A request that may have changed something (a write, an index's
+    /// creation): its answer is always read and told, charged past the
+    /// budget if need be (later requests are refused until it is given back).
+    Change,
+}
+
+/// Reads a cluster's answer whole, up to [`MAX_BUFFERED`] bytes, charged to
+/// the process-wide budget as it arrives (the charge goes with the bytes
+/// returned); an answer that breaks off or grows larger is the cluster's
+/// failure (502), never the client's.
+pub async fn read_answer<B>(
+    body: B,
+    cluster: &str,
+    answering: Answering,
+) -> Result<Bytes, ProxyError>
 where
     B: Body<Data = Bytes>,
-    B::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: std::fmt::Display,
 {
-    Limited::new(body, MAX_BUFFERED)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| {
-            let why = if e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                format!("answered more than {MAX_BUFFERED} bytes")
-            } else {
-                format!("broke off its answer: {e}")
-            };
-            ProxyError::new(
-                ErrorCode::UpstreamUnavailable,
-                format!("cluster {cluster} {why}"),
-            )
-        })
+    let failed = |why: String| {
+        ProxyError::new(
+            ErrorCode::UpstreamUnavailable,
+            format!("cluster {cluster} {why}"),
+        )
+    };
+    let admit = match answering {
+        Answering::Read => Admit::WithinBudget,
+        Answering::Change => Admit::Always,
+    };
+    let mut whole = Whole::new(&body.size_hint(), admit);
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| failed(format!("broke off its answer: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if whole.total.saturating_add(data.len()) > MAX_BUFFERED {
+            return Err(failed(format!("answered more than {MAX_BUFFERED} bytes")));
+        }
+        whole.push(data).map_err(|e| ProxyError {
+            reason: format!(
+                "osproxy is holding its limit of bodies read whole (server.max_buffered_total); the cluster's answer to this read was not read further (nothing was changed): retry shortly ({})",
+                e.reason
+            ),
+            ..e
+        })?;
+    }
+    whole.finish()
 }

@@ -85,6 +85,20 @@ impl Charge {
         Ok(())
     }
 
+    /// Makes the charge `held` bytes whatever the budget: for what must be
+    /// held anyway (the answer to a write, which must be told). Past the
+    /// limit, later requests are refused until it is given back.
+    pub fn force(&mut self, held: u64) {
+        let total = held.saturating_mul(PARSE_FACTOR);
+        if total <= self.bytes {
+            HELD.fetch_sub(self.bytes - total, Ordering::Relaxed);
+        } else {
+            HELD.fetch_add(total - self.bytes, Ordering::Relaxed);
+        }
+        self.bytes = total;
+        report();
+    }
+
     /// What this charge counts for on the budget (twice the bytes held).
     pub fn bytes(&self) -> u64 {
         self.bytes
@@ -133,6 +147,15 @@ mod tests {
         a.set(50).unwrap();
         assert_eq!(held(), base + 500);
         b.set(450).unwrap();
+        // Forced past the limit, and later charges refused until it is
+        // given back.
+        let mut c = Charge::default();
+        c.force(400);
+        assert_eq!(held(), base + 1800);
+        assert!(Charge::default().set(1).is_err());
+        c.force(10);
+        assert_eq!(held(), base + 1020);
+        drop(c);
         drop(a);
         drop(b);
         assert_eq!(held(), base);

@@ -28,8 +28,12 @@ const MI_OPTION_ARENA_PURGE_MULT: std::ffi::c_int = 24;
 /// in RSS beside the next ones', and the budget would no longer bound the
 /// process's memory (32 bodies of 99 MiB at once peaked at +541 MiB with
 /// the delay, about +300 MiB without). Small blocks, the request path's,
-/// keep mimalloc's page-level delay.
+/// keep mimalloc's page-level delay. An operator's own
+/// `MIMALLOC_ARENA_PURGE_MULT` is left as set.
 fn return_large_blocks_at_once() {
+    if std::env::var_os("MIMALLOC_ARENA_PURGE_MULT").is_some() {
+        return;
+    }
     // SAFETY: sets an integer option of the linked allocator; called once,
     // before any other thread exists.
     unsafe { mi_option_set(MI_OPTION_ARENA_PURGE_MULT, 0) };

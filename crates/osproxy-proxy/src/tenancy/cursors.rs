@@ -231,7 +231,7 @@ async fn scroll_continue(
         upstream["scroll"] = Value::from(s);
     }
     let (parts, resp) = tenancy
-        .exchange(
+        .read(
             &t,
             Method::POST,
             "/_search/scroll",
@@ -406,7 +406,7 @@ async fn pit_search(
         format!("/_search?{}", kept.encode())
     };
     let (parts, resp) = tenancy
-        .exchange(
+        .read(
             &t,
             Method::POST,
             &path,

@@ -137,7 +137,7 @@ pub(crate) async fn serve(
         answer
     } else {
         tenancy
-            .exchange(t, method.clone(), &path, &headers, body)
+            .read(t, method.clone(), &path, &headers, body)
             .await?
     };
     let ids = physical_id.as_deref().zip(logical_id.as_deref());

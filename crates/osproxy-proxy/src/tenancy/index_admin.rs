@@ -63,7 +63,7 @@ pub(crate) async fn serve(
     match (endpoint, &method) {
         (None, &Method::HEAD) => {
             let (p, _) = tenancy
-                .exchange(t, Method::HEAD, &index_path, &parts.headers, None)
+                .read(t, Method::HEAD, &index_path, &parts.headers, None)
                 .await?;
             let mut resp = Response::new(ResponseBody::empty());
             *resp.status_mut() = p.status;
@@ -144,7 +144,7 @@ pub(crate) async fn serve(
         (Some("_mapping" | "_mappings"), &Method::GET) | (Some("_settings"), &Method::GET) => {
             let path = format!("{index_path}/{}", endpoint.unwrap_or_default());
             let (p, b) = tenancy
-                .exchange(t, Method::GET, &path, &parts.headers, None)
+                .read(t, Method::GET, &path, &parts.headers, None)
                 .await?;
             if !p.status.is_success() {
                 return Ok(json_response(p, reverse::error(&b, t, None)));

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use osproxy_control::{ControlPlane, LogicalIndex, PartitionRule, Snapshot, WriteTicket};
 use osproxy_core::{EndpointKind, ErrorCode, PartitionId, Placement, ProxyError};
-use osproxy_upstream::ClientBody;
+use osproxy_upstream::{Answering, ClientBody};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::auth::Principal;
@@ -526,7 +526,9 @@ impl Tenancy {
         Ok(answer)
     }
 
-    /// Sends a rewritten request and reads the response whole (bounded).
+    /// Sends a rewritten request that may change something and reads the
+    /// response whole (bounded; charged to the budget, past it if need be,
+    /// since what was applied must be told).
     pub(crate) async fn exchange(
         &self,
         target: &Target<'_>,
@@ -534,6 +536,48 @@ impl Tenancy {
         path_and_query: &str,
         headers: &HeaderMap,
         body: Option<Bytes>,
+    ) -> Result<(http::response::Parts, Bytes), ProxyError> {
+        self.exchange_as(
+            target,
+            method,
+            path_and_query,
+            headers,
+            body,
+            Answering::Change,
+        )
+        .await
+    }
+
+    /// Sends a rewritten read and reads the response whole (bounded); an
+    /// answer the budget cannot cover is not read further, and the read is
+    /// refused `503 overloaded` (retryable: nothing changed).
+    pub(crate) async fn read(
+        &self,
+        target: &Target<'_>,
+        method: http::Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<(http::response::Parts, Bytes), ProxyError> {
+        self.exchange_as(
+            target,
+            method,
+            path_and_query,
+            headers,
+            body,
+            Answering::Read,
+        )
+        .await
+    }
+
+    async fn exchange_as(
+        &self,
+        target: &Target<'_>,
+        method: http::Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Option<Bytes>,
+        answering: Answering,
     ) -> Result<(http::response::Parts, Bytes), ProxyError> {
         let mut req = Request::builder().method(method).uri(path_and_query);
         // The client's content type and `accept` are not forwarded: osproxy
@@ -586,7 +630,7 @@ impl Tenancy {
             }
         };
         let (parts, body) = resp.into_parts();
-        let bytes = osproxy_upstream::read_answer(body, &target.cluster.id).await;
+        let bytes = osproxy_upstream::read_answer(body, &target.cluster.id, answering).await;
         crate::limits::upstream(sent.elapsed());
         let bytes = bytes?;
         crate::diagnostics::with(|t| {

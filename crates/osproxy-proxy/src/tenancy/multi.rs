@@ -205,7 +205,7 @@ pub(crate) async fn mget(
         tenancy.ensure_shared_mapping(&target).await?;
         let body = Bytes::from(json!({"docs": docs}).to_string());
         let (parts, resp) = tenancy
-            .exchange(&target, Method::POST, &path, &HeaderMap::new(), Some(body))
+            .read(&target, Method::POST, &path, &HeaderMap::new(), Some(body))
             .await?;
         #[derive(serde::Deserialize)]
         struct Docs {
@@ -441,7 +441,7 @@ pub(crate) async fn msearch(
             continue;
         };
         let (status, resp) = match tenancy
-            .exchange(first, Method::POST, &path, &nd, Some(Bytes::from(body)))
+            .read(first, Method::POST, &path, &nd, Some(Bytes::from(body)))
             .await
         {
             Ok((p, r)) => (p.status, r),

@@ -87,9 +87,7 @@ pub(crate) async fn serve(
     _copy.set(body.len() as u64)?;
     let body = if body.is_empty() { None } else { Some(body) };
     let path = t.path(endpoint, None, &params.encode());
-    let (parts, resp) = tenancy
-        .exchange(t, Method::POST, &path, &headers, body)
-        .await?;
+    let (parts, resp) = tenancy.read(t, Method::POST, &path, &headers, body).await?;
     let out = if parts.status.is_success() {
         if op == Op::Search {
             cursors::wrap_response(tenancy, &reverse::search_response(&resp, t), t)

@@ -102,7 +102,7 @@ impl Tenancy {
             utf8_percent_encode(t.physical_index(), SEGMENT)
         );
         let (parts, body) = self
-            .exchange(t, http::Method::GET, &path, &HeaderMap::new(), None)
+            .read(t, http::Method::GET, &path, &HeaderMap::new(), None)
             .await?;
         let names: Vec<String> =
             serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)

@@ -488,3 +488,87 @@ async fn the_budget_counts_parsed_values_and_not_announced_lengths() {
     // Nothing stays charged.
     crate::common::wait_metric(&f.proxy, gauge, 0.0, std::time::Duration::from_secs(10)).await;
 }
+
+/// The cluster's answers osproxy reads whole (to reverse them) are charged
+/// to the budget too: a read whose answer the budget cannot cover is not
+/// read further and is refused 503 `overloaded` (retryable: nothing
+/// changed), while one it covers is answered; a write's answer is always
+/// read and told; and the charge is given back afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clusters_answers_read_whole_are_charged_to_the_budget() {
+    let tag = "gzanswer";
+    let f = Fleet::start_with(
+        &node().url(),
+        tag,
+        "[server]\nmax_buffered_total = \"4mb\"\n",
+    );
+    let acme = f.client("acme-svc");
+    let pad = "y".repeat(700 * 1024);
+    for i in 0..3 {
+        let r = acme
+            .put(
+                &format!("/orders/_doc/big{i}?refresh=true"),
+                &json!({"title": "big", "pad": pad}),
+            )
+            .await;
+        assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    }
+    // One document's answer (~0.7 MiB, counted twice) is covered.
+    let r = acme.get("/orders/_doc/big0").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["_source"]["pad"].as_str().map(str::len),
+        Some(pad.len())
+    );
+    // Three of them in one answer (~2.1 MiB, counted twice) are not.
+    let r = acme
+        .raw(
+            Method::POST,
+            "/orders/_search",
+            Some(Bytes::from_static(
+                br#"{"query":{"match_all":{}},"size":3}"#,
+            )),
+            &[JSON],
+        )
+        .await;
+    assert_eq!(r.status, 503, "{}", &r.text()[..r.text().len().min(300)]);
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "overloaded", "{v}");
+    assert_eq!(v["error"]["osproxy"]["retryable"], true, "{v}");
+    assert_eq!(r.headers["retry-after"], "1", "{v}");
+    assert!(
+        v["error"]["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("answer") && s.contains("max_buffered_total")),
+        "{v}"
+    );
+    // A bulk whose answers add up to more than the budget is applied and
+    // told in full.
+    let mut bulk = String::new();
+    for i in 0..6000 {
+        bulk.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"orders\",\"_id\":\"small-{i}\"}}}}\n{{\"title\":\"t\"}}\n"
+        ));
+    }
+    let r = f.bulk_as("acme-svc", bulk).await;
+    assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(300)]);
+    let v = r.json();
+    assert_eq!(
+        v["errors"],
+        false,
+        "{}",
+        &r.text()[..r.text().len().min(600)]
+    );
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(6000));
+    // Everything is given back.
+    let gauge = "osproxy_buffered_request_bytes";
+    let mut held = f64::MAX;
+    for _ in 0..50 {
+        held = crate::common::metric(&f.proxy, gauge).await.unwrap();
+        if held == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(held, 0.0, "{gauge} after every answer was sent");
+}

@@ -1,9 +1,18 @@
 //! Usage per partition: what each tenant asked of the clusters, for an
 //! operator to see who is noisy and to bill.
 //!
-//! Bounded in cardinality: the first `max_partitions` partitions seen get a
-//! row of their own, every later one is counted under [`OTHER`]. A row is
-//! a handful of atomics: recording is lock-free once the row exists.
+//! Bounded in cardinality, the busiest first: at most `max_partitions`
+//! partitions have a row of their own, the rest are counted under
+//! [`OTHER`]. Once the rows are full, a partition without one is counted
+//! under [`OTHER`] and in a small sketch of its requests (a count-min
+//! sketch: an estimate that is never below the truth); when the estimate
+//! passes the rank of the least busy row, that row is retired (its counts
+//! go to [`OTHER`]) and the partition gets a row, ranked from its estimate
+//! (the space-saving scheme), so a tenant that becomes noisy late is seen.
+//! Every event is counted once, in one row: the rows and [`OTHER`] always
+//! add up to the instance's totals. A row is a handful of atomics: recording
+//! is lock-free once the row exists, and a partition under [`OTHER`] only
+//! takes the table's lock when it is promoted.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -28,6 +37,9 @@ pub struct UsageRow {
     pub upstream_us: AtomicU64,
     /// Requests refused by a per-tenant limit.
     pub limited: AtomicU64,
+    /// What the row is ranked by: its requests, plus the estimate of those
+    /// counted under [`OTHER`] before it got its row.
+    rank: AtomicU64,
 }
 
 impl UsageRow {
@@ -58,6 +70,24 @@ impl UsageRow {
         );
     }
 
+    fn counters(&self) -> [&AtomicU64; 6] {
+        [
+            &self.requests,
+            &self.request_bytes,
+            &self.response_bytes,
+            &self.documents,
+            &self.upstream_us,
+            &self.limited,
+        ]
+    }
+
+    /// Adds `other`'s counts to this row's.
+    fn absorb(&self, other: &UsageRow) {
+        for (to, from) in self.counters().into_iter().zip(other.counters()) {
+            to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     fn json(&self, partition: &str) -> serde_json::Value {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
@@ -72,6 +102,41 @@ impl UsageRow {
     }
 }
 
+/// Cells per hash of the sketch of partitions without a row.
+const SKETCH_WIDTH: usize = 2048;
+/// Hashes of the sketch (its estimate is the least of their cells).
+const SKETCH_DEPTH: usize = 2;
+
+/// A count-min sketch of requests by partition name.
+#[derive(Debug)]
+struct Sketch {
+    cells: Box<[AtomicU64]>,
+    keys: [std::collections::hash_map::RandomState; SKETCH_DEPTH],
+}
+
+impl Sketch {
+    fn new() -> Self {
+        Sketch {
+            cells: (0..SKETCH_WIDTH * SKETCH_DEPTH)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            keys: std::array::from_fn(|_| std::collections::hash_map::RandomState::new()),
+        }
+    }
+
+    /// Counts one request of `partition`; the estimate of its requests.
+    fn add(&self, partition: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        let mut least = u64::MAX;
+        for (d, key) in self.keys.iter().enumerate() {
+            let cell = (key.hash_one(partition) as usize) % SKETCH_WIDTH;
+            let n = self.cells[d * SKETCH_WIDTH + cell].fetch_add(1, Ordering::Relaxed) + 1;
+            least = least.min(n);
+        }
+        least
+    }
+}
+
 /// A metric family of the rows: name, help, and how a row gives its value.
 type Family = (&'static str, &'static str, fn(&UsageRow) -> f64);
 
@@ -81,6 +146,14 @@ pub struct Usage {
     max_partitions: usize,
     rows: RwLock<HashMap<String, Arc<UsageRow>>>,
     other: Arc<UsageRow>,
+    /// Rows taken out of the table, still held by requests under way;
+    /// added to [`OTHER`] once none is.
+    retired: std::sync::Mutex<Vec<Arc<UsageRow>>>,
+    sketch: Sketch,
+    /// The least rank among the rows when the table was last changed: a
+    /// partition under [`OTHER`] whose estimate is not above it is not
+    /// promoted (and takes no lock).
+    floor: AtomicU64,
 }
 
 impl Usage {
@@ -91,6 +164,9 @@ impl Usage {
             max_partitions,
             rows: RwLock::new(HashMap::new()),
             other: Arc::new(UsageRow::default()),
+            retired: std::sync::Mutex::new(Vec::new()),
+            sketch: Sketch::new(),
+            floor: AtomicU64::new(0),
         }
     }
 
@@ -98,18 +174,34 @@ impl Usage {
     pub fn request(&self, partition: &str) -> Arc<UsageRow> {
         let row = self.row(partition);
         row.requests.fetch_add(1, Ordering::Relaxed);
+        row.rank.fetch_add(1, Ordering::Relaxed);
         row
     }
 
     fn row(&self, partition: &str) -> Arc<UsageRow> {
-        if let Some(r) = self
-            .rows
-            .read()
-            .ok()
-            .and_then(|m| m.get(partition).cloned())
-        {
-            return r;
+        let full = match self.rows.read() {
+            Ok(m) => {
+                if let Some(r) = m.get(partition) {
+                    return r.clone();
+                }
+                m.len() >= self.max_partitions
+            }
+            Err(_) => return self.other.clone(),
+        };
+        if self.max_partitions == 0 {
+            return self.other.clone();
         }
+        // Counted under `_other` unless its estimate passes the least busy
+        // row's rank.
+        let estimate = if full {
+            let estimate = self.sketch.add(partition);
+            if estimate <= self.floor.load(Ordering::Relaxed) {
+                return self.other.clone();
+            }
+            estimate
+        } else {
+            0
+        };
         let Ok(mut rows) = self.rows.write() else {
             return self.other.clone();
         };
@@ -117,11 +209,60 @@ impl Usage {
             return r.clone();
         }
         if rows.len() >= self.max_partitions {
-            return self.other.clone();
+            let least = rows
+                .iter()
+                .min_by_key(|(_, r)| r.rank.load(Ordering::Relaxed))
+                .map(|(p, r)| (p.clone(), r.rank.load(Ordering::Relaxed)));
+            let Some((least, rank)) = least else {
+                return self.other.clone();
+            };
+            if estimate <= rank {
+                self.floor.store(rank, Ordering::Relaxed);
+                return self.other.clone();
+            }
+            if let Some(out) = rows.remove(&least) {
+                if let Ok(mut retired) = self.retired.lock() {
+                    retired.push(out);
+                }
+            }
         }
-        let r = Arc::new(UsageRow::default());
+        // Ranked from its estimate (at least its true count under `_other`,
+        // where those requests stay), so the next partition must be busier
+        // still to take its place.
+        let r = Arc::new(UsageRow {
+            rank: AtomicU64::new(estimate.saturating_sub(1)),
+            ..UsageRow::default()
+        });
         rows.insert(partition.to_string(), r.clone());
+        if rows.len() >= self.max_partitions {
+            let least = rows
+                .values()
+                .map(|r| r.rank.load(Ordering::Relaxed))
+                .min()
+                .unwrap_or(0);
+            self.floor.store(least, Ordering::Relaxed);
+        }
         r
+    }
+
+    /// The `_other` row as it stands: what was counted under it, and the
+    /// retired rows (those no request holds any more are added to it for
+    /// good).
+    fn other_now(&self) -> UsageRow {
+        let now = UsageRow::default();
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.retain(|r| {
+                if Arc::strong_count(r) == 1 {
+                    self.other.absorb(r);
+                    false
+                } else {
+                    now.absorb(r);
+                    true
+                }
+            });
+        }
+        now.absorb(&self.other);
+        now
     }
 
     /// Every row (the `_other` row last when it counted anything), the
@@ -137,8 +278,9 @@ impl Usage {
             n(b).cmp(&n(a))
                 .then_with(|| a["partition"].as_str().cmp(&b["partition"].as_str()))
         });
-        if self.other.requests.load(Ordering::Relaxed) > 0 {
-            rows.push(self.other.json(OTHER));
+        let other = self.other_now();
+        if other.requests.load(Ordering::Relaxed) > 0 {
+            rows.push(other.json(OTHER));
         }
         serde_json::json!({"max_partitions": self.max_partitions, "partitions": rows})
     }
@@ -150,6 +292,7 @@ impl Usage {
             .read()
             .map(|m| m.iter().map(|(p, r)| (p.clone(), r.clone())).collect())
             .unwrap_or_default();
+        let other = self.other_now();
         let families: [Family; 6] = [
             (
                 "requests",
@@ -184,8 +327,8 @@ impl Usage {
             let _ = writeln!(out, "# TYPE osproxy_usage_{name} counter");
             for (p, r) in rows
                 .iter()
-                .map(|(p, r)| (p.as_str(), r))
-                .chain([(OTHER, &self.other)])
+                .map(|(p, r)| (p.as_str(), &**r))
+                .chain([(OTHER, &other)])
             {
                 let _ = writeln!(
                     out,
@@ -222,5 +365,46 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("osproxy_usage_documents_total{partition=\"a\"} 3"));
+    }
+
+    #[test]
+    fn a_partition_that_becomes_busy_late_gets_a_row_and_nothing_is_lost() {
+        let u = Usage::new(2);
+        for _ in 0..3 {
+            u.request("a");
+            u.request("b");
+        }
+        // Held by a request under way when its row is retired.
+        let held = u.request("b");
+        let mut c = None;
+        for _ in 0..10 {
+            c = Some(u.request("c"));
+        }
+        c.unwrap().documents(5);
+        held.documents(2);
+        let j = u.json();
+        let parts = j["partitions"].as_array().unwrap();
+        let find = |p: &str| parts.iter().find(|r| r["partition"] == p).cloned();
+        // "c" is promoted once its estimate passes the least busy row
+        // ("a", ranked 3): its first 3 requests stay under `_other`.
+        let c = find("c").expect("c has a row");
+        assert_eq!(c["requests"], 7, "{j}");
+        assert_eq!(c["documents"], 5, "{j}");
+        assert!(find("a").is_none(), "{j}");
+        assert!(find("b").is_some(), "{j}");
+        let total: u64 = parts.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+        assert_eq!(total, 17, "every request counted once: {j}");
+        let other = find(OTHER).unwrap();
+        assert_eq!(other["requests"], 3 + 3, "{j}");
+        drop(held);
+        // A partition that is not busier than the rows stays under `_other`.
+        u.request("d");
+        let j = u.json();
+        let parts = j["partitions"].as_array().unwrap();
+        assert_eq!(parts.len(), 3, "{j}");
+        let total: u64 = parts.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+        assert_eq!(total, 18, "{j}");
+        let docs: u64 = parts.iter().map(|r| r["documents"].as_u64().unwrap()).sum();
+        assert_eq!(docs, 7, "{j}");
     }
 }

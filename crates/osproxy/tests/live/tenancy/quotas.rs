@@ -243,3 +243,38 @@ async fn a_partition_over_its_limits_gets_429_and_the_others_do_not() {
         assert_eq!(search(&f, "globex-svc").await.status, 200);
     }
 }
+
+/// Usage rows are bounded but go to the busiest: with room for two, a
+/// partition that becomes noisy after two quiet ones have taken the rows
+/// gets a row of its own (the least busy row retires into `_other`), and
+/// every request is still counted exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_noisy_late_gets_a_usage_row() {
+    let f = Fleet::start_with(&node().url(), "usagetop", "[usage]\nmax_partitions = 2\n");
+    for p in ["quiet1", "quiet2"] {
+        for _ in 0..2 {
+            let r = f.gateway_for(p).get("/orders/_search").await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    }
+    for _ in 0..20 {
+        let r = f.gateway_for("noisy").get("/orders/_search").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let u = admin(&f, Method::GET, "/v1/usage", None).await.json();
+    let rows = u["partitions"].as_array().unwrap();
+    assert_eq!(rows[0]["partition"], "noisy", "{u}");
+    // Promoted once its estimate passed the least busy row's 2 requests.
+    let noisy = rows[0]["requests"].as_u64().unwrap();
+    assert!(noisy >= 17, "{u}");
+    let total: u64 = rows.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total, 24, "each request counted once: {u}");
+    assert_eq!(rows.len(), 3, "two rows and _other: {u}");
+    assert_eq!(rows[2]["partition"], "_other", "{u}");
+    let m = metric(
+        &f.proxy,
+        "osproxy_usage_requests_total{partition=\"noisy\"}",
+    )
+    .await;
+    assert_eq!(m, Some(noisy as f64));
+}

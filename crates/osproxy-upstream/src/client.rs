@@ -347,11 +347,14 @@ impl UpstreamCluster {
         };
         // A body still streaming from the client reports its progress:
         // the deadline for the cluster's answer counts from its end.
+        // The cluster reads nothing of a streaming body before the turn, so
+        // its progress is watched from the turn.
+        let turned = Instant::now();
         let progress = match req.body() {
             RequestBody::Client(_) | RequestBody::Checked(_)
                 if !http_body::Body::is_end_stream(req.body()) =>
             {
-                let progress = Arc::new(UploadProgress::new(started));
+                let progress = Arc::new(UploadProgress::new(turned));
                 let watched = progress.clone();
                 req = req.map(|inner| {
                     RequestBody::Checked(Box::pin(Reported {
@@ -365,7 +368,7 @@ impl UpstreamCluster {
         };
         let exchange = self.client.request(req);
         tokio::pin!(exchange);
-        let mut until = started + deadline;
+        let mut until = later(if progress.is_some() { turned } else { started }, deadline);
         let mut seen = 0u64;
         let result = loop {
             match tokio::time::timeout_at(until.into(), &mut exchange).await {
@@ -376,8 +379,8 @@ impl UpstreamCluster {
                     };
                     let now = Instant::now();
                     if let Some(ended) = p.ended() {
-                        if ended + deadline > now {
-                            until = ended + deadline;
+                        if later(ended, deadline) > now {
+                            until = later(ended, deadline);
                             continue;
                         }
                         break Err(UpstreamError::Timeout(deadline));
@@ -387,7 +390,7 @@ impl UpstreamCluster {
                         break Err(UpstreamError::UploadStalled(deadline));
                     }
                     seen = sent;
-                    until = now + deadline;
+                    until = later(now, deadline);
                 }
             }
         };
@@ -814,9 +817,27 @@ impl hyper::rt::Write for TrackedConnection {
     }
 }
 
+/// `t + d`, saturating far in the future: a configured timeout of any size
+/// (`"9999999999h"`) must not overflow an `Instant` on the request path.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_of_any_size_does_not_overflow() {
+        let now = Instant::now();
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(365 * 24 * 3600));
+    }
 
     #[test]
     fn only_what_cannot_have_been_applied_twice_is_retryable() {

@@ -13,6 +13,7 @@ pub mod query;
 pub mod search;
 pub mod source;
 mod source_error;
+pub mod stream;
 pub mod strict;
 
 pub use classify::{classify, Classified, ClassifyError};

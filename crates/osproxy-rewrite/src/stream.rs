@@ -1,0 +1,582 @@
+//! A search response reversed as it streams: `hits.hits` one hit at a time,
+//! so the memory a response holds is bounded by its largest hit, not by
+//! the response.
+//!
+//! The response is scanned as it arrives. Every byte outside the places
+//! that are rewritten is copied through as it comes; each element of
+//! `hits.hits` is held until it is complete and given to
+//! [`Reverse::hit`]; a top-level member named by [`Reverse::whole`] (small
+//! ones: `_shards`, `aggregations`, cursor ids) is held whole and given to
+//! [`Reverse::member`], and so is a `hits` or `hits.hits` that is not
+//! shaped as OpenSearch shapes it. The output is byte for byte what the
+//! same rewrites applied to the whole response give (separators and
+//! whitespace kept). A response that does not scan as a JSON object is an
+//! error, never passed on unreversed.
+
+/// The rewrites a streamed search response gets.
+pub trait Reverse {
+    /// Whether the top-level member `key` is held whole and rewritten.
+    fn whole(&self, key: &str) -> bool;
+    /// The rewrite of a member held whole: a top-level one named by
+    /// [`Reverse::whole`], `"hits"` when it is not an object, or
+    /// `"hits.hits"` when it is not an array.
+    fn member(&mut self, key: &str, value: &[u8]) -> Vec<u8>;
+    /// The rewrite of one element of `hits.hits`.
+    fn hit(&mut self, hit: &[u8]) -> Vec<u8>;
+}
+
+/// Why a streamed response could not be reversed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamError(pub String);
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+/// Where the scan is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// The response object.
+    Top,
+    /// The object under the top-level `hits`.
+    Hits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Before the response's `{`.
+    Start,
+    /// After an object's `{` (`first`) or a `,`: a key, or `}` when first.
+    Key(Level, bool),
+    /// After a key: the `:`.
+    Colon(Level, String),
+    /// After the `:`: the value's first byte.
+    Value(Level, String),
+    /// A value copied through as it comes.
+    Through(Level),
+    /// A value held whole, for [`Reverse::member`] under this name.
+    Held(Level, String),
+    /// After a member: `,` or `}`.
+    AfterMember(Level),
+    /// In `hits.hits`, after `[` (`first`) or a `,`: a hit, or `]` when
+    /// first.
+    Hit(bool),
+    /// A hit being held.
+    HeldHit,
+    /// After a hit: `,` or `]`.
+    AfterHit,
+    /// After the response's `}`: whitespace only.
+    End,
+}
+
+/// The end of one JSON value being scanned, across chunks.
+#[derive(Debug, Default, Clone)]
+struct ValueEnd {
+    started: bool,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// A number, `true`, `false` or `null`: it ends before a delimiter.
+    scalar: bool,
+}
+
+impl ValueEnd {
+    /// Scans `bytes`; `Some(n)` when the value ends after its first `n`
+    /// bytes (a scalar ends before the delimiter that follows it).
+    fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            if !self.started {
+                self.started = true;
+                match b {
+                    b'{' | b'[' => self.depth = 1,
+                    b'"' => self.in_string = true,
+                    _ => self.scalar = true,
+                }
+                continue;
+            }
+            if self.scalar {
+                if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n') {
+                    return Some(i);
+                }
+                continue;
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    if self.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// A search response being reversed as it streams.
+pub struct SearchStream<R> {
+    reverse: R,
+    state: State,
+    /// Input not yet consumed (at most a key, or a scalar's start).
+    pending: Vec<u8>,
+    /// The value or hit being held.
+    held: Vec<u8>,
+    value: ValueEnd,
+    /// The most bytes held at once.
+    max_held: usize,
+}
+
+impl<R: Reverse> SearchStream<R> {
+    /// A stream holding at most `max_held` bytes of one value or hit.
+    pub fn new(reverse: R, max_held: usize) -> Self {
+        SearchStream {
+            reverse,
+            state: State::Start,
+            pending: Vec::new(),
+            held: Vec::new(),
+            value: ValueEnd::default(),
+            max_held,
+        }
+    }
+
+    /// The bytes held now (a partial hit or member, and unconsumed input).
+    pub fn holding(&self) -> usize {
+        self.held.capacity() + self.pending.capacity()
+    }
+
+    /// Reverses the next chunk: what can be sent now is appended to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+        if self.pending.is_empty() {
+            let used = self.run(chunk, out)?;
+            self.pending.extend_from_slice(&chunk[used..]);
+        } else {
+            let mut input = std::mem::take(&mut self.pending);
+            input.extend_from_slice(chunk);
+            let used = self.run(&input, out)?;
+            input.drain(..used);
+            self.pending = input;
+        }
+        if self.pending.len() > 64 * 1024 {
+            return Err(StreamError(
+                "the cluster's search answer has a key or number longer than 64 KiB".into(),
+            ));
+        }
+        if self.pending.is_empty() && self.pending.capacity() > 4096 {
+            self.pending = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// The end of the response: an error unless it was complete.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let pending = std::mem::take(&mut self.pending);
+        let used = self.run(&pending, out)?;
+        if self.state != State::End || used < pending.len() {
+            return Err(StreamError(
+                "the cluster's search answer ended before it was complete".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn unexpected(&self, b: u8) -> StreamError {
+        StreamError(format!(
+            "the cluster's search answer is not the JSON expected: {:?} where {}",
+            char::from(b),
+            match self.state {
+                State::Start => "an object was to start",
+                State::Key(..) => "a key was expected",
+                State::Colon(..) => "`:` was expected",
+                State::AfterMember(_) => "`,` or `}` was expected",
+                State::Hit(_) | State::AfterHit => "a hit, `,` or `]` was expected",
+                _ => "nothing more was expected",
+            }
+        ))
+    }
+
+    fn hold(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
+        if self.held.len() + bytes.len() > self.max_held {
+            return Err(StreamError(format!(
+                "a hit or member of the cluster's search answer is larger than {} bytes",
+                self.max_held
+            )));
+        }
+        self.held.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Consumes what it can of `input`; returns how much.
+    fn run(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, StreamError> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match std::mem::replace(&mut self.state, State::End) {
+                State::Start => {
+                    if is_ws(b) {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::Start;
+                    } else if b == b'{' {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::Key(Level::Top, true);
+                    } else {
+                        self.state = State::Start;
+                        return Err(self.unexpected(b));
+                    }
+                }
+                State::Key(level, first) => {
+                    if is_ws(b) {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::Key(level, first);
+                    } else if b == b'}' && first {
+                        out.push(b);
+                        i += 1;
+                        self.state = Self::closed(level);
+                    } else if b == b'"' {
+                        let Some(len) = string_end(&input[i..]) else {
+                            self.state = State::Key(level, first);
+                            return Ok(i);
+                        };
+                        let raw = &input[i..i + len];
+                        let key: String = serde_json::from_slice(raw).map_err(|e| {
+                            StreamError(format!("a key of the cluster's search answer: {e}"))
+                        })?;
+                        out.extend_from_slice(raw);
+                        i += len;
+                        self.state = State::Colon(level, key);
+                    } else {
+                        self.state = State::Key(level, first);
+                        return Err(self.unexpected(b));
+                    }
+                }
+                State::Colon(level, key) => {
+                    if is_ws(b) || b == b':' {
+                        out.push(b);
+                        i += 1;
+                        self.state = if b == b':' {
+                            State::Value(level, key)
+                        } else {
+                            State::Colon(level, key)
+                        };
+                    } else {
+                        self.state = State::Colon(level, key);
+                        return Err(self.unexpected(b));
+                    }
+                }
+                State::Value(level, key) => {
+                    if is_ws(b) {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::Value(level, key);
+                        continue;
+                    }
+                    self.value = ValueEnd::default();
+                    self.state = match (level, key.as_str(), b) {
+                        (Level::Top, "hits", b'{') => {
+                            out.push(b);
+                            i += 1;
+                            State::Key(Level::Hits, true)
+                        }
+                        (Level::Hits, "hits", b'[') => {
+                            out.push(b);
+                            i += 1;
+                            State::Hit(true)
+                        }
+                        (Level::Top, "hits", _) => State::Held(level, key),
+                        (Level::Hits, "hits", _) => State::Held(level, "hits.hits".into()),
+                        (Level::Top, k, _) if self.reverse.whole(k) => State::Held(level, key),
+                        _ => State::Through(level),
+                    };
+                }
+                State::Through(level) => match self.value.scan(&input[i..]) {
+                    Some(n) => {
+                        out.extend_from_slice(&input[i..i + n]);
+                        i += n;
+                        self.state = State::AfterMember(level);
+                    }
+                    None if self.value.scalar => {
+                        // A scalar's end is its delimiter: what is seen of
+                        // it is kept until that comes.
+                        self.value = ValueEnd::default();
+                        self.state = State::Through(level);
+                        return Ok(i);
+                    }
+                    None => {
+                        out.extend_from_slice(&input[i..]);
+                        i = input.len();
+                        self.state = State::Through(level);
+                    }
+                },
+                State::Held(level, key) => match self.value.scan(&input[i..]) {
+                    Some(n) => {
+                        self.hold(&input[i..i + n])?;
+                        i += n;
+                        let held = std::mem::take(&mut self.held);
+                        out.extend_from_slice(&self.reverse.member(&key, &held));
+                        self.state = State::AfterMember(level);
+                    }
+                    None if self.value.scalar => {
+                        self.value = ValueEnd::default();
+                        self.state = State::Held(level, key);
+                        return Ok(i);
+                    }
+                    None => {
+                        self.hold(&input[i..])?;
+                        i = input.len();
+                        self.state = State::Held(level, key);
+                    }
+                },
+                State::AfterMember(level) => {
+                    if is_ws(b) {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::AfterMember(level);
+                    } else if b == b',' {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::Key(level, false);
+                    } else if b == b'}' {
+                        out.push(b);
+                        i += 1;
+                        self.state = Self::closed(level);
+                    } else {
+                        self.state = State::AfterMember(level);
+                        return Err(self.unexpected(b));
+                    }
+                }
+                State::Hit(first) => {
+                    if is_ws(b) {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::Hit(first);
+                    } else if b == b']' && first {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::AfterMember(Level::Hits);
+                    } else if b == b']' || b == b',' {
+                        self.state = State::Hit(first);
+                        return Err(self.unexpected(b));
+                    } else {
+                        self.value = ValueEnd::default();
+                        self.state = State::HeldHit;
+                    }
+                }
+                State::HeldHit => match self.value.scan(&input[i..]) {
+                    Some(n) => {
+                        self.hold(&input[i..i + n])?;
+                        i += n;
+                        let hit = std::mem::take(&mut self.held);
+                        out.extend_from_slice(&self.reverse.hit(&hit));
+                        // The buffer is reused for the next hit unless
+                        // this one was unusually large.
+                        self.held = hit;
+                        self.held.clear();
+                        if self.held.capacity() > 1024 * 1024 {
+                            self.held = Vec::new();
+                        }
+                        self.state = State::AfterHit;
+                    }
+                    None if self.value.scalar => {
+                        self.value = ValueEnd::default();
+                        self.state = State::HeldHit;
+                        return Ok(i);
+                    }
+                    None => {
+                        self.hold(&input[i..])?;
+                        i = input.len();
+                        self.state = State::HeldHit;
+                    }
+                },
+                State::AfterHit => {
+                    if is_ws(b) {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::AfterHit;
+                    } else if b == b',' {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::Hit(false);
+                    } else if b == b']' {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::AfterMember(Level::Hits);
+                    } else {
+                        self.state = State::AfterHit;
+                        return Err(self.unexpected(b));
+                    }
+                }
+                State::End => {
+                    if is_ws(b) {
+                        out.push(b);
+                        i += 1;
+                        self.state = State::End;
+                    } else {
+                        self.state = State::End;
+                        return Err(self.unexpected(b));
+                    }
+                }
+            }
+        }
+        Ok(i)
+    }
+
+    fn closed(level: Level) -> State {
+        match level {
+            Level::Top => State::End,
+            Level::Hits => State::AfterMember(Level::Top),
+        }
+    }
+}
+
+/// The length of the JSON string at the start of `b` (with its quotes), if
+/// it is all there.
+fn string_end(b: &[u8]) -> Option<usize> {
+    let mut escaped = false;
+    for (i, &c) in b.iter().enumerate().skip(1) {
+        if escaped {
+            escaped = false;
+        } else if c == b'\\' {
+            escaped = true;
+        } else if c == b'"' {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Marks what it rewrites, so a test sees each rewrite applied once.
+    struct Mark;
+
+    impl Reverse for Mark {
+        fn whole(&self, key: &str) -> bool {
+            key == "_shards" || key == "aggregations"
+        }
+        fn member(&mut self, key: &str, value: &[u8]) -> Vec<u8> {
+            format!("<{key}:{}>", String::from_utf8_lossy(value)).into_bytes()
+        }
+        fn hit(&mut self, hit: &[u8]) -> Vec<u8> {
+            format!("<hit:{}>", String::from_utf8_lossy(hit)).into_bytes()
+        }
+    }
+
+    fn whole(input: &str) -> Result<String, StreamError> {
+        chunked(input, input.len().max(1))
+    }
+
+    fn chunked(input: &str, size: usize) -> Result<String, StreamError> {
+        let mut s = SearchStream::new(Mark, 1 << 20);
+        let mut out = Vec::new();
+        for c in input.as_bytes().chunks(size) {
+            s.feed(c, &mut out)?;
+        }
+        s.finish(&mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn hits_and_held_members_are_rewritten_the_rest_copied() {
+        let input = r#"{"took":5,"timed_out":false,"_shards":{"total":1},"hits":{"total":{"value":2},"max_score":1.0,"hits":[{"_id":"a","_source":{"s":"]}\"{"}},{"_id":"b"}]},"aggregations":{"x":{"value":1}}}"#;
+        let want = r#"{"took":5,"timed_out":false,"_shards":<_shards:{"total":1}>,"hits":{"total":{"value":2},"max_score":1.0,"hits":[<hit:{"_id":"a","_source":{"s":"]}\"{"}}>,<hit:{"_id":"b"}>]},"aggregations":<aggregations:{"x":{"value":1}}>}"#;
+        for size in [1, 2, 3, 7, 16, 1000] {
+            assert_eq!(chunked(input, size).unwrap(), want, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn whitespace_and_empty_containers_are_kept() {
+        let input = "{\n  \"hits\" : {\n    \"hits\" : [ ]\n  },\n  \"e\" : { } ,\"n\":-1.5e3 }\n";
+        assert_eq!(whole(input).unwrap(), input);
+        for size in [1, 2, 5] {
+            assert_eq!(chunked(input, size).unwrap(), input);
+        }
+        let input = "{ \"hits\" : { \"hits\" : [ {\"a\":1} , 2 ] } }";
+        assert_eq!(
+            whole(input).unwrap(),
+            "{ \"hits\" : { \"hits\" : [ <hit:{\"a\":1}> , <hit:2> ] } }"
+        );
+        assert_eq!(whole("{}").unwrap(), "{}");
+    }
+
+    #[test]
+    fn hits_not_shaped_as_expected_are_held_whole() {
+        assert_eq!(
+            whole(r#"{"hits":[1,2],"x":1}"#).unwrap(),
+            r#"{"hits":<hits:[1,2]>,"x":1}"#
+        );
+        assert_eq!(
+            whole(r#"{"hits":{"hits":{"a":1}}}"#).unwrap(),
+            r#"{"hits":{"hits":<hits.hits:{"a":1}>}}"#
+        );
+        // `hits` deeper than the response's own is not a hit list.
+        assert_eq!(
+            whole(r#"{"other":{"hits":{"hits":[1]}}}"#).unwrap(),
+            r#"{"other":{"hits":{"hits":[1]}}}"#
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_complete_object_is_an_error() {
+        for bad in [
+            "[1]",
+            "{\"a\":1",
+            "{\"hits\":{\"hits\":[{\"a\":1}",
+            "{\"a\" 1}",
+            "{\"a\":1,}",
+            "{\"a\":1}x",
+            "{\"hits\":{\"hits\":[,]}}",
+            "",
+        ] {
+            assert!(whole(bad).is_err(), "{bad:?}");
+            assert!(chunked(bad, 1).is_err(), "{bad:?} byte by byte");
+        }
+    }
+
+    #[test]
+    fn a_hit_larger_than_the_bound_is_an_error() {
+        let mut s = SearchStream::new(Mark, 10);
+        let mut out = Vec::new();
+        let r = s.feed(br#"{"hits":{"hits":[{"a":"0123456789"}]}}"#, &mut out);
+        assert!(r.is_err());
+        // Nothing of the hit was sent.
+        assert!(!String::from_utf8_lossy(&out).contains("0123"));
+    }
+
+    #[test]
+    fn keys_are_read_with_their_escapes() {
+        // `h\u0069ts` is `hits`.
+        assert_eq!(
+            whole(r#"{"h\u0069ts":{"hits":[1]}}"#).unwrap(),
+            r#"{"h\u0069ts":{"hits":[<hit:1>]}}"#
+        );
+    }
+}

@@ -460,6 +460,73 @@ enum Inner {
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
     /// Another body, gzip-compressed as it streams.
     Gzip(Box<Gzipped>),
+    /// A search answer reversed as it streams.
+    Reversed(Box<Reversing>),
+}
+
+/// A cluster's search answer reversed as it streams: memory is bounded by
+/// its largest hit (charged to the process-wide budget), not by the
+/// answer. An answer that cannot be reversed (or held within the budget)
+/// ends the body with an error, so the client sees a broken response,
+/// never one passed on unreversed or cut short as if complete.
+pub struct Reversing {
+    upstream: Incoming,
+    stream: osproxy_rewrite::stream::SearchStream<crate::tenancy::reverse::Streamed>,
+    charge: osproxy_upstream::budget::Charge,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Reversing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reversing(..)")
+    }
+}
+
+impl Reversing {
+    fn poll_reversed(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, osproxy_upstream::BodyError>>> {
+        loop {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            let mut out = Vec::new();
+            match Pin::new(&mut self.upstream).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    out.reserve(data.len() + 64);
+                    let fed = self.stream.feed(&data, &mut out).map_err(Into::into);
+                    let charged = fed.and_then(|()| {
+                        self.charge
+                            .set(self.stream.holding() as u64)
+                            .map_err(|e| e.reason.into())
+                    });
+                    if let Err(e) = charged {
+                        self.ended = true;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    if let Err(e) = self.stream.finish(&mut out) {
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                    self.charge = osproxy_upstream::budget::Charge::default();
+                }
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+            }
+        }
+    }
 }
 
 /// A body compressed frame by frame: each frame is flushed (a sync flush),
@@ -494,7 +561,7 @@ impl Gzipped {
     fn poll_compressed(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, osproxy_upstream::BodyError>>> {
         use std::io::Write;
         loop {
             let Some(encoder) = self.encoder.as_mut() else {
@@ -551,6 +618,24 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Channel(rx),
             _in_flight: Some(in_flight),
+            account: None,
+        }
+    }
+
+    /// A cluster's search answer, reversed by `reverse` as it streams (a
+    /// hit or member held at most [`osproxy_upstream::MAX_BUFFERED`] bytes).
+    pub(crate) fn reversed(upstream: Incoming, reverse: crate::tenancy::reverse::Streamed) -> Self {
+        ResponseBody {
+            inner: Inner::Reversed(Box::new(Reversing {
+                upstream,
+                stream: osproxy_rewrite::stream::SearchStream::new(
+                    reverse,
+                    osproxy_upstream::MAX_BUFFERED,
+                ),
+                charge: osproxy_upstream::budget::Charge::default(),
+                ended: false,
+            })),
+            _in_flight: None,
             account: None,
         }
     }
@@ -617,12 +702,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = osproxy_upstream::BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, osproxy_upstream::BodyError>>> {
         let this = self.get_mut();
         let polled = this.poll_inner(cx);
         if let Some(a) = &this.account {
@@ -645,6 +730,7 @@ impl Body for ResponseBody {
             Inner::Full(b) => b.is_none(),
             Inner::Channel(_) => false,
             Inner::Gzip(g) => g.encoder.is_none(),
+            Inner::Reversed(r) => r.ended,
         }
     }
 
@@ -653,7 +739,7 @@ impl Body for ResponseBody {
             Inner::Upstream(b) => b.size_hint(),
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
-            Inner::Channel(_) | Inner::Gzip(_) => SizeHint::default(),
+            Inner::Channel(_) | Inner::Gzip(_) | Inner::Reversed(_) => SizeHint::default(),
         }
     }
 }
@@ -662,11 +748,11 @@ impl ResponseBody {
     fn poll_inner(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, osproxy_upstream::BodyError>>> {
         let this = self;
         match &mut this.inner {
             Inner::Upstream(b) => {
-                let polled = Pin::new(b).poll_frame(cx);
+                let polled = Pin::new(b).poll_frame(cx).map_err(Into::into);
                 if let Poll::Ready(None) = polled {
                     // Finished: free the in-flight slot now rather than when
                     // the connection gets around to dropping the body.
@@ -679,6 +765,7 @@ impl ResponseBody {
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
             Inner::Gzip(g) => g.poll_compressed(cx),
+            Inner::Reversed(r) => r.poll_reversed(cx),
         }
     }
 }

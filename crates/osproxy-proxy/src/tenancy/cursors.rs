@@ -37,31 +37,49 @@ fn open_cursors() -> &'static OpenCursors {
 const MAX_OPEN_PER_PARTITION: usize = 1024;
 
 fn sign(tenancy: &Tenancy, kind: &str, t: &Target<'_>, upstream: String) -> String {
-    let id = wrap(
-        &tenancy.cursor_key,
-        &Cursor {
-            kind: kind.into(),
-            cluster: t.cluster.id.clone(),
-            partition: t.partition.as_str().into(),
-            index: t.logical.name.clone(),
-            upstream,
-            physical: t.physical_index().to_string(),
-            placement: t.placement.kind().to_string(),
-            epoch: t.epoch,
-        },
-    );
-    if let Ok(mut open) = open_cursors().lock() {
-        let list = open
-            .entry((kind.to_string(), t.partition.as_str().to_string()))
-            .or_default();
-        if !list.contains(&id) {
-            list.push_back(id.clone());
-            if list.len() > MAX_OPEN_PER_PARTITION {
-                list.pop_front();
+    signer(tenancy, t)(kind, upstream)
+}
+
+/// Signs the cursor ids the cluster hands out for `t` (`scroll` or `pit`,
+/// and the cluster's id): owned, for a response that streams after its
+/// request's handler returned.
+pub(crate) fn signer(
+    tenancy: &Tenancy,
+    t: &Target<'_>,
+) -> impl FnMut(&str, String) -> String + Send + 'static {
+    let key = tenancy.cursor_key.clone();
+    let base = Cursor {
+        kind: String::new(),
+        cluster: t.cluster.id.clone(),
+        partition: t.partition.as_str().into(),
+        index: t.logical.name.clone(),
+        upstream: String::new(),
+        physical: t.physical_index().to_string(),
+        placement: t.placement.kind().to_string(),
+        epoch: t.epoch,
+    };
+    move |kind: &str, upstream: String| {
+        let id = wrap(
+            &key,
+            &Cursor {
+                kind: kind.into(),
+                upstream,
+                ..base.clone()
+            },
+        );
+        if let Ok(mut open) = open_cursors().lock() {
+            let list = open
+                .entry((kind.to_string(), base.partition.clone()))
+                .or_default();
+            if !list.contains(&id) {
+                list.push_back(id.clone());
+                if list.len() > MAX_OPEN_PER_PARTITION {
+                    list.pop_front();
+                }
             }
         }
+        id
     }
-    id
 }
 
 /// Forgets closed cursors.

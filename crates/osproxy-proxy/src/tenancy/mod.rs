@@ -14,15 +14,15 @@ mod document;
 mod index_admin;
 mod multi;
 mod params;
-mod reverse;
+pub(crate) mod reverse;
 mod search;
 mod shared_index;
 mod wire;
 
 pub(crate) use shared_index::shared_create_body;
 pub(crate) use wire::{
-    body_partition, check_encoding, check_plain_json, json_ok, json_response, read_json,
-    strict_body, update_keeps_partition,
+    body_partition, check_encoding, check_plain_json, json_ok, json_response, json_stream_response,
+    read_json, strict_body, update_keeps_partition,
 };
 
 use std::sync::Arc;
@@ -579,6 +579,65 @@ impl Tenancy {
         body: Option<Bytes>,
         answering: Answering,
     ) -> Result<(http::response::Parts, Bytes), ProxyError> {
+        let (parts, body, sent) = self
+            .send(target, method, path_and_query, headers, body)
+            .await?;
+        let bytes = osproxy_upstream::read_answer(body, &target.cluster.id, answering).await;
+        crate::limits::upstream(sent.elapsed());
+        let bytes = bytes?;
+        crate::diagnostics::with(|t| {
+            t.record(
+                "upstream_status",
+                Value::Count(u64::from(parts.status.as_u16())),
+            );
+            t.record("upstream_bytes", Value::Bytes(bytes.len() as u64));
+            t.enter(Stage::Reverse);
+        });
+        Ok((parts, bytes))
+    }
+
+    /// Sends a rewritten read and hands back the answer's body unread, to
+    /// be reversed as it streams (the time waited on the cluster counts to
+    /// its headers).
+    pub(crate) async fn read_streaming(
+        &self,
+        target: &Target<'_>,
+        method: http::Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<(http::response::Parts, hyper::body::Incoming), ProxyError> {
+        let (parts, body, sent) = self
+            .send(target, method, path_and_query, headers, body)
+            .await?;
+        crate::limits::upstream(sent.elapsed());
+        crate::diagnostics::with(|t| {
+            t.record(
+                "upstream_status",
+                Value::Count(u64::from(parts.status.as_u16())),
+            );
+            t.enter(Stage::Reverse);
+        });
+        Ok((parts, body))
+    }
+
+    /// Sends a rewritten request; the answer's head, its body unread, and
+    /// when it was sent.
+    async fn send(
+        &self,
+        target: &Target<'_>,
+        method: http::Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<
+        (
+            http::response::Parts,
+            hyper::body::Incoming,
+            std::time::Instant,
+        ),
+        ProxyError,
+    > {
         let mut req = Request::builder().method(method).uri(path_and_query);
         // The client's content type and `accept` are not forwarded: osproxy
         // checked the body as JSON and reads only JSON answers, so it says
@@ -630,17 +689,6 @@ impl Tenancy {
             }
         };
         let (parts, body) = resp.into_parts();
-        let bytes = osproxy_upstream::read_answer(body, &target.cluster.id, answering).await;
-        crate::limits::upstream(sent.elapsed());
-        let bytes = bytes?;
-        crate::diagnostics::with(|t| {
-            t.record(
-                "upstream_status",
-                Value::Count(u64::from(parts.status.as_u16())),
-            );
-            t.record("upstream_bytes", Value::Bytes(bytes.len() as u64));
-            t.enter(Stage::Reverse);
-        });
-        Ok((parts, bytes))
+        Ok((parts, body, sent))
     }
 }

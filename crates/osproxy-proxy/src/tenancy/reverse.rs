@@ -8,6 +8,105 @@ use osproxy_rewrite::source::strip_field;
 
 use super::Target;
 
+/// Where a response came from, as its reversal needs it: a request's
+/// [`Target`], or an owned copy for a response that streams after the
+/// request's handler has returned.
+pub(crate) trait Placed {
+    fn logical(&self) -> &osproxy_control::LogicalIndex;
+    fn partition(&self) -> &str;
+    fn shared(&self) -> bool;
+    fn physical_index(&self) -> &str;
+}
+
+impl Placed for Target<'_> {
+    fn logical(&self) -> &osproxy_control::LogicalIndex {
+        &self.logical
+    }
+    fn partition(&self) -> &str {
+        self.partition.as_str()
+    }
+    fn shared(&self) -> bool {
+        Target::shared(self)
+    }
+    fn physical_index(&self) -> &str {
+        Target::physical_index(self)
+    }
+}
+
+/// A [`Target`]'s names, owned.
+pub(crate) struct Names {
+    logical: std::sync::Arc<osproxy_control::LogicalIndex>,
+    partition: osproxy_core::PartitionId,
+    placement: std::sync::Arc<osproxy_core::Placement>,
+}
+
+impl Names {
+    pub(crate) fn of(t: &Target<'_>) -> Self {
+        Names {
+            logical: t.logical.clone(),
+            partition: t.partition.clone(),
+            placement: t.placement.clone(),
+        }
+    }
+}
+
+impl Placed for Names {
+    fn logical(&self) -> &osproxy_control::LogicalIndex {
+        &self.logical
+    }
+    fn partition(&self) -> &str {
+        self.partition.as_str()
+    }
+    fn shared(&self) -> bool {
+        self.placement.is_shared()
+    }
+    fn physical_index(&self) -> &str {
+        self.placement.physical_index(&self.logical.name)
+    }
+}
+
+/// Signs a cursor id the cluster handed out: `(kind, upstream id)`.
+pub(crate) type Signer = Box<dyn FnMut(&str, String) -> String + Send>;
+
+/// A search response's rewrites, applied as it streams
+/// ([`osproxy_rewrite::stream`]): the same as [`search_response`] and, with
+/// a signer, the cursor ids' wrapping.
+pub(crate) struct Streamed {
+    pub(crate) names: Names,
+    /// Signs a cursor id the cluster handed out (`scroll` or `pit`).
+    pub(crate) sign: Option<Signer>,
+}
+
+impl osproxy_rewrite::stream::Reverse for Streamed {
+    fn whole(&self, key: &str) -> bool {
+        matches!(key, "aggregations" | "_shards")
+            || (self.sign.is_some() && matches!(key, "_scroll_id" | "pit_id"))
+    }
+
+    fn member(&mut self, key: &str, value: &[u8]) -> Vec<u8> {
+        let t = &self.names;
+        match key {
+            "hits" => hits(value, t),
+            "hits.hits" => map_elements(value, |hit| Ok(document(hit, t)))
+                .unwrap_or_else(|_| aggregations(value, t)),
+            "aggregations" => aggregations(value, t),
+            "_shards" => error(value, t, None),
+            "_scroll_id" | "pit_id" => {
+                let kind = if key == "pit_id" { "pit" } else { "scroll" };
+                match (self.sign.as_mut(), serde_json::from_slice::<String>(value)) {
+                    (Some(sign), Ok(upstream)) => json_string(&sign(kind, upstream)),
+                    _ => value.to_vec(),
+                }
+            }
+            _ => value.to_vec(),
+        }
+    }
+
+    fn hit(&mut self, hit: &[u8]) -> Vec<u8> {
+        document(hit, &self.names)
+    }
+}
+
 fn json_string(s: &str) -> Vec<u8> {
     serde_json::Value::from(s).to_string().into_bytes()
 }
@@ -32,16 +131,16 @@ fn stripped(raw: &[u8], field: &str) -> Edit {
 }
 
 /// One document as OpenSearch returns it (get, write results, a hit).
-pub(crate) fn document(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+pub(crate) fn document(raw: &[u8], t: &impl Placed) -> Vec<u8> {
     let shared = t.shared();
-    let field = t.logical.field.as_str();
+    let field = t.logical().field.as_str();
     edit(raw, |key, value| match key {
-        "_index" => Edit::Replace(json_string(&t.logical.name)),
+        "_index" => Edit::Replace(json_string(&t.logical().name)),
         "_id" if shared => {
             let physical = as_str(value);
             match physical
                 .as_deref()
-                .and_then(|p| t.logical.id_template.logical(t.partition.as_str(), p))
+                .and_then(|p| t.logical().id_template.logical(t.partition(), p))
             {
                 Some(logical) => Edit::Replace(json_string(logical)),
                 None => Edit::Keep,
@@ -61,7 +160,7 @@ pub(crate) fn document(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
 
 /// A search (or inner-hits) response: every hit under `hits.hits` reversed,
 /// and so is every `top_hits` result among the aggregations.
-pub(crate) fn search_response(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+pub(crate) fn search_response(raw: &[u8], t: &impl Placed) -> Vec<u8> {
     edit(raw, |key, value| match key {
         "hits" => Edit::Replace(hits(value, t)),
         "aggregations" => Edit::Replace(aggregations(value, t)),
@@ -88,7 +187,7 @@ fn is_top_hits(raw: &[u8]) -> bool {
 }
 
 /// The `hits` level: `{"total":..,"hits":[hit, ...]}`.
-fn hits(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+fn hits(raw: &[u8], t: &impl Placed) -> Vec<u8> {
     edit(raw, |k, v| match k {
         "hits" => Edit::Replace(
             map_elements(v, |hit| Ok(document(hit, t))).unwrap_or_else(|_| aggregations(v, t)),
@@ -100,7 +199,7 @@ fn hits(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
 /// Aggregation results, walked to any depth (buckets, sub-aggregations):
 /// a result shaped like a `top_hits` one (`{"hits":{"hits":[...]}}`) has
 /// its hits reversed, whatever the aggregations are named.
-fn aggregations(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+fn aggregations(raw: &[u8], t: &impl Placed) -> Vec<u8> {
     match raw.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') if is_top_hits(raw) => edit(raw, |key, value| match key {
             "hits" => Edit::Replace(hits(value, t)),
@@ -116,14 +215,14 @@ fn aggregations(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
 
 /// A by-query answer: its `failures` name documents by physical index and
 /// id, translated back; the rest as an error body.
-pub(crate) fn by_query(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
+pub(crate) fn by_query(raw: &[u8], t: &impl Placed) -> Vec<u8> {
     let out = edit(raw, |key, value| match key {
         "failures" => Edit::Replace(
             map_elements(value, |f| {
                 Ok(edit(f, |k, v| match k {
                     "id" if t.shared() => as_str(v)
                         .as_deref()
-                        .and_then(|p| t.logical.id_template.logical(t.partition.as_str(), p))
+                        .and_then(|p| t.logical().id_template.logical(t.partition(), p))
                         .map_or(Edit::Keep, |l| Edit::Replace(json_string(l))),
                     _ => Edit::Keep,
                 }))
@@ -138,7 +237,7 @@ pub(crate) fn by_query(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
 /// An error body: physical names replaced by logical ones and, in a
 /// shared placement, the physical index's `index_uuid` removed (every
 /// tenant of the index would see the same one: proof they share it).
-pub(crate) fn error(raw: &[u8], t: &Target<'_>, physical_id: Option<(&str, &str)>) -> Vec<u8> {
+pub(crate) fn error(raw: &[u8], t: &impl Placed, physical_id: Option<(&str, &str)>) -> Vec<u8> {
     let unshared;
     let raw = if t.shared() {
         unshared = without_index_uuid(raw, 0);
@@ -149,7 +248,7 @@ pub(crate) fn error(raw: &[u8], t: &Target<'_>, physical_id: Option<(&str, &str)
     let mut out = replace_all(
         raw,
         t.physical_index().as_bytes(),
-        t.logical.name.as_bytes(),
+        t.logical().name.as_bytes(),
     );
     if let Some((physical, logical)) = physical_id {
         if physical != logical {
@@ -202,4 +301,105 @@ pub(crate) fn is_error(raw: &[u8]) -> bool {
         Edit::Keep
     });
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use osproxy_rewrite::stream::SearchStream;
+
+    use super::*;
+
+    fn names(shared: bool) -> Names {
+        let placement = Arc::new(if shared {
+            osproxy_core::Placement::Shared {
+                cluster: "main".into(),
+                index: "phys-shared".into(),
+            }
+        } else {
+            osproxy_core::Placement::Index {
+                cluster: "main".into(),
+                index: "phys-acme".into(),
+            }
+        });
+        Names {
+            logical: Arc::new(osproxy_control::LogicalIndex {
+                name: "orders".into(),
+                partition: osproxy_control::PartitionRule::Principal,
+                id_template: osproxy_rewrite::IdTemplate::parse("{partition}:{id}").unwrap(),
+                field: "_tenant".into(),
+                default: placement.clone(),
+                allow_scripts: false,
+                mappings: None,
+                settings: None,
+                epoch: 0,
+            }),
+            partition: osproxy_core::PartitionId::new("acme").unwrap(),
+            placement,
+        }
+    }
+
+    /// What the whole-answer path gives: the reversal, then the cursor
+    /// ids' wrapping (as `cursors::wrap_response` does it).
+    fn whole(raw: &[u8], t: &Names) -> Vec<u8> {
+        let out = search_response(raw, t);
+        edit(&out, |k, v| {
+            match (k, serde_json::from_slice::<String>(v)) {
+                ("_scroll_id" | "pit_id", Ok(id)) => {
+                    Edit::Replace(json_string(&format!("S({id})")))
+                }
+                _ => Edit::Keep,
+            }
+        })
+    }
+
+    fn streamed(raw: &[u8], t: Names, chunk: usize) -> Vec<u8> {
+        let reverse = Streamed {
+            names: t,
+            sign: Some(Box::new(|_: &str, id: String| format!("S({id})"))),
+        };
+        let mut s = SearchStream::new(reverse, 1 << 20);
+        let mut out = Vec::new();
+        for c in raw.chunks(chunk) {
+            s.feed(c, &mut out).unwrap();
+        }
+        s.finish(&mut out).unwrap();
+        out
+    }
+
+    /// The streamed reversal is byte for byte the whole-answer one, on
+    /// answers shaped as OpenSearch shapes them (compact and pretty), split
+    /// anywhere.
+    #[test]
+    fn a_streamed_answer_is_reversed_as_the_whole_one_is() {
+        let answers = [
+            r#"{"_scroll_id":"abc","took":3,"timed_out":false,"_shards":{"total":1,"successful":1,"skipped":0,"failed":1,"failures":[{"shard":0,"index":"phys-shared","reason":{"type":"x","index_uuid":"u1","index":"phys-shared"}}]},"hits":{"total":{"value":2,"relation":"eq"},"max_score":1.0,"hits":[{"_index":"phys-shared","_id":"acme:1","_score":1.0,"_routing":"acme","_source":{"_tenant":"acme","title":"a \"}]["},"highlight":{"_tenant":["<em>acme</em>"],"title":["a"]},"inner_hits":{"c":{"hits":{"total":{"value":1},"hits":[{"_index":"phys-shared","_id":"acme:2","_source":{"_tenant":"acme"}}]}}}},{"_index":"phys-shared","_id":"acme:3","_score":0.5,"_routing":"acme","_source":{"_tenant":"acme","n":[1,2,{"k":null}]},"fields":{"_tenant":["acme"]}}]},"aggregations":{"top":{"hits":{"total":{"value":1},"hits":[{"_index":"phys-shared","_id":"acme:9","_source":{"_tenant":"acme"}}]}},"by":{"buckets":[{"key":"x","doc_count":1,"t":{"hits":{"hits":[{"_id":"acme:7","_index":"phys-shared"}]}}}]}},"pit_id":"p1"}"#,
+            "{\n  \"took\" : 1,\n  \"hits\" : {\n    \"total\" : { \"value\" : 1 },\n    \"hits\" : [\n      {\n        \"_index\" : \"phys-shared\",\n        \"_id\" : \"acme:1\",\n        \"_source\" : { \"_tenant\" : \"acme\", \"t\" : 1 }\n      }\n    ]\n  }\n}\n",
+            r#"{"took":1,"hits":{"total":{"value":0},"max_score":null,"hits":[]}}"#,
+            r#"{"hits":{"hits":{"odd":{"_id":"acme:1"}}},"suggest":{}}"#,
+            r#"{"count":1}"#,
+        ];
+        for raw in answers {
+            for shared in [true, false] {
+                let want = whole(raw.as_bytes(), &names(shared));
+                for chunk in [1, 2, 3, 5, 8, 13, 64, 4096] {
+                    let got = streamed(raw.as_bytes(), names(shared), chunk);
+                    assert_eq!(
+                        String::from_utf8_lossy(&got),
+                        String::from_utf8_lossy(&want),
+                        "shared {shared}, chunks of {chunk}"
+                    );
+                }
+                // (An answer OpenSearch never gives, `hits.hits` an object,
+                // is held whole and walked as aggregations are.)
+                if shared && !raw.contains("odd") {
+                    let text = String::from_utf8(want).unwrap();
+                    assert!(!text.contains("phys-shared"), "{text}");
+                    assert!(!text.contains("acme:"), "{text}");
+                    assert!(!text.contains("_tenant"), "{text}");
+                }
+            }
+        }
+    }
 }

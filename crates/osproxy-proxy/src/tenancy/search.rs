@@ -10,7 +10,7 @@ use osproxy_rewrite::search::{check_dedicated, confine_search, SearchPolicy};
 use osproxy_upstream::ClientBody;
 
 use super::params::{rewrite_query, Op};
-use super::{cursors, json_response, read_json, reverse, Target, Tenancy};
+use super::{cursors, json_response, json_stream_response, read_json, reverse, Target, Tenancy};
 use crate::body::ResponseBody;
 
 pub(crate) async fn serve(
@@ -87,13 +87,33 @@ pub(crate) async fn serve(
     _copy.set(body.len() as u64)?;
     let body = if body.is_empty() { None } else { Some(body) };
     let path = t.path(endpoint, None, &params.encode());
+    if op == Op::Search {
+        // Reversed as it streams: memory bounded by the largest hit, not
+        // by the answer; an error answer is read whole (it is small).
+        let (parts, upstream) = tenancy
+            .read_streaming(t, Method::POST, &path, &headers, body)
+            .await?;
+        if parts.status.is_success() {
+            let reverse = reverse::Streamed {
+                names: reverse::Names::of(t),
+                sign: Some(Box::new(cursors::signer(tenancy, t))),
+            };
+            return Ok(json_stream_response(
+                parts,
+                ResponseBody::reversed(upstream, reverse),
+            ));
+        }
+        let resp = osproxy_upstream::read_answer(
+            upstream,
+            &t.cluster.id,
+            osproxy_upstream::Answering::Read,
+        )
+        .await?;
+        return Ok(json_response(parts, reverse::error(&resp, t, None)));
+    }
     let (parts, resp) = tenancy.read(t, Method::POST, &path, &headers, body).await?;
     let out = if parts.status.is_success() {
-        if op == Op::Search {
-            cursors::wrap_response(tenancy, &reverse::search_response(&resp, t), t)
-        } else {
-            resp.to_vec()
-        }
+        resp.to_vec()
     } else {
         reverse::error(&resp, t, None)
     };

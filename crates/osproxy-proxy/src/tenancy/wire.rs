@@ -87,7 +87,23 @@ pub(crate) fn json_response(parts: http::response::Parts, body: Vec<u8>) -> Resp
     } else {
         parts.status
     };
-    let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
+    with_head(&parts, status, ResponseBody::full(Bytes::from(body)))
+}
+
+/// A successful JSON answer that streams (a search reversed as it comes).
+pub(crate) fn json_stream_response(
+    parts: http::response::Parts,
+    body: ResponseBody,
+) -> Response<ResponseBody> {
+    with_head(&parts, parts.status, body)
+}
+
+fn with_head(
+    parts: &http::response::Parts,
+    status: http::StatusCode,
+    body: ResponseBody,
+) -> Response<ResponseBody> {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     for name in ["content-type", "warning", "x-opaque-id"] {
         if let Some(v) = parts.headers.get(name) {

@@ -490,7 +490,8 @@ async fn the_budget_counts_parsed_values_and_not_announced_lengths() {
 }
 
 /// The cluster's answers osproxy reads whole (to reverse them) are charged
-/// to the budget too: a read whose answer the budget cannot cover is not
+/// to the budget too (a search's is not read whole: it streams): a read
+/// whose answer the budget cannot cover is not
 /// read further and is refused 503 `overloaded` (retryable: nothing
 /// changed), while one it covers is answered; a write's answer is always
 /// read and told; and the charge is given back afterwards.
@@ -520,7 +521,8 @@ async fn the_clusters_answers_read_whole_are_charged_to_the_budget() {
         r.json()["_source"]["pad"].as_str().map(str::len),
         Some(pad.len())
     );
-    // Three of them in one answer (~2.1 MiB, counted twice) are not.
+    // A search streams, reversed one hit at a time: three of them in one
+    // answer are covered.
     let r = acme
         .raw(
             Method::POST,
@@ -528,6 +530,24 @@ async fn the_clusters_answers_read_whole_are_charged_to_the_budget() {
             Some(Bytes::from_static(
                 br#"{"query":{"match_all":{}},"size":3}"#,
             )),
+            &[JSON],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(300)]);
+    let hits = r.json()["hits"]["hits"].as_array().cloned().unwrap();
+    assert_eq!(hits.len(), 3);
+    for h in &hits {
+        assert_eq!(h["_index"], "orders", "{}", h["_id"]);
+        assert!(h["_source"].get("_tenant").is_none(), "{}", h["_id"]);
+        assert_eq!(h["_source"]["pad"].as_str().map(str::len), Some(pad.len()));
+    }
+    // An `_mget` answer is read whole: three of them (~2.1 MiB, counted
+    // twice) are not covered.
+    let r = acme
+        .raw(
+            Method::POST,
+            "/orders/_mget",
+            Some(Bytes::from_static(br#"{"ids":["big0","big1","big2"]}"#)),
             &[JSON],
         )
         .await;
@@ -571,4 +591,82 @@ async fn the_clusters_answers_read_whole_are_charged_to_the_budget() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(held, 0.0, "{gauge} after every answer was sent");
+}
+
+/// A search answer streams through tenancy, reversed one hit at a time: a
+/// 100 MiB answer grows the proxy's memory by far less than its size, and
+/// every hit is still reversed (logical index and id, partition field
+/// gone).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory() {
+    const MIB: usize = 1024 * 1024;
+    let tag = "bigsearch";
+    let f = Fleet::start(&node().url(), tag);
+    let acme = f.client("acme-svc");
+    // The shared index is made through the proxy; the bulk of the data goes
+    // to the node directly, so loading it does not touch the proxy's peak.
+    let r = acme
+        .put("/orders/_doc/seed?refresh=true", &json!({"title": "seed"}))
+        .await;
+    assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    let filler = "x".repeat(100_000);
+    let docs = 1050;
+    let mut bulk = String::with_capacity(106 * MIB);
+    for i in 0..docs {
+        bulk.push_str(
+            &json!({"index": {"_id": format!("acme:big{i}"), "routing": "acme"}}).to_string(),
+        );
+        bulk.push('\n');
+        bulk.push_str(&json!({"_tenant": "acme", "title": "big", "pad": filler}).to_string());
+        bulk.push('\n');
+    }
+    let r = Http::new()
+        .send_with(
+            Method::POST,
+            &format!("{}/t-{tag}-shared/_bulk?refresh=true", node().url()),
+            Some(bulk.into()),
+            &[("content-type", "application/x-ndjson")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["errors"], false);
+    // Warm the path.
+    let r = acme.get("/orders/_search?size=1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (rss_before, _) = f.proxy.rss_kib().unwrap();
+    let r = acme
+        .raw(
+            Method::POST,
+            "/orders/_search",
+            Some(Bytes::from(format!(
+                r#"{{"size":{},"query":{{"match":{{"title":"big"}}}}}}"#,
+                docs
+            ))),
+            &[JSON],
+        )
+        .await;
+    let (_, peak) = f.proxy.rss_kib().unwrap();
+    assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(300)]);
+    assert!(
+        r.body.len() >= 100 * MIB,
+        "answer of {} bytes",
+        r.body.len()
+    );
+    let v = r.json();
+    let hits = v["hits"]["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), docs);
+    for h in hits {
+        assert_eq!(h["_index"], "orders");
+        let id = h["_id"].as_str().unwrap();
+        assert!(id.starts_with("big"), "{id}");
+        assert!(h["_source"].get("_tenant").is_none(), "{id}");
+        assert!(h.get("_routing").is_none(), "{id}");
+    }
+    let grown_mib = peak.saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "a {} MiB search answer through tenancy: proxy RSS {rss_before} KiB before, peak {peak} KiB (+{grown_mib} MiB)",
+        r.body.len() / MIB
+    );
+    assert!(grown_mib < 16, "peak RSS grew {grown_mib} MiB");
 }

@@ -248,8 +248,10 @@ async fn scroll_continue(
     if let Some(s) = scroll {
         upstream["scroll"] = Value::from(s);
     }
+    // Always read whole, never refused for the budget: the cluster has
+    // advanced the scroll, so a refused page would be lost to a retry.
     let (parts, resp) = tenancy
-        .read(
+        .exchange(
             &t,
             Method::POST,
             "/_search/scroll",

@@ -205,6 +205,8 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     ] {
         if d.as_std().is_zero() {
             errs.push(ConfigError::new(key, "must be greater than zero"));
+        } else if d.as_std() > std::time::Duration::from_secs(24 * 3600) {
+            errs.push(ConfigError::new(key, "must be at most 24h"));
         }
     }
     let server = &config.server;
@@ -524,6 +526,12 @@ mod tests {
             keys(BASE, &["upstream.request_timeout=0s"]),
             ["upstream.request_timeout"]
         );
+        // A timeout past a day is a mistake (and would overflow deadlines).
+        assert_eq!(
+            keys(BASE, &["upstream.request_timeout=9999999999999h"]),
+            ["upstream.request_timeout"]
+        );
+        assert!(keys(BASE, &["upstream.request_timeout=24h"]).is_empty());
         assert_eq!(
             keys(
                 BASE,

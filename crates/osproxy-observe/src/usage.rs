@@ -154,7 +154,14 @@ pub struct Usage {
     /// partition under [`OTHER`] whose estimate is not above it is not
     /// promoted (and takes no lock).
     floor: AtomicU64,
+    /// When a row was last given to a busier partition (ms after
+    /// `started`; 0: never).
+    promoted_ms: AtomicU64,
+    started: std::time::Instant,
 }
+
+/// The least time between two promotions into a full table.
+const PROMOTE_EVERY_MS: u64 = 100;
 
 impl Usage {
     /// A table with rows for at most `max_partitions` partitions (0: every
@@ -167,6 +174,8 @@ impl Usage {
             retired: std::sync::Mutex::new(Vec::new()),
             sketch: Sketch::new(),
             floor: AtomicU64::new(0),
+            promoted_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -198,12 +207,26 @@ impl Usage {
             if estimate <= self.floor.load(Ordering::Relaxed) {
                 return self.other.clone();
             }
+            // At most one promotion per PROMOTE_EVERY_MS: a long tail of
+            // partitions whose estimates all pass the floor does not take
+            // the table's lock on every request.
+            let last = self.promoted_ms.load(Ordering::Relaxed);
+            if last != 0 && self.now_ms().saturating_sub(last) < PROMOTE_EVERY_MS {
+                return self.other.clone();
+            }
             estimate
         } else {
             0
         };
-        let Ok(mut rows) = self.rows.write() else {
-            return self.other.clone();
+        let Ok(mut rows) = self.rows.try_write() else {
+            // Busy: this request counts under `_other`, as it would have.
+            if full {
+                return self.other.clone();
+            }
+            let Ok(rows) = self.rows.write() else {
+                return self.other.clone();
+            };
+            return self.insert(rows, partition, estimate);
         };
         if let Some(r) = rows.get(partition) {
             return r.clone();
@@ -222,9 +245,27 @@ impl Usage {
             }
             if let Some(out) = rows.remove(&least) {
                 if let Ok(mut retired) = self.retired.lock() {
+                    self.fold(&mut retired, None);
                     retired.push(out);
                 }
             }
+            self.promoted_ms
+                .store(self.now_ms().max(1), Ordering::Relaxed);
+        }
+        self.insert(rows, partition, estimate)
+    }
+
+    fn insert(
+        &self,
+        mut rows: std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<UsageRow>>>,
+        partition: &str,
+        estimate: u64,
+    ) -> Arc<UsageRow> {
+        if let Some(r) = rows.get(partition) {
+            return r.clone();
+        }
+        if rows.len() >= self.max_partitions {
+            return self.other.clone();
         }
         // Ranked from its estimate (at least its true count under `_other`,
         // where those requests stay), so the next partition must be busier
@@ -251,18 +292,32 @@ impl Usage {
     fn other_now(&self) -> UsageRow {
         let now = UsageRow::default();
         if let Ok(mut retired) = self.retired.lock() {
-            retired.retain(|r| {
-                if Arc::strong_count(r) == 1 {
-                    self.other.absorb(r);
-                    false
-                } else {
-                    now.absorb(r);
-                    true
-                }
-            });
+            self.fold(&mut retired, Some(&now));
         }
         now.absorb(&self.other);
         now
+    }
+
+    /// Adds the retired rows no request holds any more to `_other` for
+    /// good; the others are added to `still` (when given) and kept.
+    fn fold(&self, retired: &mut Vec<Arc<UsageRow>>, still: Option<&UsageRow>) {
+        retired.retain(|r| {
+            if Arc::strong_count(r) == 1 {
+                // Every other holder's increments happened before it let go.
+                std::sync::atomic::fence(Ordering::Acquire);
+                self.other.absorb(r);
+                false
+            } else {
+                if let Some(still) = still {
+                    still.absorb(r);
+                }
+                true
+            }
+        });
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Every row (the `_other` row last when it counted anything), the
@@ -406,5 +461,37 @@ mod tests {
         assert_eq!(total, 18, "{j}");
         let docs: u64 = parts.iter().map(|r| r["documents"].as_u64().unwrap()).sum();
         assert_eq!(docs, 7, "{j}");
+    }
+
+    #[test]
+    fn promotions_into_a_full_table_are_spaced() {
+        let u = Usage::new(1);
+        u.request("a");
+        for _ in 0..3 {
+            u.request("b");
+        }
+        // "b" took the row; "c", busier still, waits for the spacing.
+        let has = |u: &Usage, p: &str| {
+            u.json()["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["partition"] == p)
+        };
+        assert!(has(&u, "b"));
+        for _ in 0..10 {
+            u.request("c");
+        }
+        assert!(!has(&u, "c"));
+        std::thread::sleep(std::time::Duration::from_millis(PROMOTE_EVERY_MS + 20));
+        u.request("c");
+        assert!(has(&u, "c"));
+        let total: u64 = u.json()["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["requests"].as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 15);
     }
 }

@@ -473,6 +473,9 @@ pub struct Reversing {
     upstream: Incoming,
     stream: osproxy_rewrite::stream::SearchStream<crate::tenancy::reverse::Streamed>,
     charge: osproxy_upstream::budget::Charge,
+    /// Charged past the budget rather than broken off (an answer that
+    /// opened a scroll: breaking it would orphan the cluster's context).
+    always: bool,
     ended: bool,
 }
 
@@ -504,10 +507,14 @@ impl Reversing {
                     };
                     out.reserve(data.len() + 64);
                     let fed = self.stream.feed(&data, &mut out).map_err(Into::into);
+                    let held = self.stream.holding() as u64;
                     let charged = fed.and_then(|()| {
-                        self.charge
-                            .set(self.stream.holding() as u64)
-                            .map_err(|e| e.reason.into())
+                        if self.always {
+                            self.charge.force(held);
+                            Ok(())
+                        } else {
+                            self.charge.set(held).map_err(|e| e.reason.into())
+                        }
                     });
                     if let Err(e) = charged {
                         self.ended = true;
@@ -624,7 +631,12 @@ impl ResponseBody {
 
     /// A cluster's search answer, reversed by `reverse` as it streams (a
     /// hit or member held at most [`osproxy_upstream::MAX_BUFFERED`] bytes).
-    pub(crate) fn reversed(upstream: Incoming, reverse: crate::tenancy::reverse::Streamed) -> Self {
+    /// `always`: charged past the budget rather than broken off.
+    pub(crate) fn reversed(
+        upstream: Incoming,
+        reverse: crate::tenancy::reverse::Streamed,
+        always: bool,
+    ) -> Self {
         ResponseBody {
             inner: Inner::Reversed(Box::new(Reversing {
                 upstream,
@@ -633,6 +645,7 @@ impl ResponseBody {
                     osproxy_upstream::MAX_BUFFERED,
                 ),
                 charge: osproxy_upstream::budget::Charge::default(),
+                always,
                 ended: false,
             })),
             _in_flight: None,

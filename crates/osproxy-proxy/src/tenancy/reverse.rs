@@ -170,6 +170,15 @@ pub(crate) fn search_response(raw: &[u8], t: &impl Placed) -> Vec<u8> {
     })
 }
 
+/// An answer whose only physical names are in its `_shards` failures (a
+/// count).
+pub(crate) fn shards_of(raw: &[u8], t: &impl Placed) -> Vec<u8> {
+    edit(raw, |key, value| match key {
+        "_shards" => Edit::Replace(error(value, t, None)),
+        _ => Edit::Keep,
+    })
+}
+
 /// Whether an aggregation result is a `top_hits` one: its `hits` member is
 /// an object whose own `hits` is an array.
 fn is_top_hits(raw: &[u8]) -> bool {
@@ -401,5 +410,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_counts_shard_failures_name_the_logical_index() {
+        let raw = br#"{"count":3,"_shards":{"total":2,"successful":1,"failed":1,"failures":[{"shard":1,"index":"phys-shared","reason":{"type":"x","index_uuid":"u1","index":"phys-shared"}}]}}"#;
+        let out = String::from_utf8(shards_of(raw, &names(true))).unwrap();
+        assert!(
+            !out.contains("phys-shared") && !out.contains("index_uuid"),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#""count":3"#) && out.contains(r#""index":"orders""#),
+            "{out}"
+        );
     }
 }

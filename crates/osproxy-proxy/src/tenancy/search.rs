@@ -100,7 +100,7 @@ pub(crate) async fn serve(
             };
             return Ok(json_stream_response(
                 parts,
-                ResponseBody::reversed(upstream, reverse),
+                ResponseBody::reversed(upstream, reverse, params.contains("scroll")),
             ));
         }
         let resp = osproxy_upstream::read_answer(
@@ -113,7 +113,8 @@ pub(crate) async fn serve(
     }
     let (parts, resp) = tenancy.read(t, Method::POST, &path, &headers, body).await?;
     let out = if parts.status.is_success() {
-        resp.to_vec()
+        // A count with shard failures names the physical index in them.
+        reverse::shards_of(&resp, t)
     } else {
         reverse::error(&resp, t, None)
     };

@@ -473,9 +473,10 @@ pub struct Reversing {
     upstream: Incoming,
     stream: osproxy_rewrite::stream::SearchStream<crate::tenancy::reverse::Streamed>,
     charge: osproxy_upstream::budget::Charge,
-    /// Charged past the budget rather than broken off (an answer that
-    /// opened a scroll: breaking it would orphan the cluster's context).
-    always: bool,
+    /// A change (an answer that opened or advanced a scroll: breaking it
+    /// would orphan the cluster's context or lose a page) is charged past
+    /// the budget rather than broken off.
+    answering: osproxy_upstream::Answering,
     ended: bool,
 }
 
@@ -509,12 +510,9 @@ impl Reversing {
                     let fed = self.stream.feed(&data, &mut out).map_err(Into::into);
                     let held = self.stream.holding() as u64;
                     let charged = fed.and_then(|()| {
-                        if self.always {
-                            self.charge.force(held);
-                            Ok(())
-                        } else {
-                            self.charge.set(held).map_err(|e| e.reason.into())
-                        }
+                        self.charge
+                            .take(held, self.answering)
+                            .map_err(|e| e.reason.into())
                     });
                     if let Err(e) = charged {
                         self.ended = true;
@@ -631,11 +629,12 @@ impl ResponseBody {
 
     /// A cluster's search answer, reversed by `reverse` as it streams (a
     /// hit or member held at most [`osproxy_upstream::MAX_BUFFERED`] bytes).
-    /// `always`: charged past the budget rather than broken off.
+    /// An answer to a change is charged past the budget rather than broken
+    /// off.
     pub(crate) fn reversed(
         upstream: Incoming,
         reverse: crate::tenancy::reverse::Streamed,
-        always: bool,
+        answering: osproxy_upstream::Answering,
     ) -> Self {
         ResponseBody {
             inner: Inner::Reversed(Box::new(Reversing {
@@ -645,7 +644,7 @@ impl ResponseBody {
                     osproxy_upstream::MAX_BUFFERED,
                 ),
                 charge: osproxy_upstream::budget::Charge::default(),
-                always,
+                answering,
                 ended: false,
             })),
             _in_flight: None,
@@ -694,6 +693,14 @@ impl ResponseBody {
             _in_flight: None,
             account: None,
         }
+    }
+
+    /// This body, holding the request's `server.max_in_flight` slot until
+    /// it is finished or dropped (an answer streamed or written to a slow
+    /// client is still in flight).
+    pub fn holding(mut self, in_flight: InFlight) -> Self {
+        self._in_flight = Some(in_flight);
+        self
     }
 
     /// This body, its bytes counted to `account` (which it holds until

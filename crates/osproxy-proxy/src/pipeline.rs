@@ -298,24 +298,21 @@ impl Proxy {
                     .tenancy
                     .serve_cursor(req, principal.as_deref(), kind)
                     .await;
-                drop(in_flight);
-                out
+                out.map(|r| r.map(|b| b.holding(in_flight)))
             }
             Route::UnscopedMulti => {
                 let out = self
                     .tenancy
                     .serve_unscoped(req, principal.as_deref(), kind)
                     .await;
-                drop(in_flight);
-                out
+                out.map(|r| r.map(|b| b.holding(in_flight)))
             }
             Route::Logical { index } => {
                 let out = self
                     .tenancy
                     .serve(req, principal.as_deref(), kind, &index)
                     .await;
-                drop(in_flight);
-                out
+                out.map(|r| r.map(|b| b.holding(in_flight)))
             }
             Route::Operator => {
                 self.operator(req, principal.as_deref(), request_id, in_flight)

@@ -8,6 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use osproxy_core::{ErrorCode, ProxyError};
 
+pub use crate::budget::Answering;
 use crate::budget::Charge;
 use crate::decode::ClientBody;
 
@@ -237,7 +238,8 @@ where
     if body.size_hint().lower() > MAX_BUFFERED as u64 {
         return Err(too_large());
     }
-    let mut whole = Whole::new(&body.size_hint(), Admit::WithinBudget);
+    // A client's body is refused (503) when the budget cannot cover it.
+    let mut whole = Whole::new(&body.size_hint(), Answering::Read);
     let mut body = std::pin::pin!(body);
     while let Some(frame) = next_frame(&mut body).await? {
         let frame = frame.map_err(|e| crate::decode::body_error(&*e.into()))?;
@@ -252,16 +254,6 @@ where
     whole.finish()
 }
 
-/// Whether a body read whole may be refused for the budget.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Admit {
-    /// Refused (`503 overloaded`) when the budget cannot cover it.
-    WithinBudget,
-    /// Always read and charged, past the budget if need be: the answer to a
-    /// request that may have changed something, which must be told.
-    Always,
-}
-
 /// A body being read whole. Every byte held is charged to the
 /// process-wide budget as it arrives, and the charge goes with the bytes
 /// returned: it is given back when the last reference to them is dropped.
@@ -271,7 +263,7 @@ enum Admit {
 /// doubling).
 struct Whole {
     charge: Charge,
-    admit: Admit,
+    admit: Answering,
     exact: bool,
     joined: Vec<u8>,
     frames: Vec<Bytes>,
@@ -279,7 +271,7 @@ struct Whole {
 }
 
 impl Whole {
-    fn new(hint: &SizeHint, admit: Admit) -> Self {
+    fn new(hint: &SizeHint, admit: Answering) -> Self {
         let exact = hint
             .exact()
             .and_then(|n| usize::try_from(n).ok())
@@ -302,13 +294,7 @@ impl Whole {
     }
 
     fn charge(&mut self, held: usize) -> Result<(), ProxyError> {
-        match self.admit {
-            Admit::WithinBudget => self.charge.set(held as u64),
-            Admit::Always => {
-                self.charge.force(held as u64);
-                Ok(())
-            }
-        }
+        self.charge.take(held as u64, self.admit)
     }
 
     fn push(&mut self, data: Bytes) -> Result<(), ProxyError> {
@@ -379,18 +365,6 @@ impl AsRef<[u8]> for Charged {
     }
 }
 
-/// What a cluster's answer read whole answers, for the budget.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Answering {
-    /// A read: an answer the budget cannot cover is not read further and
-    /// the request is refused `503 overloaded` (retryable: nothing changed).
-    Read,
-    /// A request that may have changed something (a write, an index's
-    /// creation): its answer is always read and told, charged past the
-    /// budget if need be (later requests are refused until it is given back).
-    Change,
-}
-
 /// Reads a cluster's answer whole, up to [`MAX_BUFFERED`] bytes, charged to
 /// the process-wide budget as it arrives (the charge goes with the bytes
 /// returned); an answer that breaks off or grows larger is the cluster's
@@ -410,11 +384,7 @@ where
             format!("cluster {cluster} {why}"),
         )
     };
-    let admit = match answering {
-        Answering::Read => Admit::WithinBudget,
-        Answering::Change => Admit::Always,
-    };
-    let mut whole = Whole::new(&body.size_hint(), admit);
+    let mut whole = Whole::new(&body.size_hint(), answering);
     let mut body = std::pin::pin!(body);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| failed(format!("broke off its answer: {e}")))?;

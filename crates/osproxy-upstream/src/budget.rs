@@ -56,6 +56,19 @@ pub fn held() -> u64 {
     HELD.load(Ordering::Relaxed)
 }
 
+/// What a cluster's answer answers, for the budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answering {
+    /// A read: an answer the budget cannot cover is not read further and
+    /// the request is refused `503 overloaded` (retryable: nothing changed).
+    Read,
+    /// A request that may have changed something (a write, an index's
+    /// creation, a page that advanced a scroll): its answer is always read
+    /// and told, charged past the budget if need be (later requests are
+    /// refused until it is given back).
+    Change,
+}
+
 /// One request's share of the budget; given back when dropped.
 #[derive(Debug, Default)]
 pub struct Charge {
@@ -97,6 +110,18 @@ impl Charge {
         }
         self.bytes = total;
         report();
+    }
+
+    /// Makes the charge `held` bytes as `answering` allows: refused when
+    /// the budget cannot cover a read, forced for an answer to a change.
+    pub fn take(&mut self, held: u64, answering: Answering) -> Result<(), ProxyError> {
+        match answering {
+            Answering::Read => self.set(held),
+            Answering::Change => {
+                self.force(held);
+                Ok(())
+            }
+        }
     }
 
     /// What this charge counts for on the budget (twice the bytes held).

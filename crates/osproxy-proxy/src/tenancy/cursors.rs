@@ -248,18 +248,17 @@ async fn scroll_continue(
     if let Some(s) = scroll {
         upstream["scroll"] = Value::from(s);
     }
-    // Always read whole, never refused for the budget: the cluster has
+    // Streamed, and never broken off for the budget: the cluster has
     // advanced the scroll, so a refused page would be lost to a retry.
-    let (parts, resp) = tenancy
-        .exchange(
-            &t,
-            Method::POST,
-            "/_search/scroll",
-            headers,
-            Some(Bytes::from(upstream.to_string())),
-        )
-        .await?;
-    Ok(page(tenancy, &t, parts, &resp))
+    super::search::streamed(
+        tenancy,
+        &t,
+        "/_search/scroll",
+        headers,
+        Some(Bytes::from(upstream.to_string())),
+        osproxy_upstream::Answering::Change,
+    )
+    .await
 }
 
 /// Clears scrolls or closes PITs, each checked, grouped per cluster.
@@ -425,29 +424,13 @@ async fn pit_search(
     } else {
         format!("/_search?{}", kept.encode())
     };
-    let (parts, resp) = tenancy
-        .read(
-            &t,
-            Method::POST,
-            &path,
-            headers,
-            Some(Bytes::from(Value::Object(upstream).to_string())),
-        )
-        .await?;
-    Ok(page(tenancy, &t, parts, &resp))
-}
-
-/// A page of hits: reversed, with its cursor ids signed.
-fn page(
-    tenancy: &Tenancy,
-    t: &Target<'_>,
-    parts: http::response::Parts,
-    resp: &[u8],
-) -> Response<ResponseBody> {
-    let out = if parts.status.is_success() {
-        wrap_response(tenancy, &reverse::search_response(resp, t), t)
-    } else {
-        reverse::error(resp, t, None)
-    };
-    json_response(parts, out)
+    super::search::streamed(
+        tenancy,
+        &t,
+        &path,
+        headers,
+        Some(Bytes::from(Value::Object(upstream).to_string())),
+        osproxy_upstream::Answering::Read,
+    )
+    .await
 }

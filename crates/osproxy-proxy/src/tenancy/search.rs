@@ -88,28 +88,14 @@ pub(crate) async fn serve(
     let body = if body.is_empty() { None } else { Some(body) };
     let path = t.path(endpoint, None, &params.encode());
     if op == Op::Search {
-        // Reversed as it streams: memory bounded by the largest hit, not
-        // by the answer; an error answer is read whole (it is small).
-        let (parts, upstream) = tenancy
-            .read_streaming(t, Method::POST, &path, &headers, body)
-            .await?;
-        if parts.status.is_success() {
-            let reverse = reverse::Streamed {
-                names: reverse::Names::of(t),
-                sign: Some(Box::new(cursors::signer(tenancy, t))),
-            };
-            return Ok(json_stream_response(
-                parts,
-                ResponseBody::reversed(upstream, reverse, params.contains("scroll")),
-            ));
-        }
-        let resp = osproxy_upstream::read_answer(
-            upstream,
-            &t.cluster.id,
-            osproxy_upstream::Answering::Read,
-        )
-        .await?;
-        return Ok(json_response(parts, reverse::error(&resp, t, None)));
+        // An answer that opens a scroll is charged past the budget rather
+        // than broken off (breaking it would orphan the cluster's context).
+        let answering = if params.contains("scroll") {
+            osproxy_upstream::Answering::Change
+        } else {
+            osproxy_upstream::Answering::Read
+        };
+        return streamed(tenancy, t, &path, &headers, body, answering).await;
     }
     let (parts, resp) = tenancy.read(t, Method::POST, &path, &headers, body).await?;
     let out = if parts.status.is_success() {
@@ -119,6 +105,34 @@ pub(crate) async fn serve(
         reverse::error(&resp, t, None)
     };
     Ok(json_response(parts, out))
+}
+
+/// Sends a search (or a cursor's page of one) and answers with its answer
+/// reversed as it streams: memory bounded by the largest hit, not by the
+/// answer. An error answer is read whole (it is small).
+pub(crate) async fn streamed(
+    tenancy: &Tenancy,
+    t: &Target<'_>,
+    path: &str,
+    headers: &http::HeaderMap,
+    body: Option<bytes::Bytes>,
+    answering: osproxy_upstream::Answering,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (parts, upstream) = tenancy
+        .read_streaming(t, Method::POST, path, headers, body)
+        .await?;
+    if parts.status.is_success() {
+        let reverse = reverse::Streamed {
+            names: reverse::Names::of(t),
+            sign: Some(Box::new(cursors::signer(tenancy, t))),
+        };
+        return Ok(json_stream_response(
+            parts,
+            ResponseBody::reversed(upstream, reverse, answering),
+        ));
+    }
+    let resp = osproxy_upstream::read_answer(upstream, &t.cluster.id, answering).await?;
+    Ok(json_response(parts, reverse::error(&resp, t, None)))
 }
 
 /// `slice` splits a scroll or a point in time; OpenSearch answers a plain

@@ -669,4 +669,120 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
         r.body.len() / MIB
     );
     assert!(grown_mib < 16, "peak RSS grew {grown_mib} MiB");
+
+    // A scroll's later page and a point in time's page stream the same way
+    // (they were read whole: +100 MiB and more for pages this size).
+    let big_page = |r: &osproxy_testkit::HttpResponse, what: &str| {
+        assert_eq!(
+            r.status,
+            200,
+            "{what}: {}",
+            &r.text()[..r.text().len().min(300)]
+        );
+        let v = r.json();
+        let hits = v["hits"]["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), docs / 2, "{what}");
+        for h in hits {
+            assert_eq!(h["_index"], "orders", "{what}");
+            assert!(h["_id"].as_str().unwrap().starts_with("big"), "{what}");
+            assert!(h["_source"].get("_tenant").is_none(), "{what}");
+        }
+        v
+    };
+    let page = format!(
+        r#"{{"size":{},"query":{{"match":{{"title":"big"}}}}}}"#,
+        docs / 2
+    );
+    let r = acme
+        .raw(
+            Method::POST,
+            "/orders/_search?scroll=1m",
+            Some(Bytes::from(page.clone())),
+            &[JSON],
+        )
+        .await;
+    let first = big_page(&r, "a scroll's first page");
+    let id = first["_scroll_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("osp1."), "{id}");
+    drop((r, first));
+    let r = acme
+        .raw(
+            Method::POST,
+            "/_search/scroll",
+            Some(Bytes::from(
+                json!({"scroll": "1m", "scroll_id": id}).to_string(),
+            )),
+            &[JSON],
+        )
+        .await;
+    let second = big_page(&r, "a scroll's second page");
+    assert!(second["_scroll_id"].as_str().unwrap().starts_with("osp1."));
+    drop((r, second));
+    let pit = acme
+        .post_empty("/orders/_search/point_in_time?keep_alive=1m")
+        .await;
+    assert_eq!(pit.status, 200, "{}", pit.text());
+    let pit_id = pit.json()["pit_id"].as_str().unwrap().to_string();
+    let r = acme
+        .raw(
+            Method::POST,
+            "/_search",
+            Some(Bytes::from(
+                json!({"size": docs / 2, "pit": {"id": pit_id, "keep_alive": "1m"}, "query": {"match": {"title": "big"}}})
+                    .to_string(),
+            )),
+            &[JSON],
+        )
+        .await;
+    let paged = big_page(&r, "a point in time's page");
+    assert!(paged["pit_id"].as_str().unwrap().starts_with("osp1."));
+    drop((r, paged));
+    let (_, peak) = f.proxy.rss_kib().unwrap();
+    let grown_mib = peak.saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "after a scroll's pages and a PIT page of {} hits: peak {peak} KiB (+{grown_mib} MiB)",
+        docs / 2
+    );
+    assert!(
+        grown_mib < 16,
+        "peak RSS grew {grown_mib} MiB with cursor pages"
+    );
+
+    // A client that does not read a streamed answer holds its
+    // `server.max_in_flight` slot while it waits (the slot was given back
+    // when the handler returned, before the answer was sent).
+    use tokio::io::AsyncWriteExt;
+    let mut stalled = tokio::net::TcpStream::connect(f.proxy.data_addr())
+        .await
+        .unwrap();
+    let body = format!(r#"{{"size":{docs},"query":{{"match":{{"title":"big"}}}}}}"#);
+    let head = format!(
+        "POST /orders/_search HTTP/1.1\r\nhost: osproxy\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        token("acme-svc"),
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(body.as_bytes()).await.unwrap();
+    // Long past the answer's head: the stream is stuck on the client.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let held = crate::common::metric(&f.proxy, "osproxy_in_flight_requests").await;
+    assert_eq!(
+        held,
+        Some(1.0),
+        "a streamed answer the client does not read is in flight"
+    );
+    drop(stalled);
+    let mut after = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = crate::common::metric(&f.proxy, "osproxy_in_flight_requests").await;
+        if after == Some(0.0) {
+            break;
+        }
+    }
+    assert_eq!(
+        after,
+        Some(0.0),
+        "the slot is given back when the client goes"
+    );
 }

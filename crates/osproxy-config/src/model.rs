@@ -597,6 +597,15 @@ pub struct Server {
     /// `request_timeout`.
     #[serde(default = "default_body_read_timeout")]
     pub body_read_timeout: Duration,
+    /// The most bytes a request's header fields may add up to (each
+    /// counted as `name: value` and its line end); more is 431
+    /// `headers_too_large`. Default `64kb`.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: crate::ByteSize,
+    /// The most header fields a request may have; more is 431. Default
+    /// 100.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
 }
 
 impl Default for Server {
@@ -613,6 +622,8 @@ impl Default for Server {
             send_timeout: default_send_timeout(),
             body_read_timeout: default_body_read_timeout(),
             header_read_timeout: default_header_read_timeout(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
         }
     }
 }
@@ -623,6 +634,14 @@ fn default_max_decompressed_body() -> crate::ByteSize {
 
 fn default_max_buffered_total() -> crate::ByteSize {
     crate::ByteSize::from_bytes(512 * 1024 * 1024)
+}
+
+fn default_max_header_bytes() -> crate::ByteSize {
+    crate::ByteSize::from_bytes(64 * 1024)
+}
+
+fn default_max_headers() -> usize {
+    100
 }
 
 fn default_max_connections() -> usize {

@@ -213,6 +213,11 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     for (key, zero) in [
         ("server.max_connections", server.max_connections == 0),
         ("server.max_in_flight", server.max_in_flight == 0),
+        ("server.max_headers", server.max_headers == 0),
+        (
+            "server.max_header_bytes",
+            server.max_header_bytes.bytes() == 0,
+        ),
         (
             "server.idle_timeout",
             server.idle_timeout.as_std().is_zero(),
@@ -237,6 +242,15 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
         if zero {
             errs.push(ConfigError::new(key, "must be more than zero"));
         }
+    }
+    if server.max_headers > 10_000 {
+        errs.push(ConfigError::new("server.max_headers", "must be at most 10000"));
+    }
+    if server.max_header_bytes.bytes() > 16 * 1024 * 1024 {
+        errs.push(ConfigError::new(
+            "server.max_header_bytes",
+            "must be at most 16mb",
+        ));
     }
     if config.server.workers.is_some_and(|w| w == 0 || w > 1024) {
         errs.push(ConfigError::new(

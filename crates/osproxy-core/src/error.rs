@@ -16,6 +16,9 @@ pub enum ErrorCode {
     RequestTooLarge,
     /// The client paused its request body past `server.body_read_timeout`.
     RequestTimeout,
+    /// The request's headers are more or larger than `server.max_headers`
+    /// or `server.max_header_bytes` allow.
+    HeadersTooLarge,
     /// No credentials, or credentials osproxy does not know.
     Unauthenticated,
     /// The principal may not act for the partition.
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::PartitionForbidden => "partition_forbidden",
             ErrorCode::RequestTooLarge => "request_too_large",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::CertificateUnmapped => "certificate_unmapped",
             ErrorCode::PartitionRequired => "partition_required",
             ErrorCode::InvalidPartition => "invalid_partition",
@@ -96,6 +100,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 401,
             ErrorCode::RequestTooLarge => 413,
             ErrorCode::RequestTimeout => 408,
+            ErrorCode::HeadersTooLarge => 431,
             ErrorCode::PartitionForbidden
             | ErrorCode::OperatorRequired
             | ErrorCode::CertificateUnmapped => 403,
@@ -121,6 +126,9 @@ impl ErrorCode {
             ErrorCode::BadRequest => "fix the request as the reason says and send it again",
             ErrorCode::RequestTimeout => {
                 "send the request body without long pauses (or raise server.body_read_timeout)"
+            }
+            ErrorCode::HeadersTooLarge => {
+                "send fewer or smaller headers (the reason names the limit), or ask an operator to raise server.max_headers or server.max_header_bytes"
             }
             ErrorCode::RequestTooLarge => {
                 "send a body of at most 100 MiB: split a _bulk into several requests"

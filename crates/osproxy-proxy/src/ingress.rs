@@ -56,14 +56,29 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The parsers read heads past `server.max_headers` and
+    // `server.max_header_bytes`, so that the pipeline refuses them with an
+    // OpenSearch-shaped 431; only a head past what they read is refused by
+    // the parser itself (a bare 431 on HTTP/1, the stream reset on
+    // HTTP/2). hyper keeps up to 100 fields on the stack: a larger count
+    // costs an allocation per request, only for operators who ask for it.
+    let head_bytes = limits
+        .max_header_bytes
+        .saturating_mul(2)
+        .saturating_add(16 * 1024);
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers.max(100))
+        .max_buf_size(head_bytes.max(8192))
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(head_bytes.saturating_add(32 * limits.max_headers)).unwrap_or(u32::MAX),
+        )
         .max_concurrent_streams(256);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

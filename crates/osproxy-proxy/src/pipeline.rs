@@ -50,6 +50,10 @@ pub struct Proxy {
     max_decompressed: u64,
     /// `server.max_in_flight`.
     max_in_flight: i64,
+    /// `server.max_headers`.
+    max_headers: usize,
+    /// `server.max_header_bytes`.
+    max_header_bytes: usize,
     /// The port a client that names none in `Host` reached the data
     /// listener at: its scheme's (443 with `listen.tls`, else 80).
     default_port: u16,
@@ -102,6 +106,9 @@ impl Proxy {
             request_timeout: timeout,
             max_decompressed: config.server.max_decompressed_body.bytes(),
             max_in_flight: i64::try_from(config.server.max_in_flight).unwrap_or(i64::MAX),
+            max_headers: config.server.max_headers,
+            max_header_bytes: usize::try_from(config.server.max_header_bytes.bytes())
+                .unwrap_or(usize::MAX),
             default_port: if config.listen.tls.is_some() { 443 } else { 80 },
             diagnostics: parts.diagnostics,
         }
@@ -120,15 +127,7 @@ impl Proxy {
         let req = req.map(Upload::from);
         let in_flight = self.metrics.enter();
         let request_id = self.identify(&req);
-        if self.metrics.in_flight_now() > self.max_in_flight {
-            let e = ProxyError::new(
-                ErrorCode::Overloaded,
-                format!(
-                    "osproxy has {} requests in flight, its limit (server.max_in_flight): retry shortly",
-                    self.max_in_flight
-                ),
-            )
-            .retryable(true);
+        if let Some(e) = self.admission(&req) {
             let mut resp = error_response(&e, &request_id);
             resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
             self.metrics
@@ -174,6 +173,49 @@ impl Proxy {
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         self.metrics.request_done(kind, resp.status().as_u16());
         Ok(resp)
+    }
+
+    /// The instance-wide limits a request is refused by before anything
+    /// else is done with it: requests in flight, header count and size.
+    fn admission(&self, req: &Request<Upload>) -> Option<ProxyError> {
+        if self.metrics.in_flight_now() > self.max_in_flight {
+            return Some(
+                ProxyError::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "osproxy has {} requests in flight, its limit (server.max_in_flight): retry shortly",
+                        self.max_in_flight
+                    ),
+                )
+                .retryable(true),
+            );
+        }
+        let headers = req.headers();
+        if headers.len() > self.max_headers {
+            return Some(ProxyError::new(
+                ErrorCode::HeadersTooLarge,
+                format!(
+                    "the request has {} header fields, more than server.max_headers ({})",
+                    headers.len(),
+                    self.max_headers
+                ),
+            ));
+        }
+        // Each field as it is on the wire: `name: value` and its CRLF.
+        let bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if bytes > self.max_header_bytes {
+            return Some(ProxyError::new(
+                ErrorCode::HeadersTooLarge,
+                format!(
+                    "the request's header fields add up to {bytes} bytes, more than server.max_header_bytes ({})",
+                    self.max_header_bytes
+                ),
+            ));
+        }
+        None
     }
 
     /// The client's well-formed `x-request-id`, or a freshly minted one.

@@ -385,7 +385,11 @@ impl Instance {
             config.server.idle_timeout.as_std(),
             config.server.send_timeout.as_std(),
         )
-        .with_header_read_timeout(config.server.header_read_timeout.as_std());
+        .with_header_read_timeout(config.server.header_read_timeout.as_std())
+        .with_header_limits(
+            config.server.max_headers,
+            usize::try_from(config.server.max_header_bytes.bytes()).unwrap_or(usize::MAX),
+        );
         // One set of per-tenant buckets for all workers: a worker's share
         // would multiply the budget by the workers.
         let limiter = Arc::new(osproxy_proxy::limits::Limiter::new(plane.clone()));

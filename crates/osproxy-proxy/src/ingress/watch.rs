@@ -23,6 +23,12 @@ pub struct ConnectionLimits {
     pub send_timeout: Duration,
     /// A request's headers must arrive within this long.
     pub header_read_timeout: Duration,
+    /// `server.max_headers`: the HTTP/1 parser reads at least this many
+    /// header fields (the pipeline refuses a request with more).
+    pub max_headers: usize,
+    /// `server.max_header_bytes`: the parsers read heads of at least twice
+    /// this (the pipeline refuses a request whose fields add up to more).
+    pub max_header_bytes: usize,
     open: Arc<AtomicUsize>,
 }
 
@@ -34,8 +40,17 @@ impl ConnectionLimits {
             idle_timeout,
             send_timeout,
             header_read_timeout: Duration::from_secs(30),
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
             open: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// With header limits other than the defaults (100 fields, 64 KiB).
+    pub fn with_header_limits(mut self, max_headers: usize, max_header_bytes: usize) -> Self {
+        self.max_headers = max_headers;
+        self.max_header_bytes = max_header_bytes;
+        self
     }
 
     /// With a header-read deadline other than the default 30 s.

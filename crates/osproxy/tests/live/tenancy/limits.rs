@@ -657,3 +657,91 @@ fn the_clusters_deadline_counts_from_the_end_of_the_body() {
     let stored = rt.block_on(super::on_node("/slow-upload/_doc/steady"));
     assert_eq!(stored.status, 200, "{}", stored.text());
 }
+
+/// One raw HTTP/1.1 request with `headers` (each `name: value`), answered
+/// on a fresh connection.
+fn send_with_headers(addr: &str, headers: &[String]) -> String {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = String::from(
+        "GET /orders/_search HTTP/1.1\r\nhost: x\r\nauthorization: Bearer acme-token-0123456789\r\n",
+    );
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("connection: close\r\n\r\n");
+    conn.write_all(head.as_bytes()).unwrap();
+    let (_, got) = read_until_closed(&mut conn, Duration::from_secs(10));
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Found by review: header count and size had no limit of osproxy's own
+/// (hyper's parser took heads of up to ~400 KiB, forwarded to the cluster
+/// whatever it made of them). Past `server.max_headers` or
+/// `server.max_header_bytes` a request is an OpenSearch-shaped 431 naming
+/// the limit, on HTTP/1.1 and HTTP/2 alike; within them it is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_or_too_large_headers_are_a_shaped_431() {
+    let f = Fleet::start_with(
+        &node().url(),
+        "hdrs",
+        "[server]\nmax_headers = 20\nmax_header_bytes = \"8kb\"\n",
+    );
+    let addr = f.proxy.data_addr().to_string();
+    let many: Vec<String> = (0..30).map(|i| format!("x-extra-{i}: v")).collect();
+    let text = send_with_headers(&addr, &many);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert!(
+        text.contains("\"type\":\"headers_too_large\"") && text.contains("server.max_headers"),
+        "{text}"
+    );
+    let large = vec![format!("x-large: {}", "a".repeat(10_000))];
+    let text = send_with_headers(&addr, &large);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert!(
+        text.contains("headers_too_large") && text.contains("server.max_header_bytes"),
+        "{text}"
+    );
+    // Far past what the parser reads (twice the limit and more): still
+    // refused, never forwarded.
+    let huge = vec![format!("x-large: {}", "a".repeat(200_000))];
+    let text = send_with_headers(&addr, &huge);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    let within: Vec<String> = (0..10)
+        .map(|i| format!("x-extra-{i}: {}", "b".repeat(500)))
+        .collect();
+    let text = send_with_headers(&addr, &within);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    // HTTP/2: the same limits, the same shaped answer.
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get(format!("http://{addr}/orders/_search"))
+        .header("authorization", "Bearer acme-token-0123456789")
+        .header("x-large", "c".repeat(10_000))
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 431);
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        text.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("server.max_header_bytes"), "{text}");
+
+    // The default (64 KiB) holds without configuration.
+    let d = Fleet::start(&node().url(), "hdrsdef");
+    let over = vec![format!("x-large: {}", "a".repeat(70_000))];
+    let text = send_with_headers(d.proxy.data_addr(), &over);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert!(text.contains("headers_too_large"), "{text}");
+}

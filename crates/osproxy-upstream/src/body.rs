@@ -182,6 +182,13 @@ impl Drop for Reported {
 /// copy pages); OpenSearch's own default limit.
 pub const MAX_BUFFERED: usize = 100 * 1024 * 1024;
 
+/// Largest answer to a change osproxy reads whole. The cluster has applied
+/// the change: refusing its answer would hide that from the client, and a
+/// bulk batch of small updates that ask for `_source` back answers far more
+/// than its request. Past this the answer is still refused (memory must
+/// stay bounded), saying the change may hold.
+pub const MAX_CHANGE_ANSWER: usize = 4 * MAX_BUFFERED;
+
 static BODY_READ_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(60_000);
 
@@ -365,7 +372,8 @@ impl AsRef<[u8]> for Charged {
     }
 }
 
-/// Reads a cluster's answer whole, up to [`MAX_BUFFERED`] bytes, charged to
+/// Reads a cluster's answer whole, up to [`MAX_BUFFERED`] bytes (a change's
+/// up to [`MAX_CHANGE_ANSWER`]), charged to
 /// the process-wide budget as it arrives (the charge goes with the bytes
 /// returned); an answer that breaks off or grows larger is the cluster's
 /// failure (502), never the client's.
@@ -384,6 +392,10 @@ where
             format!("cluster {cluster} {why}"),
         )
     };
+    let cap = match answering {
+        Answering::Read => MAX_BUFFERED,
+        Answering::Change => MAX_CHANGE_ANSWER,
+    };
     let mut whole = Whole::new(&body.size_hint(), answering);
     let mut body = std::pin::pin!(body);
     while let Some(frame) = body.frame().await {
@@ -391,8 +403,13 @@ where
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if whole.total.saturating_add(data.len()) > MAX_BUFFERED {
-            return Err(failed(format!("answered more than {MAX_BUFFERED} bytes")));
+        if whole.total.saturating_add(data.len()) > cap {
+            return Err(match answering {
+                Answering::Read => failed(format!("answered more than {MAX_BUFFERED} bytes")),
+                Answering::Change => failed(format!(
+                    "answered more than {MAX_CHANGE_ANSWER} bytes, more than osproxy reads whole; the cluster has processed the request and its changes may hold: read back what it changed, and ask for less in its answer (no _source in an update's answer)"
+                )),
+            });
         }
         whole.push(data).map_err(|e| ProxyError {
             reason: format!(

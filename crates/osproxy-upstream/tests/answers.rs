@@ -3,6 +3,8 @@
 //! asked for a 150 MiB bulk answer (updates that ask for `_source` back)
 //! would need a heap the test node does not have.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -56,6 +56,28 @@ pub fn held() -> u64 {
     HELD.load(Ordering::Relaxed)
 }
 
+/// Refuses (`503 overloaded`, retryable) when the budget is already spent:
+/// asked before a request whose answer must not be broken off (a scroll
+/// page, once asked for, has advanced the scroll) is sent, so that such
+/// answers are charged past the limit only by those admitted while it had
+/// room, never by a stream of new ones.
+pub fn admit_unbreakable(what: &str) -> Result<(), ProxyError> {
+    let limit = LIMIT.load(Ordering::Relaxed);
+    let held = held();
+    if held < limit {
+        return Ok(());
+    }
+    Err(ProxyError::new(
+        ErrorCode::Overloaded,
+        format!(
+            "osproxy is holding {} MiB for request bodies and answers (each byte counted with its parse), its limit (server.max_buffered_total) is {} MiB; {what} was not sent to the cluster (nothing changed): retry shortly",
+            held / (1024 * 1024),
+            limit / (1024 * 1024)
+        ),
+    )
+    .retryable(true))
+}
+
 /// What a cluster's answer answers, for the budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answering {
@@ -178,12 +200,17 @@ mod tests {
         c.force(400);
         assert_eq!(held(), base + 1800);
         assert!(Charge::default().set(1).is_err());
+        // Nor is an answer that must not be broken off asked for.
+        let e = admit_unbreakable("this scroll's page").unwrap_err();
+        assert_eq!(e.code, ErrorCode::Overloaded);
+        assert!(e.retryable && e.reason.contains("was not sent"), "{}", e.reason);
         c.force(10);
         assert_eq!(held(), base + 1020);
         drop(c);
         drop(a);
         drop(b);
         assert_eq!(held(), base);
+        admit_unbreakable("this scroll's page").unwrap();
         set_limit(DEFAULT_LIMIT);
     }
 }

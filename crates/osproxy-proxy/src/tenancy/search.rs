@@ -118,6 +118,11 @@ pub(crate) async fn streamed(
     body: Option<bytes::Bytes>,
     answering: osproxy_upstream::Answering,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    if answering == osproxy_upstream::Answering::Change {
+        // Its answer will be charged past the budget rather than broken
+        // off: asked for only while the budget has room.
+        osproxy_upstream::budget::admit_unbreakable("this scroll's page")?;
+    }
     let (parts, upstream) = tenancy
         .read_streaming(t, Method::POST, path, headers, body)
         .await?;

@@ -117,6 +117,17 @@ fn red_team_variants_are_refused() {
         json!({"docvalue_fields": ["_index"]}),
         json!({"docvalue_fields": [{"field": "_routing"}]}),
         json!({"fields": ["_i*"]}),
+        // Patterns OpenSearch expands to metadata fields (found by review:
+        // `*ndex` answered the shared index's name in `fields._index`).
+        json!({"docvalue_fields": ["*ndex"]}),
+        json!({"docvalue_fields": [{"field": "*seq_no"}]}),
+        json!({"docvalue_fields": ["*"]}),
+        json!({"aggs": {"h": {"top_hits": {"docvalue_fields": ["*ndex"]}}}}),
+        json!({"query": {"query_string": {"query": "x", "fields": ["*ndex"]}}}),
+        json!({"query": {"multi_match": {"query": "x", "fields": ["*outing"]}}}),
+        json!({"query": {"simple_query_string": {"query": "x", "fields": ["*ndex"]}}}),
+        json!({"query": {"query_string": {"query": "x", "default_field": "*ndex"}}}),
+        json!({"query": {"exists": {"field": "*ndex"}}}),
         json!({"aggs": {"m": {"multi_terms": {"terms": [{"field": "_index"}, {"field": "t"}]}}}}),
         json!({"aggs": {"c": {"composite": {"sources": [{"i": {"terms": {"field": "_index"}}}]}}}}),
         json!({"query": {"prefix": {"_index": "iso-s"}}}),
@@ -130,6 +141,18 @@ fn red_team_variants_are_refused() {
         refused(body);
     }
     assert!(confine(json!({"query": {"term": {"_id": "1"}}}), &POLICY).is_ok());
+    // Patterns that never reach a metadata field stay allowed.
+    for body in [
+        json!({"fields": ["*"]}),
+        json!({"fields": [{"field": "*", "include_unmapped": true}]}),
+        json!({"stored_fields": ["*"]}),
+        json!({"docvalue_fields": ["t*", "a.*"]}),
+        json!({"highlight": {"fields": {"*": {}}}}),
+        json!({"query": {"query_string": {"query": "x", "fields": ["*", "t*"]}}}),
+        json!({"query": {"multi_match": {"query": "x", "fields": ["*"]}}}),
+    ] {
+        assert!(confine(body.clone(), &POLICY).is_ok(), "{body}");
+    }
     let collate = json!({"suggest": {"s": {"text": "w", "phrase": {"field": "t", "collate": {"query": {"source": "{}"}}}}}});
     assert!(check_dedicated(collate.to_string().as_bytes(), true).is_err());
 }

@@ -71,8 +71,12 @@ impl Walker {
                 self.physical_fields(v, key)?;
                 self.sort(v, key)
             }
-            "collapse" | "docvalue_fields" | "stored_fields" | "fields" => {
+            "collapse" | "docvalue_fields" => {
                 self.physical_fields(v, key)?;
+                self.generic(v, key)
+            }
+            "stored_fields" | "fields" => {
+                self.physical_fields_as(v, key, Patterns::None)?;
                 self.generic(v, key)
             }
             k if listed(PLAIN_OPTIONS, k) => self.generic(v, key),
@@ -84,13 +88,32 @@ impl Walker {
     /// physical `_id`, `_routing`, `_index` or the partition field would
     /// answer with values osproxy does not reverse (partition-scoped ids,
     /// the shared index's name): refused, naming the field.
+    ///
+    /// A field pattern (`*`, OpenSearch's only wildcard) is refused when it
+    /// can match a metadata field: one that begins with `_` or `*`. How
+    /// OpenSearch expands a pattern depends on where it is (measured on
+    /// 2.19): `docvalue_fields` expands every pattern, `*` included, to
+    /// metadata fields too (`*ndex` answers the shared index's name in
+    /// `fields._index`); a query's `fields`/`default_field` expands every
+    /// pattern but the match-all `*`; the `fields` option, `stored_fields`
+    /// and `_source` filtering never reach them through a wildcard.
     fn physical_fields(&self, v: &Value, path: &str) -> Checked {
+        self.physical_fields_as(v, path, Patterns::All)
+    }
+
+    fn physical_fields_as(&self, v: &Value, path: &str, patterns: Patterns) -> Checked {
         if !self.shared {
             return Ok(());
         }
         let physical = |name: &str| {
             matches!(name, "_id" | "_routing" | "_index" | "_seq_no")
-                || (name.starts_with('_') && name.contains('*'))
+                || (name.contains('*')
+                    && (name.starts_with('_')
+                        || match patterns {
+                            Patterns::All => name.starts_with('*'),
+                            Patterns::AllButMatchAll => name.starts_with('*') && name != "*",
+                            Patterns::None => false,
+                        }))
         };
         let found = match v {
             Value::String(s) => physical(s).then(|| s.clone()),
@@ -209,11 +232,12 @@ impl Walker {
             "explain" | "profile" if self.shared && v != &Value::Bool(false) => {
                 Err(refuse(format!("`{key}`"), path, STATS))
             }
-            "field" | "default_field" | "docvalue_fields" | "stored_fields" | "fields"
-            | "_source"
-                if self.shared =>
-            {
-                self.physical_fields(v, path)
+            "docvalue_fields" if self.shared => self.physical_fields(v, path),
+            "stored_fields" | "_source" if self.shared => {
+                self.physical_fields_as(v, path, Patterns::None)
+            }
+            "field" | "default_field" | "fields" if self.shared => {
+                self.physical_fields_as(v, path, Patterns::AllButMatchAll)
             }
             "terms" => match v
                 .as_object()
@@ -577,4 +601,16 @@ fn min_doc_count_positive(body: &Value) -> bool {
         Some(Value::String(s)) => s.trim().parse::<f64>().is_ok_and(|n| n >= 1.0),
         Some(_) => false,
     }
+}
+
+/// Which field patterns OpenSearch expands to metadata fields where a
+/// field list is (see [`Walker::physical_fields`]).
+#[derive(Clone, Copy)]
+enum Patterns {
+    /// Every pattern (`docvalue_fields`, and where unsure).
+    All,
+    /// Every pattern but the match-all `*` (a query's fields).
+    AllButMatchAll,
+    /// None (the `fields` option, `stored_fields`, `_source` filtering).
+    None,
 }

@@ -297,3 +297,40 @@ async fn cluster_wide_endpoints_are_for_operators() {
         .await;
     assert_eq!(r.status, 400);
 }
+
+/// Found by review: `docvalue_fields: ["*ndex"]` passed the refusal of
+/// `_index` (only a leading `_` was checked) and OpenSearch, which expands
+/// the pattern to metadata fields, answered the shared index's name in
+/// each hit's `fields._index`. Patterns that can match a metadata field
+/// are refused where OpenSearch expands them so; the `fields` option's
+/// `*`, which OpenSearch never expands to them, is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn field_patterns_that_reach_metadata_fields_are_refused() {
+    let tag = "isopat";
+    let (_f, acme) = with_globex_secret(tag).await;
+    let own = acme
+        .put("/orders/_doc/mine?refresh=true", &json!({"title": "acme own"}))
+        .await;
+    assert_eq!(own.status, 201, "{}", own.text());
+    for (what, body) in [
+        ("docvalue_fields", json!({"docvalue_fields": ["*ndex"]})),
+        ("docvalue_fields object", json!({"docvalue_fields": [{"field": "*seq_no"}]})),
+        (
+            "query_string fields",
+            json!({"query": {"query_string": {"query": "t*", "fields": ["*ndex"]}}}),
+        ),
+    ] {
+        let r = acme.post("/orders/_search", &body).await;
+        refused(&r, 400, "construct_refused", what);
+    }
+    let r = acme
+        .post("/orders/_search", &json!({"fields": ["*"]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(!text.contains(&format!("t-{tag}-shared")), "{text}");
+    let hits = r.json()["hits"]["hits"].clone();
+    assert_eq!(hits.as_array().map(Vec::len), Some(1), "{text}");
+    assert_eq!(hits[0]["fields"]["title"], json!(["acme own"]), "{text}");
+    assert_globex_untouched(tag).await;
+}

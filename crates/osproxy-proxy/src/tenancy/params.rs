@@ -130,8 +130,15 @@ fn dedicated_only(op: Op) -> &'static [&'static str] {
 
 /// The client's query string read as OpenSearch reads it (split on `&`
 /// and `;`, names and values percent-decoded); a malformed one is refused.
+///
+/// `error_trace` is accepted and not forwarded: the cluster's stack traces
+/// name physical indices with their uuids, and other internals, in text
+/// osproxy cannot reverse reliably.
 pub(crate) fn parse(query: Option<&str>) -> Result<Query, ProxyError> {
-    Query::parse(query).map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))
+    let mut q =
+        Query::parse(query).map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
+    q.remove("error_trace");
+    Ok(q)
 }
 
 /// Refuses response formats osproxy cannot reverse: only JSON answers are

@@ -243,17 +243,14 @@ pub(crate) fn by_query(raw: &[u8], t: &impl Placed) -> Vec<u8> {
     error(&out, t, None)
 }
 
-/// An error body: physical names replaced by logical ones and, in a
-/// shared placement, the physical index's `index_uuid` removed (every
-/// tenant of the index would see the same one: proof they share it).
+/// An error body: physical names replaced by logical ones, any
+/// `stack_trace` removed (a Java trace names physical indices with their
+/// uuids) and, in a shared placement, the physical index's `index_uuid`
+/// removed (every tenant of the index would see the same one: proof they
+/// share it).
 pub(crate) fn error(raw: &[u8], t: &impl Placed, physical_id: Option<(&str, &str)>) -> Vec<u8> {
-    let unshared;
-    let raw = if t.shared() {
-        unshared = without_index_uuid(raw, 0);
-        &unshared[..]
-    } else {
-        raw
-    };
+    let scrubbed = scrub(raw, t.shared(), 0);
+    let raw = &scrubbed[..];
     let mut out = replace_all(
         raw,
         t.physical_index().as_bytes(),
@@ -267,19 +264,21 @@ pub(crate) fn error(raw: &[u8], t: &impl Placed, physical_id: Option<(&str, &str
     out
 }
 
-/// `raw` without any `index_uuid` member, at any depth (to 32 levels;
-/// OpenSearch's error bodies are a few deep).
-fn without_index_uuid(raw: &[u8], depth: usize) -> Vec<u8> {
+/// `raw` without any `stack_trace` member and, with `uuids`, any
+/// `index_uuid` member, at any depth (to 32 levels; OpenSearch's error
+/// bodies are a few deep).
+fn scrub(raw: &[u8], uuids: bool, depth: usize) -> Vec<u8> {
     if depth > 32 {
         return raw.to_vec();
     }
     let nested = |v: &[u8]| match v.first() {
-        Some(b'{') => Some(without_index_uuid(v, depth + 1)),
-        Some(b'[') => map_elements(v, |e| Ok(without_index_uuid(e, depth + 1))).ok(),
+        Some(b'{') => Some(scrub(v, uuids, depth + 1)),
+        Some(b'[') => map_elements(v, |e| Ok(scrub(e, uuids, depth + 1))).ok(),
         _ => None,
     };
     edit(raw, |key, value| match key {
-        "index_uuid" => Edit::Drop,
+        "stack_trace" => Edit::Drop,
+        "index_uuid" if uuids => Edit::Drop,
         _ => nested(value).map_or(Edit::Keep, Edit::Replace),
     })
 }

@@ -334,3 +334,36 @@ async fn field_patterns_that_reach_metadata_fields_are_refused() {
     assert_eq!(hits[0]["fields"]["title"], json!(["acme own"]), "{text}");
     assert_globex_untouched(tag).await;
 }
+
+/// Found by review: `error_trace=true` was forwarded, and the cluster's
+/// Java stack trace (`[t-x-shared/<uuid>] QueryShardException...`) came
+/// back with the shared index's uuid, proof of who shares it. The
+/// parameter is not forwarded, and any `stack_trace` is removed from error
+/// answers; the error itself is relayed.
+#[tokio::test(flavor = "multi_thread")]
+async fn error_traces_do_not_reach_tenants() {
+    let tag = "isotrace";
+    let f = Fleet::start(&node().url(), tag);
+    let acme = f.client("acme-svc");
+    let w = acme
+        .put("/orders/_doc/n1?refresh=true", &json!({"n": 5}))
+        .await;
+    assert_eq!(w.status, 201, "{}", w.text());
+    let uuid = on_node(&format!("/t-{tag}-shared/_settings"))
+        .await
+        .json()[format!("t-{tag}-shared")]["settings"]["index"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for path in ["/orders/_search?error_trace=true", "/orders/_count?error_trace=true"] {
+        let r = acme
+            .post(path, &json!({"query": {"term": {"n": {"value": "abc"}}}}))
+            .await;
+        let text = r.text();
+        assert_eq!(r.status, 400, "{path}: {text}");
+        assert!(text.contains("query_shard_exception"), "{path}: {text}");
+        assert!(!text.contains("stack_trace"), "{path}: {text}");
+        assert!(!text.contains(&uuid), "{path}: {text}");
+        assert!(!text.contains(&format!("t-{tag}-shared")), "{path}: {text}");
+    }
+}

@@ -1,19 +1,27 @@
 //! Scroll and PIT ids bound to their creator: every id osproxy hands out is
-//! `osp1.<payload>.<mac>`, the payload naming the kind, cluster, partition
-//! and logical index that opened it and the upstream id, the MAC an
-//! HMAC-SHA256 with the fleet key. A tampered id, an id signed with another
-//! key, or one used by another partition is refused before any dispatch.
+//! `osp2.<sealed>`, the kind, cluster, partition, logical and physical
+//! index, placement and epoch that opened it and the upstream id, sealed
+//! with AES-256-GCM under a key derived from the fleet key (a random nonce
+//! each). Sealed, not only signed: the upstream id carries the physical
+//! index's uuid and the payload names the shared index, which a tenant must
+//! not learn. A tampered id, one sealed with another key, or one used by
+//! another partition is refused before any dispatch. Ids of the earlier
+//! form, `osp1.<payload>.<mac>` (readable, HMAC-SHA256-signed), are still
+//! accepted, so that ids handed out before an upgrade keep working.
 
 use osproxy_core::{b64, ErrorCode, ProxyError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 const PREFIX: &str = "osp1.";
+const SEALED: &str = "osp2.";
+const NONCE: usize = 12;
 
 /// The fleet's cursor-signing key.
 #[derive(Clone)]
 pub struct CursorKey {
     key: [u8; 64],
+    seal: std::sync::Arc<aws_lc_rs::aead::LessSafeKey>,
 }
 
 impl std::fmt::Debug for CursorKey {
@@ -31,7 +39,52 @@ impl CursorKey {
         } else {
             key[..secret.len()].copy_from_slice(secret);
         }
-        CursorKey { key }
+        // Its own key for sealing, derived from the signing key.
+        let mut derive = Sha256::new();
+        derive.update(b"osproxy cursor seal v2");
+        derive.update(key);
+        let sealing: [u8; 32] = derive.finalize().into();
+        let seal = match aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, &sealing)
+        {
+            Ok(k) => aws_lc_rs::aead::LessSafeKey::new(k),
+            // A 32-byte key for AES-256-GCM is always accepted.
+            Err(_) => unreachable_key(),
+        };
+        CursorKey {
+            key,
+            seal: std::sync::Arc::new(seal),
+        }
+    }
+
+    /// `plain` sealed: the nonce, then the ciphertext and its tag.
+    fn seal(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let mut nonce = [0u8; NONCE];
+        aws_lc_rs::rand::fill(&mut nonce).ok()?;
+        let mut out = Vec::with_capacity(NONCE + plain.len() + 16);
+        out.extend_from_slice(&nonce);
+        let mut body = plain.to_vec();
+        self.seal
+            .seal_in_place_append_tag(
+                aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
+                aws_lc_rs::aead::Aad::from(SEALED.as_bytes()),
+                &mut body,
+            )
+            .ok()?;
+        out.extend_from_slice(&body);
+        Some(out)
+    }
+
+    /// What [`Self::seal`] sealed, or `None` when it does not open (tampered,
+    /// or sealed with another key).
+    fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        let (nonce, body) = sealed.split_at_checked(NONCE)?;
+        let nonce = aws_lc_rs::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = body.to_vec();
+        let plain = self
+            .seal
+            .open_in_place(nonce, aws_lc_rs::aead::Aad::from(SEALED.as_bytes()), &mut body)
+            .ok()?;
+        Some(plain.to_vec())
     }
 
     /// Whether `mac_b64` (base64url) is this key's MAC of `msg`, compared
@@ -95,8 +148,20 @@ pub struct Cursor {
     pub epoch: u64,
 }
 
-/// Signs a cursor into the id clients see.
+/// A key AES-256-GCM refused: cannot happen for 32 bytes; a key that
+/// seals nothing would be worse than stopping.
+#[allow(clippy::panic)]
+fn unreachable_key() -> aws_lc_rs::aead::LessSafeKey {
+    panic!("AES-256-GCM refused a 32-byte key")
+}
+
+/// Seals a cursor into the id clients see (signed only, in the earlier
+/// readable form, should the system's randomness fail).
 pub fn wrap(key: &CursorKey, c: &Cursor) -> String {
+    let plain = serde_json::to_vec(c).unwrap_or_default();
+    if let Some(sealed) = key.seal(&plain) {
+        return format!("{SEALED}{}", b64::encode_url(&sealed));
+    }
     let payload = b64::encode_url(serde_json::to_string(c).unwrap_or_default().as_bytes());
     let signed = format!("{PREFIX}{payload}");
     let mac = b64::encode_url(&key.mac(signed.as_bytes()));
@@ -107,6 +172,16 @@ pub fn wrap(key: &CursorKey, c: &Cursor) -> String {
 pub fn unwrap(key: &CursorKey, kind: &str, id: &str) -> Result<Cursor, ProxyError> {
     let refused =
         |why: &str| ProxyError::new(ErrorCode::BadRequest, format!("invalid {kind} id: {why}"));
+    if let Some(sealed) = id.strip_prefix(SEALED) {
+        let bytes = b64::decode_url(sealed).ok_or_else(|| refused("malformed"))?;
+        let plain = key.open(&bytes).ok_or_else(|| {
+            ProxyError::new(
+                ErrorCode::PartitionForbidden,
+                format!("the {kind} id does not verify (tampered, or issued with another key)"),
+            )
+        })?;
+        return bound(kind, &plain, refused);
+    }
     let rest = id
         .strip_prefix(PREFIX)
         .ok_or_else(|| refused("not issued by osproxy"))?;
@@ -126,8 +201,17 @@ pub fn unwrap(key: &CursorKey, kind: &str, id: &str) -> Result<Cursor, ProxyErro
         ));
     }
     let bytes = b64::decode_url(payload).ok_or_else(|| refused("malformed payload"))?;
+    bound(kind, &bytes, refused)
+}
+
+/// The cursor a verified payload names, if it is of `kind`.
+fn bound(
+    kind: &str,
+    payload: &[u8],
+    refused: impl Fn(&str) -> ProxyError,
+) -> Result<Cursor, ProxyError> {
     let cursor: Cursor =
-        serde_json::from_slice(&bytes).map_err(|_| refused("malformed payload"))?;
+        serde_json::from_slice(payload).map_err(|_| refused("malformed payload"))?;
     if cursor.kind != kind {
         return Err(refused(&format!("it is a {} id", cursor.kind)));
     }
@@ -185,5 +269,43 @@ mod tests {
         assert!(unwrap(&key, "scroll", &tampered).is_err());
         assert!(unwrap(&key, "scroll", "FGluY2x1ZGU=").is_err());
         assert!(unwrap(&key, "scroll", "osp1.x").is_err());
+        assert!(unwrap(&key, "scroll", "osp2.x").is_err());
+        assert!(unwrap(&key, "scroll", "osp2.").is_err());
+    }
+
+    /// Found by review: the signed payload was readable base64 JSON, and
+    /// named the shared index and the upstream id (whose PIT form carries
+    /// the index's uuid). Sealed ids show none of it, differ each time,
+    /// and an id of the earlier signed form still opens.
+    #[test]
+    fn ids_are_sealed_and_earlier_signed_ids_still_open() {
+        let key = CursorKey::new(b"0123456789abcdef0123456789abcdef");
+        let a = wrap(&key, &cursor());
+        let b = wrap(&key, &cursor());
+        assert!(a.starts_with("osp2.") && a != b, "{a}");
+        let raw = b64::decode_url(a.trim_start_matches("osp2.")).unwrap();
+        for secret in ["orders-shared", "FGluY2x1ZGU", "acme", "main"] {
+            assert!(
+                !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} readable in the id"
+            );
+        }
+        // Each byte of the sealed part matters.
+        let mut tampered = raw.clone();
+        if let Some(last) = tampered.last_mut() {
+            *last ^= 1;
+        }
+        let tampered = format!("osp2.{}", b64::encode_url(&tampered));
+        assert_eq!(
+            unwrap(&key, "scroll", &tampered).unwrap_err().code,
+            ErrorCode::PartitionForbidden
+        );
+        let payload = b64::encode_url(serde_json::to_string(&cursor()).unwrap().as_bytes());
+        let signed = format!("osp1.{payload}");
+        let mac = key.sign(signed.as_bytes());
+        assert_eq!(
+            unwrap(&key, "scroll", &format!("{signed}.{mac}")).unwrap(),
+            cursor()
+        );
     }
 }

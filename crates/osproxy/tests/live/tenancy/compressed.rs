@@ -703,7 +703,7 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
         .await;
     let first = big_page(&r, "a scroll's first page");
     let id = first["_scroll_id"].as_str().unwrap().to_string();
-    assert!(id.starts_with("osp1."), "{id}");
+    assert!(id.starts_with("osp2."), "{id}");
     drop((r, first));
     let r = acme
         .raw(
@@ -716,7 +716,7 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
         )
         .await;
     let second = big_page(&r, "a scroll's second page");
-    assert!(second["_scroll_id"].as_str().unwrap().starts_with("osp1."));
+    assert!(second["_scroll_id"].as_str().unwrap().starts_with("osp2."));
     drop((r, second));
     let pit = acme
         .post_empty("/orders/_search/point_in_time?keep_alive=1m")
@@ -735,7 +735,7 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
         )
         .await;
     let paged = big_page(&r, "a point in time's page");
-    assert!(paged["pit_id"].as_str().unwrap().starts_with("osp1."));
+    assert!(paged["pit_id"].as_str().unwrap().starts_with("osp2."));
     drop((r, paged));
     let (_, peak) = f.proxy.rss_kib().unwrap();
     let grown_mib = peak.saturating_sub(rss_before) / 1024;

@@ -50,7 +50,7 @@ async fn a_scroll_is_a_snapshot_of_its_tenants_documents_refused_to_anyone_else(
         .await;
     assert_eq!(first.status, 200, "{}", first.text());
     let mut id = first.json()["_scroll_id"].as_str().unwrap().to_string();
-    assert!(id.starts_with("osp1."), "scroll id not wrapped: {id}");
+    assert!(id.starts_with("osp2."), "scroll id not wrapped: {id}");
     let mut seen = hit_ids(&first.json());
     acme.delete("/orders/_doc/a4?refresh=true").await;
     // Another tenant, a tampered id, a raw upstream id: refused, never dispatched.
@@ -172,7 +172,20 @@ async fn a_pit_sees_its_tenants_documents_and_is_refused_to_anyone_else() {
         .await;
     assert_eq!(pit.status, 200, "{}", pit.text());
     let pit_id = pit.json()["pit_id"].as_str().unwrap().to_string();
-    assert!(pit_id.starts_with("osp1."));
+    assert!(pit_id.starts_with("osp2."));
+    // Found by review: the id was signed, not sealed, and its payload
+    // named the shared index, the cluster and the upstream PIT id (which
+    // carries the index's uuid). None of it can be read from the id now.
+    let uuid = on_node("/t-curp-shared/_settings").await.json()["t-curp-shared"]["settings"]
+        ["index"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sealed = osproxy_core::b64::decode_url(pit_id.trim_start_matches("osp2.")).unwrap();
+    let readable = String::from_utf8_lossy(&sealed);
+    for secret in ["t-curp-shared", uuid.as_str(), "\"x\""] {
+        assert!(!readable.contains(secret), "{secret} readable in {pit_id}");
+    }
     let page = acme.post("/_search", &json!({"size": 10, "pit": {"id": pit_id, "keep_alive": "1m"}, "sort": [{"n": "asc"}], "query": {"match_all": {}}})).await;
     assert_eq!(page.status, 200, "{}", page.text());
     let ids: Vec<&str> = page.json()["hits"]["hits"]
@@ -183,7 +196,7 @@ async fn a_pit_sees_its_tenants_documents_and_is_refused_to_anyone_else() {
         .map(|s| if s.starts_with('a') { "a" } else { "other" })
         .collect::<Vec<_>>();
     assert_eq!(ids, ["a", "a", "a", "a"], "{}", page.text());
-    assert!(page.json()["pit_id"].as_str().unwrap().starts_with("osp1."));
+    assert!(page.json()["pit_id"].as_str().unwrap().starts_with("osp2."));
     let r = globex
         .post("/_search", &json!({"pit": {"id": pit_id}}))
         .await;

@@ -370,7 +370,7 @@ async fn serves_mget_msearch_cursors_and_by_query(
     let tens = json!({"size": 2, "query": {"range": {"n": {"gte": 10}}}});
     let first = g.post("/orders/_search?scroll=1m", &tens).await.json();
     let sid = first["_scroll_id"].as_str().unwrap().to_string();
-    assert!(sid.starts_with("osp1."));
+    assert!(sid.starts_with("osp2."));
     let next = g
         .post(
             "/_search/scroll",

@@ -9,7 +9,8 @@ pub mod metrics;
 pub mod otlp;
 
 pub use metrics::{
-    ClusterMetrics, ControlStanding, HeaderIgnored, InFlight, Metrics, BULK_OUTCOMES,
+    ClusterMetrics, ConnectionMetrics, ControlStanding, HeaderIgnored, InFlight, Metrics,
+    BULK_OUTCOMES, CONNECTION_CLOSES,
 };
 /// The counter type used in metric handles.
 pub use prometheus_client::metrics::counter::Counter;

@@ -150,6 +150,46 @@ struct DiagnosticsMetrics {
     partitions_seen: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
+/// Why the data listener closed or refused a client connection.
+pub const CONNECTION_CLOSES: [&str; 5] = [
+    "max_connections",
+    "idle_timeout",
+    "send_timeout",
+    "header_read_timeout",
+    "protocol_error",
+];
+
+/// Connection counts for the data listener, shared by its workers.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    closed: Family<ReasonLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    /// A connection was admitted.
+    pub fn opened(&self) {
+        self.open.inc();
+    }
+
+    /// An admitted connection ended.
+    pub fn ended(&self) {
+        self.open.dec();
+    }
+
+    /// A connection was closed or refused by osproxy, for `reason` (one of
+    /// [`CONNECTION_CLOSES`]).
+    pub fn closed(&self, reason: &str) {
+        if let Some(reason) = CONNECTION_CLOSES.iter().find(|r| **r == reason) {
+            self.closed
+                .get_or_create(&ReasonLabels {
+                    reason: (*reason).to_string(),
+                })
+                .inc();
+        }
+    }
+}
+
 /// One request counted in the in-flight gauge until dropped.
 #[derive(Debug)]
 pub struct InFlight(Gauge);
@@ -172,6 +212,7 @@ pub struct Metrics {
     migrations: Family<PhaseLabels, Gauge>,
     migration_documents: Gauge,
     usage: crate::usage::Usage,
+    connections: ConnectionMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -432,6 +473,23 @@ impl Metrics {
             migration_documents.clone(),
         );
 
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "connections_open",
+            "Client connections open on the data listener",
+            connections.open.clone(),
+        );
+        for reason in CONNECTION_CLOSES {
+            // Every reason shown, at 0 until it happens.
+            let _ = connections.closed.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            });
+        }
+        registry.register(
+            "connections_closed",
+            "Client connections osproxy closed or refused, by reason",
+            connections.closed.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -443,7 +501,13 @@ impl Metrics {
             migrations,
             migration_documents,
             usage: crate::usage::Usage::new(0),
+            connections,
         }
+    }
+
+    /// The data listener's connection counts (clone it into each worker).
+    pub fn connections(&self) -> ConnectionMetrics {
+        self.connections.clone()
     }
 
     /// Keeps usage rows for at most `max_partitions` partitions (the rest

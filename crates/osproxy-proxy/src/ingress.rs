@@ -87,6 +87,7 @@ where
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Some(open) = limits.admit() else {
+                        limits.metrics.closed("max_connections");
                         refuse_connection(stream, tls.is_some(), limits.max_connections);
                         continue;
                     };
@@ -105,6 +106,7 @@ where
                                 let _open = open;
                                 tokio::select! {
                                     r = conn => if let Err(e) = r {
+                                        ended_badly(&limits, &*e);
                                         debug!(%peer, error = %e, "connection ended with an error");
                                     },
                                     why = activity.expired(&limits) => debug!(%peer, why, "connection closed"),
@@ -149,6 +151,7 @@ where
                                 let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
                                 tokio::select! {
                                     r = watcher.watch(conn) => if let Err(e) = r {
+                                        ended_badly(&limits, &*e);
                                         debug!(%peer, error = %e, "connection ended with an error");
                                     },
                                     why = activity.expired(&limits) => debug!(%peer, why, "connection closed"),
@@ -202,6 +205,25 @@ where
                 .map(|resp| resp.map(|body| Tracked::new(body, busy)))
         }
     })
+}
+
+/// Counts a connection hyper ended with an error that is the client's:
+/// its headers did not arrive within `server.header_read_timeout`, or it
+/// spoke something other than HTTP (a head past what the parser reads
+/// included).
+fn ended_badly(limits: &ConnectionLimits, e: &(dyn std::error::Error + 'static)) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                limits.metrics.closed("header_read_timeout");
+            } else if h.is_parse() || h.is_parse_too_large() {
+                limits.metrics.closed("protocol_error");
+            }
+            return;
+        }
+        source = err.source();
+    }
 }
 
 /// The answer to a connection past `server.max_connections`: a 503 (with

@@ -389,7 +389,8 @@ impl Instance {
         .with_header_limits(
             config.server.max_headers,
             usize::try_from(config.server.max_header_bytes.bytes()).unwrap_or(usize::MAX),
-        );
+        )
+        .with_metrics(metrics.connections());
         // One set of per-tenant buckets for all workers: a worker's share
         // would multiply the budget by the workers.
         let limiter = Arc::new(osproxy_proxy::limits::Limiter::new(plane.clone()));

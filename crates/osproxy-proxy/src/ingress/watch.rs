@@ -29,6 +29,8 @@ pub struct ConnectionLimits {
     /// `server.max_header_bytes`: the parsers read heads of at least twice
     /// this (the pipeline refuses a request whose fields add up to more).
     pub max_header_bytes: usize,
+    /// Where connections opened, closed and refused are counted.
+    pub metrics: osproxy_observe::ConnectionMetrics,
     open: Arc<AtomicUsize>,
 }
 
@@ -42,8 +44,15 @@ impl ConnectionLimits {
             header_read_timeout: Duration::from_secs(30),
             max_headers: 100,
             max_header_bytes: 64 * 1024,
+            metrics: osproxy_observe::ConnectionMetrics::default(),
             open: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Counting connections on `metrics` (the instance's own).
+    pub fn with_metrics(mut self, metrics: osproxy_observe::ConnectionMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// With header limits other than the defaults (100 fields, 64 KiB).
@@ -67,7 +76,10 @@ impl ConnectionLimits {
                 (n < self.max_connections).then_some(n + 1)
             })
             .is_ok();
-        admitted.then(|| Open(self.open.clone()))
+        admitted.then(|| {
+            self.metrics.opened();
+            Open(self.open.clone(), self.metrics.clone())
+        })
     }
 
     /// Connections open now.
@@ -85,11 +97,12 @@ impl Default for ConnectionLimits {
 
 /// One admitted connection; counted out when dropped.
 #[derive(Debug)]
-pub(crate) struct Open(Arc<AtomicUsize>);
+pub(crate) struct Open(Arc<AtomicUsize>, osproxy_observe::ConnectionMetrics);
 
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.ended();
     }
 }
 
@@ -211,14 +224,17 @@ impl Activity {
             let sending = self.uploading.load(Ordering::Acquire) > 0;
             let blocked = self.blocked_since.load(Ordering::Relaxed);
             if blocked != 0 && now.saturating_sub(blocked) > send && !sending {
+                limits.metrics.closed("send_timeout");
                 return "the client did not read its answer within server.send_timeout";
             }
             if !sending && self.answer_stuck(now, send) {
+                limits.metrics.closed("send_timeout");
                 return "the client took no more of an answer within server.send_timeout (its flow-control window stayed shut)";
             }
             if self.in_flight.load(Ordering::Acquire) == 0
                 && now.saturating_sub(self.last.load(Ordering::Relaxed)) > idle
             {
+                limits.metrics.closed("idle_timeout");
                 return "idle past server.idle_timeout";
             }
         }

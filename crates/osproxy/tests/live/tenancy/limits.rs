@@ -285,6 +285,27 @@ fn idle_slow_and_stalled_clients_are_bounded_and_closed() {
         "the whole answer ({} bytes) was sent",
         got.len()
     );
+    // Each way a connection was closed or refused is counted (before:
+    // none was, and no gauge said how many were open).
+    rt.block_on(async {
+        let closed = |reason: &str| {
+            format!("osproxy_connections_closed_total{{reason=\"{reason}\"}}")
+        };
+        for (reason, at_least) in [
+            ("max_connections", f64::from(refused)),
+            ("idle_timeout", 50.0),
+            ("header_read_timeout", 290.0),
+            ("send_timeout", 1.0),
+        ] {
+            let n = crate::common::metric(&f.proxy, &closed(reason)).await;
+            assert!(
+                n.is_some_and(|n| n >= at_least),
+                "{reason}: {n:?}, expected at least {at_least}"
+            );
+        }
+        let open = crate::common::metric(&f.proxy, "osproxy_connections_open").await;
+        assert!(open.is_some_and(|n| n < 100.0), "{open:?} connections open");
+    });
 }
 
 /// A burst of clients does not become a burst toward the cluster: with

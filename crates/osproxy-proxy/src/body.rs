@@ -449,6 +449,10 @@ pub struct ResponseBody {
     /// The tenancy request's account: the bytes sent are its partition's,
     /// and its concurrency slot is held until the body ends.
     account: Option<std::sync::Arc<crate::limits::Account>>,
+    /// While a cluster's answer has nothing to give: when its pause ends
+    /// it (`upstream.request_timeout`; allocated at the first pause).
+    /// (and whether it runs now).
+    stall: Option<(Pin<Box<tokio::time::Sleep>>, bool)>,
 }
 
 #[derive(Debug)]
@@ -615,6 +619,7 @@ impl ResponseBody {
             inner: Inner::Upstream(body),
             _in_flight: Some(in_flight),
             account: None,
+            stall: None,
         }
     }
 
@@ -624,6 +629,7 @@ impl ResponseBody {
             inner: Inner::Channel(rx),
             _in_flight: Some(in_flight),
             account: None,
+            stall: None,
         }
     }
 
@@ -649,6 +655,7 @@ impl ResponseBody {
             })),
             _in_flight: None,
             account: None,
+            stall: None,
         }
     }
 
@@ -658,6 +665,7 @@ impl ResponseBody {
             inner: Inner::Full(Some(bytes)),
             _in_flight: None,
             account: None,
+            stall: None,
         }
     }
 
@@ -682,6 +690,7 @@ impl ResponseBody {
                 inner: Inner::Full(Some(Bytes::from(out))),
                 _in_flight: self._in_flight,
                 account: self.account,
+                stall: None,
             };
         }
         ResponseBody {
@@ -692,6 +701,7 @@ impl ResponseBody {
             })),
             _in_flight: None,
             account: None,
+            stall: None,
         }
     }
 
@@ -716,6 +726,7 @@ impl ResponseBody {
             inner: Inner::Full(None),
             _in_flight: None,
             account: None,
+            stall: None,
         }
     }
 }
@@ -729,7 +740,10 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, osproxy_upstream::BodyError>>> {
         let this = self.get_mut();
-        let polled = this.poll_inner(cx);
+        let mut polled = this.poll_inner(cx);
+        if matches!(this.inner, Inner::Upstream(_) | Inner::Reversed(_)) {
+            polled = this.watch_stall(polled, cx);
+        }
         if let Some(a) = &this.account {
             match &polled {
                 Poll::Ready(Some(Ok(f))) => {
@@ -765,6 +779,46 @@ impl Body for ResponseBody {
 }
 
 impl ResponseBody {
+    /// A cluster's answer that has given nothing for longer than
+    /// `upstream.request_timeout` is broken off (the upstream connection
+    /// dropped, the slots given back), so a cluster that stalls after its
+    /// head does not hold the client forever. Only a pause of the cluster
+    /// counts: a client that does not read stops the body being polled.
+    fn watch_stall(
+        &mut self,
+        polled: Poll<Option<Result<Frame<Bytes>, osproxy_upstream::BodyError>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, osproxy_upstream::BodyError>>> {
+        if !polled.is_pending() {
+            // Disarmed: the next pause starts its own clock.
+            if let Some((_, armed)) = self.stall.as_mut() {
+                *armed = false;
+            }
+            return polled;
+        }
+        let pause = osproxy_upstream::answer_pause();
+        let (sleep, armed) = self
+            .stall
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep(pause)), true));
+        if !*armed {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + pause);
+            *armed = true;
+        }
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.stall = None;
+        self.inner = Inner::Full(None);
+        self._in_flight = None;
+        Poll::Ready(Some(Err(format!(
+            "the cluster paused its answer for more than {} s (upstream.request_timeout): broken off",
+            pause.as_secs()
+        )
+        .into())))
+    }
+
     fn poll_inner(
         &mut self,
         cx: &mut Context<'_>,

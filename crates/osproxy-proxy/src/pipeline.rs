@@ -88,6 +88,7 @@ impl Proxy {
         osproxy_upstream::budget::set_limit(config.server.max_buffered_total.bytes());
         osproxy_upstream::budget::report_to(parts.metrics.buffered_gauge());
         osproxy_upstream::set_body_read_timeout(config.server.body_read_timeout.as_std());
+        osproxy_upstream::set_answer_pause(config.upstream.request_timeout.as_std());
         Proxy {
             limiter: parts.limiter,
             auth: parts.auth,

@@ -192,6 +192,24 @@ pub const MAX_CHANGE_ANSWER: usize = 4 * MAX_BUFFERED;
 static BODY_READ_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(60_000);
 
+static ANSWER_PAUSE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(60_000);
+
+/// Sets the longest pause between a cluster's answer's bytes once its
+/// head has come (`upstream.request_timeout`): past it the answer is
+/// broken off, so a cluster that stalls mid-answer does not hold the
+/// client, its slots and the upstream connection forever.
+pub fn set_answer_pause(timeout: std::time::Duration) {
+    let ms = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    ANSWER_PAUSE_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The longest pause between a cluster's answer's bytes.
+pub fn answer_pause() -> std::time::Duration {
+    std::time::Duration::from_millis(ANSWER_PAUSE_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Sets `server.body_read_timeout`: the longest pause between a request
 /// body's bytes.
 pub fn set_body_read_timeout(timeout: std::time::Duration) {
@@ -398,7 +416,24 @@ where
     };
     let mut whole = Whole::new(&body.size_hint(), answering);
     let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
+    let pause = answer_pause();
+    loop {
+        let Ok(next) = tokio::time::timeout(pause, body.frame()).await else {
+            return Err(ProxyError::new(
+                ErrorCode::UpstreamTimeout,
+                format!(
+                    "cluster {cluster} paused its answer for more than {} s (upstream.request_timeout){}",
+                    pause.as_secs(),
+                    match answering {
+                        Answering::Read => "",
+                        Answering::Change => "; it has processed the request and its changes may hold: read back what it changed",
+                    }
+                ),
+            ));
+        };
+        let Some(frame) = next else {
+            break;
+        };
         let frame = frame.map_err(|e| failed(format!("broke off its answer: {e}")))?;
         let Ok(data) = frame.into_data() else {
             continue;

@@ -14,7 +14,8 @@ pub mod sigv4;
 pub mod tls;
 
 pub use body::{
-    body_read_timeout, next_frame, read_answer, read_limited, set_body_read_timeout, Answering,
+    answer_pause, body_read_timeout, next_frame, read_answer, read_limited, set_answer_pause,
+    set_body_read_timeout, Answering,
     BodyError, CheckedBody, RequestBody, MAX_BUFFERED,
 };
 pub use client::{is_idempotent, SetupError, UpstreamCluster, UpstreamError, Upstreams};

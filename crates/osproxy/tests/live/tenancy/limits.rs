@@ -766,3 +766,89 @@ async fn too_many_or_too_large_headers_are_a_shaped_431() {
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     assert!(text.contains("headers_too_large"), "{text}");
 }
+
+/// A fault a real OpenSearch cannot be asked for: a cluster that answers
+/// its readiness probe, then sends the head and a few bytes of every other
+/// answer and stalls, its connection held open.
+fn stalling_upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut head = [0u8; 4096];
+                let n = conn.read(&mut head).unwrap_or(0);
+                if head[..n].starts_with(b"GET / ") {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                    );
+                    return;
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"took\":1,",
+                );
+                std::thread::sleep(Duration::from_secs(60));
+            });
+        }
+    });
+    port
+}
+
+/// Found by review: `upstream.request_timeout` bounded a cluster's answer
+/// only to its head; one that stalled after it held the client, its
+/// in-flight slot and the upstream connection forever. An answer that
+/// pauses past the deadline is broken off: a read whole is a 504, a
+/// streamed one (tenancy search, passthrough) ends its connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_that_stalls_after_its_head_is_broken_off() {
+    let port = stalling_upstream();
+    let url = format!("http://127.0.0.1:{port}");
+    let f = Fleet::start_with(&url, "stall", "[upstream]\nrequest_timeout = \"2s\"\n");
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        f.call(
+            "gateway",
+            Method::GET,
+            "/orders/_doc/u1",
+            None,
+            &[("x-osproxy-partition", "umbrella")],
+        ),
+    )
+    .await
+    .expect("a get whose answer stalls is answered");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("paused its answer"), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+
+    let pass = crate::common::proxy_to(&url, "[upstream]\nrequest_timeout = \"2s\"\n");
+    pass.wait_ready(Duration::from_secs(30)).unwrap();
+    for (addr, head) in [
+        (
+            f.proxy.data_addr().to_string(),
+            format!(
+                "GET /orders/_search HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nx-osproxy-partition: umbrella\r\n\r\n",
+                super::token("gateway")
+            ),
+        ),
+        (
+            pass.data_addr().to_string(),
+            "GET /logs/_search HTTP/1.1\r\nhost: x\r\n\r\n".to_string(),
+        ),
+    ] {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.write_all(head.as_bytes()).unwrap();
+        let started = Instant::now();
+        let (closed, got) = read_until_closed(&mut c, Duration::from_secs(12));
+        let text = String::from_utf8_lossy(&got);
+        assert!(closed, "a stalled answer kept its connection open: {text}");
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let in_flight = crate::common::metric(&pass, "osproxy_in_flight_requests").await;
+    assert_eq!(in_flight, Some(0.0), "the stalled answer's slot was given back");
+}

@@ -66,6 +66,49 @@ impl Class {
 /// partitions can make an instance hold.
 const MAX_TRACKED: usize = 100_000;
 
+/// The key of the bucket partitions past [`MAX_TRACKED`] share (a
+/// partition id is at least one character).
+const OVERFLOW: &str = "";
+
+/// The state `partition` is limited by, made and kept in `states` (at most
+/// `max` of them, besides partitions with limits of their own, `own`).
+/// When the table is full of states that would lose something if
+/// dropped, the rest share one bucket of the default limits: a client
+/// naming ever more partitions is limited together, never let free.
+fn track(
+    states: &mut HashMap<String, Arc<Limited>>,
+    partition: &str,
+    own: bool,
+    (l, built_for, now): (&PartitionLimits, (u64, u64), u64),
+    max: usize,
+    swept: &AtomicU64,
+) -> Arc<Limited> {
+    let old = states.get(partition).cloned();
+    if let Some(s) = old.as_ref().filter(|s| s.built_for == built_for) {
+        return s.clone();
+    }
+    if old.is_none() && !own && states.len() >= max {
+        // Only states that lose nothing are dropped, in one sweep a second
+        // at most (a sweep reads every state, under the write lock).
+        let last = swept.load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) >= 1_000_000_000 {
+            swept.store(now.max(1), Ordering::Relaxed);
+            states.retain(|_, s| !s.idle(now));
+        }
+        if states.len() >= max {
+            if let Some(s) = states.get(OVERFLOW).filter(|s| s.built_for == built_for) {
+                return s.clone();
+            }
+            let s = Arc::new(Limited::new(l, built_for, None, now));
+            states.insert(OVERFLOW.to_string(), s.clone());
+            return s;
+        }
+    }
+    let s = Arc::new(Limited::new(l, built_for, old.as_deref(), now));
+    states.insert(partition.to_string(), s.clone());
+    s
+}
+
 /// A rate, as a GCRA bucket on the limiter's clock (nanoseconds since its
 /// origin): `tat` is when the bucket is full again.
 #[derive(Debug)]
@@ -221,6 +264,8 @@ impl Limited {
 pub struct Limiter {
     control: Arc<ControlPlane>,
     states: RwLock<HashMap<String, Arc<Limited>>>,
+    /// When the states were last swept for idle ones (see [`track`]).
+    swept: AtomicU64,
     origin: Instant,
 }
 
@@ -253,6 +298,7 @@ impl Limiter {
         Limiter {
             control,
             states: RwLock::new(HashMap::new()),
+            swept: AtomicU64::new(0),
             origin: Instant::now(),
         }
     }
@@ -283,15 +329,17 @@ impl Limiter {
             return Some(s.clone());
         }
         let now = self.now();
-        if old.is_none() && states.len() >= MAX_TRACKED {
-            // Only states that lose nothing are dropped.
-            states.retain(|_, s| !s.idle(now));
-        }
-        let s = Arc::new(Limited::new(l, built_for, old.as_deref(), now));
-        if old.is_some() || states.len() < MAX_TRACKED {
-            states.insert(partition.to_string(), s.clone());
-        }
-        Some(s)
+        // Partitions with limits of their own are few (the catalogue
+        // bounds them) and always tracked.
+        let own = limits.partitions.contains_key(partition);
+        Some(track(
+            &mut states,
+            partition,
+            own,
+            (l, built_for, now),
+            MAX_TRACKED,
+            &self.swept,
+        ))
     }
 
     /// Admits one request of `class` for a limited partition, or says which
@@ -679,6 +727,35 @@ mod tests {
         new.in_use.fetch_sub(1, Ordering::AcqRel);
         assert!(new.idle(now + 20_000_000_000));
         assert_eq!(old.in_use.load(Ordering::Acquire), 0, "one count, shared");
+    }
+
+    /// Found by review: past the tracked partitions, a new partition's
+    /// state was made afresh for each request and never kept: unlimited.
+    #[test]
+    fn partitions_past_the_table_share_a_bucket_and_are_limited() {
+        let l = PartitionLimits {
+            concurrent_requests: Some(1),
+            ..Default::default()
+        };
+        let now = 1_000_000_000;
+        let mut states = HashMap::new();
+        let swept = AtomicU64::new(0);
+        for p in ["a", "b"] {
+            let s = track(&mut states, p, false, (&l, (1, 1), now), 2, &swept);
+            s.in_use.fetch_add(1, Ordering::AcqRel); // busy: not idle
+        }
+        let c1 = track(&mut states, "c", false, (&l, (1, 1), now), 2, &swept);
+        c1.in_use.fetch_add(1, Ordering::AcqRel); // its one slot taken
+        let d1 = track(&mut states, "d", false, (&l, (1, 1), now), 2, &swept);
+        assert!(Arc::ptr_eq(&c1, &d1), "one shared bucket past the table");
+        // ... so d is refused while c holds the shared slot.
+        assert_eq!(d1.in_use.load(Ordering::Acquire), 1);
+        let again = track(&mut states, "c", false, (&l, (1, 1), now), 2, &swept);
+        assert!(Arc::ptr_eq(&c1, &again), "kept, not made afresh");
+        // A partition with limits of its own is always tracked.
+        let own = track(&mut states, "e", true, (&l, (1, 1), now), 2, &swept);
+        assert!(!Arc::ptr_eq(&own, &c1));
+        assert!(Arc::ptr_eq(&own, &track(&mut states, "e", true, (&l, (1, 1), now), 2, &swept)));
     }
 
     #[test]

@@ -213,6 +213,12 @@ pub struct Metrics {
     migration_documents: Gauge,
     usage: crate::usage::Usage,
     connections: ConnectionMetrics,
+    errors: Family<CodeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -490,6 +496,12 @@ impl Metrics {
             "Client connections osproxy closed or refused, by reason",
             connections.closed.clone(),
         );
+        let errors = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "errors",
+            "Requests osproxy answered with an error of its own, by its stable code (refusals of every kind included)",
+            errors.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -502,7 +514,18 @@ impl Metrics {
             migration_documents,
             usage: crate::usage::Usage::new(0),
             connections,
+            errors,
         }
+    }
+
+    /// Counts a request answered with osproxy's own error `code` (its
+    /// stable string form).
+    pub fn error(&self, code: &str) {
+        self.errors
+            .get_or_create(&CodeLabels {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     /// The data listener's connection counts (clone it into each worker).

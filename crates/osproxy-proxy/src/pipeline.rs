@@ -129,6 +129,7 @@ impl Proxy {
         let in_flight = self.metrics.enter();
         let request_id = self.identify(&req);
         if let Some(e) = self.admission(&req) {
+            self.metrics.error(e.code.as_str());
             let mut resp = error_response(&e, &request_id);
             resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
             self.metrics
@@ -165,7 +166,10 @@ impl Proxy {
         };
         let (mut resp, error) = match outcome {
             Ok(r) => (r, None),
-            Err(e) => (error_response(&e, &request_id), Some(e)),
+            Err(e) => {
+                self.metrics.error(e.code.as_str());
+                (error_response(&e, &request_id), Some(e))
+            }
         };
         if let Some(a) = active {
             self.diagnostics

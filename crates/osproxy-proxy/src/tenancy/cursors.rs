@@ -98,6 +98,8 @@ pub(crate) fn wrap_response(tenancy: &Tenancy, raw: &[u8], t: &Target<'_>) -> Ve
         let kind = match k {
             "_scroll_id" => "scroll",
             "pit_id" => "pit",
+            // A PIT's shard failures name the physical index and its uuid.
+            "_shards" => return Edit::Replace(reverse::error(v, t, None)),
             _ => return Edit::Keep,
         };
         match serde_json::from_slice::<String>(v) {

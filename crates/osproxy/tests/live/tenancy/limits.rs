@@ -759,6 +759,13 @@ async fn too_many_or_too_large_headers_are_a_shaped_431() {
     let text = String::from_utf8_lossy(&text);
     assert!(text.contains("server.max_header_bytes"), "{text}");
 
+    // Each refusal is counted by its code.
+    let counted = crate::common::metric(
+        &f.proxy,
+        "osproxy_errors_total{code=\"headers_too_large\"}",
+    )
+    .await;
+    assert_eq!(counted, Some(3.0), "{counted:?}");
     // The default (64 KiB) holds without configuration.
     let d = Fleet::start(&node().url(), "hdrsdef");
     let over = vec![format!("x-large: {}", "a".repeat(70_000))];

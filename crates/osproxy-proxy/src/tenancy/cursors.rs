@@ -27,7 +27,11 @@ fn bad(m: impl Into<String>) -> ProxyError {
 /// Cursors this process handed out, per (kind, partition), newest last, so
 /// that `_all` can close a caller's own cursors and no one else's. Shared by
 /// every worker; capped per partition (older ones expire by keep-alive).
-type OpenCursors = std::sync::Mutex<HashMap<(String, String), std::collections::VecDeque<String>>>;
+/// Each is kept as (the cluster's id, the first id handed out for it): a
+/// sealed id differs each time the same cursor is handed out (a scroll's
+/// every page), and one entry per cluster cursor is enough to close it.
+type OpenCursors =
+    std::sync::Mutex<HashMap<(String, String), std::collections::VecDeque<(String, String)>>>;
 
 fn open_cursors() -> &'static OpenCursors {
     static OPEN: std::sync::OnceLock<OpenCursors> = std::sync::OnceLock::new();
@@ -59,20 +63,18 @@ pub(crate) fn signer(
         epoch: t.epoch,
     };
     move |kind: &str, upstream: String| {
-        let id = wrap(
-            &key,
-            &Cursor {
-                kind: kind.into(),
-                upstream,
-                ..base.clone()
-            },
-        );
+        let cursor = Cursor {
+            kind: kind.into(),
+            upstream,
+            ..base.clone()
+        };
+        let id = wrap(&key, &cursor);
         if let Ok(mut open) = open_cursors().lock() {
             let list = open
                 .entry((kind.to_string(), base.partition.clone()))
                 .or_default();
-            if !list.contains(&id) {
-                list.push_back(id.clone());
+            if !list.iter().any(|(u, _)| *u == cursor.upstream) {
+                list.push_back((cursor.upstream, id.clone()));
                 if list.len() > MAX_OPEN_PER_PARTITION {
                     list.pop_front();
                 }
@@ -82,11 +84,11 @@ pub(crate) fn signer(
     }
 }
 
-/// Forgets closed cursors.
-fn forget(kind: &str, partition: &str, ids: &[String]) {
+/// Forgets closed cursors, by the cluster's ids.
+fn forget(kind: &str, partition: &str, upstream: &[&str]) {
     if let Ok(mut open) = open_cursors().lock() {
         if let Some(list) = open.get_mut(&(kind.to_string(), partition.to_string())) {
-            list.retain(|i| !ids.contains(i));
+            list.retain(|(u, _)| !upstream.contains(&u.as_str()));
         }
     }
 }
@@ -302,7 +304,7 @@ async fn close(
                 .lock()
                 .map(|open| {
                     open.get(&(kind.to_string(), partition.as_str().to_string()))
-                        .map(|l| l.iter().cloned().collect())
+                        .map(|l| l.iter().map(|(_, id)| id.clone()).collect())
                         .unwrap_or_default()
                 })
                 .unwrap_or_default()
@@ -345,8 +347,7 @@ async fn close(
             .await?;
         let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
         succeeded &= parts.status.is_success();
-        let closed: Vec<String> = ids.iter().map(|(_, c)| c.clone()).collect();
-        forget(kind, t.partition.as_str(), &closed);
+        forget(kind, t.partition.as_str(), &upstream_ids);
         freed += v.get("num_freed").and_then(Value::as_u64).unwrap_or(0);
         if let Some(list) = v.get("pits").and_then(Value::as_array) {
             for p in list {

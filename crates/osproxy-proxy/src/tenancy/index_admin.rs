@@ -285,6 +285,12 @@ fn tenant_shape_only(raw: &[u8], t: &Target<'_>) -> Result<(), ProxyError> {
             if mentions_key(props, "copy_to") {
                 return Err(refuse("`copy_to`"));
             }
+            // Found by review: an alias field to `_index` (or `_routing`)
+            // would answer the shared index's name under a field of the
+            // tenant's choosing, past every check on metadata fields.
+            if is_alias_field(props) {
+                return Err(refuse("a field of `type: alias`"));
+            }
         }
     }
     Ok(())
@@ -368,6 +374,18 @@ fn no_percolator(
     Ok(())
 }
 
+/// Whether a field anywhere in `v` is declared `"type": "alias"`.
+fn is_alias_field(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => {
+            m.get("type").and_then(Value::as_str) == Some("alias")
+                || m.values().any(is_alias_field)
+        }
+        Value::Array(a) => a.iter().any(is_alias_field),
+        _ => false,
+    }
+}
+
 /// Whether `key` occurs as an object key anywhere in `v`.
 fn mentions_key(v: &Value, key: &str) -> bool {
     match v {
@@ -398,6 +416,26 @@ fn logical_view(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
                 .and_then(Value::as_object_mut)
             {
                 props.remove(&t.logical.field);
+            }
+            // The shared index's identity (found by review: its uuid and
+            // creation date, the same for every tenant of it, proved they
+            // share it), nested or flat (`flat_settings`).
+            for section in ["settings", "defaults"] {
+                if let Some(index) = v
+                    .pointer_mut(&format!("/{section}/index"))
+                    .and_then(Value::as_object_mut)
+                {
+                    for key in ["uuid", "creation_date", "provided_name", "version"] {
+                        index.remove(key);
+                    }
+                }
+                if let Some(flat) = v.get_mut(section).and_then(Value::as_object_mut) {
+                    flat.retain(|k, _| {
+                        !["index.uuid", "index.creation_date", "index.provided_name"]
+                            .contains(&k.as_str())
+                            && !k.starts_with("index.version.")
+                    });
+                }
             }
         }
         out.insert(t.logical.name.clone(), v);

@@ -166,10 +166,13 @@ fn names_physical_field(key: &str, value: &str) -> bool {
     ) {
         return false;
     }
+    // OpenSearch expands every `docvalue_fields` pattern to metadata
+    // fields too (`*ndex` answers `fields._index`), as in a body.
+    let expands = key == "docvalue_fields";
     value.split(',').any(|f| {
         let f = f.split(':').next().unwrap_or("").trim();
         matches!(f, "_id" | "_index" | "_routing" | "_seq_no")
-            || (f.starts_with('_') && f.contains('*'))
+            || (f.contains('*') && (f.starts_with('_') || (expands && f.starts_with('*'))))
     })
 }
 

@@ -261,6 +261,40 @@ pub(crate) fn error(raw: &[u8], t: &impl Placed, physical_id: Option<(&str, &str
             out = replace_all(&out, physical.as_bytes(), logical.as_bytes());
         }
     }
+    if t.shared() {
+        out = without_uuid_in_text(&out, t.logical().name.as_bytes());
+    }
+    out
+}
+
+/// `[<index>/<uuid>]` in free text (`index [orders/p5cm...] already
+/// exists`) as `[<index>]`: the uuid of a shared index is the same for all
+/// its tenants.
+fn without_uuid_in_text(hay: &[u8], index: &[u8]) -> Vec<u8> {
+    const UUID: usize = 22;
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        let rest = &hay[i..];
+        if rest.first() == Some(&b'[') && rest[1..].starts_with(index) {
+            let after = 1 + index.len();
+            let uuid = rest.get(after + 1..after + 1 + UUID);
+            if rest.get(after) == Some(&b'/')
+                && rest.get(after + 1 + UUID) == Some(&b']')
+                && uuid.is_some_and(|u| {
+                    u.iter()
+                        .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+                })
+            {
+                out.extend_from_slice(&rest[..after]);
+                out.push(b']');
+                i += after + 2 + UUID;
+                continue;
+            }
+        }
+        out.push(hay[i]);
+        i += 1;
+    }
     out
 }
 

@@ -128,6 +128,13 @@ fn red_team_variants_are_refused() {
         json!({"query": {"simple_query_string": {"query": "x", "fields": ["*ndex"]}}}),
         json!({"query": {"query_string": {"query": "x", "default_field": "*ndex"}}}),
         json!({"query": {"exists": {"field": "*ndex"}}}),
+        // Escapes the query parser undoes (found by review: `_in\dex:o*`
+        // answered whether the shared index's name begins with `o`).
+        json!({"query": {"query_string": {"query": "_in\\dex:o*"}}}),
+        json!({"query": {"query_string": {"query": "\\u005findex:o*"}}}),
+        json!({"query": {"query_string": {"query": "_r\\outing:acme"}}}),
+        json!({"highlight": {"fields": {"_routing": {}}}}),
+        json!({"highlight": {"fields": [{"*ndex": {}}]}}),
         json!({"aggs": {"m": {"multi_terms": {"terms": [{"field": "_index"}, {"field": "t"}]}}}}),
         json!({"aggs": {"c": {"composite": {"sources": [{"i": {"terms": {"field": "_index"}}}]}}}}),
         json!({"query": {"prefix": {"_index": "iso-s"}}}),

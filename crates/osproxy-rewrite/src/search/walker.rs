@@ -155,7 +155,9 @@ impl Walker {
         };
         // Query syntax can name fields in its text: `_index:orders-shared`.
         if matches!(kind, "query_string" | "simple_query_string") {
-            let text = body.get("query").and_then(Value::as_str).unwrap_or("");
+            // As OpenSearch's parser reads it: `_in\dex` and `\u005findex`
+            // name `_index` too.
+            let text = unescaped(body.get("query").and_then(Value::as_str).unwrap_or(""));
             if ["_index", "_id", "_routing", "_seq_no"]
                 .iter()
                 .any(|f| text.contains(f))
@@ -559,6 +561,8 @@ impl Walker {
             let at = child(path, key);
             match (key.as_str(), value) {
                 ("fields", Value::Object(fields)) => {
+                    // Highlighting `_routing` answers its physical value.
+                    self.physical_fields_as(value, &at, Patterns::AllButMatchAll)?;
                     for (field, options) in fields {
                         self.compound(
                             "highlight",
@@ -575,6 +579,11 @@ impl Walker {
                             self.generic(one, &one_at)?;
                             continue;
                         };
+                        self.physical_fields_as(
+                            &Value::Object(one.clone()),
+                            &one_at,
+                            Patterns::AllButMatchAll,
+                        )?;
                         for (field, options) in one {
                             let field_at = child(&one_at, field);
                             self.compound("highlight", options, &field_at, &["highlight_query"])?;
@@ -613,4 +622,34 @@ enum Patterns {
     AllButMatchAll,
     /// None (the `fields` option, `stored_fields`, `_source` filtering).
     None,
+}
+
+/// Query-syntax text with its escapes undone as the query parser undoes
+/// them in terms and field names: `\x` is `x`, `\uXXXX` the character.
+fn unescaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => {
+                let hex: String = chars.clone().take(4).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(decoded) if hex.len() == 4 => {
+                        out.push(decoded);
+                        for _ in 0..4 {
+                            chars.next();
+                        }
+                    }
+                    _ => out.push('u'),
+                }
+            }
+            Some(next) => out.push(next),
+            None => {}
+        }
+    }
+    out
 }

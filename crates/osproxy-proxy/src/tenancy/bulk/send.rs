@@ -54,6 +54,12 @@ pub(super) async fn send(
     if let Err(e) = tenancy.ensure_shared_mapping(t).await {
         return failed(e.status(), e.code.as_str(), &e.reason);
     }
+    // Its answer is read whatever the budget (the batch is applied): sent
+    // only while the budget has room, so that small batches asking for
+    // large answers (updates with `_source`) cannot stack up past it.
+    if let Err(e) = osproxy_upstream::budget::admit_unbreakable("this batch") {
+        return failed(e.status(), e.code.as_str(), &e.reason);
+    }
     // The epoch gate, for every partition in the batch: when one was routed
     // by a placement that changed since (or is in cutover), the batch's
     // items are refused in place (retryable), none of them written.

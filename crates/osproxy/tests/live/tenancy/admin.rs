@@ -87,6 +87,24 @@ async fn a_tenant_creates_the_shared_logical_index_but_may_not_shape_it() {
         "resource_already_exists_exception"
     );
     assert!(!again.text().contains("t-admin-shared"), "{}", again.text());
+    // Found by review: the reason named `[orders/<uuid>]`, the uuid every
+    // tenant of the shared index would see alike.
+    let uuid = on_node("/t-admin-shared/_settings").await.json()["t-admin-shared"]["settings"]
+        ["index"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!again.text().contains(&uuid), "{}", again.text());
+    // Nor may a tenant plant an alias field to a metadata field.
+    let alias = f
+        .client("globex-svc")
+        .put(
+            "/orders",
+            &json!({"mappings": {"properties": {"ix": {"type": "alias", "path": "_index"}}}}),
+        )
+        .await;
+    assert_eq!(alias.status, 403, "{}", alias.text());
+    assert!(alias.text().contains("alias"), "{}", alias.text());
 }
 
 /// Tenants see the catalogue's declared mapping, not the physical one: a
@@ -122,6 +140,20 @@ async fn tenants_see_the_declared_mapping_and_logical_settings() {
         "{}",
         settings.text()
     );
+    // Found by review: the shared index's uuid and creation date, alike
+    // for all its tenants, came through (nested and flat).
+    let uuid = on_node("/t-admm-shared/_settings").await.json()["t-admm-shared"]["settings"]
+        ["index"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for path in ["/orders/_settings", "/orders/_settings?flat_settings=true"] {
+        let r = acme.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let text = r.text();
+        assert!(!text.contains(&uuid), "{path}: {text}");
+        assert!(!text.contains("creation_date"), "{path}: {text}");
+    }
 }
 
 /// The shared mapping is the operators' to extend, never with the

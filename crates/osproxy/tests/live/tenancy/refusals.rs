@@ -323,6 +323,25 @@ async fn field_patterns_that_reach_metadata_fields_are_refused() {
         let r = acme.post("/orders/_search", &body).await;
         refused(&r, 400, "construct_refused", what);
     }
+    // Found by the review of the fix: the same pattern as a parameter, an
+    // escaped field name in query text, a highlighted metadata field.
+    let r = acme.get("/orders/_search?docvalue_fields=*ndex").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    for (what, body) in [
+        (
+            "escaped query text",
+            json!({"query": {"query_string": {"query": "_in\\dex:t*"}}}),
+        ),
+        ("highlight", json!({"highlight": {"fields": {"_routing": {}}}})),
+    ] {
+        let r = acme.post("/orders/_count", &body).await;
+        let r = if what == "highlight" {
+            acme.post("/orders/_search", &body).await
+        } else {
+            r
+        };
+        refused(&r, 400, "construct_refused", what);
+    }
     let r = acme
         .post("/orders/_search", &json!({"fields": ["*"]}))
         .await;

@@ -244,7 +244,10 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
         }
     }
     if server.max_headers > 10_000 {
-        errs.push(ConfigError::new("server.max_headers", "must be at most 10000"));
+        errs.push(ConfigError::new(
+            "server.max_headers",
+            "must be at most 10000",
+        ));
     }
     if server.max_header_bytes.bytes() > 16 * 1024 * 1024 {
         errs.push(ConfigError::new(

@@ -801,9 +801,7 @@ impl ResponseBody {
             .stall
             .get_or_insert_with(|| (Box::pin(tokio::time::sleep(pause)), true));
         if !*armed {
-            sleep
-                .as_mut()
-                .reset(tokio::time::Instant::now() + pause);
+            sleep.as_mut().reset(tokio::time::Instant::now() + pause);
             *armed = true;
         }
         if sleep.as_mut().poll(cx).is_pending() {

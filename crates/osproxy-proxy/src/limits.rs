@@ -755,7 +755,10 @@ mod tests {
         // A partition with limits of its own is always tracked.
         let own = track(&mut states, "e", true, (&l, (1, 1), now), 2, &swept);
         assert!(!Arc::ptr_eq(&own, &c1));
-        assert!(Arc::ptr_eq(&own, &track(&mut states, "e", true, (&l, (1, 1), now), 2, &swept)));
+        assert!(Arc::ptr_eq(
+            &own,
+            &track(&mut states, "e", true, (&l, (1, 1), now), 2, &swept)
+        ));
     }
 
     #[test]

@@ -203,7 +203,11 @@ mod tests {
         // Nor is an answer that must not be broken off asked for.
         let e = admit_unbreakable("this scroll's page").unwrap_err();
         assert_eq!(e.code, ErrorCode::Overloaded);
-        assert!(e.retryable && e.reason.contains("was not sent"), "{}", e.reason);
+        assert!(
+            e.retryable && e.reason.contains("was not sent"),
+            "{}",
+            e.reason
+        );
         c.force(10);
         assert_eq!(held(), base + 1020);
         drop(c);

@@ -15,8 +15,7 @@ pub mod tls;
 
 pub use body::{
     answer_pause, body_read_timeout, next_frame, read_answer, read_limited, set_answer_pause,
-    set_body_read_timeout, Answering,
-    BodyError, CheckedBody, RequestBody, MAX_BUFFERED,
+    set_body_read_timeout, Answering, BodyError, CheckedBody, RequestBody, MAX_BUFFERED,
 };
 pub use client::{is_idempotent, SetupError, UpstreamCluster, UpstreamError, Upstreams};
 pub use decode::{body_error, is_zlib_header, ClientBody, Coding, DecodeError, Upload};

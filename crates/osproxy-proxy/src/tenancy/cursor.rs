@@ -44,8 +44,7 @@ impl CursorKey {
         derive.update(b"osproxy cursor seal v2");
         derive.update(key);
         let sealing: [u8; 32] = derive.finalize().into();
-        let seal = match aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, &sealing)
-        {
+        let seal = match aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, &sealing) {
             Ok(k) => aws_lc_rs::aead::LessSafeKey::new(k),
             // A 32-byte key for AES-256-GCM is always accepted.
             Err(_) => unreachable_key(),
@@ -82,7 +81,11 @@ impl CursorKey {
         let mut body = body.to_vec();
         let plain = self
             .seal
-            .open_in_place(nonce, aws_lc_rs::aead::Aad::from(SEALED.as_bytes()), &mut body)
+            .open_in_place(
+                nonce,
+                aws_lc_rs::aead::Aad::from(SEALED.as_bytes()),
+                &mut body,
+            )
             .ok()?;
         Some(plain.to_vec())
     }

@@ -378,8 +378,7 @@ fn no_percolator(
 fn is_alias_field(v: &Value) -> bool {
     match v {
         Value::Object(m) => {
-            m.get("type").and_then(Value::as_str) == Some("alias")
-                || m.values().any(is_alias_field)
+            m.get("type").and_then(Value::as_str) == Some("alias") || m.values().any(is_alias_field)
         }
         Value::Array(a) => a.iter().any(is_alias_field),
         _ => false,

@@ -288,9 +288,8 @@ fn idle_slow_and_stalled_clients_are_bounded_and_closed() {
     // Each way a connection was closed or refused is counted (before:
     // none was, and no gauge said how many were open).
     rt.block_on(async {
-        let closed = |reason: &str| {
-            format!("osproxy_connections_closed_total{{reason=\"{reason}\"}}")
-        };
+        let closed =
+            |reason: &str| format!("osproxy_connections_closed_total{{reason=\"{reason}\"}}");
         for (reason, at_least) in [
             ("max_connections", f64::from(refused)),
             ("idle_timeout", 50.0),
@@ -760,11 +759,8 @@ async fn too_many_or_too_large_headers_are_a_shaped_431() {
     assert!(text.contains("server.max_header_bytes"), "{text}");
 
     // Each refusal is counted by its code.
-    let counted = crate::common::metric(
-        &f.proxy,
-        "osproxy_errors_total{code=\"headers_too_large\"}",
-    )
-    .await;
+    let counted =
+        crate::common::metric(&f.proxy, "osproxy_errors_total{code=\"headers_too_large\"}").await;
     assert_eq!(counted, Some(3.0), "{counted:?}");
     // The default (64 KiB) holds without configuration.
     let d = Fleet::start(&node().url(), "hdrsdef");
@@ -826,7 +822,11 @@ async fn an_answer_that_stalls_after_its_head_is_broken_off() {
     .expect("a get whose answer stalls is answered");
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(r.text().contains("paused its answer"), "{}", r.text());
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 
     let pass = crate::common::proxy_to(&url, "[upstream]\nrequest_timeout = \"2s\"\n");
     pass.wait_ready(Duration::from_secs(30)).unwrap();
@@ -857,5 +857,9 @@ async fn an_answer_that_stalls_after_its_head_is_broken_off() {
         );
     }
     let in_flight = crate::common::metric(&pass, "osproxy_in_flight_requests").await;
-    assert_eq!(in_flight, Some(0.0), "the stalled answer's slot was given back");
+    assert_eq!(
+        in_flight,
+        Some(0.0),
+        "the stalled answer's slot was given back"
+    );
 }

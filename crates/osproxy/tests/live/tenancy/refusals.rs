@@ -309,12 +309,18 @@ async fn field_patterns_that_reach_metadata_fields_are_refused() {
     let tag = "isopat";
     let (_f, acme) = with_globex_secret(tag).await;
     let own = acme
-        .put("/orders/_doc/mine?refresh=true", &json!({"title": "acme own"}))
+        .put(
+            "/orders/_doc/mine?refresh=true",
+            &json!({"title": "acme own"}),
+        )
         .await;
     assert_eq!(own.status, 201, "{}", own.text());
     for (what, body) in [
         ("docvalue_fields", json!({"docvalue_fields": ["*ndex"]})),
-        ("docvalue_fields object", json!({"docvalue_fields": [{"field": "*seq_no"}]})),
+        (
+            "docvalue_fields object",
+            json!({"docvalue_fields": [{"field": "*seq_no"}]}),
+        ),
         (
             "query_string fields",
             json!({"query": {"query_string": {"query": "t*", "fields": ["*ndex"]}}}),
@@ -332,7 +338,10 @@ async fn field_patterns_that_reach_metadata_fields_are_refused() {
             "escaped query text",
             json!({"query": {"query_string": {"query": "_in\\dex:t*"}}}),
         ),
-        ("highlight", json!({"highlight": {"fields": {"_routing": {}}}})),
+        (
+            "highlight",
+            json!({"highlight": {"fields": {"_routing": {}}}}),
+        ),
     ] {
         let r = acme.post("/orders/_count", &body).await;
         let r = if what == "highlight" {
@@ -368,13 +377,15 @@ async fn error_traces_do_not_reach_tenants() {
         .put("/orders/_doc/n1?refresh=true", &json!({"n": 5}))
         .await;
     assert_eq!(w.status, 201, "{}", w.text());
-    let uuid = on_node(&format!("/t-{tag}-shared/_settings"))
-        .await
-        .json()[format!("t-{tag}-shared")]["settings"]["index"]["uuid"]
+    let uuid = on_node(&format!("/t-{tag}-shared/_settings")).await.json()
+        [format!("t-{tag}-shared")]["settings"]["index"]["uuid"]
         .as_str()
         .unwrap()
         .to_string();
-    for path in ["/orders/_search?error_trace=true", "/orders/_count?error_trace=true"] {
+    for path in [
+        "/orders/_search?error_trace=true",
+        "/orders/_count?error_trace=true",
+    ] {
         let r = acme
             .post(path, &json!({"query": {"term": {"n": {"value": "abc"}}}}))
             .await;

@@ -482,6 +482,9 @@ pub struct Reversing {
     /// the budget rather than broken off.
     answering: osproxy_upstream::Answering,
     ended: bool,
+    /// Whether the cluster gave a frame since the body last asked (its
+    /// answer is moving even while a large hit gives no output yet).
+    fed: bool,
 }
 
 impl std::fmt::Debug for Reversing {
@@ -507,6 +510,7 @@ impl Reversing {
                     return Poll::Ready(Some(Err(e.into())));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
+                    self.fed = true;
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
@@ -652,6 +656,7 @@ impl ResponseBody {
                 charge: osproxy_upstream::budget::Charge::default(),
                 answering,
                 ended: false,
+                fed: false,
             })),
             _in_flight: None,
             account: None,
@@ -789,12 +794,20 @@ impl ResponseBody {
         polled: Poll<Option<Result<Frame<Bytes>, osproxy_upstream::BodyError>>>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, osproxy_upstream::BodyError>>> {
-        if !polled.is_pending() {
+        // Found by review: a large hit reversed gives no output while its
+        // frames come; the cluster's frames, not the output, are progress.
+        let fed = match &mut self.inner {
+            Inner::Reversed(r) => std::mem::take(&mut r.fed),
+            _ => false,
+        };
+        if !polled.is_pending() || fed {
             // Disarmed: the next pause starts its own clock.
             if let Some((_, armed)) = self.stall.as_mut() {
                 *armed = false;
             }
-            return polled;
+            if !polled.is_pending() {
+                return polled;
+            }
         }
         let pause = osproxy_upstream::answer_pause();
         let (sleep, armed) = self

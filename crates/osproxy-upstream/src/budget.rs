@@ -62,8 +62,16 @@ pub fn held() -> u64 {
 /// answers are charged past the limit only by those admitted while it had
 /// room, never by a stream of new ones.
 pub fn admit_unbreakable(what: &str) -> Result<(), ProxyError> {
+    admit_unbreakable_freeing(what, 0)
+}
+
+/// [`admit_unbreakable`] for a request whose sending gives back `freed`
+/// bytes already charged (a bulk batch's own body): those do not count
+/// against it, so that sending batches to relieve a full budget is not
+/// refused by their own share of it.
+pub fn admit_unbreakable_freeing(what: &str, freed: u64) -> Result<(), ProxyError> {
     let limit = LIMIT.load(Ordering::Relaxed);
-    let held = held();
+    let held = held().saturating_sub(freed.saturating_mul(PARSE_FACTOR));
     if held < limit {
         return Ok(());
     }

@@ -319,13 +319,35 @@ async fn close(
     };
     // Every id is checked before anything is sent.
     let mut per_cluster: HashMap<String, (Target<'_>, Vec<(String, String)>)> = HashMap::new();
+    let mut stale = Vec::new();
     for id in ids {
-        let (cursor, t) = open(tenancy, principal, kind, &id)?;
+        let (cursor, t) = match open(tenancy, principal, kind, &id) {
+            Ok(opened) => opened,
+            // `_all`: one of the caller's own that can no longer be used
+            // (its partition moved since) is forgotten, not a failure of
+            // the whole request (found by review).
+            Err(_) if all => {
+                stale.push(id);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         per_cluster
             .entry(t.cluster.id.clone())
             .or_insert_with(|| (t.clone(), Vec::new()))
             .1
             .push((cursor.upstream, id));
+    }
+    if !stale.is_empty() {
+        if let Some(partition) = principal.and_then(|p| p.partition(headers).ok()) {
+            if let Ok(mut open) = open_cursors().lock() {
+                if let Some(list) =
+                    open.get_mut(&(kind.to_string(), partition.as_str().to_string()))
+                {
+                    list.retain(|(_, id)| !stale.contains(id));
+                }
+            }
+        }
     }
     let (upstream_path, mut freed, mut pits) = if kind == "scroll" {
         ("/_search/scroll", 0u64, Vec::new())

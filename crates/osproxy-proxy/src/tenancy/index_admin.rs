@@ -401,6 +401,15 @@ fn mentions_field(raw: &[u8], field: &str) -> bool {
         .is_some()
 }
 
+/// The index settings a tenant of a shared placement is shown.
+const SHARED_SETTINGS: &[&str] = &[
+    "number_of_shards",
+    "number_of_replicas",
+    "refresh_interval",
+    "max_result_window",
+    "analysis",
+];
+
 /// `{"<physical>": {...}}` as `{"<logical>": {...}}`, the partition field
 /// removed from mapping properties in shared placements.
 fn logical_view(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
@@ -416,25 +425,22 @@ fn logical_view(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
             {
                 props.remove(&t.logical.field);
             }
-            // The shared index's identity (found by review: its uuid and
-            // creation date, the same for every tenant of it, proved they
-            // share it), nested or flat (`flat_settings`).
-            for section in ["settings", "defaults"] {
-                if let Some(index) = v
-                    .pointer_mut(&format!("/{section}/index"))
-                    .and_then(Value::as_object_mut)
-                {
-                    for key in ["uuid", "creation_date", "provided_name", "version"] {
-                        index.remove(key);
-                    }
-                }
-                if let Some(flat) = v.get_mut(section).and_then(Value::as_object_mut) {
-                    flat.retain(|k, _| {
-                        !["index.uuid", "index.creation_date", "index.provided_name"]
-                            .contains(&k.as_str())
-                            && !k.starts_with("index.version.")
-                    });
-                }
+            // Only settings that describe the logical index as its tenants
+            // may know it (found by review: the uuid and creation date,
+            // alike for all tenants of the shared index, proved they share
+            // it; a clone's `resize.source.*` named its source, and
+            // allocation, blocks and pipelines are the operator's).
+            if let Some(index) = v
+                .pointer_mut("/settings/index")
+                .and_then(Value::as_object_mut)
+            {
+                index.retain(|k, _| SHARED_SETTINGS.contains(&k.as_str()));
+            }
+            if let Some(settings) = v.get_mut("settings").and_then(Value::as_object_mut) {
+                settings.retain(|k, _| k == "index");
+            }
+            if let Some(root) = v.as_object_mut() {
+                root.remove("defaults");
             }
         }
         out.insert(t.logical.name.clone(), v);

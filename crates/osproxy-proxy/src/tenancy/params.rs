@@ -171,6 +171,7 @@ fn names_physical_field(key: &str, value: &str) -> bool {
     let expands = key == "docvalue_fields";
     value.split(',').any(|f| {
         let f = f.split(':').next().unwrap_or("").trim();
+        let f = f.split('^').next().unwrap_or(f);
         matches!(f, "_id" | "_index" | "_routing" | "_seq_no")
             || (f.contains('*') && (f.starts_with('_') || (expands && f.starts_with('*'))))
     })

@@ -134,6 +134,13 @@ fn red_team_variants_are_refused() {
         json!({"query": {"query_string": {"query": "\\u005findex:o*"}}}),
         json!({"query": {"query_string": {"query": "_r\\outing:acme"}}}),
         json!({"highlight": {"fields": {"_routing": {}}}}),
+        // The second review: terms on `_index` (it takes wildcards), a
+        // boost suffix, a suffix joined to field names.
+        json!({"query": {"terms": {"_index": ["t*"]}}}),
+        json!({"query": {"query_string": {"query": "t*", "fields": ["_index^2"]}}}),
+        json!({"query": {"simple_query_string": {"query": "t*", "fields": ["_index^1"]}}}),
+        json!({"query": {"multi_match": {"query": "t*", "fields": "_index^1"}}}),
+        json!({"query": {"query_string": {"query": "_ind:\"t*\"", "quote_field_suffix": "ex"}}}),
         json!({"highlight": {"fields": [{"*ndex": {}}]}}),
         json!({"aggs": {"m": {"multi_terms": {"terms": [{"field": "_index"}, {"field": "t"}]}}}}),
         json!({"aggs": {"c": {"composite": {"sources": [{"i": {"terms": {"field": "_index"}}}]}}}}),

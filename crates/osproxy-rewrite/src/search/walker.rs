@@ -106,6 +106,8 @@ impl Walker {
             return Ok(());
         }
         let physical = |name: &str| {
+            // `name^boost`, as OpenSearch reads a query's fields.
+            let name = name.split('^').next().unwrap_or(name);
             matches!(name, "_id" | "_routing" | "_index" | "_seq_no")
                 || (name.contains('*')
                     && (name.starts_with('_')
@@ -153,6 +155,15 @@ impl Walker {
         let Some(fields) = body.as_object() else {
             return Ok(());
         };
+        // Found by review: the suffix is joined to field names
+        // (`_ind` + `ex`), which no check of the names alone sees.
+        if kind == "query_string" && fields.contains_key("quote_field_suffix") {
+            return Err(refuse(
+                "`quote_field_suffix`",
+                &child(path, "quote_field_suffix"),
+                "in a shared placement it builds field names osproxy cannot check, metadata fields among them",
+            ));
+        }
         // Query syntax can name fields in its text: `_index:orders-shared`.
         if matches!(kind, "query_string" | "simple_query_string") {
             // As OpenSearch's parser reads it: `_in\dex` and `\u005findex`
@@ -384,6 +395,9 @@ impl Walker {
                 {
                     return Err(refuse("`terms` lookup", &child(&at, f), BY_ID));
                 }
+                // Found by review: `{"terms":{"_index":["t*"]}}` (terms on
+                // `_index` take wildcards) was never checked as a leaf.
+                self.leaf_on_physical(kind, body, &at)?;
                 self.generic(body, &at)?;
             } else if let (true, Some(fields)) =
                 (kind == "knn" || kind == "neural", body.as_object())

@@ -57,7 +57,8 @@ pub(super) async fn send(
     // Its answer is read whatever the budget (the batch is applied): sent
     // only while the budget has room, so that small batches asking for
     // large answers (updates with `_source`) cannot stack up past it.
-    if let Err(e) = osproxy_upstream::budget::admit_unbreakable("this batch") {
+    let own = batch.body.capacity() as u64;
+    if let Err(e) = osproxy_upstream::budget::admit_unbreakable_freeing("this batch", own) {
         return failed(e.status(), e.code.as_str(), &e.reason);
     }
     // The epoch gate, for every partition in the batch: when one was routed

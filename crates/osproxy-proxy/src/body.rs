@@ -453,6 +453,9 @@ pub struct ResponseBody {
     /// it (`upstream.request_timeout`; allocated at the first pause).
     /// (and whether it runs now).
     stall: Option<(Pin<Box<tokio::time::Sleep>>, bool)>,
+    /// Whether pauses of the cluster's answer are bounded (not for an
+    /// answer that streams as its request does: `_bulk/stream`).
+    watched: bool,
 }
 
 #[derive(Debug)]
@@ -624,7 +627,16 @@ impl ResponseBody {
             _in_flight: Some(in_flight),
             account: None,
             stall: None,
+            watched: true,
         }
+    }
+
+    /// This body with no bound on the cluster's pauses: for an answer that
+    /// streams as its request body does (OpenSearch's `_bulk/stream`
+    /// answers each batch as it comes, however slowly the client sends).
+    pub fn unwatched(mut self) -> Self {
+        self.watched = false;
+        self
     }
 
     /// A body whose chunks arrive on `rx` until its sender is dropped.
@@ -634,6 +646,7 @@ impl ResponseBody {
             _in_flight: Some(in_flight),
             account: None,
             stall: None,
+            watched: true,
         }
     }
 
@@ -661,6 +674,7 @@ impl ResponseBody {
             _in_flight: None,
             account: None,
             stall: None,
+            watched: true,
         }
     }
 
@@ -671,6 +685,7 @@ impl ResponseBody {
             _in_flight: None,
             account: None,
             stall: None,
+            watched: true,
         }
     }
 
@@ -696,6 +711,7 @@ impl ResponseBody {
                 _in_flight: self._in_flight,
                 account: self.account,
                 stall: None,
+                watched: true,
             };
         }
         ResponseBody {
@@ -707,6 +723,7 @@ impl ResponseBody {
             _in_flight: None,
             account: None,
             stall: None,
+            watched: true,
         }
     }
 
@@ -732,6 +749,7 @@ impl ResponseBody {
             _in_flight: None,
             account: None,
             stall: None,
+            watched: true,
         }
     }
 }
@@ -746,7 +764,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, osproxy_upstream::BodyError>>> {
         let this = self.get_mut();
         let mut polled = this.poll_inner(cx);
-        if matches!(this.inner, Inner::Upstream(_) | Inner::Reversed(_)) {
+        if this.watched && matches!(this.inner, Inner::Upstream(_) | Inner::Reversed(_)) {
             polled = this.watch_stall(polled, cx);
         }
         if let Some(a) = &this.account {

@@ -196,12 +196,15 @@ impl Proxy {
             );
         }
         let headers = req.headers();
-        if headers.len() > self.max_headers {
+        // HTTP/2 clients send each cookie as a field of its own: they are
+        // one header, as HTTP/1.1 sends them.
+        let cookies = headers.get_all(http::header::COOKIE).iter().count();
+        let fields = headers.len() - cookies.saturating_sub(1);
+        if fields > self.max_headers {
             return Some(ProxyError::new(
                 ErrorCode::HeadersTooLarge,
                 format!(
-                    "the request has {} header fields, more than server.max_headers ({})",
-                    headers.len(),
+                    "the request has {fields} header fields, more than server.max_headers ({})",
                     self.max_headers
                 ),
             ));
@@ -522,6 +525,9 @@ impl Proxy {
         // A node-info answer names the nodes' own HTTP addresses; a sniffing
         // client would go around osproxy to them. Those addresses are
         // rewritten to the one the client reached osproxy at.
+        // Answered as its body is sent (`_bulk/stream`): its pauses are
+        // the client's.
+        let streaming = req.uri().path().ends_with("/stream");
         let advertise = (req.method() == http::Method::GET && is_nodes_info(req.uri().path()))
             .then(|| advertised_address(&req, self.default_port));
         let pretty = advertise.is_some()
@@ -617,9 +623,10 @@ impl Proxy {
                     )
                     .await;
                 }
+                let body = ResponseBody::upstream(body, in_flight);
                 Ok(Response::from_parts(
                     parts,
-                    ResponseBody::upstream(body, in_flight),
+                    if streaming { body.unwatched() } else { body },
                 ))
             }
             Err(e) => {

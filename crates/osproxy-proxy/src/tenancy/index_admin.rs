@@ -407,7 +407,22 @@ const SHARED_SETTINGS: &[&str] = &[
     "number_of_replicas",
     "refresh_interval",
     "max_result_window",
+    "max_inner_result_window",
+    "max_terms_count",
+    "max_docvalue_fields_search",
+    "max_script_fields",
+    "max_ngram_diff",
+    "max_shingle_diff",
     "analysis",
+    "similarity",
+    "mapping",
+    "highlight",
+    "query",
+    "sort",
+    "knn",
+    "knn.algo_param",
+    "codec",
+    "hidden",
 ];
 
 /// `{"<physical>": {...}}` as `{"<logical>": {...}}`, the partition field

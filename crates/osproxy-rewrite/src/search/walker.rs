@@ -63,6 +63,13 @@ impl Walker {
                 key,
                 "search extensions go to plugins osproxy cannot inspect, so it cannot tell whether they read other tenants' documents",
             )),
+            // Empty, it defines nothing (Dashboards' Discover always sends
+            // `"script_fields": {}`).
+            "script_fields" | "runtime_mappings" | "derived"
+                if v.as_object().is_some_and(serde_json::Map::is_empty) =>
+            {
+                Ok(())
+            }
             "script_fields" | "runtime_mappings" | "derived" => {
                 self.script(key, key)?;
                 self.generic(v, key)
@@ -156,25 +163,29 @@ impl Walker {
             return Ok(());
         };
         // Found by review: the suffix is joined to field names
-        // (`_ind` + `ex`), which no check of the names alone sees.
-        if kind == "query_string" && fields.contains_key("quote_field_suffix") {
+        // (`_ind` + `ex`), which no check of the names alone sees. A
+        // suffix that begins with `.` names a sub-field, never a metadata
+        // field (they have no dot).
+        if kind == "query_string"
+            && fields
+                .get("quote_field_suffix")
+                .is_some_and(|s| !s.as_str().is_some_and(|s| s.starts_with('.')))
+        {
             return Err(refuse(
-                "`quote_field_suffix`",
+                "`quote_field_suffix` other than `.<sub-field>`",
                 &child(path, "quote_field_suffix"),
                 "in a shared placement it builds field names osproxy cannot check, metadata fields among them",
             ));
         }
-        // Query syntax can name fields in its text: `_index:orders-shared`.
-        if matches!(kind, "query_string" | "simple_query_string") {
-            // As OpenSearch's parser reads it: `_in\dex` and `\u005findex`
-            // name `_index` too.
-            let text = unescaped(body.get("query").and_then(Value::as_str).unwrap_or(""));
-            if ["_index", "_id", "_routing", "_seq_no"]
-                .iter()
-                .any(|f| text.contains(f))
-            {
+        // Query syntax can name fields in its text: `_index:orders-shared`
+        // (`simple_query_string` has no such syntax). Each field name as
+        // OpenSearch's parser reads it: `_in\dex` and `\u005findex` name
+        // `_index` too; `user_id:5` names no metadata field.
+        if kind == "query_string" {
+            let text = body.get("query").and_then(Value::as_str).unwrap_or("");
+            if let Some(f) = text_fields(text).iter().find(|f| names_metadata(f)) {
                 return Err(refuse(
-                    format!("`{kind}` naming a metadata field"),
+                    format!("`{kind}` naming the metadata field `{f}`"),
                     &child(path, "query"),
                     "in a shared placement it matches physical values (partition-scoped ids, the shared index) that osproxy does not translate",
                 ));
@@ -638,32 +649,101 @@ enum Patterns {
     None,
 }
 
-/// Query-syntax text with its escapes undone as the query parser undoes
-/// them in terms and field names: `\x` is `x`, `\uXXXX` the character.
-fn unescaped(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
+/// Whether a field name (or pattern) in query text can name a metadata
+/// field that holds physical values: one of them, boosted (`_index^2`)
+/// or not, or a pattern other than `*` that can match one.
+fn names_metadata(field: &str) -> bool {
+    let name = field.split('^').next().unwrap_or(field);
+    matches!(name, "_id" | "_routing" | "_index" | "_seq_no")
+        || (name.contains('*') && (name.starts_with('_') || (name.starts_with('*') && name != "*")))
+}
+
+/// The field names Lucene query syntax names in `text`, as its parser
+/// reads them: each `name:` (escapes undone: `\x` is `x`, `\uXXXX` the
+/// character; an escaped `\:` is part of a name, not its end) and the
+/// field of each `_exists_:name`. Quoted phrases name no fields.
+fn text_fields(text: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut current = String::new();
+    let mut exists_next = false;
+    let mut chars = text.chars().peekable();
+    let end_token = |current: &mut String, exists_next: &mut bool, fields: &mut Vec<String>| {
+        if *exists_next && !current.is_empty() {
+            fields.push(std::mem::take(current));
+            *exists_next = false;
         }
-        match chars.next() {
-            Some('u') => {
-                let hex: String = chars.clone().take(4).collect();
-                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
-                    Some(decoded) if hex.len() == 4 => {
-                        out.push(decoded);
-                        for _ in 0..4 {
-                            chars.next();
+        current.clear();
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('u') => {
+                    let hex: String = chars.clone().take(4).collect();
+                    match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                        Some(decoded) if hex.len() == 4 => {
+                            current.push(decoded);
+                            for _ in 0..4 {
+                                chars.next();
+                            }
                         }
+                        _ => current.push('u'),
                     }
-                    _ => out.push('u'),
+                }
+                Some(next) => current.push(next),
+                None => {}
+            },
+            ':' => {
+                if current == "_exists_" {
+                    exists_next = true;
+                    current.clear();
+                } else if !current.is_empty() {
+                    fields.push(std::mem::take(&mut current));
                 }
             }
-            Some(next) => out.push(next),
-            None => {}
+            '"' => {
+                end_token(&mut current, &mut exists_next, &mut fields);
+                // A phrase, to its closing quote (escapes skipped).
+                while let Some(p) = chars.next() {
+                    match p {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '+' | '-' | '!' if current.is_empty() => {}
+            c if c.is_whitespace() || "()[]{}".contains(c) => {
+                end_token(&mut current, &mut exists_next, &mut fields);
+            }
+            c => current.push(c),
         }
     }
-    out
+    end_token(&mut current, &mut exists_next, &mut fields);
+    fields
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::{names_metadata, text_fields};
+
+    #[test]
+    fn field_names_are_read_as_the_parser_reads_them() {
+        assert_eq!(text_fields("user_id:5 AND title:x"), ["user_id", "title"]);
+        assert_eq!(text_fields("_in\\dex:o*"), ["_index"]);
+        assert_eq!(text_fields("\\u005findex:o*"), ["_index"]);
+        assert_eq!(text_fields("+_index:t -a:b"), ["_index", "a"]);
+        assert_eq!(text_fields("_exists_:_routing"), ["_routing"]);
+        assert_eq!(text_fields("(_id:1 OR x:2)"), ["_id", "x"]);
+        assert_eq!(text_fields("path:C\\:\\\\temp"), ["path"]);
+        assert_eq!(text_fields("\"_index:t\" word"), Vec::<String>::new());
+        assert_eq!(text_fields("_index^2:t"), ["_index^2"]);
+        for f in ["_index", "_id", "_index^2", "_i*", "*ndex", "_routing"] {
+            assert!(names_metadata(f), "{f}");
+        }
+        for f in ["user_id", "order_id", "*", "title", "a*", "t*^2"] {
+            assert!(!names_metadata(f), "{f}");
+        }
+    }
 }

@@ -59,7 +59,10 @@ pub(super) async fn send(
     // large answers (updates with `_source`) cannot stack up past it.
     let own = batch.body.capacity() as u64;
     if let Err(e) = osproxy_upstream::budget::admit_unbreakable_freeing("this batch", own) {
-        return failed(e.status(), e.code.as_str(), &e.reason);
+        // 429, as OpenSearch rejects an item its write queue cannot take:
+        // the official bulk helpers retry items with that status (found by
+        // review: with 503 they gave the items up).
+        return failed(429, e.code.as_str(), &e.reason);
     }
     // The epoch gate, for every partition in the batch: when one was routed
     // by a placement that changed since (or is in cutover), the batch's

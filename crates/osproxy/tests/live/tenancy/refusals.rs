@@ -360,6 +360,19 @@ async fn field_patterns_that_reach_metadata_fields_are_refused() {
         let r = acme.post("/orders/_search", &body).await;
         refused(&r, 400, "construct_refused", what);
     }
+    // Found by the review for regressions: ordinary requests stay served
+    // (a field whose name holds `_id`, a `.sub-field` suffix, Discover's
+    // empty `script_fields`, a boosted ordinary field).
+    for body in [
+        json!({"query": {"query_string": {"query": "user_id:5 OR title:acme"}}}),
+        json!({"query": {"query_string": {"query": "\"acme own\"", "quote_field_suffix": ".exact"}}}),
+        json!({"query": {"match_all": {}}, "script_fields": {}}),
+        json!({"query": {"multi_match": {"query": "acme", "fields": ["title^2"]}}}),
+        json!({"query": {"simple_query_string": {"query": "acme_id own"}}}),
+    ] {
+        let r = acme.post("/orders/_search", &body).await;
+        assert_eq!(r.status, 200, "{body}: {}", r.text());
+    }
     let r = acme
         .post("/orders/_search", &json!({"fields": ["*"]}))
         .await;

@@ -158,17 +158,19 @@ fn unreachable_key() -> aws_lc_rs::aead::LessSafeKey {
     panic!("AES-256-GCM refused a 32-byte key")
 }
 
-/// Seals a cursor into the id clients see (signed only, in the earlier
-/// readable form, should the system's randomness fail).
+/// Seals a cursor into the id clients see. Should the system's randomness
+/// fail (no nonce can be drawn), the id is one that opens nothing and
+/// tells nothing (`osp2.!`, refused as malformed when used): never the
+/// readable signed form (found by review).
 pub fn wrap(key: &CursorKey, c: &Cursor) -> String {
     let plain = serde_json::to_vec(c).unwrap_or_default();
-    if let Some(sealed) = key.seal(&plain) {
-        return format!("{SEALED}{}", b64::encode_url(&sealed));
+    match key.seal(&plain) {
+        Some(sealed) => format!("{SEALED}{}", b64::encode_url(&sealed)),
+        None => {
+            tracing::error!("a cursor id could not be sealed (no randomness): handed out unusable");
+            format!("{SEALED}!")
+        }
     }
-    let payload = b64::encode_url(serde_json::to_string(c).unwrap_or_default().as_bytes());
-    let signed = format!("{PREFIX}{payload}");
-    let mac = b64::encode_url(&key.mac(signed.as_bytes()));
-    format!("{signed}.{mac}")
 }
 
 /// Checks an id's signature and kind and returns what it is bound to.
@@ -274,6 +276,11 @@ mod tests {
         assert!(unwrap(&key, "scroll", "osp1.x").is_err());
         assert!(unwrap(&key, "scroll", "osp2.x").is_err());
         assert!(unwrap(&key, "scroll", "osp2.").is_err());
+        // What `wrap` hands out when it cannot seal.
+        assert_eq!(
+            unwrap(&key, "scroll", "osp2.!").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
     }
 
     /// Found by review: the signed payload was readable base64 JSON, and

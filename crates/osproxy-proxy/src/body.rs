@@ -450,8 +450,8 @@ pub struct ResponseBody {
     /// and its concurrency slot is held until the body ends.
     account: Option<std::sync::Arc<crate::limits::Account>>,
     /// While a cluster's answer has nothing to give: when its pause ends
-    /// it (`upstream.request_timeout`; allocated at the first pause).
-    /// (and whether it runs now).
+    /// it (`upstream.request_timeout`; allocated at the first pause), and
+    /// whether that clock runs now.
     stall: Option<(Pin<Box<tokio::time::Sleep>>, bool)>,
     /// Whether pauses of the cluster's answer are bounded (not for an
     /// answer that streams as its request does: `_bulk/stream`).
@@ -620,15 +620,20 @@ impl Gzipped {
 }
 
 impl ResponseBody {
-    /// Streams an upstream body.
-    pub fn upstream(body: Incoming, in_flight: InFlight) -> Self {
+    /// `inner`, holding nothing, its cluster's pauses bounded.
+    fn of(inner: Inner) -> Self {
         ResponseBody {
-            inner: Inner::Upstream(body),
-            _in_flight: Some(in_flight),
+            inner,
+            _in_flight: None,
             account: None,
             stall: None,
             watched: true,
         }
+    }
+
+    /// Streams an upstream body.
+    pub fn upstream(body: Incoming, in_flight: InFlight) -> Self {
+        ResponseBody::of(Inner::Upstream(body)).holding(in_flight)
     }
 
     /// This body with no bound on the cluster's pauses: for an answer that
@@ -641,13 +646,7 @@ impl ResponseBody {
 
     /// A body whose chunks arrive on `rx` until its sender is dropped.
     pub fn channel(rx: tokio::sync::mpsc::Receiver<Bytes>, in_flight: InFlight) -> Self {
-        ResponseBody {
-            inner: Inner::Channel(rx),
-            _in_flight: Some(in_flight),
-            account: None,
-            stall: None,
-            watched: true,
-        }
+        ResponseBody::of(Inner::Channel(rx)).holding(in_flight)
     }
 
     /// A cluster's search answer, reversed by `reverse` as it streams (a
@@ -659,34 +658,22 @@ impl ResponseBody {
         reverse: crate::tenancy::reverse::Streamed,
         answering: osproxy_upstream::Answering,
     ) -> Self {
-        ResponseBody {
-            inner: Inner::Reversed(Box::new(Reversing {
-                upstream,
-                stream: osproxy_rewrite::stream::SearchStream::new(
-                    reverse,
-                    osproxy_upstream::MAX_BUFFERED,
-                ),
-                charge: osproxy_upstream::budget::Charge::default(),
-                answering,
-                ended: false,
-                fed: false,
-            })),
-            _in_flight: None,
-            account: None,
-            stall: None,
-            watched: true,
-        }
+        ResponseBody::of(Inner::Reversed(Box::new(Reversing {
+            upstream,
+            stream: osproxy_rewrite::stream::SearchStream::new(
+                reverse,
+                osproxy_upstream::MAX_BUFFERED,
+            ),
+            charge: osproxy_upstream::budget::Charge::default(),
+            answering,
+            ended: false,
+            fed: false,
+        })))
     }
 
     /// A complete body made here.
     pub fn full(bytes: Bytes) -> Self {
-        ResponseBody {
-            inner: Inner::Full(Some(bytes)),
-            _in_flight: None,
-            account: None,
-            stall: None,
-            watched: true,
-        }
+        ResponseBody::of(Inner::Full(Some(bytes)))
     }
 
     /// This body gzip-compressed: a complete body at once, a streaming one
@@ -707,24 +694,16 @@ impl ResponseBody {
         };
         if let Some(out) = at_once {
             return ResponseBody {
-                inner: Inner::Full(Some(Bytes::from(out))),
                 _in_flight: self._in_flight,
                 account: self.account,
-                stall: None,
-                watched: true,
+                ..ResponseBody::of(Inner::Full(Some(Bytes::from(out))))
             };
         }
-        ResponseBody {
-            inner: Inner::Gzip(Box::new(Gzipped {
-                inner: self,
-                encoder: Some(flate2::write::GzEncoder::new(Vec::new(), gzip_level())),
-                pending: Bytes::new(),
-            })),
-            _in_flight: None,
-            account: None,
-            stall: None,
-            watched: true,
-        }
+        ResponseBody::of(Inner::Gzip(Box::new(Gzipped {
+            inner: self,
+            encoder: Some(flate2::write::GzEncoder::new(Vec::new(), gzip_level())),
+            pending: Bytes::new(),
+        })))
     }
 
     /// This body, holding the request's `server.max_in_flight` slot until
@@ -744,13 +723,7 @@ impl ResponseBody {
 
     /// An empty body.
     pub fn empty() -> Self {
-        ResponseBody {
-            inner: Inner::Full(None),
-            _in_flight: None,
-            account: None,
-            stall: None,
-            watched: true,
-        }
+        ResponseBody::of(Inner::Full(None))
     }
 }
 

@@ -83,6 +83,8 @@ fn track(
     max: usize,
     swept: &AtomicU64,
 ) -> Arc<Limited> {
+    // Looked up again under the write lock: another request may have
+    // made it since the read.
     let old = states.get(partition).cloned();
     if let Some(s) = old.as_ref().filter(|s| s.built_for == built_for) {
         return s.clone();
@@ -324,10 +326,6 @@ impl Limiter {
             return Some(s);
         }
         let mut states = self.states.write().ok()?;
-        let old = states.get(partition).cloned();
-        if let Some(s) = old.as_ref().filter(|s| s.built_for == built_for) {
-            return Some(s.clone());
-        }
         let now = self.now();
         // Partitions with limits of their own are few (the catalogue
         // bounds them) and always tracked.

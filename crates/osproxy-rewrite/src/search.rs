@@ -222,6 +222,7 @@ pub use references::named_indices;
 #[cfg(test)]
 use walker::is_script_key;
 use walker::Walker;
+pub use walker::{names_metadata, Patterns};
 
 #[cfg(test)]
 mod tests;

@@ -189,41 +189,52 @@ pub const MAX_BUFFERED: usize = 100 * 1024 * 1024;
 /// stay bounded), saying the change may hold.
 pub const MAX_CHANGE_ANSWER: usize = 4 * MAX_BUFFERED;
 
-static BODY_READ_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
-    std::sync::atomic::AtomicU64::new(60_000);
+/// A process-wide deadline, set once from the configuration, in ms.
+struct Deadline(std::sync::atomic::AtomicU64);
 
-static ANSWER_PAUSE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(60_000);
+impl Deadline {
+    const fn new(ms: u64) -> Self {
+        Deadline(std::sync::atomic::AtomicU64::new(ms))
+    }
+
+    fn set(&self, timeout: std::time::Duration) {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.0.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+static BODY_READ_TIMEOUT: Deadline = Deadline::new(60_000);
+
+static ANSWER_PAUSE: Deadline = Deadline::new(60_000);
 
 /// Sets the longest pause between a cluster's answer's bytes once its
 /// head has come (`upstream.request_timeout`): past it the answer is
 /// broken off, so a cluster that stalls mid-answer does not hold the
 /// client, its slots and the upstream connection forever.
 pub fn set_answer_pause(timeout: std::time::Duration) {
-    let ms = u64::try_from(timeout.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    ANSWER_PAUSE_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+    ANSWER_PAUSE.set(timeout);
 }
 
 /// The longest pause between a cluster's answer's bytes.
 pub fn answer_pause() -> std::time::Duration {
-    std::time::Duration::from_millis(ANSWER_PAUSE_MS.load(std::sync::atomic::Ordering::Relaxed))
+    ANSWER_PAUSE.get()
 }
 
 /// Sets `server.body_read_timeout`: the longest pause between a request
 /// body's bytes.
 pub fn set_body_read_timeout(timeout: std::time::Duration) {
-    let ms = u64::try_from(timeout.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    BODY_READ_TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+    BODY_READ_TIMEOUT.set(timeout);
 }
 
 /// `server.body_read_timeout`.
 pub fn body_read_timeout() -> std::time::Duration {
-    std::time::Duration::from_millis(
-        BODY_READ_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed),
-    )
+    BODY_READ_TIMEOUT.get()
 }
 
 /// The next frame of a client's body, or 408 when none comes within
@@ -231,15 +242,15 @@ pub fn body_read_timeout() -> std::time::Duration {
 pub async fn next_frame<B: Body + Unpin>(
     body: &mut B,
 ) -> Result<Option<Result<Frame<B::Data>, B::Error>>, ProxyError> {
-    let ms = BODY_READ_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed);
-    tokio::time::timeout(std::time::Duration::from_millis(ms), body.frame())
+    let pause = body_read_timeout();
+    tokio::time::timeout(pause, body.frame())
         .await
         .map_err(|_| {
             ProxyError::new(
                 ErrorCode::RequestTimeout,
                 format!(
                     "the request body paused for more than {} s (server.body_read_timeout); nothing of what it had not yet sent was applied",
-                    ms / 1000
+                    pause.as_secs()
                 ),
             )
         })

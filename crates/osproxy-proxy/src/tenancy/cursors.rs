@@ -84,11 +84,12 @@ pub(crate) fn signer(
     }
 }
 
-/// Forgets closed cursors, by the cluster's ids.
-fn forget(kind: &str, partition: &str, upstream: &[&str]) {
+/// Forgets the cursors of `partition` that `gone` says are: closed (by the
+/// cluster's id) or stale (by the id handed out).
+fn forget(kind: &str, partition: &str, gone: impl Fn(&str, &str) -> bool) {
     if let Ok(mut open) = open_cursors().lock() {
         if let Some(list) = open.get_mut(&(kind.to_string(), partition.to_string())) {
-            list.retain(|(u, _)| !upstream.contains(&u.as_str()));
+            list.retain(|(upstream, id)| !gone(upstream, id));
         }
     }
 }
@@ -340,13 +341,9 @@ async fn close(
     }
     if !stale.is_empty() {
         if let Some(partition) = principal.and_then(|p| p.partition(headers).ok()) {
-            if let Ok(mut open) = open_cursors().lock() {
-                if let Some(list) =
-                    open.get_mut(&(kind.to_string(), partition.as_str().to_string()))
-                {
-                    list.retain(|(_, id)| !stale.contains(id));
-                }
-            }
+            forget(kind, partition.as_str(), |_, id| {
+                stale.iter().any(|s| s == id)
+            });
         }
     }
     let (upstream_path, mut freed, mut pits) = if kind == "scroll" {
@@ -369,7 +366,9 @@ async fn close(
             .await?;
         let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
         succeeded &= parts.status.is_success();
-        forget(kind, t.partition.as_str(), &upstream_ids);
+        forget(kind, t.partition.as_str(), |upstream, _| {
+            upstream_ids.contains(&upstream)
+        });
         freed += v.get("num_freed").and_then(Value::as_u64).unwrap_or(0);
         if let Some(list) = v.get("pits").and_then(Value::as_array) {
             for p in list {

@@ -6,6 +6,7 @@
 
 use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::query::Query;
+use osproxy_rewrite::search::{names_metadata, Patterns};
 
 /// What the request does, for the parameter allow-list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,13 +169,14 @@ fn names_physical_field(key: &str, value: &str) -> bool {
     }
     // OpenSearch expands every `docvalue_fields` pattern to metadata
     // fields too (`*ndex` answers `fields._index`), as in a body.
-    let expands = key == "docvalue_fields";
-    value.split(',').any(|f| {
-        let f = f.split(':').next().unwrap_or("").trim();
-        let f = f.split('^').next().unwrap_or(f);
-        matches!(f, "_id" | "_index" | "_routing" | "_seq_no")
-            || (f.contains('*') && (f.starts_with('_') || (expands && f.starts_with('*'))))
-    })
+    let patterns = if key == "docvalue_fields" {
+        Patterns::All
+    } else {
+        Patterns::None
+    };
+    value
+        .split(',')
+        .any(|f| names_metadata(f.split(':').next().unwrap_or("").trim(), patterns))
 }
 
 /// The upstream parameters of a tenancy request: the allowed parameters,

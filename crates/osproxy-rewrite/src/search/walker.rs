@@ -112,18 +112,7 @@ impl Walker {
         if !self.shared {
             return Ok(());
         }
-        let physical = |name: &str| {
-            // `name^boost`, as OpenSearch reads a query's fields.
-            let name = name.split('^').next().unwrap_or(name);
-            matches!(name, "_id" | "_routing" | "_index" | "_seq_no")
-                || (name.contains('*')
-                    && (name.starts_with('_')
-                        || match patterns {
-                            Patterns::All => name.starts_with('*'),
-                            Patterns::AllButMatchAll => name.starts_with('*') && name != "*",
-                            Patterns::None => false,
-                        }))
-        };
+        let physical = |name: &str| names_metadata(name, patterns);
         let found = match v {
             Value::String(s) => physical(s).then(|| s.clone()),
             Value::Array(items) => items.iter().find_map(|i| match i {
@@ -183,7 +172,10 @@ impl Walker {
         // `_index` too; `user_id:5` names no metadata field.
         if kind == "query_string" {
             let text = body.get("query").and_then(Value::as_str).unwrap_or("");
-            if let Some(f) = text_fields(text).iter().find(|f| names_metadata(f)) {
+            if let Some(f) = text_fields(text)
+                .iter()
+                .find(|f| names_metadata(f, Patterns::AllButMatchAll))
+            {
                 return Err(refuse(
                     format!("`{kind}` naming the metadata field `{f}`"),
                     &child(path, "query"),
@@ -639,8 +631,8 @@ fn min_doc_count_positive(body: &Value) -> bool {
 
 /// Which field patterns OpenSearch expands to metadata fields where a
 /// field list is (see [`Walker::physical_fields`]).
-#[derive(Clone, Copy)]
-enum Patterns {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Patterns {
     /// Every pattern (`docvalue_fields`, and where unsure).
     All,
     /// Every pattern but the match-all `*` (a query's fields).
@@ -649,13 +641,21 @@ enum Patterns {
     None,
 }
 
-/// Whether a field name (or pattern) in query text can name a metadata
-/// field that holds physical values: one of them, boosted (`_index^2`)
-/// or not, or a pattern other than `*` that can match one.
-fn names_metadata(field: &str) -> bool {
+/// Whether a field name (or pattern), where OpenSearch expands `patterns`
+/// so, can name a metadata field that holds physical values in a shared
+/// placement: one of them, boosted (`_index^2`, as a query's fields read)
+/// or not, a `_`-pattern anywhere, or a `*`-pattern that can match one
+/// where patterns reach metadata fields.
+pub fn names_metadata(field: &str, patterns: Patterns) -> bool {
     let name = field.split('^').next().unwrap_or(field);
     matches!(name, "_id" | "_routing" | "_index" | "_seq_no")
-        || (name.contains('*') && (name.starts_with('_') || (name.starts_with('*') && name != "*")))
+        || (name.contains('*')
+            && (name.starts_with('_')
+                || match patterns {
+                    Patterns::All => name.starts_with('*'),
+                    Patterns::AllButMatchAll => name.starts_with('*') && name != "*",
+                    Patterns::None => false,
+                }))
 }
 
 /// The field names Lucene query syntax names in `text`, as its parser
@@ -726,7 +726,7 @@ fn text_fields(text: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod text_tests {
-    use super::{names_metadata, text_fields};
+    use super::{names_metadata, text_fields, Patterns};
 
     #[test]
     fn field_names_are_read_as_the_parser_reads_them() {
@@ -740,10 +740,10 @@ mod text_tests {
         assert_eq!(text_fields("\"_index:t\" word"), Vec::<String>::new());
         assert_eq!(text_fields("_index^2:t"), ["_index^2"]);
         for f in ["_index", "_id", "_index^2", "_i*", "*ndex", "_routing"] {
-            assert!(names_metadata(f), "{f}");
+            assert!(names_metadata(f, Patterns::AllButMatchAll), "{f}");
         }
         for f in ["user_id", "order_id", "*", "title", "a*", "t*^2"] {
-            assert!(!names_metadata(f), "{f}");
+            assert!(!names_metadata(f, Patterns::AllButMatchAll), "{f}");
         }
     }
 }

@@ -89,11 +89,7 @@ async fn a_tenant_creates_the_shared_logical_index_but_may_not_shape_it() {
     assert!(!again.text().contains("t-admin-shared"), "{}", again.text());
     // Found by review: the reason named `[orders/<uuid>]`, the uuid every
     // tenant of the shared index would see alike.
-    let uuid = on_node("/t-admin-shared/_settings").await.json()["t-admin-shared"]["settings"]
-        ["index"]["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uuid = index_uuid("t-admin-shared").await;
     assert!(!again.text().contains(&uuid), "{}", again.text());
     // Nor may a tenant plant an alias field to a metadata field.
     let alias = f
@@ -142,11 +138,7 @@ async fn tenants_see_the_declared_mapping_and_logical_settings() {
     );
     // Found by review: the shared index's uuid and creation date, alike
     // for all its tenants, came through (nested and flat).
-    let uuid = on_node("/t-admm-shared/_settings").await.json()["t-admm-shared"]["settings"]
-        ["index"]["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uuid = index_uuid("t-admm-shared").await;
     let r = acme.get("/orders/_settings").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();

@@ -176,11 +176,7 @@ async fn a_pit_sees_its_tenants_documents_and_is_refused_to_anyone_else() {
     // Found by review: the id was signed, not sealed, and its payload
     // named the shared index, the cluster and the upstream PIT id (which
     // carries the index's uuid). None of it can be read from the id now.
-    let uuid = on_node("/t-curp-shared/_settings").await.json()["t-curp-shared"]["settings"]
-        ["index"]["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uuid = index_uuid("t-curp-shared").await;
     let sealed = osproxy_core::b64::decode_url(pit_id.trim_start_matches("osp2.")).unwrap();
     let readable = String::from_utf8_lossy(&sealed);
     for secret in ["t-curp-shared", uuid.as_str(), "\"x\""] {

@@ -144,6 +144,14 @@ pub(super) async fn on_node(path: &str) -> HttpResponse {
     direct(&node().url(), Method::GET, path).await
 }
 
+/// The uuid of `index`, straight on the shared node.
+pub(super) async fn index_uuid(index: &str) -> String {
+    on_node(&format!("/{index}/_settings")).await.json()[index]["settings"]["index"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 pub(super) async fn direct(base: &str, method: Method, path: &str) -> HttpResponse {
     Http::new()
         .send(method, &format!("{base}{path}"), None)

@@ -134,6 +134,12 @@ fn red_team_variants_are_refused() {
         json!({"query": {"query_string": {"query": "\\u005findex:o*"}}}),
         json!({"query": {"query_string": {"query": "_r\\outing:acme"}}}),
         json!({"highlight": {"fields": {"_routing": {}}}}),
+        // The third review: names the parser splits at `^`, `!`, `/`; an
+        // approximate knn chooses among every tenant's vectors.
+        json!({"query": {"query_string": {"query": "hello^1_index:o*"}}}),
+        json!({"query": {"query_string": {"query": "a!_index:o*"}}}),
+        json!({"query": {"query_string": {"query": "/a/_index:o*"}}}),
+        json!({"query": {"knn": {"v": {"vector": [1.0], "k": 3}}}}),
         // The second review: terms on `_index` (it takes wildcards), a
         // boost suffix, a suffix joined to field names.
         json!({"query": {"terms": {"_index": ["t*"]}}}),

@@ -174,6 +174,7 @@ impl Walker {
             let text = body.get("query").and_then(Value::as_str).unwrap_or("");
             if let Some(f) = text_fields(text)
                 .iter()
+                .flat_map(|f| name_pieces(f))
                 .find(|f| names_metadata(f, Patterns::AllButMatchAll))
             {
                 return Err(refuse(
@@ -408,6 +409,17 @@ impl Walker {
                 // `{field: {..., "filter": query}}`
                 for (field, params) in fields {
                     self.compound(kind, params, &child(&at, field), &["filter"])?;
+                }
+                // Found by review: an approximate search picks its top k
+                // among every tenant's vectors before the partition filter
+                // outside it applies, so fewer than k hits tell that other
+                // tenants' vectors lie nearer.
+                if self.shared {
+                    return Err(refuse(
+                        format!("`{kind}` query"),
+                        &at,
+                        "in a shared placement its nearest neighbours are chosen among every tenant's vectors before the partition filter applies, which tells of other tenants' documents; use an index or cluster placement for vector search",
+                    ));
                 }
             } else if listed(LEAF_QUERIES, kind) {
                 self.leaf_on_physical(kind, body, &at)?;
@@ -658,6 +670,23 @@ pub fn names_metadata(field: &str, patterns: Patterns) -> bool {
                 }))
 }
 
+/// What the query parser may read as field names in a name taken up to
+/// its `:`: Lucene ends a term at `^` and `~` (a boost or a slop, whose
+/// number it reads on its own), `!` (not), `/` (a regex) and `&`/`|`, so
+/// `hello^1_index:x` names `_index` (found by review). Each piece, and
+/// each without its leading boost digits, is a name.
+fn name_pieces(name: &str) -> Vec<&str> {
+    name.split(['^', '~', '!', '/', '&', '|'])
+        .flat_map(|p| {
+            [
+                p,
+                p.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.'),
+            ]
+        })
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 /// The field names Lucene query syntax names in `text`, as its parser
 /// reads them: each `name:` (escapes undone: `\x` is `x`, `\uXXXX` the
 /// character; an escaped `\:` is part of a name, not its end) and the
@@ -741,6 +770,22 @@ mod text_tests {
         assert_eq!(text_fields("_index^2:t"), ["_index^2"]);
         for f in ["_index", "_id", "_index^2", "_i*", "*ndex", "_routing"] {
             assert!(names_metadata(f, Patterns::AllButMatchAll), "{f}");
+        }
+        // Names the parser splits at its operators (the second review).
+        for text in [
+            "hello^1_index:o*",
+            "a!_index:o*",
+            "/a/_index:o*",
+            "a~1^2_index:o*",
+            "a^2_routing:A",
+        ] {
+            assert!(
+                text_fields(text)
+                    .iter()
+                    .flat_map(|f| super::name_pieces(f))
+                    .any(|f| names_metadata(f, Patterns::AllButMatchAll)),
+                "{text}"
+            );
         }
         for f in ["user_id", "order_id", "*", "title", "a*", "t*^2"] {
             assert!(!names_metadata(f, Patterns::AllButMatchAll), "{f}");

@@ -356,6 +356,24 @@ async fn field_patterns_that_reach_metadata_fields_are_refused() {
             "quote_field_suffix",
             json!({"query": {"query_string": {"query": "_ind:\"t*\"", "quote_field_suffix": "ex"}}}),
         ),
+        // The third review: Lucene ends a field name at `^`, `!` and `/`
+        // (`hello^1_index:t*` answered 1 hit for `t*`, 0 for `x*`).
+        (
+            "name after a boost",
+            json!({"query": {"query_string": {"query": "hello^1_index:t*", "default_operator": "AND"}}}),
+        ),
+        (
+            "name after not",
+            json!({"query": {"query_string": {"query": "a!_index:t*"}}}),
+        ),
+        (
+            "name after a regex",
+            json!({"query": {"query_string": {"query": "/a/_index:t*"}}}),
+        ),
+        (
+            "approximate knn",
+            json!({"query": {"knn": {"v": {"vector": [1.0], "k": 3}}}}),
+        ),
     ] {
         let r = acme.post("/orders/_search", &body).await;
         refused(&r, 400, "construct_refused", what);
@@ -399,11 +417,7 @@ async fn error_traces_do_not_reach_tenants() {
         .put("/orders/_doc/n1?refresh=true", &json!({"n": 5}))
         .await;
     assert_eq!(w.status, 201, "{}", w.text());
-    let uuid = on_node(&format!("/t-{tag}-shared/_settings")).await.json()
-        [format!("t-{tag}-shared")]["settings"]["index"]["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uuid = index_uuid(&format!("t-{tag}-shared")).await;
     for path in [
         "/orders/_search?error_trace=true",
         "/orders/_count?error_trace=true",

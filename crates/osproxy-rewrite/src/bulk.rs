@@ -496,7 +496,9 @@ pub fn render_action(
 mod metadata;
 pub use metadata::{canonical_metadata, check_metadata, check_update_body, MetadataError};
 mod response;
-pub use response::{assemble_response, item_error, item_status, split_response, UpstreamItems};
+pub use response::{
+    assemble_response, inner_meta, item_error, item_status, split_response, ItemMeta, UpstreamItems,
+};
 
 #[cfg(test)]
 mod tests;

@@ -41,6 +41,66 @@ pub fn edit_members<F>(doc: &[u8], mut f: F) -> Result<Cow<'_, [u8]>, SourceErro
 where
     F: FnMut(&str, &[u8]) -> Edit,
 {
+    let (spans, open_end, close) = scan_members(doc)?;
+    let mut edits = Vec::with_capacity(spans.len());
+    for (span, key_end) in &spans {
+        let raw_key = &doc[span.key_start..*key_end];
+        let key = unescape_key(raw_key)?;
+        edits.push(f(&key, &doc[span.value_start..span.value_end]));
+    }
+    if edits.iter().all(|e| *e == Edit::Keep) {
+        return Ok(Cow::Borrowed(doc));
+    }
+    let mut out = Vec::with_capacity(doc.len());
+    out.extend_from_slice(&doc[..open_end]);
+    let mut first = true;
+    for ((span, _), edit) in spans.iter().zip(edits) {
+        let value = match edit {
+            Edit::Drop => continue,
+            Edit::Keep => &doc[span.value_start..span.value_end],
+            Edit::Replace(ref v) => v.as_slice(),
+        };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(&doc[span.lead..span.value_start]);
+        out.extend_from_slice(value);
+    }
+    // Whitespace before `}` after the last kept member, then the rest.
+    let tail_ws_start = spans.last().map_or(open_end, |(s, _)| s.value_end);
+    out.extend_from_slice(&doc[tail_ws_start..close]);
+    out.extend_from_slice(&doc[close..]);
+    Ok(Cow::Owned(out))
+}
+
+/// The top-level members of the object `doc`, keys unescaped, values as
+/// their raw bytes, in order: a read-only [`edit_members`] whose values
+/// outlive the call.
+///
+/// ```
+/// use osproxy_rewrite::members::members;
+/// let m = members(br#"{"a":1, "b":{"c":[2]}}"#).unwrap();
+/// assert_eq!(m[1].0, "b");
+/// assert_eq!(m[1].1, br#"{"c":[2]}"#);
+/// ```
+pub fn members(doc: &[u8]) -> Result<Vec<(Cow<'_, str>, &[u8])>, SourceError> {
+    let (spans, _, _) = scan_members(doc)?;
+    spans
+        .iter()
+        .map(|(span, key_end)| {
+            Ok((
+                unescape_key(&doc[span.key_start..*key_end])?,
+                &doc[span.value_start..span.value_end],
+            ))
+        })
+        .collect()
+}
+
+/// Every member's span, where the object's content starts (after `{`) and
+/// where its `}` is.
+#[allow(clippy::type_complexity)]
+fn scan_members(doc: &[u8]) -> Result<(Vec<(Span, usize)>, usize, usize), SourceError> {
     let mut s = Scan { b: doc, pos: 0 };
     s.ws();
     if s.peek() != Some(b'{') {
@@ -87,36 +147,7 @@ where
     if s.pos != doc.len() {
         return Err(s.error("unexpected bytes after the object"));
     }
-    let mut edits = Vec::with_capacity(spans.len());
-    for (span, key_end) in &spans {
-        let raw_key = &doc[span.key_start..*key_end];
-        let key = unescape_key(raw_key)?;
-        edits.push(f(&key, &doc[span.value_start..span.value_end]));
-    }
-    if edits.iter().all(|e| *e == Edit::Keep) {
-        return Ok(Cow::Borrowed(doc));
-    }
-    let mut out = Vec::with_capacity(doc.len());
-    out.extend_from_slice(&doc[..open_end]);
-    let mut first = true;
-    for ((span, _), edit) in spans.iter().zip(edits) {
-        let value = match edit {
-            Edit::Drop => continue,
-            Edit::Keep => &doc[span.value_start..span.value_end],
-            Edit::Replace(ref v) => v.as_slice(),
-        };
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        out.extend_from_slice(&doc[span.lead..span.value_start]);
-        out.extend_from_slice(value);
-    }
-    // Whitespace before `}` after the last kept member, then the rest.
-    let tail_ws_start = spans.last().map_or(open_end, |(s, _)| s.value_end);
-    out.extend_from_slice(&doc[tail_ws_start..close]);
-    out.extend_from_slice(&doc[close..]);
-    Ok(Cow::Owned(out))
+    Ok((spans, open_end, close))
 }
 
 /// Applies `f` to each element of the JSON array `arr`, keeping separators

@@ -575,9 +575,9 @@ impl<'t> BulkStream<'_, 't> {
         }
     }
 
-    fn record(&mut self, done: Vec<(usize, Vec<u8>)>) {
-        for (pos, item) in done {
-            self.out.set(pos, item);
+    fn record(&mut self, done: Vec<send::Answered>) {
+        for (pos, item, status) in done {
+            self.out.set_known(pos, item, status);
         }
     }
 

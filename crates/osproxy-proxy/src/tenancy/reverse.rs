@@ -108,7 +108,7 @@ impl osproxy_rewrite::stream::Reverse for Streamed {
 }
 
 fn json_string(s: &str) -> Vec<u8> {
-    serde_json::Value::from(s).to_string().into_bytes()
+    serde_json::to_vec(s).unwrap_or_else(|_| b"\"\"".to_vec())
 }
 
 fn as_str(raw: &[u8]) -> Option<String> {
@@ -147,6 +147,9 @@ pub(crate) fn document(raw: &[u8], t: &impl Placed) -> Vec<u8> {
             }
         }
         "_routing" if shared => Edit::Drop,
+        // A write's replica failures name the physical index (and its
+        // uuid); a `_shards` without an array holds only counts.
+        "_shards" if value.contains(&b'[') => Edit::Replace(error(value, t, None)),
         // `[physical-index][shard]` and node ids (with `explain`).
         "_shard" | "_node" => Edit::Drop,
         "_source" | "fields" | "highlight" if shared => stripped(value, field),
@@ -249,20 +252,17 @@ pub(crate) fn by_query(raw: &[u8], t: &impl Placed) -> Vec<u8> {
 /// removed (every tenant of the index would see the same one: proof they
 /// share it).
 pub(crate) fn error(raw: &[u8], t: &impl Placed, physical_id: Option<(&str, &str)>) -> Vec<u8> {
-    let scrubbed = scrub(raw, t.shared(), 0);
-    let raw = &scrubbed[..];
-    let mut out = replace_all(
-        raw,
+    let mut out = scrub(raw, t.shared(), 0);
+    out = replace_all(
+        out,
         t.physical_index().as_bytes(),
         t.logical().name.as_bytes(),
     );
     if let Some((physical, logical)) = physical_id {
-        if physical != logical {
-            out = replace_all(&out, physical.as_bytes(), logical.as_bytes());
-        }
+        out = replace_all(out, physical.as_bytes(), logical.as_bytes());
     }
     if t.shared() {
-        out = without_uuid_in_text(&out, t.logical().name.as_bytes());
+        out = without_uuid_in_text(out, t.logical().name.as_bytes());
     }
     out
 }
@@ -270,31 +270,42 @@ pub(crate) fn error(raw: &[u8], t: &impl Placed, physical_id: Option<(&str, &str
 /// `[<index>/<uuid>]` in free text (`index [orders/p5cm...] already
 /// exists`) as `[<index>]`: the uuid of a shared index is the same for all
 /// its tenants.
-fn without_uuid_in_text(hay: &[u8], index: &[u8]) -> Vec<u8> {
+fn without_uuid_in_text(hay: Vec<u8>, index: &[u8]) -> Vec<u8> {
     const UUID: usize = 22;
+    let mut opening = Vec::with_capacity(index.len() + 1);
+    opening.push(b'[');
+    opening.extend_from_slice(index);
+    let finder = memchr::memmem::Finder::new(&opening);
+    // Most bodies (every successful bulk item) name no index in brackets:
+    // they are handed back as they are.
+    if finder.find(&hay).is_none() {
+        return hay;
+    }
     let mut out = Vec::with_capacity(hay.len());
     let mut i = 0;
-    while i < hay.len() {
-        let rest = &hay[i..];
-        if rest.first() == Some(&b'[') && rest[1..].starts_with(index) {
-            let after = 1 + index.len();
-            let uuid = rest.get(after + 1..after + 1 + UUID);
-            if rest.get(after) == Some(&b'/')
-                && rest.get(after + 1 + UUID) == Some(&b']')
-                && uuid.is_some_and(|u| {
-                    u.iter()
-                        .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
-                })
-            {
-                out.extend_from_slice(&rest[..after]);
-                out.push(b']');
-                i += after + 2 + UUID;
-                continue;
-            }
+    while let Some(at) = finder.find(&hay[i..]) {
+        let start = i + at;
+        let rest = &hay[start..];
+        let after = opening.len();
+        let uuid = rest.get(after + 1..after + 1 + UUID);
+        if rest.get(after) == Some(&b'/')
+            && rest.get(after + 1 + UUID) == Some(&b']')
+            && uuid.is_some_and(|u| {
+                u.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+            })
+        {
+            out.extend_from_slice(&hay[i..start + after]);
+            out.push(b']');
+            i = start + after + 2 + UUID;
+        } else {
+            // Searched again from the next byte, as a name holding `[`
+            // may begin inside this one.
+            out.extend_from_slice(&hay[i..=start]);
+            i = start + 1;
         }
-        out.push(hay[i]);
-        i += 1;
     }
+    out.extend_from_slice(&hay[i..]);
     out
 }
 
@@ -302,6 +313,21 @@ fn without_uuid_in_text(hay: &[u8], index: &[u8]) -> Vec<u8> {
 /// `index_uuid` member, at any depth (to 32 levels; OpenSearch's error
 /// bodies are a few deep).
 fn scrub(raw: &[u8], uuids: bool, depth: usize) -> Vec<u8> {
+    // A body that cannot hold such a member (every successful bulk item)
+    // is not walked. A key may be written with escapes (`stack\u005ftrace`):
+    // a body with any escape is walked.
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
+    static TRACE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"stack_trace"));
+    static UUID: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"index_uuid"));
+    if depth == 0
+        && ESCAPE.find(raw).is_none()
+        && TRACE.find(raw).is_none()
+        && !(uuids && UUID.find(raw).is_some())
+    {
+        return raw.to_vec();
+    }
     if depth > 32 {
         return raw.to_vec();
     }
@@ -317,21 +343,29 @@ fn scrub(raw: &[u8], uuids: bool, depth: usize) -> Vec<u8> {
     })
 }
 
-fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+/// Every `from` in `hay` replaced by `to`; `hay` itself when there is none.
+fn replace_all(hay: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
     if from.is_empty() || from == to {
-        return hay.to_vec();
+        return hay;
+    }
+    let finder = memchr::memmem::Finder::new(from);
+    let mut found = finder.find_iter(&hay).peekable();
+    if found.peek().is_none() {
+        return hay;
     }
     let mut out = Vec::with_capacity(hay.len());
     let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(hay[i]);
-            i += 1;
+    for at in found {
+        // Occurrences do not overlap: one inside a replaced one is skipped,
+        // as the scan from the left would.
+        if at < i {
+            continue;
         }
+        out.extend_from_slice(&hay[i..at]);
+        out.extend_from_slice(to);
+        i = at + from.len();
     }
+    out.extend_from_slice(&hay[i..]);
     out
 }
 
@@ -456,6 +490,101 @@ mod tests {
         assert!(
             out.contains(r#""count":3"#) && out.contains(r#""index":"orders""#),
             "{out}"
+        );
+    }
+
+    /// The scan the searched versions replaced: byte by byte from the left.
+    fn replace_naive(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < hay.len() {
+            if !from.is_empty() && hay[i..].starts_with(from) {
+                out.extend_from_slice(to);
+                i += from.len();
+            } else {
+                out.push(hay[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    fn without_uuid_naive(hay: &[u8], index: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < hay.len() {
+            let rest = &hay[i..];
+            if rest[0] == b'[' && rest[1..].starts_with(index) {
+                let after = 1 + index.len();
+                let uuid = rest.get(after + 1..after + 23);
+                if rest.get(after) == Some(&b'/')
+                    && rest.get(after + 23) == Some(&b']')
+                    && uuid.is_some_and(|u| {
+                        u.iter()
+                            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+                    })
+                {
+                    out.extend_from_slice(&rest[..after]);
+                    out.push(b']');
+                    i += after + 24;
+                    continue;
+                }
+            }
+            out.push(hay[i]);
+            i += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn searched_replacements_match_the_byte_by_byte_scan() {
+        let uuid = "p5cmAbCdEfGhIjKlMnOp_-";
+        assert_eq!(uuid.len(), 22);
+        let hays = [
+            String::new(),
+            "no names here".to_string(),
+            "phys".to_string(),
+            "physphys-sharedphys-shared".to_string(),
+            "aaaa".to_string(),
+            format!("index [orders/{uuid}] exists, [orders/{uuid}] again"),
+            format!("[orders/{uuid}"),
+            format!("[orders/{uuid}x] [orders/short] [[orders/{uuid}]"),
+            format!("[orders/{uuid}]"),
+            format!("[a[a[a/{uuid}]"),
+            "[orders".to_string(),
+        ];
+        for hay in &hays {
+            for (from, to) in [
+                ("phys-shared", "orders"),
+                ("aa", "b"),
+                ("a", "aa"),
+                ("orders", "orders"),
+            ] {
+                assert_eq!(
+                    replace_all(hay.as_bytes().to_vec(), from.as_bytes(), to.as_bytes()),
+                    replace_naive(hay.as_bytes(), from.as_bytes(), to.as_bytes()),
+                    "{hay:?} {from:?} -> {to:?}"
+                );
+            }
+            for index in ["orders", "a[a", "a"] {
+                assert_eq!(
+                    without_uuid_in_text(hay.as_bytes().to_vec(), index.as_bytes()),
+                    without_uuid_naive(hay.as_bytes(), index.as_bytes()),
+                    "{hay:?} {index:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_with_an_escaped_key_is_still_scrubbed() {
+        let raw = br#"{"error":{"stack\u005ftrace":"at org...","index_uuid":"u1","reason":"x"}}"#;
+        let out = String::from_utf8(error(raw, &names(true), None)).unwrap();
+        assert!(!out.contains("org...") && !out.contains("u1"), "{out}");
+        let ok = br#"{"_index":"phys-shared","result":"created","status":201}"#;
+        assert_eq!(
+            error(ok, &names(true), None),
+            br#"{"_index":"orders","result":"created","status":201}"#.to_vec()
         );
     }
 }

@@ -1,9 +1,7 @@
 //! The answer side of a bulk: an upstream answer split into its items,
 //! item statuses, errors in OpenSearch's shape, and the assembled answer.
 
-use serde::de::IgnoredAny;
-
-use super::{bad_response, push_json_str, BulkError, BulkOp, Members};
+use super::{bad_response, push_json_str, BulkError, BulkOp};
 use crate::members::{edit_members, map_elements, Edit};
 use crate::source::SourceError;
 
@@ -73,22 +71,47 @@ pub fn split_response(body: &[u8]) -> Result<UpstreamItems, BulkError> {
 }
 
 /// The fields of an item's inner object that matter here.
-#[derive(serde::Deserialize)]
-struct ItemMeta {
-    #[serde(default)]
-    status: Option<u16>,
-    #[serde(default)]
-    error: Option<IgnoredAny>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemMeta {
+    /// Its `status`.
+    pub status: Option<u16>,
+    /// An `error` member that is not `null`.
+    pub error: bool,
 }
 
-/// The inner object of a one-member item `{"<op>":{...}}`.
+/// The inner object of a one-member item `{"<op>":{...}}`. Read by
+/// scanning members (this runs for every item of every bulk): a repeated
+/// `status` or `error`, or a `status` that is not a small number, makes
+/// the item unreadable.
 fn item_meta(item: &[u8]) -> Option<ItemMeta> {
-    let text = std::str::from_utf8(item).ok()?;
-    let Members(members) = serde_json::from_str(text).ok()?;
-    match members.as_slice() {
-        [(_, inner)] => serde_json::from_str(inner.get()).ok(),
-        _ => None,
+    let outer = crate::members::members(item).ok()?;
+    let [(_, inner)] = outer.as_slice() else {
+        return None;
+    };
+    inner_meta(inner)
+}
+
+/// [`item_meta`] of the inner object itself (`{...,"status":201}`), for
+/// a caller that has already split the item.
+pub fn inner_meta(inner: &[u8]) -> Option<ItemMeta> {
+    let mut meta = ItemMeta {
+        status: None,
+        error: false,
+    };
+    let (mut saw_status, mut saw_error) = (false, false);
+    for (key, value) in crate::members::members(inner).ok()? {
+        match &*key {
+            "status" if !std::mem::replace(&mut saw_status, true) => {
+                meta.status = serde_json::from_slice::<Option<u16>>(value).ok()?;
+            }
+            "error" if !std::mem::replace(&mut saw_error, true) => {
+                meta.error = value != b"null";
+            }
+            "status" | "error" => return None,
+            _ => {}
+        }
     }
+    Some(meta)
 }
 
 /// The nested `status` of an item such as `{"index":{...,"status":201}}`.
@@ -99,7 +122,7 @@ pub fn item_status(item: &[u8]) -> Option<u16> {
 /// Whether an item failed: `status` >= 300, an `error` member, or unreadable.
 fn item_failed(item: &[u8]) -> bool {
     match item_meta(item) {
-        Some(meta) => meta.error.is_some() || meta.status.is_none_or(|s| s >= 300),
+        Some(meta) => meta.error || meta.status.is_none_or(|s| s >= 300),
         None => true,
     }
 }

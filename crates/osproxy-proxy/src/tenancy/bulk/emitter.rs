@@ -26,7 +26,10 @@ pub(super) struct Emitter {
 
 /// Which of [`osproxy_observe::BULK_OUTCOMES`] an item result is.
 fn outcome(item: &[u8], status: Option<u16>) -> usize {
-    let result = memchr::memmem::find(item, b"\"result\":\"").and_then(|at| {
+    // Built once: a searcher costs more to build than one item takes to search.
+    static RESULT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"result\":\""));
+    let result = RESULT.find(item).and_then(|at| {
         let rest = &item[at + 10..];
         let end = memchr::memchr(b'"', rest)?;
         Some(&rest[..end])
@@ -73,6 +76,11 @@ impl Emitter {
 
     pub(super) fn set(&mut self, position: usize, item: Vec<u8>) {
         let status = item_status(&item);
+        self.set_known(position, item, status);
+    }
+
+    /// [`Self::set`] of an item whose status is known already.
+    pub(super) fn set_known(&mut self, position: usize, item: Vec<u8>, status: Option<u16>) {
         if status.is_none_or(|s| s >= 300) {
             self.errors = true;
         }

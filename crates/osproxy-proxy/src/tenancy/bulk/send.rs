@@ -2,10 +2,13 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
-use osproxy_rewrite::bulk::{item_error, split_response};
+use osproxy_rewrite::bulk::{inner_meta, item_error, split_response};
 
 use super::super::{reverse, Tenancy};
 use super::Batch;
+
+/// An item's answer: its position, its bytes and its status.
+pub(super) type Answered = (usize, Vec<u8>, Option<u16>);
 
 /// Sends one batch; returns every item's reversed result by position.
 pub(super) async fn send(
@@ -13,7 +16,7 @@ pub(super) async fn send(
     query: &str,
     headers: &HeaderMap,
     mut batch: Batch<'_>,
-) -> Vec<(usize, Vec<u8>)> {
+) -> Vec<Answered> {
     let Some(t) = batch.targets.first() else {
         return Vec::new();
     };
@@ -32,7 +35,7 @@ pub(super) async fn send(
             h.insert(name, v.clone());
         }
     }
-    let failed = |status: u16, kind: &str, reason: &str| -> Vec<(usize, Vec<u8>)> {
+    let failed = |status: u16, kind: &str, reason: &str| -> Vec<Answered> {
         batch
             .items
             .iter()
@@ -47,6 +50,7 @@ pub(super) async fn send(
                         kind,
                         reason,
                     ),
+                    Some(status),
                 )
             })
             .collect()
@@ -122,14 +126,21 @@ pub(super) async fn send(
             let ids = c.physical_id.as_deref().zip(c.logical_id.as_deref());
             // The item answers under the client's op (an auto-id `index` is
             // sent as `create` in a shared placement).
-            let mut inner_raw: Option<Vec<u8>> = None;
-            let _ = osproxy_rewrite::members::edit_members(item, |_, inner| {
-                inner_raw = Some(inner.to_vec());
-                osproxy_rewrite::members::Edit::Keep
-            });
-            let reversed = match inner_raw {
-                Some(inner) => {
-                    let inner = reverse::error(&reverse::document(&inner, t), t, ids);
+            let members = osproxy_rewrite::members::members(item).unwrap_or_default();
+            let mut status = None;
+            let reversed = match members.last() {
+                Some((_, inner)) => {
+                    let meta = inner_meta(inner);
+                    status = meta.and_then(|m| m.status);
+                    // Only an error holds free text naming the physical
+                    // index or id; a success's members are reversed as a
+                    // document's (its `get._source` is the tenant's own).
+                    let doc = reverse::document(inner, t);
+                    let inner = if meta.is_none_or(|m| m.error) {
+                        reverse::error(&doc, t, ids)
+                    } else {
+                        doc
+                    };
                     let mut out = Vec::with_capacity(inner.len() + 16);
                     out.extend_from_slice(b"{\"");
                     out.extend_from_slice(c.op.as_str().as_bytes());
@@ -140,7 +151,7 @@ pub(super) async fn send(
                 }
                 None => item.clone(),
             };
-            (c.position, reversed)
+            (c.position, reversed, status)
         })
         .collect()
 }

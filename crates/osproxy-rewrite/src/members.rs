@@ -74,6 +74,9 @@ where
     Ok(Cow::Owned(out))
 }
 
+/// One member of an object: its key (unescaped) and its raw value.
+pub type Member<'a> = (Cow<'a, str>, &'a [u8]);
+
 /// The top-level members of the object `doc`, keys unescaped, values as
 /// their raw bytes, in order: a read-only [`edit_members`] whose values
 /// outlive the call.
@@ -84,7 +87,7 @@ where
 /// assert_eq!(m[1].0, "b");
 /// assert_eq!(m[1].1, br#"{"c":[2]}"#);
 /// ```
-pub fn members(doc: &[u8]) -> Result<Vec<(Cow<'_, str>, &[u8])>, SourceError> {
+pub fn members(doc: &[u8]) -> Result<Vec<Member<'_>>, SourceError> {
     let (spans, _, _) = scan_members(doc)?;
     spans
         .iter()

@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use osproxy_observe::InFlight;
 use osproxy_rewrite::bulk::LineSplitter;
 use osproxy_upstream::ClientBody;
@@ -460,7 +459,7 @@ pub struct ResponseBody {
 
 #[derive(Debug)]
 enum Inner {
-    Upstream(Incoming),
+    Upstream(osproxy_upstream::Answer),
     Full(Option<Bytes>),
     /// Chunks produced while the request is still being processed (the
     /// response of a tenancy bulk).
@@ -477,7 +476,7 @@ enum Inner {
 /// ends the body with an error, so the client sees a broken response,
 /// never one passed on unreversed or cut short as if complete.
 pub struct Reversing {
-    upstream: Incoming,
+    upstream: osproxy_upstream::Answer,
     stream: osproxy_rewrite::stream::SearchStream<crate::tenancy::reverse::Streamed>,
     charge: osproxy_upstream::budget::Charge,
     /// A change (an answer that opened or advanced a scroll: breaking it
@@ -632,7 +631,7 @@ impl ResponseBody {
     }
 
     /// Streams an upstream body.
-    pub fn upstream(body: Incoming, in_flight: InFlight) -> Self {
+    pub fn upstream(body: osproxy_upstream::Answer, in_flight: InFlight) -> Self {
         ResponseBody::of(Inner::Upstream(body)).holding(in_flight)
     }
 
@@ -654,7 +653,7 @@ impl ResponseBody {
     /// An answer to a change is charged past the budget rather than broken
     /// off.
     pub(crate) fn reversed(
-        upstream: Incoming,
+        upstream: osproxy_upstream::Answer,
         reverse: crate::tenancy::reverse::Streamed,
         answering: osproxy_upstream::Answering,
     ) -> Self {

@@ -141,8 +141,12 @@ impl Proxy {
             .begin(req.headers(), request_id.to_str().unwrap_or(""));
         let (kind, outcome) = match &active {
             None => self.serve(req, &request_id, in_flight).await,
+            // Boxed, as are the other paths below but passthrough: a
+            // request's future is moved several times on its way into
+            // hyper, and its size is that of its largest path (tens of KiB
+            // unboxed, copied per request).
             Some(a) => {
-                a.scope(async {
+                Box::pin(a.scope(async {
                     diagnostics::with(|t| {
                         t.record("method", Value::Name(Name::ident(req.method().as_str())));
                         // Known before authentication, so a directive on an
@@ -160,7 +164,7 @@ impl Proxy {
                         diagnostics::record("body_bytes", Value::Bytes(len));
                     }
                     self.serve(req, &request_id, in_flight).await
-                })
+                }))
                 .await
             }
         };
@@ -293,17 +297,19 @@ impl Proxy {
                     .and_then(|v| v.parse().ok()),
             )),
         };
-        let outcome = match &account {
-            Some(a) => {
-                a.clone()
-                    .scope(self.routed(req, route, passed, kind, principal, request_id, in_flight))
+        let outcome =
+            match &account {
+                Some(a) => {
+                    Box::pin(a.clone().scope(
+                        self.routed(req, route, passed, kind, principal, request_id, in_flight),
+                    ))
                     .await
-            }
-            None => {
-                self.routed(req, route, passed, kind, principal, request_id, in_flight)
-                    .await
-            }
-        };
+                }
+                None => {
+                    self.routed(req, route, passed, kind, principal, request_id, in_flight)
+                        .await
+                }
+            };
         let outcome = if gzip {
             outcome.map(gzip_response)
         } else {
@@ -332,41 +338,41 @@ impl Proxy {
         // A tenancy body is decoded here when it came compressed (streamed
         // for a bulk); passthrough and operator bodies go on as they are.
         let req = match &route {
-            Route::TenancyBulk { .. } => self.decoded(req, true).await,
+            Route::TenancyBulk { .. } => Box::pin(self.decoded(req, true)).await,
             Route::Cursor | Route::UnscopedMulti | Route::Logical { .. } => {
-                self.decoded(req, false).await
+                Box::pin(self.decoded(req, false)).await
             }
             Route::Operator | Route::Passthrough => Ok(req.map(ClientBody::from)),
         };
         let req = req?;
         match route {
             Route::TenancyBulk { index } => {
-                Tenancy::serve_bulk(self.tenancy.clone(), req, principal, index, in_flight).await
+                Box::pin(Tenancy::serve_bulk(
+                    self.tenancy.clone(),
+                    req,
+                    principal,
+                    index,
+                    in_flight,
+                ))
+                .await
             }
             Route::Cursor => {
-                let out = self
-                    .tenancy
-                    .serve_cursor(req, principal.as_deref(), kind)
-                    .await;
+                let out =
+                    Box::pin(self.tenancy.serve_cursor(req, principal.as_deref(), kind)).await;
                 out.map(|r| r.map(|b| b.holding(in_flight)))
             }
             Route::UnscopedMulti => {
-                let out = self
-                    .tenancy
-                    .serve_unscoped(req, principal.as_deref(), kind)
-                    .await;
+                let out =
+                    Box::pin(self.tenancy.serve_unscoped(req, principal.as_deref(), kind)).await;
                 out.map(|r| r.map(|b| b.holding(in_flight)))
             }
             Route::Logical { index } => {
-                let out = self
-                    .tenancy
-                    .serve(req, principal.as_deref(), kind, &index)
-                    .await;
+                let out =
+                    Box::pin(self.tenancy.serve(req, principal.as_deref(), kind, &index)).await;
                 out.map(|r| r.map(|b| b.holding(in_flight)))
             }
             Route::Operator => {
-                self.operator(req, principal.as_deref(), request_id, in_flight)
-                    .await
+                Box::pin(self.operator(req, principal.as_deref(), request_id, in_flight)).await
             }
             Route::Passthrough => match passed {
                 Some(Ok(passed)) => {
@@ -578,7 +584,7 @@ impl Proxy {
             ))),
             BodyCheck::References(prefixes) => {
                 // Read whole (bounded), checked, then sent as read.
-                let bytes = osproxy_upstream::read_limited(body).await?;
+                let bytes = Box::pin(osproxy_upstream::read_limited(body)).await?;
                 check_references(&bytes, &prefixes).map_err(|reason| {
                     ProxyError::new(
                         ErrorCode::UnsupportedEndpoint,
@@ -614,13 +620,13 @@ impl Proxy {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 if let Some(address) = advertise {
-                    return nodes_advertising(
+                    return Box::pin(nodes_advertising(
                         parts,
                         body,
                         address.as_deref(),
                         &upstream.id,
                         pretty,
-                    )
+                    ))
                     .await;
                 }
                 let body = ResponseBody::upstream(body, in_flight);
@@ -762,7 +768,7 @@ fn advertised_address<B>(req: &Request<B>, default_port: u16) -> Option<String> 
 /// YAML or CBOR an operator asks for by name) pass as they are.
 async fn nodes_advertising(
     mut parts: http::response::Parts,
-    body: Incoming,
+    body: osproxy_upstream::Answer,
     address: Option<&str>,
     cluster: &str,
     pretty: bool,

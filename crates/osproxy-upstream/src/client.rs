@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::h1::Answer;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -148,7 +148,15 @@ pub struct UpstreamCluster {
     /// With `sigv4`: who signs, for which region and service.
     signer: Option<Signer>,
     version: Version,
+    /// HTTP/2 (`upstream.http2`): hyper's pooled client, which multiplexes.
     client: Client<CountingConnector, RequestBody>,
+    /// HTTP/1.1: connections driven by their requests' tasks.
+    pool: Option<Arc<crate::h1::Pool>>,
+    connector: CountingConnector,
+    /// `scheme://authority`, what the connector is asked for.
+    origin: Uri,
+    /// The `Host` of every HTTP/1.1 request.
+    host: HeaderValue,
     metrics: ClusterMetrics,
     /// Requests waiting for this cluster's answer heads, for the whole
     /// instance (shared by the workers' clients).
@@ -282,7 +290,26 @@ impl UpstreamCluster {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(config.http2)
-            .build(connector);
+            .build(connector.clone());
+        let pool = (!config.http2).then(|| {
+            crate::h1::Pool::new(
+                config.pool_max_idle_per_cluster,
+                config.pool_idle_timeout.as_std(),
+            )
+        });
+        let origin = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| SetupError::BadUrl {
+                cluster: c.id.clone(),
+                reason: e.to_string(),
+            })?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| SetupError::BadUrl {
+            cluster: c.id.clone(),
+            reason: e.to_string(),
+        })?;
         let version = if config.http2 {
             Version::HTTP_2
         } else {
@@ -309,6 +336,10 @@ impl UpstreamCluster {
             signer,
             version,
             client,
+            pool,
+            connector,
+            origin,
+            host,
             metrics,
             in_flight: cluster_bound(&c.id, c.max_concurrent_requests),
             max_in_flight: c.max_concurrent_requests,
@@ -321,13 +352,26 @@ impl UpstreamCluster {
         &self,
         mut req: Request<RequestBody>,
         deadline: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = req.uri().path_and_query().cloned();
-        *req.uri_mut() = Uri::from_parts(parts)
-            .map_err(|e| UpstreamError::Io(format!("cannot build upstream uri: {e}")))?;
+    ) -> Result<Response<Answer>, UpstreamError> {
+        if self.pool.is_some() {
+            // HTTP/1.1 on a connection of its own: the origin form, and the
+            // cluster as `Host`.
+            if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+                let mut parts = http::uri::Parts::default();
+                parts.path_and_query = req.uri().path_and_query().cloned();
+                *req.uri_mut() = Uri::from_parts(parts)
+                    .map_err(|e| UpstreamError::Io(format!("cannot build upstream uri: {e}")))?;
+            }
+            req.headers_mut()
+                .insert(http::header::HOST, self.host.clone());
+        } else {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(self.authority.clone());
+            parts.path_and_query = req.uri().path_and_query().cloned();
+            *req.uri_mut() = Uri::from_parts(parts)
+                .map_err(|e| UpstreamError::Io(format!("cannot build upstream uri: {e}")))?;
+        }
         *req.version_mut() = self.version;
         if let Some(auth) = &self.authorization {
             req.headers_mut()
@@ -366,7 +410,7 @@ impl UpstreamCluster {
             }
             _ => None,
         };
-        let exchange = self.client.request(req);
+        let exchange = self.exchange(req);
         tokio::pin!(exchange);
         let mut until = later(if progress.is_some() { turned } else { started }, deadline);
         let mut seen = 0u64;
@@ -401,13 +445,13 @@ impl UpstreamCluster {
                 }
                 Err(e)
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(Failure::Connect(e))) => {
                 self.metrics.errors_connect.inc();
-                Err(UpstreamError::Connect(error_chain(&e)))
+                Err(UpstreamError::Connect(e))
             }
-            Ok(Err(e)) => {
+            Ok(Err(Failure::Io(e))) => {
                 self.metrics.errors_io.inc();
-                Err(UpstreamError::Io(error_chain(&e)))
+                Err(UpstreamError::Io(e))
             }
             Ok(Ok(resp)) => {
                 Metrics::observe_latency(&self.metrics, started.elapsed());
@@ -421,6 +465,65 @@ impl UpstreamCluster {
             }
         }
     }
+
+    /// One exchange: over HTTP/1.1 on a connection of this worker's pool
+    /// (or a new one), driven by this task; over HTTP/2 through hyper's
+    /// pooled client.
+    async fn exchange(&self, req: Request<RequestBody>) -> Result<Response<Answer>, Failure> {
+        let Some(pool) = &self.pool else {
+            return match self.client.request(req).await {
+                Ok(resp) => Ok(resp.map(Answer::pooled)),
+                Err(e) if e.is_connect() => Err(Failure::Connect(error_chain(&e))),
+                Err(e) => Err(Failure::Io(error_chain(&e))),
+            };
+        };
+        let mut req = req;
+        let mut fresh = false;
+        loop {
+            let pooled = if fresh { None } else { pool.checkout() };
+            let reused = pooled.is_some();
+            let mut link = match pooled {
+                Some(link) => link,
+                None => Box::pin(self.connect()).await?,
+            };
+            match link.exchange(req).await {
+                Ok(resp) => {
+                    if reused {
+                        self.metrics.connections_reused.inc();
+                    }
+                    return Ok(resp.map(|body| Answer::driven(body, link, pool.clone())));
+                }
+                // The cluster closed an idle connection as the request was
+                // given to it: nothing was written, so it is sent again on
+                // a new connection.
+                Err((_, Some(back))) if reused => {
+                    req = back;
+                    fresh = true;
+                }
+                // Handed back by a new connection: it closed before the
+                // request was written, so nothing was sent (retryable).
+                Err((e, Some(_))) => return Err(Failure::Connect(error_chain(&e))),
+                Err((e, None)) => return Err(Failure::Io(error_chain(&e))),
+            }
+        }
+    }
+
+    /// A new HTTP/1.1 connection (TCP, then TLS for https).
+    async fn connect(&self) -> Result<crate::h1::Link, Failure> {
+        let mut connector = self.connector.clone();
+        let io = tower_service::Service::call(&mut connector, self.origin.clone())
+            .await
+            .map_err(|e| Failure::Connect(error_chain(&*e)))?;
+        crate::h1::Link::open(io)
+            .await
+            .map_err(|e| Failure::Connect(error_chain(&e)))
+    }
+}
+
+/// Why an exchange failed: no connection opened, or it broke.
+enum Failure {
+    Connect(String),
+    Io(String),
 }
 
 impl UpstreamError {

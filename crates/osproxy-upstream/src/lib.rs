@@ -8,6 +8,7 @@ pub mod body;
 pub mod budget;
 pub mod client;
 pub mod decode;
+mod h1;
 pub mod headers;
 pub mod probe;
 pub mod sigv4;
@@ -19,3 +20,4 @@ pub use body::{
 };
 pub use client::{is_idempotent, SetupError, UpstreamCluster, UpstreamError, Upstreams};
 pub use decode::{body_error, is_zlib_header, ClientBody, Coding, DecodeError, Upload};
+pub use h1::Answer;

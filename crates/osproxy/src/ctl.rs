@@ -284,6 +284,24 @@ fn argument_or_file(arg: &str) -> Result<String, CtlError> {
     }
 }
 
+/// The admin API's status and whole body.
+async fn read_answer<B>(
+    resp: http::Response<B>,
+    url: String,
+) -> Result<(http::StatusCode, Bytes), CtlError>
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error>,
+{
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|source| CtlError::Answer { url, source })?
+        .to_bytes();
+    Ok((status, bytes))
+}
+
 /// An admin request to an https:// listener, through the very client
 /// osproxy uses for https clusters (its certificate verified against
 /// `--ca-file` or the system roots).
@@ -291,7 +309,7 @@ async fn over_tls(
     args: &CtlArgs,
     req: Request<Full<Bytes>>,
     url: &str,
-) -> Result<http::Response<hyper::body::Incoming>, CtlError> {
+) -> Result<http::Response<osproxy_upstream::Answer>, CtlError> {
     let tls_error = |reason: String| CtlError::Tls {
         url: url.to_string(),
         reason,
@@ -359,25 +377,19 @@ async fn call(
             url: url.clone(),
             source,
         })?;
-    let resp = if args.admin.starts_with("https://") {
-        over_tls(args, req, &url).await?
+    let (status, bytes) = if args.admin.starts_with("https://") {
+        read_answer(over_tls(args, req, &url).await?, url).await?
     } else {
-        Client::builder(TokioExecutor::new())
+        let resp = Client::builder(TokioExecutor::new())
             .build_http::<Full<Bytes>>()
             .request(req)
             .await
             .map_err(|source| CtlError::Unreachable {
                 url: url.clone(),
                 source,
-            })?
+            })?;
+        read_answer(resp, url).await?
     };
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|source| CtlError::Answer { url, source })?
-        .to_bytes();
     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if !status.is_success() {
         let msg = v

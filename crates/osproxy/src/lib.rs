@@ -438,7 +438,8 @@ impl Instance {
                             serve_listener(
                                 listener,
                                 tls,
-                                move |req| proxy.clone().handle(req),
+                                // Boxed: hyper moves a request's future twice on its way in.
+                                move |req| Box::pin(proxy.clone().handle(req)),
                                 stop,
                                 drain,
                                 limits,

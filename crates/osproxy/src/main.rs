@@ -26,6 +26,23 @@ unsafe extern "C" {
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 /// The delay osproxy sets.
 const PURGE_DELAY_MS: std::ffi::c_long = 10;
+/// `mi_option_arena_eager_commit`: whether an arena's memory is committed
+/// when it is reserved (2 by default: on systems that overcommit, Linux).
+const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+
+/// Arena memory is committed as it is used, not when the arena is
+/// reserved: eagerly committed, the first arena made about 10 MiB of an
+/// idle instance's 11 MiB of anonymous memory resident (idle RSS 22 MiB;
+/// 12 MiB with this). An operator's own `MIMALLOC_ARENA_EAGER_COMMIT` is
+/// left as set.
+fn commit_arenas_lazily() {
+    if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_some() {
+        return;
+    }
+    // SAFETY: sets an integer option of the linked allocator; called once,
+    // before any other thread exists.
+    unsafe { mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+}
 
 /// Memory freed to mimalloc's arenas (a request body read whole, its
 /// parse, its rewritten copy) is given back to the OS after 10 ms rather
@@ -113,6 +130,7 @@ impl ConfigArgs {
 
 fn main() -> ExitCode {
     return_freed_memory_soon();
+    commit_arenas_lazily();
     let cli = Cli::parse();
     match cli.command {
         Command::Ctl(args) => ctl::run(args),
@@ -221,6 +239,15 @@ mod allocator_tests {
             "option {MI_OPTION_PURGE_DELAY} reads {before}: not mimalloc's purge delay"
         );
         return_freed_memory_soon();
+        let eager = unsafe { mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT) };
+        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
+            assert_eq!(
+                eager, 2,
+                "option {MI_OPTION_ARENA_EAGER_COMMIT} reads {eager}: not mimalloc's arena_eager_commit"
+            );
+            commit_arenas_lazily();
+            assert_eq!(unsafe { mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT) }, 0);
+        }
         let after = unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) };
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
             && std::env::var_os("MIMALLOC_ARENA_PURGE_MULT").is_none()

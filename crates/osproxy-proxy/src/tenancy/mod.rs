@@ -606,7 +606,7 @@ impl Tenancy {
         path_and_query: &str,
         headers: &HeaderMap,
         body: Option<Bytes>,
-    ) -> Result<(http::response::Parts, hyper::body::Incoming), ProxyError> {
+    ) -> Result<(http::response::Parts, osproxy_upstream::Answer), ProxyError> {
         let (parts, body, sent) = self
             .send(target, method, path_and_query, headers, body)
             .await?;
@@ -633,7 +633,7 @@ impl Tenancy {
     ) -> Result<
         (
             http::response::Parts,
-            hyper::body::Incoming,
+            osproxy_upstream::Answer,
             std::time::Instant,
         ),
         ProxyError,

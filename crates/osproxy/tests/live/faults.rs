@@ -3,7 +3,9 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -220,4 +222,90 @@ async fn a_timed_out_tenancy_write_is_not_retryable() {
             "{method} {path}: a write that timed out may have been applied"
         );
     }
+}
+
+/// Fault injection a real OpenSearch cannot be asked for at a chosen
+/// moment: a peer that answers each request on a keep-alive connection
+/// (no `connection: close`) and then closes that connection a moment
+/// later, as a cluster or load balancer closing idle connections does. It
+/// counts the connections it accepted and the request heads it read.
+fn closing_upstream() -> (u16, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (count, seen) = (accepted.clone(), heads.clone());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let line = text.lines().next().unwrap_or_default().to_string();
+                if let Ok(mut s) = seen.lock() {
+                    s.push(line.clone());
+                }
+                let body = format!("{{\"line\":{line:?}}}");
+                let _ = conn.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                std::thread::sleep(Duration::from_millis(50));
+                // Closed without a word, as an idle timeout closes it.
+            });
+        }
+    });
+    (port, accepted, heads)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_the_cluster_closed_while_idle_are_not_used_again() {
+    let (port, accepted, heads) = closing_upstream();
+    let proxy = proxy_to(
+        &format!("http://127.0.0.1:{port}"),
+        "[server]\nworkers = 1\n",
+    );
+    let http = Http::new();
+    for (i, method) in [Method::GET, Method::POST, Method::PUT, Method::GET]
+        .into_iter()
+        .enumerate()
+    {
+        let path = format!("/idx/_doc/{i}");
+        let r = http
+            .send(
+                method.clone(),
+                &format!("{}{path}", proxy.url()),
+                Some("{}"),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Each answer is its own request's (never a neighbour's on a
+        // reused connection), and none is an error: a connection the
+        // cluster closed is found out before a request is given to it.
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(
+            r.json()["line"],
+            format!("{method} {path} HTTP/1.1"),
+            "request {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let seen = heads.lock().map(|s| s.clone()).unwrap_or_default();
+    let requests: Vec<&String> = seen.iter().filter(|l| l.contains("/idx/")).collect();
+    assert_eq!(requests.len(), 4, "each request sent once: {seen:?}");
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 4,
+        "a closed connection was reused: {seen:?}"
+    );
 }

@@ -18,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 // `mi_option_e`, and a unit test checks it reads the documented default).
 unsafe extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    fn getenv(name: *const std::ffi::c_char) -> *mut std::ffi::c_char;
     #[cfg(test)]
     fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
 }
@@ -34,9 +35,24 @@ const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
 /// reserved: eagerly committed, the first arena made about 10 MiB of an
 /// idle instance's 11 MiB of anonymous memory resident (idle RSS 22 MiB;
 /// 12 MiB with this). An operator's own `MIMALLOC_ARENA_EAGER_COMMIT` is
-/// left as set.
+/// left as set. Set before `main`: the first arena is reserved by the
+/// runtime's first allocation, before `main` runs.
+extern "C" fn commit_arenas_lazily_at_load() {
+    commit_arenas_lazily();
+}
+
+/// Run by the loader with the process's other constructors, before the
+/// Rust runtime allocates anything (Linux's `.init_array`).
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static COMMIT_ARENAS_LAZILY: extern "C" fn() = commit_arenas_lazily_at_load;
+
 fn commit_arenas_lazily() {
-    if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_some() {
+    // Read without allocating: nothing may reach the allocator first.
+    // SAFETY: a NUL-terminated name; the environment is not being changed
+    // (no other thread exists yet).
+    if !unsafe { getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()) }.is_null() {
         return;
     }
     // SAFETY: sets an integer option of the linked allocator; called once,
@@ -130,7 +146,6 @@ impl ConfigArgs {
 
 fn main() -> ExitCode {
     return_freed_memory_soon();
-    commit_arenas_lazily();
     let cli = Cli::parse();
     match cli.command {
         Command::Ctl(args) => ctl::run(args),
@@ -239,14 +254,10 @@ mod allocator_tests {
             "option {MI_OPTION_PURGE_DELAY} reads {before}: not mimalloc's purge delay"
         );
         return_freed_memory_soon();
+        // Set by the loader-time constructor, before this test began.
         let eager = unsafe { mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT) };
         if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
-            assert_eq!(
-                eager, 2,
-                "option {MI_OPTION_ARENA_EAGER_COMMIT} reads {eager}: not mimalloc's arena_eager_commit"
-            );
-            commit_arenas_lazily();
-            assert_eq!(unsafe { mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT) }, 0);
+            assert_eq!(eager, 0, "arenas are committed eagerly");
         }
         let after = unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) };
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()

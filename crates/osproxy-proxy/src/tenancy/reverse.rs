@@ -132,9 +132,59 @@ fn stripped(raw: &[u8], field: &str) -> Edit {
 
 /// One document as OpenSearch returns it (get, write results, a hit).
 pub(crate) fn document(raw: &[u8], t: &impl Placed) -> Vec<u8> {
+    edit(raw, |key, value| document_member(key, value, t))
+}
+
+/// A bulk item's inner object reversed as [`document`] does, in the same
+/// scan that reads its `status` and whether it has an `error` (read as
+/// [`osproxy_rewrite::bulk::inner_meta`] reads them: `None` when either is
+/// repeated or the status is not a small number); an error's text is then
+/// reversed as [`error`] does. A success holds no free text to reverse
+/// (its `get._source` is the tenant's own).
+pub(crate) fn bulk_item(
+    raw: &[u8],
+    t: &impl Placed,
+    physical_id: Option<(&str, &str)>,
+) -> (Vec<u8>, Option<osproxy_rewrite::bulk::ItemMeta>) {
+    let mut meta = Some(osproxy_rewrite::bulk::ItemMeta {
+        status: None,
+        error: false,
+    });
+    let (mut saw_status, mut saw_error) = (false, false);
+    let doc = edit(raw, |key, value| {
+        match key {
+            "status" if !std::mem::replace(&mut saw_status, true) => {
+                match serde_json::from_slice::<Option<u16>>(value) {
+                    Ok(status) => {
+                        if let Some(m) = meta.as_mut() {
+                            m.status = status;
+                        }
+                    }
+                    Err(_) => meta = None,
+                }
+            }
+            "error" if !std::mem::replace(&mut saw_error, true) => {
+                if let Some(m) = meta.as_mut() {
+                    m.error = value != b"null";
+                }
+            }
+            "status" | "error" => meta = None,
+            _ => {}
+        }
+        document_member(key, value, t)
+    });
+    let doc = if meta.is_none_or(|m| m.error) {
+        error(&doc, t, physical_id)
+    } else {
+        doc
+    };
+    (doc, meta)
+}
+
+fn document_member(key: &str, value: &[u8], t: &impl Placed) -> Edit {
     let shared = t.shared();
     let field = t.logical().field.as_str();
-    edit(raw, |key, value| match key {
+    match key {
         "_index" => Edit::Replace(json_string(&t.logical().name)),
         "_id" if shared => {
             let physical = as_str(value);
@@ -158,7 +208,7 @@ pub(crate) fn document(raw: &[u8], t: &impl Placed) -> Vec<u8> {
             Edit::Replace(search_response(named, t))
         })),
         _ => Edit::Keep,
-    })
+    }
 }
 
 /// A search (or inner-hits) response: every hit under `hits.hits` reversed,
@@ -586,5 +636,24 @@ mod tests {
             error(ok, &names(true), None),
             br#"{"_index":"orders","result":"created","status":201}"#.to_vec()
         );
+    }
+
+    #[test]
+    fn a_bulk_item_reads_its_status_as_inner_meta_does_in_the_same_scan() {
+        let t = names(true);
+        for raw in [
+            &br#"{"_index":"phys-shared","_id":"acme:1","status":201}"#[..],
+            br#"{"_index":"phys-shared","_id":"acme:1","status":409,"error":{"type":"x","reason":"[acme:1] in [phys-shared/p5cmAbCdEfGhIjKlMnOp_-]","index_uuid":"u"}}"#,
+            br#"{"status":200,"status":201}"#,
+            br#"{"status":"x"}"#,
+            br#"{"error":null,"status":200}"#,
+            br#"{"error":{},"error":{}}"#,
+        ] {
+            let (out, meta) = bulk_item(raw, &t, Some(("acme:1", "1")));
+            assert_eq!(meta, osproxy_rewrite::bulk::inner_meta(raw), "{raw:?}");
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains("phys-shared") && !text.contains("acme:1"), "{text}");
+            assert!(!text.contains("index_uuid") && !text.contains("p5cm"), "{text}");
+        }
     }
 }

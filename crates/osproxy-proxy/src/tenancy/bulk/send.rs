@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
-use osproxy_rewrite::bulk::{inner_meta, item_error, split_response};
+use osproxy_rewrite::bulk::{item_error, split_response};
 
 use super::super::{reverse, Tenancy};
 use super::Batch;
@@ -130,17 +130,8 @@ pub(super) async fn send(
             let mut status = None;
             let reversed = match members.last() {
                 Some((_, inner)) => {
-                    let meta = inner_meta(inner);
+                    let (inner, meta) = reverse::bulk_item(inner, t, ids);
                     status = meta.and_then(|m| m.status);
-                    // Only an error holds free text naming the physical
-                    // index or id; a success's members are reversed as a
-                    // document's (its `get._source` is the tenant's own).
-                    let doc = reverse::document(inner, t);
-                    let inner = if meta.is_none_or(|m| m.error) {
-                        reverse::error(&doc, t, ids)
-                    } else {
-                        doc
-                    };
                     let mut out = Vec::with_capacity(inner.len() + 16);
                     out.extend_from_slice(b"{\"");
                     out.extend_from_slice(c.op.as_str().as_bytes());

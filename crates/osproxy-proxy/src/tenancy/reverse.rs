@@ -111,6 +111,16 @@ fn json_string(s: &str) -> Vec<u8> {
     serde_json::to_vec(s).unwrap_or_else(|_| b"\"\"".to_vec())
 }
 
+/// `s` as it is written inside a JSON string (escaped, without quotes).
+fn json_text(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn as_str(raw: &[u8]) -> Option<String> {
     serde_json::from_slice::<String>(raw).ok()
 }
@@ -151,7 +161,7 @@ pub(crate) fn bulk_item(
         error: false,
     });
     let (mut saw_status, mut saw_error) = (false, false);
-    let doc = edit(raw, |key, value| {
+    let scanned = edit_members(raw, |key, value| {
         match key {
             "status" if !std::mem::replace(&mut saw_status, true) => {
                 match serde_json::from_slice::<Option<u16>>(value) {
@@ -169,10 +179,19 @@ pub(crate) fn bulk_item(
                 }
             }
             "status" | "error" => meta = None,
+            // Replica failures may name the document by its physical id.
+            "_shards" if value.contains(&b'[') => {
+                return Edit::Replace(error(value, t, physical_id));
+            }
             _ => {}
         }
         document_member(key, value, t)
     });
+    // Found by review: an inner object that does not scan was handed on
+    // as it came; it is reversed as an error is, with no status.
+    let Ok(doc) = scanned.map(std::borrow::Cow::into_owned) else {
+        return (error(raw, t, physical_id), None);
+    };
     let doc = if meta.is_none_or(|m| m.error) {
         error(&doc, t, physical_id)
     } else {
@@ -309,6 +328,10 @@ pub(crate) fn error(raw: &[u8], t: &impl Placed, physical_id: Option<(&str, &str
         t.logical().name.as_bytes(),
     );
     if let Some((physical, logical)) = physical_id {
+        out = replace_all(out, physical.as_bytes(), logical.as_bytes());
+        // Found by review: in JSON text an id holding `"`, `\` or a
+        // control character is written escaped (`acme:a\"b`).
+        let (physical, logical) = (json_text(physical), json_text(logical));
         out = replace_all(out, physical.as_bytes(), logical.as_bytes());
     }
     if t.shared() {
@@ -648,6 +671,7 @@ mod tests {
             br#"{"status":"x"}"#,
             br#"{"error":null,"status":200}"#,
             br#"{"error":{},"error":{}}"#,
+            br#"{"_shards":{"total":2,"successful":1,"failed":1,"failures":[{"_index":"phys-shared","reason":{"reason":"in document with id 'acme:1'","index_uuid":"u"}}]},"status":201}"#,
         ] {
             let (out, meta) = bulk_item(raw, &t, Some(("acme:1", "1")));
             assert_eq!(meta, osproxy_rewrite::bulk::inner_meta(raw), "{raw:?}");
@@ -655,5 +679,26 @@ mod tests {
             assert!(!text.contains("phys-shared") && !text.contains("acme:1"), "{text}");
             assert!(!text.contains("index_uuid") && !text.contains("p5cm"), "{text}");
         }
+    }
+
+    #[test]
+    fn an_item_that_does_not_scan_and_an_escaped_id_are_still_reversed() {
+        let t = names(true);
+        let (out, meta) = bulk_item(
+            br#"{"_index":"phys-shared" "_id":"acme:1"}"#,
+            &t,
+            Some(("acme:1", "1")),
+        );
+        assert_eq!(meta, None);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.contains("phys-shared") && !text.contains("acme:1"),
+            "{text}"
+        );
+        let raw = br#"{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"[acme:a\"b]: version conflict"}}"#;
+        let (out, _) = bulk_item(raw, &t, Some(("acme:a\"b", "a\"b")));
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("acme:"), "{text}");
+        assert!(text.contains(r#"[a\"b]: version conflict"#), "{text}");
     }
 }

@@ -127,20 +127,30 @@ pub(super) async fn send(
             // The item answers under the client's op (an auto-id `index` is
             // sent as `create` in a shared placement).
             let members = osproxy_rewrite::members::members(item).unwrap_or_default();
-            let mut status = None;
-            let reversed = match members.last() {
+            let (reversed, status) = match members.last() {
                 Some((_, inner)) => {
                     let (inner, meta) = reverse::bulk_item(inner, t, ids);
-                    status = meta.and_then(|m| m.status);
                     let mut out = Vec::with_capacity(inner.len() + 16);
                     out.extend_from_slice(b"{\"");
                     out.extend_from_slice(c.op.as_str().as_bytes());
                     out.extend_from_slice(b"\":");
                     out.extend_from_slice(&inner);
                     out.push(b'}');
-                    out
+                    (out, meta.and_then(|m| m.status))
                 }
-                None => item.clone(),
+                // Found by review: an item that does not scan was handed
+                // on as it came (physical names and all).
+                None => (
+                    item_error(
+                        c.op,
+                        Some(&t.logical.name),
+                        c.logical_id.as_deref(),
+                        502,
+                        "upstream_bulk_unreadable",
+                        "the cluster's answer for this item could not be read; it may have been applied",
+                    ),
+                    Some(502),
+                ),
             };
             (c.position, reversed, status)
         })

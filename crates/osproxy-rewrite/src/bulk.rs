@@ -497,7 +497,8 @@ mod metadata;
 pub use metadata::{canonical_metadata, check_metadata, check_update_body, MetadataError};
 mod response;
 pub use response::{
-    assemble_response, inner_meta, item_error, item_status, split_response, ItemMeta, UpstreamItems,
+    assemble_response, inner_meta, item_error, item_status, split_response, ItemMeta, MetaReader,
+    UpstreamItems,
 };
 
 #[cfg(test)]

@@ -37,18 +37,7 @@ const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
 /// 12 MiB with this). An operator's own `MIMALLOC_ARENA_EAGER_COMMIT` is
 /// left as set. Set before `main`: the first arena is reserved by the
 /// runtime's first allocation, before `main` runs.
-extern "C" fn commit_arenas_lazily_at_load() {
-    commit_arenas_lazily();
-}
-
-/// Run by the loader with the process's other constructors, before the
-/// Rust runtime allocates anything (Linux's `.init_array`).
-#[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array"]
-static COMMIT_ARENAS_LAZILY: extern "C" fn() = commit_arenas_lazily_at_load;
-
-fn commit_arenas_lazily() {
+extern "C" fn commit_arenas_lazily() {
     // Read without allocating: nothing may reach the allocator first.
     // SAFETY: a NUL-terminated name; the environment is not being changed
     // (no other thread exists yet).
@@ -59,6 +48,13 @@ fn commit_arenas_lazily() {
     // before any other thread exists.
     unsafe { mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
 }
+
+/// Run by the loader with the process's other constructors, before the
+/// Rust runtime allocates anything (Linux's `.init_array`).
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static COMMIT_ARENAS_LAZILY: extern "C" fn() = commit_arenas_lazily;
 
 /// Memory freed to mimalloc's arenas (a request body read whole, its
 /// parse, its rewritten copy) is given back to the OS after 10 ms rather

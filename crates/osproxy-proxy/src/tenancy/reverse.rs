@@ -142,7 +142,7 @@ fn stripped(raw: &[u8], field: &str) -> Edit {
 
 /// One document as OpenSearch returns it (get, write results, a hit).
 pub(crate) fn document(raw: &[u8], t: &impl Placed) -> Vec<u8> {
-    edit(raw, |key, value| document_member(key, value, t))
+    edit(raw, |key, value| document_member(key, value, t, None))
 }
 
 /// A bulk item's inner object reversed as [`document`] does, in the same
@@ -156,42 +156,17 @@ pub(crate) fn bulk_item(
     t: &impl Placed,
     physical_id: Option<(&str, &str)>,
 ) -> (Vec<u8>, Option<osproxy_rewrite::bulk::ItemMeta>) {
-    let mut meta = Some(osproxy_rewrite::bulk::ItemMeta {
-        status: None,
-        error: false,
-    });
-    let (mut saw_status, mut saw_error) = (false, false);
+    let mut reading = osproxy_rewrite::bulk::MetaReader::default();
     let scanned = edit_members(raw, |key, value| {
-        match key {
-            "status" if !std::mem::replace(&mut saw_status, true) => {
-                match serde_json::from_slice::<Option<u16>>(value) {
-                    Ok(status) => {
-                        if let Some(m) = meta.as_mut() {
-                            m.status = status;
-                        }
-                    }
-                    Err(_) => meta = None,
-                }
-            }
-            "error" if !std::mem::replace(&mut saw_error, true) => {
-                if let Some(m) = meta.as_mut() {
-                    m.error = value != b"null";
-                }
-            }
-            "status" | "error" => meta = None,
-            // Replica failures may name the document by its physical id.
-            "_shards" if value.contains(&b'[') => {
-                return Edit::Replace(error(value, t, physical_id));
-            }
-            _ => {}
-        }
-        document_member(key, value, t)
+        reading.member(key, value);
+        document_member(key, value, t, physical_id)
     });
     // Found by review: an inner object that does not scan was handed on
     // as it came; it is reversed as an error is, with no status.
     let Ok(doc) = scanned.map(std::borrow::Cow::into_owned) else {
         return (error(raw, t, physical_id), None);
     };
+    let meta = reading.finish();
     let doc = if meta.is_none_or(|m| m.error) {
         error(&doc, t, physical_id)
     } else {
@@ -200,7 +175,14 @@ pub(crate) fn bulk_item(
     (doc, meta)
 }
 
-fn document_member(key: &str, value: &[u8], t: &impl Placed) -> Edit {
+/// One member of a document; `physical_id`, when known, is replaced in
+/// the text of a write's replica failures.
+fn document_member(
+    key: &str,
+    value: &[u8],
+    t: &impl Placed,
+    physical_id: Option<(&str, &str)>,
+) -> Edit {
     let shared = t.shared();
     let field = t.logical().field.as_str();
     match key {
@@ -218,7 +200,7 @@ fn document_member(key: &str, value: &[u8], t: &impl Placed) -> Edit {
         "_routing" if shared => Edit::Drop,
         // A write's replica failures name the physical index (and its
         // uuid); a `_shards` without an array holds only counts.
-        "_shards" if value.contains(&b'[') => Edit::Replace(error(value, t, None)),
+        "_shards" if value.contains(&b'[') => Edit::Replace(error(value, t, physical_id)),
         // `[physical-index][shard]` and node ids (with `explain`).
         "_shard" | "_node" => Edit::Drop,
         "_source" | "fields" | "highlight" if shared => stripped(value, field),
@@ -331,8 +313,10 @@ pub(crate) fn error(raw: &[u8], t: &impl Placed, physical_id: Option<(&str, &str
         out = replace_all(out, physical.as_bytes(), logical.as_bytes());
         // Found by review: in JSON text an id holding `"`, `\` or a
         // control character is written escaped (`acme:a\"b`).
-        let (physical, logical) = (json_text(physical), json_text(logical));
-        out = replace_all(out, physical.as_bytes(), logical.as_bytes());
+        let escaped = json_text(physical);
+        if escaped != physical {
+            out = replace_all(out, escaped.as_bytes(), json_text(logical).as_bytes());
+        }
     }
     if t.shared() {
         out = without_uuid_in_text(out, t.logical().name.as_bytes());

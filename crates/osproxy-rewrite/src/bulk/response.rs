@@ -94,24 +94,50 @@ fn item_meta(item: &[u8]) -> Option<ItemMeta> {
 /// [`item_meta`] of the inner object itself (`{...,"status":201}`), for
 /// a caller that has already split the item.
 pub fn inner_meta(inner: &[u8]) -> Option<ItemMeta> {
-    let mut meta = ItemMeta {
-        status: None,
-        error: false,
-    };
-    let (mut saw_status, mut saw_error) = (false, false);
+    let mut reading = MetaReader::default();
     for (key, value) in crate::members::members(inner).ok()? {
-        match &*key {
-            "status" if !std::mem::replace(&mut saw_status, true) => {
-                meta.status = serde_json::from_slice::<Option<u16>>(value).ok()?;
+        reading.member(&key, value);
+    }
+    reading.finish()
+}
+
+/// Reads an item's [`ItemMeta`] member by member, for a caller that walks
+/// the inner object's members itself (to edit them in the same scan).
+#[derive(Debug, Default)]
+pub struct MetaReader {
+    status: Option<u16>,
+    error: bool,
+    saw_status: bool,
+    saw_error: bool,
+    unreadable: bool,
+}
+
+impl MetaReader {
+    /// Takes one member of the inner object into account.
+    pub fn member(&mut self, key: &str, value: &[u8]) {
+        match key {
+            "status" if !std::mem::replace(&mut self.saw_status, true) => {
+                match serde_json::from_slice::<Option<u16>>(value) {
+                    Ok(status) => self.status = status,
+                    Err(_) => self.unreadable = true,
+                }
             }
-            "error" if !std::mem::replace(&mut saw_error, true) => {
-                meta.error = value != b"null";
+            "error" if !std::mem::replace(&mut self.saw_error, true) => {
+                self.error = value != b"null";
             }
-            "status" | "error" => return None,
+            "status" | "error" => self.unreadable = true,
             _ => {}
         }
     }
-    Some(meta)
+
+    /// What was read: `None` when `status` or `error` is repeated or the
+    /// status is not a small number.
+    pub fn finish(self) -> Option<ItemMeta> {
+        (!self.unreadable).then_some(ItemMeta {
+            status: self.status,
+            error: self.error,
+        })
+    }
 }
 
 /// The nested `status` of an item such as `{"index":{...,"status":201}}`.

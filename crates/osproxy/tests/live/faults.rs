@@ -118,15 +118,24 @@ fn endless_upstream() -> (u16, mpsc::Receiver<()>) {
     (port, closed_rx)
 }
 
-fn serve_endless(mut conn: TcpStream, closed: mpsc::Sender<()>) {
+/// A request's head as a peer reads it (`None` if the connection ends
+/// first).
+fn read_head(conn: &mut TcpStream) -> Option<Vec<u8>> {
     let mut buf = [0u8; 4096];
     let mut head = Vec::new();
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
+    Some(head)
+}
+
+fn serve_endless(mut conn: TcpStream, closed: mpsc::Sender<()>) {
+    let Some(head) = read_head(&mut conn) else {
+        return;
+    };
     if head.starts_with(b"GET / ") {
         // The readiness probe.
         let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}");
@@ -240,14 +249,9 @@ fn closing_upstream() -> (u16, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String
             count.fetch_add(1, Ordering::SeqCst);
             let seen = seen.clone();
             std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(head) = read_head(&mut conn) else {
+                    return;
+                };
                 let text = String::from_utf8_lossy(&head).into_owned();
                 let line = text.lines().next().unwrap_or_default().to_string();
                 if let Ok(mut s) = seen.lock() {

@@ -466,18 +466,18 @@ enum Inner {
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
     /// Another body, gzip-compressed as it streams.
     Gzip(Box<Gzipped>),
-    /// A search answer reversed as it streams.
+    /// A search, `_mget` or `_msearch` answer reversed as it streams.
     Reversed(Box<Reversing>),
 }
 
-/// A cluster's search answer reversed as it streams: memory is bounded by
-/// its largest hit (charged to the process-wide budget), not by the
+/// A cluster's answer reversed as it streams: memory is bounded by its
+/// largest hit or document (charged to the process-wide budget), not by the
 /// answer. An answer that cannot be reversed (or held within the budget)
 /// ends the body with an error, so the client sees a broken response,
 /// never one passed on unreversed or cut short as if complete.
 pub struct Reversing {
     upstream: osproxy_upstream::Answer,
-    stream: osproxy_rewrite::stream::SearchStream<crate::tenancy::reverse::Streamed>,
+    stream: Box<dyn osproxy_rewrite::stream::Feed + Send>,
     charge: osproxy_upstream::budget::Charge,
     /// A change (an answer that opened or advanced a scroll: breaking it
     /// would orphan the cluster's context or lose a page) is charged past
@@ -648,21 +648,17 @@ impl ResponseBody {
         ResponseBody::of(Inner::Channel(rx)).holding(in_flight)
     }
 
-    /// A cluster's search answer, reversed by `reverse` as it streams (a
-    /// hit or member held at most [`osproxy_upstream::MAX_BUFFERED`] bytes).
-    /// An answer to a change is charged past the budget rather than broken
-    /// off.
+    /// A cluster's answer, reversed by `stream` as it streams (a search's
+    /// hits, an `_mget`'s documents, an `_msearch`'s searches). An answer to
+    /// a change is charged past the budget rather than broken off.
     pub(crate) fn reversed(
         upstream: osproxy_upstream::Answer,
-        reverse: crate::tenancy::reverse::Streamed,
+        stream: Box<dyn osproxy_rewrite::stream::Feed + Send>,
         answering: osproxy_upstream::Answering,
     ) -> Self {
         ResponseBody::of(Inner::Reversed(Box::new(Reversing {
             upstream,
-            stream: osproxy_rewrite::stream::SearchStream::new(
-                reverse,
-                osproxy_upstream::MAX_BUFFERED,
-            ),
+            stream,
             charge: osproxy_upstream::budget::Charge::default(),
             answering,
             ended: false,

@@ -12,6 +12,21 @@
 //! same rewrites applied to the whole response give (separators and
 //! whitespace kept). A response that does not scan as a JSON object is an
 //! error, never passed on unreversed.
+//!
+//! [`ElementStream`] is the same scan for answers whose list is the
+//! response's own member (`docs` of an `_mget`, `responses` of an
+//! `_msearch`): each element is handed on in parts as it comes, and what
+//! the client gets is written by its [`Elements`].
+
+/// A response reversed as it streams, whichever its shape.
+pub trait Feed {
+    /// Reverses the next chunk: what can be sent now is appended to `out`.
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError>;
+    /// The end of the response: an error unless it was complete.
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError>;
+    /// The bytes held now.
+    fn holding(&self) -> usize;
+}
 
 /// The rewrites a streamed search response gets.
 pub trait Reverse {
@@ -170,37 +185,17 @@ impl<R: Reverse> SearchStream<R> {
 
     /// Reverses the next chunk: what can be sent now is appended to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
-        if self.pending.is_empty() {
-            let used = self.run(chunk, out)?;
-            self.pending.extend_from_slice(&chunk[used..]);
-        } else {
-            let mut input = std::mem::take(&mut self.pending);
-            input.extend_from_slice(chunk);
-            let used = self.run(&input, out)?;
-            input.drain(..used);
-            self.pending = input;
-        }
-        if self.pending.len() > 64 * 1024 {
-            return Err(StreamError(
-                "the cluster's search answer has a key or number longer than 64 KiB".into(),
-            ));
-        }
-        if self.pending.is_empty() && self.pending.capacity() > 4096 {
-            self.pending = Vec::new();
-        }
-        Ok(())
+        let mut pending = std::mem::take(&mut self.pending);
+        let r = fed(&mut pending, chunk, |input| self.run(input, out));
+        self.pending = pending;
+        r
     }
 
     /// The end of the response: an error unless it was complete.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
         let pending = std::mem::take(&mut self.pending);
         let used = self.run(&pending, out)?;
-        if self.state != State::End || used < pending.len() {
-            return Err(StreamError(
-                "the cluster's search answer ended before it was complete".into(),
-            ));
-        }
-        Ok(())
+        ended(self.state == State::End, used, &pending)
     }
 
     fn unexpected(&self, b: u8) -> StreamError {
@@ -454,6 +449,220 @@ impl<R: Reverse> SearchStream<R> {
     }
 }
 
+impl<R: Reverse> Feed for SearchStream<R> {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+        SearchStream::feed(self, chunk, out)
+    }
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        SearchStream::finish(self, out)
+    }
+    fn holding(&self) -> usize {
+        SearchStream::holding(self)
+    }
+}
+
+/// Runs a scan over what was pending and `chunk`; what it did not consume
+/// (at most a key, or a scalar's start) stays pending.
+fn fed(
+    pending: &mut Vec<u8>,
+    chunk: &[u8],
+    mut run: impl FnMut(&[u8]) -> Result<usize, StreamError>,
+) -> Result<(), StreamError> {
+    if pending.is_empty() {
+        let used = run(chunk)?;
+        pending.extend_from_slice(&chunk[used..]);
+    } else {
+        pending.extend_from_slice(chunk);
+        let used = run(pending)?;
+        pending.drain(..used);
+    }
+    if pending.len() > 64 * 1024 {
+        return Err(StreamError(
+            "the cluster's answer has a key or number longer than 64 KiB".into(),
+        ));
+    }
+    if pending.is_empty() && pending.capacity() > 4096 {
+        *pending = Vec::new();
+    }
+    Ok(())
+}
+
+/// Whether a scan that reached `end` consumed all of what was left.
+fn ended(end: bool, used: usize, left: &[u8]) -> Result<(), StreamError> {
+    if end && used == left.len() {
+        Ok(())
+    } else {
+        Err(StreamError(
+            "the cluster's answer ended before it was complete".into(),
+        ))
+    }
+}
+
+/// What is made of the elements of an [`ElementStream`]'s list.
+pub trait Elements {
+    /// The next part of an element (all of it when it is small), `end`
+    /// when it completes the element. What the client gets is written to
+    /// `out`.
+    fn part(&mut self, bytes: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), StreamError>;
+    /// The response ended, complete: the client's answer is finished.
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError>;
+    /// The bytes held now.
+    fn holding(&self) -> usize;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    Start,
+    /// After the response's `{` (`first`) or a `,`.
+    Key(bool),
+    /// After a key; whether it names the list.
+    Colon(bool),
+    Value(bool),
+    /// A member that is not the list, read past.
+    Skipped,
+    AfterMember,
+    /// In the list, after `[` (`first`) or a `,`.
+    Element(bool),
+    InElement,
+    AfterElement,
+    End,
+}
+
+/// A response object whose member `list` is an array of elements: each
+/// element is given to the [`Elements`] as it arrives, every other member
+/// is read past (the client's answer is written by the [`Elements`]).
+pub struct ElementStream<E> {
+    elements: E,
+    list: &'static str,
+    listed: bool,
+    scan: Scan,
+    pending: Vec<u8>,
+    value: ValueEnd,
+}
+
+impl<E: Elements> ElementStream<E> {
+    /// A scan of the elements of the response's member `list`.
+    pub fn new(elements: E, list: &'static str) -> Self {
+        ElementStream {
+            elements,
+            list,
+            listed: false,
+            scan: Scan::Start,
+            pending: Vec::new(),
+            value: ValueEnd::default(),
+        }
+    }
+
+    fn unexpected(&self, b: u8) -> StreamError {
+        StreamError(format!(
+            "the cluster's answer is not the JSON expected: {:?} in {:?}",
+            char::from(b),
+            self.scan
+        ))
+    }
+
+    /// Consumes what it can of `input`; returns how much.
+    fn run(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, StreamError> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            let next = match self.scan {
+                Scan::InElement | Scan::Skipped => None,
+                _ if is_ws(b) => {
+                    i += 1;
+                    continue;
+                }
+                Scan::Start if b == b'{' => Some(Scan::Key(true)),
+                Scan::Key(true) if b == b'}' => Some(Scan::End),
+                Scan::Key(_) if b == b'"' => {
+                    let Some(len) = string_end(&input[i..]) else {
+                        return Ok(i);
+                    };
+                    let key: String = serde_json::from_slice(&input[i..i + len])
+                        .map_err(|e| StreamError(format!("a key of the cluster's answer: {e}")))?;
+                    i += len;
+                    // Only the first list is read: a second would not be
+                    // OpenSearch's answer.
+                    let list = key == self.list && !self.listed;
+                    self.listed |= list;
+                    self.scan = Scan::Colon(list);
+                    continue;
+                }
+                Scan::Colon(list) if b == b':' => Some(Scan::Value(list)),
+                Scan::Value(true) if b == b'[' => Some(Scan::Element(true)),
+                Scan::Value(_) => {
+                    self.value = ValueEnd::default();
+                    self.scan = Scan::Skipped;
+                    continue;
+                }
+                Scan::AfterMember if b == b',' => Some(Scan::Key(false)),
+                Scan::AfterMember if b == b'}' => Some(Scan::End),
+                Scan::Element(true) if b == b']' => Some(Scan::AfterMember),
+                Scan::Element(_) if b != b']' && b != b',' => {
+                    self.value = ValueEnd::default();
+                    self.scan = Scan::InElement;
+                    continue;
+                }
+                Scan::AfterElement if b == b',' => Some(Scan::Element(false)),
+                Scan::AfterElement if b == b']' => Some(Scan::AfterMember),
+                _ => return Err(self.unexpected(b)),
+            };
+            if let Some(next) = next {
+                i += 1;
+                self.scan = next;
+                continue;
+            }
+            let skipping = self.scan == Scan::Skipped;
+            match self.value.scan(&input[i..]) {
+                Some(n) => {
+                    if !skipping {
+                        self.elements.part(&input[i..i + n], true, out)?;
+                    }
+                    i += n;
+                    self.scan = if skipping {
+                        Scan::AfterMember
+                    } else {
+                        Scan::AfterElement
+                    };
+                }
+                // A scalar's end is its delimiter: what is seen of it is
+                // kept until that comes.
+                None if self.value.scalar => {
+                    self.value = ValueEnd::default();
+                    return Ok(i);
+                }
+                None => {
+                    if !skipping {
+                        self.elements.part(&input[i..], false, out)?;
+                    }
+                    i = input.len();
+                }
+            }
+        }
+        Ok(i)
+    }
+}
+
+impl<E: Elements> Feed for ElementStream<E> {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let mut pending = std::mem::take(&mut self.pending);
+        let r = fed(&mut pending, chunk, |input| self.run(input, out));
+        self.pending = pending;
+        r
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let pending = std::mem::take(&mut self.pending);
+        let used = self.run(&pending, out)?;
+        ended(self.scan == Scan::End, used, &pending)?;
+        self.elements.finish(out)
+    }
+
+    fn holding(&self) -> usize {
+        self.pending.capacity() + self.elements.holding()
+    }
+}
+
 /// The length of the JSON string at the start of `b` (with its quotes), if
 /// it is all there.
 fn string_end(b: &[u8]) -> Option<usize> {
@@ -578,5 +787,85 @@ mod tests {
             whole(r#"{"h\u0069ts":{"hits":[1]}}"#).unwrap(),
             r#"{"h\u0069ts":{"hits":[<hit:1>]}}"#
         );
+    }
+    /// Writes each element whole, marked, and `!` at the end.
+    #[derive(Default)]
+    struct Listed {
+        held: Vec<u8>,
+        parts: usize,
+    }
+
+    impl Elements for Listed {
+        fn part(&mut self, bytes: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), StreamError> {
+            self.held.extend_from_slice(bytes);
+            self.parts += 1;
+            if end {
+                out.extend_from_slice(b"<");
+                out.append(&mut self.held);
+                out.extend_from_slice(b">");
+            }
+            Ok(())
+        }
+        fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+            out.push(b'!');
+            Ok(())
+        }
+        fn holding(&self) -> usize {
+            self.held.capacity()
+        }
+    }
+
+    fn elements(input: &str, size: usize) -> Result<String, StreamError> {
+        let mut s = ElementStream::new(Listed::default(), "docs");
+        let mut out = Vec::new();
+        for c in input.as_bytes().chunks(size.max(1)) {
+            s.feed(c, &mut out)?;
+        }
+        s.finish(&mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn the_elements_of_the_list_are_handed_on_and_the_rest_read_past() {
+        let input = r#"{"took":3,"x":{"docs":[9]}, "docs" : [ {"_id":"a","s":"],\"{"} , null,-1.5e3,"t",[1,{"b":2}] ],"docs":[7],"z":true}"#;
+        let want = r#"<{"_id":"a","s":"],\"{"}><null><-1.5e3><"t"><[1,{"b":2}]>!"#;
+        for size in [1, 2, 3, 7, 16, 1000] {
+            assert_eq!(elements(input, size).unwrap(), want, "chunks of {size}");
+        }
+        assert_eq!(elements(r#"{"docs":[]}"#, 1).unwrap(), "!");
+        assert_eq!(elements("{}", 1).unwrap(), "!");
+        assert_eq!(elements(r#" {"docs":{"a":[1]}} "#, 1).unwrap(), "!");
+    }
+
+    #[test]
+    fn a_large_element_is_handed_on_in_parts() {
+        let big = format!(r#"{{"docs":[{{"s":"{}"}}]}}"#, "x".repeat(10_000));
+        let mut s = ElementStream::new(Listed::default(), "docs");
+        let mut out = Vec::new();
+        for c in big.as_bytes().chunks(1000) {
+            s.feed(c, &mut out).unwrap();
+        }
+        s.finish(&mut out).unwrap();
+        assert!(s.elements.parts >= 10, "{} parts", s.elements.parts);
+        assert_eq!(out.len(), big.len() - r#"{"docs":[]}"#.len() + 3);
+    }
+
+    #[test]
+    fn a_list_answer_that_is_not_complete_is_an_error() {
+        for bad in [
+            "[1]",
+            r#"{"docs":[1"#,
+            r#"{"docs":[{"a":1}"#,
+            r#"{"docs":[1,]}"#,
+            r#"{"docs":[,]}"#,
+            r#"{"docs" 1}"#,
+            r#"{"a":1,}"#,
+            r#"{"docs":[]}x"#,
+            r#"{"docs":[1 2]}"#,
+            "",
+        ] {
+            assert!(elements(bad, 1000).is_err(), "{bad:?}");
+            assert!(elements(bad, 1).is_err(), "{bad:?} byte by byte");
+        }
     }
 }

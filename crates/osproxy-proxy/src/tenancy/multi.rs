@@ -2,7 +2,10 @@
 //! confined and resolved on its own, the parts are grouped per target and
 //! forwarded as real upstream `_mget` / `_msearch` requests, and the answers
 //! come back in the client's order. A part that cannot be routed gets an
-//! error entry in its place; the others proceed.
+//! error entry in its place; the others proceed. When every part goes to
+//! one target (`_mget`) or cluster (`_msearch`), the answer streams: a
+//! document, or a search's hit, held at a time ([`ElementStream`]), the
+//! entries made here written in their places between the cluster's.
 
 use std::collections::HashMap;
 
@@ -16,9 +19,11 @@ use serde_json::{json, Map, Value};
 use super::params::allow_only;
 use serde_json::value::RawValue;
 
+use super::reverse::Placed;
 use super::{json_ok, read_json, reverse, Target, Tenancy};
 use crate::auth::Principal;
 use crate::body::ResponseBody;
+use osproxy_rewrite::stream::{ElementStream, Elements, SearchStream, StreamError};
 
 /// One target's share of an `_mget`: the target, the upstream docs, and for
 /// each the client's position and logical id.
@@ -201,7 +206,48 @@ pub(crate) async fn mget(
     } else {
         format!("/_mget?{query}")
     };
-    for (_, (target, docs, positions)) in groups {
+    let mut groups: Vec<MgetGroup<'_>> = groups.into_values().collect();
+    if groups.len() == 1 {
+        // One target (the usual case): its answer streams, one document
+        // held at a time, with the answers made here in their places.
+        let (target, docs, positions) = groups.remove(0);
+        tenancy.ensure_shared_mapping(&target).await?;
+        let body = Bytes::from(json!({"docs": docs}).to_string());
+        let (parts, upstream) = tenancy
+            .read_streaming(&target, Method::POST, &path, &HeaderMap::new(), Some(body))
+            .await?;
+        if parts.status.is_success() {
+            let mut slots: Vec<Slot<String>> = answers
+                .into_iter()
+                .map(|a| {
+                    Slot::Made(a.map_or_else(|| b"null".to_vec(), |a| a.get().as_bytes().to_vec()))
+                })
+                .collect();
+            let mut order = Vec::with_capacity(positions.len());
+            for (pos, id) in positions {
+                slots[pos] = Slot::Cluster(id);
+                order.push(pos);
+            }
+            let answer = MgetAnswer {
+                names: reverse::Names::of(&target),
+                list: Ordered::new(slots, order, b"{\"docs\":[".to_vec()),
+                status: parts.status,
+                held: Vec::new(),
+            };
+            return Ok(super::json_stream_response(
+                parts,
+                ResponseBody::reversed(
+                    upstream,
+                    Box::new(ElementStream::new(answer, "docs")),
+                    osproxy_upstream::Answering::Read,
+                ),
+            ));
+        }
+        for (pos, id) in positions {
+            answers[pos] = Some(made(missing_doc(&target.logical.name, &id, parts.status)));
+        }
+    }
+    for (target, docs, positions) in groups {
         tenancy.ensure_shared_mapping(&target).await?;
         let body = Bytes::from(json!({"docs": docs}).to_string());
         let (parts, resp) = tenancy
@@ -219,13 +265,11 @@ pub(crate) async fn mget(
             Vec::new()
         };
         for (i, (pos, id)) in positions.into_iter().enumerate() {
-            answers[pos] = Some(docs.get(i).cloned().unwrap_or_else(|| {
-                let e = ProxyError::new(
-                    ErrorCode::UpstreamUnavailable,
-                    format!("cluster answered {}", parts.status),
-                );
-                made(json!({"_index": target.logical.name, "_id": id, "error": error_value(&e)}))
-            }));
+            answers[pos] = Some(
+                docs.get(i)
+                    .cloned()
+                    .unwrap_or_else(|| made(missing_doc(&target.logical.name, &id, parts.status))),
+            );
         }
     }
     let null = || made(Value::Null);
@@ -253,21 +297,40 @@ fn made(v: Value) -> Box<RawValue> {
         .unwrap_or_else(|_| serde_json::value::to_raw_value(&Value::Null).unwrap_or_default())
 }
 
-/// `{"docs": [...]}` with every doc reversed (byte-level, sources untouched
-/// but for the partition field).
+/// The answer for a document of an `_mget` the cluster did not answer.
+fn missing_doc(index: &str, id: &str, status: http::StatusCode) -> Value {
+    let e = ProxyError::new(
+        ErrorCode::UpstreamUnavailable,
+        format!("cluster answered {status}"),
+    );
+    json!({"_index": index, "_id": id, "error": error_value(&e)})
+}
+
+/// The answer for a search of an `_msearch` the cluster did not answer.
+fn missing_search(e: &ProxyError) -> Vec<u8> {
+    json!({"error": error_value(e), "status": e.status()})
+        .to_string()
+        .into_bytes()
+}
+
+/// One document of an `_mget` answer reversed (byte-level, its source
+/// untouched but for the partition field); a per-document error names the
+/// physical index.
+fn reverse_doc(d: &[u8], t: &impl reverse::Placed) -> Vec<u8> {
+    let doc = reverse::document(d, t);
+    if reverse::is_error(&doc) {
+        reverse::error(&doc, t, None)
+    } else {
+        doc
+    }
+}
+
+/// `{"docs": [...]}` with every doc reversed.
 fn reverse_docs(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
     osproxy_rewrite::members::edit_members(raw, |k, v| match k {
         "docs" => osproxy_rewrite::members::Edit::Replace(
-            osproxy_rewrite::members::map_elements(v, |d| {
-                // A per-document error names the physical index.
-                let doc = reverse::document(d, t);
-                Ok(if reverse::is_error(&doc) {
-                    reverse::error(&doc, t, None)
-                } else {
-                    doc
-                })
-            })
-            .unwrap_or_else(|_| v.to_vec()),
+            osproxy_rewrite::members::map_elements(v, |d| Ok(reverse_doc(d, t)))
+                .unwrap_or_else(|_| v.to_vec()),
         ),
         _ => osproxy_rewrite::members::Edit::Keep,
     })
@@ -324,13 +387,7 @@ pub(crate) async fn msearch(
     // Per cluster: the upstream NDJSON and (position, target) of each search.
     let mut groups: HashMap<String, MsearchGroup<'_>> = HashMap::new();
     for pos in 0..pairs {
-        let refuse = |e: ProxyError| {
-            Some(
-                json!({"error": error_value(&e), "status": e.status()})
-                    .to_string()
-                    .into_bytes(),
-            )
-        };
+        let refuse = |e: ProxyError| Some(missing_search(&e));
         let header: Map<String, Value> = match serde_json::from_slice(lines[2 * pos]) {
             Ok(h) => h,
             Err(e) => {
@@ -436,7 +493,60 @@ pub(crate) async fn msearch(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/x-ndjson"),
     );
-    for (_, (body, parts_of)) in groups {
+    let mut groups: Vec<MsearchGroup<'_>> = groups.into_values().collect();
+    if groups.len() == 1 {
+        // One cluster (the usual case): its answer streams, one hit held
+        // at a time, with the answers made here in their places.
+        let (body, parts_of) = groups.remove(0);
+        if let Some((_, first)) = parts_of.first() {
+            match tenancy
+                .read_streaming(first, Method::POST, &path, &nd, Some(Bytes::from(body)))
+                .await
+            {
+                Ok((parts, upstream)) if parts.status.is_success() => {
+                    let mut slots: Vec<Slot<reverse::Names>> = answers
+                        .into_iter()
+                        .map(|a| Slot::Made(a.unwrap_or_else(|| b"null".to_vec())))
+                        .collect();
+                    let mut order = Vec::with_capacity(parts_of.len());
+                    for (pos, target) in &parts_of {
+                        slots[*pos] = Slot::Cluster(reverse::Names::of(target));
+                        order.push(*pos);
+                    }
+                    let answer = MsearchAnswer {
+                        list: Ordered::new(slots, order, Vec::new()),
+                        started,
+                        status: parts.status,
+                        search: None,
+                        extra: false,
+                    };
+                    return Ok(super::json_stream_response(
+                        parts,
+                        ResponseBody::reversed(
+                            upstream,
+                            Box::new(ElementStream::new(answer, "responses")),
+                            osproxy_upstream::Answering::Read,
+                        ),
+                    ));
+                }
+                Ok((parts, _)) => {
+                    let e = ProxyError::new(
+                        ErrorCode::UpstreamUnavailable,
+                        format!("cluster answered {}", parts.status),
+                    );
+                    for (pos, _) in &parts_of {
+                        answers[*pos] = Some(missing_search(&e));
+                    }
+                }
+                Err(e) => {
+                    for (pos, _) in &parts_of {
+                        answers[*pos] = Some(missing_search(&e));
+                    }
+                }
+            }
+        }
+    }
+    for (body, parts_of) in groups {
         let Some((_, first)) = parts_of.first() else {
             continue;
         };
@@ -447,11 +557,7 @@ pub(crate) async fn msearch(
             Ok((p, r)) => (p.status, r),
             Err(e) => {
                 for (pos, _) in &parts_of {
-                    answers[*pos] = Some(
-                        json!({"error": error_value(&e), "status": e.status()})
-                            .to_string()
-                            .into_bytes(),
-                    );
+                    answers[*pos] = Some(missing_search(&e));
                 }
                 continue;
             }
@@ -469,15 +575,10 @@ pub(crate) async fn msearch(
         for (i, (pos, target)) in parts_of.iter().enumerate() {
             answers[*pos] = Some(match responses.get(i) {
                 Some(r) => reverse::error(&reverse::search_response(r, target), target, None),
-                None => {
-                    let e = ProxyError::new(
-                        ErrorCode::UpstreamUnavailable,
-                        format!("cluster answered {status}"),
-                    );
-                    json!({"error": error_value(&e), "status": e.status()})
-                        .to_string()
-                        .into_bytes()
-                }
+                None => missing_search(&ProxyError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    format!("cluster answered {status}"),
+                )),
             });
         }
     }
@@ -496,4 +597,319 @@ pub(crate) async fn msearch(
     }
     out.extend_from_slice(b"]}");
     Ok(json_ok(out))
+}
+
+/// A place in the client's answer list: answered here, or by the cluster
+/// (with what reversing its answer needs).
+enum Slot<C> {
+    Made(Vec<u8>),
+    Cluster(C),
+}
+
+/// The client's answer list written in its order as the cluster's answers
+/// stream: the answers made here are written in their places between
+/// them, and a place the cluster's answer did not fill gets an error.
+struct Ordered<C> {
+    slots: Vec<Slot<C>>,
+    /// The client's positions of the cluster's answers, in its order.
+    order: Vec<usize>,
+    /// The cluster's answers seen.
+    seen: usize,
+    /// The client's positions written.
+    written: usize,
+    /// What the answer opens with; `None` once written.
+    head: Option<Vec<u8>>,
+}
+
+impl<C> Ordered<C> {
+    fn new(slots: Vec<Slot<C>>, order: Vec<usize>, head: Vec<u8>) -> Self {
+        Ordered {
+            slots,
+            order,
+            seen: 0,
+            written: 0,
+            head: Some(head),
+        }
+    }
+
+    /// Writes the places before `pos` (`missing` for one the cluster did
+    /// not answer) and the separator before `pos`'s own answer.
+    fn up_to(&mut self, pos: usize, out: &mut Vec<u8>, missing: impl Fn(&C) -> Vec<u8>) {
+        if let Some(head) = self.head.take() {
+            out.extend_from_slice(&head);
+        }
+        while self.written < pos.min(self.slots.len()) {
+            if self.written > 0 {
+                out.push(b',');
+            }
+            match &self.slots[self.written] {
+                Slot::Made(m) => out.extend_from_slice(m),
+                Slot::Cluster(c) => out.extend_from_slice(&missing(c)),
+            }
+            self.written += 1;
+        }
+        if pos < self.slots.len() && self.written > 0 {
+            out.push(b',');
+        }
+    }
+
+    /// The cluster's next answer: its client position and place.
+    fn next(&self) -> Option<(usize, &C)> {
+        let pos = *self.order.get(self.seen)?;
+        match self.slots.get(pos)? {
+            Slot::Cluster(c) => Some((pos, c)),
+            Slot::Made(_) => None,
+        }
+    }
+
+    /// The cluster's answer at `pos` is written.
+    fn done(&mut self, pos: usize) {
+        self.seen += 1;
+        self.written = pos + 1;
+    }
+}
+
+/// An `_mget` answer from one target, reversed a document at a time.
+struct MgetAnswer {
+    names: reverse::Names,
+    list: Ordered<String>,
+    status: http::StatusCode,
+    held: Vec<u8>,
+}
+
+impl Elements for MgetAnswer {
+    fn part(&mut self, bytes: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        if self.held.len() + bytes.len() > osproxy_upstream::MAX_BUFFERED {
+            return Err(StreamError(format!(
+                "a document of the cluster's _mget answer is larger than {} bytes",
+                osproxy_upstream::MAX_BUFFERED
+            )));
+        }
+        self.held.extend_from_slice(bytes);
+        if !end {
+            return Ok(());
+        }
+        // A document past the ones asked for is not the client's.
+        if let Some((pos, _)) = self.list.next() {
+            let (index, status) = (&self.names.logical().name, self.status);
+            self.list.up_to(pos, out, |id| {
+                missing_doc(index, id, status).to_string().into_bytes()
+            });
+            out.extend_from_slice(&reverse_doc(&self.held, &self.names));
+            self.list.done(pos);
+        }
+        self.held.clear();
+        if self.held.capacity() > 1024 * 1024 {
+            self.held = Vec::new();
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let (index, status) = (&self.names.logical().name, self.status);
+        let len = self.list.slots.len();
+        self.list.up_to(len, out, |id| {
+            missing_doc(index, id, status).to_string().into_bytes()
+        });
+        out.extend_from_slice(b"]}");
+        Ok(())
+    }
+
+    fn holding(&self) -> usize {
+        self.held.capacity()
+    }
+}
+
+/// An `_msearch` answer from one cluster, each search's hits reversed one
+/// at a time as they stream.
+struct MsearchAnswer {
+    list: Ordered<reverse::Names>,
+    started: std::time::Instant,
+    status: http::StatusCode,
+    /// The search being streamed, and its client position.
+    search: Option<(usize, SearchStream<reverse::Streamed>)>,
+    /// Whether the element being read is past the searches asked for.
+    extra: bool,
+}
+
+impl MsearchAnswer {
+    fn missing(&self) -> impl Fn(&reverse::Names) -> Vec<u8> {
+        let e = ProxyError::new(
+            ErrorCode::UpstreamUnavailable,
+            format!("cluster answered {}", self.status),
+        );
+        move |_| missing_search(&e)
+    }
+
+    /// `took` as OpenSearch's own answer has it (typed clients require
+    /// it): the whole request's milliseconds until the cluster answered.
+    fn open(&mut self) {
+        if let Some(head) = self.list.head.as_mut() {
+            if head.is_empty() {
+                *head = format!(
+                    "{{\"took\":{},\"responses\":[",
+                    self.started.elapsed().as_millis()
+                )
+                .into_bytes();
+            }
+        }
+    }
+}
+
+impl Elements for MsearchAnswer {
+    fn part(&mut self, bytes: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        if self.search.is_none() && !self.extra {
+            match self.list.next() {
+                Some((pos, names)) => {
+                    let reverse = reverse::Streamed {
+                        names: names.clone(),
+                        sign: None,
+                    };
+                    self.search = Some((
+                        pos,
+                        SearchStream::new(reverse, osproxy_upstream::MAX_BUFFERED),
+                    ));
+                    self.open();
+                    let missing = self.missing();
+                    self.list.up_to(pos, out, missing);
+                }
+                // A search past the ones asked for is not the client's.
+                None => self.extra = true,
+            }
+        }
+        if let Some((pos, search)) = self.search.as_mut() {
+            search.feed(bytes, out)?;
+            if end {
+                search.finish(out)?;
+                let pos = *pos;
+                self.search = None;
+                self.list.done(pos);
+            }
+        }
+        if end {
+            self.extra = false;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        self.open();
+        let missing = self.missing();
+        let len = self.list.slots.len();
+        self.list.up_to(len, out, missing);
+        out.extend_from_slice(b"]}");
+        Ok(())
+    }
+
+    fn holding(&self) -> usize {
+        self.search.as_ref().map_or(0, |(_, s)| s.holding())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use osproxy_rewrite::stream::Feed;
+
+    use super::*;
+
+    fn run(mut s: impl Feed, raw: &str, chunk: usize) -> Value {
+        let mut out = Vec::new();
+        for c in raw.as_bytes().chunks(chunk) {
+            s.feed(c, &mut out).unwrap();
+        }
+        s.finish(&mut out).unwrap();
+        serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
+    }
+
+    /// The cluster's documents are reversed in their client positions,
+    /// between the answers made here, and a document it did not answer
+    /// gets an error in its place; split anywhere, the answer is the same.
+    #[test]
+    fn an_mget_answer_streams_in_the_clients_order() {
+        let upstream = r#"{"docs":[{"_index":"phys-shared","_id":"acme:1","_version":1,"_routing":"acme","found":true,"_source":{"_tenant":"acme","t":"]}\"{"}},{"_index":"phys-shared","_id":"acme:2","found":false},{"_index":"phys-shared","_id":"acme:x","error":{"type":"x","reason":"no such index [phys-shared]","index":"phys-shared","index_uuid":"u"}}]}"#;
+        let want = json!({"docs": [
+            {"error": "made 0"},
+            {"_index": "orders", "_id": "1", "_version": 1, "found": true, "_source": {"t": "]}\"{"}},
+            {"error": "made 2"},
+            {"_index": "orders", "_id": "2", "found": false},
+            {"_index": "orders", "_id": "x", "error": {"type": "x", "reason": "no such index [orders]", "index": "orders"}},
+            {"_index": "orders", "_id": "4", "error": error_value(&ProxyError::new(ErrorCode::UpstreamUnavailable, "cluster answered 200 OK"))},
+        ]});
+        for chunk in [1, 2, 3, 7, 64, 4096] {
+            let slots = vec![
+                Slot::Made(br#"{"error":"made 0"}"#.to_vec()),
+                Slot::Cluster("1".to_string()),
+                Slot::Made(br#"{"error":"made 2"}"#.to_vec()),
+                Slot::Cluster("2".to_string()),
+                Slot::Cluster("x".to_string()),
+                Slot::Cluster("4".to_string()),
+            ];
+            let answer = MgetAnswer {
+                names: reverse::tests::names(true),
+                list: Ordered::new(slots, vec![1, 3, 4, 5], b"{\"docs\":[".to_vec()),
+                status: http::StatusCode::OK,
+                held: Vec::new(),
+            };
+            let got = run(ElementStream::new(answer, "docs"), upstream, chunk);
+            assert_eq!(got, want, "chunks of {chunk}");
+        }
+    }
+
+    /// Each search of an `_msearch` answer streams through its own
+    /// reversal (hits, a failed search's error), in its client position.
+    #[test]
+    fn an_msearch_answer_streams_in_the_clients_order() {
+        let upstream = r#"{"took":4,"responses":[{"took":1,"timed_out":false,"_shards":{"total":1,"successful":1,"skipped":0,"failed":0},"hits":{"total":{"value":1,"relation":"eq"},"max_score":1.0,"hits":[{"_index":"phys-shared","_id":"acme:1","_score":1.0,"_routing":"acme","_source":{"_tenant":"acme","t":1}}]},"status":200},{"error":{"root_cause":[{"type":"index_not_found_exception","reason":"no such index [phys-shared]","index":"phys-shared","index_uuid":"u"}],"type":"index_not_found_exception","reason":"no such index [phys-shared]","index":"phys-shared","index_uuid":"u"},"status":404},{"extra":1}]}"#;
+        for chunk in [1, 2, 5, 64, 4096] {
+            let slots = vec![
+                Slot::Made(br#"{"error":"made 0","status":400}"#.to_vec()),
+                Slot::Cluster(reverse::tests::names(true)),
+                Slot::Cluster(reverse::tests::names(true)),
+                Slot::Made(br#"{"error":"made 3","status":400}"#.to_vec()),
+            ];
+            let answer = MsearchAnswer {
+                list: Ordered::new(slots, vec![1, 2], Vec::new()),
+                started: std::time::Instant::now(),
+                status: http::StatusCode::OK,
+                search: None,
+                extra: false,
+            };
+            let got = run(ElementStream::new(answer, "responses"), upstream, chunk);
+            assert!(got["took"].is_u64(), "{got}");
+            let r = got["responses"].as_array().unwrap();
+            assert_eq!(r.len(), 4, "chunks of {chunk}: {got}");
+            assert_eq!(r[0]["error"], "made 0");
+            assert_eq!(r[3]["error"], "made 3");
+            assert_eq!(
+                r[1]["hits"]["hits"],
+                json!([{"_index": "orders", "_id": "1", "_score": 1.0, "_source": {"t": 1}}])
+            );
+            assert_eq!(r[1]["status"], 200);
+            assert_eq!(r[2]["status"], 404);
+            assert_eq!(r[2]["error"]["index"], "orders");
+            assert!(r[2]["error"].get("index_uuid").is_none(), "{got}");
+            assert!(!got.to_string().contains("phys-shared"), "{got}");
+        }
+    }
+
+    /// The answer is cut off: an error, never a complete-looking answer.
+    #[test]
+    fn a_cut_off_answer_is_an_error() {
+        let answer = MgetAnswer {
+            names: reverse::tests::names(true),
+            list: Ordered::new(
+                vec![Slot::Cluster("1".to_string())],
+                vec![0],
+                b"{\"docs\":[".to_vec(),
+            ),
+            status: http::StatusCode::OK,
+            held: Vec::new(),
+        };
+        let mut s = ElementStream::new(answer, "docs");
+        let mut out = Vec::new();
+        s.feed(br#"{"docs":[{"_id":"acme:1","found":tr"#, &mut out)
+            .unwrap();
+        assert!(s.finish(&mut out).is_err());
+    }
 }

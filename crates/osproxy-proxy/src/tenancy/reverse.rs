@@ -34,6 +34,7 @@ impl Placed for Target<'_> {
 }
 
 /// A [`Target`]'s names, owned.
+#[derive(Clone)]
 pub(crate) struct Names {
     logical: std::sync::Arc<osproxy_control::LogicalIndex>,
     partition: osproxy_core::PartitionId,
@@ -79,7 +80,8 @@ pub(crate) struct Streamed {
 
 impl osproxy_rewrite::stream::Reverse for Streamed {
     fn whole(&self, key: &str) -> bool {
-        matches!(key, "aggregations" | "_shards")
+        // `error`: an `_msearch` answers a failed search in its place.
+        matches!(key, "aggregations" | "_shards" | "error")
             || (self.sign.is_some() && matches!(key, "_scroll_id" | "pit_id"))
     }
 
@@ -90,7 +92,7 @@ impl osproxy_rewrite::stream::Reverse for Streamed {
             "hits.hits" => map_elements(value, |hit| Ok(document(hit, t)))
                 .unwrap_or_else(|_| aggregations(value, t)),
             "aggregations" => aggregations(value, t),
-            "_shards" => error(value, t, None),
+            "_shards" | "error" => error(value, t, None),
             "_scroll_id" | "pit_id" => {
                 let kind = if key == "pit_id" { "pit" } else { "scroll" };
                 match (self.sign.as_mut(), serde_json::from_slice::<String>(value)) {
@@ -437,14 +439,15 @@ pub(crate) fn is_error(raw: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use osproxy_rewrite::stream::SearchStream;
 
     use super::*;
 
-    fn names(shared: bool) -> Names {
+    /// `orders` of partition `acme`, in `phys-shared` or `phys-acme`.
+    pub(crate) fn names(shared: bool) -> Names {
         let placement = Arc::new(if shared {
             osproxy_core::Placement::Shared {
                 cluster: "main".into(),

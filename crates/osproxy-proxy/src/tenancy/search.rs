@@ -133,7 +133,14 @@ pub(crate) async fn streamed(
         };
         return Ok(json_stream_response(
             parts,
-            ResponseBody::reversed(upstream, reverse, answering),
+            ResponseBody::reversed(
+                upstream,
+                Box::new(osproxy_rewrite::stream::SearchStream::new(
+                    reverse,
+                    osproxy_upstream::MAX_BUFFERED,
+                )),
+                answering,
+            ),
         ));
     }
     let resp = osproxy_upstream::read_answer(upstream, &t.cluster.id, answering).await?;

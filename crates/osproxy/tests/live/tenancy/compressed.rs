@@ -748,6 +748,83 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
         "peak RSS grew {grown_mib} MiB with cursor pages"
     );
 
+    // An `_mget` of every document and an `_msearch` of two halves stream
+    // the same way, one document (one hit) held at a time, each reversed
+    // in its client position.
+    let ids: Vec<String> = (0..docs).map(|i| format!("big{i}")).collect();
+    let mut mget_ids = ids.clone();
+    mget_ids.insert(3, "not-there".into());
+    let r = acme
+        .raw(
+            Method::POST,
+            "/orders/_mget",
+            Some(Bytes::from(json!({"ids": mget_ids}).to_string())),
+            &[JSON],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(300)]);
+    assert!(
+        r.body.len() >= 100 * MIB,
+        "answer of {} bytes",
+        r.body.len()
+    );
+    let v = r.json();
+    let got = v["docs"].as_array().unwrap();
+    assert_eq!(got.len(), docs + 1);
+    for (d, want) in got.iter().zip(&mget_ids) {
+        assert_eq!(d["_index"], "orders");
+        assert_eq!(d["_id"].as_str(), Some(want.as_str()));
+        assert_eq!(d["found"], want != "not-there", "{want}");
+        assert!(d.get("_routing").is_none(), "{want}");
+        if let Some(source) = d.get("_source") {
+            assert!(source.get("_tenant").is_none(), "{want}");
+            assert_eq!(source["title"], "big");
+        }
+    }
+    drop((r, v));
+    let half = json!({"size": docs / 2, "query": {"match": {"title": "big"}}, "sort": ["_doc"]});
+    let mut nd = String::new();
+    for from in [0, docs / 2] {
+        nd.push_str("{\"index\":\"orders\"}\n");
+        let mut page = half.clone();
+        page["from"] = json!(from);
+        nd.push_str(&page.to_string());
+        nd.push('\n');
+    }
+    let r = acme
+        .raw(Method::POST, "/_msearch", Some(Bytes::from(nd)), &[NDJSON])
+        .await;
+    assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(300)]);
+    assert!(
+        r.body.len() >= 100 * MIB,
+        "answer of {} bytes",
+        r.body.len()
+    );
+    let v = r.json();
+    assert!(v["took"].is_u64());
+    let responses = v["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), 2);
+    let mut seen = std::collections::HashSet::new();
+    for resp in responses {
+        assert_eq!(resp["status"], 200);
+        let hits = resp["hits"]["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), docs / 2);
+        for h in hits {
+            assert_eq!(h["_index"], "orders");
+            assert!(h["_source"].get("_tenant").is_none());
+            seen.insert(h["_id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(seen.len(), docs, "the two halves are every document once");
+    drop((r, v));
+    let (_, peak) = f.proxy.rss_kib().unwrap();
+    let grown_mib = peak.saturating_sub(rss_before) / 1024;
+    eprintln!("after a 100 MiB _mget and _msearch: peak {peak} KiB (+{grown_mib} MiB)");
+    assert!(
+        grown_mib < 16,
+        "peak RSS grew {grown_mib} MiB with an _mget and an _msearch"
+    );
+
     // A client that does not read a streamed answer holds its
     // `server.max_in_flight` slot while it waits (the slot was given back
     // when the handler returned, before the answer was sent).

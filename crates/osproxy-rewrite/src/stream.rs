@@ -103,48 +103,65 @@ impl ValueEnd {
     /// Scans `bytes`; `Some(n)` when the value ends after its first `n`
     /// bytes (a scalar ends before the delimiter that follows it).
     fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &b) in bytes.iter().enumerate() {
-            if !self.started {
-                self.started = true;
-                match b {
-                    b'{' | b'[' => self.depth = 1,
-                    b'"' => self.in_string = true,
-                    _ => self.scalar = true,
-                }
-                continue;
+        let mut i = 0;
+        if !self.started {
+            let &b = bytes.first()?;
+            self.started = true;
+            match b {
+                b'{' | b'[' => self.depth = 1,
+                b'"' => self.in_string = true,
+                _ => self.scalar = true,
             }
-            if self.scalar {
-                if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n') {
-                    return Some(i);
-                }
-                continue;
-            }
+            i = 1;
+        }
+        if self.scalar {
+            let rest = bytes.get(i..).unwrap_or_default();
+            return rest
+                .iter()
+                .position(|&b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'))
+                .map(|p| i + p);
+        }
+        // Jumps from one byte that matters to the next: a quote or
+        // backslash in a string (hits are mostly long strings), a quote or
+        // bracket outside one.
+        loop {
+            let rest = bytes.get(i..).unwrap_or_default();
             if self.in_string {
                 if self.escaped {
+                    if rest.is_empty() {
+                        return None;
+                    }
                     self.escaped = false;
-                } else if b == b'\\' {
+                    i += 1;
+                    continue;
+                }
+                let p = memchr::memchr2(b'"', b'\\', rest)?;
+                i += p + 1;
+                if rest[p] == b'\\' {
                     self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
-                    if self.depth == 0 {
-                        return Some(i + 1);
+                    continue;
+                }
+                self.in_string = false;
+                if self.depth == 0 {
+                    return Some(i);
+                }
+            } else {
+                let p = rest
+                    .iter()
+                    .position(|&c| matches!(c, b'"' | b'{' | b'[' | b'}' | b']'))?;
+                i += p + 1;
+                match rest[p] {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    _ => {
+                        self.depth = self.depth.saturating_sub(1);
+                        if self.depth == 0 {
+                            return Some(i);
+                        }
                     }
                 }
-                continue;
-            }
-            match b {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => {
-                    self.depth = self.depth.saturating_sub(1);
-                    if self.depth == 0 {
-                        return Some(i + 1);
-                    }
-                }
-                _ => {}
             }
         }
-        None
     }
 }
 
@@ -213,12 +230,16 @@ impl<R: Reverse> SearchStream<R> {
         ))
     }
 
+    fn too_large(&self) -> StreamError {
+        StreamError(format!(
+            "a hit or member of the cluster's search answer is larger than {} bytes",
+            self.max_held
+        ))
+    }
+
     fn hold(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
         if self.held.len() + bytes.len() > self.max_held {
-            return Err(StreamError(format!(
-                "a hit or member of the cluster's search answer is larger than {} bytes",
-                self.max_held
-            )));
+            return Err(self.too_large());
         }
         self.held.extend_from_slice(bytes);
         Ok(())
@@ -329,6 +350,15 @@ impl<R: Reverse> SearchStream<R> {
                     }
                 },
                 State::Held(level, key) => match self.value.scan(&input[i..]) {
+                    // All of it in this input: rewritten where it lies.
+                    Some(n) if self.held.is_empty() => {
+                        if n > self.max_held {
+                            return Err(self.too_large());
+                        }
+                        out.extend_from_slice(&self.reverse.member(&key, &input[i..i + n]));
+                        i += n;
+                        self.state = State::AfterMember(level);
+                    }
                     Some(n) => {
                         self.hold(&input[i..i + n])?;
                         i += n;
@@ -383,6 +413,14 @@ impl<R: Reverse> SearchStream<R> {
                     }
                 }
                 State::HeldHit => match self.value.scan(&input[i..]) {
+                    Some(n) if self.held.is_empty() => {
+                        if n > self.max_held {
+                            return Err(self.too_large());
+                        }
+                        out.extend_from_slice(&self.reverse.hit(&input[i..i + n]));
+                        i += n;
+                        self.state = State::AfterHit;
+                    }
                     Some(n) => {
                         self.hold(&input[i..i + n])?;
                         i += n;

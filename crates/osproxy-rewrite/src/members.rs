@@ -111,7 +111,7 @@ fn scan_members(doc: &[u8]) -> Result<(Vec<(Span, usize)>, usize, usize), Source
     }
     s.pos += 1;
     let open_end = s.pos;
-    let mut spans = Vec::new();
+    let mut spans = Vec::with_capacity(8);
     s.ws();
     if s.peek() == Some(b'}') {
         s.pos += 1;
@@ -159,36 +159,61 @@ pub fn map_elements<F>(arr: &[u8], mut f: F) -> Result<Vec<u8>, SourceError>
 where
     F: FnMut(&[u8]) -> Result<Vec<u8>, SourceError>,
 {
+    let mut out = Vec::with_capacity(arr.len());
+    let mut copied = 0;
+    for_elements(arr, |start, end| {
+        out.extend_from_slice(&arr[copied..start]);
+        out.extend_from_slice(&f(&arr[start..end])?);
+        copied = end;
+        Ok(())
+    })?;
+    out.extend_from_slice(&arr[copied..]);
+    Ok(out)
+}
+
+/// The elements of the JSON array `arr`, as their raw bytes, in order: a
+/// read-only [`map_elements`] that copies nothing.
+///
+/// ```
+/// use osproxy_rewrite::members::elements;
+/// assert_eq!(elements(b" [1, {\"a\":[2]} ]").unwrap(), [&b"1"[..], b"{\"a\":[2]}"]);
+/// ```
+pub fn elements(arr: &[u8]) -> Result<Vec<&[u8]>, SourceError> {
+    let mut found = Vec::new();
+    for_elements(arr, |start, end| {
+        found.push(&arr[start..end]);
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// Calls `f(start, end)` with each element's byte range, in order.
+fn for_elements<F>(arr: &[u8], mut f: F) -> Result<(), SourceError>
+where
+    F: FnMut(usize, usize) -> Result<(), SourceError>,
+{
     let mut s = Scan { b: arr, pos: 0 };
     s.ws();
     if s.peek() != Some(b'[') {
         return Err(s.error("expected an array"));
     }
     s.pos += 1;
-    let mut out = Vec::with_capacity(arr.len());
-    out.extend_from_slice(&arr[..s.pos]);
-    let mut copied = s.pos;
     s.ws();
     if s.peek() == Some(b']') {
-        return Ok(arr.to_vec());
+        return Ok(());
     }
     loop {
         s.ws();
         let start = s.pos;
         s.value()?;
-        let end = s.pos;
-        out.extend_from_slice(&arr[copied..start]);
-        out.extend_from_slice(&f(&arr[start..end])?);
-        copied = end;
+        f(start, s.pos)?;
         s.ws();
         match s.bump() {
             Some(b',') => {}
-            Some(b']') => break,
+            Some(b']') => return Ok(()),
             _ => return Err(s.error("expected `,` or `]`")),
         }
     }
-    out.extend_from_slice(&arr[copied..]);
-    Ok(out)
 }
 
 fn unescape_key(raw: &[u8]) -> Result<Cow<'_, str>, SourceError> {

@@ -449,8 +449,8 @@ impl<'t> BulkStream<'_, 't> {
             } else {
                 Op::Write
             };
-            match confine_body(&Bytes::copy_from_slice(line), body_op, target) {
-                Ok(b) => b.to_vec(),
+            match confine_body(line, body_op, target) {
+                Ok(b) => b,
                 Err(e) => {
                     let item = refused(e);
                     self.out.set(p.position, item);

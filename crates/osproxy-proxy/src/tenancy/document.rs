@@ -120,7 +120,7 @@ pub(crate) async fn serve(
                 super::update_keeps_partition(&raw, f, t.partition.as_str())?;
             }
             Some(if shared {
-                confine_body(&raw, op, t)?
+                Bytes::from(confine_body(&raw, op, t)?)
             } else {
                 raw
             })
@@ -174,7 +174,7 @@ pub(crate) async fn serve(
 
 /// The injected field on a document (index/create) or on the `doc` and
 /// `upsert` of an update; scripts refused unless the catalogue allows them.
-pub(crate) fn confine_body(raw: &Bytes, op: Op, t: &Target<'_>) -> Result<Bytes, ProxyError> {
+pub(crate) fn confine_body(raw: &[u8], op: Op, t: &Target<'_>) -> Result<Vec<u8>, ProxyError> {
     let field = &t.logical.field;
     crate::diagnostics::with(|tr| {
         tr.record("body_bytes_in", Value::Bytes(raw.len() as u64));
@@ -212,10 +212,8 @@ pub(crate) fn confine_body(raw: &Bytes, op: Op, t: &Target<'_>) -> Result<Bytes,
                     "scripted updates are refused in a shared placement: a script could change or read the partition field; update with a partial `doc` instead",
                 ));
             }
-            Ok(Bytes::from(edited.into_owned()))
+            Ok(edited.into_owned())
         }
-        _ => inject_field(raw, field, partition)
-            .map(Bytes::from)
-            .map_err(bad),
+        _ => inject_field(raw, field, partition).map_err(bad),
     }
 }

@@ -2,17 +2,17 @@
 //! item statuses, errors in OpenSearch's shape, and the assembled answer.
 
 use super::{bad_response, push_json_str, BulkError, BulkOp};
-use crate::members::{edit_members, map_elements, Edit};
-use crate::source::SourceError;
+use crate::members::{elements, members};
 
 /// The upstream `_bulk` response split into its items, raw, in order, plus
 /// `errors`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamItems {
+pub struct UpstreamItems<'a> {
     /// The response's `errors` flag (computed from the items if absent).
     pub errors: bool,
-    /// Each item, such as `{"index":{"_index":...,"status":201}}`, verbatim.
-    pub items: Vec<Vec<u8>>,
+    /// Each item, such as `{"index":{"_index":...,"status":201}}`, verbatim
+    /// (borrowed from the response).
+    pub items: Vec<&'a [u8]>,
 }
 
 /// Splits an upstream `_bulk` response into its raw items, in order.
@@ -22,12 +22,13 @@ pub struct UpstreamItems {
 /// let r = split_response(br#"{"took":3,"errors":false,"items":[{"index":{"status":201}}, {"delete":{"status":200}}]}"#).unwrap();
 /// assert_eq!(r.items, [&br#"{"index":{"status":201}}"#[..], br#"{"delete":{"status":200}}"#]);
 /// ```
-pub fn split_response(body: &[u8]) -> Result<UpstreamItems, BulkError> {
+pub fn split_response(body: &[u8]) -> Result<UpstreamItems<'_>, BulkError> {
     let mut errors = None;
-    let mut items: Option<Vec<Vec<u8>>> = None;
+    let mut items: Option<Vec<&[u8]>> = None;
     let mut problem: Option<String> = None;
-    edit_members(body, |key, value| {
-        match key {
+    let top = members(body).map_err(|e| bad_response(e.to_string()))?;
+    for (key, value) in top {
+        match &*key {
             "errors" => match value {
                 b"true" => errors = Some(true),
                 b"false" => errors = Some(false),
@@ -38,30 +39,18 @@ pub fn split_response(body: &[u8]) -> Result<UpstreamItems, BulkError> {
             "items" if items.is_some() => {
                 problem.get_or_insert_with(|| "`items` occurs more than once".to_string());
             }
-            "items" => {
-                let mut found = Vec::new();
-                let scanned = map_elements(value, |element| {
-                    if element.first() != Some(&b'{') {
-                        return Err(SourceError::NotAnObject);
-                    }
-                    found.push(element.to_vec());
-                    Ok(Vec::new())
-                });
-                match scanned {
-                    Ok(_) => items = Some(found),
-                    Err(SourceError::NotAnObject) => {
-                        problem.get_or_insert_with(|| "an item is not an object".to_string());
-                    }
-                    Err(e) => {
-                        problem.get_or_insert_with(|| format!("`items` is malformed: {e}"));
-                    }
+            "items" => match elements(value) {
+                Ok(found) if found.iter().all(|e| e.first() == Some(&b'{')) => items = Some(found),
+                Ok(_) => {
+                    problem.get_or_insert_with(|| "an item is not an object".to_string());
                 }
-            }
+                Err(e) => {
+                    problem.get_or_insert_with(|| format!("`items` is malformed: {e}"));
+                }
+            },
             _ => {}
         }
-        Edit::Keep
-    })
-    .map_err(|e| bad_response(e.to_string()))?;
+    }
     if let Some(problem) = problem {
         return Err(bad_response(problem));
     }

@@ -360,7 +360,7 @@ proptest! {
             let split = split_response(&upstream).unwrap();
             prop_assert_eq!(split.items.len(), positions.len());
             for (&i, item) in positions.iter().zip(split.items) {
-                prop_assert!(placed[i].replace(item).is_none());
+                prop_assert!(placed[i].replace(item.to_vec()).is_none());
             }
         }
         let placed: Vec<Vec<u8>> = placed.into_iter().map(Option::unwrap).collect();

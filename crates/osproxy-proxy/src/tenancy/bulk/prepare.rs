@@ -185,30 +185,27 @@ impl<'t> BulkStream<'_, 't> {
         let cache_key = (index.to_string(), from_body.map(str::to_string));
         // A cached target whose placement changed since is resolved again,
         // so items after a change go to the new placement.
-        let stale =
-            matches!(self.targets.get(&cache_key), Some(Ok(t)) if !self.tenancy.is_current(t));
-        if stale || !self.targets.contains_key(&cache_key) {
-            if !self.tenancy.snapshot().is_logical(index) {
-                // Not cached: the names a client makes up are not kept.
-                let shown: String = index.chars().take(255).collect();
-                return Err(ProxyError::new(
-                    ErrorCode::BadRequest,
-                    format!("{shown:?} is not a logical index; a bulk on logical indices may only name logical indices"),
-                ));
-            }
-            let resolved = self
-                .tenancy
-                .resolve(index, self.principal, self.headers, from_body);
-            // Bounded: partitions named in documents are the client's.
-            if self.targets.len() >= MAX_CACHED_TARGETS {
-                self.targets.clear();
-            }
-            self.targets.insert(cache_key.clone(), resolved);
-        }
         match self.targets.get(&cache_key) {
-            Some(Ok(t)) => Ok(t.clone()),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err(ProxyError::new(ErrorCode::Internal, "target cache miss")),
+            Some(Ok(t)) if self.tenancy.is_current(t) => return Ok(t.clone()),
+            Some(Err(e)) => return Err(e.clone()),
+            _ => {}
         }
+        if !self.tenancy.snapshot().is_logical(index) {
+            // Not cached: the names a client makes up are not kept.
+            let shown: String = index.chars().take(255).collect();
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("{shown:?} is not a logical index; a bulk on logical indices may only name logical indices"),
+            ));
+        }
+        let resolved = self
+            .tenancy
+            .resolve(index, self.principal, self.headers, from_body);
+        // Bounded: partitions named in documents are the client's.
+        if self.targets.len() >= MAX_CACHED_TARGETS {
+            self.targets.clear();
+        }
+        self.targets.insert(cache_key, resolved.clone());
+        resolved
     }
 }

@@ -217,20 +217,13 @@ pub(crate) async fn mget(
             .read_streaming(&target, Method::POST, &path, &HeaderMap::new(), Some(body))
             .await?;
         if parts.status.is_success() {
-            let mut slots: Vec<Slot<String>> = answers
+            let made = answers
                 .into_iter()
-                .map(|a| {
-                    Slot::Made(a.map_or_else(|| b"null".to_vec(), |a| a.get().as_bytes().to_vec()))
-                })
+                .map(|a| a.map(|a| a.get().as_bytes().to_vec()))
                 .collect();
-            let mut order = Vec::with_capacity(positions.len());
-            for (pos, id) in positions {
-                slots[pos] = Slot::Cluster(id);
-                order.push(pos);
-            }
             let answer = MgetAnswer {
                 names: reverse::Names::of(&target),
-                list: Ordered::new(slots, order, b"{\"docs\":[".to_vec()),
+                list: Ordered::new(made, positions, b"{\"docs\":[".to_vec()),
                 status: parts.status,
                 held: Vec::new(),
             };
@@ -297,12 +290,18 @@ fn made(v: Value) -> Box<RawValue> {
         .unwrap_or_else(|_| serde_json::value::to_raw_value(&Value::Null).unwrap_or_default())
 }
 
-/// The answer for a document of an `_mget` the cluster did not answer.
-fn missing_doc(index: &str, id: &str, status: http::StatusCode) -> Value {
-    let e = ProxyError::new(
+/// Why a part has no answer from the cluster: it answered `status` without
+/// one.
+fn unanswered(status: http::StatusCode) -> ProxyError {
+    ProxyError::new(
         ErrorCode::UpstreamUnavailable,
         format!("cluster answered {status}"),
-    );
+    )
+}
+
+/// The answer for a document of an `_mget` the cluster did not answer.
+fn missing_doc(index: &str, id: &str, status: http::StatusCode) -> Value {
+    let e = unanswered(status);
     json!({"_index": index, "_id": id, "error": error_value(&e)})
 }
 
@@ -504,17 +503,11 @@ pub(crate) async fn msearch(
                 .await
             {
                 Ok((parts, upstream)) if parts.status.is_success() => {
-                    let mut slots: Vec<Slot<reverse::Names>> = answers
-                        .into_iter()
-                        .map(|a| Slot::Made(a.unwrap_or_else(|| b"null".to_vec())))
-                        .collect();
-                    let mut order = Vec::with_capacity(parts_of.len());
-                    for (pos, target) in &parts_of {
-                        slots[*pos] = Slot::Cluster(reverse::Names::of(target));
-                        order.push(*pos);
-                    }
+                    let cluster = parts_of
+                        .iter()
+                        .map(|(pos, target)| (*pos, reverse::Names::of(target)));
                     let answer = MsearchAnswer {
-                        list: Ordered::new(slots, order, Vec::new()),
+                        list: Ordered::new(answers, cluster, Vec::new()),
                         started,
                         status: parts.status,
                         search: None,
@@ -530,10 +523,7 @@ pub(crate) async fn msearch(
                     ));
                 }
                 Ok((parts, _)) => {
-                    let e = ProxyError::new(
-                        ErrorCode::UpstreamUnavailable,
-                        format!("cluster answered {}", parts.status),
-                    );
+                    let e = unanswered(parts.status);
                     for (pos, _) in &parts_of {
                         answers[*pos] = Some(missing_search(&e));
                     }
@@ -575,10 +565,7 @@ pub(crate) async fn msearch(
         for (i, (pos, target)) in parts_of.iter().enumerate() {
             answers[*pos] = Some(match responses.get(i) {
                 Some(r) => reverse::error(&reverse::search_response(r, target), target, None),
-                None => missing_search(&ProxyError::new(
-                    ErrorCode::UpstreamUnavailable,
-                    format!("cluster answered {status}"),
-                )),
+                None => missing_search(&unanswered(status)),
             });
         }
     }
@@ -622,7 +609,25 @@ struct Ordered<C> {
 }
 
 impl<C> Ordered<C> {
-    fn new(slots: Vec<Slot<C>>, order: Vec<usize>, head: Vec<u8>) -> Self {
+    /// The client's list: the answers made here by position (`null` where
+    /// none was), and the cluster's parts, `(position, place)` in the order
+    /// it answers them.
+    fn new(
+        made: Vec<Option<Vec<u8>>>,
+        cluster: impl IntoIterator<Item = (usize, C)>,
+        head: Vec<u8>,
+    ) -> Self {
+        let mut slots: Vec<Slot<C>> = made
+            .into_iter()
+            .map(|m| Slot::Made(m.unwrap_or_else(|| b"null".to_vec())))
+            .collect();
+        let mut order = Vec::new();
+        for (pos, c) in cluster {
+            if let Some(slot) = slots.get_mut(pos) {
+                *slot = Slot::Cluster(c);
+                order.push(pos);
+            }
+        }
         Ordered {
             slots,
             order,
@@ -734,10 +739,7 @@ struct MsearchAnswer {
 
 impl MsearchAnswer {
     fn missing(&self) -> impl Fn(&reverse::Names) -> Vec<u8> {
-        let e = ProxyError::new(
-            ErrorCode::UpstreamUnavailable,
-            format!("cluster answered {}", self.status),
-        );
+        let e = unanswered(self.status);
         move |_| missing_search(&e)
     }
 
@@ -837,17 +839,19 @@ mod tests {
             {"_index": "orders", "_id": "4", "error": error_value(&ProxyError::new(ErrorCode::UpstreamUnavailable, "cluster answered 200 OK"))},
         ]});
         for chunk in [1, 2, 3, 7, 64, 4096] {
-            let slots = vec![
-                Slot::Made(br#"{"error":"made 0"}"#.to_vec()),
-                Slot::Cluster("1".to_string()),
-                Slot::Made(br#"{"error":"made 2"}"#.to_vec()),
-                Slot::Cluster("2".to_string()),
-                Slot::Cluster("x".to_string()),
-                Slot::Cluster("4".to_string()),
+            let made = vec![
+                Some(br#"{"error":"made 0"}"#.to_vec()),
+                None,
+                Some(br#"{"error":"made 2"}"#.to_vec()),
+                None,
+                None,
+                None,
             ];
+            let cluster =
+                [(1, "1"), (3, "2"), (4, "x"), (5, "4")].map(|(p, id)| (p, id.to_string()));
             let answer = MgetAnswer {
                 names: reverse::tests::names(true),
-                list: Ordered::new(slots, vec![1, 3, 4, 5], b"{\"docs\":[".to_vec()),
+                list: Ordered::new(made, cluster, b"{\"docs\":[".to_vec()),
                 status: http::StatusCode::OK,
                 held: Vec::new(),
             };
@@ -862,14 +866,15 @@ mod tests {
     fn an_msearch_answer_streams_in_the_clients_order() {
         let upstream = r#"{"took":4,"responses":[{"took":1,"timed_out":false,"_shards":{"total":1,"successful":1,"skipped":0,"failed":0},"hits":{"total":{"value":1,"relation":"eq"},"max_score":1.0,"hits":[{"_index":"phys-shared","_id":"acme:1","_score":1.0,"_routing":"acme","_source":{"_tenant":"acme","t":1}}]},"status":200},{"error":{"root_cause":[{"type":"index_not_found_exception","reason":"no such index [phys-shared]","index":"phys-shared","index_uuid":"u"}],"type":"index_not_found_exception","reason":"no such index [phys-shared]","index":"phys-shared","index_uuid":"u"},"status":404},{"extra":1}]}"#;
         for chunk in [1, 2, 5, 64, 4096] {
-            let slots = vec![
-                Slot::Made(br#"{"error":"made 0","status":400}"#.to_vec()),
-                Slot::Cluster(reverse::tests::names(true)),
-                Slot::Cluster(reverse::tests::names(true)),
-                Slot::Made(br#"{"error":"made 3","status":400}"#.to_vec()),
+            let made = vec![
+                Some(br#"{"error":"made 0","status":400}"#.to_vec()),
+                None,
+                None,
+                Some(br#"{"error":"made 3","status":400}"#.to_vec()),
             ];
+            let cluster = [1, 2].map(|p| (p, reverse::tests::names(true)));
             let answer = MsearchAnswer {
-                list: Ordered::new(slots, vec![1, 2], Vec::new()),
+                list: Ordered::new(made, cluster, Vec::new()),
                 started: std::time::Instant::now(),
                 status: http::StatusCode::OK,
                 search: None,
@@ -898,11 +903,7 @@ mod tests {
     fn a_cut_off_answer_is_an_error() {
         let answer = MgetAnswer {
             names: reverse::tests::names(true),
-            list: Ordered::new(
-                vec![Slot::Cluster("1".to_string())],
-                vec![0],
-                b"{\"docs\":[".to_vec(),
-            ),
+            list: Ordered::new(vec![None], [(0, "1".to_string())], b"{\"docs\":[".to_vec()),
             status: http::StatusCode::OK,
             held: Vec::new(),
         };

@@ -654,6 +654,21 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
     let r = acme.get("/orders/_search?size=1").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let (rss_before, _) = f.proxy.rss_kib().unwrap();
+    // The proxy's peak RSS since before the first large answer.
+    let peak_within = |what: &str| {
+        let (_, peak) = f.proxy.rss_kib().unwrap();
+        let grown_mib = peak.saturating_sub(rss_before) / 1024;
+        eprintln!("{what}: proxy RSS {rss_before} KiB before, peak {peak} KiB (+{grown_mib} MiB)");
+        assert!(grown_mib < 16, "peak RSS grew {grown_mib} MiB {what}");
+    };
+    let large = |r: &osproxy_testkit::HttpResponse| {
+        assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(300)]);
+        assert!(
+            r.body.len() >= 100 * MIB,
+            "answer of {} bytes",
+            r.body.len()
+        );
+    };
     let r = acme
         .raw(
             Method::POST,
@@ -665,13 +680,7 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
             &[JSON],
         )
         .await;
-    let (_, peak) = f.proxy.rss_kib().unwrap();
-    assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(300)]);
-    assert!(
-        r.body.len() >= 100 * MIB,
-        "answer of {} bytes",
-        r.body.len()
-    );
+    large(&r);
     let v = r.json();
     let hits = v["hits"]["hits"].as_array().unwrap();
     assert_eq!(hits.len(), docs);
@@ -682,12 +691,10 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
         assert!(h["_source"].get("_tenant").is_none(), "{id}");
         assert!(h.get("_routing").is_none(), "{id}");
     }
-    let grown_mib = peak.saturating_sub(rss_before) / 1024;
-    eprintln!(
-        "a {} MiB search answer through tenancy: proxy RSS {rss_before} KiB before, peak {peak} KiB (+{grown_mib} MiB)",
+    peak_within(&format!(
+        "after a {} MiB search answer through tenancy",
         r.body.len() / MIB
-    );
-    assert!(grown_mib < 16, "peak RSS grew {grown_mib} MiB");
+    ));
 
     // A scroll's later page and a point in time's page stream the same way
     // (they were read whole: +100 MiB and more for pages this size).
@@ -756,16 +763,10 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
     let paged = big_page(&r, "a point in time's page");
     assert!(paged["pit_id"].as_str().unwrap().starts_with("osp2."));
     drop((r, paged));
-    let (_, peak) = f.proxy.rss_kib().unwrap();
-    let grown_mib = peak.saturating_sub(rss_before) / 1024;
-    eprintln!(
-        "after a scroll's pages and a PIT page of {} hits: peak {peak} KiB (+{grown_mib} MiB)",
+    peak_within(&format!(
+        "after a scroll's pages and a PIT page of {} hits",
         docs / 2
-    );
-    assert!(
-        grown_mib < 16,
-        "peak RSS grew {grown_mib} MiB with cursor pages"
-    );
+    ));
 
     // An `_mget` of every document and an `_msearch` of two halves stream
     // the same way, one document (one hit) held at a time, each reversed
@@ -781,12 +782,7 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
             &[JSON],
         )
         .await;
-    assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(300)]);
-    assert!(
-        r.body.len() >= 100 * MIB,
-        "answer of {} bytes",
-        r.body.len()
-    );
+    large(&r);
     let v = r.json();
     let got = v["docs"].as_array().unwrap();
     assert_eq!(got.len(), docs + 1);
@@ -813,12 +809,7 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
     let r = acme
         .raw(Method::POST, "/_msearch", Some(Bytes::from(nd)), &[NDJSON])
         .await;
-    assert_eq!(r.status, 200, "{}", &r.text()[..r.text().len().min(300)]);
-    assert!(
-        r.body.len() >= 100 * MIB,
-        "answer of {} bytes",
-        r.body.len()
-    );
+    large(&r);
     let v = r.json();
     assert!(v["took"].is_u64());
     let responses = v["responses"].as_array().unwrap();
@@ -836,13 +827,7 @@ async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory()
     }
     assert_eq!(seen.len(), docs, "the two halves are every document once");
     drop((r, v));
-    let (_, peak) = f.proxy.rss_kib().unwrap();
-    let grown_mib = peak.saturating_sub(rss_before) / 1024;
-    eprintln!("after a 100 MiB _mget and _msearch: peak {peak} KiB (+{grown_mib} MiB)");
-    assert!(
-        grown_mib < 16,
-        "peak RSS grew {grown_mib} MiB with an _mget and an _msearch"
-    );
+    peak_within("after a 100 MiB _mget and _msearch");
 
     // A client that does not read a streamed answer holds its
     // `server.max_in_flight` slot while it waits (the slot was given back

@@ -34,10 +34,12 @@ pub trait Reverse {
     fn whole(&self, key: &str) -> bool;
     /// The rewrite of a member held whole: a top-level one named by
     /// [`Reverse::whole`], `"hits"` when it is not an object, or
-    /// `"hits.hits"` when it is not an array.
-    fn member(&mut self, key: &str, value: &[u8]) -> Vec<u8>;
-    /// The rewrite of one element of `hits.hits`.
-    fn hit(&mut self, hit: &[u8]) -> Vec<u8>;
+    /// `"hits.hits"` when it is not an array. An error breaks the stream
+    /// off: what could not be rewritten is never handed on.
+    fn member(&mut self, key: &str, value: &[u8]) -> Result<Vec<u8>, StreamError>;
+    /// The rewrite of one element of `hits.hits`, or the error that breaks
+    /// the stream off.
+    fn hit(&mut self, hit: &[u8]) -> Result<Vec<u8>, StreamError>;
 }
 
 /// Why a streamed response could not be reversed.
@@ -355,7 +357,7 @@ impl<R: Reverse> SearchStream<R> {
                         if n > self.max_held {
                             return Err(self.too_large());
                         }
-                        out.extend_from_slice(&self.reverse.member(&key, &input[i..i + n]));
+                        out.extend_from_slice(&self.reverse.member(&key, &input[i..i + n])?);
                         i += n;
                         self.state = State::AfterMember(level);
                     }
@@ -363,7 +365,7 @@ impl<R: Reverse> SearchStream<R> {
                         self.hold(&input[i..i + n])?;
                         i += n;
                         let held = std::mem::take(&mut self.held);
-                        out.extend_from_slice(&self.reverse.member(&key, &held));
+                        out.extend_from_slice(&self.reverse.member(&key, &held)?);
                         self.state = State::AfterMember(level);
                     }
                     None if self.value.scalar => {
@@ -417,7 +419,7 @@ impl<R: Reverse> SearchStream<R> {
                         if n > self.max_held {
                             return Err(self.too_large());
                         }
-                        out.extend_from_slice(&self.reverse.hit(&input[i..i + n]));
+                        out.extend_from_slice(&self.reverse.hit(&input[i..i + n])?);
                         i += n;
                         self.state = State::AfterHit;
                     }
@@ -425,7 +427,7 @@ impl<R: Reverse> SearchStream<R> {
                         self.hold(&input[i..i + n])?;
                         i += n;
                         let hit = std::mem::take(&mut self.held);
-                        out.extend_from_slice(&self.reverse.hit(&hit));
+                        out.extend_from_slice(&self.reverse.hit(&hit)?);
                         // The buffer is reused for the next hit unless
                         // this one was unusually large.
                         self.held = hit;
@@ -728,11 +730,14 @@ mod tests {
         fn whole(&self, key: &str) -> bool {
             key == "_shards" || key == "aggregations"
         }
-        fn member(&mut self, key: &str, value: &[u8]) -> Vec<u8> {
-            format!("<{key}:{}>", String::from_utf8_lossy(value)).into_bytes()
+        fn member(&mut self, key: &str, value: &[u8]) -> Result<Vec<u8>, StreamError> {
+            Ok(format!("<{key}:{}>", String::from_utf8_lossy(value)).into_bytes())
         }
-        fn hit(&mut self, hit: &[u8]) -> Vec<u8> {
-            format!("<hit:{}>", String::from_utf8_lossy(hit)).into_bytes()
+        fn hit(&mut self, hit: &[u8]) -> Result<Vec<u8>, StreamError> {
+            if hit == b"\"refuse\"" {
+                return Err(StreamError("refused".into()));
+            }
+            Ok(format!("<hit:{}>", String::from_utf8_lossy(hit)).into_bytes())
         }
     }
 
@@ -789,6 +794,32 @@ mod tests {
             whole(r#"{"other":{"hits":{"hits":[1]}}}"#).unwrap(),
             r#"{"other":{"hits":{"hits":[1]}}}"#
         );
+    }
+
+    /// A hit the reversal refuses breaks the stream off, wherever the
+    /// chunks fall: nothing after it, and not the hit itself, is written.
+    #[test]
+    fn a_refused_hit_breaks_the_stream_off() {
+        let input = r#"{"hits":{"hits":[{"_id":"a"},"refuse",{"_id":"b"}]}}"#;
+        for size in [1, 2, 5, 1000] {
+            let mut s = SearchStream::new(Mark, 1 << 20);
+            let mut out = Vec::new();
+            let failed = input
+                .as_bytes()
+                .chunks(size)
+                .try_for_each(|c| s.feed(c, &mut out))
+                .and_then(|()| s.finish(&mut out));
+            assert_eq!(
+                failed,
+                Err(StreamError("refused".into())),
+                "chunks of {size}"
+            );
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                !text.contains("refuse") && !text.contains("\"b\""),
+                "{text}"
+            );
+        }
     }
 
     #[test]

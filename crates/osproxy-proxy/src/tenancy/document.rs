@@ -149,20 +149,21 @@ pub(crate) async fn serve(
             && !reverse::is_error(&resp_body)
         {
             // `found: false` / `result: not_found` answers are documents.
-            reverse::document(&resp_body, t)
+            unreadable(reverse::document(&resp_body, t), parts.status)?
         } else {
             reverse::error(&resp_body, t, ids)
         }
     } else if endpoint == "_source" {
         if shared {
-            strip_field(&resp_body, &t.logical.field)
-                .map(|c| c.into_owned())
-                .unwrap_or_else(|_| resp_body.to_vec())
+            unreadable(
+                strip_field(&resp_body, &t.logical.field).map(|c| c.into_owned()),
+                parts.status,
+            )?
         } else {
             resp_body.to_vec()
         }
     } else {
-        reverse::document(&resp_body, t)
+        unreadable(reverse::document(&resp_body, t), parts.status)?
     };
     let mut resp = json_response(parts, out);
     if method == Method::HEAD {
@@ -170,6 +171,22 @@ pub(crate) async fn serve(
         *resp.body_mut() = ResponseBody::empty();
     }
     Ok(resp)
+}
+
+/// A reversed answer, or the error that says the cluster's answer could not
+/// be read: an answer that does not scan is never handed on as it came (it
+/// could hold the physical index, id and partition field). A write it
+/// answered for did happen: the status says so.
+fn unreadable(
+    reversed: Result<Vec<u8>, osproxy_rewrite::SourceError>,
+    status: StatusCode,
+) -> Result<Vec<u8>, ProxyError> {
+    reversed.map_err(|e| {
+        ProxyError::new(
+            ErrorCode::UpstreamUnavailable,
+            format!("the cluster answered {status} with a body that could not be read ({e}); it is not passed on unreversed"),
+        )
+    })
 }
 
 /// The injected field on a document (index/create) or on the `doc` and

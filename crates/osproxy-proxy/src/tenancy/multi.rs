@@ -17,7 +17,6 @@ use osproxy_upstream::ClientBody;
 use serde_json::{json, Map, Value};
 
 use super::params::allow_only;
-use serde_json::value::RawValue;
 
 use super::reverse::Placed;
 use super::{json_ok, read_json, reverse, Target, Tenancy};
@@ -114,7 +113,7 @@ pub(crate) async fn mget(
     let mut cache = HashMap::new();
     // Raw: a stored document is relayed as the cluster wrote it (a lone
     // surrogate escape, which no JSON tree takes, included).
-    let mut answers: Vec<Option<Box<RawValue>>> = vec![None; specs.len()];
+    let mut answers: Vec<Option<Vec<u8>>> = vec![None; specs.len()];
     // Per target: the upstream docs and, for each, (position, logical id).
     let mut groups: HashMap<(String, String), MgetGroup<'_>> = HashMap::new();
     for (pos, spec) in specs.iter().enumerate() {
@@ -217,13 +216,9 @@ pub(crate) async fn mget(
             .read_streaming(&target, Method::POST, &path, &HeaderMap::new(), Some(body))
             .await?;
         if parts.status.is_success() {
-            let made = answers
-                .into_iter()
-                .map(|a| a.map(|a| a.get().as_bytes().to_vec()))
-                .collect();
             let answer = MgetAnswer {
                 names: reverse::Names::of(&target),
-                list: Ordered::new(made, positions, b"{\"docs\":[".to_vec()),
+                list: Ordered::new(answers, positions, b"{\"docs\":[".to_vec()),
                 status: parts.status,
                 held: Vec::new(),
             };
@@ -246,48 +241,45 @@ pub(crate) async fn mget(
         let (parts, resp) = tenancy
             .read(&target, Method::POST, &path, &HeaderMap::new(), Some(body))
             .await?;
-        #[derive(serde::Deserialize)]
-        struct Docs {
-            docs: Vec<Box<RawValue>>,
-        }
-        let docs: Vec<Box<RawValue>> = if parts.status.is_success() {
-            serde_json::from_slice::<Docs>(&reverse_docs(&resp, &target))
-                .map(|d| d.docs)
-                .unwrap_or_default()
+        let members = if parts.status.is_success() {
+            osproxy_rewrite::members::members(&resp).unwrap_or_default()
         } else {
             Vec::new()
         };
+        let docs = members
+            .iter()
+            .find(|(k, _)| k == "docs")
+            .and_then(|(_, v)| osproxy_rewrite::members::elements(v).ok())
+            .unwrap_or_default();
         for (i, (pos, id)) in positions.into_iter().enumerate() {
-            answers[pos] = Some(
-                docs.get(i)
-                    .cloned()
-                    .unwrap_or_else(|| made(missing_doc(&target.logical.name, &id, parts.status))),
-            );
+            answers[pos] = Some(match docs.get(i) {
+                Some(d) => reverse_doc(d, &target, &id),
+                None => made(missing_doc(&target.logical.name, &id, parts.status)),
+            });
         }
     }
-    let null = || made(Value::Null);
-    let docs: Vec<Box<RawValue>> = answers
-        .into_iter()
-        .map(|a| a.unwrap_or_else(null))
-        .collect();
     // Written as raw JSON (not through a tree, which would refuse a lone
     // surrogate and panic in `json!`).
-    let mut out = Vec::with_capacity(16 + docs.iter().map(|d| d.get().len() + 1).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        16 + answers
+            .iter()
+            .map(|d| d.as_ref().map_or(4, Vec::len) + 1)
+            .sum::<usize>(),
+    );
     out.extend_from_slice(b"{\"docs\":[");
-    for (i, d) in docs.iter().enumerate() {
+    for (i, d) in answers.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(d.get().as_bytes());
+        out.extend_from_slice(d.as_deref().unwrap_or(b"null"));
     }
     out.extend_from_slice(b"]}");
     Ok(json_ok(out))
 }
 
 /// An answer osproxy made, as raw JSON.
-fn made(v: Value) -> Box<RawValue> {
-    serde_json::value::to_raw_value(&v)
-        .unwrap_or_else(|_| serde_json::value::to_raw_value(&Value::Null).unwrap_or_default())
+fn made(v: Value) -> Vec<u8> {
+    serde_json::to_vec(&v).unwrap_or_else(|_| b"null".to_vec())
 }
 
 /// Why a part has no answer from the cluster: it answered `status` without
@@ -312,29 +304,30 @@ fn missing_search(e: &ProxyError) -> Vec<u8> {
         .into_bytes()
 }
 
-/// One document of an `_mget` answer reversed (byte-level, its source
-/// untouched but for the partition field); a per-document error names the
-/// physical index.
-fn reverse_doc(d: &[u8], t: &impl reverse::Placed) -> Vec<u8> {
-    let doc = reverse::document(d, t);
-    if reverse::is_error(&doc) {
-        reverse::error(&doc, t, None)
-    } else {
-        doc
+/// One document of an `_mget` answer, asked for as `id`, reversed
+/// (byte-level, its source untouched but for the partition field); a
+/// per-document error names the physical index and id, both replaced. A
+/// document that does not scan is answered with an error in its place,
+/// never handed on as it came.
+fn reverse_doc(d: &[u8], t: &impl reverse::Placed, id: &str) -> Vec<u8> {
+    match reverse::document(d, t) {
+        Ok(doc) if reverse::is_error(&doc) => {
+            let physical = if t.shared() {
+                t.logical().id_template.physical(t.partition(), id)
+            } else {
+                id.to_string()
+            };
+            reverse::error(&doc, t, Some((&physical, id)))
+        }
+        Ok(doc) => doc,
+        Err(e) => {
+            let e = ProxyError::new(
+                ErrorCode::UpstreamUnavailable,
+                format!("the cluster's answer for this document could not be read: {e}"),
+            );
+            made(json!({"_index": t.logical().name, "_id": id, "error": error_value(&e)}))
+        }
     }
-}
-
-/// `{"docs": [...]}` with every doc reversed.
-fn reverse_docs(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
-    osproxy_rewrite::members::edit_members(raw, |k, v| match k {
-        "docs" => osproxy_rewrite::members::Edit::Replace(
-            osproxy_rewrite::members::map_elements(v, |d| Ok(reverse_doc(d, t)))
-                .unwrap_or_else(|_| v.to_vec()),
-        ),
-        _ => osproxy_rewrite::members::Edit::Keep,
-    })
-    .map(|c| c.into_owned())
-    .unwrap_or_else(|_| raw.to_vec())
 }
 
 pub(crate) async fn msearch(
@@ -564,7 +557,11 @@ pub(crate) async fn msearch(
         });
         for (i, (pos, target)) in parts_of.iter().enumerate() {
             answers[*pos] = Some(match responses.get(i) {
-                Some(r) => reverse::error(&reverse::search_response(r, target), target, None),
+                // By the rules of the streamed path, so that one answer
+                // reads the same on either.
+                Some(r) => reverse::one_search(r, reverse::Names::of(target)).unwrap_or_else(|e| {
+                    missing_search(&ProxyError::new(ErrorCode::UpstreamUnavailable, e.0))
+                }),
                 None => missing_search(&unanswered(status)),
             });
         }
@@ -695,12 +692,13 @@ impl Elements for MgetAnswer {
             return Ok(());
         }
         // A document past the ones asked for is not the client's.
-        if let Some((pos, _)) = self.list.next() {
+        if let Some((pos, id)) = self.list.next() {
+            let doc = reverse_doc(&self.held, &self.names, id);
             let (index, status) = (&self.names.logical().name, self.status);
             self.list.up_to(pos, out, |id| {
                 missing_doc(index, id, status).to_string().into_bytes()
             });
-            out.extend_from_slice(&reverse_doc(&self.held, &self.names));
+            out.extend_from_slice(&doc);
             self.list.done(pos);
         }
         self.held.clear();
@@ -829,13 +827,14 @@ mod tests {
     /// gets an error in its place; split anywhere, the answer is the same.
     #[test]
     fn an_mget_answer_streams_in_the_clients_order() {
-        let upstream = r#"{"docs":[{"_index":"phys-shared","_id":"acme:1","_version":1,"_routing":"acme","found":true,"_source":{"_tenant":"acme","t":"]}\"{"}},{"_index":"phys-shared","_id":"acme:2","found":false},{"_index":"phys-shared","_id":"acme:x","error":{"type":"x","reason":"no such index [phys-shared]","index":"phys-shared","index_uuid":"u"}}]}"#;
+        let upstream = r#"{"docs":[{"_index":"phys-shared","_id":"acme:1","_version":1,"_routing":"acme","found":true,"_source":{"_tenant":"acme","t":"]}\"{"}},{"_index":"phys-shared","_id":"acme:2","found":false},{"_index":"phys-shared","_id":"acme:x","error":{"type":"x","reason":"[acme:x] in no such index [phys-shared]","index":"phys-shared","index_uuid":"u"}},{"_index":"phys-shared","_id":"acme:5","_source":{"_tenant":"acme" "t":1}}]}"#;
         let want = json!({"docs": [
             {"error": "made 0"},
             {"_index": "orders", "_id": "1", "_version": 1, "found": true, "_source": {"t": "]}\"{"}},
             {"error": "made 2"},
             {"_index": "orders", "_id": "2", "found": false},
-            {"_index": "orders", "_id": "x", "error": {"type": "x", "reason": "no such index [orders]", "index": "orders"}},
+            {"_index": "orders", "_id": "x", "error": {"type": "x", "reason": "[x] in no such index [orders]", "index": "orders"}},
+            {"_index": "orders", "_id": "5", "error": error_value(&ProxyError::new(ErrorCode::UpstreamUnavailable, "the cluster's answer for this document could not be read: the document is not valid JSON: expected `,` or `}` at byte 19"))},
             {"_index": "orders", "_id": "4", "error": error_value(&ProxyError::new(ErrorCode::UpstreamUnavailable, "cluster answered 200 OK"))},
         ]});
         for chunk in [1, 2, 3, 7, 64, 4096] {
@@ -846,9 +845,10 @@ mod tests {
                 None,
                 None,
                 None,
+                None,
             ];
-            let cluster =
-                [(1, "1"), (3, "2"), (4, "x"), (5, "4")].map(|(p, id)| (p, id.to_string()));
+            let cluster = [(1, "1"), (3, "2"), (4, "x"), (5, "5"), (6, "4")]
+                .map(|(p, id)| (p, id.to_string()));
             let answer = MgetAnswer {
                 names: reverse::tests::names(true),
                 list: Ordered::new(made, cluster, b"{\"docs\":[".to_vec()),
@@ -896,6 +896,32 @@ mod tests {
             assert!(r[2]["error"].get("index_uuid").is_none(), "{got}");
             assert!(!got.to_string().contains("phys-shared"), "{got}");
         }
+    }
+
+    /// A search answer read whole (an `_msearch` over several clusters) is
+    /// reversed by the streamed rules: a tenant's source holding members
+    /// named as an error's are its own and kept; an error is scrubbed.
+    #[test]
+    fn a_search_read_whole_is_reversed_as_a_streamed_one() {
+        let hit = r#"{"hits":{"hits":[{"_index":"phys-shared","_id":"acme:1","_source":{"_tenant":"acme","stack_trace":"mine","index_uuid":"also mine"}}]}}"#;
+        let got: Value = serde_json::from_slice(
+            &reverse::one_search(hit.as_bytes(), reverse::tests::names(true)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            got["hits"]["hits"][0],
+            json!({"_index": "orders", "_id": "1", "_source": {"stack_trace": "mine", "index_uuid": "also mine"}})
+        );
+        let failed = r#"{"error":{"type":"x","reason":"in [phys-shared]","index_uuid":"u","stack_trace":"at org"},"status":500}"#;
+        let got = String::from_utf8(
+            reverse::one_search(failed.as_bytes(), reverse::tests::names(true)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            r#"{"error":{"type":"x","reason":"in [orders]"},"status":500}"#
+        );
+        assert!(reverse::one_search(b"[1]", reverse::tests::names(true)).is_err());
     }
 
     /// The answer is cut off: an error, never a complete-looking answer.

@@ -5,6 +5,8 @@
 
 use osproxy_rewrite::members::{edit_members, map_elements, Edit};
 use osproxy_rewrite::source::strip_field;
+use osproxy_rewrite::stream::StreamError;
+use osproxy_rewrite::SourceError;
 
 use super::Target;
 
@@ -80,33 +82,45 @@ pub(crate) struct Streamed {
 
 impl osproxy_rewrite::stream::Reverse for Streamed {
     fn whole(&self, key: &str) -> bool {
-        // `error`: an `_msearch` answers a failed search in its place.
-        matches!(key, "aggregations" | "_shards" | "error")
+        // `error`: an `_msearch` answers a failed search in its place;
+        // `profile` (dedicated placements) names the physical index in
+        // its shard ids.
+        matches!(key, "aggregations" | "_shards" | "error" | "profile")
             || (self.sign.is_some() && matches!(key, "_scroll_id" | "pit_id"))
     }
 
-    fn member(&mut self, key: &str, value: &[u8]) -> Vec<u8> {
+    fn member(&mut self, key: &str, value: &[u8]) -> Result<Vec<u8>, StreamError> {
         let t = &self.names;
-        match key {
+        let out = match key {
             "hits" => hits(value, t),
-            "hits.hits" => map_elements(value, |hit| Ok(document(hit, t)))
-                .unwrap_or_else(|_| aggregations(value, t)),
+            "hits.hits" => hit_list(value, t),
             "aggregations" => aggregations(value, t),
-            "_shards" | "error" => error(value, t, None),
+            "_shards" | "error" | "profile" => Ok(error(value, t, None)),
             "_scroll_id" | "pit_id" => {
                 let kind = if key == "pit_id" { "pit" } else { "scroll" };
-                match (self.sign.as_mut(), serde_json::from_slice::<String>(value)) {
-                    (Some(sign), Ok(upstream)) => json_string(&sign(kind, upstream)),
-                    _ => value.to_vec(),
-                }
+                Ok(
+                    match (self.sign.as_mut(), serde_json::from_slice::<String>(value)) {
+                        (Some(sign), Ok(upstream)) => json_string(&sign(kind, upstream)),
+                        _ => value.to_vec(),
+                    },
+                )
             }
-            _ => value.to_vec(),
-        }
+            _ => Ok(value.to_vec()),
+        };
+        out.map_err(|e| unreversible(key, &e))
     }
 
-    fn hit(&mut self, hit: &[u8]) -> Vec<u8> {
-        document(hit, &self.names)
+    fn hit(&mut self, hit: &[u8]) -> Result<Vec<u8>, StreamError> {
+        document(hit, &self.names).map_err(|e| unreversible("hits.hits", &e))
     }
+}
+
+/// Why a streamed answer is broken off: a part of it did not scan as
+/// OpenSearch writes it, and is never handed on unreversed.
+fn unreversible(key: &str, e: &SourceError) -> StreamError {
+    StreamError(format!(
+        "the cluster's answer could not be reversed at `{key}` ({e}); it is not passed on as it came"
+    ))
 }
 
 fn json_string(s: &str) -> Vec<u8> {
@@ -134,17 +148,36 @@ fn edit(raw: &[u8], f: impl FnMut(&str, &[u8]) -> Edit) -> Vec<u8> {
         .unwrap_or_else(|_| raw.to_vec())
 }
 
-/// `raw` with the injected field removed (kept as is if it does not scan).
-fn stripped(raw: &[u8], field: &str) -> Edit {
-    match strip_field(raw, field) {
-        Ok(s) => Edit::Replace(s.into_owned()),
-        Err(_) => Edit::Keep,
+/// Applies member edits that may fail: the first failure, or the edited
+/// body. A body that does not scan as an object is a failure (it is never
+/// handed on as it came: it could hold any physical name).
+fn try_edit(
+    raw: &[u8],
+    mut f: impl FnMut(&str, &[u8]) -> Result<Edit, SourceError>,
+) -> Result<Vec<u8>, SourceError> {
+    let mut failed = None;
+    let out = edit_members(raw, |key, value| match f(key, value) {
+        Ok(e) => e,
+        Err(e) => {
+            failed.get_or_insert(e);
+            Edit::Keep
+        }
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(out.into_owned()),
     }
 }
 
-/// One document as OpenSearch returns it (get, write results, a hit).
-pub(crate) fn document(raw: &[u8], t: &impl Placed) -> Vec<u8> {
-    edit(raw, |key, value| document_member(key, value, t, None))
+/// `raw` with the injected field removed.
+fn stripped(raw: &[u8], field: &str) -> Result<Edit, SourceError> {
+    strip_field(raw, field).map(|s| Edit::Replace(s.into_owned()))
+}
+
+/// One document as OpenSearch returns it (get, write results, a hit);
+/// an error when it, or a part of it that is rewritten, does not scan.
+pub(crate) fn document(raw: &[u8], t: &impl Placed) -> Result<Vec<u8>, SourceError> {
+    try_edit(raw, |key, value| document_member(key, value, t, None))
 }
 
 /// A bulk item's inner object reversed as [`document`] does, in the same
@@ -159,13 +192,13 @@ pub(crate) fn bulk_item(
     physical_id: Option<(&str, &str)>,
 ) -> (Vec<u8>, Option<osproxy_rewrite::bulk::ItemMeta>) {
     let mut reading = osproxy_rewrite::bulk::MetaReader::default();
-    let scanned = edit_members(raw, |key, value| {
+    let scanned = try_edit(raw, |key, value| {
         reading.member(key, value);
         document_member(key, value, t, physical_id)
     });
     // Found by review: an inner object that does not scan was handed on
     // as it came; it is reversed as an error is, with no status.
-    let Ok(doc) = scanned.map(std::borrow::Cow::into_owned) else {
+    let Ok(doc) = scanned else {
         return (error(raw, t, physical_id), None);
     };
     let meta = reading.finish();
@@ -184,10 +217,10 @@ fn document_member(
     value: &[u8],
     t: &impl Placed,
     physical_id: Option<(&str, &str)>,
-) -> Edit {
+) -> Result<Edit, SourceError> {
     let shared = t.shared();
     let field = t.logical().field.as_str();
-    match key {
+    Ok(match key {
         "_index" => Edit::Replace(json_string(&t.logical().name)),
         "_id" if shared => {
             let physical = as_str(value);
@@ -205,25 +238,42 @@ fn document_member(
         "_shards" if value.contains(&b'[') => Edit::Replace(error(value, t, physical_id)),
         // `[physical-index][shard]` and node ids (with `explain`).
         "_shard" | "_node" => Edit::Drop,
-        "_source" | "fields" | "highlight" if shared => stripped(value, field),
-        "get" => Edit::Replace(document(value, t)),
-        "inner_hits" => Edit::Replace(edit(value, |_, named| {
-            Edit::Replace(search_response(named, t))
-        })),
+        "_source" | "fields" | "highlight" if shared => stripped(value, field)?,
+        "get" => Edit::Replace(document(value, t)?),
+        "inner_hits" => Edit::Replace(try_edit(value, |_, named| {
+            Ok(Edit::Replace(search_response(named, t)?))
+        })?),
         _ => Edit::Keep,
-    }
+    })
 }
 
 /// A search (or inner-hits) response: every hit under `hits.hits` reversed,
-/// and so is every `top_hits` result among the aggregations.
-pub(crate) fn search_response(raw: &[u8], t: &impl Placed) -> Vec<u8> {
-    edit(raw, |key, value| match key {
-        "hits" => Edit::Replace(hits(value, t)),
-        "aggregations" => Edit::Replace(aggregations(value, t)),
-        // Shard failures name the physical index.
-        "_shards" => Edit::Replace(error(value, t, None)),
-        _ => Edit::Keep,
+/// and so is every `top_hits` result among the aggregations; an error when
+/// a hit does not scan.
+pub(crate) fn search_response(raw: &[u8], t: &impl Placed) -> Result<Vec<u8>, SourceError> {
+    try_edit(raw, |key, value| {
+        Ok(match key {
+            "hits" => Edit::Replace(hits(value, t)?),
+            "aggregations" => Edit::Replace(aggregations(value, t)?),
+            // Shard failures name the physical index; so do a profile's
+            // shard ids.
+            "_shards" | "profile" => Edit::Replace(error(value, t, None)),
+            _ => Edit::Keep,
+        })
     })
+}
+
+/// One search of an `_msearch` answer read whole, reversed by the rules
+/// its streamed twin applies ([`Streamed`]): the same bytes either way.
+pub(crate) fn one_search(raw: &[u8], names: Names) -> Result<Vec<u8>, StreamError> {
+    let mut s = osproxy_rewrite::stream::SearchStream::new(
+        Streamed { names, sign: None },
+        osproxy_upstream::MAX_BUFFERED,
+    );
+    let mut out = Vec::with_capacity(raw.len());
+    s.feed(raw, &mut out)?;
+    s.finish(&mut out)?;
+    Ok(out)
 }
 
 /// An answer whose only physical names are in its `_shards` failures (a
@@ -252,29 +302,32 @@ fn is_top_hits(raw: &[u8]) -> bool {
 }
 
 /// The `hits` level: `{"total":..,"hits":[hit, ...]}`.
-fn hits(raw: &[u8], t: &impl Placed) -> Vec<u8> {
-    edit(raw, |k, v| match k {
-        "hits" => Edit::Replace(
-            map_elements(v, |hit| Ok(document(hit, t))).unwrap_or_else(|_| aggregations(v, t)),
-        ),
-        _ => Edit::Keep,
+fn hits(raw: &[u8], t: &impl Placed) -> Result<Vec<u8>, SourceError> {
+    try_edit(raw, |k, v| match k {
+        "hits" => hit_list(v, t).map(Edit::Replace),
+        _ => Ok(Edit::Keep),
     })
+}
+
+/// `hits.hits`: an array of documents, each reversed.
+fn hit_list(raw: &[u8], t: &impl Placed) -> Result<Vec<u8>, SourceError> {
+    map_elements(raw, |hit| document(hit, t))
 }
 
 /// Aggregation results, walked to any depth (buckets, sub-aggregations):
 /// a result shaped like a `top_hits` one (`{"hits":{"hits":[...]}}`) has
 /// its hits reversed, whatever the aggregations are named.
-fn aggregations(raw: &[u8], t: &impl Placed) -> Vec<u8> {
+fn aggregations(raw: &[u8], t: &impl Placed) -> Result<Vec<u8>, SourceError> {
     match raw.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') if is_top_hits(raw) => edit(raw, |key, value| match key {
-            "hits" => Edit::Replace(hits(value, t)),
-            _ => Edit::Replace(aggregations(value, t)),
+        Some(b'{') if is_top_hits(raw) => try_edit(raw, |key, value| {
+            Ok(Edit::Replace(match key {
+                "hits" => hits(value, t)?,
+                _ => aggregations(value, t)?,
+            }))
         }),
-        Some(b'{') => edit(raw, |_, value| Edit::Replace(aggregations(value, t))),
-        Some(b'[') => {
-            map_elements(raw, |el| Ok(aggregations(el, t))).unwrap_or_else(|_| raw.to_vec())
-        }
-        _ => raw.to_vec(),
+        Some(b'{') => try_edit(raw, |_, value| Ok(Edit::Replace(aggregations(value, t)?))),
+        Some(b'[') => map_elements(raw, |el| aggregations(el, t)),
+        _ => Ok(raw.to_vec()),
     }
 }
 
@@ -479,7 +532,7 @@ pub(crate) mod tests {
     /// What the whole-answer path gives: the reversal, then the cursor
     /// ids' wrapping (as `cursors::wrap_response` does it).
     fn whole(raw: &[u8], t: &Names) -> Vec<u8> {
-        let out = search_response(raw, t);
+        let out = search_response(raw, t).unwrap();
         edit(&out, |k, v| {
             match (k, serde_json::from_slice::<String>(v)) {
                 ("_scroll_id" | "pit_id", Ok(id)) => {
@@ -513,7 +566,7 @@ pub(crate) mod tests {
             r#"{"_scroll_id":"abc","took":3,"timed_out":false,"_shards":{"total":1,"successful":1,"skipped":0,"failed":1,"failures":[{"shard":0,"index":"phys-shared","reason":{"type":"x","index_uuid":"u1","index":"phys-shared"}}]},"hits":{"total":{"value":2,"relation":"eq"},"max_score":1.0,"hits":[{"_index":"phys-shared","_id":"acme:1","_score":1.0,"_routing":"acme","_source":{"_tenant":"acme","title":"a \"}]["},"highlight":{"_tenant":["<em>acme</em>"],"title":["a"]},"inner_hits":{"c":{"hits":{"total":{"value":1},"hits":[{"_index":"phys-shared","_id":"acme:2","_source":{"_tenant":"acme"}}]}}}},{"_index":"phys-shared","_id":"acme:3","_score":0.5,"_routing":"acme","_source":{"_tenant":"acme","n":[1,2,{"k":null}]},"fields":{"_tenant":["acme"]}}]},"aggregations":{"top":{"hits":{"total":{"value":1},"hits":[{"_index":"phys-shared","_id":"acme:9","_source":{"_tenant":"acme"}}]}},"by":{"buckets":[{"key":"x","doc_count":1,"t":{"hits":{"hits":[{"_id":"acme:7","_index":"phys-shared"}]}}}]}},"pit_id":"p1"}"#,
             "{\n  \"took\" : 1,\n  \"hits\" : {\n    \"total\" : { \"value\" : 1 },\n    \"hits\" : [\n      {\n        \"_index\" : \"phys-shared\",\n        \"_id\" : \"acme:1\",\n        \"_source\" : { \"_tenant\" : \"acme\", \"t\" : 1 }\n      }\n    ]\n  }\n}\n",
             r#"{"took":1,"hits":{"total":{"value":0},"max_score":null,"hits":[]}}"#,
-            r#"{"hits":{"hits":{"odd":{"_id":"acme:1"}}},"suggest":{}}"#,
+            r#"{"took":2,"profile":{"shards":[{"id":"[n1][phys-acme][0]","searches":[]}]},"hits":{"hits":[]}}"#,
             r#"{"count":1}"#,
         ];
         for raw in answers {
@@ -527,9 +580,7 @@ pub(crate) mod tests {
                         "shared {shared}, chunks of {chunk}"
                     );
                 }
-                // (An answer OpenSearch never gives, `hits.hits` an object,
-                // is held whole and walked as aggregations are.)
-                if shared && !raw.contains("odd") {
+                if shared {
                     let text = String::from_utf8(want).unwrap();
                     assert!(!text.contains("phys-shared"), "{text}");
                     assert!(!text.contains("acme:"), "{text}");
@@ -537,6 +588,54 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    /// A profile's shard ids name the physical index (a dedicated
+    /// placement allows `profile`); both paths write the logical one.
+    #[test]
+    fn a_profile_names_the_logical_index() {
+        let raw = br#"{"profile":{"shards":[{"id":"[n1][phys-acme][0]"}]},"hits":{"hits":[]}}"#;
+        let got = String::from_utf8(streamed(raw, names(false), 3)).unwrap();
+        assert!(
+            got.contains("[n1][orders][0]") && !got.contains("phys-acme"),
+            "{got}"
+        );
+    }
+
+    /// What OpenSearch never answers (a hit that is not an object, a
+    /// source that does not scan, `hits.hits` not an array, a top-hits
+    /// result whose hit does not scan) is refused on both paths, never
+    /// handed on with its physical id and partition field.
+    #[test]
+    fn an_answer_that_does_not_scan_is_refused_not_passed_on() {
+        for raw in [
+            r#"{"hits":{"hits":[{"_index":"phys-shared","_id":"acme:1"} ]}}"#.replace("} ]", "}x]"),
+            r#"{"hits":{"hits":[{"_id":"acme:1","_source":{"_tenant":"acme" "t":1}}]}}"#.to_string(),
+            r#"{"hits":{"hits":{"odd":{"_id":"acme:1","_source":{"_tenant":"acme"}}}}}"#.to_string(),
+            r#"{"hits":"acme:1"}"#.to_string(),
+            r#"{"hits":{"hits":[]},"aggregations":{"t":{"hits":{"hits":[{"_id":"acme:1","_source":{"_tenant":"acme",}}]}}}}"#.to_string(),
+            r#"{"hits":{"hits":[{"_id":"acme:1","inner_hits":{"c":{"hits":{"hits":[{"_id":"acme:2" "x":1}]}}}}]}}"#.to_string(),
+        ] {
+            assert!(search_response(raw.as_bytes(), &names(true)).is_err(), "{raw}");
+            for chunk in [1, 4, 4096] {
+                let reverse = Streamed {
+                    names: names(true),
+                    sign: None,
+                };
+                let mut s = SearchStream::new(reverse, 1 << 20);
+                let mut out = Vec::new();
+                let r = raw
+                    .as_bytes()
+                    .chunks(chunk)
+                    .try_for_each(|c| s.feed(c, &mut out))
+                    .and_then(|()| s.finish(&mut out));
+                assert!(r.is_err(), "{raw} in chunks of {chunk}");
+                let text = String::from_utf8_lossy(&out);
+                assert!(!text.contains("acme:") && !text.contains("_tenant"), "{text}");
+            }
+        }
+        assert!(document(br#"{"_id":"acme:1" "found":true}"#, &names(true)).is_err());
+        assert!(document(br#"{"_id":"acme:1","_source":[1]}"#, &names(true)).is_err());
     }
 
     #[test]

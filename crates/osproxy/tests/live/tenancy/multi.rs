@@ -142,6 +142,111 @@ async fn mget_and_msearch_confine_each_part() {
     );
 }
 
+/// A document's own error (a version conflict) names it by the id the
+/// client asked for, on the streamed path (one target) and the whole one
+/// (two); a search read whole (two clusters) keeps the tenant's sources as
+/// they are stored, members named like an error's included.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_part_errors_and_sources_read_as_the_client_wrote_them() {
+    let f = Fleet::start(&node().url(), "parts");
+    let r = f
+        .call(
+            "acme-svc",
+            Method::PUT,
+            "/orders/_doc/1?refresh=true",
+            Some(json!({"title": "a1"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for docs in [
+        json!([{"_index": "orders", "_id": "1", "version": 5}]),
+        json!([{"_index": "orders", "_id": "1", "version": 5}, {"_index": "invoices", "_id": "1"}]),
+    ] {
+        let r = f
+            .call(
+                "acme-svc",
+                Method::POST,
+                "/_mget",
+                Some(json!({"docs": docs})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let doc = &r.json()["docs"][0];
+        assert_eq!(doc["_id"], "1", "{}", r.text());
+        assert_eq!(
+            doc["error"]["type"],
+            "version_conflict_engine_exception",
+            "{}",
+            r.text()
+        );
+        let reason = doc["error"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with("[1]"), "{}", r.text());
+        assert!(
+            !r.text().contains("acme:") && !r.text().contains("t-parts"),
+            "a physical name leaked: {}",
+            r.text()
+        );
+    }
+
+    // umbrella's orders are on the dedicated cluster, its invoices on main.
+    let umbrella: &[(&str, &str)] = &[("x-osproxy-partition", "umbrella")];
+    let stored = [
+        (
+            "orders",
+            json!({"title": "u", "stack_trace": "mine", "index_uuid": "mine too"}),
+        ),
+        (
+            "invoices",
+            json!({"stack_trace": "mine", "index_uuid": "mine too"}),
+        ),
+    ];
+    for (index, source) in &stored {
+        let r = f
+            .call(
+                "gateway",
+                Method::PUT,
+                &format!("/{index}/_doc/u1?refresh=true"),
+                Some(source.clone()),
+                umbrella,
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let body = ndjson(&[
+        json!({"index": "orders"}),
+        json!({"query": {"match_all": {}}}),
+        json!({"index": "invoices"}),
+        json!({"query": {"match_all": {}}}),
+    ]);
+    let r = f
+        .http
+        .send_with(
+            Method::POST,
+            &format!("{}/_msearch", f.proxy.url()),
+            Some(body.into()),
+            &[
+                ("authorization", "Bearer gateway-token-0123456789"),
+                ("x-osproxy-partition", "umbrella"),
+                ("content-type", "application/x-ndjson"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let responses = r.json()["responses"].as_array().cloned().unwrap();
+    for (i, (_, source)) in stored.iter().enumerate() {
+        assert_eq!(
+            responses[i]["hits"]["hits"][0]["_source"],
+            *source,
+            "{}",
+            r.text()
+        );
+        assert_eq!(responses[i]["hits"]["hits"][0]["_id"], "u1", "{}", r.text());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn by_query_is_confined_to_the_partition() {
     let f = Fleet::start(&node().url(), "byq");

@@ -149,7 +149,7 @@ pub(crate) async fn serve(
             && !reverse::is_error(&resp_body)
         {
             // `found: false` / `result: not_found` answers are documents.
-            unreadable(reverse::document(&resp_body, t), parts.status)?
+            unreadable(reverse::document_of(&resp_body, t, ids), parts.status)?
         } else {
             reverse::error(&resp_body, t, ids)
         }
@@ -163,7 +163,7 @@ pub(crate) async fn serve(
             resp_body.to_vec()
         }
     } else {
-        unreadable(reverse::document(&resp_body, t), parts.status)?
+        unreadable(reverse::document_of(&resp_body, t, ids), parts.status)?
     };
     let mut resp = json_response(parts, out);
     if method == Method::HEAD {

@@ -137,6 +137,30 @@ fn json_text(s: &str) -> String {
         .to_string()
 }
 
+/// JSON text with its `\uXXXX` escapes' hex digits upper-cased, as
+/// Jackson writes them.
+fn upper_hex_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\\u") {
+        // `\\u` is an escaped backslash followed by `u`, not an escape.
+        let backslashes = rest[..at].bytes().rev().take_while(|b| *b == b'\\').count();
+        out.push_str(&rest[..at + 2]);
+        rest = &rest[at + 2..];
+        if backslashes % 2 == 0 {
+            let n = rest
+                .bytes()
+                .take(4)
+                .take_while(u8::is_ascii_hexdigit)
+                .count();
+            out.push_str(&rest[..n].to_ascii_uppercase());
+            rest = &rest[n..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn as_str(raw: &[u8]) -> Option<String> {
     serde_json::from_slice::<String>(raw).ok()
 }
@@ -177,7 +201,19 @@ fn stripped(raw: &[u8], field: &str) -> Result<Edit, SourceError> {
 /// One document as OpenSearch returns it (get, write results, a hit);
 /// an error when it, or a part of it that is rewritten, does not scan.
 pub(crate) fn document(raw: &[u8], t: &impl Placed) -> Result<Vec<u8>, SourceError> {
-    try_edit(raw, |key, value| document_member(key, value, t, None))
+    document_of(raw, t, None)
+}
+
+/// [`document`] for an answer about one known document: its physical id,
+/// `(physical, logical)`, is replaced in the text of its replica failures.
+pub(crate) fn document_of(
+    raw: &[u8],
+    t: &impl Placed,
+    physical_id: Option<(&str, &str)>,
+) -> Result<Vec<u8>, SourceError> {
+    try_edit(raw, |key, value| {
+        document_member(key, value, t, physical_id)
+    })
 }
 
 /// A bulk item's inner object reversed as [`document`] does, in the same
@@ -332,21 +368,35 @@ fn aggregations(raw: &[u8], t: &impl Placed) -> Result<Vec<u8>, SourceError> {
 }
 
 /// A by-query answer: its `failures` name documents by physical index and
-/// id, translated back; the rest as an error body.
+/// id, in their `id` and in their text (`[acme:1]: version conflict`),
+/// translated back; the rest as an error body.
 pub(crate) fn by_query(raw: &[u8], t: &impl Placed) -> Vec<u8> {
+    let failure = |f: &[u8]| {
+        let mut ids = None;
+        let out = edit(f, |k, v| match k {
+            "id" if t.shared() => {
+                let physical = as_str(v);
+                match physical
+                    .as_deref()
+                    .and_then(|p| t.logical().id_template.logical(t.partition(), p))
+                {
+                    Some(l) => {
+                        let edit = Edit::Replace(json_string(l));
+                        ids = physical.clone().map(|p| (p, l.to_string()));
+                        edit
+                    }
+                    None => Edit::Keep,
+                }
+            }
+            _ => Edit::Keep,
+        });
+        let ids = ids.as_ref().map(|(p, l)| (p.as_str(), l.as_str()));
+        Ok(error(&out, t, ids))
+    };
     let out = edit(raw, |key, value| match key {
-        "failures" => Edit::Replace(
-            map_elements(value, |f| {
-                Ok(edit(f, |k, v| match k {
-                    "id" if t.shared() => as_str(v)
-                        .as_deref()
-                        .and_then(|p| t.logical().id_template.logical(t.partition(), p))
-                        .map_or(Edit::Keep, |l| Edit::Replace(json_string(l))),
-                    _ => Edit::Keep,
-                }))
-            })
-            .unwrap_or_else(|_| value.to_vec()),
-        ),
+        "failures" => {
+            Edit::Replace(map_elements(value, failure).unwrap_or_else(|_| value.to_vec()))
+        }
         _ => Edit::Keep,
     });
     error(&out, t, None)
@@ -367,10 +417,19 @@ pub(crate) fn error(raw: &[u8], t: &impl Placed, physical_id: Option<(&str, &str
     if let Some((physical, logical)) = physical_id {
         out = replace_all(out, physical.as_bytes(), logical.as_bytes());
         // Found by review: in JSON text an id holding `"`, `\` or a
-        // control character is written escaped (`acme:a\"b`).
+        // control character is written escaped (`acme:a\"b`); OpenSearch
+        // (Jackson) writes `\u001F` where serde writes `\u001f`.
         let escaped = json_text(physical);
         if escaped != physical {
             out = replace_all(out, escaped.as_bytes(), json_text(logical).as_bytes());
+            let upper = upper_hex_escapes(&escaped);
+            if upper != escaped {
+                out = replace_all(
+                    out,
+                    upper.as_bytes(),
+                    upper_hex_escapes(&json_text(logical)).as_bytes(),
+                );
+            }
         }
     }
     if t.shared() {
@@ -422,7 +481,7 @@ fn without_uuid_in_text(hay: Vec<u8>, index: &[u8]) -> Vec<u8> {
 }
 
 /// `raw` without any `stack_trace` member and, with `uuids`, any
-/// `index_uuid` member, at any depth (to 32 levels; OpenSearch's error
+/// `index_uuid` or `node` member, at any depth (to 32 levels; OpenSearch's error
 /// bodies are a few deep).
 fn scrub(raw: &[u8], uuids: bool, depth: usize) -> Vec<u8> {
     // A body that cannot hold such a member (every successful bulk item)
@@ -433,10 +492,11 @@ fn scrub(raw: &[u8], uuids: bool, depth: usize) -> Vec<u8> {
     static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
     static TRACE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"stack_trace"));
     static UUID: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"index_uuid"));
+    static NODE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"node\""));
     if depth == 0
         && ESCAPE.find(raw).is_none()
         && TRACE.find(raw).is_none()
-        && !(uuids && UUID.find(raw).is_some())
+        && !(uuids && (UUID.find(raw).is_some() || NODE.find(raw).is_some()))
     {
         return raw.to_vec();
     }
@@ -450,7 +510,9 @@ fn scrub(raw: &[u8], uuids: bool, depth: usize) -> Vec<u8> {
     };
     edit(raw, |key, value| match key {
         "stack_trace" => Edit::Drop,
-        "index_uuid" if uuids => Edit::Drop,
+        // A shard failure's `node` names the node holding the shared
+        // index's shard (found by review), as a hit's `_node` does.
+        "index_uuid" | "node" if uuids => Edit::Drop,
         _ => nested(value).map_or(Edit::Keep, Edit::Replace),
     })
 }
@@ -636,6 +698,44 @@ pub(crate) mod tests {
         }
         assert!(document(br#"{"_id":"acme:1" "found":true}"#, &names(true)).is_err());
         assert!(document(br#"{"_id":"acme:1","_source":[1]}"#, &names(true)).is_err());
+    }
+
+    /// Found by review: a shard failure's node id, a by-query failure's
+    /// text and an id escaped as Jackson escapes it named the physical
+    /// document or the shared index's node.
+    #[test]
+    fn failures_name_no_node_and_the_logical_id() {
+        let t = names(true);
+        let failed = br#"{"error":{"type":"search_phase_execution_exception","failed_shards":[{"shard":0,"index":"phys-shared","node":"_bPqF0uxRcC5e","reason":{"type":"x"}}]},"status":400}"#;
+        let out = String::from_utf8(error(failed, &t, None)).unwrap();
+        assert!(
+            !out.contains("_bPqF0") && !out.contains("phys-shared"),
+            "{out}"
+        );
+        assert!(error(failed, &names(false), None)
+            .windows(6)
+            .any(|w| w == b"_bPqF0"));
+        let byq = br#"{"total":2,"failures":[{"index":"phys-shared","id":"acme:1","cause":{"type":"version_conflict_engine_exception","reason":"[acme:1]: version conflict","index_uuid":"u","index":"phys-shared"},"status":409}]}"#;
+        let out = String::from_utf8(by_query(byq, &t)).unwrap();
+        assert!(
+            !out.contains("acme:") && !out.contains("index_uuid"),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#""id":"1""#) && out.contains(r#""reason":"[1]: version conflict""#),
+            "{out}"
+        );
+        let jackson = br#"{"error":{"reason":"[acme:a\u001Fb]: version conflict"}}"#;
+        let out =
+            String::from_utf8(error(jackson, &t, Some(("acme:a\u{1f}b", "a\u{1f}b")))).unwrap();
+        assert_eq!(
+            out,
+            r#"{"error":{"reason":"[a\u001Fb]: version conflict"}}"#
+        );
+        assert_eq!(
+            upper_hex_escapes(r"a\u00ffb\\u00ff\u00é"),
+            r"a\u00FFb\\u00ff\u00é"
+        );
     }
 
     #[test]

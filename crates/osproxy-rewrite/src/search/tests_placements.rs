@@ -122,6 +122,13 @@ fn red_team_variants_are_refused() {
         json!({"docvalue_fields": ["*ndex"]}),
         json!({"docvalue_fields": [{"field": "*seq_no"}]}),
         json!({"docvalue_fields": ["*"]}),
+        json!({"docvalue_fields": [{"field": "*"}]}),
+        json!({"query": {"prefix": {"t": {"value": "x", "rewrite": "scoring_boolean"}}}}),
+        json!({"query": {"wildcard": {"t": {"value": "x*", "rewrite": "constant_score_boolean"}}}}),
+        json!({"query": {"intervals": {"t": {"prefix": {"prefix": "proj"}}}}}),
+        json!({"query": {"intervals": {"t": {"all_of": {"intervals": [{"match": {"query": "a"}}, {"wildcard": {"pattern": "b*"}}]}}}}}),
+        json!({"query": {"intervals": {"t": {"any_of": {"intervals": [{"fuzzy": {"term": "abc"}}]}}}}}),
+        json!({"aggs": {"h": {"top_hits": {"docvalue_fields": [{"field": "*", "format": "use_field_mapping"}]}}}}),
         json!({"aggs": {"h": {"top_hits": {"docvalue_fields": ["*ndex"]}}}}),
         json!({"query": {"query_string": {"query": "x", "fields": ["*ndex"]}}}),
         json!({"query": {"multi_match": {"query": "x", "fields": ["*outing"]}}}),
@@ -170,6 +177,9 @@ fn red_team_variants_are_refused() {
         json!({"highlight": {"fields": {"*": {}}}}),
         json!({"query": {"query_string": {"query": "x", "fields": ["*", "t*"]}}}),
         json!({"query": {"multi_match": {"query": "x", "fields": ["*"]}}}),
+        json!({"query": {"prefix": {"t": {"value": "x", "rewrite": "constant_score"}}}}),
+        json!({"query": {"intervals": {"t": {"all_of": {"intervals": [{"match": {"query": "a b"}}]}}}}}),
+        json!({"query": {"bool": {"must": [{"prefix": {"t": "x"}}, {"intervals": {"t": {"match": {"query": "a"}}}}]}}}),
     ] {
         assert!(confine(body.clone(), &POLICY).is_ok(), "{body}");
     }

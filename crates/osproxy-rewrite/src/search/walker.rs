@@ -1,7 +1,7 @@
 //! The walk of a search body: every construct checked against the
 //! placement's rules (see the parent module for what is refused where).
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{bad, child, listed, refuse, Refusal};
 
@@ -113,22 +113,27 @@ impl Walker {
             return Ok(());
         }
         let physical = |name: &str| names_metadata(name, patterns);
+        // An object names a field by its key (`{"_id": ...}`) or by its
+        // `field` (`{"field": "*", "format": ...}`), alone or in a list.
+        // Found by review: the list's objects were checked by key only, so
+        // `docvalue_fields: [{"field": "*"}]` reached the metadata fields.
+        let object = |o: &Map<String, Value>| {
+            o.keys()
+                .find(|k| physical(k))
+                .cloned()
+                .or_else(|| match o.get("field") {
+                    Some(Value::String(f)) if physical(f) => Some(f.clone()),
+                    _ => None,
+                })
+        };
         let found = match v {
             Value::String(s) => physical(s).then(|| s.clone()),
             Value::Array(items) => items.iter().find_map(|i| match i {
                 Value::String(s) if physical(s) => Some(s.clone()),
-                Value::Object(o) => o.keys().find(|k| physical(k)).cloned(),
+                Value::Object(o) => object(o),
                 _ => None,
             }),
-            Value::Object(o) => {
-                o.keys()
-                    .find(|k| physical(k))
-                    .cloned()
-                    .or_else(|| match o.get("field") {
-                        Some(Value::String(f)) if physical(f) => Some(f.clone()),
-                        _ => None,
-                    })
-            }
+            Value::Object(o) => object(o),
             _ => None,
         };
         match found {
@@ -240,10 +245,26 @@ impl Walker {
             {
                 Err(refuse(format!("`{key}`"), path, EXPANSION))
             }
+            // Every rewrite but the constant-score ones expands into one
+            // clause per matching term of the shard: `top_terms_*` picks
+            // them by frequency, and the boolean ones fail past the clause
+            // limit (found by review: `scoring_boolean` answered whether
+            // other tenants' terms with a prefix pass 1,024).
             "rewrite" | "fuzzy_rewrite"
-                if self.shared && v.as_str().is_some_and(|r| r.starts_with("top_terms")) =>
+                if self.shared
+                    && !matches!(
+                        v.as_str(),
+                        Some("constant_score" | "constant_score_blended")
+                    ) =>
             {
                 Err(refuse(format!("`{key}` {v}"), path, EXPANSION))
+            }
+            // An intervals rule over several terms fails when it expands
+            // past its limit (128) among every tenant's terms.
+            "prefix" | "wildcard" | "fuzzy" | "regexp"
+                if self.shared && v.is_object() && in_intervals(path) =>
+            {
+                Err(refuse(format!("`intervals` `{key}` rule"), path, EXPANSION))
             }
             // `explain` in `top_hits` or `inner_hits` as well as at the top.
             "explain" | "profile" if self.shared && v != &Value::Bool(false) => {
@@ -751,6 +772,13 @@ fn text_fields(text: &str) -> Vec<String> {
     }
     end_token(&mut current, &mut exists_next, &mut fields);
     fields
+}
+
+/// Whether `path` lies inside an `intervals` query (its rules, and the
+/// `intervals` lists of `all_of` and `any_of`).
+fn in_intervals(path: &str) -> bool {
+    path.split('.')
+        .any(|s| s == "intervals" || s.starts_with("intervals["))
 }
 
 #[cfg(test)]

@@ -190,6 +190,23 @@ async fn per_part_errors_and_sources_read_as_the_client_wrote_them() {
         );
     }
 
+    // A search failing on every shard of the shared index names neither
+    // it nor the node holding it (found by review: `failed_shards[].node`).
+    let r = f
+        .call(
+            "acme-svc",
+            Method::POST,
+            "/orders/_search",
+            Some(json!({"query": {"regexp": {"title": "[a-"}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let failed = &r.json()["error"]["failed_shards"];
+    assert!(failed.is_array(), "{}", r.text());
+    assert!(failed[0].get("node").is_none(), "{}", r.text());
+    assert_eq!(failed[0]["index"], "orders", "{}", r.text());
+
     // umbrella's orders are on the dedicated cluster, its invoices on main.
     let umbrella: &[(&str, &str)] = &[("x-osproxy-partition", "umbrella")];
     let stored = [

@@ -42,19 +42,26 @@ where
     F: FnMut(&str, &[u8]) -> Edit,
 {
     let (spans, open_end, close) = scan_members(doc)?;
-    let mut edits = Vec::with_capacity(spans.len());
-    for (span, key_end) in &spans {
+    // Written from the first edit on: the members kept before it are
+    // copied as they are, separators included.
+    let mut out: Option<Vec<u8>> = None;
+    let mut first = true;
+    for (i, (span, key_end)) in spans.iter().enumerate() {
         let raw_key = &doc[span.key_start..*key_end];
         let key = unescape_key(raw_key)?;
-        edits.push(f(&key, &doc[span.value_start..span.value_end]));
-    }
-    if edits.iter().all(|e| *e == Edit::Keep) {
-        return Ok(Cow::Borrowed(doc));
-    }
-    let mut out = Vec::with_capacity(doc.len());
-    out.extend_from_slice(&doc[..open_end]);
-    let mut first = true;
-    for ((span, _), edit) in spans.iter().zip(edits) {
+        let edit = f(&key, &doc[span.value_start..span.value_end]);
+        let out = match (&mut out, edit) {
+            (None, Edit::Keep) => continue,
+            (Some(out), edit) => (out, edit),
+            (slot @ None, edit) => {
+                let mut o = Vec::with_capacity(doc.len());
+                let kept = i.checked_sub(1).map_or(open_end, |p| spans[p].0.value_end);
+                o.extend_from_slice(&doc[..kept]);
+                first = i == 0;
+                (slot.insert(o), edit)
+            }
+        };
+        let (out, edit) = out;
         let value = match edit {
             Edit::Drop => continue,
             Edit::Keep => &doc[span.value_start..span.value_end],
@@ -67,6 +74,9 @@ where
         out.extend_from_slice(&doc[span.lead..span.value_start]);
         out.extend_from_slice(value);
     }
+    let Some(mut out) = out else {
+        return Ok(Cow::Borrowed(doc));
+    };
     // Whitespace before `}` after the last kept member, then the rest.
     let tail_ws_start = spans.last().map_or(open_end, |(s, _)| s.value_end);
     out.extend_from_slice(&doc[tail_ws_start..close]);
@@ -339,6 +349,19 @@ impl Scan<'_> {
     }
     fn string(&mut self) -> Result<(), SourceError> {
         self.eat(b'"')?;
+        // Keys and most values are short: their end is looked for byte by
+        // byte first (a vector search costs more to set up than they take).
+        let short = self.b.len().min(self.pos + 24);
+        while self.pos < short {
+            match self.b[self.pos] {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                b'\\' => break,
+                _ => self.pos += 1,
+            }
+        }
         // Jump from quote or backslash to the next one (hits are mostly
         // long strings in sources).
         loop {

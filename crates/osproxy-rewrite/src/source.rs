@@ -112,8 +112,26 @@ impl<'de> Visitor<'de> for KeyIs<'_> {
         f.write_str("a string key")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        Ok(v == self.0)
+        Ok(names_field(v, self.0))
     }
+}
+
+/// Whether OpenSearch reads the top-level key `key` of a document as the
+/// field `field`, or as a path below it: the key itself, the key with dots
+/// after it, or a dotted path that starts with it. OpenSearch splits a key
+/// on its dots and drops the empty parts at its end, so `_tenant.` and
+/// `_tenant..` index into `_tenant` itself (found by review: a document
+/// with `"_tenant.":"globex"` was indexed with both partitions' values).
+///
+/// ```
+/// use osproxy_rewrite::source::names_field;
+/// assert!(names_field("_tenant", "_tenant") && names_field("_tenant.", "_tenant"));
+/// assert!(names_field("_tenant..", "_tenant") && names_field("_tenant.x", "_tenant"));
+/// assert!(!names_field("_tenants", "_tenant") && !names_field("x._tenant", "_tenant"));
+/// ```
+pub fn names_field(key: &str, field: &str) -> bool {
+    key.strip_prefix(field)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 /// Removes every top-level member of the JSON object `doc` whose key is
@@ -183,6 +201,16 @@ mod tests {
         assert_eq!(inject(r#"{"a":1,"_tenant":null,"_tenant":1}"#), present);
         assert!(inject(r#"{"a":{"_tenant":"x"}}"#).is_ok());
         assert!(inject(r#"{"_tenantx":1,"_tenan":2}"#).is_ok());
+        // Keys OpenSearch reads as the field (it drops trailing dots) or as
+        // a path below it.
+        for key in ["_tenant.", "_tenant..", r"_tenant\u002e", "_tenant.x"] {
+            assert_eq!(
+                inject(&format!(r#"{{"a":1,"{key}":"globex"}}"#)),
+                present,
+                "{key}"
+            );
+        }
+        assert!(inject(r#"{"x._tenant":1,"._tenantx":2}"#).is_ok());
     }
 
     #[test]

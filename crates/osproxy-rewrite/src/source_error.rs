@@ -18,6 +18,12 @@ pub enum SourceError {
         /// The reserved field name.
         field: String,
     },
+    /// A document in an answer is not one of the reader's partition (its
+    /// physical id is not built from the partition's id template).
+    Foreign {
+        /// The physical id it has.
+        id: String,
+    },
 }
 
 impl std::error::Error for SourceError {}
@@ -31,10 +37,15 @@ impl fmt::Display for SourceError {
             SourceError::NotAnObject => f.write_str(
                 "the document must be a JSON object (`{...}`), not an array, string, number, boolean or null",
             ),
+            SourceError::Foreign { id } => write!(
+                f,
+                "a document in the answer has the id {id:?}, which is not one of this partition's ids; it is not handed on"
+            ),
             SourceError::FieldPresent { field } => write!(
                 f,
-                "the document already has a top-level `{field}` field, which is reserved for the \
-                 tenant partition; remove it and retry"
+                "the document already has a top-level `{field}` field (or a key OpenSearch reads \
+                 as it, such as `{field}.`), which is reserved for the tenant partition; remove it \
+                 and retry"
             ),
         }
     }

@@ -309,6 +309,13 @@ impl<'t> BulkStream<'_, 't> {
             Ok(action) => self.action(position, action).await,
             Err(e) => {
                 let op = op_hint(&line);
+                // Found by review: past a line whose op cannot be told the
+                // later actions got no item at all; this one says so, as
+                // the item of a body broken off does.
+                let e = match op {
+                    Some(_) => e,
+                    None => format!("{e}; the request body was not read past this line (where its next action begins cannot be told): this and every later item of the request were not applied"),
+                };
                 self.out.set(
                     position,
                     item_error(
@@ -661,11 +668,13 @@ impl<'t> BulkStream<'_, 't> {
 /// The op of an action line that does not parse fully, when its single key
 /// says which op it is (so its source line can be skipped safely).
 fn op_hint(line: &[u8]) -> Option<BulkOp> {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
-    if map.len() != 1 {
+    // Read by its members, not into a tree (found by review: a large
+    // refused line built a tree the budget never saw).
+    let members = osproxy_rewrite::members::members(line).ok()?;
+    let [(key, _)] = members.as_slice() else {
         return None;
-    }
-    match map.keys().next().map(String::as_str) {
+    };
+    match Some(key.as_ref()) {
         Some("index") => Some(BulkOp::Index),
         Some("create") => Some(BulkOp::Create),
         Some("update") => Some(BulkOp::Update),

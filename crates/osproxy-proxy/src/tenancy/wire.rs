@@ -153,12 +153,28 @@ pub(crate) fn update_keeps_partition(
     field: &str,
     partition: &str,
 ) -> Result<(), ProxyError> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Ok(()); // refused as malformed where it is read
+    use osproxy_rewrite::members::members;
+    // Read member by member (no tree: a bulk's update lines are not
+    // charged to the budget as a tree); a body that does not scan is
+    // refused as malformed where it is read.
+    let Ok(top) = members(body) else {
+        return Ok(());
     };
-    for part in ["doc", "upsert"] {
-        if let Some(named) = v.get(part).and_then(|d| d.get(field)) {
-            if named.as_str() != Some(partition) {
+    for (part, doc) in top {
+        if part != "doc" && part != "upsert" {
+            continue;
+        }
+        let Ok(inner) = members(doc) else {
+            continue;
+        };
+        for (key, named) in inner {
+            if !osproxy_rewrite::source::names_field(&key, field) {
+                continue;
+            }
+            if key != field {
+                return Err(named_twice(&format!("{part}.{key}"), field));
+            }
+            if serde_json::from_slice::<String>(named).ok().as_deref() != Some(partition) {
                 return Err(ProxyError::new(
                     ErrorCode::PartitionForbidden,
                     format!("the update's `{part}.{field}` names another partition than the document's ({partition}); a document cannot be moved to another partition by an update"),
@@ -169,17 +185,32 @@ pub(crate) fn update_keeps_partition(
     Ok(())
 }
 
+/// A key OpenSearch reads as the partition field though it is not written
+/// as it (`tenant_id.`): the document would name a second partition.
+fn named_twice(key: &str, field: &str) -> ProxyError {
+    ProxyError::new(
+        ErrorCode::BadRequest,
+        format!("`{key}` is read by OpenSearch as the partition field `{field}` (it drops a key's trailing dots); name the partition once, as `{field}`"),
+    )
+}
+
 /// The partition a document names in `field` (a top-level string), for
 /// logical indices whose partition comes from the body.
 pub(crate) fn body_partition(doc: &[u8], field: &str, index: &str) -> Result<String, ProxyError> {
     let mut found: Option<Result<String, ()>> = None;
+    let mut twice = None;
     osproxy_rewrite::members::edit_members(doc, |key, value| {
         if key == field {
             found = Some(serde_json::from_slice::<String>(value).map_err(|_| ()));
+        } else if osproxy_rewrite::source::names_field(key, field) {
+            twice.get_or_insert_with(|| key.to_string());
         }
         osproxy_rewrite::members::Edit::Keep
     })
     .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
+    if let Some(key) = twice {
+        return Err(named_twice(&key, field));
+    }
     match found {
         Some(Ok(v)) => Ok(v),
         _ => Err(ProxyError::new(
@@ -271,6 +302,7 @@ mod tests {
             &br#"{"doc":{"tenant_id":"globex"}}"#[..],
             br#"{"doc":{"n":1},"upsert":{"tenant_id":"globex"}}"#,
             br#"{"doc":{"tenant_id":1}}"#,
+            br#"{"doc":{"n":1},"doc":{"tenant_id":"globex"}}"#,
         ] {
             let e = update_keeps_partition(bad, "tenant_id", "acme").unwrap_err();
             assert_eq!(
@@ -280,5 +312,40 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// Found by review: OpenSearch drops a key's trailing dots, so
+    /// `tenant_id.` is the partition field a second time.
+    #[test]
+    fn a_key_opensearch_reads_as_the_partition_field_is_refused() {
+        for bad in [
+            &br#"{"tenant_id":"acme","tenant_id.":"globex"}"#[..],
+            br#"{"tenant_id..":"globex","tenant_id":"acme"}"#,
+            br#"{"tenant_id":"acme","tenant_id.x":1}"#,
+        ] {
+            let e = body_partition(bad, "tenant_id", "events").unwrap_err();
+            assert_eq!(
+                e.code,
+                ErrorCode::BadRequest,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(e.reason.contains("trailing dots"), "{}", e.reason);
+        }
+        assert_eq!(
+            body_partition(
+                br#"{"tenant_id":"acme","tenant_idx":"globex"}"#,
+                "tenant_id",
+                "events"
+            )
+            .unwrap(),
+            "acme"
+        );
+        let e = update_keeps_partition(br#"{"doc":{"tenant_id.":"globex"}}"#, "tenant_id", "acme")
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(
+            update_keeps_partition(br#"{"doc":{"tenant_id":"acme"}}"#, "tenant_id", "acme").is_ok()
+        );
     }
 }

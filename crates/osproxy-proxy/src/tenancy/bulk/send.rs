@@ -108,14 +108,22 @@ pub(super) async fn send(
     let split = match split_response(&body) {
         Ok(s) if s.items.len() == batch.items.len() => s,
         Ok(s) => {
+            // The cluster did read the batch: an item may have been
+            // applied (found by review: the reason read as a plain failure,
+            // inviting a retry of a create or an update).
             let reason = format!(
-                "the cluster answered {} items for {} sent",
+                "the cluster answered {} items for {} sent; whether this item was applied is unknown: read the document before retrying",
                 s.items.len(),
                 batch.items.len()
             );
             return failed(502, "upstream_bulk_mismatch", &reason);
         }
-        Err(e) => return failed(502, "upstream_bulk_unreadable", &e.to_string()),
+        Err(e) => {
+            let reason = format!(
+                "{e}; whether this item was applied is unknown: read the document before retrying"
+            );
+            return failed(502, "upstream_bulk_unreadable", &reason);
+        }
     };
     split
         .items

@@ -731,7 +731,8 @@ struct MsearchAnswer {
     status: http::StatusCode,
     /// The search being streamed, and its client position.
     search: Option<(usize, SearchStream<reverse::Streamed>)>,
-    /// Whether the element being read is past the searches asked for.
+    /// Whether the element being read is read past: past the searches
+    /// asked for, or already answered with an error.
     extra: bool,
 }
 
@@ -759,7 +760,26 @@ impl MsearchAnswer {
 impl Elements for MsearchAnswer {
     fn part(&mut self, bytes: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), StreamError> {
         if self.search.is_none() && !self.extra {
+            let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+            if first.is_none() && !end {
+                // Which the element is is told by its first byte.
+                return Ok(());
+            }
             match self.list.next() {
+                // Not a search's answer: an error in its place, as the
+                // whole-answer path gives (found by review: the stream was
+                // broken off), and the element read past.
+                Some((pos, _)) if first != Some(&b'{') => {
+                    self.open();
+                    let missing = self.missing();
+                    self.list.up_to(pos, out, missing);
+                    out.extend_from_slice(&missing_search(&ProxyError::new(
+                        ErrorCode::UpstreamUnavailable,
+                        "the cluster's answer for this search is not a JSON object",
+                    )));
+                    self.list.done(pos);
+                    self.extra = !end;
+                }
                 Some((pos, names)) => {
                     let reverse = reverse::Streamed {
                         names: names.clone(),
@@ -864,15 +884,16 @@ mod tests {
     /// reversal (hits, a failed search's error), in its client position.
     #[test]
     fn an_msearch_answer_streams_in_the_clients_order() {
-        let upstream = r#"{"took":4,"responses":[{"took":1,"timed_out":false,"_shards":{"total":1,"successful":1,"skipped":0,"failed":0},"hits":{"total":{"value":1,"relation":"eq"},"max_score":1.0,"hits":[{"_index":"phys-shared","_id":"acme:1","_score":1.0,"_routing":"acme","_source":{"_tenant":"acme","t":1}}]},"status":200},{"error":{"root_cause":[{"type":"index_not_found_exception","reason":"no such index [phys-shared]","index":"phys-shared","index_uuid":"u"}],"type":"index_not_found_exception","reason":"no such index [phys-shared]","index":"phys-shared","index_uuid":"u"},"status":404},{"extra":1}]}"#;
+        let upstream = r#"{"took":4,"responses":[{"took":1,"timed_out":false,"_shards":{"total":1,"successful":1,"skipped":0,"failed":0},"hits":{"total":{"value":1,"relation":"eq"},"max_score":1.0,"hits":[{"_index":"phys-shared","_id":"acme:1","_score":1.0,"_routing":"acme","_source":{"_tenant":"acme","t":1}}]},"status":200},{"error":{"root_cause":[{"type":"index_not_found_exception","reason":"no such index [phys-shared]","index":"phys-shared","index_uuid":"u"}],"type":"index_not_found_exception","reason":"no such index [phys-shared]","index":"phys-shared","index_uuid":"u"},"status":404}, ["acme:1", {"_id":"acme:2"}] ,{"extra":1}]}"#;
         for chunk in [1, 2, 5, 64, 4096] {
             let made = vec![
                 Some(br#"{"error":"made 0","status":400}"#.to_vec()),
                 None,
                 None,
                 Some(br#"{"error":"made 3","status":400}"#.to_vec()),
+                None,
             ];
-            let cluster = [1, 2].map(|p| (p, reverse::tests::names(true)));
+            let cluster = [1, 2, 4].map(|p| (p, reverse::tests::names(true)));
             let answer = MsearchAnswer {
                 list: Ordered::new(made, cluster, Vec::new()),
                 started: std::time::Instant::now(),
@@ -883,7 +904,12 @@ mod tests {
             let got = run(ElementStream::new(answer, "responses"), upstream, chunk);
             assert!(got["took"].is_u64(), "{got}");
             let r = got["responses"].as_array().unwrap();
-            assert_eq!(r.len(), 4, "chunks of {chunk}: {got}");
+            assert_eq!(r.len(), 5, "chunks of {chunk}: {got}");
+            // An element that is not a search's answer is an error in its
+            // place, as on the whole-answer path.
+            assert_eq!(r[4]["status"], 502, "{got}");
+            assert_eq!(r[4]["error"]["type"], "upstream_unavailable", "{got}");
+            assert!(!got.to_string().contains("acme:"), "{got}");
             assert_eq!(r[0]["error"], "made 0");
             assert_eq!(r[3]["error"], "made 3");
             assert_eq!(

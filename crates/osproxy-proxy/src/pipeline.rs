@@ -563,7 +563,7 @@ impl Proxy {
             .headers
             .insert(X_REQUEST_ID.clone(), request_id.clone());
         if prefixed {
-            confine_passthrough(&mut parts, &check)?;
+            confine_passthrough(&mut parts, &check, &self.router)?;
         }
         let violation = Arc::new(std::sync::Mutex::new(None::<String>));
         let coding = if http_body::Body::is_end_stream(&body) {
@@ -888,9 +888,29 @@ fn gzip_response(resp: Response<ResponseBody>) -> Response<ResponseBody> {
 fn confine_passthrough(
     parts: &mut http::request::Parts,
     check: &BodyCheck,
+    router: &crate::route::Router,
 ) -> Result<(), ProxyError> {
     let query = osproxy_rewrite::query::Query::parse(parts.uri.query())
         .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
+    router.query_names_within(&parts.method, parts.uri.path(), &query)?;
+    // Headers the cluster's security plugin acts on for whoever osproxy
+    // connects as (impersonation, proxy authentication): a client of a
+    // prefix passthrough does not choose whom the cluster takes it for.
+    let security: Vec<http::HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            n.starts_with("opendistro_security")
+                || n.starts_with("_opendistro_security")
+                || n.starts_with("plugins_security")
+                || n.starts_with("x-proxy-")
+        })
+        .cloned()
+        .collect();
+    for name in security {
+        parts.headers.remove(name);
+    }
     if let Some(name) = ["source", "source_content_type"]
         .into_iter()
         .find(|n| query.contains(n))

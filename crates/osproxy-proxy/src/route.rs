@@ -71,6 +71,36 @@ impl Router {
         }
     }
 
+    /// On prefix passthrough: the query parameters that name an index
+    /// (OpenSearch fills a route's `{index}`, `{name}`, `{new_index}` or
+    /// `{target}` from the query string when the path has no such segment:
+    /// found by review, `PUT /legacy-x/_alias?name=orders-globex` claimed a
+    /// name outside the prefixes) each stay within the prefixes.
+    pub fn query_names_within(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &osproxy_rewrite::query::Query,
+    ) -> Result<(), ProxyError> {
+        let Some(prefixes) = self.passthrough.as_ref().and_then(|p| p.prefixes.as_ref()) else {
+            return Ok(());
+        };
+        for param in ["index", "name", "new_index", "target", "alias"] {
+            let Some(value) = query.get(param) else {
+                continue;
+            };
+            if let Some(name) = value.split(',').find(|n| !within(n, prefixes)) {
+                let shown: String = name.chars().take(200).collect();
+                return Err(unsupported(
+                    method,
+                    path,
+                    &format!("its query parameter `{param}` names {shown:?}, which does not start with a passthrough prefix {prefixes:?} (OpenSearch reads it as the path's `{{{param}}}`)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The cluster position that serves this request.
     pub fn route(
         &self,
@@ -254,6 +284,36 @@ mod tests {
         assert_eq!(route(&r, Method::GET, "/_cat/indices"), Ok(1));
     }
 
+    /// Found by review: OpenSearch fills a route's `{name}` or
+    /// `{new_index}` from the query string when the path has none.
+    #[test]
+    fn query_parameters_that_name_indices_stay_within_the_prefixes() {
+        let r = router(Some(&["legacy-"]));
+        let check = |q: &str| {
+            let q = osproxy_rewrite::query::Query::parse(Some(q)).unwrap();
+            r.query_names_within(&Method::PUT, "/legacy-x/_alias", &q)
+                .map_err(|e| e.code)
+        };
+        assert_eq!(check("name=legacy-y&pretty"), Ok(()));
+        for bad in [
+            "name=orders-globex",
+            "name=legacy-y,orders",
+            "new_index=orders-globex",
+            "target=orders",
+            "index=orders",
+            "alias=x",
+            "name=legacy-y&name=orders",
+            "name=",
+        ] {
+            assert_eq!(check(bad), Err(ErrorCode::UnsupportedEndpoint), "{bad}");
+        }
+        let open = router(None);
+        let q = osproxy_rewrite::query::Query::parse(Some("name=anything")).unwrap();
+        assert!(open
+            .query_names_within(&Method::PUT, "/x/_alias", &q)
+            .is_ok());
+    }
+
     #[test]
     fn prefixes_confine() {
         let r = router(Some(&["legacy-", "old-"]));
@@ -275,6 +335,12 @@ mod tests {
             refused
         );
         assert_eq!(route(&r, Method::GET, "/_all/_search"), refused);
+        // `cluster:index` names a remote cluster's index.
+        assert_eq!(route(&r, Method::GET, "/legacy-*:orders/_search"), refused);
+        assert_eq!(
+            route(&r, Method::GET, "/legacy-a%3Aorders/_search"),
+            refused
+        );
         assert_eq!(route(&r, Method::GET, "/*/_search"), refused);
         assert_eq!(route(&r, Method::GET, "/_search"), refused);
         // A bulk passes, with its action lines checked as they stream.

@@ -6,9 +6,11 @@
 
 /// Whether one index name of a path stays within the prefixes. Exclusions
 /// (`-x`) and empty names are refused: they only make sense next to a
-/// wider pattern that is itself outside.
+/// wider pattern that is itself outside. So is a name with `:`, which no
+/// index has and OpenSearch reads as `cluster:index` of a remote cluster
+/// (`legacy-*:orders-shared` names a remote's index).
 pub fn within(name: &str, prefixes: &[String]) -> bool {
-    !name.is_empty() && prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    !name.is_empty() && !name.contains(':') && prefixes.iter().any(|p| name.starts_with(p.as_str()))
 }
 
 /// Checks the indices a passthrough query body names: all within
@@ -191,6 +193,15 @@ mod tests {
             br#"{"templates":[{"id":"t","template":{"source":"{}"}}]}"#,
             br#"{"query":{"geo_shape":{"g":{"indexed_shape":{"id":"1","path":"g"}}}}}"#,
             br#"{"query":{"match_all":{}}/*x*/}"#,
+            // Found by review: the alias endpoint reads every scalar under
+            // `index` or `alias` as a name, in a list too.
+            br#"{"index":["orders-shared"]}"#,
+            br#"{"index":["legacy-a","orders-shared"]}"#,
+            br#"{"alias":["orders-globex"]}"#,
+            br#"{"index":2024}"#,
+            br#"{"alias":true}"#,
+            br#"{"indices":["legacy-a",7]}"#,
+            br#"{"index":"legacy-*:orders-shared"}"#,
         ] {
             assert!(
                 check_references(bad, &p).is_err(),
@@ -201,6 +212,16 @@ mod tests {
         // A mapping parameter named `index` is not an index name.
         assert!(check_references(
             br#"{"mappings":{"properties":{"x":{"type":"text","index":"false"}}}}"#,
+            &p
+        )
+        .is_ok());
+        assert!(check_references(
+            br#"{"mappings":{"properties":{"x":{"type":"text","index":false}}}}"#,
+            &p
+        )
+        .is_ok());
+        assert!(check_references(
+            br#"{"index":["legacy-a","legacy-b"],"alias":"legacy-c"}"#,
             &p
         )
         .is_ok());

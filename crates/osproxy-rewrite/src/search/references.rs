@@ -32,6 +32,17 @@ fn collect_names(v: &Value, path: &str, names: &mut Vec<String>) -> Result<(), R
                     // `"index": "false"` is also a mapping parameter.
                     ("index", Value::String(name)) if name == "true" || name == "false" => {}
                     ("index" | "_index" | "alias", Value::String(name)) => names.push(name.clone()),
+                    // Found by review: OpenSearch's alias endpoint reads
+                    // every scalar under `index` or `alias` as a name, in a
+                    // list too (`{"index":["orders-shared"]}` pointed an
+                    // alias inside the prefixes at the shared index), and a
+                    // number as its text. Each is a name here; a boolean
+                    // under `index` is the mapping parameter.
+                    ("index" | "_index" | "alias" | "indices", Value::Array(items)) => {
+                        names.extend(items.iter().filter_map(scalar_name));
+                    }
+                    ("index" | "_index" | "alias", Value::Number(n)) => names.push(n.to_string()),
+                    ("_index" | "alias", Value::Bool(b)) => names.push(b.to_string()),
                     ("aliases", Value::Object(o)) => names.extend(o.keys().cloned()),
                     ("aliases", Value::Array(items)) => {
                         names.extend(items.iter().filter_map(Value::as_str).map(str::to_string));
@@ -67,9 +78,6 @@ fn collect_names(v: &Value, path: &str, names: &mut Vec<String>) -> Result<(), R
                             "a template renders a query osproxy cannot see, so it cannot tell which indices it names",
                         ))
                     }
-                    ("indices", Value::Array(items)) => {
-                        names.extend(items.iter().filter_map(Value::as_str).map(str::to_string));
-                    }
                     ("indices_boost", Value::Array(items)) => {
                         for item in items {
                             if let Some(o) = item.as_object() {
@@ -101,5 +109,16 @@ fn collect_names(v: &Value, path: &str, names: &mut Vec<String>) -> Result<(), R
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// A list item OpenSearch would read as a name: a string, or a number's or
+/// boolean's text (objects and lists are walked for their own members).
+fn scalar_name(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }

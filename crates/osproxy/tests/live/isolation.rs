@@ -169,6 +169,11 @@ fn suite() -> Vec<Attack> {
         attack(pt, "`source` smuggled after `;`", M::GET, "/legacy-x/_search?size=1;source=%7B%7D", None),
         attack(pt, "an alias claiming a name outside the prefixes", M::PUT, "/legacy-x/_alias/iso-newco", None),
         attack(pt, "aliases in a create body", M::PUT, "/legacy-z", Some(r#"{"aliases":{"iso-newco":{}}}"#)),
+        attack(pt, "an alias body naming the shared index in a list", M::PUT, "/legacy-x/_alias/legacy-al", Some(r#"{"index":["iso-shared"]}"#)),
+        attack(pt, "an alias body naming its alias in a list", M::PUT, "/legacy-x/_aliases", Some(r#"{"alias":["iso-claimed"]}"#)),
+        attack(pt, "an alias name in the query string", M::PUT, "/legacy-x/_alias?name=iso-claimed", None),
+        attack(pt, "a rollover target in the query string", M::POST, "/legacy-x/_rollover?new_index=iso-claimed", None),
+        attack(pt, "a remote cluster's index", M::GET, "/legacy-*:iso-shared/_search", None),
         attack(pt, "a clone target outside the prefixes", M::POST, "/legacy-x/_clone/iso-newco", None),
         attack(pt, "rank_eval with a template", M::POST, "/legacy-x/_rank_eval", Some(r#"{"templates":[{"id":"t","template":{"source":"{\"query\":{\"terms\":{\"title\":{\"index\":\"iso-shared\",\"id\":\"globex:1\",\"path\":\"title\"}}}}"}}],"requests":[{"id":"r","template_id":"t","ratings":[]}],"metric":{"precision":{}}}"#)),
         attack(stats, "explain inside top_hits", M::POST, "/orders/_search", Some(r#"{"query":{"match":{"title":"zanzibar"}},"aggs":{"t":{"top_hits":{"explain":true}}}}"#)),
@@ -419,6 +424,13 @@ async fn every_attack_is_refused_or_confined() {
         planted["count"], 1,
         "documents planted in globex's partition: {planted}"
     );
+
+    // No alias points at the shared index, and no name outside the
+    // prefixes was claimed as one.
+    let aliases = on_node(Method::GET, "/iso-shared/_alias", None).await;
+    assert_eq!(aliases["iso-shared"]["aliases"], json!({}), "{aliases}");
+    let claimed = on_node(Method::GET, "/_alias/iso-claimed", None).await;
+    assert_eq!(claimed["status"], 404, "{claimed}");
 
     // The legitimate forms of the refused requests still work.
     for (path, body) in [

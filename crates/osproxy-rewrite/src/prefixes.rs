@@ -202,6 +202,13 @@ mod tests {
             br#"{"alias":true}"#,
             br#"{"indices":["legacy-a",7]}"#,
             br#"{"index":"legacy-*:orders-shared"}"#,
+            // OpenSearch reads the alias body as a flat run of tokens.
+            br#"{"index":[["orders-shared"]]}"#,
+            br#"{"x":[{"index":"legacy-x"},"orders-shared"]}"#,
+            br#"{"alias":[["orders-acme"]]}"#,
+            br#"{"index":null}"#,
+            br#"{"settings":{"index.search.default_pipeline":"p"}}"#,
+            br#"{"search.default_pipeline":"p"}"#,
         ] {
             assert!(
                 check_references(bad, &p).is_err(),
@@ -222,6 +229,16 @@ mod tests {
         .is_ok());
         assert!(check_references(
             br#"{"index":["legacy-a","legacy-b"],"alias":"legacy-c"}"#,
+            &p
+        )
+        .is_ok());
+        assert!(check_references(
+            br#"{"mappings":{"properties":{"index":{"type":"keyword","index":true},"t":{"type":"text"}}}}"#,
+            &p
+        )
+        .is_ok());
+        assert!(check_references(
+            br#"{"filter":{"term":{"user":"kimchy"}},"routing":"1"}"#,
             &p
         )
         .is_ok());

@@ -93,15 +93,7 @@ pub(crate) async fn serve(
                 let named = |key: &str| body.as_ref().is_some_and(|v| mentions_key(v, key));
                 let refused = if body.as_ref().is_some_and(|v| v.get("aliases").is_some()) {
                     Some("`aliases`")
-                } else if [
-                    "default_pipeline",
-                    "final_pipeline",
-                    "index.default_pipeline",
-                    "index.final_pipeline",
-                ]
-                .iter()
-                .any(|k| named(k))
-                {
+                } else if body.as_ref().is_some_and(names_a_pipeline) || named("search_pipeline") {
                     Some("a default or final pipeline")
                 } else {
                     None
@@ -241,7 +233,12 @@ fn with_partition_field(raw: &Bytes, field: &str) -> Result<Bytes, ProxyError> {
             "`mappings.properties` must be an object",
         ));
     };
-    if properties.contains_key(field) {
+    // `_tenant.` is `_tenant` to OpenSearch's mapping parser (it drops a
+    // name's trailing dots), and `_tenant.x` a path below it.
+    if properties
+        .keys()
+        .any(|k| osproxy_rewrite::source::names_field(k, field))
+    {
         return Err(ProxyError::new(
             ErrorCode::BadRequest,
             format!("`{field}` is osproxy's partition field; remove it from the mappings"),
@@ -310,6 +307,12 @@ fn consistent_with_declared(body: &Map<String, Value>, t: &Target<'_>) -> Result
     for (field, def) in given.into_iter().flatten() {
         if field == &t.logical.field {
             continue;
+        }
+        if osproxy_rewrite::source::names_field(field, &t.logical.field) {
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                format!("`{}` is read by OpenSearch as osproxy's partition field `{}`; remove it from the mappings", field.chars().take(64).collect::<String>(), t.logical.field),
+            ));
         }
         if declared.get("properties").and_then(|p| p.get(field)) != Some(def) {
             let shown: String = field.chars().take(64).collect();
@@ -386,6 +389,20 @@ fn is_alias_field(v: &Value) -> bool {
 }
 
 /// Whether `key` occurs as an object key anywhere in `v`.
+/// Whether a settings body names a default or final pipeline, in any
+/// spelling: nested (`{"index":{"default_pipeline":..}}`), dotted
+/// (`index.default_pipeline`) or both, the search one too (found by review:
+/// `index.search.default_pipeline` ran a search pipeline on every search).
+fn names_a_pipeline(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| osproxy_rewrite::search::is_pipeline_setting(k) || names_a_pipeline(v)),
+        Value::Array(a) => a.iter().any(names_a_pipeline),
+        _ => false,
+    }
+}
+
 fn mentions_key(v: &Value, key: &str) -> bool {
     match v {
         Value::Object(m) => m.iter().any(|(k, v)| k == key || mentions_key(v, key)),
@@ -397,7 +414,13 @@ fn mentions_key(v: &Value, key: &str) -> bool {
 fn mentions_field(raw: &[u8], field: &str) -> bool {
     serde_json::from_slice::<Value>(raw)
         .ok()
-        .and_then(|v| v.get("properties").and_then(|p| p.get(field)).map(|_| ()))
+        .and_then(|v| {
+            v.get("properties")?
+                .as_object()?
+                .keys()
+                .find(|k| osproxy_rewrite::source::names_field(k, field))
+                .map(|_| ())
+        })
         .is_some()
 }
 
@@ -462,4 +485,53 @@ fn logical_view(raw: &[u8], t: &Target<'_>) -> Vec<u8> {
     }
     let text = Value::Object(out).to_string();
     reverse::error(text.as_bytes(), t, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by review: OpenSearch's mapping parser reads `_tenant.` as
+    /// `_tenant` (and `_tenant.x` as a path below it), so a mapping may not
+    /// name the partition field in those spellings either.
+    #[test]
+    fn a_mapping_may_not_name_the_partition_field_in_any_spelling() {
+        for props in [
+            r#"{"_tenant":{}}"#,
+            r#"{"_tenant.":{"type":"keyword","ignore_above":1}}"#,
+            r#"{"_tenant.t":{"type":"text"}}"#,
+        ] {
+            let body = format!(r#"{{"mappings":{{"properties":{props}}}}}"#);
+            assert!(
+                with_partition_field(&Bytes::from(body.clone()), "_tenant").is_err(),
+                "{body}"
+            );
+            assert!(
+                mentions_field(format!(r#"{{"properties":{props}}}"#).as_bytes(), "_tenant"),
+                "{props}"
+            );
+        }
+        let ok = Bytes::from(r#"{"mappings":{"properties":{"_tenants":{"type":"text"}}}}"#);
+        assert!(with_partition_field(&ok, "_tenant").is_ok());
+        assert!(!mentions_field(
+            br#"{"properties":{"x._tenant":{}}}"#,
+            "_tenant"
+        ));
+    }
+
+    #[test]
+    fn a_pipeline_setting_is_seen_in_every_spelling() {
+        for body in [
+            r#"{"settings":{"index.search.default_pipeline":"p"}}"#,
+            r#"{"settings":{"index":{"search":{"default_pipeline":"p"}}}}"#,
+            r#"{"settings":{"search.default_pipeline":"p"}}"#,
+            r#"{"settings":{"index.final_pipeline":"p"}}"#,
+            r#"{"settings":{"default_pipeline":"p"}}"#,
+        ] {
+            let v: Value = serde_json::from_str(body).unwrap();
+            assert!(names_a_pipeline(&v), "{body}");
+        }
+        let v: Value = serde_json::from_str(r#"{"settings":{"number_of_shards":1}}"#).unwrap();
+        assert!(!names_a_pipeline(&v));
+    }
 }

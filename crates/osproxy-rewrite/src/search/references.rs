@@ -20,7 +20,87 @@ pub fn named_indices(body: &[u8]) -> Result<Vec<String>, Refusal> {
     let top = parse_top(body)?;
     let mut names = Vec::new();
     collect_names(&Value::Object(top), "", &mut names)?;
+    // Each name once (the two readings mostly find the same ones).
+    let mut seen: std::collections::HashSet<String> = names.iter().cloned().collect();
+    for name in flat_names(body) {
+        if seen.insert(name.clone()) {
+            names.push(name);
+        }
+    }
     Ok(names)
+}
+
+/// The names OpenSearch's alias endpoint reads from a body: it reads the
+/// body as a flat run of tokens, and every plain value that comes after the
+/// key `index` or `alias` (the last key seen, at any depth, after objects
+/// close too) replaces the path's names. Found by review: `{"index":
+/// [["orders-shared"]]}` and `{"x":[{"index":"legacy-a"},"orders-shared"]}`
+/// pointed an alias at the shared index, since a walk of the tree saw no
+/// name there. A value right after `index` that is a boolean, or the
+/// string `true` or `false`, is the mapping parameter. The body has passed
+/// the strict check.
+fn flat_names(body: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut last: Option<String> = None;
+    let mut after_colon = false;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < body.len() && body[i] != b'"' {
+                    i += if body[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                let raw = body.get(start..i.min(body.len())).unwrap_or_default();
+                let text = serde_json::from_slice::<String>(raw).unwrap_or_default();
+                let next = body[i.min(body.len())..]
+                    .iter()
+                    .find(|b| !b.is_ascii_whitespace());
+                if next == Some(&b':') {
+                    last = Some(text);
+                    after_colon = false;
+                    continue;
+                }
+                let mapping = after_colon && (text == "true" || text == "false");
+                if is_name_key(last.as_deref()) && !(mapping && last.as_deref() == Some("index")) {
+                    names.push(text);
+                }
+                after_colon = false;
+            }
+            b':' => {
+                after_colon = true;
+                i += 1;
+            }
+            b'{' | b'[' | b'}' | b']' | b',' => {
+                after_colon = false;
+                i += 1;
+            }
+            b if b.is_ascii_whitespace() => i += 1,
+            _ => {
+                // A number, `true`, `false` or `null`.
+                let start = i;
+                while i < body.len()
+                    && !matches!(body[i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                {
+                    i += 1;
+                }
+                let text = String::from_utf8_lossy(&body[start..i]).into_owned();
+                let mapping = after_colon && (text == "true" || text == "false");
+                if is_name_key(last.as_deref()) && !(mapping && last.as_deref() == Some("index")) {
+                    names.push(text);
+                }
+                after_colon = false;
+            }
+        }
+    }
+    names
+}
+
+/// Keys whose values OpenSearch reads as index or alias names.
+fn is_name_key(key: Option<&str>) -> bool {
+    matches!(key, Some("index" | "alias" | "_index" | "indices"))
 }
 
 fn collect_names(v: &Value, path: &str, names: &mut Vec<String>) -> Result<(), Refusal> {
@@ -63,8 +143,7 @@ fn collect_names(v: &Value, path: &str, names: &mut Vec<String>) -> Result<(), R
                     // Pipelines run after osproxy: a search pipeline can
                     // rewrite the query from a template, an ingest pipeline
                     // (default or final) can set a document's `_index`.
-                    ("search_pipeline" | "default_pipeline" | "final_pipeline"
-                    | "index.default_pipeline" | "index.final_pipeline", _) => {
+                    (k, _) if is_pipeline_setting(k) => {
                         return Err(refuse(
                             format!("`{key}`"),
                             &at,
@@ -110,6 +189,17 @@ fn collect_names(v: &Value, path: &str, names: &mut Vec<String>) -> Result<(), R
         }
         _ => Ok(()),
     }
+}
+
+/// Whether a body key names a pipeline that runs after osproxy: the last
+/// dotted part of the key is `search_pipeline`, `default_pipeline` or
+/// `final_pipeline` (`index.search.default_pipeline`, `default_pipeline`
+/// nested under `index`, ...).
+pub fn is_pipeline_setting(key: &str) -> bool {
+    matches!(
+        key.rsplit('.').next(),
+        Some("search_pipeline" | "default_pipeline" | "final_pipeline")
+    )
 }
 
 /// A list item OpenSearch would read as a name: a string, or a number's or

@@ -126,6 +126,9 @@ fn red_team_variants_are_refused() {
         json!({"query": {"prefix": {"t": {"value": "x", "rewrite": "scoring_boolean"}}}}),
         json!({"query": {"wildcard": {"t": {"value": "x*", "rewrite": "constant_score_boolean"}}}}),
         json!({"query": {"intervals": {"t": {"prefix": {"prefix": "proj"}}}}}),
+        json!({"query": {"span_multi": {"match": {"prefix": {"t": {"value": "sec"}}}}}}),
+        json!({"query": {"span_near": {"clauses": [{"span_multi": {"match": {"wildcard": {"t": "s*"}}}}], "slop": 1}}}),
+        json!({"verbose_pipeline": true}),
         json!({"query": {"intervals": {"t": {"all_of": {"intervals": [{"match": {"query": "a"}}, {"wildcard": {"pattern": "b*"}}]}}}}}),
         json!({"query": {"intervals": {"t": {"any_of": {"intervals": [{"fuzzy": {"term": "abc"}}]}}}}}),
         json!({"aggs": {"h": {"top_hits": {"docvalue_fields": [{"field": "*", "format": "use_field_mapping"}]}}}}),
@@ -178,6 +181,8 @@ fn red_team_variants_are_refused() {
         json!({"query": {"query_string": {"query": "x", "fields": ["*", "t*"]}}}),
         json!({"query": {"multi_match": {"query": "x", "fields": ["*"]}}}),
         json!({"query": {"prefix": {"t": {"value": "x", "rewrite": "constant_score"}}}}),
+        json!({"query": {"match": {"rewrite": "a field of that name"}}}),
+        json!({"verbose_pipeline": false}),
         json!({"query": {"intervals": {"t": {"all_of": {"intervals": [{"match": {"query": "a b"}}]}}}}}),
         json!({"query": {"bool": {"must": [{"prefix": {"t": "x"}}, {"intervals": {"t": {"match": {"query": "a"}}}}]}}}),
     ] {

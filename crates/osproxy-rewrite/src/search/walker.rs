@@ -53,6 +53,14 @@ impl Walker {
             "profile" | "explain" if self.shared && v != &Value::Bool(false) => {
                 Err(refuse(format!("`{key}`"), key, STATS))
             }
+            // Found by review: a verbose search pipeline (an index's
+            // default one) answers the hits as each processor saw them,
+            // where osproxy does not reverse.
+            "verbose_pipeline" if v != &Value::Bool(false) => Err(refuse(
+                "`verbose_pipeline`",
+                key,
+                "it answers the hits as a search pipeline's processors saw them, which osproxy does not reverse",
+            )),
             "search_pipeline" => Err(refuse(
                 "`search_pipeline`",
                 key,
@@ -250,14 +258,23 @@ impl Walker {
             // them by frequency, and the boolean ones fail past the clause
             // limit (found by review: `scoring_boolean` answered whether
             // other tenants' terms with a prefix pass 1,024).
+            // (Only those values: a field may be named `rewrite`, and any
+            // other value is no rewrite OpenSearch knows.)
             "rewrite" | "fuzzy_rewrite"
                 if self.shared
-                    && !matches!(
-                        v.as_str(),
-                        Some("constant_score" | "constant_score_blended")
-                    ) =>
+                    && v.as_str().is_some_and(|r| {
+                        r.starts_with("top_terms")
+                            || r == "scoring_boolean"
+                            || r == "constant_score_boolean"
+                    }) =>
             {
                 Err(refuse(format!("`{key}` {v}"), path, EXPANSION))
+            }
+            // Found by review: a span query's multi-term rewrite is boolean
+            // whatever `rewrite` says, and fails past 1,024 clauses among
+            // every tenant's terms.
+            "span_multi" if self.shared && v.is_object() => {
+                Err(refuse("`span_multi` query", path, EXPANSION))
             }
             // An intervals rule over several terms fails when it expands
             // past its limit (128) among every tenant's terms.

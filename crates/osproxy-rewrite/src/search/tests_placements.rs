@@ -182,6 +182,8 @@ fn red_team_variants_are_refused() {
         json!({"query": {"multi_match": {"query": "x", "fields": ["*"]}}}),
         json!({"query": {"prefix": {"t": {"value": "x", "rewrite": "constant_score"}}}}),
         json!({"query": {"match": {"rewrite": "a field of that name"}}}),
+        json!({"aggs": {"intervals": {"filter": {"prefix": {"t": "ab"}}}}}),
+        json!({"aggs": {"f": {"filters": {"filters": {"intervals": {"prefix": {"t": "ab"}}}}}}}),
         json!({"verbose_pipeline": false}),
         json!({"query": {"intervals": {"t": {"all_of": {"intervals": [{"match": {"query": "a b"}}]}}}}}),
         json!({"query": {"bool": {"must": [{"prefix": {"t": "x"}}, {"intervals": {"t": {"match": {"query": "a"}}}}]}}}),

@@ -794,8 +794,16 @@ fn text_fields(text: &str) -> Vec<String> {
 /// Whether `path` lies inside an `intervals` query (its rules, and the
 /// `intervals` lists of `all_of` and `any_of`).
 fn in_intervals(path: &str) -> bool {
-    path.split('.')
-        .any(|s| s == "intervals" || s.starts_with("intervals["))
+    // An aggregation or a `filters` bucket may be named `intervals` too
+    // (found by review): there the name is not a query's.
+    let segments: Vec<&str> = path.split('.').collect();
+    segments.iter().enumerate().any(|(i, s)| {
+        (*s == "intervals" || s.starts_with("intervals["))
+            && !matches!(
+                i.checked_sub(1).map(|p| segments[p]),
+                Some("aggs" | "aggregations" | "filters")
+            )
+    })
 }
 
 #[cfg(test)]

@@ -905,6 +905,11 @@ fn confine_passthrough(
                 || n.starts_with("_opendistro_security")
                 || n.starts_with("plugins_security")
                 || n.starts_with("x-proxy-")
+                // The client's address as the cluster's host-based role
+                // mapping reads it (with `xff` on): not the client's to say.
+                || n.starts_with("x-forwarded-")
+                || n == "forwarded"
+                || n == "x-real-ip"
         })
         .cloned()
         .collect();
@@ -986,6 +991,40 @@ pub fn error_response(e: &ProxyError, request_id: &HeaderValue) -> Response<Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by review: a prefix passthrough forwarded the headers the
+    /// security plugin acts on for osproxy's own user.
+    #[test]
+    fn prefix_passthrough_removes_impersonation_and_address_headers() {
+        let config = osproxy_config::from_str(
+            "[[clusters]]\nid = \"main\"\nurl = \"http://127.0.0.1:1\"\n[passthrough]\ncluster = \"main\"\nindices = [\"legacy-\"]\n",
+            std::iter::empty(),
+            &[],
+        )
+        .unwrap();
+        let router = crate::route::Router::new(&config);
+        let (mut parts, ()) = Request::builder()
+            .uri("/legacy-a/_search?size=1")
+            .header("opendistro_security_impersonate_as", "admin")
+            .header("x-proxy-user", "admin")
+            .header("x-proxy-roles", "all_access")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("forwarded", "for=10.0.0.1")
+            .header("x-opaque-id", "kept")
+            .body(())
+            .unwrap()
+            .into_parts();
+        confine_passthrough(&mut parts, &BodyCheck::None, &router).unwrap();
+        let names: Vec<&str> = parts.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-opaque-id"]);
+        assert_eq!(parts.uri, "/legacy-a/_search?size=1");
+        let (mut parts, ()) = Request::builder()
+            .uri("/legacy-a/_alias?name=orders")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert!(confine_passthrough(&mut parts, &BodyCheck::None, &router).is_err());
+    }
 
     fn with_host(host: &str) -> Request<()> {
         Request::builder()

@@ -551,6 +551,43 @@ fn update_error(reason: impl Into<String>) -> MetadataError {
     MetadataError::parse(reason)
 }
 
+/// The most digits (integer and fraction parts) OpenSearch's parser reads
+/// in one number (Jackson's `maxNumberLength`; measured on 2.19: a number
+/// of 1,499 digits is refused with `stream_constraints_exception`, one of
+/// 1,000 is read).
+pub const MAX_NUMBER_DIGITS: usize = 1000;
+
+/// The digits of the longest number in a JSON text (outside its strings),
+/// or `None` when it holds no number; exponents are not counted.
+fn longest_number(body: &[u8]) -> Option<usize> {
+    let (mut longest, mut i) = (None, 0);
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                i += 1;
+                while i < body.len() && body[i] != b'"' {
+                    i += if body[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let mut digits = 0;
+                while i < body.len() && matches!(body[i], b'-' | b'.' | b'0'..=b'9') {
+                    digits += usize::from(body[i].is_ascii_digit());
+                    i += 1;
+                }
+                // An exponent's own digits are not the number's length.
+                while i < body.len() && matches!(body[i], b'e' | b'E' | b'+' | b'-' | b'0'..=b'9') {
+                    i += 1;
+                }
+                longest = longest.max(Some(digits));
+            }
+            _ => i += 1,
+        }
+    }
+    longest
+}
+
 /// Checks the body of a bulk `update` item as OpenSearch reads it while it
 /// parses the bulk (every body is read before any item runs, so one it
 /// cannot read fails the whole request): an object of known keys with
@@ -558,11 +595,19 @@ fn update_error(reason: impl Into<String>) -> MetadataError {
 /// compare-and-set (`if_seq_no` in the action line, `metadata`) together
 /// with an upsert. `if_seq_no` and `if_primary_term` in the body are
 /// refused: osproxy reads them from the action line only.
+/// A number of more than [`MAX_NUMBER_DIGITS`] digits is refused too.
 pub fn check_update_body(
     metadata: &[(String, Box<RawValue>)],
     body: &[u8],
 ) -> Result<(), MetadataError> {
     let m = Metadata::read(metadata)?;
+    // OpenSearch reads an update body while it reads the bulk: one it
+    // refuses fails the whole upstream batch, not its item alone.
+    if let Some(digits) = longest_number(body).filter(|d| *d > MAX_NUMBER_DIGITS) {
+        return Err(update_error(format!(
+            "Number value length ({digits}) exceeds the maximum allowed ({MAX_NUMBER_DIGITS})"
+        )));
+    }
     let text = std::str::from_utf8(body)
         .map_err(|e| update_error(format!("the update body is not UTF-8 ({e})")))?;
     let super::Members(members) = serde_json::from_str(text).map_err(|_| {

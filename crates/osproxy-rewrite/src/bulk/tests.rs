@@ -564,6 +564,23 @@ fn metadata_opensearch_refuses_is_refused_with_its_message() {
 }
 
 #[test]
+fn an_update_body_with_a_number_opensearch_cannot_read_is_refused() {
+    let none: Vec<(String, Box<serde_json::value::RawValue>)> = Vec::new();
+    let number = |digits: usize| format!("0.{}1", "0".repeat(digits - 2));
+    let body = |n: &str| {
+        format!(
+            r#"{{"doc":{{"t":"{}","v":{n},"w":[1e5,-2]}}}}"#,
+            "9".repeat(5000)
+        )
+    };
+    let e = check_update_body(&none, body(&number(1001)).as_bytes()).unwrap_err();
+    assert!(e.reason.contains("Number value length (1001)"), "{e:?}");
+    assert!(check_update_body(&none, body(&number(1000)).as_bytes()).is_ok());
+    // Digits in a string, and an exponent's, are not a number's length.
+    assert!(check_update_body(&none, body(&format!("1e{}", "0".repeat(1200))).as_bytes()).is_ok());
+}
+
+#[test]
 fn update_bodies_opensearch_refuses_are_refused_with_its_message() {
     let none: Vec<(String, Box<serde_json::value::RawValue>)> = Vec::new();
     let cas = parse_action(br#"{"update":{"_id":"1","if_seq_no":1,"if_primary_term":1}}"#)

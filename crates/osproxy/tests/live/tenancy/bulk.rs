@@ -250,6 +250,11 @@ async fn a_bad_metadata_line_fails_its_item_alone() {
     // ids: given with their source line where it matters.
     let long_id = "a".repeat(510);
     let long = format!(r#"{{"index":{{"_index":"orders","_id":"{long_id}"}}}}"#);
+    // A number of 1,499 digits (Jackson reads 1,000 at most).
+    let long_number = format!(
+        "{{\"update\":{{\"_index\":\"orders\",\"_id\":\"m1\"}}}}\n{{\"doc\":{{\"n\":0.{}1}}}}",
+        "0".repeat(1497)
+    );
     let more: Vec<(&str, &str, Option<u64>)> = vec![
         // In a shared placement an `index` without `_id` is sent as `create`.
         (
@@ -265,6 +270,7 @@ async fn a_bad_metadata_line_fails_its_item_alone() {
         (r#"{"delete":{"_index":"orders","_id":""}}"#, "must not be empty", None),
         // 510 bytes, over 512 with the partition prefix.
         (&long, "id is too long", None),
+        (&long_number, "Number value length (1499) exceeds", None),
         (
             "{\"update\":{\"_index\":\"orders\",\"_id\":\"m1\"}}\n{}",
             "script or doc is missing",

@@ -248,7 +248,10 @@ impl Walker {
                 path,
                 "its query is a template string, so osproxy cannot tell which documents it reads",
             )),
+            // `cutoff_frequency` (found by review) splits a query's terms by
+            // their document count in the shard, every tenant's counted.
             "max_expansions" | "fuzzy_max_expansions" | "min_doc_freq" | "max_doc_freq"
+            | "cutoff_frequency"
                 if self.shared =>
             {
                 Err(refuse(format!("`{key}`"), path, EXPANSION))
@@ -273,6 +276,11 @@ impl Walker {
             // Found by review: a span query's multi-term rewrite is boolean
             // whatever `rewrite` says, and fails past 1,024 clauses among
             // every tenant's terms.
+            "common" if self.shared && v.is_object() => Err(refuse(
+                "`common` query",
+                path,
+                "it splits its terms by their document count in the shard, which counts other tenants' documents",
+            )),
             "span_multi" if self.shared && v.is_object() => {
                 Err(refuse("`span_multi` query", path, EXPANSION))
             }
@@ -361,7 +369,13 @@ impl Walker {
                     // Sorts and highlights also occur in `inner_hits` and
                     // `top_hits`; their queries get the full query checks.
                     match key.as_str() {
-                        "sort" => self.sort(value, &at)?,
+                        // Found by review: a sort in `top_hits` or
+                        // `inner_hits` answered `_index` and physical ids in
+                        // each hit's `sort` values.
+                        "sort" => {
+                            self.physical_fields(value, &at)?;
+                            self.sort(value, &at)?
+                        }
                         "highlight" => self.highlight(value, &at)?,
                         _ => self.generic(value, &at)?,
                     }

@@ -179,6 +179,8 @@ fn suite() -> Vec<Attack> {
         attack(pt, "a default search pipeline in dotted settings", M::PUT, "/legacy-x/_settings", Some(r#"{"index.search.default_pipeline":"p"}"#)),
         attack(stats, "span_multi (clause-limit oracle)", M::POST, "/orders/_search", Some(r#"{"query":{"span_multi":{"match":{"prefix":{"title":{"value":"z"}}}}}}"#)),
         attack(stats, "verbose_pipeline", M::POST, "/orders/_search", Some(r#"{"verbose_pipeline":true,"query":{"match_all":{}}}"#)),
+        attack(stats, "top_hits sorted by _index", M::POST, "/orders/_search", Some(r#"{"size":0,"aggs":{"t":{"top_hits":{"size":1,"sort":["_index"]}}}}"#)),
+        attack(stats, "cutoff_frequency (document-count oracle)", M::POST, "/orders/_count", Some(r#"{"query":{"match":{"title":{"query":"zanzibar anvil","operator":"and","cutoff_frequency":7}}}}"#)),
         attack(pt, "a clone target outside the prefixes", M::POST, "/legacy-x/_clone/iso-newco", None),
         attack(pt, "rank_eval with a template", M::POST, "/legacy-x/_rank_eval", Some(r#"{"templates":[{"id":"t","template":{"source":"{\"query\":{\"terms\":{\"title\":{\"index\":\"iso-shared\",\"id\":\"globex:1\",\"path\":\"title\"}}}}"}}],"requests":[{"id":"r","template_id":"t","ratings":[]}],"metric":{"precision":{}}}"#)),
         attack(stats, "explain inside top_hits", M::POST, "/orders/_search", Some(r#"{"query":{"match":{"title":"zanzibar"}},"aggs":{"t":{"top_hits":{"explain":true}}}}"#)),

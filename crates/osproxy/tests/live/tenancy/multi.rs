@@ -6,6 +6,29 @@ use serde_json::json;
 use super::*;
 use crate::common::node;
 
+/// An `_msearch` of NDJSON `body` with `token`, for `partition`.
+async fn msearch(
+    f: &Fleet,
+    token: &str,
+    partition: &str,
+    body: String,
+) -> osproxy_testkit::HttpResponse {
+    let auth = format!("Bearer {token}");
+    f.http
+        .send_with(
+            Method::POST,
+            &format!("{}/_msearch", f.proxy.url()),
+            Some(body.into()),
+            &[
+                ("authorization", auth.as_str()),
+                ("x-osproxy-partition", partition),
+                ("content-type", "application/x-ndjson"),
+            ],
+        )
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mget_and_msearch_confine_each_part() {
     let f = Fleet::start(&node().url(), "multi");
@@ -105,20 +128,7 @@ async fn mget_and_msearch_confine_each_part() {
         json!({"index": "invoices", "routing": "acme"}),
         json!({"query": {"match_all": {}}}),
     ]);
-    let r = f
-        .http
-        .send_with(
-            Method::POST,
-            &format!("{}/_msearch", f.proxy.url()),
-            Some(body.into()),
-            &[
-                ("authorization", "Bearer multi-token-0123456789"),
-                ("x-osproxy-partition", "initech"),
-                ("content-type", "application/x-ndjson"),
-            ],
-        )
-        .await
-        .unwrap();
+    let r = msearch(&f, "multi-token-0123456789", "initech", body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // OpenSearch's own answer has `took` (typed clients require it).
     assert!(r.json()["took"].is_u64(), "{}", r.text());
@@ -237,20 +247,7 @@ async fn per_part_errors_and_sources_read_as_the_client_wrote_them() {
         json!({"index": "invoices"}),
         json!({"query": {"match_all": {}}}),
     ]);
-    let r = f
-        .http
-        .send_with(
-            Method::POST,
-            &format!("{}/_msearch", f.proxy.url()),
-            Some(body.into()),
-            &[
-                ("authorization", "Bearer gateway-token-0123456789"),
-                ("x-osproxy-partition", "umbrella"),
-                ("content-type", "application/x-ndjson"),
-            ],
-        )
-        .await
-        .unwrap();
+    let r = msearch(&f, "gateway-token-0123456789", "umbrella", body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let responses = r.json()["responses"].as_array().cloned().unwrap();
     for (i, (_, source)) in stored.iter().enumerate() {

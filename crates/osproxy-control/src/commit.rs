@@ -85,6 +85,17 @@ impl ControlPlane {
             return Ok(());
         };
         let physical = placement.physical_index(logical);
+        // Found by review: full passthrough forwards every name that is not
+        // logical, the physical indices of a catalogue added at runtime
+        // included (the configuration's own check sees only its file).
+        let Some(prefixes) = prefixes else {
+            if placement.cluster() == cluster {
+                return Err(WriteError::Invalid(format!(
+                    "index {physical:?} is on cluster {cluster:?}, to which passthrough forwards every request verbatim: every caller could read and write it; set `passthrough.indices` (prefixes) or remove `[passthrough]`"
+                )));
+            }
+            return Ok(());
+        };
         match prefixes.iter().find(|p| physical.starts_with(p.as_str())) {
             Some(prefix) if placement.cluster() == cluster => Err(WriteError::Invalid(format!(
                 "index {physical:?} on cluster {cluster:?} starts with the passthrough prefix {prefix:?}: passthrough would forward every caller's requests to it; choose another name"

@@ -80,7 +80,7 @@ pub struct ControlPlane {
     pub(crate) clusters: Vec<String>,
     /// The passthrough cluster and its index prefixes: no placement may put
     /// a tenant's data under a name passthrough would forward.
-    pub(crate) passthrough: OnceLock<(String, Vec<String>)>,
+    pub(crate) passthrough: OnceLock<(String, Option<Vec<String>>)>,
     pub(crate) following: Following,
     /// Woken when something the fleet record shows has changed.
     pub(crate) record_changed: Notify,
@@ -246,7 +246,7 @@ impl ControlPlane {
     /// Reserves passthrough's names: placements written at runtime may not
     /// put a partition's data in an index of `cluster` that starts with one
     /// of `prefixes` (config validation checks the same for the file).
-    pub fn reserve_passthrough(&self, cluster: String, prefixes: Vec<String>) {
+    pub fn reserve_passthrough(&self, cluster: String, prefixes: Option<Vec<String>>) {
         let _ = self.passthrough.set((cluster, prefixes));
     }
 
@@ -427,18 +427,16 @@ mod tests {
     use osproxy_core::{PartitionId, Placement};
 
     fn plane() -> ControlPlane {
+        plane_of(&["main"])
+    }
+
+    fn plane_of(clusters: &[&str]) -> ControlPlane {
+        let clusters: Vec<String> = clusters.iter().map(|c| c.to_string()).collect();
         let mut snap = Snapshot::default();
         let cat = br#"{"default":{"kind":"shared","cluster":"main","index":"orders-shared"}}"#;
-        crate::apply::apply(
-            &mut snap,
-            Key::Catalogue("orders"),
-            Some(cat),
-            1,
-            &["main".into()],
-        )
-        .unwrap();
+        crate::apply::apply(&mut snap, Key::Catalogue("orders"), Some(cat), 1, &clusters).unwrap();
         snap.set_revision(1);
-        ControlPlane::new(snap, vec!["main".into()])
+        ControlPlane::new(snap, clusters)
     }
 
     #[tokio::test]
@@ -471,5 +469,29 @@ mod tests {
         assert!(p.clear_directives(ep + 1).await.is_err());
         p.clear_directives(ep).await.unwrap();
         assert!(p.load().directives().is_none());
+    }
+
+    /// Found by review: next to a passthrough of everything, a placement
+    /// on its cluster would be open to every caller; one on another
+    /// cluster is not reached by it.
+    #[tokio::test]
+    async fn a_placement_on_a_cluster_passed_through_whole_is_refused() {
+        let p = plane_of(&["main", "other"]);
+        p.reserve_passthrough("main".into(), None);
+        let acme = PartitionId::new("acme").unwrap();
+        let on = |cluster: &str| Placement::Index {
+            cluster: cluster.into(),
+            index: "orders-acme".into(),
+        };
+        match p.set_placement("orders", &acme, on("main"), None).await {
+            Err(WriteError::Invalid(reason)) => {
+                assert!(reason.contains("passthrough.indices"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(p
+            .set_placement("orders", &acme, on("other"), None)
+            .await
+            .is_ok());
     }
 }

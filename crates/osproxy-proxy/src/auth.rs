@@ -39,6 +39,14 @@ impl Principal {
     /// The partition this request acts for: the single grant, or the one
     /// named in `x-osproxy-partition` (checked against the grants).
     pub fn partition(&self, headers: &HeaderMap) -> Result<PartitionId, ProxyError> {
+        // Found by review: the first of several was taken, so a gateway
+        // that appends the header let its client's own come first.
+        if headers.get_all(PARTITION_HEADER).iter().nth(1).is_some() {
+            return Err(ProxyError::new(
+                ErrorCode::InvalidPartition,
+                format!("{PARTITION_HEADER} is given more than once; name one partition"),
+            ));
+        }
         let named = match headers.get(PARTITION_HEADER) {
             Some(v) => Some(
                 v.to_str()
@@ -324,6 +332,22 @@ mod tests {
             p.authorize(Some("initech")).unwrap_err().code,
             ErrorCode::PartitionForbidden
         );
+    }
+
+    /// Found by review: the first of repeated headers was taken.
+    #[test]
+    fn a_repeated_partition_header_is_refused() {
+        let p = principal(Grants::Any);
+        let mut headers = HeaderMap::new();
+        headers.append(PARTITION_HEADER, http::HeaderValue::from_static("globex"));
+        headers.append(PARTITION_HEADER, http::HeaderValue::from_static("acme"));
+        assert_eq!(
+            p.partition(&headers).unwrap_err().code,
+            ErrorCode::InvalidPartition
+        );
+        headers.remove(PARTITION_HEADER);
+        headers.insert(PARTITION_HEADER, http::HeaderValue::from_static("acme"));
+        assert_eq!(p.partition(&headers).unwrap().as_str(), "acme");
     }
 
     #[test]

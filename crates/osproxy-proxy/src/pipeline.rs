@@ -264,6 +264,16 @@ impl Proxy {
                 self.auth.required(),
             );
             let passed = (route == Route::Passthrough).then(|| {
+                // Found by review: a catalogue loaded from the store (the
+                // configuration's own check sees only its file) next to a
+                // passthrough of everything would hand its physical
+                // indices to every caller.
+                if self.router.forwards_everything() && self.tenancy.has_catalogue() {
+                    return Err(ProxyError::new(
+                        ErrorCode::UnsupportedEndpoint,
+                        "passthrough forwards every request verbatim, and a catalogue of logical indices is loaded: its physical indices would be open to every caller, so nothing is passed through; the operator sets `passthrough.indices` (prefixes) or removes `[passthrough]`",
+                    ));
+                }
                 self.router
                     .route(req.method(), req.uri().path(), &classified)
             });

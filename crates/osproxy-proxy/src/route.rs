@@ -101,6 +101,13 @@ impl Router {
         Ok(())
     }
 
+    /// Whether passthrough forwards every request (no prefixes).
+    pub fn forwards_everything(&self) -> bool {
+        self.passthrough
+            .as_ref()
+            .is_some_and(|p| p.prefixes.is_none())
+    }
+
     /// The cluster position that serves this request.
     pub fn route(
         &self,

@@ -203,6 +203,19 @@ impl Upstreams {
         Ok(Upstreams { clusters: built })
     }
 
+    /// The same clients with bounds of their own, not shared with the
+    /// instance's other clients of the same clusters. For migrations: a
+    /// fenced write must go out right after its fence check, and (found by
+    /// review) one waited for a turn behind client traffic for up to its
+    /// deadline, long after the check, while another controller could have
+    /// adopted the move.
+    pub fn apart(mut self) -> Self {
+        for c in &mut self.clusters {
+            c.in_flight = Arc::new(tokio::sync::Semaphore::new(c.max_in_flight));
+        }
+        self
+    }
+
     /// The cluster at `index`.
     pub fn get(&self, index: usize) -> Option<&UpstreamCluster> {
         self.clusters.get(index)
@@ -931,6 +944,31 @@ fn later(t: Instant, d: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A migration's clients take turns of their own: client traffic
+    /// holding every turn of a cluster does not hold up a fenced write.
+    #[tokio::test]
+    async fn clients_apart_have_turns_of_their_own() {
+        let config = osproxy_config::from_str(
+            "[[clusters]]\nid = \"bounds-apart\"\nurl = \"http://127.0.0.1:1\"\nmax_concurrent_requests = 1\n[passthrough]\ncluster = \"bounds-apart\"\n",
+            std::iter::empty(),
+            &[],
+        )
+        .unwrap();
+        let metrics = Metrics::new(["bounds-apart"]);
+        let shared = Upstreams::new(&config.clusters, &config.upstream, &metrics).unwrap();
+        let also_shared = Upstreams::new(&config.clusters, &config.upstream, &metrics).unwrap();
+        let apart = Upstreams::new(&config.clusters, &config.upstream, &metrics)
+            .unwrap()
+            .apart();
+        let _held = shared.clusters[0]
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .unwrap();
+        assert_eq!(also_shared.clusters[0].in_flight.available_permits(), 0);
+        assert_eq!(apart.clusters[0].in_flight.available_permits(), 1);
+    }
 
     #[test]
     fn a_deadline_of_any_size_does_not_overflow() {

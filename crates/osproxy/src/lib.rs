@@ -212,9 +212,7 @@ impl Instance {
             plane.expect_store();
         }
         if let Some(pt) = &config.passthrough {
-            if let Some(prefixes) = &pt.indices {
-                plane.reserve_passthrough(pt.cluster.clone(), prefixes.clone());
-            }
+            plane.reserve_passthrough(pt.cluster.clone(), pt.indices.clone());
         }
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -262,12 +260,11 @@ impl Instance {
             .enable_all()
             .build()
             .map_err(|e| InstanceError::runtime("cannot start the migration runtime", e))?;
-        // Pools of its own: their connections live on the migration thread.
-        let migration_upstreams = Arc::new(Upstreams::new(
-            &config.clusters,
-            &config.upstream,
-            &metrics,
-        )?);
+        // Pools of its own: their connections live on the migration thread;
+        // and bounds of its own, so a fenced write never queues behind
+        // client traffic after its fence check.
+        let migration_upstreams =
+            Arc::new(Upstreams::new(&config.clusters, &config.upstream, &metrics)?.apart());
         let controller = Arc::new(Controller::new(
             plane.clone(),
             migration_upstreams,

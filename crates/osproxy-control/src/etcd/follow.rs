@@ -455,6 +455,14 @@ async fn keep_record(
         // that makes barriers wait for this instance is written under it.
         admission.lease_granted();
         let mut confirmed = false;
+        // The store revision of the first fleet record written under this
+        // lease: writes are admitted only once this instance's snapshot has
+        // applied it. Found by review: an instance paused past its lease
+        // rejoined with a fresh lease while its snapshot still predated
+        // what the fleet did meanwhile (a cut-over, a flip), and admitted
+        // writes by it.
+        let mut joined: Option<u64> = None;
+        let mut catch_up = tokio::time::interval(Duration::from_millis(20));
         let mut warned = false;
         let mut keepalive = tokio::time::interval(ttl / 3);
         // Rewritten on every change it shows, and otherwise a few times
@@ -486,6 +494,13 @@ async fn keep_record(
                 }
                 _ = heartbeat.tick() => true,
                 _ = plane.record_changed.notified() => true,
+                _ = catch_up.tick(), if !confirmed && joined.is_some() => {
+                    if joined.is_some_and(|j| plane.applied_revision() >= j) {
+                        confirmed = true;
+                        admission.lease_confirmed(granted_at, held);
+                    }
+                    false
+                }
             };
             if write {
                 let record = plane.record(&member).to_string();
@@ -516,31 +531,43 @@ async fn keep_record(
                         0,
                     )])
                     .and_then(vec![put()]);
-                let mut written = store.call(client.txn(mine)).await.map(|r| r.succeeded());
-                if let (Ok(false), Some(before)) = (&written, before) {
-                    written = store.call(client.txn(before)).await.map(|r| r.succeeded());
+                // Whether it was written, and at which store revision.
+                let outcome = |r: etcd_client::TxnResponse| {
+                    (
+                        r.succeeded(),
+                        r.header().map(|h| rev(h.revision())).unwrap_or(0),
+                    )
+                };
+                let mut written = store.call(client.txn(mine)).await.map(outcome);
+                if let (Ok((false, _)), Some(before)) = (&written, before) {
+                    written = store.call(client.txn(before)).await.map(outcome);
                 }
-                if let Ok(false) = written {
-                    written = store.call(client.txn(free)).await.map(|r| r.succeeded());
+                if let Ok((false, _)) = written {
+                    written = store.call(client.txn(free)).await.map(outcome);
                 }
-                match written {
-                    Ok(true) => {}
-                    Ok(false) => {
+                let at = match written {
+                    Ok((true, at)) => at,
+                    Ok((false, _)) => {
                         if confirmed || !warned {
                             warned = true;
                             warn!(instance = %member.id, "another live process holds this instance id's fleet record; this one admits no writes until it is gone (give every process its own instance_id)");
                         }
                         admission.lease_lost();
                         confirmed = false;
+                        joined = None;
                         continue;
                     }
                     Err(e) => break format!("cannot write the fleet record: {e}"),
-                }
+                };
                 if !confirmed {
+                    let joined = *joined.get_or_insert(at);
                     // The grant was sent at `granted_at`: the lease lives
-                    // at least its TTL from then.
-                    confirmed = true;
-                    admission.lease_confirmed(granted_at, held);
+                    // at least its TTL from then. Confirmed here, or by
+                    // the catch-up tick once the snapshot has the record.
+                    if plane.applied_revision() >= joined {
+                        confirmed = true;
+                        admission.lease_confirmed(granted_at, held);
+                    }
                 }
                 backoff.reset();
             }

@@ -88,13 +88,12 @@ impl ControlPlane {
         // Found by review: full passthrough forwards every name that is not
         // logical, the physical indices of a catalogue added at runtime
         // included (the configuration's own check sees only its file).
+        // As the configuration's own check refuses any catalogue next to
+        // it (two cluster ids may name one cluster), whatever the cluster.
         let Some(prefixes) = prefixes else {
-            if placement.cluster() == cluster {
-                return Err(WriteError::Invalid(format!(
-                    "index {physical:?} is on cluster {cluster:?}, to which passthrough forwards every request verbatim: every caller could read and write it; set `passthrough.indices` (prefixes) or remove `[passthrough]`"
-                )));
-            }
-            return Ok(());
+            return Err(WriteError::Invalid(format!(
+                "passthrough forwards every request to cluster {cluster:?} verbatim, so no logical index may stand beside it (index {physical:?} would be open to every caller if it lived there); set `passthrough.indices` (prefixes) or remove `[passthrough]`"
+            )));
         };
         match prefixes.iter().find(|p| physical.starts_with(p.as_str())) {
             Some(prefix) if placement.cluster() == cluster => Err(WriteError::Invalid(format!(

@@ -472,8 +472,9 @@ mod tests {
     }
 
     /// Found by review: next to a passthrough of everything, a placement
-    /// on its cluster would be open to every caller; one on another
-    /// cluster is not reached by it.
+    /// on its cluster would be open to every caller; one on another is
+    /// refused too, as the configuration refuses any catalogue beside it
+    /// (two cluster ids may name the same cluster).
     #[tokio::test]
     async fn a_placement_on_a_cluster_passed_through_whole_is_refused() {
         let p = plane_of(&["main", "other"]);
@@ -491,6 +492,12 @@ mod tests {
         }
         assert!(p
             .set_placement("orders", &acme, on("other"), None)
+            .await
+            .is_err());
+        let prefixed = plane_of(&["main", "other"]);
+        prefixed.reserve_passthrough("main".into(), Some(vec!["legacy-".into()]));
+        assert!(prefixed
+            .set_placement("orders", &acme, on("main"), None)
             .await
             .is_ok());
     }

@@ -268,7 +268,12 @@ impl Proxy {
                 // configuration's own check sees only its file) next to a
                 // passthrough of everything would hand its physical
                 // indices to every caller.
-                if self.router.forwards_everything() && self.tenancy.has_catalogue() {
+                // (The banner, which some clients read on connect, names
+                // no index.)
+                if self.router.forwards_everything()
+                    && classified.kind != EndpointKind::Root
+                    && self.tenancy.has_catalogue()
+                {
                     return Err(ProxyError::new(
                         ErrorCode::UnsupportedEndpoint,
                         "passthrough forwards every request verbatim, and a catalogue of logical indices is loaded: its physical indices would be open to every caller, so nothing is passed through; the operator sets `passthrough.indices` (prefixes) or removes `[passthrough]`",

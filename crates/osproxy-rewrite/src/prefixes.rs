@@ -22,11 +22,17 @@ pub fn check_references(body: &[u8], prefixes: &[String]) -> Result<(), Outside>
     crate::strict::check(body).map_err(|e| Outside::Unreadable(e.to_string()))?;
     let names =
         crate::search::named_indices(body).map_err(|e| Outside::Unreadable(e.to_string()))?;
-    match names
+    let outside = names
         .iter()
         .flat_map(|n| n.split(','))
         .find(|n| !within(n, prefixes))
-    {
+        .map(str::to_string)
+        .or_else(|| {
+            // The names an alias endpoint reads from the body's tokens,
+            // checked as they are found.
+            crate::search::first_flat_name(body, |n| n.split(',').all(|n| within(n, prefixes)))
+        });
+    match outside {
         Some(name) => Err(Outside::Reference {
             index: name.chars().take(200).collect(),
             prefixes: prefixes.to_vec(),

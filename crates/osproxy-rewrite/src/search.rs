@@ -218,7 +218,7 @@ mod vocabulary;
 mod walker;
 
 use ids::physical_ids;
-pub use references::{is_pipeline_setting, named_indices};
+pub use references::{first_flat_name, is_pipeline_setting, named_indices};
 #[cfg(test)]
 use walker::is_script_key;
 use walker::Walker;

@@ -463,6 +463,10 @@ async fn keep_record(
         // writes by it.
         let mut joined: Option<u64> = None;
         let mut catch_up = tokio::time::interval(Duration::from_millis(20));
+        catch_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // When the last keep-alive this lease was confirmed by was sent:
+        // the lease lives its TTL from then.
+        let mut kept_since = granted_at;
         let mut warned = false;
         let mut keepalive = tokio::time::interval(ttl / 3);
         // Rewritten on every change it shows, and otherwise a few times
@@ -484,6 +488,7 @@ async fn keep_record(
                     }
                     match tokio::time::timeout(ttl / 3, acks.message()).await {
                         Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                            kept_since = sent;
                             if confirmed {
                                 admission.lease_confirmed(sent, held);
                             }
@@ -497,7 +502,7 @@ async fn keep_record(
                 _ = catch_up.tick(), if !confirmed && joined.is_some() => {
                     if joined.is_some_and(|j| plane.applied_revision() >= j) {
                         confirmed = true;
-                        admission.lease_confirmed(granted_at, held);
+                        admission.lease_confirmed(kept_since, held);
                     }
                     false
                 }
@@ -532,11 +537,11 @@ async fn keep_record(
                     )])
                     .and_then(vec![put()]);
                 // Whether it was written, and at which store revision.
-                let outcome = |r: etcd_client::TxnResponse| {
-                    (
-                        r.succeeded(),
-                        r.header().map(|h| rev(h.revision())).unwrap_or(0),
-                    )
+                // (No header: no revision to wait for; read as 0 it would
+                // admit at once, so the record counts as not written.)
+                let outcome = |r: etcd_client::TxnResponse| match r.header() {
+                    Some(h) => (r.succeeded(), rev(h.revision())),
+                    None => (false, 0),
                 };
                 let mut written = store.call(client.txn(mine)).await.map(outcome);
                 if let (Ok((false, _)), Some(before)) = (&written, before) {
@@ -561,12 +566,13 @@ async fn keep_record(
                 };
                 if !confirmed {
                     let joined = *joined.get_or_insert(at);
-                    // The grant was sent at `granted_at`: the lease lives
-                    // at least its TTL from then. Confirmed here, or by
-                    // the catch-up tick once the snapshot has the record.
+                    // The grant (or the last keep-alive) was sent at
+                    // `kept_since`: the lease lives at least its TTL from
+                    // then. Confirmed here, or by the catch-up tick once
+                    // the snapshot has the record.
                     if plane.applied_revision() >= joined {
                         confirmed = true;
-                        admission.lease_confirmed(granted_at, held);
+                        admission.lease_confirmed(kept_since, held);
                     }
                 }
                 backoff.reset();

@@ -20,30 +20,29 @@ pub fn named_indices(body: &[u8]) -> Result<Vec<String>, Refusal> {
     let top = parse_top(body)?;
     let mut names = Vec::new();
     collect_names(&Value::Object(top), "", &mut names)?;
-    // Each name once (the two readings mostly find the same ones).
-    let mut seen: std::collections::HashSet<String> = names.iter().cloned().collect();
-    for name in flat_names(body) {
-        if seen.insert(name.clone()) {
-            names.push(name);
-        }
-    }
     Ok(names)
 }
 
-/// The names OpenSearch's alias endpoint reads from a body: it reads the
-/// body as a flat run of tokens, and every plain value that comes after the
-/// key `index` or `alias` (the last key seen, at any depth, after objects
-/// close too) replaces the path's names. Found by review: `{"index":
-/// [["orders-shared"]]}` and `{"x":[{"index":"legacy-a"},"orders-shared"]}`
-/// pointed an alias at the shared index, since a walk of the tree saw no
-/// name there. A value right after `index` that is a boolean, or the
-/// string `true` or `false`, is the mapping parameter. The body has passed
-/// the strict check.
-fn flat_names(body: &[u8]) -> Vec<String> {
-    let mut names = Vec::new();
+/// The first name OpenSearch's alias endpoint would read from `body` for
+/// which `keep` is false, or `None`. That endpoint reads the body as a flat
+/// run of tokens: every plain value after the key `index` or `alias` (the
+/// last key seen, at any depth, after objects close too) replaces the
+/// path's names. Found by review: `{"index":[["orders-shared"]]}` and
+/// `{"x":[{"index":"legacy-a"},"orders-shared"]}` pointed an alias at the
+/// shared index, since a walk of the tree saw no name there. A value right
+/// after `index` that is a boolean, or the string `true` or `false`, is the
+/// mapping parameter. Names are checked as they are found, so nothing is
+/// collected (a body of a million names holds no list of them). The body
+/// has passed the strict check.
+pub fn first_flat_name(body: &[u8], mut keep: impl FnMut(&str) -> bool) -> Option<String> {
     let mut last: Option<String> = None;
     let mut after_colon = false;
     let mut i = 0;
+    let mut check = |text: String, last: &Option<String>, after_colon: bool| {
+        let mapping = after_colon && (text == "true" || text == "false");
+        let named = is_name_key(last.as_deref()) && !(mapping && last.as_deref() == Some("index"));
+        (named && !keep(&text)).then_some(text)
+    };
     while i < body.len() {
         match body[i] {
             b'"' => {
@@ -55,7 +54,9 @@ fn flat_names(body: &[u8]) -> Vec<String> {
                 i += 1;
                 let raw = body.get(start..i.min(body.len())).unwrap_or_default();
                 let text = serde_json::from_slice::<String>(raw).unwrap_or_default();
-                let next = body[i.min(body.len())..]
+                let next = body
+                    .get(i.min(body.len())..)
+                    .unwrap_or_default()
                     .iter()
                     .find(|b| !b.is_ascii_whitespace());
                 if next == Some(&b':') {
@@ -63,9 +64,8 @@ fn flat_names(body: &[u8]) -> Vec<String> {
                     after_colon = false;
                     continue;
                 }
-                let mapping = after_colon && (text == "true" || text == "false");
-                if is_name_key(last.as_deref()) && !(mapping && last.as_deref() == Some("index")) {
-                    names.push(text);
+                if let Some(outside) = check(text, &last, after_colon) {
+                    return Some(outside);
                 }
                 after_colon = false;
             }
@@ -87,15 +87,14 @@ fn flat_names(body: &[u8]) -> Vec<String> {
                     i += 1;
                 }
                 let text = String::from_utf8_lossy(&body[start..i]).into_owned();
-                let mapping = after_colon && (text == "true" || text == "false");
-                if is_name_key(last.as_deref()) && !(mapping && last.as_deref() == Some("index")) {
-                    names.push(text);
+                if let Some(outside) = check(text, &last, after_colon) {
+                    return Some(outside);
                 }
                 after_colon = false;
             }
         }
     }
-    names
+    None
 }
 
 /// Keys whose values OpenSearch reads as index or alias names.
@@ -112,17 +111,11 @@ fn collect_names(v: &Value, path: &str, names: &mut Vec<String>) -> Result<(), R
                     // `"index": "false"` is also a mapping parameter.
                     ("index", Value::String(name)) if name == "true" || name == "false" => {}
                     ("index" | "_index" | "alias", Value::String(name)) => names.push(name.clone()),
-                    // Found by review: OpenSearch's alias endpoint reads
-                    // every scalar under `index` or `alias` as a name, in a
-                    // list too (`{"index":["orders-shared"]}` pointed an
-                    // alias inside the prefixes at the shared index), and a
-                    // number as its text. Each is a name here; a boolean
-                    // under `index` is the mapping parameter.
-                    ("index" | "_index" | "alias" | "indices", Value::Array(items)) => {
-                        names.extend(items.iter().filter_map(scalar_name));
+                    // (Lists under `index` or `alias`, and numbers, are
+                    // read as names too: see `first_flat_name`.)
+                    ("indices", Value::Array(items)) => {
+                        names.extend(items.iter().filter_map(Value::as_str).map(str::to_string));
                     }
-                    ("index" | "_index" | "alias", Value::Number(n)) => names.push(n.to_string()),
-                    ("_index" | "alias", Value::Bool(b)) => names.push(b.to_string()),
                     ("aliases", Value::Object(o)) => names.extend(o.keys().cloned()),
                     ("aliases", Value::Array(items)) => {
                         names.extend(items.iter().filter_map(Value::as_str).map(str::to_string));
@@ -200,15 +193,4 @@ pub fn is_pipeline_setting(key: &str) -> bool {
         key.rsplit('.').next(),
         Some("search_pipeline" | "default_pipeline" | "final_pipeline")
     )
-}
-
-/// A list item OpenSearch would read as a name: a string, or a number's or
-/// boolean's text (objects and lists are walked for their own members).
-fn scalar_name(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }

@@ -85,8 +85,20 @@ impl Router {
         let Some(prefixes) = self.passthrough.as_ref().and_then(|p| p.prefixes.as_ref()) else {
             return Ok(());
         };
+        // Which parameters name an index depends on the endpoint: `name`
+        // and `alias` on the alias ones (on `_settings`, `name` filters
+        // setting names), `new_index` and `target` on the resize ones.
+        let segments: Vec<&str> = path.split('/').collect();
+        let on = |endpoints: &[&str]| segments.iter().any(|s| endpoints.contains(s));
+        let aliasing = on(&["_alias", "_aliases"]);
+        let resizing = on(&["_rollover", "_clone", "_split", "_shrink"]);
         for param in ["index", "name", "new_index", "target", "alias"] {
-            let Some(value) = query.get(param) else {
+            let named = match param {
+                "name" | "alias" => aliasing,
+                "new_index" | "target" => resizing,
+                _ => true,
+            };
+            let Some(value) = query.get(param).filter(|_| named) else {
                 continue;
             };
             if let Some(name) = value.split(',').find(|n| !within(n, prefixes)) {
@@ -296,17 +308,16 @@ mod tests {
     #[test]
     fn query_parameters_that_name_indices_stay_within_the_prefixes() {
         let r = router(Some(&["legacy-"]));
-        let check = |q: &str| {
+        let check_on = |path: &str, q: &str| {
             let q = osproxy_rewrite::query::Query::parse(Some(q)).unwrap();
-            r.query_names_within(&Method::PUT, "/legacy-x/_alias", &q)
+            r.query_names_within(&Method::PUT, path, &q)
                 .map_err(|e| e.code)
         };
+        let check = |q: &str| check_on("/legacy-x/_alias", q);
         assert_eq!(check("name=legacy-y&pretty"), Ok(()));
         for bad in [
             "name=orders-globex",
             "name=legacy-y,orders",
-            "new_index=orders-globex",
-            "target=orders",
             "index=orders",
             "alias=x",
             "name=legacy-y&name=orders",
@@ -314,6 +325,18 @@ mod tests {
         ] {
             assert_eq!(check(bad), Err(ErrorCode::UnsupportedEndpoint), "{bad}");
         }
+        for bad in ["new_index=orders-globex", "target=orders"] {
+            assert_eq!(
+                check_on("/legacy-x/_rollover", bad),
+                Err(ErrorCode::UnsupportedEndpoint),
+                "{bad}"
+            );
+        }
+        // On `_settings`, `name` filters setting names.
+        assert_eq!(
+            check_on("/legacy-x/_settings", "name=index.number_*"),
+            Ok(())
+        );
         let open = router(None);
         let q = osproxy_rewrite::query::Query::parse(Some("name=anything")).unwrap();
         assert!(open

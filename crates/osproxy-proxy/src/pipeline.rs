@@ -600,6 +600,18 @@ impl Proxy {
             BodyCheck::References(prefixes) => {
                 // Read whole (bounded), checked, then sent as read.
                 let bytes = Box::pin(osproxy_upstream::read_limited(body)).await?;
+                // The check parses the body into a tree: charged to the
+                // budget before it is built, as tenancy's parses are
+                // (found by review: 100 MB of small values built a tree
+                // of gigabytes no budget saw).
+                let values = crate::tenancy::strict_values(&bytes).map_err(|e| {
+                    ProxyError::new(
+                        ErrorCode::UnsupportedEndpoint,
+                        format!("the request was not forwarded: {}", e.reason),
+                    )
+                })?;
+                let mut _parse = osproxy_upstream::budget::Charge::default();
+                _parse.set((values as u64).saturating_mul(crate::tenancy::PARSE_COST_PER_VALUE))?;
                 check_references(&bytes, &prefixes).map_err(|reason| {
                     ProxyError::new(
                         ErrorCode::UnsupportedEndpoint,

@@ -22,7 +22,7 @@ mod wire;
 pub(crate) use shared_index::shared_create_body;
 pub(crate) use wire::{
     body_partition, check_encoding, check_plain_json, json_ok, json_response, json_stream_response,
-    read_json, strict_body, update_keeps_partition,
+    read_json, strict_body, strict_values, update_keeps_partition, PARSE_COST_PER_VALUE,
 };
 
 use std::sync::Arc;

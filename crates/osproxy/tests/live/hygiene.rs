@@ -35,6 +35,12 @@ async fn credentials_and_diagnostics_headers_stay_at_the_proxy() {
     let headers = [
         ("x-debug-directive", "not-a-real-directive"),
         ("x-request-id", "hygiene-req-0001"),
+        // Headers the security plugin acts on for osproxy's own user
+        // (impersonation, proxy authentication, host-based mappings).
+        ("opendistro_security_impersonate_as", "admin"),
+        ("x-proxy-user", "admin"),
+        ("x-proxy-roles", "all_access"),
+        ("x-forwarded-for", "10.9.8.7"),
     ];
     let doc = json!({"n": 1});
     for (method, path, body) in [
@@ -62,6 +68,9 @@ async fn credentials_and_diagnostics_headers_stay_at_the_proxy() {
                 ("authorization:", "an authorization header"),
                 ("x-debug-directive", "the diagnostics header"),
                 ("traceparent", "a trace context for an unselected request"),
+                ("opendistro_security", "an impersonation header"),
+                ("x-proxy-", "a proxy-authentication header"),
+                ("10.9.8.7", "the client's claimed address"),
             ] {
                 assert!(
                     !head.contains(forbidden),

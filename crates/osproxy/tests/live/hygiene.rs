@@ -80,3 +80,56 @@ async fn credentials_and_diagnostics_headers_stay_at_the_proxy() {
         }
     }
 }
+
+/// A prefix-passthrough query body is parsed to find the indices it names;
+/// the tree that parse builds is charged to the budget before it is built,
+/// so a body of millions of small values is refused (503, retryable) rather
+/// than grown into gigabytes, and a plain one still passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_passthrough_bodys_parse_is_charged_to_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = ConfigBuilder::new(dir.path())
+        .cluster("main", &node().url())
+        .passthrough("main", &["hyb-"])
+        .principal("svc", TOKEN, Grant::Partitions(vec!["acme".into()]))
+        .shared_index("hygiene", "main", "hybshared")
+        .start(std::path::Path::new(env!("CARGO_BIN_EXE_osproxy")));
+    let svc = As::new(&proxy, TOKEN);
+    // 4 million values (~8 MB): 1 GiB at the parse's cost per value, past
+    // the default 512 MiB budget.
+    let body = format!(
+        "{{\"query\":{{\"match_all\":{{}}}},\"x\":[{}0]}}",
+        "0,".repeat(4 * 1024 * 1024)
+    );
+    let (rss, _) = proxy.rss_kib().unwrap();
+    let r = svc
+        .raw(
+            Method::POST,
+            "/hyb-notes/_search",
+            Some(body.into()),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "overloaded", "{}", r.text());
+    let (_, peak) = proxy.rss_kib().unwrap();
+    assert!(
+        peak.saturating_sub(rss) < 256 * 1024,
+        "peak RSS grew by {} KiB",
+        peak.saturating_sub(rss)
+    );
+    let r = svc
+        .call(
+            Method::POST,
+            "/hyb-notes/_search?ignore_unavailable=true",
+            Some(&json!({"query": {"match_all": {}}})),
+            &[],
+        )
+        .await;
+    assert!(
+        r.status.is_success() || r.status == 404,
+        "{} {}",
+        r.status,
+        r.text()
+    );
+}

@@ -11,6 +11,7 @@ use osproxy_upstream::ClientBody;
 use percent_encoding::percent_decode_str;
 
 use super::params::{rewrite_query, Op};
+use super::reverse::Placed;
 use super::{json_response, read_json, reverse, Target, Tenancy};
 use crate::body::ResponseBody;
 
@@ -85,13 +86,7 @@ pub(crate) async fn serve(
         (None, true) => Some(tenancy.mint_id()),
         (None, false) => None,
     };
-    let physical_id = logical_id.as_ref().map(|id| {
-        if shared {
-            t.logical.id_template.physical(t.partition.as_str(), id)
-        } else {
-            id.clone()
-        }
-    });
+    let physical_id = logical_id.as_deref().map(|id| t.physical_id(id));
     let query = rewrite_query(req.uri.query(), op, shared, t.partition.as_str())?.encode();
     if shared {
         crate::diagnostics::with(|tr| {

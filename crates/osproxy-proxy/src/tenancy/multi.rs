@@ -177,16 +177,8 @@ pub(crate) async fn mget(
         if answers[pos].is_some() {
             continue;
         }
-        let physical = if shared {
-            target
-                .logical
-                .id_template
-                .physical(target.partition.as_str(), &id)
-        } else {
-            id.clone()
-        };
         upstream.insert("_index".into(), Value::from(target.physical_index()));
-        upstream.insert("_id".into(), Value::from(physical));
+        upstream.insert("_id".into(), Value::from(target.physical_id(&id)));
         if shared {
             upstream.insert("routing".into(), Value::from(target.partition.as_str()));
         }
@@ -312,12 +304,7 @@ fn missing_search(e: &ProxyError) -> Vec<u8> {
 fn reverse_doc(d: &[u8], t: &impl reverse::Placed, id: &str) -> Vec<u8> {
     match reverse::document(d, t) {
         Ok(doc) if reverse::is_error(&doc) => {
-            let physical = if t.shared() {
-                t.logical().id_template.physical(t.partition(), id)
-            } else {
-                id.to_string()
-            };
-            reverse::error(&doc, t, Some((&physical, id)))
+            reverse::error(&doc, t, Some((&t.physical_id(id), id)))
         }
         Ok(doc) => doc,
         Err(e) => {

@@ -20,6 +20,26 @@ pub(crate) trait Placed {
     fn partition(&self) -> &str;
     fn shared(&self) -> bool;
     fn physical_index(&self) -> &str;
+
+    /// The physical id of the client's `logical` id: built from the
+    /// partition's id template in a shared placement, itself elsewhere.
+    fn physical_id(&self, logical: &str) -> String {
+        if self.shared() {
+            self.logical()
+                .id_template
+                .physical(self.partition(), logical)
+        } else {
+            logical.to_string()
+        }
+    }
+
+    /// The client's id of a shared placement's `physical` one, when it was
+    /// built for this partition.
+    fn logical_id<'p>(&self, physical: &'p str) -> Option<&'p str> {
+        self.logical()
+            .id_template
+            .logical(self.partition(), physical)
+    }
 }
 
 impl Placed for Target<'_> {
@@ -288,10 +308,7 @@ fn document_member(
         // document is refused, not handed on with it.
         ID if shared => {
             let physical = as_str(value);
-            match physical
-                .as_deref()
-                .and_then(|p| t.logical().id_template.logical(t.partition(), p))
-            {
+            match physical.as_deref().and_then(|p| t.logical_id(p)) {
                 Some(logical) => Edit::Replace(json_string(logical)),
                 None => {
                     return Err(SourceError::Foreign {
@@ -429,10 +446,7 @@ pub(crate) fn by_query(raw: &[u8], t: &impl Placed) -> Vec<u8> {
         let out = edit(f, |k, v| match k {
             "id" if t.shared() => {
                 let physical = as_str(v);
-                match physical
-                    .as_deref()
-                    .and_then(|p| t.logical().id_template.logical(t.partition(), p))
-                {
+                match physical.as_deref().and_then(|p| t.logical_id(p)) {
                     Some(l) => {
                         let edit = Edit::Replace(json_string(l));
                         ids = physical.as_deref().map(|p| (p.to_string(), l.to_string()));

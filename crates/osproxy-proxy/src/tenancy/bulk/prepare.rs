@@ -4,6 +4,7 @@ use osproxy_core::{ErrorCode, ProxyError};
 use osproxy_rewrite::bulk::{check_metadata, item_error, render_action, ActionLine, BulkOp};
 
 use super::{BulkStream, ItemCtx, Prepared};
+use crate::tenancy::reverse::Placed;
 use crate::tenancy::Target;
 
 /// Targets a bulk keeps resolved at once.
@@ -80,16 +81,7 @@ impl<'t> BulkStream<'_, 't> {
             }
             (None, false, _) => None,
         };
-        let physical_id = logical_id.as_deref().map(|id| {
-            if shared {
-                target
-                    .logical
-                    .id_template
-                    .physical(target.partition.as_str(), id)
-            } else {
-                id.to_string()
-            }
-        });
+        let physical_id = logical_id.as_deref().map(|id| target.physical_id(id));
         // An auto-id index in a shared placement is written create-only,
         // as OpenSearch treats its own auto ids.
         let upstream_op = if shared && action.id.is_none() {

@@ -26,7 +26,7 @@ use crate::tenancy::Tenancy;
 use crate::upstream::Upstreams;
 use osproxy_control::ControlPlane;
 use osproxy_observe::trace::{Name, Stage, Value};
-use osproxy_rewrite::prefixes::{check_references, BulkCheck};
+use osproxy_rewrite::prefixes::{references_within, BulkCheck};
 use osproxy_upstream::headers::strip_hop_by_hop;
 use osproxy_upstream::{ClientBody, Coding, Upload};
 
@@ -612,7 +612,7 @@ impl Proxy {
                 })?;
                 let mut _parse = osproxy_upstream::budget::Charge::default();
                 _parse.set((values as u64).saturating_mul(crate::tenancy::PARSE_COST_PER_VALUE))?;
-                check_references(&bytes, &prefixes).map_err(|reason| {
+                references_within(&bytes, &prefixes).map_err(|reason| {
                     ProxyError::new(
                         ErrorCode::UnsupportedEndpoint,
                         format!("the request was not forwarded: {reason}"),

@@ -20,6 +20,15 @@ pub fn check_references(body: &[u8], prefixes: &[String]) -> Result<(), Outside>
         return Ok(());
     }
     crate::strict::check(body).map_err(|e| Outside::Unreadable(e.to_string()))?;
+    references_within(body, prefixes)
+}
+
+/// [`check_references`] of a body its caller has already checked strict
+/// (and charged for the tree this builds).
+pub fn references_within(body: &[u8], prefixes: &[String]) -> Result<(), Outside> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
     let names =
         crate::search::named_indices(body).map_err(|e| Outside::Unreadable(e.to_string()))?;
     let outside = names

@@ -35,19 +35,29 @@ pub enum Grants {
     Only(Vec<PartitionId>),
 }
 
+/// The one value of a header that names a partition, or none. Given more
+/// than once it is refused (found by review: the first was taken, so a
+/// gateway that appends the header let its client's own come first).
+pub(crate) fn partition_header<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h http::HeaderValue>, ProxyError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ProxyError::new(
+            ErrorCode::InvalidPartition,
+            format!("the `{name}` header is given more than once; name one partition"),
+        ));
+    }
+    Ok(first)
+}
+
 impl Principal {
     /// The partition this request acts for: the single grant, or the one
     /// named in `x-osproxy-partition` (checked against the grants).
     pub fn partition(&self, headers: &HeaderMap) -> Result<PartitionId, ProxyError> {
-        // Found by review: the first of several was taken, so a gateway
-        // that appends the header let its client's own come first.
-        if headers.get_all(PARTITION_HEADER).iter().nth(1).is_some() {
-            return Err(ProxyError::new(
-                ErrorCode::InvalidPartition,
-                format!("{PARTITION_HEADER} is given more than once; name one partition"),
-            ));
-        }
-        let named = match headers.get(PARTITION_HEADER) {
+        let named = match partition_header(headers, PARTITION_HEADER)? {
             Some(v) => Some(
                 v.to_str()
                     .ok()

@@ -331,13 +331,7 @@ impl Tenancy {
         let partition = match &logical.partition {
             PartitionRule::Principal => principal.partition(headers)?,
             PartitionRule::Header(h) => {
-                if headers.get_all(h.as_str()).iter().nth(1).is_some() {
-                    return Err(ProxyError::new(
-                        ErrorCode::InvalidPartition,
-                        format!("the `{h}` header is given more than once; name one partition"),
-                    ));
-                }
-                let v = headers.get(h.as_str()).ok_or_else(|| {
+                let v = crate::auth::partition_header(headers, h.as_str())?.ok_or_else(|| {
                     ProxyError::new(ErrorCode::PartitionRequired, format!("logical index {:?} takes its partition from the `{h}` header, which is missing", logical.name))
                 })?;
                 let v = v.to_str().map_err(|_| {

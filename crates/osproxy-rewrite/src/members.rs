@@ -45,32 +45,28 @@ where
     // Written from the first edit on: the members kept before it are
     // copied as they are, separators included.
     let mut out: Option<Vec<u8>> = None;
-    let mut first = true;
     for (i, (span, key_end)) in spans.iter().enumerate() {
         let raw_key = &doc[span.key_start..*key_end];
         let key = unescape_key(raw_key)?;
         let edit = f(&key, &doc[span.value_start..span.value_end]);
-        let out = match (&mut out, edit) {
-            (None, Edit::Keep) => continue,
-            (Some(out), edit) => (out, edit),
-            (slot @ None, edit) => {
-                let mut o = Vec::with_capacity(doc.len());
-                let kept = i.checked_sub(1).map_or(open_end, |p| spans[p].0.value_end);
-                o.extend_from_slice(&doc[..kept]);
-                first = i == 0;
-                (slot.insert(o), edit)
-            }
-        };
-        let (out, edit) = out;
+        if out.is_none() && edit == Edit::Keep {
+            continue;
+        }
+        let out = out.get_or_insert_with(|| {
+            let kept = i.checked_sub(1).map_or(open_end, |p| spans[p].0.value_end);
+            let mut o = Vec::with_capacity(doc.len());
+            o.extend_from_slice(&doc[..kept]);
+            o
+        });
         let value = match edit {
             Edit::Drop => continue,
             Edit::Keep => &doc[span.value_start..span.value_end],
             Edit::Replace(ref v) => v.as_slice(),
         };
-        if !first {
+        // Nothing written yet past the `{`: no separator.
+        if out.len() > open_end {
             out.push(b',');
         }
-        first = false;
         out.extend_from_slice(&doc[span.lead..span.value_start]);
         out.extend_from_slice(value);
     }

@@ -42,8 +42,20 @@ impl RequestIdMinter {
 
     /// The next id: 32 lower-case hex digits.
     pub fn mint(&self) -> String {
+        self.mint_bytes().iter().map(|&b| char::from(b)).collect()
+    }
+
+    /// The next id as bytes (no formatting machinery: minted per request).
+    pub fn mint_bytes(&self) -> [u8; 32] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{:016x}", self.prefix, n)
+        let mut out = [0u8; 32];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let word = if i < 16 { self.prefix } else { n };
+            let shift = 60 - 4 * (i % 16);
+            *slot = HEX[((word >> shift) & 0xf) as usize];
+        }
+        out
     }
 }
 
@@ -59,6 +71,13 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(is_well_formed(a.as_bytes()));
+        assert_eq!(a, format!("{:016x}{:016x}", 0xdead_beef_u64, 0));
+        assert_eq!(b, format!("{:016x}{:016x}", 0xdead_beef_u64, 1));
+        let c = RequestIdMinter::new(u64::MAX - 0x0123_4567_89ab);
+        assert_eq!(
+            c.mint(),
+            format!("{:016x}{:016x}", u64::MAX - 0x0123_4567_89ab, 0)
+        );
     }
 
     #[test]

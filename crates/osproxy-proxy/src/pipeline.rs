@@ -234,7 +234,7 @@ impl Proxy {
     fn identify(&self, req: &Request<Upload>) -> HeaderValue {
         match req.headers().get(&X_REQUEST_ID) {
             Some(v) if is_well_formed(v.as_bytes()) => v.clone(),
-            _ => HeaderValue::try_from(self.minter.mint())
+            _ => HeaderValue::from_bytes(&self.minter.mint_bytes())
                 .unwrap_or(HeaderValue::from_static("unidentified")),
         }
     }

@@ -500,11 +500,11 @@ impl UpstreamCluster {
                 None => Box::pin(self.connect()).await?,
             };
             match link.exchange(req).await {
-                Ok(resp) => {
+                Ok(started) => {
                     if reused {
                         self.metrics.connections_reused.inc();
                     }
-                    return Ok(resp.map(|body| Answer::driven(body, link, pool.clone())));
+                    return Ok(Answer::driven(started, link, pool.clone()));
                 }
                 // The cluster closed an idle connection as the request was
                 // given to it: nothing was written, so it is sent again on
@@ -527,9 +527,7 @@ impl UpstreamCluster {
         let io = tower_service::Service::call(&mut connector, self.origin.clone())
             .await
             .map_err(|e| Failure::Connect(error_chain(&*e)))?;
-        crate::h1::Link::open(io)
-            .await
-            .map_err(|e| Failure::Connect(error_chain(&e)))
+        Ok(crate::h1::Link::open(io))
     }
 }
 
@@ -888,6 +886,24 @@ macro_rules! each_stream {
             Stream::Tls($io) => $call,
         }
     };
+}
+
+impl TrackedConnection {
+    /// Reads what the cluster sent into the spare capacity of `buf`
+    /// (`Ok(0)`: the cluster closed the connection).
+    pub(crate) fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut bytes::BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        use tokio::io::AsyncReadExt;
+        // `read_buf` only registers for readiness and reads: a future of
+        // it dropped while pending loses nothing.
+        match &mut self.io {
+            Stream::Plain(io) => std::pin::pin!(io.inner_mut().read_buf(buf)).poll(cx),
+            Stream::Tls(io) => std::pin::pin!(io.inner_mut().read_buf(buf)).poll(cx),
+        }
+    }
 }
 
 impl hyper::rt::Read for TrackedConnection {

@@ -257,7 +257,7 @@ enum CtlError {
     Answer {
         url: String,
         #[source]
-        source: hyper::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The admin API answered with an error: status, message, current state.
     #[error("{0}")]
@@ -290,14 +290,18 @@ async fn read_answer<B>(
     url: String,
 ) -> Result<(http::StatusCode, Bytes), CtlError>
 where
-    B: hyper::body::Body<Data = Bytes, Error = hyper::Error>,
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let status = resp.status();
     let bytes = resp
         .into_body()
         .collect()
         .await
-        .map_err(|source| CtlError::Answer { url, source })?
+        .map_err(|e| CtlError::Answer {
+            url,
+            source: e.into(),
+        })?
         .to_bytes();
     Ok((status, bytes))
 }

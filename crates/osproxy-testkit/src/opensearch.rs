@@ -58,7 +58,24 @@ impl OpenSearchNode {
         OpenSearchNode::launch(Variant::Secured)
     }
 
+    /// Starts a node; again on another port when the one chosen was taken
+    /// before the JVM bound it (a port is free when it is chosen, and the
+    /// JVM binds it seconds later: another process, or an outgoing
+    /// connection's ephemeral port, can take it meanwhile).
     fn launch(variant: Variant) -> Result<OpenSearchNode, String> {
+        let mut attempt = 1;
+        loop {
+            match OpenSearchNode::launch_once(variant) {
+                Err(e) if attempt < 3 && e.contains("Address already in use") => {
+                    eprintln!("opensearch test node: its port was taken before it bound it; starting again on another ({attempt})");
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    fn launch_once(variant: Variant) -> Result<OpenSearchNode, String> {
         crate::bound_test_binary();
         build_launcher(variant)?;
         let secured = variant == Variant::Secured;
@@ -99,16 +116,19 @@ impl OpenSearchNode {
             _dir: dir,
         };
         let addr = node.addr();
+        // A node that exited will not start: the wait ends there, with why.
+        let mut exited = None;
         wait_until(
             &format!("OpenSearch on {addr} reaching yellow"),
             START_TIMEOUT,
             || {
                 if let Ok(mut c) = node.child.lock() {
                     if let Ok(Some(status)) = c.try_wait() {
-                        return Err(format!(
-                            "node exited with {status}; log tail:\n{}",
+                        exited = Some(format!(
+                            "OpenSearch on {addr} did not start: node exited with {status}; log tail:\n{}",
                             tail(&node.log, 30)
                         ));
+                        return Ok(());
                     }
                 }
                 let health = "/_cluster/health?wait_for_status=yellow&timeout=1s";
@@ -122,6 +142,9 @@ impl OpenSearchNode {
             },
         )
         .map_err(|e| format!("{e}\nlog: {}", node.log.display()))?;
+        if let Some(why) = exited {
+            return Err(format!("{why}\nlog: {}", node.log.display()));
+        }
         Ok(node)
     }
 

@@ -889,6 +889,11 @@ macro_rules! each_stream {
 }
 
 impl TrackedConnection {
+    /// Whether the connection is TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.io, Stream::Tls(_))
+    }
+
     /// Reads what the cluster sent into the spare capacity of `buf`
     /// (`Ok(0)`: the cluster closed the connection).
     pub(crate) fn poll_read_buf(

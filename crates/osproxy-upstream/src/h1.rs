@@ -133,8 +133,12 @@ impl Link {
         })
         .await;
         match polled {
+            // An answer that came before the whole request was written is
+            // not followed by another request on the connection: a cluster
+            // that answered without reading the rest of the body could
+            // read that rest as a request of its own.
             Ok((head, upload_failed)) => Ok(Started {
-                keep_alive: head.keep_alive && !upload_failed,
+                keep_alive: head.keep_alive && !upload_failed && upload.done(),
                 head: head.response,
                 framing: head.framing,
                 upload: (!upload_failed && !upload.done()).then_some(upload),
@@ -330,11 +334,21 @@ impl Upload {
                     *slot = io::IoSlice::new(b);
                     count += 1;
                 }
-                let written = std::task::ready!(hyper::rt::Write::poll_write_vectored(
+                let written = match std::task::ready!(hyper::rt::Write::poll_write_vectored(
                     Pin::new(&mut *io),
                     cx,
                     &slices[..count]
-                ))?;
+                )) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // A TLS stream can fail a write after part of it
+                        // went out: the request is no longer untouched.
+                        if io.is_tls() {
+                            self.untouched = None;
+                        }
+                        return Poll::Ready(Err(e));
+                    }
+                };
                 if written == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -539,7 +553,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Parsed> {
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     let mut length: Option<u64> = None;
     let mut chunked = None::<bool>;
-    let mut close = version == Version::HTTP_10;
+    let (mut said_close, mut said_keep_alive, mut coded) = (false, false, false);
     for f in parsed.headers.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| {
             broken(format!(
@@ -574,22 +588,19 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Parsed> {
                 .map(<[u8]>::trim_ascii)
                 .rfind(|c| !c.is_empty());
             chunked = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
-            // RFC 9112 §6.1: a transfer coding in HTTP/1.0 is faulty
-            // framing; the connection is not kept.
-            if version == Version::HTTP_10 {
-                close = true;
-            }
+            coded = true;
         } else if name == CONNECTION {
             for token in f.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    close = false;
-                }
+                said_close |= token.eq_ignore_ascii_case(b"close");
+                said_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
         headers.append(name, value);
     }
+    // `close` anywhere wins; HTTP/1.0 keeps the connection only when it
+    // asks to, and never with a transfer coding (RFC 9112 §6.1: faulty
+    // framing), whatever order the fields come in.
+    let close = said_close || (version == Version::HTTP_10 && (!said_keep_alive || coded));
     let framing =
         if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Framing::Empty
@@ -877,7 +888,13 @@ fn dechunk(buf: &mut BytesMut, state: &mut Chunk) -> io::Result<Dechunked> {
     loop {
         match *state {
             Chunk::Size => {
-                let Some(end) = memchr::memchr(b'\n', buf) else {
+                let end = memchr::memchr(b'\n', buf);
+                if end.unwrap_or(0) > MAX_CHUNK_LINE {
+                    return Err(broken(
+                        "the cluster's answer has a chunk-size line too long",
+                    ));
+                }
+                let Some(end) = end else {
                     if buf.len() > MAX_CHUNK_LINE {
                         return Err(broken(
                             "the cluster's answer has a chunk-size line too long",
@@ -896,8 +913,12 @@ fn dechunk(buf: &mut BytesMut, state: &mut Chunk) -> io::Result<Dechunked> {
                     .position(|b| !b.is_ascii_hexdigit())
                     .unwrap_or(line.len());
                 let zeros = line[..hex].iter().take_while(|&&b| b == b'0').count();
-                let rest = line[hex..].trim_ascii_start();
-                let spaced = rest.len() < line.len() - hex;
+                let spaces = line[hex..]
+                    .iter()
+                    .take_while(|&&b| b == b' ' || b == b'\t')
+                    .count();
+                let rest = &line[hex + spaces..];
+                let spaced = spaces > 0;
                 if hex == 0
                     || hex - zeros > 15
                     || !(rest.starts_with(b";") || (rest.is_empty() && !spaced))
@@ -1090,13 +1111,24 @@ mod tests {
         assert_eq!(h.framing, Framing::Length(2));
         assert!(!h.keep_alive);
         assert_eq!(&buf[..], b"ok");
-        // A transfer coding in HTTP/1.0 is faulty framing: never reused.
+        // A transfer coding in HTTP/1.0 is faulty framing, and `close`
+        // wins over `keep-alive`: never reused, in any order.
+        for fields in [
+            "connection: keep-alive\r\ntransfer-encoding: chunked",
+            "transfer-encoding: chunked\r\nconnection: keep-alive",
+            "connection: close, keep-alive\r\ncontent-length: 0",
+        ] {
+            let Ok(Parsed::Head(h)) = head(&format!("HTTP/1.0 200 OK\r\n{fields}\r\n\r\n")) else {
+                unreachable!("a head")
+            };
+            assert!(!h.keep_alive, "{fields}");
+        }
         let Ok(Parsed::Head(h)) =
-            head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n")
+            head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n")
         else {
             unreachable!("a head")
         };
-        assert!(!h.keep_alive);
+        assert!(h.keep_alive);
         // HTTP/1.0 keeps the connection only when it says so.
         let Ok(Parsed::Head(h)) = head("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n") else {
             unreachable!("a head")
@@ -1161,6 +1193,8 @@ mod tests {
             b"10000000000000000\r\n",
             b"5 \r\nhello\r\n",
             b"0\r\ntrailer\n",
+            b"5\r;x\r\nhello\r\n",
+            b"5\x0c;x\r\nhello\r\n",
         ] {
             let mut buf = BytesMut::from(bad);
             let mut state = Chunk::Size;

@@ -27,7 +27,7 @@ pub use opensearch::{
 pub use process::{free_port, repo_root, wait_until};
 pub use proxy::ProxyInstance;
 pub use relay::Relay;
-pub use tls::{Admission, Issued, TestCa, TlsTerminator};
+pub use tls::{Admission, GzipProxy, Issued, TestCa, TlsTerminator};
 
 /// How long one test binary may run before the watchdog ends it, unless
 /// `OSPROXY_TEST_BINARY_LIMIT_SECS` says otherwise.

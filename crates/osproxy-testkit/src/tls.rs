@@ -348,44 +348,12 @@ impl TlsTerminator {
             certificate.cert.display(),
             certificate.key.display(),
         );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
-        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .ok_or("nginx not found (scripts/setup installs nginx-light)")?;
-        let child = Command::new(bin)
-            .args(["-e", "stderr", "-p"])
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start nginx: {e}"))?;
-        let mut t = TlsTerminator {
+        let child = run_nginx(&dir, &conf, port)?;
+        Ok(TlsTerminator {
             child,
             port,
             _dir: dir,
-        };
-        let addr = format!("127.0.0.1:{port}");
-        let waited = wait_until(
-            &format!("nginx accepting on {addr}"),
-            Duration::from_secs(10),
-            || {
-                if let Ok(Some(status)) = t.child.try_wait() {
-                    return Err(format!("nginx exited with {status}"));
-                }
-                std::net::TcpStream::connect(&addr)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            },
-        );
-        if let Err(e) = waited {
-            let _ = t.child.kill();
-            return Err(e);
-        }
-        Ok(t)
+        })
     }
 
     /// Its `https://127.0.0.1:<port>` URL.
@@ -395,6 +363,96 @@ impl TlsTerminator {
 }
 
 impl Drop for TlsTerminator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts nginx with `conf` (written into `dir`) and waits until it accepts
+/// connections on `port`.
+fn run_nginx(dir: &tempfile::TempDir, conf: &str, port: u16) -> Result<Child, String> {
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+    let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("nginx not found (scripts/setup installs nginx-light)")?;
+    let mut child = Command::new(bin)
+        .args(["-e", "stderr", "-p"])
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start nginx: {e}"))?;
+    let addr = format!("127.0.0.1:{port}");
+    let waited = wait_until(
+        &format!("nginx accepting on {addr}"),
+        Duration::from_secs(10),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("nginx exited with {status}"));
+            }
+            std::net::TcpStream::connect(&addr)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    );
+    if let Err(e) = waited {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    Ok(child)
+}
+
+/// nginx in front of the cleartext `upstream` (`host:port`), compressing
+/// every answer for clients that accept gzip (itself: the upstream is
+/// asked for plain answers). A compressed answer has no
+/// length known in advance, so nginx sends it chunked: a real server's
+/// chunked answers, which OpenSearch (it frames everything with a length)
+/// never sends.
+#[derive(Debug)]
+pub struct GzipProxy {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl GzipProxy {
+    /// Starts it on a free port and waits until it accepts connections.
+    pub fn start(upstream: &str) -> Result<GzipProxy, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let port = free_port()?;
+        let d = dir.path().display();
+        let conf = format!(
+            "master_process off;\nworker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             upstream os {{ server {upstream}; keepalive 8; }}\n\
+             server {{\n    listen 127.0.0.1:{port};\n\
+             gzip on; gzip_proxied any; gzip_types *; gzip_min_length 0;\n\
+             location / {{ proxy_pass http://os; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+             proxy_buffering off; proxy_set_header Accept-Encoding \"\"; }}\n  }}\n}}\n"
+        );
+        let child = run_nginx(&dir, &conf, port)?;
+        Ok(GzipProxy {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// Its `http://127.0.0.1:<port>` URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for GzipProxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

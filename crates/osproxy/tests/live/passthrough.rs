@@ -635,3 +635,106 @@ async fn prefix_passthrough_confines_to_listed_indices() {
         .unwrap();
     assert_eq!(piped.status, 404, "the piped bulk ran: {}", piped.text());
 }
+
+/// osproxy reads the cluster's answers itself (decision 0010). OpenSearch
+/// frames every answer with a length, so this test puts nginx between the
+/// two, compressing: its answers are chunked. Each is dechunked, handed on
+/// whole and the connection used again for the next, for bodies, errors
+/// and HEAD alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_answers_from_a_real_server_are_read_whole_and_the_connection_reused() {
+    use std::io::Read;
+    let gzip = osproxy_testkit::GzipProxy::start(&node().addr()).unwrap();
+    let proxy = crate::common::proxy_to(&gzip.url(), "");
+    proxy
+        .wait_ready(std::time::Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    let http = Http::new();
+    let doc = json!({"n": 1, "pad": "x".repeat(20_000)}).to_string();
+    let put = http
+        .send(
+            Method::PUT,
+            &format!("{}/chunked-answers/_doc/1?refresh=true", node().url()),
+            Some(&doc),
+        )
+        .await
+        .unwrap();
+    assert!(put.status.is_success(), "{}", put.text());
+    let gz = [("accept-encoding", "gzip")];
+    // nginx really answers chunked.
+    let raw = http
+        .send_with(
+            Method::GET,
+            &format!("{}/chunked-answers/_doc/1", gzip.url()),
+            None,
+            &gz,
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.header("transfer-encoding"), Some("chunked"));
+    let direct = http
+        .send(
+            Method::GET,
+            &format!("{}/chunked-answers/_doc/1", node().url()),
+            None,
+        )
+        .await
+        .unwrap()
+        .json();
+    let gunzip = |r: &HttpResponse| {
+        assert_eq!(
+            r.header("content-encoding"),
+            Some("gzip"),
+            "{:?}",
+            r.headers
+        );
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&r.body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    for round in 0..10 {
+        let url = format!("{}/chunked-answers/_doc/1", proxy.url());
+        let got = http.send_with(Method::GET, &url, None, &gz).await.unwrap();
+        assert_eq!(got.status, 200, "round {round}");
+        assert_eq!(gunzip(&got), direct, "round {round}");
+        let missing = http
+            .send_with(
+                Method::GET,
+                &format!("{}/chunked-answers/_doc/nope", proxy.url()),
+                None,
+                &gz,
+            )
+            .await
+            .unwrap();
+        assert_eq!(missing.status, 404, "round {round}");
+        assert_eq!(gunzip(&missing)["found"], false, "round {round}");
+        let head = http.send_with(Method::HEAD, &url, None, &gz).await.unwrap();
+        assert_eq!(head.status, 200, "round {round}");
+        assert!(head.body.is_empty(), "round {round}");
+    }
+    let reused = metric(
+        &proxy,
+        r#"osproxy_upstream_connections_reused_total{cluster="main"}"#,
+    )
+    .await
+    .unwrap_or(0.0);
+    let opened = metric(
+        &proxy,
+        r#"osproxy_upstream_connections_opened_total{cluster="main"}"#,
+    )
+    .await
+    .unwrap_or(0.0);
+    assert!(
+        opened >= 1.0 && reused >= 25.0,
+        "opened {opened}, reused {reused}: chunked answers should leave their connection reusable"
+    );
+    let _ = http
+        .send(
+            Method::DELETE,
+            &format!("{}/chunked-answers", node().url()),
+            None,
+        )
+        .await;
+}

@@ -274,9 +274,7 @@ impl TestCa {
 /// when dropped leaves no worker behind.
 #[derive(Debug)]
 pub struct TlsTerminator {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+    nginx: Nginx,
 }
 
 /// What a [`TlsTerminator`] asks of its clients.
@@ -332,13 +330,9 @@ impl TlsTerminator {
                 ca.display()
             ),
         };
-        let d = dir.path().display();
+        let head = nginx_head(&dir, upstream);
         let conf = format!(
-            "master_process off;\nworker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             upstream os {{ server {upstream}; keepalive 8; }}\n\
+            "{head}\
              server {{\n    listen 127.0.0.1:{port} ssl;\n\
              ssl_certificate {};\n    ssl_certificate_key {};\n\
              {admit}\
@@ -348,29 +342,59 @@ impl TlsTerminator {
             certificate.cert.display(),
             certificate.key.display(),
         );
-        let child = run_nginx(&dir, &conf, port)?;
         Ok(TlsTerminator {
-            child,
-            port,
-            _dir: dir,
+            nginx: Nginx::run(dir, &conf, port)?,
         })
     }
 
     /// Its `https://127.0.0.1:<port>` URL.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.nginx.port)
     }
 }
 
-impl Drop for TlsTerminator {
+/// An nginx process of a test's own, killed when dropped.
+#[derive(Debug)]
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx with `conf` (written into `dir`) and waits until it
+    /// accepts connections on `port`.
+    fn run(dir: tempfile::TempDir, conf: &str, port: u16) -> Result<Nginx, String> {
+        let child = run_nginx(&dir, conf, port)?;
+        Ok(Nginx {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// Starts nginx with `conf` (written into `dir`) and waits until it accepts
-/// connections on `port`.
+/// The start of an nginx configuration of a test's own: one process,
+/// everything under `dir`, and `upstream` as `os`; the `http` block is
+/// left open for a server.
+fn nginx_head(dir: &tempfile::TempDir, upstream: &str) -> String {
+    let d = dir.path().display();
+    format!(
+        "master_process off;\nworker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         upstream os {{ server {upstream}; keepalive 8; }}\n"
+    )
+}
+
 fn run_nginx(dir: &tempfile::TempDir, conf: &str, port: u16) -> Result<Child, String> {
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
@@ -416,9 +440,7 @@ fn run_nginx(dir: &tempfile::TempDir, conf: &str, port: u16) -> Result<Child, St
 /// never sends.
 #[derive(Debug)]
 pub struct GzipProxy {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+    nginx: Nginx,
 }
 
 impl GzipProxy {
@@ -426,35 +448,21 @@ impl GzipProxy {
     pub fn start(upstream: &str) -> Result<GzipProxy, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let port = free_port()?;
-        let d = dir.path().display();
+        let head = nginx_head(&dir, upstream);
         let conf = format!(
-            "master_process off;\nworker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             upstream os {{ server {upstream}; keepalive 8; }}\n\
+            "{head}\
              server {{\n    listen 127.0.0.1:{port};\n\
              gzip on; gzip_proxied any; gzip_types *; gzip_min_length 0;\n\
              location / {{ proxy_pass http://os; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
              proxy_buffering off; proxy_set_header Accept-Encoding \"\"; }}\n  }}\n}}\n"
         );
-        let child = run_nginx(&dir, &conf, port)?;
         Ok(GzipProxy {
-            child,
-            port,
-            _dir: dir,
+            nginx: Nginx::run(dir, &conf, port)?,
         })
     }
 
     /// Its `http://127.0.0.1:<port>` URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for GzipProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        format!("http://127.0.0.1:{}", self.nginx.port)
     }
 }

@@ -343,18 +343,7 @@ async fn passthrough_is_transparent_for_scroll_and_point_in_time_over_reused_con
     pair.same(Method::DELETE, "/{i}", None).await;
 
     // Keep-alive connections were reused, not reopened per request.
-    let reused = metric(
-        &proxy,
-        r#"osproxy_upstream_connections_reused_total{cluster="main"}"#,
-    )
-    .await
-    .unwrap_or(0.0);
-    let opened = metric(
-        &proxy,
-        r#"osproxy_upstream_connections_opened_total{cluster="main"}"#,
-    )
-    .await
-    .unwrap_or(0.0);
+    let (opened, reused) = connections(&proxy).await;
     assert!(
         opened >= 1.0 && reused > opened,
         "opened {opened}, reused {reused}"
@@ -714,18 +703,7 @@ async fn chunked_answers_from_a_real_server_are_read_whole_and_the_connection_re
         assert_eq!(head.status, 200, "round {round}");
         assert!(head.body.is_empty(), "round {round}");
     }
-    let reused = metric(
-        &proxy,
-        r#"osproxy_upstream_connections_reused_total{cluster="main"}"#,
-    )
-    .await
-    .unwrap_or(0.0);
-    let opened = metric(
-        &proxy,
-        r#"osproxy_upstream_connections_opened_total{cluster="main"}"#,
-    )
-    .await
-    .unwrap_or(0.0);
+    let (opened, reused) = connections(&proxy).await;
     assert!(
         opened >= 1.0 && reused >= 25.0,
         "opened {opened}, reused {reused}: chunked answers should leave their connection reusable"
@@ -737,4 +715,13 @@ async fn chunked_answers_from_a_real_server_are_read_whole_and_the_connection_re
             None,
         )
         .await;
+}
+
+/// Upstream connections the proxy opened, and the requests that reused one.
+async fn connections(proxy: &ProxyInstance) -> (f64, f64) {
+    let count = |what: &str| {
+        let sample = format!(r#"osproxy_upstream_connections_{what}_total{{cluster="main"}}"#);
+        async move { metric(proxy, &sample).await.unwrap_or(0.0) }
+    };
+    (count("opened").await, count("reused").await)
 }

@@ -148,7 +148,7 @@ impl<'de> Visitor<'de> for Strict {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
-        let mut seen: HashSet<std::borrow::Cow<'de, str>> = HashSet::new();
+        let mut seen = Seen::default();
         let mut n = 1usize;
         while let Some(key) = map.next_key_seed(Key)? {
             if longer_than(&key, MAX_NAME_CHARS) {
@@ -156,17 +156,50 @@ impl<'de> Visitor<'de> for Strict {
                     "a field name of more than {MAX_NAME_CHARS} characters, OpenSearch's limit"
                 )));
             }
-            if !seen.insert(key.clone()) {
+            if seen.has(&key) {
                 let shown: String = key.chars().take(64).filter(|c| !c.is_control()).collect();
                 return Err(de::Error::custom(format!(
                     "duplicate field `{shown}`: a name may occur once in an object"
                 )));
             }
+            seen.add(key);
             n = n
                 .saturating_add(1)
                 .saturating_add(map.next_value_seed(Strict)?);
         }
         Ok(n)
+    }
+}
+
+/// The names an object has had so far (decoded, as OpenSearch compares
+/// them): compared one by one while there are few, as in most objects,
+/// with nothing allocated; hashed past that.
+#[derive(Default)]
+struct Seen<'de> {
+    few: [std::borrow::Cow<'de, str>; FEW_NAMES],
+    count: usize,
+    many: HashSet<std::borrow::Cow<'de, str>>,
+}
+
+/// How many names [`Seen`] compares one by one.
+const FEW_NAMES: usize = 16;
+
+impl<'de> Seen<'de> {
+    fn has(&self, key: &str) -> bool {
+        self.few[..self.count.min(FEW_NAMES)]
+            .iter()
+            .any(|k| k.as_ref() == key)
+            || self.many.contains(key)
+    }
+
+    fn add(&mut self, key: std::borrow::Cow<'de, str>) {
+        match self.few.get_mut(self.count) {
+            Some(slot) => *slot = key,
+            None => {
+                self.many.insert(key);
+            }
+        }
+        self.count += 1;
     }
 }
 
@@ -205,6 +238,27 @@ impl<'de> Visitor<'de> for Key {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_duplicate_name_is_found_among_many() {
+        let names: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let object = |extra: &str| format!("{{{},{extra}}}", names.join(","));
+        assert!(check(object("\"k40\":0").as_bytes()).is_ok());
+        // Among the first names, past them, and spelt with an escape.
+        for dup in [
+            "\"k3\":0",
+            "\"k15\":0",
+            "\"k16\":0",
+            "\"k39\":0",
+            "\"k\\u0033\":0",
+        ] {
+            let e = check(object(dup).as_bytes()).err();
+            assert!(
+                e.is_some_and(|e| e.reason.contains("duplicate field")),
+                "{dup} was not refused"
+            );
+        }
+    }
 
     #[test]
     fn refuses_names_and_strings_past_opensearchs_limits() {

@@ -108,3 +108,12 @@ pub async fn migrate_and_wait(
     })
     .await;
 }
+
+/// Held by the tests that each send or read a hundred MiB through the
+/// shared node: run together, they took the node past its heap's circuit
+/// breaker (429 `circuit_breaking_exception`, 400 MB of requests in
+/// flight on a 512 MB heap), so they take turns.
+pub async fn one_heavy_test_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}

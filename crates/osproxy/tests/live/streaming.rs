@@ -11,6 +11,7 @@ const MIB: usize = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hundred_mib_each_way_stream_through_in_bounded_memory() {
+    let _turn = crate::common::one_heavy_test_at_a_time().await;
     let proxy = ready_proxy("");
     let http = Http::new();
     let base = proxy.url();

@@ -353,6 +353,7 @@ async fn a_gzip_bomb_a_truncated_stream_and_other_codings_are_refused() {
 /// and the proxy's peak RSS grows by far less than their sum.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_compressed_bodies_are_bounded_by_the_process_budget() {
+    let _turn = crate::common::one_heavy_test_at_a_time().await;
     let tag = "gzmany";
     let f = Fleet::start(&node().url(), tag);
     let pad = "x".repeat(99 * 1024 * 1024);
@@ -618,6 +619,7 @@ async fn the_clusters_answers_read_whole_are_charged_to_the_budget() {
 /// gone).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_mib_search_answer_streams_through_tenancy_in_bounded_memory() {
+    let _turn = crate::common::one_heavy_test_at_a_time().await;
     const MIB: usize = 1024 * 1024;
     let tag = "bigsearch";
     let f = Fleet::start(&node().url(), tag);

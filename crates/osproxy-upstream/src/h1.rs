@@ -224,11 +224,7 @@ impl Upload {
         let declared = declared_length(&parts.headers)?;
         let exact = body.size_hint().exact();
         let ended = body.is_end_stream();
-        let framing = match (exact, declared) {
-            (Some(n), _) => Out::Length(n),
-            (None, Some(n)) => Out::Length(n),
-            (None, None) => Out::Chunked,
-        };
+        let framing = exact.or(declared).map_or(Out::Chunked, Out::Length);
         let mut head = Vec::with_capacity(256 + 48 * parts.headers.len());
         head.extend_from_slice(parts.method.as_str().as_bytes());
         head.push(b' ');
@@ -281,7 +277,7 @@ impl Upload {
             // A body with nothing to read is never polled; one that claims
             // a length it does not have would leave the cluster waiting
             // for bytes the next request would supply.
-            _ if ended && framing != Out::Length(0) && framing != Out::Chunked => {
+            _ if ended && matches!(framing, Out::Length(n) if n > 0) => {
                 return Err(broken("the request declares a body length but has no body"))
             }
             b if ended => {
@@ -416,8 +412,7 @@ impl Upload {
                             self.queue.push_back(data);
                         }
                         Out::Chunked => {
-                            let mut size = format!("{:x}\r\n", data.len()).into_bytes();
-                            size.shrink_to_fit();
+                            let size = format!("{:x}\r\n", data.len());
                             self.queue.push_back(Bytes::from(size));
                             self.queue.push_back(data);
                             self.queue.push_back(Bytes::from_static(b"\r\n"));
